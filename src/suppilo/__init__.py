@@ -1,0 +1,3 @@
+"""suppilo: a self-hostable customer-acquisition and lifecycle platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,14 @@
+"""``suppilo``: serve, migrate, keys, workspaces, import, export, demo."""
+
+from __future__ import annotations
+
+import typer
+
+from suppilo.adapters.cli import admin
+
+app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
+admin.register(app)
+
+
+if __name__ == "__main__":
+    app()

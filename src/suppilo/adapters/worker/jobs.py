@@ -1,0 +1,19 @@
+"""The registry of periodic jobs: (name, interval in seconds, function of a session factory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+JobEntry = tuple[str, float, Any]
+
+JOBS: list[JobEntry] = []
+
+
+def run_job_in_unit_of_work(factory: sessionmaker[Session], fn: Any) -> Any:
+    """Run ``fn(session)`` in one transaction."""
+    with factory() as session:
+        result = fn(session)
+        session.commit()
+        return result

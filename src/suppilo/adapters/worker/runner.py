@@ -1,0 +1,103 @@
+"""Runs the API with uvicorn and, in the same process by default, the background worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("suppilo.worker")
+
+JobFn = Callable[[sessionmaker[Session]], Any]
+
+
+@dataclass
+class PeriodicJob:
+    """A job run every ``interval`` seconds; its function opens its own unit of work."""
+
+    name: str
+    interval: float
+    fn: JobFn
+    next_run: float = 0.0
+
+
+@dataclass
+class Worker:
+    """A loop in a thread that runs due periodic jobs; a failing job is logged and retried next period."""
+
+    session_factory: sessionmaker[Session]
+    jobs: list[PeriodicJob] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def run_once(self, now: float | None = None) -> list[str]:
+        """Run every due job once; returns the names of those that ran."""
+        ran: list[str] = []
+        t = time.monotonic() if now is None else now
+        for job in self.jobs:
+            if t >= job.next_run:
+                try:
+                    job.fn(self.session_factory)
+                except Exception:
+                    log.exception("job %s failed", job.name)
+                job.next_run = t + job.interval
+                ran.append(job.name)
+        return ran
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(0.5)
+
+    def start(self) -> None:
+        """Start the loop in a daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name="suppilo-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop and wait for the running job to finish."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def default_jobs() -> list[PeriodicJob]:
+    """The periodic jobs every installation runs."""
+    from suppilo.adapters.worker.jobs import JOBS
+
+    return [PeriodicJob(name, interval, fn) for name, interval, fn in JOBS]
+
+
+class WorkerHook:
+    """Starts and stops the worker with the app."""
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+
+    async def start(self, app: FastAPI) -> None:
+        self.worker = Worker(app.state.session_factory, default_jobs())
+        self.worker.start()
+
+    async def stop(self, app: FastAPI) -> None:
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)
+
+
+def run_server(*, host: str, port: int, with_worker: bool, app: FastAPI | None = None) -> None:
+    """Serve the API with uvicorn, with the worker when asked."""
+    import uvicorn
+
+    from suppilo.adapters.http.app import create_app
+
+    hooks: list[Any] = []
+    if with_worker:
+        hooks.append(WorkerHook())
+    application = app or create_app(lifespan_hooks=hooks)
+    uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=True)

@@ -1,0 +1,1 @@
+"""Capture: hosted and embeddable forms, the tracking snippet and the image pixel."""

@@ -1,0 +1,1 @@
+"""Commerce records: products, orders with lines, refunds and carts."""

@@ -1,0 +1,1 @@
+"""Contacts: people, their identities, tags, custom properties and lifecycle stage history."""

@@ -1,0 +1,19 @@
+"""Imports every domain's models so that ``Base.metadata`` knows all tables (Alembic, tests)."""
+
+from suppilo.capture import models as capture_models
+from suppilo.commerce import models as commerce_models
+from suppilo.companies import models as companies_models
+from suppilo.contacts import models as contacts_models
+from suppilo.db.base import Base
+from suppilo.events import models as events_models
+from suppilo.workspaces import models as workspaces_models
+
+__all__ = [
+    "Base",
+    "capture_models",
+    "commerce_models",
+    "companies_models",
+    "contacts_models",
+    "events_models",
+    "workspaces_models",
+]

@@ -1,0 +1,1 @@
+"""Pure core: no database, web, environment, wall clock or randomness; those come in as arguments."""

@@ -1,0 +1,1 @@
+"""Events (Segment-spec tracking), touches (attributed sources) and channel rules."""

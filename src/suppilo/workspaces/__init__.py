@@ -1,0 +1,1 @@
+"""Workspaces (tenants), users and API keys."""
