@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from suppilo.adapters.cli import admin
+from suppilo.adapters.cli import admin, data, demo
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
+data.register(app)
+demo.register(app)
 
 
 if __name__ == "__main__":

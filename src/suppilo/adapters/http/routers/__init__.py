@@ -2,6 +2,26 @@
 
 from fastapi import APIRouter
 
-from suppilo.adapters.http.routers import workspace
+from suppilo.adapters.http.routers import (
+    commerce,
+    companies,
+    contacts,
+    forms,
+    lifecycle,
+    sources,
+    tracking,
+    transfer,
+    workspace,
+)
 
-ROUTERS: list[APIRouter] = [workspace.router]
+ROUTERS: list[APIRouter] = [
+    workspace.router,
+    contacts.router,
+    companies.router,
+    lifecycle.router,
+    tracking.router,
+    sources.router,
+    commerce.router,
+    forms.router,
+    transfer.router,
+]

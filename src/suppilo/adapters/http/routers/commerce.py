@@ -1,0 +1,7 @@
+"""HTTP routes: commerce."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["commerce"])

@@ -1,0 +1,7 @@
+"""HTTP routes: transfer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["transfer"])
