@@ -180,6 +180,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Under xdist the controller receives every worker's reports, so only it writes the report.
+    if WORKER != "main":
+        return
     out = Path(session.config.rootpath) / ".test-report"
     out.mkdir(exist_ok=True)
     (out / f"{DIALECT}-{WORKER}.json").write_text(json.dumps({"dialect": DIALECT, "worker": WORKER, **_counts}))
