@@ -43,7 +43,7 @@ class Order(TenantMixin, TimestampMixin, Base):
 
     external_id: Mapped[str] = mapped_column(String(200), nullable=False)
     contact_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="completed")
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default="completed")
     placed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     subtotal_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
@@ -94,7 +94,7 @@ class Cart(TenantMixin, TimestampMixin, Base):
     __tablename__ = "carts"
     __table_args__ = (
         UniqueConstraint("workspace_id", "external_id"),
-        Index("ix_carts_ws_status_time", "workspace_id", "status", "updated_at"),
+        Index("ix_carts_ws_status_activity", "workspace_id", "status", "last_activity_at"),
         Index("ix_carts_contact", "workspace_id", "contact_id"),
     )
 
@@ -106,3 +106,5 @@ class Cart(TenantMixin, TimestampMixin, Base):
     lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, nullable=False, default=list)
     order_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("orders.id", ondelete="SET NULL"))
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # The message ids of the latest tracked events applied to the cart, so a replayed event changes nothing.
+    applied_message_ids: Mapped[list[str]] = mapped_column(JSONType, nullable=False, default=list)

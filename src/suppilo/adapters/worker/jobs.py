@@ -6,9 +6,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from suppilo.commerce.tasks import run_abandoned_carts
+
 JobEntry = tuple[str, float, Any]
 
-JOBS: list[JobEntry] = []
+JOBS: list[JobEntry] = [
+    ("abandoned_carts", 60.0, run_abandoned_carts),
+]
 
 
 def run_job_in_unit_of_work(factory: sessionmaker[Session], fn: Any) -> Any:

@@ -479,7 +479,7 @@ def upgrade() -> None:
         "orders",
         sa.Column("external_id", sa.String(length=200), nullable=False),
         sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("placed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("subtotal_minor", sa.BigInteger(), nullable=False),
@@ -572,6 +572,11 @@ def upgrade() -> None:
         sa.Column("lines", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
         sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("last_activity_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "applied_message_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
@@ -590,7 +595,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("carts", schema=None) as batch_op:
         batch_op.create_index("ix_carts_contact", ["workspace_id", "contact_id"], unique=False)
-        batch_op.create_index("ix_carts_ws_status_time", ["workspace_id", "status", "updated_at"], unique=False)
+        batch_op.create_index(
+            "ix_carts_ws_status_activity", ["workspace_id", "status", "last_activity_at"], unique=False
+        )
 
     op.create_table(
         "order_lines",
@@ -655,7 +662,7 @@ def downgrade() -> None:
 
     op.drop_table("order_lines")
     with op.batch_alter_table("carts", schema=None) as batch_op:
-        batch_op.drop_index("ix_carts_ws_status_time")
+        batch_op.drop_index("ix_carts_ws_status_activity")
         batch_op.drop_index("ix_carts_contact")
 
     op.drop_table("carts")
