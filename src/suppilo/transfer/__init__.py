@@ -1,0 +1,1 @@
+"""CSV import (contacts, companies, products, orders) and CSV/JSON export."""

@@ -1,0 +1,1338 @@
+"""Streaming CSV import of contacts, companies, products and orders.
+
+The file is read once with a csv reader; rows are validated one by one (a bad row is never half written: it goes
+to the error file with its line number and reason) and written in batches with bulk upserts, one transaction per
+batch, so a crash loses at most one batch and running the same file again completes it without duplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, Table, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from suppilo.commerce.models import Order, OrderLine, Product
+from suppilo.companies.models import Company
+from suppilo.contacts import service as contacts_service
+from suppilo.contacts.models import Contact, ContactTag, PropertyDefinition, StageChange
+from suppilo.contacts.normalize import (
+    InvalidValue,
+    email_domain,
+    is_free_mail,
+    normalize_domain,
+    normalize_language,
+    normalize_phone,
+    timezone_for_country,
+)
+from suppilo.db.base import utcnow
+from suppilo.engine.channels import CHANNELS
+from suppilo.engine.lifecycle import StageSpec, decide_rule_move, position_of
+from suppilo.errors import DomainError
+from suppilo.events.models import Touch
+from suppilo.transfer.mapping import ColumnMapping, PropertySpec, build_mapping
+from suppilo.transfer.readers import UnreadableFile, open_table
+from suppilo.transfer.values import (
+    CellError,
+    fast_normalize_email,
+    parse_country,
+    parse_currency,
+    parse_datetime,
+    parse_int,
+    parse_money,
+    parse_property,
+    parse_timezone,
+)
+from suppilo.workspaces.models import Membership, User, Workspace
+
+DEFAULT_BATCH = 2000
+CACHE_LIMIT = 200_000
+
+# HubSpot lifecycle stage names (internal and label forms, folded) -> our stages.
+LIFECYCLE_ALIASES = {
+    "subscriber": "interest",
+    "lead": "interest",
+    "marketingqualifiedlead": "consideration",
+    "mql": "consideration",
+    "salesqualifiedlead": "decision",
+    "sql": "decision",
+    "opportunity": "decision",
+    "customer": "customer",
+    "evangelist": "advocate",
+    "other": "other",
+}
+
+# HubSpot "Original Source" values and Salesforce "LeadSource" picklist values -> channels.
+SOURCE_CHANNELS = {
+    "organicsearch": "organic_search",
+    "paidsearch": "paid_search",
+    "socialmedia": "organic_social",
+    "organicsocial": "organic_social",
+    "paidsocial": "paid_social",
+    "emailmarketing": "email",
+    "email": "email",
+    "referrals": "referral",
+    "referral": "referral",
+    "partnerreferral": "referral",
+    "employeereferral": "referral",
+    "externalreferral": "referral",
+    "wordofmouth": "referral",
+    "directtraffic": "direct",
+    "direct": "direct",
+    "web": "direct",
+    "offline": "offline",
+    "offlinesources": "offline",
+    "phoneinquiry": "offline",
+    "othercampaigns": "display",
+    "advertisement": "display",
+    "display": "display",
+    "tradeshow": "events",
+    "seminarinternal": "events",
+    "seminarpartner": "events",
+    "webinar": "events",
+    "events": "events",
+    "purchasedlist": "outbound",
+    "outbound": "outbound",
+    "affiliate": "affiliate",
+}
+
+ORDER_STATUSES = ("completed", "pending", "cancelled", "refunded")
+
+
+def _fold(value: str) -> str:
+    return "".join(ch for ch in value.lower() if ch.isalnum())
+
+
+class ImportError_(DomainError):
+    """An import that cannot start (bad kind, channel or mapping)."""
+
+    default_code = "invalid_import"
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A refused row: the physical line where it starts and why."""
+
+    line: int
+    error: str
+
+
+@dataclass
+class ImportSummary:
+    """What an import did."""
+
+    kind: str
+    file: str
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    failed: int = 0
+    mapping: dict[str, str] = field(default_factory=dict)
+    ignored_columns: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    error_file: str | None = None
+    encoding: str = ""
+    delimiter: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self, *, max_errors: int = 1000) -> dict[str, Any]:
+        """JSON-ready summary with at most ``max_errors`` row errors inline."""
+        return {
+            "kind": self.kind,
+            "file": self.file,
+            "rows": self.rows,
+            "created": self.created,
+            "updated": self.updated,
+            "failed": self.failed,
+            "mapping": self.mapping,
+            "ignored_columns": self.ignored_columns,
+            "warnings": self.warnings,
+            "errors": [{"line": e.line, "error": e.error} for e in self.errors[:max_errors]],
+            "errors_truncated": self.failed > min(len(self.errors), max_errors),
+            "error_file": self.error_file,
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class _Item:
+    """A validated row waiting for its batch to be written."""
+
+    line: int
+    cells: list[str]
+    rec: dict[str, Any]
+    key: str | None = None
+
+
+class _BatchFailure(Exception):
+    """Rows of a batch refused while writing it: ``[(item, reason)]``."""
+
+
+@dataclass
+class _Context:
+    """What every loader needs to know about the workspace and the run."""
+
+    workspace_id: int
+    country: str
+    currency: str
+    tz: ZoneInfo
+    stages: list[StageSpec]
+    rules: dict[str, str]
+    filename: str
+    channel: str
+    now: datetime
+    owners: dict[str, int]
+    warnings: list[str]
+    dialect: str
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings and len(self.warnings) < 100:
+            self.warnings.append(message)
+
+
+def _insert(dialect: str, table: Table) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _chunks(values: list[Any], size: int = 900) -> Iterable[list[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _check_len(value: str, limit: int, column: str) -> str:
+    if len(value) > limit:
+        raise CellError(f"{column}: longer than {limit} characters")
+    return value
+
+
+class _Loader:
+    """One kind of record: parse a row, write a batch."""
+
+    kind = ""
+
+    def __init__(self, ctx: _Context, mapping: ColumnMapping, header: list[str]) -> None:
+        self.ctx = ctx
+        self.mapping = mapping
+        self.header = header
+        self.columns = {f: i for i, f in mapping.fields.items()}
+        self.props = [(i, header[i], p) for i, p in mapping.properties.items()]
+
+    def group_key(self, cells: list[str]) -> str | None:
+        """Rows with the same key must be written in the same batch (the lines of one order)."""
+        return None
+
+    def cell(self, cells: list[str], name: str) -> str:
+        i = self.columns.get(name)
+        if i is None or i >= len(cells):
+            return ""
+        return cells[i].strip()
+
+    def parse_props(self, cells: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for i, column, spec in self.props:
+            raw = cells[i].strip() if i < len(cells) else ""
+            if raw:
+                out[spec.name] = parse_property(raw, column, spec.type, list(spec.options))
+        return out
+
+    def owner(self, raw: str) -> int | None:
+        if not raw:
+            return None
+        owner_id = self.ctx.owners.get(raw.strip().lower())
+        if owner_id is None:
+            self.ctx.warn(f"owner {raw!r} is not a member of this workspace; left empty")
+        return owner_id
+
+    def prepare(self, line: int, cells: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def write(self, conn: Connection, items: list[_Item]) -> tuple[int, int]:
+        """Write a batch; returns (created, updated)."""
+        raise NotImplementedError
+
+    def reset_caches(self) -> None:
+        """Forget cached ids (a batch was rolled back)."""
+
+
+# --- companies by domain (shared by contacts and companies) ------------------------------------------------------
+
+
+class _CompanyCache:
+    def __init__(self, ctx: _Context) -> None:
+        self.ctx = ctx
+        self.ids: dict[str, int] = {}
+        table = Company.__table__
+        self.table = table
+        self.select = select(table.c.domain, table.c.id).where(
+            table.c.workspace_id == ctx.workspace_id, table.c.domain.in_(bindparam("domains", expanding=True))
+        )
+        self.insert = _insert(ctx.dialect, table).on_conflict_do_nothing(  # type: ignore[arg-type]
+            index_elements=["workspace_id", "domain"], index_where=table.c.domain.isnot(None)
+        )
+
+    def ensure(self, conn: Connection, wanted: dict[str, str | None]) -> dict[str, int]:
+        """Ids of the companies with these domains, created (named by ``wanted[domain]`` or the domain) if new."""
+        missing = [d for d in wanted if d not in self.ids]
+        if missing:
+            if len(self.ids) > CACHE_LIMIT:
+                self.ids.clear()
+            for chunk in _chunks(missing):
+                self.ids.update(conn.execute(self.select, {"domains": chunk}).all())
+            new = [d for d in missing if d not in self.ids]
+            if new:
+                now = self.ctx.now
+                conn.execute(
+                    self.insert,
+                    [
+                        {
+                            "workspace_id": self.ctx.workspace_id,
+                            "domain": d,
+                            "name": (wanted[d] or d)[:200],
+                            "name_lower": (wanted[d] or d)[:200].lower(),
+                            "properties": {},
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for d in new
+                    ],
+                )
+                for chunk in _chunks(new):
+                    self.ids.update(conn.execute(self.select, {"domains": chunk}).all())
+        return {d: self.ids[d] for d in wanted if d in self.ids}
+
+
+# --- contacts ----------------------------------------------------------------------------------------------------
+
+_CONTACT_TEXT = {"first_name": 200, "last_name": 200, "job_title": 200, "region": 100, "city": 100, "external_id": 200}
+_CONTACT_FILE_COLUMNS = (
+    "first_name",
+    "last_name",
+    "first_name_lower",
+    "last_name_lower",
+    "phone",
+    "job_title",
+    "country",
+    "region",
+    "city",
+    "language",
+    "external_id",
+    "owner_id",
+)
+
+
+class ContactLoader(_Loader):
+    kind = "contacts"
+
+    def __init__(self, ctx: _Context, mapping: ColumnMapping, header: list[str]) -> None:
+        super().__init__(ctx, mapping, header)
+        self.companies = _CompanyCache(ctx)
+        self.table = Contact.__table__
+        t = self.table
+        present = set(self.columns)
+        self.file_columns = [
+            c
+            for c in _CONTACT_FILE_COLUMNS
+            if c in present
+            or (c in ("first_name_lower", "last_name_lower") and c.removesuffix("_lower") in present)
+            or (c == "phone" and "mobile_phone" in present)
+            or (c == "owner_id" and "owner" in present)
+        ]
+        self.has_props = bool(self.props)
+        self.stage_keys = {s.key for s in ctx.stages}
+        self.stage_by_label = {_fold(s.key): s.key for s in ctx.stages} | {_fold(s.label): s.key for s in ctx.stages}
+        self.default_stage = self._initial_stage()
+        ins = _insert(ctx.dialect, t)  # type: ignore[arg-type]
+        exc = ins.excluded
+        set_: dict[str, Any] = {c: func.coalesce(exc[c], t.c[c]) for c in self.file_columns}
+        set_["company_id"] = func.coalesce(t.c.company_id, exc.company_id)
+        set_["timezone"] = (
+            func.coalesce(exc.timezone, t.c.timezone)
+            if "timezone" in present
+            else func.coalesce(t.c.timezone, exc.timezone)
+        )
+        if self.has_props:
+            set_["properties"] = exc.properties
+        changed = or_(*[value.is_distinct_from(t.c[c]) for c, value in set_.items()])
+        set_["updated_at"] = exc.updated_at
+        set_["version"] = t.c.version + 1
+        self.upsert = ins.on_conflict_do_update(
+            index_elements=["workspace_id", "email"], index_where=t.c.email.isnot(None), set_=set_, where=changed
+        )
+        cols = [t.c.email, t.c.id, t.c.lifecycle_stage, t.c.company_id, t.c.first_touch_channel]
+        if self.has_props:
+            cols.append(t.c.properties)
+        self.select_existing = select(*cols).where(
+            t.c.workspace_id == ctx.workspace_id, t.c.email.in_(bindparam("emails", expanding=True))
+        )
+        self.select_ids = select(t.c.email, t.c.id).where(
+            t.c.workspace_id == ctx.workspace_id, t.c.email.in_(bindparam("emails", expanding=True))
+        )
+        self.stage_update = (
+            update(t)
+            .where(t.c.id == bindparam("_id"))
+            .values(lifecycle_stage=bindparam("_stage"), lifecycle_stage_at=bindparam("_at"))
+        )
+        self.touch_update = (
+            update(t)
+            .where(t.c.id == bindparam("_id"), t.c.first_touch_channel.is_(None))
+            .values(
+                first_touch_channel=bindparam("_channel"),
+                first_touch_source=bindparam("_source"),
+                first_touch_at=bindparam("_at"),
+                latest_touch_channel=func.coalesce(t.c.latest_touch_channel, bindparam("_channel")),
+                latest_touch_source=func.coalesce(t.c.latest_touch_source, bindparam("_source")),
+                latest_touch_at=func.coalesce(t.c.latest_touch_at, bindparam("_at")),
+            )
+        )
+        tt = Touch.__table__
+        self.touched = select(tt.c.contact_id).where(
+            tt.c.workspace_id == ctx.workspace_id,
+            tt.c.contact_id.in_(bindparam("ids", expanding=True)),
+            tt.c.medium == "import",
+            tt.c.content == ctx.filename[:200],
+        )
+        self.tag_insert = _insert(ctx.dialect, ContactTag.__table__).on_conflict_do_nothing()  # type: ignore[arg-type]
+
+    def _initial_stage(self) -> str:
+        move = decide_rule_move(self.ctx.stages, self.ctx.rules, None, "contact_imported")
+        if move is not None:
+            return move.to_stage
+        funnel = [s for s in self.ctx.stages if s.kind == "funnel"]
+        return funnel[0].key if funnel else "awareness"
+
+    def reset_caches(self) -> None:
+        self.companies.ids.clear()
+
+    def _stage(self, raw: str) -> str:
+        key = _fold(raw)
+        stage = LIFECYCLE_ALIASES.get(key) or self.stage_by_label.get(key)
+        if stage is None or stage not in self.stage_keys:
+            if stage == "other":
+                return ""
+            raise CellError(f"lifecycle_stage: {raw!r} is not a lifecycle stage of this workspace")
+        return stage
+
+    def _channel(self, raw: str) -> tuple[str, str]:
+        key = _fold(raw)
+        channel = SOURCE_CHANNELS.get(key)
+        if channel is None and raw.strip().lower() in CHANNELS:
+            channel = raw.strip().lower()
+        return channel or self.ctx.channel, raw.strip()[:200]
+
+    def prepare(self, line: int, cells: list[str]) -> dict[str, Any]:
+        cell = self.cell
+        rec: dict[str, Any] = {}
+        raw_email = cell(cells, "email")
+        if not raw_email:
+            raise CellError("email: required")
+        try:
+            rec["email"] = fast_normalize_email(raw_email)
+        except InvalidValue as exc:
+            raise CellError(f"email: {exc.message}") from None
+        for name, limit in _CONTACT_TEXT.items():
+            if name in self.columns:
+                value = cell(cells, name)
+                rec[name] = _check_len(value, limit, name) if value else None
+        if "first_name" in self.columns:
+            rec["first_name_lower"] = rec["first_name"].lower() if rec["first_name"] else None
+        if "last_name" in self.columns:
+            rec["last_name_lower"] = rec["last_name"].lower() if rec["last_name"] else None
+        country = None
+        if "country" in self.columns:
+            raw = cell(cells, "country")
+            country = parse_country(raw, "country") if raw else None
+            rec["country"] = country
+        if "language" in self.columns:
+            raw = cell(cells, "language")
+            try:
+                rec["language"] = normalize_language(raw) if raw else None
+            except InvalidValue as exc:
+                raise CellError(f"language: {exc.message}") from None
+        if "phone" in self.columns or "mobile_phone" in self.columns:
+            raw = cell(cells, "phone") or cell(cells, "mobile_phone")
+            try:
+                rec["phone"] = normalize_phone(raw, country or self.ctx.country) if raw else None
+            except InvalidValue as exc:
+                raise CellError(f"phone: {exc.message}") from None
+        if "timezone" in self.columns:
+            raw = cell(cells, "timezone")
+            rec["timezone"] = parse_timezone(raw, "timezone") if raw else timezone_for_country(country)
+        else:
+            rec["timezone"] = timezone_for_country(country)
+        if "owner" in self.columns:
+            rec["owner_id"] = self.owner(cell(cells, "owner"))
+        domain = None
+        raw_domain = cell(cells, "company_domain")
+        if raw_domain:
+            try:
+                domain = normalize_domain(raw_domain)
+            except InvalidValue as exc:
+                raise CellError(f"company_domain: {exc.message}") from None
+        else:
+            mail_domain = email_domain(rec["email"])
+            if not is_free_mail(mail_domain):
+                domain = mail_domain
+        rec["_domain"] = domain
+        rec["_company_name"] = cell(cells, "company_name")[:200] or None
+        raw = cell(cells, "lifecycle_stage")
+        rec["_stage"] = self._stage(raw) if raw else ""
+        raw = cell(cells, "source")
+        rec["_channel"], rec["_source"] = self._channel(raw) if raw else (None, None)
+        raw = cell(cells, "created_at")
+        rec["_created_at"] = parse_datetime(raw, "created_at", self.ctx.tz) if raw else None
+        raw = cell(cells, "tags")
+        rec["_tags"] = sorted({t.strip()[:100] for t in raw.replace(";", ",").split(",") if t.strip()}) if raw else []
+        rec["_props"] = self.parse_props(cells) if self.props else {}
+        return rec
+
+    @staticmethod
+    def _merge(into: dict[str, Any], rec: dict[str, Any]) -> None:
+        for key, value in rec.items():
+            if key == "_tags":
+                into[key] = sorted(set(into[key]) | set(value))
+            elif key == "_props":
+                into[key] = {**into[key], **value}
+            elif value not in (None, ""):
+                into[key] = value
+
+    def write(self, conn: Connection, items: list[_Item]) -> tuple[int, int]:
+        ctx = self.ctx
+        now = ctx.now
+        by_email: dict[str, dict[str, Any]] = {}
+        for item in items:
+            rec = item.rec
+            seen = by_email.get(rec["email"])
+            if seen is None:
+                by_email[rec["email"]] = dict(rec)
+            else:
+                self._merge(seen, rec)
+        for rec in by_email.values():
+            if rec["_channel"] is None:
+                rec["_channel"], rec["_source"] = ctx.channel, "import"
+        emails = list(by_email)
+        existing: dict[str, Any] = {}
+        for chunk in _chunks(emails):
+            for row in conn.execute(self.select_existing, {"emails": chunk}):
+                existing[row.email] = row
+        wanted: dict[str, str | None] = {}
+        for email, rec in by_email.items():
+            old = existing.get(email)
+            if rec["_domain"] and (old is None or old.company_id is None):
+                wanted.setdefault(rec["_domain"], rec["_company_name"])
+        company_ids = self.companies.ensure(conn, wanted) if wanted else {}
+        rows = []
+        file_columns = self.file_columns
+        for email, rec in by_email.items():
+            old = existing.get(email)
+            created = rec["_created_at"] or now
+            row = {c: rec.get(c) for c in file_columns}
+            row["workspace_id"] = ctx.workspace_id
+            row["email"] = email
+            row["is_anonymous"] = False
+            row["company_id"] = company_ids.get(rec["_domain"]) if rec["_domain"] else None
+            row["timezone"] = rec["timezone"]
+            row["lifecycle_stage"] = rec["_stage"] or self.default_stage
+            row["lifecycle_stage_at"] = created
+            row["first_touch_channel"] = row["latest_touch_channel"] = rec["_channel"]
+            row["first_touch_source"] = row["latest_touch_source"] = rec["_source"]
+            row["first_touch_at"] = row["latest_touch_at"] = created
+            row["created_at"] = created
+            row["updated_at"] = now
+            row["version"] = 1
+            if self.has_props:
+                row["properties"] = {**(old.properties or {}), **rec["_props"]} if old is not None else rec["_props"]
+            else:
+                row["properties"] = {}
+            rows.append(row)
+        conn.execute(self.upsert, rows)
+        new_emails = [e for e in emails if e not in existing]
+        ids: dict[str, int] = {e: existing[e].id for e in existing}
+        for chunk in _chunks(new_emails):
+            ids.update(conn.execute(self.select_ids, {"emails": chunk}).all())
+        reason = f"import {ctx.filename}"[:500]
+        changes: list[dict[str, Any]] = []
+        stage_moves: list[dict[str, Any]] = []
+        touches: list[dict[str, Any]] = []
+        first_touch: list[dict[str, Any]] = []
+        tags: list[dict[str, Any]] = []
+        already_touched: set[int] = set()
+        old_ids = [existing[e].id for e in existing]
+        for chunk in _chunks(old_ids):
+            already_touched.update(conn.execute(self.touched, {"ids": chunk}).scalars())
+        for email, rec in by_email.items():
+            cid = ids[email]
+            old = existing.get(email)
+            when = rec["_created_at"] or now
+            if old is None:
+                changes.append(self._change(cid, None, rec["_stage"] or self.default_stage, when, reason))
+            else:
+                target = self._existing_move(old.lifecycle_stage, rec["_stage"])
+                if target is not None:
+                    changes.append(self._change(cid, old.lifecycle_stage, target, now, reason))
+                    stage_moves.append({"_id": cid, "_stage": target, "_at": now})
+                if old.first_touch_channel is None:
+                    first_touch.append(
+                        {"_id": cid, "_channel": rec["_channel"], "_source": rec["_source"], "_at": when}
+                    )
+            if old is None or cid not in already_touched:
+                touches.append(
+                    {
+                        "workspace_id": ctx.workspace_id,
+                        "contact_id": cid,
+                        "occurred_at": when,
+                        "channel": rec["_channel"],
+                        "source": rec["_source"],
+                        "medium": "import",
+                        "content": ctx.filename[:200],
+                    }
+                )
+            for tag in rec["_tags"]:
+                tags.append({"contact_id": cid, "tag": tag, "workspace_id": ctx.workspace_id})
+        if changes:
+            conn.execute(StageChange.__table__.insert(), changes)
+        if stage_moves:
+            conn.execute(self.stage_update, stage_moves)
+        if first_touch:
+            conn.execute(self.touch_update, first_touch)
+        if touches:
+            conn.execute(Touch.__table__.insert(), touches)
+        if tags:
+            conn.execute(self.tag_insert, tags)
+        created = len(new_emails)
+        return created, len(items) - created
+
+    def _existing_move(self, current: str, wanted: str) -> str | None:
+        if not wanted:
+            move = decide_rule_move(self.ctx.stages, self.ctx.rules, current, "contact_imported")
+            return move.to_stage if move else None
+        if wanted == current:
+            return None
+        cur = position_of(self.ctx.stages, current)
+        new = position_of(self.ctx.stages, wanted)
+        if new is None or cur is None or new <= cur:
+            return None  # an import never moves a contact backwards or out of a side stage
+        return wanted
+
+    def _change(self, cid: int, from_stage: str | None, to_stage: str, at: datetime, reason: str) -> dict[str, Any]:
+        return {
+            "workspace_id": self.ctx.workspace_id,
+            "contact_id": cid,
+            "from_stage": from_stage,
+            "to_stage": to_stage,
+            "changed_at": at,
+            "reason": reason,
+            "source": "import",
+            "actor": None,
+        }
+
+
+# --- companies ---------------------------------------------------------------------------------------------------
+
+
+class CompanyLoader(_Loader):
+    kind = "companies"
+    FILE_COLUMNS = (
+        "industry",
+        "employees",
+        "annual_revenue_minor",
+        "revenue_currency",
+        "country",
+        "city",
+        "owner_id",
+        "external_id",
+    )
+
+    def __init__(self, ctx: _Context, mapping: ColumnMapping, header: list[str]) -> None:
+        super().__init__(ctx, mapping, header)
+        t = Company.__table__
+        self.table = t
+        present = set(self.columns)
+        alias = {"annual_revenue_minor": "annual_revenue", "owner_id": "owner", "revenue_currency": "annual_revenue"}
+        self.file_columns = [c for c in self.FILE_COLUMNS if c in present or alias.get(c) in present]
+        ins = _insert(ctx.dialect, t)  # type: ignore[arg-type]
+        exc = ins.excluded
+        set_: dict[str, Any] = {c: func.coalesce(exc[c], t.c[c]) for c in self.file_columns}
+        set_["name"] = exc.name
+        set_["name_lower"] = exc.name_lower
+        if self.props:
+            set_["properties"] = exc.properties
+        changed = or_(*[value.is_distinct_from(t.c[c]) for c, value in set_.items()])
+        set_["updated_at"] = exc.updated_at
+        self.upsert = ins.on_conflict_do_update(
+            index_elements=["workspace_id", "domain"], index_where=t.c.domain.isnot(None), set_=set_, where=changed
+        )
+        self.select_existing = select(t.c.domain, t.c.name, t.c.properties).where(
+            t.c.workspace_id == ctx.workspace_id, t.c.domain.in_(bindparam("domains", expanding=True))
+        )
+
+    def prepare(self, line: int, cells: list[str]) -> dict[str, Any]:
+        cell = self.cell
+        raw = cell(cells, "domain")
+        if not raw:
+            raise CellError("domain: required")
+        try:
+            rec: dict[str, Any] = {"domain": normalize_domain(raw)}
+        except InvalidValue as exc:
+            raise CellError(f"domain: {exc.message}") from None
+        rec["name"] = _check_len(cell(cells, "name"), 200, "name") or None
+        for name, limit in (("industry", 100), ("city", 100), ("external_id", 200)):
+            if name in self.columns:
+                rec[name] = _check_len(cell(cells, name), limit, name) or None
+        if "employees" in self.columns:
+            raw = cell(cells, "employees")
+            rec["employees"] = parse_int(raw, "employees", minimum=0) if raw else None
+        if "country" in self.columns:
+            raw = cell(cells, "country")
+            rec["country"] = parse_country(raw, "country") if raw else None
+        if "annual_revenue" in self.columns:
+            raw = cell(cells, "annual_revenue")
+            cur_raw = cell(cells, "revenue_currency")
+            currency = parse_currency(cur_raw, "revenue_currency") if cur_raw else self.ctx.currency
+            rec["annual_revenue_minor"] = parse_money(raw, currency, "annual_revenue") if raw else None
+            rec["revenue_currency"] = currency if raw else None
+        if "owner" in self.columns:
+            rec["owner_id"] = self.owner(cell(cells, "owner"))
+        raw = cell(cells, "created_at")
+        rec["_created_at"] = parse_datetime(raw, "created_at", self.ctx.tz) if raw else None
+        rec["_props"] = self.parse_props(cells) if self.props else {}
+        return rec
+
+    def write(self, conn: Connection, items: list[_Item]) -> tuple[int, int]:
+        ctx = self.ctx
+        by_domain: dict[str, dict[str, Any]] = {}
+        for item in items:
+            seen = by_domain.get(item.rec["domain"])
+            if seen is None:
+                by_domain[item.rec["domain"]] = dict(item.rec)
+            else:
+                for key, value in item.rec.items():
+                    if key == "_props":
+                        seen[key] = {**seen[key], **value}
+                    elif value is not None:
+                        seen[key] = value
+        existing: dict[str, Any] = {}
+        for chunk in _chunks(list(by_domain)):
+            existing.update({r.domain: r for r in conn.execute(self.select_existing, {"domains": chunk})})
+        rows = []
+        for domain, rec in by_domain.items():
+            old = existing.get(domain)
+            name = rec["name"] or (old.name if old is not None else domain)
+            row = {c: rec.get(c) for c in self.file_columns}
+            row.update(
+                workspace_id=ctx.workspace_id,
+                domain=domain,
+                name=name,
+                name_lower=name.lower(),
+                created_at=rec["_created_at"] or ctx.now,
+                updated_at=ctx.now,
+                properties={**(old.properties or {}), **rec["_props"]} if old is not None else rec["_props"],
+            )
+            rows.append(row)
+        conn.execute(self.upsert, rows)
+        created = sum(1 for d in by_domain if d not in existing)
+        return created, len(items) - created
+
+
+# --- products ----------------------------------------------------------------------------------------------------
+
+
+class ProductLoader(_Loader):
+    kind = "products"
+
+    def __init__(self, ctx: _Context, mapping: ColumnMapping, header: list[str]) -> None:
+        super().__init__(ctx, mapping, header)
+        t = Product.__table__
+        present = set(self.columns)
+        self.file_columns = ["name", "price_minor", "currency"] + [
+            c for c in ("category", "url", "image_url") if c in present
+        ]
+        ins = _insert(ctx.dialect, t)  # type: ignore[arg-type]
+        exc = ins.excluded
+        set_: dict[str, Any] = {c: func.coalesce(exc[c], t.c[c]) for c in self.file_columns}
+        if self.props:
+            set_["properties"] = exc.properties
+        changed = or_(*[value.is_distinct_from(t.c[c]) for c, value in set_.items()])
+        set_["updated_at"] = exc.updated_at
+        self.upsert = ins.on_conflict_do_update(index_elements=["workspace_id", "sku"], set_=set_, where=changed)
+        self.select_existing = select(t.c.sku, t.c.properties).where(
+            t.c.workspace_id == ctx.workspace_id, t.c.sku.in_(bindparam("skus", expanding=True))
+        )
+
+    def prepare(self, line: int, cells: list[str]) -> dict[str, Any]:
+        cell = self.cell
+        sku = _check_len(cell(cells, "sku"), 100, "sku")
+        if not sku:
+            raise CellError("sku: required")
+        name = _check_len(cell(cells, "name"), 300, "name")
+        if not name:
+            raise CellError("name: required")
+        raw_cur = cell(cells, "currency")
+        currency = parse_currency(raw_cur, "currency") if raw_cur else self.ctx.currency
+        raw_price = cell(cells, "price")
+        if not raw_price:
+            raise CellError("price: required")
+        price = parse_money(raw_price, currency, "price")
+        if price < 0:
+            raise CellError(f"price: {raw_price!r} is negative")
+        rec: dict[str, Any] = {"sku": sku, "name": name, "price_minor": price, "currency": currency}
+        for name_, limit in (("category", 200), ("url", 2000), ("image_url", 2000)):
+            if name_ in self.columns:
+                rec[name_] = _check_len(cell(cells, name_), limit, name_) or None
+        rec["_props"] = self.parse_props(cells) if self.props else {}
+        return rec
+
+    def write(self, conn: Connection, items: list[_Item]) -> tuple[int, int]:
+        ctx = self.ctx
+        by_sku: dict[str, dict[str, Any]] = {}
+        for item in items:
+            seen = by_sku.setdefault(item.rec["sku"], dict(item.rec))
+            if seen is not item.rec:
+                seen.update({k: v for k, v in item.rec.items() if v is not None and k != "_props"})
+                seen["_props"] = {**seen["_props"], **item.rec["_props"]}
+        existing: dict[str, Any] = {}
+        for chunk in _chunks(list(by_sku)):
+            existing.update({r.sku: r for r in conn.execute(self.select_existing, {"skus": chunk})})
+        rows = []
+        for sku, rec in by_sku.items():
+            old = existing.get(sku)
+            row = {c: rec.get(c) for c in self.file_columns}
+            row.update(
+                workspace_id=ctx.workspace_id,
+                sku=sku,
+                created_at=ctx.now,
+                updated_at=ctx.now,
+                properties={**(old.properties or {}), **rec["_props"]} if old is not None else rec["_props"],
+            )
+            rows.append(row)
+        conn.execute(self.upsert, rows)
+        created = sum(1 for s in by_sku if s not in existing)
+        return created, len(items) - created
+
+
+# --- orders ------------------------------------------------------------------------------------------------------
+
+
+class OrderLoader(_Loader):
+    kind = "orders"
+
+    def __init__(self, ctx: _Context, mapping: ColumnMapping, header: list[str]) -> None:
+        super().__init__(ctx, mapping, header)
+        self.seen_orders: set[str] = set()
+        self.product_ids: dict[str, int | None] = {}
+        o = Order.__table__
+        c = Contact.__table__
+        self.o = o
+        self.c = c
+        ins = _insert(ctx.dialect, o)  # type: ignore[arg-type]
+        exc = ins.excluded
+        cols = ["contact_id", "status", "placed_at", "currency", "subtotal_minor", "discount_minor", "tax_minor"]
+        cols += ["shipping_minor"]
+        cols += ["total_minor", "coupon_code", "channel"]
+        set_: dict[str, Any] = {k: exc[k] for k in cols}
+        changed = or_(*[value.is_distinct_from(o.c[k]) for k, value in set_.items()])
+        set_["updated_at"] = exc.updated_at
+        self.upsert = ins.on_conflict_do_update(
+            index_elements=["workspace_id", "external_id"], set_=set_, where=changed
+        )
+        self.order_ids = select(o.c.external_id, o.c.id).where(
+            o.c.workspace_id == ctx.workspace_id, o.c.external_id.in_(bindparam("ids", expanding=True))
+        )
+        self.contacts_by_email = select(c.c.email, c.c.id).where(
+            c.c.workspace_id == ctx.workspace_id, c.c.email.in_(bindparam("emails", expanding=True))
+        )
+        self.contact_insert = _insert(ctx.dialect, c).on_conflict_do_nothing(  # type: ignore[arg-type]
+            index_elements=["workspace_id", "email"], index_where=c.c.email.isnot(None)
+        )
+        p = Product.__table__
+        self.products = select(p.c.sku, p.c.id).where(
+            p.c.workspace_id == ctx.workspace_id, p.c.sku.in_(bindparam("skus", expanding=True))
+        )
+        self.has_total = "total" in self.columns
+
+    def reset_caches(self) -> None:
+        self.product_ids.clear()
+
+    def group_key(self, cells: list[str]) -> str | None:
+        return self.cell(cells, "order_id") or None
+
+    def prepare(self, line: int, cells: list[str]) -> dict[str, Any]:
+        cell = self.cell
+        order_id = _check_len(cell(cells, "order_id"), 200, "order_id")
+        if not order_id:
+            raise CellError("order_id: required")
+        rec: dict[str, Any] = {"order_id": order_id}
+        raw = cell(cells, "email")
+        try:
+            rec["email"] = fast_normalize_email(raw) if raw else None
+        except InvalidValue as exc:
+            raise CellError(f"email: {exc.message}") from None
+        raw = cell(cells, "placed_at")
+        if not raw:
+            raise CellError("placed_at: required")
+        rec["placed_at"] = parse_datetime(raw, "placed_at", self.ctx.tz)
+        raw = cell(cells, "currency")
+        currency = parse_currency(raw, "currency") if raw else self.ctx.currency
+        rec["currency"] = currency
+        status = (cell(cells, "status") or "completed").lower()
+        if status not in ORDER_STATUSES:
+            raise CellError(f"status: {status!r} is not one of {', '.join(ORDER_STATUSES)}")
+        rec["status"] = status
+        for name in ("discount", "tax", "shipping", "total"):
+            raw = cell(cells, name)
+            rec[name] = parse_money(raw, currency, name) if raw else None
+        rec["coupon_code"] = _check_len(cell(cells, "coupon_code"), 100, "coupon_code") or None
+        raw = cell(cells, "channel").lower()
+        if raw and raw not in CHANNELS:
+            raise CellError(f"channel: {raw!r} is not one of {', '.join(CHANNELS)}")
+        rec["channel"] = raw or None
+        sku = _check_len(cell(cells, "sku"), 100, "sku")
+        raw_price = cell(cells, "unit_price")
+        if sku:
+            if not raw_price:
+                raise CellError("unit_price: required for an order line")
+            raw_qty = cell(cells, "quantity")
+            rec["line"] = {
+                "sku": sku,
+                "name": _check_len(cell(cells, "name"), 300, "name"),
+                "category": _check_len(cell(cells, "category"), 200, "category") or None,
+                "quantity": parse_int(raw_qty, "quantity", minimum=1) if raw_qty else 1,
+                "unit_price_minor": parse_money(raw_price, currency, "unit_price"),
+            }
+        elif raw_price:
+            raise CellError("sku: required for an order line with a unit price")
+        else:
+            rec["line"] = None
+        return rec
+
+    def write(self, conn: Connection, items: list[_Item]) -> tuple[int, int]:
+        ctx = self.ctx
+        orders: dict[str, dict[str, Any]] = {}
+        lines: dict[str, list[dict[str, Any]]] = {}
+        refused: list[tuple[_Item, str]] = []
+        for item in items:
+            rec = item.rec
+            first = orders.setdefault(rec["order_id"], rec)
+            if first is not rec and (first["currency"] != rec["currency"] or first["email"] != rec["email"]):
+                refused.append((item, f"order {rec['order_id']}: currency and email must be the same on every line"))
+                continue
+            if rec["line"] is not None:
+                lines.setdefault(rec["order_id"], []).append(rec["line"])
+        if refused:
+            bad = {it.rec["order_id"] for it, _ in refused}
+            refused += [
+                (it, f"another line of order {it.rec['order_id']} is invalid")
+                for it in items
+                if it.rec["order_id"] in bad and all(it is not r for r, _ in refused)
+            ]
+            raise _BatchFailure(refused)
+        emails = sorted({r["email"] for r in orders.values() if r["email"]})
+        contact_ids: dict[str, int] = {}
+        for chunk in _chunks(emails):
+            contact_ids.update(conn.execute(self.contacts_by_email, {"emails": chunk}).all())
+        new_emails = [e for e in emails if e not in contact_ids]
+        if new_emails:
+            conn.execute(
+                self.contact_insert,
+                [
+                    {
+                        "workspace_id": ctx.workspace_id,
+                        "email": e,
+                        "is_anonymous": False,
+                        "lifecycle_stage": self._start_stage(),
+                        "properties": {},
+                        "first_touch_channel": ctx.channel,
+                        "first_touch_source": "import",
+                        "first_touch_at": ctx.now,
+                        "created_at": ctx.now,
+                        "updated_at": ctx.now,
+                        "version": 1,
+                    }
+                    for e in new_emails
+                ],
+            )
+            for chunk in _chunks(new_emails):
+                contact_ids.update(conn.execute(self.contacts_by_email, {"emails": chunk}).all())
+        skus = sorted({ln["sku"] for ls in lines.values() for ln in ls if ln["sku"] not in self.product_ids})
+        if skus:
+            if len(self.product_ids) > CACHE_LIMIT:
+                self.product_ids.clear()
+            found: dict[str, int] = {}
+            for chunk in _chunks(skus):
+                found.update(conn.execute(self.products, {"skus": chunk}).all())
+            for sku in skus:
+                self.product_ids[sku] = found.get(sku)
+        rows = []
+        for oid, rec in orders.items():
+            line_sum = sum(ln["quantity"] * ln["unit_price_minor"] for ln in lines.get(oid, []))
+            discount, tax, shipping = rec["discount"] or 0, rec["tax"] or 0, rec["shipping"] or 0
+            total = rec["total"] if rec["total"] is not None else line_sum - discount + tax + shipping
+            rows.append(
+                {
+                    "workspace_id": ctx.workspace_id,
+                    "external_id": oid,
+                    "contact_id": contact_ids.get(rec["email"]) if rec["email"] else None,
+                    "status": rec["status"],
+                    "placed_at": rec["placed_at"],
+                    "currency": rec["currency"],
+                    "subtotal_minor": line_sum,
+                    "discount_minor": discount,
+                    "tax_minor": tax,
+                    "shipping_minor": shipping,
+                    "total_minor": total,
+                    "refunded_minor": 0,
+                    "coupon_code": rec["coupon_code"],
+                    "channel": rec["channel"],
+                    "properties": {},
+                    "created_at": ctx.now,
+                    "updated_at": ctx.now,
+                }
+            )
+        known_before: set[str] = set()
+        oids = list(orders)
+        for chunk in _chunks(oids):
+            known_before.update(r for r, _ in conn.execute(self.order_ids, {"ids": chunk}).tuples())
+        conn.execute(self.upsert, rows)
+        ids: dict[str, int] = {}
+        for chunk in _chunks(oids):
+            ids.update(conn.execute(self.order_ids, {"ids": chunk}).all())
+        ol = OrderLine.__table__
+        replace = [ids[o] for o in oids if o not in self.seen_orders]
+        for chunk in _chunks(replace):
+            conn.execute(delete(ol).where(ol.c.workspace_id == ctx.workspace_id, ol.c.order_id.in_(chunk)))
+        line_rows = [
+            {
+                "workspace_id": ctx.workspace_id,
+                "order_id": ids[oid],
+                "product_id": self.product_ids.get(ln["sku"]),
+                **ln,
+            }
+            for oid in oids
+            for ln in lines.get(oid, [])
+        ]
+        if line_rows:
+            conn.execute(ol.insert(), line_rows)
+        appended = [ids[o] for o in oids if o in self.seen_orders and lines.get(o)]
+        for chunk in _chunks(appended):
+            self._recompute_totals(conn, chunk)
+        self.seen_orders.update(oids)
+        self._apply_order_rules(conn, sorted(set(contact_ids.values())))
+        created = len([o for o in oids if o not in known_before])
+        return created, len(items) - created
+
+    def _start_stage(self) -> str:
+        funnel = [s for s in self.ctx.stages if s.kind == "funnel"]
+        return funnel[0].key if funnel else "awareness"
+
+    def _recompute_totals(self, conn: Connection, order_ids: list[int]) -> None:
+        o, ol = self.o, OrderLine.__table__
+        line_sum = (
+            select(func.coalesce(func.sum(ol.c.quantity * ol.c.unit_price_minor), 0))
+            .where(ol.c.order_id == o.c.id)
+            .scalar_subquery()
+        )
+        values: dict[str, Any] = {"subtotal_minor": line_sum}
+        if not self.has_total:
+            values["total_minor"] = line_sum - o.c.discount_minor + o.c.tax_minor + o.c.shipping_minor
+        conn.execute(update(o).where(o.c.workspace_id == self.ctx.workspace_id, o.c.id.in_(order_ids)).values(values))
+
+    def _apply_order_rules(self, conn: Connection, contact_ids: list[int]) -> None:
+        """first_order / repeat_order for the batch's contacts, dated by their first and second orders."""
+        if not contact_ids:
+            return
+        ctx, o, c = self.ctx, self.o, self.c
+        stages: dict[int, str] = {}
+        placed: dict[int, list[datetime]] = {}
+        for chunk in _chunks(contact_ids):
+            stages.update(
+                conn.execute(
+                    select(c.c.id, c.c.lifecycle_stage).where(c.c.workspace_id == ctx.workspace_id, c.c.id.in_(chunk))
+                ).all()
+            )
+            rows = conn.execute(
+                select(o.c.contact_id, o.c.placed_at)
+                .where(o.c.workspace_id == ctx.workspace_id, o.c.contact_id.in_(chunk), o.c.status != "cancelled")
+                .order_by(o.c.contact_id, o.c.placed_at)
+            )
+            for cid, at in rows.tuples():
+                times = placed.setdefault(cid, [])
+                if len(times) < 2:
+                    times.append(at)
+        changes: list[dict[str, Any]] = []
+        moves: list[dict[str, Any]] = []
+        for cid, times in placed.items():
+            current = stages.get(cid)
+            if current is None:
+                continue
+            start = current
+            at = times[0]
+            for trigger, when in (("first_order", times[0]), ("repeat_order", times[1] if len(times) > 1 else None)):
+                if when is None:
+                    continue
+                move = decide_rule_move(ctx.stages, ctx.rules, current, trigger)
+                if move is None:
+                    continue
+                changes.append(
+                    {
+                        "workspace_id": ctx.workspace_id,
+                        "contact_id": cid,
+                        "from_stage": current,
+                        "to_stage": move.to_stage,
+                        "changed_at": when,
+                        "reason": f"{move.reason}: import {ctx.filename}"[:500],
+                        "source": "rule",
+                        "actor": None,
+                    }
+                )
+                current, at = move.to_stage, when
+            if current != start:
+                moves.append({"_id": cid, "_stage": current, "_at": at})
+        if changes:
+            conn.execute(StageChange.__table__.insert(), changes)
+        if moves:
+            conn.execute(
+                update(c)
+                .where(c.c.id == bindparam("_id"))
+                .values(lifecycle_stage=bindparam("_stage"), lifecycle_stage_at=bindparam("_at")),
+                moves,
+            )
+
+
+LOADERS: dict[str, type[_Loader]] = {
+    "contacts": ContactLoader,
+    "companies": CompanyLoader,
+    "products": ProductLoader,
+    "orders": OrderLoader,
+}
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+
+
+def _property_specs(session: Session, workspace_id: int, kind: str) -> list[PropertySpec]:
+    singular = kind.removesuffix("s").removesuffix("ie") + ("y" if kind == "companies" else "")
+    rows = session.execute(
+        select(PropertyDefinition.name, PropertyDefinition.type, PropertyDefinition.options).where(
+            PropertyDefinition.workspace_id == workspace_id, PropertyDefinition.object_type.in_([kind, singular])
+        )
+    )
+    return [PropertySpec(name, type_, tuple(options or ())) for name, type_, options in rows]
+
+
+def _owners(session: Session, workspace_id: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    rows = session.execute(
+        select(User.id, User.email, User.name)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == workspace_id)
+    )
+    for uid, email, name in rows:
+        out[email.lower()] = uid
+        if name:
+            out.setdefault(name.strip().lower(), uid)
+    return out
+
+
+def _context(session: Session, workspace_id: int, filename: str, channel: str) -> _Context:
+    ws = session.get(Workspace, workspace_id)
+    if ws is None:
+        raise ImportError_("workspace", f"workspace {workspace_id} does not exist")
+    if channel not in CHANNELS:
+        raise ImportError_("channel", f"{channel!r} is not one of {', '.join(CHANNELS)}")
+    return _Context(
+        workspace_id=workspace_id,
+        country=ws.country,
+        currency=ws.currency,
+        tz=ZoneInfo(ws.timezone),
+        stages=contacts_service.stage_specs(session, workspace_id),
+        rules=contacts_service.lifecycle_rules(ws.settings),
+        filename=filename,
+        channel=channel,
+        now=utcnow(),
+        owners=_owners(session, workspace_id),
+        warnings=[],
+        dialect=session.get_bind().dialect.name,
+    )
+
+
+class _ErrorSink:
+    """The error CSV (original columns + ``_line`` + ``_error``), opened at the first error."""
+
+    def __init__(self, path: Path | None, header: list[str], delimiter: str, summary: ImportSummary, keep: int):
+        self.path = path
+        self.header = header
+        self.delimiter = delimiter
+        self.summary = summary
+        self.keep = keep
+        self._fh: Any = None
+        self._writer: Any = None
+
+    def add(self, line: int, cells: list[str], reason: str) -> None:
+        self.summary.failed += 1
+        if len(self.summary.errors) < self.keep:
+            self.summary.errors.append(RowError(line, reason))
+        if self.path is None:
+            return
+        if self._writer is None:
+            self._fh = self.path.open("w", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._fh, delimiter=self.delimiter)
+            self._writer.writerow([*self.header, "_line", "_error"])
+            self.summary.error_file = str(self.path)
+        padded = list(cells) + [""] * (len(self.header) - len(cells))
+        self._writer.writerow([*padded, line, reason])
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+Progress = Callable[[int, int, int], None]
+
+
+def import_file(
+    factory: sessionmaker[Session],
+    workspace_id: int,
+    kind: str,
+    path: str | os.PathLike[str],
+    *,
+    filename: str | None = None,
+    overrides: dict[str, str] | None = None,
+    channel: str = "offline",
+    error_path: str | os.PathLike[str] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    keep_errors: int = 1000,
+    progress: Progress | None = None,
+) -> ImportSummary:
+    """Import the CSV at ``path`` into the workspace; commits once per batch (a job, not a request).
+
+    ``progress(rows, bytes_read, total_bytes)`` is called after each batch. Raises UnreadableFile or a
+    MappingError (nothing written) when the file cannot be read as a table or has no key column.
+    """
+    started = time.perf_counter()
+    name = filename or Path(path).name
+    if kind not in LOADERS:
+        raise ImportError_("kind", f"unknown import kind {kind!r}; choose one of {', '.join(LOADERS)}")
+    with factory() as session:
+        ctx = _context(session, workspace_id, name, channel)
+        props = _property_specs(session, workspace_id, kind) if kind != "orders" else []
+    summary = ImportSummary(kind=kind, file=name)
+    try:
+        table = open_table(path)
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile("file", f"{name}: {exc}") from exc
+    with table:
+        summary.encoding, summary.delimiter = table.encoding, table.delimiter
+        mapping = build_mapping(kind, table.header, overrides=overrides, properties=props)
+        summary.mapping = mapping.describe(table.header)
+        summary.ignored_columns = list(mapping.ignored)
+        loader = LOADERS[kind](ctx, mapping, table.header)
+        sink = _ErrorSink(Path(error_path) if error_path else None, table.header, table.delimiter, summary, keep_errors)
+        width = len(table.header)
+        batch: list[_Item] = []
+        bad_keys: dict[str, int] = {}
+
+        def flush() -> None:
+            if batch:
+                _write_batch(factory, loader, batch, bad_keys, summary, sink)
+                batch.clear()
+                bad_keys.clear()
+            if progress is not None:
+                progress(summary.rows, table.bytes_read, table.total_bytes)
+
+        try:
+            for line, cells in table.rows():
+                key = loader.group_key(cells)
+                if len(batch) >= batch_size and (key is None or key != batch[-1].key):
+                    flush()
+                summary.rows += 1
+                if len(cells) != width and (len(cells) < width or any(c.strip() for c in cells[width:])):
+                    reason = f"the row has {len(cells)} fields, the header has {width}"
+                    sink.add(line, cells, reason)
+                    if key is not None:
+                        bad_keys.setdefault(key, line)
+                    continue
+                try:
+                    rec = loader.prepare(line, cells)
+                except (CellError, InvalidValue) as exc:
+                    sink.add(line, cells, str(exc) if isinstance(exc, CellError) else exc.message)
+                    if key is not None:
+                        bad_keys.setdefault(key, line)
+                    continue
+                batch.append(_Item(line, cells, rec, key))
+            flush()
+        finally:
+            sink.close()
+        summary.warnings = ctx.warnings
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _write_batch(
+    factory: sessionmaker[Session],
+    loader: _Loader,
+    items: list[_Item],
+    bad_keys: dict[str, int],
+    summary: ImportSummary,
+    sink: _ErrorSink,
+) -> None:
+    """Write one batch in its own transaction; rows of a refused group or a failing statement go to the errors."""
+    if bad_keys:
+        good = []
+        for item in items:
+            if item.key in bad_keys:
+                sink.add(item.line, item.cells, f"order {item.key}: its line {bad_keys[item.key]} is invalid")
+            else:
+                good.append(item)
+        items = good
+    if not items:
+        return
+    try:
+        created, updated = _run(factory, loader, items)
+    except _BatchFailure as failure:
+        refused: list[tuple[_Item, str]] = failure.args[0]
+        for item, reason in refused:
+            sink.add(item.line, item.cells, reason)
+        ids = {id(i) for i, _ in refused}
+        rest = [i for i in items if id(i) not in ids]
+        if rest:
+            _write_batch(factory, loader, rest, {}, summary, sink)
+        return
+    except DBAPIError:
+        if len(items) == 1 or (len({i.key for i in items}) == 1 and items[0].key is not None):
+            for item in items:
+                sink.add(item.line, item.cells, "the database refused the row")
+            return
+        # Find the offending rows: write the rows (or order groups) one by one.
+        groups: dict[Any, list[_Item]] = {}
+        for item in items:
+            groups.setdefault(item.key if item.key is not None else id(item), []).append(item)
+        for group in groups.values():
+            _write_batch(factory, loader, group, {}, summary, sink)
+        return
+    summary.created += created
+    summary.updated += updated
+
+
+def _run(factory: sessionmaker[Session], loader: _Loader, items: list[_Item]) -> tuple[int, int]:
+    session = factory()
+    try:
+        with session.begin():
+            result = loader.write(session.connection(), items)
+        return result
+    except BaseException:
+        loader.reset_caches()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,260 @@
+"""Parsing the cells of an imported file: numbers, money, dates, booleans, countries, custom properties."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale
+from babel.core import get_global
+from babel.numbers import get_currency_precision, list_currencies
+
+from suppilo.contacts.normalize import InvalidValue, normalize_country, normalize_email
+
+_CURRENCIES = frozenset(list_currencies())
+_SPACES = re.compile(r"[\s\u00a0\u202f']")
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+class CellError(ValueError):
+    """A cell that cannot be read; the message names the column."""
+
+
+# --- email fast path ---------------------------------------------------------------------------------------------
+
+# Plain ASCII addresses (the overwhelming majority) are checked by this pattern, and their domain once by the
+# full validator; anything else goes through ``normalize_email``. Both give the same result for what the
+# pattern accepts: a dot-atom local part of common characters and a host name of letter/digit/hyphen labels.
+_SIMPLE_EMAIL = re.compile(
+    r"^(?P<local>[a-z0-9_%+\-]+(?:\.[a-z0-9_%+\-]+)*)@(?P<domain>(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24})$"
+)
+
+
+@lru_cache(maxsize=65536)
+def _domain_ok(domain: str) -> bool:
+    try:
+        return normalize_email(f"a@{domain}") == f"a@{domain}"
+    except InvalidValue:
+        return False
+
+
+def fast_normalize_email(raw: str) -> str:
+    """``normalize_email`` with a fast path for plain ASCII addresses; raises InvalidValue."""
+    value = raw.strip().lower()
+    m = _SIMPLE_EMAIL.match(value)
+    if m is not None and len(m.group("local")) <= 64 and len(value) <= 254 and _domain_ok(m.group("domain")):
+        return value
+    return normalize_email(raw)
+
+
+# --- numbers and money -------------------------------------------------------------------------------------------
+
+
+def parse_decimal(raw: str, column: str) -> Decimal:
+    """A decimal number written with '.' or ',' as the decimal separator and spaces, ' or ',' between thousands."""
+    value = _SPACES.sub("", raw.strip())
+    for symbol in ("€", "$", "£", "kr", "SEK", "EUR", "USD", "NOK", "DKK", "GBP"):
+        value = value.replace(symbol, "")
+    if "," in value and "." in value:
+        if value.rfind(",") > value.rfind("."):
+            value = value.replace(".", "").replace(",", ".")
+        else:
+            value = value.replace(",", "")
+    elif value.count(",") == 1:
+        value = value.replace(",", ".")
+    elif value.count(",") > 1:
+        value = value.replace(",", "")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise CellError(f"{column}: {raw!r} is not a number") from None
+    if not number.is_finite():
+        raise CellError(f"{column}: {raw!r} is not a number")
+    return number
+
+
+def parse_int(raw: str, column: str, *, minimum: int | None = None) -> int:
+    """A whole number (``1 200`` and ``3.0`` accepted)."""
+    value = raw.strip()
+    if _INT.match(value):
+        number = int(value)
+    else:
+        dec = parse_decimal(value, column)
+        if dec != dec.to_integral_value():
+            raise CellError(f"{column}: {raw!r} is not a whole number")
+        number = int(dec)
+    if minimum is not None and number < minimum:
+        raise CellError(f"{column}: {raw!r} must be at least {minimum}")
+    return number
+
+
+def parse_currency(raw: str, column: str) -> str:
+    """An ISO 4217 code, upper-case."""
+    value = raw.strip().upper()
+    if value not in _CURRENCIES:
+        raise CellError(f"{column}: {raw!r} is not an ISO 4217 currency code")
+    return value
+
+
+@lru_cache(maxsize=512)
+def currency_exponent(currency: str) -> int:
+    """Digits after the decimal point of ``currency`` (EUR 2, JPY 0, KWD 3)."""
+    return int(get_currency_precision(currency))
+
+
+def parse_money(raw: str, currency: str, column: str) -> int:
+    """Integer minor units of an amount in ``currency``; more decimals than the currency has is an error."""
+    amount = parse_decimal(raw, column)
+    exponent = currency_exponent(currency)
+    minor = amount.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise CellError(f"{column}: {raw!r} has more than {exponent} decimals for {currency}")
+    return int(minor)
+
+
+def format_money(minor: int | None, currency: str | None) -> str:
+    """Minor units as a decimal string (``1250`` EUR -> ``12.50``)."""
+    if minor is None:
+        return ""
+    exponent = currency_exponent(currency) if currency else 2
+    if exponent == 0:
+        return str(minor)
+    return f"{Decimal(minor).scaleb(-exponent):.{exponent}f}"
+
+
+# --- dates -------------------------------------------------------------------------------------------------------
+
+_DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%m/%d/%Y", "%Y/%m/%d")
+_DATETIME_FORMATS = (
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%d.%m.%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %I:%M %p",
+)
+
+
+def parse_datetime(raw: str, column: str, tz: ZoneInfo) -> datetime:
+    """An aware UTC datetime from ISO 8601, ``YYYY-MM-DD HH:MM``, ``DD.MM.YYYY`` or ``M/D/YYYY`` (US) forms.
+
+    A value without an offset is read in the workspace's time zone ``tz``; a bare date is midnight there.
+    """
+    value = raw.strip()
+    parsed: datetime | None = None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        for fmt in _DATETIME_FORMATS + _DATE_FORMATS:
+            try:
+                parsed = datetime.strptime(value, fmt)
+                break
+            except ValueError:
+                continue
+    if parsed is None:
+        raise CellError(f"{column}: {raw!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS+00:00)")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(UTC)
+
+
+def parse_date(raw: str, column: str) -> date:
+    """A calendar date."""
+    value = raw.strip()
+    try:
+        return date.fromisoformat(value[:10]) if len(value) >= 10 and value[4] == "-" else _strp_date(value)
+    except ValueError:
+        raise CellError(f"{column}: {raw!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def _strp_date(value: str) -> date:
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(value)
+
+
+_TRUE = frozenset({"true", "yes", "y", "1", "x", "on", "kyllä", "ja"})
+_FALSE = frozenset({"false", "no", "n", "0", "off", "ei", "nej", "nei"})
+
+
+def parse_bool(raw: str, column: str) -> bool:
+    """true/false, yes/no, 1/0."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise CellError(f"{column}: {raw!r} is not true or false")
+
+
+# --- places and zones --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _country_names() -> dict[str, str]:
+    names: dict[str, str] = {}
+    zones = get_global("territory_zones")
+    for lang in ("en", "fi", "sv", "de", "fr", "es", "da", "nb", "et", "lv", "lt"):
+        for code, name in Locale(lang).territories.items():
+            if len(code) == 2 and code.isalpha() and code in zones:
+                names.setdefault(name.lower(), code)
+    names.update({"usa": "US", "united states of america": "US", "uk": "GB", "england": "GB", "great britain": "GB"})
+    return names
+
+
+@lru_cache(maxsize=4096)
+def parse_country(raw: str, column: str) -> str:
+    """An ISO 3166-1 alpha-2 code from a code or a country name ('Finland', 'Suomi', 'United States')."""
+    value = raw.strip()
+    if len(value) == 2:
+        try:
+            return normalize_country(value)
+        except InvalidValue:
+            pass
+    code = _country_names().get(value.lower())
+    if code is None:
+        raise CellError(f"{column}: {raw!r} is not a country (ISO 3166-1 alpha-2 code or English name)")
+    return code
+
+
+def parse_timezone(raw: str, column: str) -> str:
+    """An IANA time zone name."""
+    value = raw.strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CellError(f"{column}: {raw!r} is not an IANA time zone") from None
+    return value
+
+
+# --- custom properties -------------------------------------------------------------------------------------------
+
+
+def parse_property(raw: str, column: str, type_: str, options: list[str]) -> Any:
+    """A custom property value of ``type_`` (string, number, boolean, date, enum, multi_enum), JSON-ready."""
+    if type_ == "number":
+        number = parse_decimal(raw, column)
+        return int(number) if number == number.to_integral_value() and abs(number) < 2**53 else float(number)
+    if type_ == "boolean":
+        return parse_bool(raw, column)
+    if type_ == "date":
+        return parse_date(raw, column).isoformat()
+    if type_ in ("enum", "multi_enum"):
+        by_lower = {o.lower(): o for o in options}
+        parts = [raw.strip()] if type_ == "enum" else [p.strip() for p in re.split(r"[;,]", raw) if p.strip()]
+        out = []
+        for part in parts:
+            option = by_lower.get(part.lower())
+            if option is None:
+                raise CellError(f"{column}: {part!r} is not one of {', '.join(options)}")
+            out.append(option)
+        return out[0] if type_ == "enum" else out
+    return raw.strip()
