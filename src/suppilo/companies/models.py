@@ -25,6 +25,8 @@ class Company(TenantMixin, TimestampMixin, Base):
             postgresql_where=text("domain IS NOT NULL"),
         ),
         Index("ix_companies_ws_name", "workspace_id", "name_lower"),
+        Index("ix_companies_ws_owner", "workspace_id", "owner_id"),
+        {"sqlite_autoincrement": True},
     )
 
     name: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -33,11 +33,17 @@ class Contact(TenantMixin, TimestampMixin, Base):
             sqlite_where=text("external_id IS NOT NULL"),
             postgresql_where=text("external_id IS NOT NULL"),
         ),
-        Index("ix_contacts_ws_stage", "workspace_id", "lifecycle_stage"),
-        Index("ix_contacts_ws_company", "workspace_id", "company_id"),
+        # List and search are keyset-paginated on id (newest first): every filter index ends with id.
+        Index("ix_contacts_ws_anonymous", "workspace_id", "is_anonymous", "id"),
+        Index("ix_contacts_ws_stage", "workspace_id", "lifecycle_stage", "id"),
+        Index("ix_contacts_ws_company", "workspace_id", "company_id", "id"),
+        Index("ix_contacts_ws_owner", "workspace_id", "owner_id", "id"),
+        Index("ix_contacts_ws_country", "workspace_id", "country", "id"),
         Index("ix_contacts_ws_last_name", "workspace_id", "last_name_lower"),
         Index("ix_contacts_ws_first_name", "workspace_id", "first_name_lower"),
         Index("ix_contacts_ws_created", "workspace_id", "created_at"),
+        # Ids of deleted or merged-away contacts are never handed out again (audit log, merge records).
+        {"sqlite_autoincrement": True},
     )
 
     email: Mapped[str | None] = mapped_column(String(320))
@@ -91,7 +97,7 @@ class ContactTag(Base):
     """A tag on a contact."""
 
     __tablename__ = "contact_tags"
-    __table_args__ = (Index("ix_contact_tags_ws_tag", "workspace_id", "tag"),)
+    __table_args__ = (Index("ix_contact_tags_ws_tag", "workspace_id", "tag", "contact_id"),)
 
     contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(100), primary_key=True)
