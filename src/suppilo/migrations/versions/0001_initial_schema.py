@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 18:52:56.945282
+Create Date: 2026-11-23 19:06:41.556768
 """
 
 from __future__ import annotations
@@ -151,9 +151,11 @@ def upgrade() -> None:
             ["workspace_id"], ["workspaces.id"], name=op.f("fk_companies_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_companies")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("companies", schema=None) as batch_op:
         batch_op.create_index("ix_companies_ws_name", ["workspace_id", "name_lower"], unique=False)
+        batch_op.create_index("ix_companies_ws_owner", ["workspace_id", "owner_id"], unique=False)
         batch_op.create_index(
             "uq_companies_ws_domain",
             ["workspace_id", "domain"],
@@ -345,13 +347,17 @@ def upgrade() -> None:
             ["workspace_id"], ["workspaces.id"], name=op.f("fk_contacts_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("contacts", schema=None) as batch_op:
-        batch_op.create_index("ix_contacts_ws_company", ["workspace_id", "company_id"], unique=False)
+        batch_op.create_index("ix_contacts_ws_anonymous", ["workspace_id", "is_anonymous", "id"], unique=False)
+        batch_op.create_index("ix_contacts_ws_company", ["workspace_id", "company_id", "id"], unique=False)
+        batch_op.create_index("ix_contacts_ws_country", ["workspace_id", "country", "id"], unique=False)
         batch_op.create_index("ix_contacts_ws_created", ["workspace_id", "created_at"], unique=False)
         batch_op.create_index("ix_contacts_ws_first_name", ["workspace_id", "first_name_lower"], unique=False)
         batch_op.create_index("ix_contacts_ws_last_name", ["workspace_id", "last_name_lower"], unique=False)
-        batch_op.create_index("ix_contacts_ws_stage", ["workspace_id", "lifecycle_stage"], unique=False)
+        batch_op.create_index("ix_contacts_ws_owner", ["workspace_id", "owner_id", "id"], unique=False)
+        batch_op.create_index("ix_contacts_ws_stage", ["workspace_id", "lifecycle_stage", "id"], unique=False)
         batch_op.create_index(
             "uq_contacts_ws_email",
             ["workspace_id", "email"],
@@ -409,7 +415,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("contact_id", "tag", name=op.f("pk_contact_tags")),
     )
     with op.batch_alter_table("contact_tags", schema=None) as batch_op:
-        batch_op.create_index("ix_contact_tags_ws_tag", ["workspace_id", "tag"], unique=False)
+        batch_op.create_index("ix_contact_tags_ws_tag", ["workspace_id", "tag", "contact_id"], unique=False)
 
     op.create_table(
         "events",
@@ -710,10 +716,13 @@ def downgrade() -> None:
             postgresql_where=sa.text("email IS NOT NULL"),
         )
         batch_op.drop_index("ix_contacts_ws_stage")
+        batch_op.drop_index("ix_contacts_ws_owner")
         batch_op.drop_index("ix_contacts_ws_last_name")
         batch_op.drop_index("ix_contacts_ws_first_name")
         batch_op.drop_index("ix_contacts_ws_created")
+        batch_op.drop_index("ix_contacts_ws_country")
         batch_op.drop_index("ix_contacts_ws_company")
+        batch_op.drop_index("ix_contacts_ws_anonymous")
 
     op.drop_table("contacts")
     op.drop_table("property_definitions")
@@ -738,6 +747,7 @@ def downgrade() -> None:
             sqlite_where=sa.text("domain IS NOT NULL"),
             postgresql_where=sa.text("domain IS NOT NULL"),
         )
+        batch_op.drop_index("ix_companies_ws_owner")
         batch_op.drop_index("ix_companies_ws_name")
 
     op.drop_table("companies")
