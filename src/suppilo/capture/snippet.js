@@ -14,6 +14,8 @@
 
   var existing = w.suppilo;
   if (existing && existing.__suppilo) {
+    // A second copy (t.js next to a form's embed.js) only contributes what the server told it.
+    existing.__configure(SERVER);
     return;
   }
   var queue = Array.isArray(existing) ? existing.slice() : [];
@@ -23,6 +25,7 @@
     writeKey: SERVER.writeKey || null,
     host: null,
     requireConsent: SERVER.requireConsent !== false,
+    siteRequiresConsent: false,
     consented: false,
     autoForms: false,
     pageId: null,
@@ -266,7 +269,8 @@
     state.writeKey = o.writeKey || state.writeKey;
     state.host = String(o.host || scriptOrigin() || SERVER.host || "").replace(/\/+$/, "");
     // The site may ask for consent where the workspace does not, never the other way round.
-    state.requireConsent = SERVER.requireConsent !== false || o.requireConsent === true;
+    state.siteRequiresConsent = o.requireConsent === true;
+    state.requireConsent = SERVER.requireConsent !== false || state.siteRequiresConsent;
     state.autoForms = !!o.autoForms;
     state.ready = true;
     if (storedId()) state.consented = true;
@@ -351,7 +355,13 @@
       addError("consent", crow);
       form.appendChild(crow);
     }
-    var hp = el("div", { "class": "suppilo-hp", "aria-hidden": "true", style: "position:absolute;left:-10000px;top:auto;width:1px;height:1px;overflow:hidden" });
+    var hp = el("div", { "class": "suppilo-hp", "aria-hidden": "true" });
+    // Set through the CSSOM, which a site's Content-Security-Policy allows (a style attribute it may not).
+    hp.style.position = "absolute";
+    hp.style.left = "-10000px";
+    hp.style.width = "1px";
+    hp.style.height = "1px";
+    hp.style.overflow = "hidden";
     hp.appendChild(el("input", { type: "text", name: cfg.honeypot, tabindex: "-1", autocomplete: "off" }));
     form.appendChild(hp);
     var general = el("div", { "class": "suppilo-error", role: "alert" });
@@ -423,8 +433,17 @@
     renderForm(cfg);
   }
 
+  function configure(server) {
+    for (var k in server || {}) {
+      if (server[k] !== undefined && server[k] !== null) SERVER[k] = server[k];
+    }
+    state.requireConsent = SERVER.requireConsent !== false || state.siteRequiresConsent;
+    if (!state.writeKey && SERVER.writeKey) state.writeKey = SERVER.writeKey;
+  }
+
   var api = {
     __suppilo: true,
+    __configure: configure,
     VERSION: VERSION,
     init: init,
     page: page,
