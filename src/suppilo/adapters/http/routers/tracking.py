@@ -1,7 +1,170 @@
-"""HTTP routes: tracking."""
+"""Segment-compatible tracking API: /v1/identify, track, page, screen, group, alias, batch (and import).
+
+Segment and RudderStack libraries work by pointing their host here. The write key comes as the HTTP Basic user
+name (as Segment sends it), a bearer token, or a ``writeKey`` field in the body (``sendBeacon`` cannot set
+headers). Browsers call these endpoints from customers' sites, so they answer CORS for any origin, without
+credentials. Each request is one unit of work run in the thread pool: parse, authenticate, validate, store,
+commit once.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from suppilo.adapters.http.deps import basic_user, bearer_key, principal_for_key
+from suppilo.adapters.http.errors import error_body
+from suppilo.db.base import utcnow
+from suppilo.events.ingest import TYPES, ItemError, ingest, parse_message, store
 
 router = APIRouter(tags=["tracking"])
+
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
+OK = orjson.dumps({"success": True})
+
+
+def _json(status: int, payload: Any) -> Response:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return Response(body, status_code=status, media_type="application/json", headers=CORS_HEADERS)
+
+
+def _error(status: int, code: str, message: str, path: str = "") -> Response:
+    return _json(status, error_body(code, message, path, [{"path": path, "message": message}] if path else []))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = decomp.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise ValueError("the body is not valid gzip") from exc
+        if len(body) > limit or decomp.unconsumed_tail:
+            raise _TooLarge
+    return body
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _handle(request: Request, body: bytes, kind: str | None) -> Response:
+    """Parse, authenticate, validate and store one request (runs in the thread pool)."""
+    received_at = utcnow()
+    settings = request.app.state.settings
+    try:
+        payload = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return _error(400, "invalid_json", "the body is not valid JSON", "body")
+    if not isinstance(payload, dict):
+        return _error(422, "validation_error", "the body must be a JSON object", "body")
+    key = basic_user(request) or bearer_key(request)
+    if key is None:
+        body_key = payload.get("writeKey")
+        key = body_key if isinstance(body_key, str) and body_key else None
+    if key is None:
+        return _error(401, "unauthorized", "a write key is required (HTTP Basic user name)", "headers.authorization")
+    principal = principal_for_key(request, key)
+    if principal is None:
+        return _error(401, "unauthorized", "the write key is unknown or revoked", "headers.authorization")
+    if not principal.allows("track"):
+        return _error(403, "forbidden", "this key lacks the 'track' scope", "headers.authorization")
+    ip = request.client.host if request.client else None
+    factory = request.app.state.session_factory
+
+    if kind is None:
+        items = payload.get("batch")
+        if not isinstance(items, list):
+            return _error(422, "validation_error", "batch must be a list of calls", "batch")
+        if len(items) > settings.max_batch_items:
+            return _error(
+                413, "too_large", f"a batch holds at most {settings.max_batch_items} calls; got {len(items)}", "batch"
+            )
+        with factory() as session:
+            result = ingest(
+                session,
+                principal.workspace_id,
+                items,
+                received_at=received_at,
+                sent_at=_parse_time(payload.get("sentAt")),
+                ip=ip,
+            )
+            session.commit()
+        return _json(200, {"success": True, "accepted": result.accepted, "errors": result.errors})
+
+    raw = {k: v for k, v in payload.items() if k != "writeKey"}
+    try:
+        message = parse_message(raw, 0, kind=kind, received_at=received_at, ip=ip)
+    except ItemError as exc:
+        return _error(422, "validation_error", f"{exc.path}: {exc.message}", exc.path)
+    with factory() as session:
+        store(session, principal.workspace_id, [message], received_at=received_at)
+        session.commit()
+    return _json(200, OK)
+
+
+def _endpoint(kind: str | None):  # type: ignore[no-untyped-def]
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await _read_body(request, request.app.state.settings.max_batch_bytes)
+        except _TooLarge:
+            limit = request.app.state.settings.max_batch_bytes
+            return _error(413, "too_large", f"the body exceeds {limit} bytes", "body")
+        except ValueError as exc:
+            return _error(400, "invalid_body", str(exc), "body")
+        return await run_in_threadpool(_handle, request, body, kind)
+
+    endpoint.__name__ = f"segment_{kind or 'batch'}"
+    endpoint.__doc__ = (
+        f'Segment ``{kind}`` call; answers ``{{"success": true}}``.'
+        if kind
+        else "Segment batch of calls; invalid calls are reported by index, the valid ones stored."
+    )
+    return endpoint
+
+
+for _kind in sorted(TYPES):
+    router.add_api_route(f"/v1/{_kind}", _endpoint(_kind), methods=["POST"], name=f"segment_{_kind}")
+router.add_api_route("/v1/batch", _endpoint(None), methods=["POST"], name="segment_batch")
+router.add_api_route("/v1/import", _endpoint(None), methods=["POST"], name="segment_import")
+
+
+@router.options("/v1/{path:path}", include_in_schema=False)
+async def preflight(request: Request, path: str) -> Response:
+    """CORS preflight for browsers on any site (no credentials)."""
+    requested = request.headers.get("access-control-request-headers") or "Content-Type, Authorization"
+    return Response(
+        status_code=204,
+        headers={
+            **CORS_HEADERS,
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": requested,
+            "Access-Control-Max-Age": "86400",
+        },
+    )

@@ -1,0 +1,556 @@
+"""The Segment-spec ingest path: validate calls, resolve identities, store events, touches and contact changes in bulk.
+
+One batch costs a fixed number of statements (identity and contact lookups, one INSERT per kind of row,
+one UPDATE per distinct set of changed contact columns) whatever its size; only rare cases (merges of
+stored contacts, lifecycle moves, groups) use the ORM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from suppilo.companies.models import Company
+from suppilo.contacts import service as contacts_service
+from suppilo.contacts.merge import merge_contacts
+from suppilo.contacts.models import Contact, StageChange
+from suppilo.contacts.normalize import InvalidValue, normalize_domain, normalize_email
+from suppilo.db.base import utcnow
+from suppilo.engine.channels import Classification, Visit, classify, parse_visit
+from suppilo.events import repository as repo
+from suppilo.events import service as events_service
+from suppilo.events.identity import Person, Resolver, coerce_property, contact_fields_from_traits
+from suppilo.events.schemas import MESSAGE_MODELS
+
+TYPES = frozenset(MESSAGE_MODELS)
+
+
+class ItemError(Exception):
+    """An invalid call: the path of the offending field and why."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(slots=True)
+class Message:
+    """A validated call, normalised for storage."""
+
+    index: int
+    kind: str
+    name: str
+    message_id: str
+    anonymous_id: str | None
+    user_id: str | None
+    occurred_at: datetime
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    traits: dict[str, Any]
+    email: str | None = None
+    group_id: str | None = None
+    previous_id: str | None = None
+    person: Person | None = None
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What a batch did: valid calls, calls stored now (not seen before) and the invalid ones."""
+
+    accepted: int
+    stored: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _join(prefix: str, loc: tuple[Any, ...]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def message_hash(raw: dict[str, Any]) -> str:
+    """A deterministic message id for a call that came without one: the hash of its canonical JSON."""
+    try:
+        data = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        data = json.dumps(raw, sort_keys=True, default=str).encode()
+    return "sha256-" + hashlib.sha256(data).hexdigest()[:48]
+
+
+def parse_message(
+    raw: Any,
+    index: int,
+    *,
+    kind: str | None,
+    received_at: datetime,
+    sent_at: datetime | None = None,
+    ip: str | None = None,
+    prefix: str = "",
+) -> Message:
+    """Validate one call; raises ItemError with the field path (``prefix`` + field)."""
+    if not isinstance(raw, dict):
+        raise ItemError(prefix or "body", "a call must be a JSON object")
+    if kind is None:
+        declared = raw.get("type")
+        kind = declared.lower() if isinstance(declared, str) else None
+        if kind not in TYPES:
+            raise ItemError(
+                _join(prefix, ("type",)), f"type must be one of {', '.join(sorted(TYPES))}; got {declared!r}"
+            )
+    try:
+        msg = MESSAGE_MODELS[kind].model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise ItemError(_join(prefix, tuple(first["loc"])), str(first["msg"])) from None
+    if not (msg.anonymousId or msg.userId):
+        raise ItemError(_join(prefix, ("userId",)), "anonymousId or userId is required")
+    timestamp = _aware(msg.timestamp or msg.originalTimestamp)
+    sent = _aware(msg.sentAt) or sent_at
+    if timestamp is not None and sent is not None:
+        occurred = received_at - (sent - timestamp)
+    else:
+        occurred = timestamp or received_at
+    context = dict(msg.context or {})
+    if ip and "ip" not in context:
+        context["ip"] = ip
+    traits: dict[str, Any] = dict(getattr(msg, "traits", None) or {})
+    properties: dict[str, Any]
+    email: str | None = None
+    group_id = previous_id = None
+    if kind == "track":
+        name = msg.event  # type: ignore[attr-defined]
+        properties = dict(msg.properties or {})  # type: ignore[attr-defined]
+    elif kind in ("page", "screen"):
+        properties = dict(msg.properties or {})  # type: ignore[attr-defined]
+        name = msg.name or (str(properties["name"])[:200] if properties.get("name") else kind)  # type: ignore[attr-defined]
+        if msg.category and "category" not in properties:  # type: ignore[attr-defined]
+            properties["category"] = msg.category  # type: ignore[attr-defined]
+    elif kind == "identify":
+        name = "identify"
+        properties = traits
+        raw_email = traits.get("email")
+        if raw_email not in (None, ""):
+            if not isinstance(raw_email, str):
+                raise ItemError(_join(prefix, ("traits", "email")), "email must be a string")
+            try:
+                email = normalize_email(raw_email)
+            except InvalidValue as exc:
+                raise ItemError(_join(prefix, ("traits", "email")), exc.message) from None
+    elif kind == "group":
+        name = "group"
+        group_id = msg.groupId  # type: ignore[attr-defined]
+        properties = {"groupId": group_id, "traits": traits}
+    else:
+        name = "alias"
+        previous_id = msg.previousId  # type: ignore[attr-defined]
+        properties = {"previousId": previous_id, "userId": msg.userId}
+    message_id = msg.messageId or message_hash({**raw, "type": kind})
+    return Message(
+        index=index,
+        kind=kind,
+        name=name,
+        message_id=message_id,
+        anonymous_id=msg.anonymousId,
+        user_id=msg.userId,
+        occurred_at=occurred,
+        properties=properties,
+        context=context,
+        traits=traits,
+        email=email,
+        group_id=group_id,
+        previous_id=previous_id,
+    )
+
+
+def parse_batch(
+    items: list[Any], *, received_at: datetime, sent_at: datetime | None, ip: str | None, prefix: str = "batch"
+) -> tuple[list[Message], list[dict[str, Any]]]:
+    """Validate every call of a batch; the invalid ones are reported by index and path."""
+    messages: list[Message] = []
+    errors: list[dict[str, Any]] = []
+    for i, raw in enumerate(items):
+        try:
+            messages.append(
+                parse_message(
+                    raw, i, kind=None, received_at=received_at, sent_at=sent_at, ip=ip, prefix=f"{prefix}[{i}]"
+                )
+            )
+        except ItemError as exc:
+            errors.append({"index": i, "path": exc.path, "message": exc.message})
+    return messages, errors
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def visit_of(m: Message, site_domains: list[str]) -> tuple[Visit, str | None, str | None] | None:
+    """The visit a call describes (page views, and calls whose context carries page, campaign or referrer)."""
+    ctx = m.context
+    page = ctx.get("page") if isinstance(ctx.get("page"), dict) else None
+    campaign = ctx.get("campaign") if isinstance(ctx.get("campaign"), dict) else None
+    ref = ctx.get("referrer")
+    if m.kind != "page" and not (page or campaign or ref):
+        return None
+    url = referrer = None
+    if m.kind == "page":
+        url = _str(m.properties.get("url"))
+        referrer = _str(m.properties.get("referrer"))
+    if page:
+        url = url or _str(page.get("url"))
+        referrer = referrer or _str(page.get("referrer"))
+    if isinstance(ref, dict):
+        referrer = referrer or _str(ref.get("url")) or _str(ref.get("link"))
+    elif isinstance(ref, str):
+        referrer = referrer or _str(ref)
+    visit = parse_visit(url=url, referrer=referrer, campaign=campaign, site_domains=site_domains)
+    return visit, url, referrer
+
+
+def _custom_properties(traits: dict[str, Any], definitions: dict[str, tuple[str, list[str]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in traits.items():
+        definition = definitions.get(key)
+        if definition is not None:
+            ok, coerced = coerce_property(definition[0], definition[1], value)
+            if ok:
+                out[key] = coerced
+    return out
+
+
+def _company_for_group(session: Session, workspace_id: int, group_id: str, traits: dict[str, Any]) -> int:
+    """Find the company of a ``group`` call by its group id or normalised domain, or create it."""
+    domain = None
+    for key in ("domain", "website"):
+        raw = traits.get(key)
+        if isinstance(raw, str) and raw.strip():
+            try:
+                domain = normalize_domain(raw)
+                break
+            except InvalidValue:
+                continue
+    company = session.scalar(
+        select(Company).where(Company.workspace_id == workspace_id, Company.external_id == group_id).limit(1)
+    )
+    if company is None and domain:
+        company = session.scalar(select(Company).where(Company.workspace_id == workspace_id, Company.domain == domain))
+    name = traits.get("name") if isinstance(traits.get("name"), str) and traits["name"].strip() else None
+    if company is None:
+        label = (name or domain or group_id).strip()[:200]
+        company = Company(workspace_id=workspace_id, name=label, name_lower=label.lower(), domain=domain)
+        session.add(company)
+    if company.external_id is None:
+        company.external_id = group_id
+    if name:
+        company.name = name.strip()[:200]
+        company.name_lower = company.name.lower()
+    if domain and company.domain is None:
+        company.domain = domain
+    if isinstance(traits.get("industry"), str):
+        company.industry = traits["industry"][:100]
+    employees = traits.get("employees")
+    if isinstance(employees, int | float | str) and not isinstance(employees, bool):
+        with contextlib.suppress(ValueError):
+            company.employees = int(employees)
+    session.flush()
+    return company.id
+
+
+_NEW_CONTACT_FIELDS = (
+    "email",
+    "external_id",
+    "first_name",
+    "last_name",
+    "first_name_lower",
+    "last_name_lower",
+    "phone",
+    "language",
+    "country",
+    "region",
+    "city",
+    "timezone",
+    "job_title",
+)
+_TOUCH_FIELDS = ("channel", "source", "campaign")
+
+
+def store(session: Session, workspace_id: int, messages: list[Message], *, received_at: datetime) -> int:
+    """Store validated calls: identities, contacts, events, touches; returns how many events are new."""
+    conn = session.connection()
+    repo.lock_workspace_ingest(conn, workspace_id)
+    unique: dict[str, Message] = {}
+    for m in messages:
+        unique.setdefault(m.message_id, m)
+    if not unique:
+        return 0
+    known = repo.existing_message_ids(conn, workspace_id, list(unique))
+    msgs = [m for mid, m in unique.items() if mid not in known]
+    if not msgs:
+        return 0
+
+    anon_ids: set[str] = set()
+    user_ids: set[str] = set()
+    emails: set[str] = set()
+    for m in msgs:
+        if m.anonymous_id:
+            anon_ids.add(m.anonymous_id)
+        if m.user_id:
+            user_ids.add(m.user_id)
+        if m.previous_id:
+            anon_ids.add(m.previous_id)
+            user_ids.add(m.previous_id)
+        if m.email:
+            emails.add(m.email)
+    anon_map, user_map = repo.lookup_identities(conn, workspace_id, anon_ids, user_ids)
+    email_map = repo.contacts_by_email(conn, workspace_id, emails)
+    states = repo.contact_states(
+        conn, workspace_id, set(anon_map.values()) | set(user_map.values()) | set(email_map.values())
+    )
+    site_domains, ws_settings, ws_country = repo.workspace_info(conn, workspace_id)
+    resolver = Resolver(anon_map, user_map, email_map, states)
+
+    definitions: dict[str, tuple[str, list[str]]] | None = None
+    identified: list[tuple[Person, datetime]] = []
+    groups: list[Message] = []
+    for m in msgs:
+        if m.kind == "alias":
+            person = resolver.alias(m.previous_id or "", m.user_id or "")
+        else:
+            person = resolver.resolve(m.anonymous_id, m.user_id, m.email)
+        m.person = person
+        if m.kind == "identify":
+            if m.traits:
+                if definitions is None:
+                    definitions = repo.contact_property_definitions(conn, workspace_id)
+                fields = contact_fields_from_traits(m.traits, person.country or ws_country)
+                resolver.apply_traits(person, fields, _custom_properties(m.traits, definitions))
+            if m.email:
+                identified.append((person, m.occurred_at))
+        elif m.kind == "group":
+            groups.append(m)
+
+    # Seen times and touches per surviving contact, in time order.
+    rules: list[dict[str, Any]] | None = None
+    seen: dict[int, list[datetime]] = {}
+    touch_first: dict[int, tuple[datetime, Classification]] = {}
+    touch_latest: dict[int, tuple[datetime, Classification]] = {}
+    touches: list[tuple[Message, Person, Classification, str | None, str | None]] = []
+    for m in sorted(msgs, key=lambda x: x.occurred_at):
+        person = m.person.find()  # type: ignore[union-attr]
+        key = id(person)
+        span = seen.get(key)
+        if span is None:
+            seen[key] = [m.occurred_at, m.occurred_at]
+        else:
+            span[1] = m.occurred_at
+        found = visit_of(m, site_domains)
+        if found is None:
+            continue
+        visit, url, referrer = found
+        if visit.has_campaign or visit.referrer_host:
+            if rules is None:
+                rules = events_service.channel_rules(session, workspace_id)
+            classification = classify(visit, rules)
+        elif person.first_touch_at is None and key not in touch_first:
+            classification = classify(visit, ())
+        else:
+            continue
+        touches.append((m, person, classification, url, referrer))
+        touch_first.setdefault(key, (m.occurred_at, classification))
+        touch_latest[key] = (m.occurred_at, classification)
+
+    now = utcnow()
+    # New contacts, inserted in bulk with their final values.
+    new_people = [p for p in resolver.new if p.parent is None]
+    rows = []
+    for p in new_people:
+        first_seen, last_seen = seen.get(id(p), [received_at, received_at])
+        row: dict[str, Any] = dict.fromkeys(_NEW_CONTACT_FIELDS)
+        row.update({k: v for k, v in p.changes.items() if k in row})
+        row.update(
+            workspace_id=workspace_id,
+            email=p.email,
+            external_id=p.external_id,
+            is_anonymous=p.is_anonymous,
+            lifecycle_stage="awareness",
+            lifecycle_stage_at=first_seen,
+            properties=p.properties,
+            first_seen_at=first_seen,
+            last_seen_at=last_seen,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        first = touch_first.get(id(p))
+        latest = touch_latest.get(id(p))
+        for prefix, touch in (("first_touch", first), ("latest_touch", latest)):
+            row[f"{prefix}_at"] = touch[0] if touch else None
+            row[f"{prefix}_channel"] = touch[1].channel if touch else None
+            row[f"{prefix}_source"] = touch[1].source if touch else None
+            row[f"{prefix}_campaign"] = touch[1].campaign if touch else None
+        rows.append(row)
+    for p, new_id in zip(new_people, repo.insert_contacts(conn, rows), strict=True):
+        p.id = new_id
+    if new_people:
+        conn.execute(
+            StageChange.__table__.insert(),
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "contact_id": p.id,
+                    "from_stage": None,
+                    "to_stage": "awareness",
+                    "changed_at": seen.get(id(p), [received_at])[0],
+                    "reason": "first seen",
+                    "source": "rule",
+                    "actor": None,
+                }
+                for p in new_people
+            ],
+        )
+
+    identity_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for kind, value, p in resolver.identities:
+        identity_rows.setdefault(
+            (kind, value),
+            {
+                "workspace_id": workspace_id,
+                "kind": kind,
+                "value": value,
+                "contact_id": p.find().id,
+                "created_at": now,
+            },
+        )
+    repo.insert_identities(conn, list(identity_rows.values()))
+
+    stored = repo.insert_events(
+        conn,
+        [
+            {
+                "workspace_id": workspace_id,
+                "contact_id": m.person.find().id,  # type: ignore[union-attr]
+                "anonymous_id": m.anonymous_id,
+                "kind": m.kind,
+                "name": m.name[:200],
+                "properties": m.properties,
+                "context": m.context,
+                "occurred_at": m.occurred_at,
+                "received_at": received_at,
+                "message_id": m.message_id,
+            }
+            for m in msgs
+        ],
+    )
+    repo.insert_touches(
+        conn,
+        [
+            {
+                "workspace_id": workspace_id,
+                "contact_id": p.id,
+                "event_id": stored[m.message_id],
+                "occurred_at": m.occurred_at,
+                "channel": c.channel,
+                "source": c.source,
+                "medium": c.medium,
+                "campaign": c.campaign,
+                "term": c.term,
+                "content": c.content,
+                "referrer": referrer,
+                "landing_url": url,
+            }
+            for m, p, c, url, referrer in touches
+            if m.message_id in stored
+        ],
+    )
+
+    changes: dict[int, dict[str, Any]] = {}
+    edited: list[int] = []
+    survivors = {id(p): p for p in resolver.persons.values() if p.parent is None}
+    for p in survivors.values():
+        values: dict[str, Any] = dict(p.changes)
+        if p.props_changed:
+            values["properties"] = p.properties
+        if values:
+            values["updated_at"] = now
+            edited.append(p.id)  # type: ignore[arg-type]
+        span = seen.get(id(p))
+        if span is not None:
+            if p.first_seen_at is None or span[0] < p.first_seen_at:
+                values["first_seen_at"] = span[0]
+            if p.last_seen_at is None or span[1] > p.last_seen_at:
+                values["last_seen_at"] = span[1]
+        first = touch_first.get(id(p))
+        if first is not None and p.first_touch_at is None:
+            values["first_touch_at"] = first[0]
+            for f in _TOUCH_FIELDS:
+                values[f"first_touch_{f}"] = getattr(first[1], f)
+        latest = touch_latest.get(id(p))
+        if latest is not None and (p.latest_touch_at is None or latest[0] >= p.latest_touch_at):
+            values["latest_touch_at"] = latest[0]
+            for f in _TOUCH_FIELDS:
+                values[f"latest_touch_{f}"] = getattr(latest[1], f)
+        if values:
+            changes[p.id] = values  # type: ignore[index]
+    for m in groups:
+        company_id = _company_for_group(session, workspace_id, m.group_id or "", m.traits)
+        contact_id = m.person.find().id  # type: ignore[union-attr]
+        changes.setdefault(contact_id, {})["company_id"] = company_id  # type: ignore[index]
+    repo.update_contacts(conn, workspace_id, changes)
+    repo.bump_contact_versions(conn, workspace_id, edited, now)
+
+    for merged in resolver.merges:
+        keep = merged.find()
+        if keep.id is not None and merged.id is not None and keep.id != merged.id:
+            merge_contacts(session, workspace_id, keep.id, merged.id, reason="identity resolution", actor="tracking")
+
+    candidates: dict[int, datetime] = {}
+    for p, at in identified:
+        target = p.find()
+        if target.stage == "awareness" and target.id is not None:
+            candidates.setdefault(target.id, at)
+    if candidates:
+        stages = contacts_service.stage_specs(session, workspace_id)
+        lifecycle = contacts_service.lifecycle_rules(ws_settings)
+        for contact in session.scalars(
+            select(Contact).where(Contact.workspace_id == workspace_id, Contact.id.in_(list(candidates)))
+        ):
+            contacts_service.apply_rule(
+                session, contact, "contact_identified", rules=lifecycle, stages=stages, at=candidates[contact.id]
+            )
+    return len(stored)
+
+
+def ingest(
+    session: Session,
+    workspace_id: int,
+    items: list[Any],
+    *,
+    received_at: datetime | None = None,
+    sent_at: datetime | None = None,
+    ip: str | None = None,
+) -> IngestResult:
+    """Validate and store a Segment batch; invalid calls are reported, the valid ones stored."""
+    received = received_at or utcnow()
+    messages, errors = parse_batch(items, received_at=received, sent_at=sent_at, ip=ip)
+    stored = store(session, workspace_id, messages, received_at=received)
+    return IngestResult(accepted=len(messages), stored=stored, errors=errors)

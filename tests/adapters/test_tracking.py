@@ -1,0 +1,471 @@
+"""Segment tracking API: real Segment-shaped payloads through /v1/*, on the test database."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from suppilo.contacts.models import Contact, ContactIdentity, StageChange
+from suppilo.db.session import make_session_factory
+from suppilo.events.models import Event, Touch
+
+
+@pytest.fixture
+def db(db_engine) -> Iterator[Session]:
+    """A read-only session (never blocks the app's writers); ``send`` ends its snapshot around every request."""
+    with make_session_factory(db_engine, read_only=True)() as s:
+        yield s
+        s.rollback()
+
+
+@pytest.fixture
+def send(client, db):
+    def _send(method: str, path: str, **kwargs):
+        db.rollback()
+        res = client.request(method, path, **kwargs)
+        db.rollback()
+        return res
+
+    return _send
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def mid() -> str:
+    return str(uuid.uuid4())
+
+
+def context(url: str = "https://shop.example.fi/", referrer: str = "", **extra) -> dict:
+    return {
+        "page": {"url": url, "referrer": referrer, "path": "/", "title": "Shop"},
+        "ip": "203.0.113.7",
+        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+        "locale": "fi-FI",
+        "library": {"name": "analytics.js", "version": "2.11.1"},
+        **extra,
+    }
+
+
+def page(anon: str, url: str = "https://shop.example.fi/", referrer: str = "", **extra) -> dict:
+    return {
+        "type": "page",
+        "messageId": mid(),
+        "anonymousId": anon,
+        "name": "Home",
+        "properties": {"url": url, "referrer": referrer, "path": "/", "title": "Shop"},
+        "context": context(url, referrer),
+        "timestamp": "2024-05-01T10:00:00.000Z",
+        "sentAt": "2024-05-01T10:00:00.000Z",
+        **extra,
+    }
+
+
+def contact_of(db, workspace_id: int, anon: str) -> Contact:
+    cid = db.scalar(
+        select(ContactIdentity.contact_id).where(
+            ContactIdentity.workspace_id == workspace_id,
+            ContactIdentity.kind == "anonymous_id",
+            ContactIdentity.value == anon,
+        )
+    )
+    assert cid is not None
+    return db.get(Contact, cid)
+
+
+def test_track_with_basic_auth_creates_anonymous_contact(send, workspace, db) -> None:
+    anon = mid()
+    body = {
+        "messageId": mid(),
+        "anonymousId": anon,
+        "event": "Product Viewed",
+        "properties": {"product_id": "SKU-1", "price": 19.9},
+        "context": context(),
+        "timestamp": "2024-05-01T10:00:00.000Z",
+    }
+    res = send("POST", "/v1/track", json=body, headers=basic(workspace.track_key))
+    assert res.status_code == 200 and res.json() == {"success": True}
+    assert res.headers["access-control-allow-origin"] == "*"
+    contact = contact_of(db, workspace.id, anon)
+    assert contact.is_anonymous and contact.lifecycle_stage == "awareness"
+    assert contact.first_seen_at is not None and contact.last_seen_at is not None
+    ev = db.scalar(select(Event).where(Event.workspace_id == workspace.id, Event.contact_id == contact.id))
+    assert ev.kind == "track" and ev.name == "Product Viewed" and ev.properties["product_id"] == "SKU-1"
+    assert ev.context["locale"] == "fi-FI"
+
+
+def test_auth_variants_and_refusals(send, workspace) -> None:
+    body = {"anonymousId": mid(), "event": "Clicked"}
+    assert send("POST", "/v1/track", json=body, headers=workspace.auth("track")).status_code == 200
+    assert send("POST", "/v1/track", json={**body, "writeKey": workspace.track_key}).status_code == 200
+    assert send("POST", "/v1/track", json=body, headers=basic(workspace.write_key)).status_code == 200
+    res = send("POST", "/v1/track", json=body)
+    assert res.status_code == 401 and res.json()["error"]["code"] == "unauthorized"
+    assert send("POST", "/v1/track", json=body, headers=basic("wk_nope")).status_code == 401
+    res = send("POST", "/v1/track", json=body, headers=basic(workspace.read_key))
+    assert res.status_code == 403 and res.json()["error"]["code"] == "forbidden"
+
+
+def test_same_message_id_five_times_is_stored_once(send, workspace, db) -> None:
+    body = {"messageId": mid(), "anonymousId": mid(), "event": "Signed Up", "context": context()}
+    for _ in range(5):
+        assert send("POST", "/v1/track", json=body, headers=basic(workspace.track_key)).status_code == 200
+    n = db.scalar(select(func.count()).select_from(Event).where(Event.workspace_id == workspace.id))
+    assert n == 1
+    touches = db.scalar(select(func.count()).select_from(Touch).where(Touch.workspace_id == workspace.id))
+    assert touches == 1
+
+
+def test_missing_message_id_gets_deterministic_one(send, workspace, db) -> None:
+    body = {"anonymousId": mid(), "event": "Clicked", "timestamp": "2024-05-01T10:00:00Z"}
+    for _ in range(3):
+        send("POST", "/v1/track", json=body, headers=basic(workspace.track_key))
+    ids = db.scalars(select(Event.message_id).where(Event.workspace_id == workspace.id)).all()
+    assert len(ids) == 1 and ids[0].startswith("sha256-")
+
+
+def test_clock_skew_is_corrected_with_sent_at(send, workspace, db) -> None:
+    # The device clock is a year behind: the call happened 5 s before it was sent.
+    body = {
+        "messageId": mid(),
+        "anonymousId": mid(),
+        "event": "Skewed",
+        "timestamp": "2023-01-01T00:00:00Z",
+        "sentAt": "2023-01-01T00:00:05Z",
+    }
+    send("POST", "/v1/track", json=body, headers=basic(workspace.track_key))
+    ev = db.scalar(select(Event).where(Event.workspace_id == workspace.id))
+    assert abs((ev.received_at - ev.occurred_at).total_seconds() - 5) < 0.001
+    body2 = {"messageId": mid(), "anonymousId": mid(), "event": "NoSent", "timestamp": "2023-01-01T00:00:00Z"}
+    send("POST", "/v1/track", json=body2, headers=basic(workspace.track_key))
+    ev2 = db.scalar(select(Event).where(Event.workspace_id == workspace.id, Event.name == "NoSent"))
+    assert ev2.occurred_at.isoformat() == "2023-01-01T00:00:00+00:00"
+
+
+def test_single_invalid_call_is_422_with_path(send, workspace) -> None:
+    res = send("POST", "/v1/track", json={"anonymousId": mid()}, headers=basic(workspace.track_key))
+    assert res.status_code == 422 and res.json()["error"]["path"] == "event"
+    res = send("POST", "/v1/track", json={"event": "X"}, headers=basic(workspace.track_key))
+    assert res.status_code == 422 and res.json()["error"]["path"] == "userId"
+    res = send(
+        "POST",
+        "/v1/identify",
+        json={"userId": "u1", "traits": {"email": "not an email"}},
+        headers=basic(workspace.track_key),
+    )
+    assert res.status_code == 422 and res.json()["error"]["path"] == "traits.email"
+    res = send(
+        "POST",
+        "/v1/track",
+        json={"anonymousId": "a", "event": "X", "timestamp": "yesterday"},
+        headers=basic(workspace.track_key),
+    )
+    assert res.status_code == 422 and res.json()["error"]["path"] == "timestamp"
+
+
+def test_batch_reports_bad_items_and_stores_good_ones(send, workspace, db) -> None:
+    anon = mid()
+    batch = [
+        page(anon),
+        {"type": "track", "messageId": mid(), "anonymousId": anon, "event": "Added"},
+        {"type": "track", "messageId": mid(), "anonymousId": anon},
+        {"type": "bogus", "messageId": mid(), "anonymousId": anon},
+        {"type": "identify", "messageId": mid(), "anonymousId": anon, "traits": {"email": "nope@"}},
+        {"messageId": mid(), "anonymousId": anon, "event": "typeless"},
+    ]
+    res = send(
+        "POST", "/v1/batch", json={"batch": batch, "sentAt": "2024-05-01T10:00:00Z"}, headers=basic(workspace.track_key)
+    )
+    assert res.status_code == 200
+    body = res.json()
+    assert body["success"] is True and body["accepted"] == 2
+    assert [(e["index"], e["path"]) for e in body["errors"]] == [
+        (2, "batch[2].event"),
+        (3, "batch[3].type"),
+        (4, "batch[4].traits.email"),
+        (5, "batch[5].type"),
+    ]
+    names = db.scalars(select(Event.name).where(Event.workspace_id == workspace.id).order_by(Event.id)).all()
+    assert sorted(names) == ["Added", "Home"]
+
+
+def test_import_is_an_alias_of_batch(send, workspace, db) -> None:
+    res = send("POST", "/v1/import", json={"batch": [page(mid())]}, headers=basic(workspace.track_key))
+    assert res.status_code == 200 and res.json()["accepted"] == 1
+
+
+def test_too_large_is_413(send, workspace, test_settings) -> None:
+    items = [page(mid()) for _ in range(test_settings.max_batch_items + 1)]
+    res = send(
+        "POST",
+        "/v1/batch",
+        content=orjson.dumps({"batch": items[:3]}) + b" " * test_settings.max_batch_bytes,
+        headers={**basic(workspace.track_key), "Content-Type": "application/json"},
+    )
+    assert res.status_code == 413 and res.json()["error"]["code"] == "too_large"
+    small = [{"type": "track", "anonymousId": "a", "event": "e"}] * (test_settings.max_batch_items + 1)
+    res = send("POST", "/v1/batch", json={"batch": small}, headers=basic(workspace.track_key))
+    assert res.status_code == 413 and res.json()["error"]["path"] == "batch"
+
+
+def test_gzip_body_is_accepted(send, workspace, db) -> None:
+    raw = orjson.dumps({"batch": [page(mid())]})
+    res = send(
+        "POST",
+        "/v1/batch",
+        content=gzip.compress(raw),
+        headers={**basic(workspace.track_key), "Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert res.status_code == 200 and res.json()["accepted"] == 1
+
+
+def test_cors_preflight(send) -> None:
+    res = send(
+        "OPTIONS",
+        "/v1/batch",
+        headers={
+            "Origin": "https://customer.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,authorization",
+        },
+    )
+    assert res.status_code == 204
+    assert res.headers["access-control-allow-origin"] == "*"
+    assert "POST" in res.headers["access-control-allow-methods"]
+    assert "authorization" in res.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-credentials" not in res.headers
+
+
+def test_anonymous_history_moves_to_known_contact_on_identify(send, workspace, db) -> None:
+    # The person bought before as a known customer (user id), then browses anonymously on a new device.
+    send(
+        "POST",
+        "/v1/identify",
+        json={"messageId": mid(), "userId": "cust-42", "traits": {"email": "Ada@Example.com", "name": "Ada Lovelace"}},
+        headers=basic(workspace.track_key),
+    )
+    anon = mid()
+    for path in ("/", "/pricing", "/features"):
+        send(
+            "POST",
+            "/v1/batch",
+            json={"batch": [page(anon, f"https://shop.example.fi{path}")]},
+            headers=basic(workspace.track_key),
+        )
+        anonymous = contact_of(db, workspace.id, anon)
+    assert anonymous.is_anonymous
+    anonymous_id = anonymous.id
+    res = send(
+        "POST",
+        "/v1/identify",
+        json={
+            "messageId": mid(),
+            "anonymousId": anon,
+            "userId": "cust-42",
+            "traits": {"email": "ada@example.com", "phone": "040 1234567", "title": "CTO"},
+            "context": {"ip": "203.0.113.7", "locale": "fi-FI"},
+            "timestamp": "2024-05-02T10:00:00Z",
+        },
+        headers=basic(workspace.track_key),
+    )
+    assert res.status_code == 200
+    known = contact_of(db, workspace.id, anon)
+    assert known.id != anonymous_id and known.email == "ada@example.com" and known.external_id == "cust-42"
+    assert db.get(Contact, anonymous_id) is None
+    pages = db.scalars(
+        select(Event.name).where(Event.workspace_id == workspace.id, Event.contact_id == known.id, Event.kind == "page")
+    ).all()
+    assert len(pages) == 3
+    assert known.first_name == "Ada" and known.last_name == "Lovelace"
+    assert known.phone == "+358401234567" and known.job_title == "CTO"
+
+
+def test_identify_upgrades_anonymous_contact_and_moves_stage(send, workspace, db) -> None:
+    anon = mid()
+    send(
+        "POST",
+        "/v1/page",
+        json={k: v for k, v in page(anon).items() if k != "type"},
+        headers=basic(workspace.track_key),
+    )
+    before = contact_of(db, workspace.id, anon)
+    send(
+        "POST",
+        "/v1/identify",
+        json={"messageId": mid(), "anonymousId": anon, "traits": {"email": "bo@example.org", "firstName": "Bo"}},
+        headers=basic(workspace.track_key),
+    )
+    after = contact_of(db, workspace.id, anon)
+    assert after.id == before.id and not after.is_anonymous and after.email == "bo@example.org"
+    assert after.lifecycle_stage == "interest"
+    reasons = db.scalars(
+        select(StageChange.reason).where(StageChange.workspace_id == workspace.id, StageChange.contact_id == after.id)
+    ).all()
+    assert any("contact_identified" in r for r in reasons)
+
+
+def test_alias_merges_previous_id_into_user(send, workspace, db) -> None:
+    anon = mid()
+    send("POST", "/v1/batch", json={"batch": [page(anon), page(anon)]}, headers=basic(workspace.track_key))
+    send(
+        "POST",
+        "/v1/identify",
+        json={"userId": "u-77", "traits": {"email": "u77@example.com"}},
+        headers=basic(workspace.track_key),
+    )
+    res = send(
+        "POST",
+        "/v1/alias",
+        json={"messageId": mid(), "previousId": anon, "userId": "u-77"},
+        headers=basic(workspace.track_key),
+    )
+    assert res.status_code == 200
+    contact = contact_of(db, workspace.id, anon)
+    assert contact.external_id == "u-77" and contact.email == "u77@example.com"
+    n = db.scalar(select(func.count()).select_from(Event).where(Event.contact_id == contact.id, Event.kind == "page"))
+    assert n == 2
+
+
+def test_group_creates_and_links_company(send, workspace, db) -> None:
+    from suppilo.companies.models import Company
+
+    body = {
+        "messageId": mid(),
+        "userId": "u-grp",
+        "groupId": "acme-1",
+        "traits": {"name": "Acme Oy", "website": "https://www.acme.fi/about", "industry": "Retail", "employees": 120},
+    }
+    assert send("POST", "/v1/group", json=body, headers=basic(workspace.track_key)).status_code == 200
+    company = db.scalar(select(Company).where(Company.workspace_id == workspace.id))
+    assert company.name == "Acme Oy" and company.domain == "acme.fi" and company.employees == 120
+    contact = db.scalar(select(Contact).where(Contact.workspace_id == workspace.id, Contact.external_id == "u-grp"))
+    assert contact.company_id == company.id
+    # A second user of the same company by domain finds it.
+    body2 = {"userId": "u-grp2", "groupId": "other-id", "traits": {"domain": "acme.fi"}}
+    send("POST", "/v1/group", json=body2, headers=basic(workspace.track_key))
+    assert db.scalar(select(func.count()).select_from(Company).where(Company.workspace_id == workspace.id)) == 1
+
+
+def test_utm_and_referrer_give_channels_and_touches(send, workspace, db) -> None:
+    anon = mid()
+    batch = [
+        page(
+            anon,
+            "https://shop.example.fi/?utm_source=newsletter&utm_medium=email&utm_campaign=spring",
+            timestamp="2024-05-01T10:00:00Z",
+        ),
+        page(anon, "https://shop.example.fi/products", "https://shop.example.fi/", timestamp="2024-05-01T10:01:00Z"),
+        page(anon, "https://shop.example.fi/", "https://www.google.com/search?q=x", timestamp="2024-05-03T09:00:00Z"),
+    ]
+    for item in batch:
+        item.pop("sentAt")
+    send("POST", "/v1/batch", json={"batch": batch}, headers=basic(workspace.track_key))
+    contact = contact_of(db, workspace.id, anon)
+    touches = db.scalars(
+        select(Touch)
+        .where(Touch.workspace_id == workspace.id, Touch.contact_id == contact.id)
+        .order_by(Touch.occurred_at)
+    ).all()
+    assert [t.channel for t in touches] == ["email", "organic_search"]
+    assert touches[0].campaign == "spring" and touches[1].source == "google.com"
+    assert contact.first_touch_channel == "email" and contact.first_touch_campaign == "spring"
+    assert contact.latest_touch_channel == "organic_search"
+    # A later direct visit does not add a touch; a first direct visit does.
+    other = mid()
+    send("POST", "/v1/batch", json={"batch": [page(other)]}, headers=basic(workspace.track_key))
+    assert contact_of(db, workspace.id, other).first_touch_channel == "direct"
+
+
+def test_channel_rule_edits_change_classification(send, workspace, db) -> None:
+    rules = send("GET", "/api/v1/channel-rules", headers=workspace.auth("read")).json()["rules"]
+    url = "https://shop.example.fi/?utm_source=partnerblog&utm_medium=collab"
+    res = send("POST", "/api/v1/channel-rules/test", json={"url": url}, headers=workspace.auth("read"))
+    assert res.json()["channel"] == "direct" or res.json()["rule"] is None
+    new = [{"channel": "affiliate", "conditions": {"medium": ["collab"]}, "description": "Collabs"}] + [
+        {k: r[k] for k in ("channel", "conditions", "description")} for r in rules
+    ]
+    assert send("PUT", "/api/v1/channel-rules", json={"rules": new}, headers=workspace.auth("read")).status_code == 403
+    res = send("PUT", "/api/v1/channel-rules", json={"rules": new}, headers=workspace.auth("admin"))
+    assert res.status_code == 200 and res.json()["rules"][0]["channel"] == "affiliate"
+    res = send("POST", "/api/v1/channel-rules/test", json={"url": url}, headers=workspace.auth("read"))
+    assert res.json()["channel"] == "affiliate" and res.json()["rule"]["description"] == "Collabs"
+    anon = mid()
+    send("POST", "/v1/batch", json={"batch": [page(anon, url)]}, headers=basic(workspace.track_key))
+    assert contact_of(db, workspace.id, anon).first_touch_channel == "affiliate"
+
+
+def test_invalid_channel_rules_name_the_path(send, workspace) -> None:
+    rules = [
+        {"channel": "email", "conditions": {"medium": ["email"]}},
+        {"channel": "email", "conditions": {"source": ["x"]}},
+        {"channel": "email", "conditions": {"medium": "email"}},
+    ]
+    res = send("PUT", "/api/v1/channel-rules", json={"rules": rules}, headers=workspace.auth("admin"))
+    assert res.status_code == 422 and res.json()["error"]["path"] == "rules[2].conditions.medium"
+    res = send(
+        "PUT",
+        "/api/v1/channel-rules",
+        json={"rules": [{"channel": "tv", "conditions": {"medium": ["tv"]}}]},
+        headers=workspace.auth("admin"),
+    )
+    assert res.status_code == 422 and res.json()["error"]["path"] == "rules[0].channel"
+    assert len(send("GET", "/api/v1/channel-rules", headers=workspace.auth("read")).json()["rules"]) > 3
+
+
+def test_write_key_of_a_never_writes_into_b(send, workspace, other_workspace, db) -> None:
+    anon = mid()
+    send("POST", "/v1/batch", json={"batch": [page(anon)]}, headers=basic(workspace.track_key))
+    # B's key with the same anonymous id gets its own contact in B.
+    send("POST", "/v1/batch", json={"batch": [page(anon)], "writeKey": other_workspace.track_key})
+    a = db.scalar(select(func.count()).select_from(Event).where(Event.workspace_id == workspace.id))
+    b = db.scalar(select(func.count()).select_from(Event).where(Event.workspace_id == other_workspace.id))
+    assert (a, b) == (1, 1)
+    ca = contact_of(db, workspace.id, anon)
+    cb = contact_of(db, other_workspace.id, anon)
+    assert ca.id != cb.id and ca.workspace_id == workspace.id and cb.workspace_id == other_workspace.id
+    # B cannot read A's rules either.
+    assert send("GET", "/api/v1/channel-rules", headers=other_workspace.auth("read")).json()["rules"][0]["id"] not in {
+        r["id"] for r in send("GET", "/api/v1/channel-rules", headers=workspace.auth("read")).json()["rules"]
+    }
+
+
+def test_identify_custom_property_and_screen(send, workspace, session, db) -> None:
+    from suppilo.contacts.models import PropertyDefinition
+
+    session.add(
+        PropertyDefinition(
+            workspace_id=workspace.id,
+            object_type="contact",
+            name="plan",
+            label="Plan",
+            type="enum",
+            options=["free", "pro"],
+        )
+    )
+    session.add(
+        PropertyDefinition(
+            workspace_id=workspace.id, object_type="contact", name="seats", label="Seats", type="number", options=[]
+        )
+    )
+    session.commit()
+    send(
+        "POST",
+        "/v1/identify",
+        json={"userId": "p1", "traits": {"plan": "pro", "seats": "5", "other": 1}},
+        headers=basic(workspace.track_key),
+    )
+    send("POST", "/v1/identify", json={"userId": "p2", "traits": {"plan": "gold"}}, headers=basic(workspace.track_key))
+    c1 = db.scalar(select(Contact).where(Contact.workspace_id == workspace.id, Contact.external_id == "p1"))
+    c2 = db.scalar(select(Contact).where(Contact.workspace_id == workspace.id, Contact.external_id == "p2"))
+    assert c1.properties == {"plan": "pro", "seats": 5} and c2.properties == {}
+    res = send("POST", "/v1/screen", json={"userId": "p1", "name": "Settings"}, headers=basic(workspace.track_key))
+    assert res.status_code == 200
+    assert db.scalar(select(Event.kind).where(Event.workspace_id == workspace.id, Event.name == "Settings")) == "screen"
