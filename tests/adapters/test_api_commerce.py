@@ -309,6 +309,16 @@ def test_other_workspaces_ids_are_404_and_nothing_changes(client, workspace, oth
     mine = client.get(f"/api/v1/orders/{order['id']}", headers=workspace.auth("read")).json()
     assert (mine["status"], mine["refunded_minor"]) == ("completed", 0)
     assert client.get(f"/api/v1/products/{product['id']}", headers=workspace.auth("read")).json()["name"] == "Green tea"
+    # Their key cannot attach an order or a cart to my contact, nor read my carts.
+    my_contact = _order(client, workspace, "ISO-C", email="iso@example.com").json()["contact_id"]
+    res = _order(client, other_workspace, "ISO-1", contact_id=my_contact)
+    assert res.status_code == 404 and res.json()["error"]["path"] == "contact_id"
+    res = client.put("/api/v1/carts/iso-cart", json={"currency": "EUR", "contact_id": my_contact}, headers=h)
+    assert res.status_code == 404
+    client.put("/api/v1/carts/mine", json={"currency": "EUR"}, headers=workspace.auth("write"))
+    assert client.get("/api/v1/carts/mine", headers=h).status_code == 404
+    res = client.get("/api/v1/orders/summary", params={"contact_id": my_contact}, headers=h)
+    assert res.status_code == 404
     # The same external id in another workspace is another order.
     theirs = _order(client, other_workspace)
     assert theirs.status_code == 201 and theirs.json()["id"] != order["id"]

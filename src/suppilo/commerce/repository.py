@@ -114,7 +114,7 @@ def list_products(
 # --- orders -------------------------------------------------------------------------------------------------------
 
 
-def _locked(session: Session, stmt: Select[tuple[Order]], lock: bool) -> Select[tuple[Order]]:
+def _locked(session: Session, stmt: Select[Any], lock: bool) -> Select[Any]:
     if lock and session.get_bind().dialect.name == "postgresql":
         return stmt.with_for_update()
     return stmt
@@ -123,7 +123,8 @@ def _locked(session: Session, stmt: Select[tuple[Order]], lock: bool) -> Select[
 def get_order(session: Session, workspace_id: int, order_id: int, *, lock: bool = False) -> Order | None:
     """An order of this workspace by id (row-locked on PostgreSQL when ``lock``; SQLite writers are serial)."""
     stmt = select(Order).where(Order.workspace_id == workspace_id, Order.id == order_id)
-    return session.scalar(_locked(session, stmt, lock))
+    order: Order | None = session.scalar(_locked(session, stmt, lock))
+    return order
 
 
 def get_order_by_external_id(
@@ -131,7 +132,8 @@ def get_order_by_external_id(
 ) -> Order | None:
     """An order of this workspace by the shop's order id."""
     stmt = select(Order).where(Order.workspace_id == workspace_id, Order.external_id == external_id)
-    return session.scalar(_locked(session, stmt, lock))
+    order: Order | None = session.scalar(_locked(session, stmt, lock))
+    return order
 
 
 def order_lines(session: Session, workspace_id: int, order_ids: Sequence[int]) -> dict[int, list[OrderLine]]:
@@ -179,7 +181,7 @@ def list_orders(
 ) -> tuple[list[Order], str | None]:
     """A page of orders, newest first, with the cursor of the next page."""
     size = _page_size(limit)
-    stmt: Select[tuple[Order]] = select(Order).where(Order.workspace_id == workspace_id)
+    stmt = select(Order).where(Order.workspace_id == workspace_id)
     if contact_id is not None:
         stmt = stmt.where(Order.contact_id == contact_id)
     if placed_after is not None:

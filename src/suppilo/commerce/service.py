@@ -6,6 +6,7 @@ Services flush, never commit. Money is integer minor units plus an ISO 4217 code
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -141,7 +142,7 @@ def resolve_contact(
 
 
 def _link_lines(
-    session: Session, workspace_id: int, currency: str, lines: list[OrderLineIn] | list[CartLineIn]
+    session: Session, workspace_id: int, currency: str, lines: Sequence[OrderLineIn | CartLineIn]
 ) -> list[LineData]:
     """Lines linked to catalogue products by SKU; a missing unit price is the product's (same currency only)."""
     products = repo.products_by_sku(session, workspace_id, {line.sku for line in lines})
@@ -980,12 +981,12 @@ def _event_cart(
             lines = kept
     elif listed is not None:
         lines = listed
+    value: int
     if lines:
         value = sum(ln.quantity * ln.unit_price_minor for ln in lines)
     else:
-        value = _event_amount(properties, "value", currency)
-        if value is None:
-            value = _event_amount(properties, "revenue", currency) or 0
+        given = _event_amount(properties, "value", currency)
+        value = given if given is not None else (_event_amount(properties, "revenue", currency) or 0)
     if cart is None:
         assert ref is not None
         cart = Cart(
