@@ -17,7 +17,6 @@ from suppilo.commerce.models import Cart, Order, OrderLine, Product, Refund
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.errors import DomainError
-from suppilo.events.models import Event
 
 MAX_PAGE = 500
 
@@ -353,33 +352,3 @@ def insert_contact_with_email(session: Session, workspace_id: int, email: str, s
     if contact is None:
         raise LookupError(f"contact {email!r} vanished after insert")
     return contact
-
-
-def insert_event(
-    session: Session,
-    workspace_id: int,
-    *,
-    contact_id: int | None,
-    name: str,
-    properties: dict[str, Any],
-    occurred_at: datetime,
-    message_id: str,
-) -> bool:
-    """Record a system ``track`` event; a message id already recorded is left as it is. True when inserted."""
-    stmt = (
-        _dialect_insert(session, Event.__table__)
-        .values(
-            workspace_id=workspace_id,
-            contact_id=contact_id,
-            kind="track",
-            name=name,
-            properties=properties,
-            context={"library": {"name": "suppilo.commerce"}},
-            occurred_at=occurred_at,
-            received_at=utcnow(),
-            message_id=message_id,
-        )
-        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-    )
-    result = session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0))

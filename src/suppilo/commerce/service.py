@@ -34,6 +34,7 @@ from suppilo.contacts.models import Contact
 from suppilo.contacts.normalize import normalize_email
 from suppilo.db.base import utcnow
 from suppilo.errors import Conflict, DomainError, NotFound
+from suppilo.events import service as events_service
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import Workspace
 
@@ -439,13 +440,13 @@ def save_order(session: Session, workspace_id: int, data: OrderData, *, record_e
         if order.contact_id is not None and order.status != "cancelled":
             _apply_order_lifecycle(session, workspace, order)
     if created and record_event:
-        repo.insert_event(
+        events_service.record_event(
             session,
             workspace_id,
-            contact_id=order.contact_id,
-            name="Order Completed",
-            properties=order_event_properties(order, data.lines),
-            occurred_at=order.placed_at,
+            order.contact_id,
+            "Order Completed",
+            order_event_properties(order, data.lines),
+            order.placed_at,
             message_id=f"order:{order.id}",
         )
     return order, created

@@ -11,6 +11,7 @@ from suppilo.commerce.money import major_number
 from suppilo.commerce.service import cart_abandon_minutes
 from suppilo.db.base import utcnow
 from suppilo.db.session import unit_of_work
+from suppilo.events import service as events_service
 from suppilo.workspaces import service as workspaces_service
 
 CHUNK_SIZE = 500
@@ -24,12 +25,12 @@ def abandon_idle_carts_chunk(session: Session, workspace_id: int, now: datetime,
     carts = repo.idle_open_carts(session, workspace_id, idle_before, limit)
     for cart in carts:
         message_id = f"cart-abandoned:{cart.id}:{cart.updated_at}"
-        repo.insert_event(
+        events_service.record_event(
             session,
             workspace_id,
-            contact_id=cart.contact_id,
-            name="Cart Abandoned",
-            properties={
+            cart.contact_id,
+            "Cart Abandoned",
+            {
                 "cart_id": cart.external_id,
                 "value": major_number(cart.value_minor, cart.currency),
                 "currency": cart.currency,
@@ -45,7 +46,7 @@ def abandon_idle_carts_chunk(session: Session, workspace_id: int, now: datetime,
                 ],
                 "last_activity_at": cart.last_activity_at.isoformat(),
             },
-            occurred_at=now,
+            now,
             message_id=message_id,
         )
         cart.status = "abandoned"
