@@ -10,12 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from suppilo.commerce.models import Cart, Order, OrderLine, Product, Refund
 from suppilo.contacts.models import Contact
-from suppilo.db.base import utcnow
 from suppilo.errors import DomainError
 
 MAX_PAGE = 500
@@ -310,45 +308,9 @@ def workspaces_with_open_carts(session: Session) -> list[int]:
     return list(session.scalars(select(Cart.workspace_id).where(Cart.status == "open").distinct()))
 
 
-# --- contacts and events (minimal writes of our own) --------------------------------------------------------------
-
-
-def _dialect_insert(session: Session, table: Any) -> Any:
-    name = session.get_bind().dialect.name
-    return postgresql.insert(table) if name == "postgresql" else sqlite.insert(table)
+# --- contacts -----------------------------------------------------------------------------------------------------
 
 
 def contact_exists(session: Session, workspace_id: int, contact_id: int) -> Contact | None:
     """The contact of this workspace with this id."""
     return session.scalar(select(Contact).where(Contact.workspace_id == workspace_id, Contact.id == contact_id))
-
-
-def contact_by_email(session: Session, workspace_id: int, email: str) -> Contact | None:
-    """The contact of this workspace with this normalised email."""
-    return session.scalar(select(Contact).where(Contact.workspace_id == workspace_id, Contact.email == email))
-
-
-def insert_contact_with_email(session: Session, workspace_id: int, email: str, seen_at: datetime) -> Contact:
-    """The contact with this normalised email, inserted (race-safe) when missing."""
-    now = utcnow()
-    stmt = (
-        _dialect_insert(session, Contact.__table__)
-        .values(
-            workspace_id=workspace_id,
-            email=email,
-            is_anonymous=False,
-            lifecycle_stage="awareness",
-            properties={},
-            first_seen_at=seen_at,
-            last_seen_at=seen_at,
-            version=1,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing()
-    )
-    session.execute(stmt)
-    contact = contact_by_email(session, workspace_id, email)
-    if contact is None:
-        raise LookupError(f"contact {email!r} vanished after insert")
-    return contact

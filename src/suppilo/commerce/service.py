@@ -120,7 +120,6 @@ def resolve_contact(
     *,
     contact_id: int | None,
     email: str | None,
-    seen_at: datetime,
     source: str,
 ) -> int | None:
     """The id of the contact named by id (must exist here) or by email (created when missing)."""
@@ -130,16 +129,10 @@ def resolve_contact(
         return contact_id
     if not email:
         return None
-    normalised = normalize_email(email)
-    found = repo.contact_by_email(session, workspace_id, normalised)
-    if found is not None:
-        return found.id
-    upsert = getattr(contacts_service, "upsert_contact_by_email", None)
-    if upsert is not None:
-        result = upsert(session, workspace_id, normalised, {}, source=source)
-        contact = result[0] if isinstance(result, tuple) else result
-        return int(contact.id)
-    return repo.insert_contact_with_email(session, workspace_id, normalised, seen_at).id
+    contact, _created = contacts_service.upsert_contact_by_email(
+        session, workspace_id, normalize_email(email), {}, source=source
+    )
+    return contact.id
 
 
 def _link_lines(
@@ -363,9 +356,7 @@ def upsert_order(session: Session, workspace_id: int, data: OrderCreate) -> tupl
     A created order moves its contact along the lifecycle (first_order / repeat_order), converts the cart
     it came from and is recorded as an 'Order Completed' event.
     """
-    contact_id = resolve_contact(
-        session, workspace_id, contact_id=data.contact_id, email=data.email, seen_at=data.placed_at, source="order"
-    )
+    contact_id = resolve_contact(session, workspace_id, contact_id=data.contact_id, email=data.email, source="order")
     lines = _link_lines(session, workspace_id, data.currency, data.lines)
     sub, d, t, s, total = resolve_totals(
         lines,
@@ -647,9 +638,7 @@ def put_cart(session: Session, workspace_id: int, external_id: str, data: CartPu
     if not ext or len(ext) > 200:
         raise CommerceError("external_id", "the cart id must be 1 to 200 characters")
     at = data.last_activity_at or utcnow()
-    contact_id = resolve_contact(
-        session, workspace_id, contact_id=data.contact_id, email=data.email, seen_at=at, source="cart"
-    )
+    contact_id = resolve_contact(session, workspace_id, contact_id=data.contact_id, email=data.email, source="cart")
     lines = _link_lines(session, workspace_id, data.currency, data.lines)
     lines_sum = sum(line.quantity * line.unit_price_minor for line in lines)
     if data.value_minor is not None and lines and data.value_minor != lines_sum:
