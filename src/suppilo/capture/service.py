@@ -42,8 +42,8 @@ from suppilo.contacts.normalize import (
 from suppilo.contacts.schemas import ContactUpdate
 from suppilo.db.base import utcnow
 from suppilo.errors import Conflict, DomainError, NotFound
+from suppilo.events import service as events_service
 from suppilo.events.ingest import ingest
-from suppilo.events.models import Event
 from suppilo.workspaces import service as workspaces_service
 
 MAX_TEXT = 500
@@ -375,8 +375,6 @@ def submit_form(session: Session, form: Form, data: SubmissionInput) -> Submissi
         attrs["properties"] = clean.properties
     if form.tags:
         attrs["tags"] = list(form.tags)
-    if form.language and "language" not in attrs:
-        attrs["language"] = form.language
     contact, created = contacts_service.upsert_contact_by_email(
         session, form.workspace_id, email, attrs, source=f"form:{form.slug}"
     )
@@ -396,9 +394,10 @@ def submit_form(session: Session, form: Form, data: SubmissionInput) -> Submissi
     )
     _link_anonymous_id(session, form.workspace_id, email, clean.anonymous_id, at=now, ip=data.ip)
     # Identity resolution may have merged contacts: the one with the email is the one that remains.
-    contact = session.scalar(select(Contact).where(Contact.workspace_id == form.workspace_id, Contact.email == email))
-    if contact is None:
+    remaining = session.scalar(select(Contact).where(Contact.workspace_id == form.workspace_id, Contact.email == email))
+    if remaining is None:
         raise LookupError(f"the contact with {email} disappeared during identity resolution")
+    contact = remaining
     submission = FormSubmission(
         workspace_id=form.workspace_id,
         form_id=form.id,
@@ -447,33 +446,25 @@ def _link_anonymous_id(
 def _record_form_event(
     session: Session, form: Form, contact_id: int, submission: FormSubmission, clean: CleanSubmission, *, at: datetime
 ) -> None:
-    """The contact's 'Form Submitted' event."""
-    context: dict[str, Any] = {"library": {"name": "suppilo-forms"}}
+    """The contact's 'Form Submitted' event (once per submission)."""
+    properties: dict[str, Any] = {
+        "form_id": form.id,
+        "form_slug": form.slug,
+        "form_name": form.name,
+        "submission_id": submission.id,
+        "consent_given": clean.consent_given,
+    }
     if clean.page_url:
-        context["page"] = {"url": clean.page_url}
-    if submission.user_agent:
-        context["userAgent"] = submission.user_agent
-    session.add(
-        Event(
-            workspace_id=form.workspace_id,
-            contact_id=contact_id,
-            anonymous_id=clean.anonymous_id,
-            kind="track",
-            name="Form Submitted",
-            properties={
-                "form_id": form.id,
-                "form_slug": form.slug,
-                "form_name": form.name,
-                "submission_id": submission.id,
-                "consent_given": clean.consent_given,
-            },
-            context=context,
-            occurred_at=at,
-            received_at=at,
-            message_id=f"form-submission-{submission.id}",
-        )
+        properties["page_url"] = clean.page_url
+    events_service.record_event(
+        session,
+        form.workspace_id,
+        contact_id,
+        "Form Submitted",
+        properties,
+        at,
+        message_id=f"form-submission-{submission.id}",
     )
-    session.flush()
 
 
 # --- the image pixel ---------------------------------------------------------------------------------------------
