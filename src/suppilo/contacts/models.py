@@ -40,7 +40,7 @@ class Contact(TenantMixin, TimestampMixin, Base):
         Index("ix_contacts_ws_owner", "workspace_id", "owner_id", "id"),
         Index("ix_contacts_ws_country", "workspace_id", "country", "id"),
         Index("ix_contacts_ws_last_name", "workspace_id", "last_name_lower"),
-        Index("ix_contacts_ws_first_name", "workspace_id", "first_name_lower"),
+        Index("ix_contacts_ws_first_name", "workspace_id", "first_name_lower", "last_name_lower"),
         Index("ix_contacts_ws_created", "workspace_id", "created_at"),
         # Ids of deleted or merged-away contacts are never handed out again (audit log, merge records).
         {"sqlite_autoincrement": True},

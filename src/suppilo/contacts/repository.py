@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from suppilo.capture.models import FormSubmission
@@ -22,9 +22,46 @@ def prefix_range(column: Any, prefix: str) -> ColumnElement[bool]:
     return and_(column >= prefix, column < upper)
 
 
+SEARCH_COLUMNS = ("email", "first_name_lower", "last_name_lower")
+# A search term matching fewer rows than this per column is answered from the three prefix indexes;
+# a more common one by walking the id index newest first (matches are then dense enough to fill a page fast).
+SPARSE_MATCHES = 1000
+
+
+def search_text(q: str) -> str:
+    """``q`` lower-cased with runs of white space collapsed."""
+    return " ".join(q.lower().split())
+
+
+def is_single_term(text: str) -> bool:
+    """Whether a search is one prefix tried on email, first and last name (not "first last" or an email)."""
+    return bool(text) and " " not in text and "@" not in text
+
+
+def sparse_candidates(session: Session, workspace_id: int, text: str, *, before_id: int | None) -> list[int] | None:
+    """Ids (newest first) whose email, first or last name start with ``text``, or None when there are many."""
+    found: set[int] = set()
+    for name in SEARCH_COLUMNS:
+        column = getattr(Contact, name)
+        stmt = select(Contact.id).where(Contact.workspace_id == workspace_id, prefix_range(column, text))
+        if before_id is not None:
+            stmt = stmt.where(Contact.id < before_id)
+        ids = list(session.scalars(stmt.limit(SPARSE_MATCHES)))
+        if len(ids) >= SPARSE_MATCHES:
+            return None
+        found.update(ids)
+    return sorted(found, reverse=True)
+
+
+def dense_condition(text: str) -> ColumnElement[bool]:
+    """The single-term search written so that no prefix index is used (the id order is walked instead)."""
+    n = len(text)
+    return or_(*(func.substr(getattr(Contact, name), 1, n) == text for name in SEARCH_COLUMNS))
+
+
 def search_condition(q: str) -> ColumnElement[bool] | None:
     """Case-insensitive prefix match of ``q`` on email, first name, last name, or "first last"."""
-    text = " ".join(q.lower().split())
+    text = search_text(q)
     if not text:
         return None
     if " " in text:
@@ -40,9 +77,17 @@ def search_condition(q: str) -> ColumnElement[bool] | None:
 
 
 def list_statement(
-    workspace_id: int, flt: ContactFilter, *, before_id: int | None, limit: int
+    workspace_id: int,
+    flt: ContactFilter,
+    *,
+    before_id: int | None,
+    limit: int,
+    search: ColumnElement[bool] | None = None,
 ) -> Select[tuple[Contact]]:
-    """Contacts of a workspace matching ``flt``, newest first (keyset on id)."""
+    """Contacts of a workspace matching ``flt``, newest first (keyset on id).
+
+    ``search`` replaces the condition derived from ``flt.q`` (the service picks one that suits the term).
+    """
     stmt = select(Contact).where(Contact.workspace_id == workspace_id)
     if not flt.include_anonymous:
         stmt = stmt.where(Contact.is_anonymous == false())
@@ -66,7 +111,9 @@ def list_statement(
                 ContactTag.contact_id == Contact.id,
             )
         )
-    if flt.q:
+    if search is not None:
+        stmt = stmt.where(search)
+    elif flt.q:
         cond = search_condition(flt.q)
         if cond is not None:
             stmt = stmt.where(cond)

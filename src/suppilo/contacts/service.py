@@ -501,13 +501,41 @@ def list_contacts(
     """A page of contacts newest first; ``next_cursor`` continues it (None on the last page)."""
     check_limit(limit)
     before_id = decode_cursor(cursor)
-    rows = list(session.scalars(repository.list_statement(workspace_id, flt, before_id=before_id, limit=limit + 1)))
+    text = repository.search_text(flt.q or "")
+    if repository.is_single_term(text):
+        rows = _search_page(session, workspace_id, flt, text, before_id=before_id, limit=limit + 1)
+    else:
+        stmt = repository.list_statement(workspace_id, flt, before_id=before_id, limit=limit + 1)
+        rows = list(session.scalars(stmt))
     more = len(rows) > limit
     rows = rows[:limit]
     return ContactPage(
         items=contact_reads(session, workspace_id, rows),
         next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
     )
+
+
+def _search_page(
+    session: Session, workspace_id: int, flt: ContactFilter, text: str, *, before_id: int | None, limit: int
+) -> list[Contact]:
+    """A page of a one-term search: from the prefix indexes when matches are few, else walking ids newest first."""
+    candidates = repository.sparse_candidates(session, workspace_id, text, before_id=before_id)
+    if candidates is None:
+        stmt = repository.list_statement(
+            workspace_id, flt, before_id=before_id, limit=limit, search=repository.dense_condition(text)
+        )
+        return list(session.scalars(stmt))
+    rows: list[Contact] = []
+    chunk = 500
+    for start in range(0, len(candidates), chunk):
+        ids = candidates[start : start + chunk]
+        stmt = repository.list_statement(
+            workspace_id, flt, before_id=before_id, limit=limit - len(rows), search=Contact.id.in_(ids)
+        )
+        rows.extend(session.scalars(stmt))
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 def get_tags(session: Session, workspace_id: int, contact_id: int) -> list[str]:

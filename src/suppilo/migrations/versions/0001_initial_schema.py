@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:06:41.556768
+Create Date: 2026-11-23 19:09:19.204311
 """
 
 from __future__ import annotations
@@ -354,7 +354,9 @@ def upgrade() -> None:
         batch_op.create_index("ix_contacts_ws_company", ["workspace_id", "company_id", "id"], unique=False)
         batch_op.create_index("ix_contacts_ws_country", ["workspace_id", "country", "id"], unique=False)
         batch_op.create_index("ix_contacts_ws_created", ["workspace_id", "created_at"], unique=False)
-        batch_op.create_index("ix_contacts_ws_first_name", ["workspace_id", "first_name_lower"], unique=False)
+        batch_op.create_index(
+            "ix_contacts_ws_first_name", ["workspace_id", "first_name_lower", "last_name_lower"], unique=False
+        )
         batch_op.create_index("ix_contacts_ws_last_name", ["workspace_id", "last_name_lower"], unique=False)
         batch_op.create_index("ix_contacts_ws_owner", ["workspace_id", "owner_id", "id"], unique=False)
         batch_op.create_index("ix_contacts_ws_stage", ["workspace_id", "lifecycle_stage", "id"], unique=False)
