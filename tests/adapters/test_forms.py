@@ -286,3 +286,28 @@ def test_embed_script_carries_form_and_consent_setting(client, workspace):
     assert f'"publicKey":"{form["public_key"]}"' in body
     assert '"requireConsent":true' in body and '"submit":"Lähetä"' in body
     assert CONSENT in body
+
+
+def test_stale_consent_text_is_asked_again(client, workspace, session_factory):
+    form = create_form(client, workspace, language=None)
+    page = client.get(f"/f/{form['public_key']}")
+    assert '<input type="hidden" name="consent_version" value="2024-09">' in page.text
+    new_text = "Yes, send me the Winter newsletter."
+    client.patch(
+        f"/api/v1/forms/{form['id']}",
+        json={"consent_text": new_text, "consent_version": "2024-12"},
+        headers=workspace.auth("write"),
+    )
+    stale = client.post(
+        f"/f/{form['public_key']}", data={"email": "fay@example.fi", "consent": "true", "consent_version": "2024-09"}
+    )
+    assert stale.status_code == 422
+    assert "The consent text has changed" in stale.text and new_text in stale.text
+    assert 'id="f-consent" name="consent" value="true" checked' not in stale.text
+    assert submissions(session_factory, form["id"]) == []
+    fresh = client.post(
+        f"/f/{form['public_key']}", data={"email": "fay@example.fi", "consent": "true", "consent_version": "2024-12"}
+    )
+    assert fresh.status_code == 200
+    [sub] = submissions(session_factory, form["id"])
+    assert (sub.consent_text, sub.consent_version) == (new_text, "2024-12")

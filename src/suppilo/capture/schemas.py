@@ -29,8 +29,11 @@ SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "sv", "fi", "da", "lv")
 HONEYPOT_FIELD = "website_url"
 ANONYMOUS_ID_FIELD = "suppilo_anonymous_id"
 CONSENT_FIELD = "consent"
+CONSENT_VERSION_FIELD = "consent_version"
 PAGE_URL_FIELD = "page_url"
-RESERVED_FIELD_NAMES = frozenset({HONEYPOT_FIELD, ANONYMOUS_ID_FIELD, CONSENT_FIELD, PAGE_URL_FIELD})
+RESERVED_FIELD_NAMES = frozenset(
+    {HONEYPOT_FIELD, ANONYMOUS_ID_FIELD, CONSENT_FIELD, CONSENT_VERSION_FIELD, PAGE_URL_FIELD}
+)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _PROPERTY = re.compile(r"^properties\.[a-z][a-z0-9_]{0,63}$")

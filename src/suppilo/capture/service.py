@@ -20,6 +20,7 @@ from suppilo.capture.models import Form, FormSubmission
 from suppilo.capture.schemas import (
     ANONYMOUS_ID_FIELD,
     CONSENT_FIELD,
+    CONSENT_VERSION_FIELD,
     HONEYPOT_FIELD,
     PAGE_URL_FIELD,
     FormCreate,
@@ -326,7 +327,11 @@ def clean_submission(
     consent_given = False
     if form.consent_text:
         consent_given = is_checked(raw.get(CONSENT_FIELD))
-        if form.consent_required and not consent_given:
+        shown_version = _text(raw.get(CONSENT_VERSION_FIELD))
+        if consent_given and shown_version and shown_version != (form.consent_version or ""):
+            # The page showed an older consent text than the one we would store: ask again.
+            errors[CONSENT_FIELD] = "consent_changed"
+        elif form.consent_required and not consent_given:
             errors[CONSENT_FIELD] = "consent_required"
     if errors:
         raise SubmissionInvalid(errors, values)

@@ -350,6 +350,7 @@
       var cid = "suppilo-" + cfg.publicKey + "-consent";
       var clab = el("label", { "for": cid });
       clab.appendChild(el("input", { type: "checkbox", id: cid, name: "consent", value: "true" }));
+      form.appendChild(el("input", { type: "hidden", name: "consent_version", value: cfg.consent.version || "" }));
       clab.appendChild(d.createTextNode(" " + cfg.consent.text + (cfg.consent.required ? " *" : "")));
       crow.appendChild(clab);
       addError("consent", crow);

@@ -266,7 +266,7 @@ def _public_fields(form: Form, lang: str) -> dict[str, Any]:
         fields.append(item)
     consent = None
     if form.consent_text:
-        consent = {"text": form.consent_text, "required": form.consent_required}
+        consent = {"text": form.consent_text, "version": form.consent_version, "required": form.consent_required}
     return {"name": form.name, "fields": fields, "consent": consent, "lang": lang}
 
 
@@ -423,7 +423,7 @@ def submit_form(
             status=422,
             values=kept,
             errors=exc.errors,
-            consent_checked=capture_service.is_checked(values.get(CONSENT_FIELD)),
+            consent_checked=capture_service.is_checked(values.get(CONSENT_FIELD)) and CONSENT_FIELD not in exc.errors,
         )
     if is_json:
         return JSONResponse(
