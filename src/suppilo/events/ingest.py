@@ -12,11 +12,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from suppilo.companies.models import Company
@@ -26,6 +27,7 @@ from suppilo.contacts.models import Contact, StageChange
 from suppilo.contacts.normalize import InvalidValue, normalize_domain, normalize_email
 from suppilo.db.base import utcnow
 from suppilo.engine.channels import Classification, Visit, classify, parse_visit
+from suppilo.engine.lifecycle import decide_rule_move
 from suppilo.events import repository as repo
 from suppilo.events import service as events_service
 from suppilo.events.identity import Person, Resolver, coerce_property, contact_fields_from_traits
@@ -223,8 +225,19 @@ def visit_of(m: Message, site_domains: list[str]) -> tuple[Visit, str | None, st
         referrer = referrer or _str(ref.get("url")) or _str(ref.get("link"))
     elif isinstance(ref, str):
         referrer = referrer or _str(ref)
-    visit = parse_visit(url=url, referrer=referrer, campaign=campaign, site_domains=site_domains)
+    if campaign is None or all(isinstance(v, str) for v in campaign.values()):
+        key = (url, referrer, tuple(sorted(campaign.items())) if campaign else None, tuple(site_domains))
+        visit = _parse_visit_cached(*key)
+    else:
+        visit = parse_visit(url=url, referrer=referrer, campaign=campaign, site_domains=site_domains)
     return visit, url, referrer
+
+
+@lru_cache(maxsize=4096)
+def _parse_visit_cached(
+    url: str | None, referrer: str | None, campaign: tuple[tuple[str, str], ...] | None, site_domains: tuple[str, ...]
+) -> Visit:
+    return parse_visit(url=url, referrer=referrer, campaign=dict(campaign or ()), site_domains=site_domains)
 
 
 def _custom_properties(traits: dict[str, Any], definitions: dict[str, tuple[str, list[str]]]) -> dict[str, Any]:
@@ -274,6 +287,55 @@ def _company_for_group(session: Session, workspace_id: int, group_id: str, trait
             company.employees = int(employees)
     session.flush()
     return company.id
+
+
+def _apply_identified_rule(
+    session: Session, workspace_id: int, candidates: dict[int, tuple[str, datetime]], ws_settings: dict[str, Any]
+) -> None:
+    """The ``contact_identified`` lifecycle rule for contacts an identify gave an email, in bulk.
+
+    Decides each move with the same engine rule as ``contacts.service.apply_rule`` (forward only, side stages
+    untouched) and writes the stage changes with one INSERT and one UPDATE per target stage.
+    """
+    lifecycle = contacts_service.lifecycle_rules(ws_settings)
+    if "contact_identified" not in lifecycle:
+        return
+    stages = contacts_service.stage_specs(session, workspace_id)
+    moves: list[dict[str, Any]] = []
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for contact_id, (stage, at) in candidates.items():
+        move = decide_rule_move(stages, lifecycle, stage, "contact_identified")
+        if move is None:
+            continue
+        moves.append(
+            {
+                "workspace_id": workspace_id,
+                "contact_id": contact_id,
+                "from_stage": stage,
+                "to_stage": move.to_stage,
+                "changed_at": at,
+                "reason": move.reason[:500],
+                "source": "rule",
+                "actor": None,
+            }
+        )
+        by_target.setdefault(move.to_stage, []).append({"b_id": contact_id, "b_at": at, "b_from": stage})
+    if not moves:
+        return
+    conn = session.connection()
+    conn.execute(StageChange.__table__.insert(), moves)
+    contacts = Contact.__table__
+    for target, params in by_target.items():
+        conn.execute(
+            update(contacts)
+            .where(
+                contacts.c.workspace_id == workspace_id,
+                contacts.c.id == bindparam("b_id"),
+                contacts.c.lifecycle_stage == bindparam("b_from"),
+            )
+            .values(lifecycle_stage=target, lifecycle_stage_at=bindparam("b_at")),
+            params,
+        )
 
 
 _NEW_CONTACT_FIELDS = (
@@ -351,6 +413,7 @@ def store(session: Session, workspace_id: int, messages: list[Message], *, recei
 
     # Seen times and touches per surviving contact, in time order.
     rules: list[dict[str, Any]] | None = None
+    classified: dict[Visit, Classification] = {}
     seen: dict[int, list[datetime]] = {}
     touch_first: dict[int, tuple[datetime, Classification]] = {}
     touch_latest: dict[int, tuple[datetime, Classification]] = {}
@@ -370,7 +433,9 @@ def store(session: Session, workspace_id: int, messages: list[Message], *, recei
         if visit.has_campaign or visit.referrer_host:
             if rules is None:
                 rules = events_service.channel_rules(session, workspace_id)
-            classification = classify(visit, rules)
+            classification = classified.get(visit)
+            if classification is None:
+                classification = classified[visit] = classify(visit, rules)
         elif person.first_touch_at is None and key not in touch_first:
             classification = classify(visit, ())
         else:
@@ -483,60 +548,58 @@ def store(session: Session, workspace_id: int, messages: list[Message], *, recei
         ],
     )
 
-    changes: dict[int, dict[str, Any]] = {}
+    trait_changes: dict[int, dict[str, Any]] = {}
+    seen_changes: dict[int, dict[str, Any]] = {}
+    first_changes: dict[int, dict[str, Any]] = {}
+    latest_changes: dict[int, dict[str, Any]] = {}
     edited: list[int] = []
-    survivors = {id(p): p for p in resolver.persons.values() if p.parent is None}
-    for p in survivors.values():
+    for p in resolver.persons.values():
+        if p.parent is not None or p.id is None:
+            continue
         values: dict[str, Any] = dict(p.changes)
         if p.props_changed:
             values["properties"] = p.properties
         if values:
             values["updated_at"] = now
-            edited.append(p.id)  # type: ignore[arg-type]
+            trait_changes[p.id] = values
+            edited.append(p.id)
         span = seen.get(id(p))
         if span is not None:
-            if p.first_seen_at is None or span[0] < p.first_seen_at:
-                values["first_seen_at"] = span[0]
-            if p.last_seen_at is None or span[1] > p.last_seen_at:
-                values["last_seen_at"] = span[1]
+            first_seen = span[0] if p.first_seen_at is None or span[0] < p.first_seen_at else p.first_seen_at
+            last_seen = span[1] if p.last_seen_at is None or span[1] > p.last_seen_at else p.last_seen_at
+            if first_seen != p.first_seen_at or last_seen != p.last_seen_at:
+                seen_changes[p.id] = {"first_seen_at": first_seen, "last_seen_at": last_seen}
         first = touch_first.get(id(p))
         if first is not None and p.first_touch_at is None:
-            values["first_touch_at"] = first[0]
+            first_changes[p.id] = {"first_touch_at": first[0]}
             for f in _TOUCH_FIELDS:
-                values[f"first_touch_{f}"] = getattr(first[1], f)
+                first_changes[p.id][f"first_touch_{f}"] = getattr(first[1], f)
         latest = touch_latest.get(id(p))
         if latest is not None and (p.latest_touch_at is None or latest[0] >= p.latest_touch_at):
-            values["latest_touch_at"] = latest[0]
+            latest_changes[p.id] = {"latest_touch_at": latest[0]}
             for f in _TOUCH_FIELDS:
-                values[f"latest_touch_{f}"] = getattr(latest[1], f)
-        if values:
-            changes[p.id] = values  # type: ignore[index]
+                latest_changes[p.id][f"latest_touch_{f}"] = getattr(latest[1], f)
+    company_changes: dict[int, dict[str, Any]] = {}
     for m in groups:
         company_id = _company_for_group(session, workspace_id, m.group_id or "", m.traits)
-        contact_id = m.person.find().id  # type: ignore[union-attr]
-        changes.setdefault(contact_id, {})["company_id"] = company_id  # type: ignore[index]
-    repo.update_contacts(conn, workspace_id, changes)
+        company_changes[m.person.find().id] = {"company_id": company_id}  # type: ignore[union-attr,index]
+    for changes in (trait_changes, seen_changes, first_changes, latest_changes, company_changes):
+        repo.update_contacts(conn, workspace_id, changes)
     repo.bump_contact_versions(conn, workspace_id, edited, now)
 
     for merged in resolver.merges:
         keep = merged.find()
         if keep.id is not None and merged.id is not None and keep.id != merged.id:
             merge_contacts(session, workspace_id, keep.id, merged.id, reason="identity resolution", actor="tracking")
+            keep.stage = session.scalar(select(Contact.lifecycle_stage).where(Contact.id == keep.id)) or keep.stage
 
-    candidates: dict[int, datetime] = {}
+    candidates: dict[int, tuple[str, datetime]] = {}
     for p, at in identified:
         target = p.find()
-        if target.stage == "awareness" and target.id is not None:
-            candidates.setdefault(target.id, at)
+        if target.id is not None and target.id not in candidates:
+            candidates[target.id] = (target.stage, at)
     if candidates:
-        stages = contacts_service.stage_specs(session, workspace_id)
-        lifecycle = contacts_service.lifecycle_rules(ws_settings)
-        for contact in session.scalars(
-            select(Contact).where(Contact.workspace_id == workspace_id, Contact.id.in_(list(candidates)))
-        ):
-            contacts_service.apply_rule(
-                session, contact, "contact_identified", rules=lifecycle, stages=stages, at=candidates[contact.id]
-            )
+        _apply_identified_rule(session, workspace_id, candidates, ws_settings)
     return len(stored)
 
 

@@ -1,0 +1,248 @@
+"""Throughput of /v1/batch (identity resolution included) against a bare bulk insert of the same event rows.
+
+Starts the app with uvicorn on a free localhost port (SQLite under a temp dir by default, ``--postgres URL`` for a
+fresh database on that server), sends pre-built Segment batches over keep-alive connections from a thread pool,
+and prints one JSON line {"bench", "figure", "unit", "baseline", "ratio"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+
+from suppilo.db.registry import Base
+from suppilo.db.session import make_engine, make_session_factory
+from suppilo.events.models import Event
+from suppilo.workspaces import service as workspaces_service
+from suppilo.workspaces.schemas import WorkspaceCreate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def database(pg_url: str | None):
+    """A fresh database URL: a SQLite file in a temp dir, or a new database on the PostgreSQL server."""
+    if pg_url:
+        name = f"suppilo_bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = sa.engine.make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            yield url, None
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", tmp
+
+
+def setup_workspace(url: str) -> tuple[int, str]:
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    with factory() as s:
+        ws = workspaces_service.create_workspace(
+            s, WorkspaceCreate(slug="bench", name="Bench", site_domains=["shop.example.fi"])
+        )
+        _, key = workspaces_service.create_api_key(s, ws.id, scopes=["track"])
+        s.commit()
+        ws_id = ws.id
+    engine.dispose()
+    return ws_id, key
+
+
+@contextmanager
+def server(url: str, data_dir: str, app: str = "suppilo.adapters.http.app:create_app", app_dir: str | None = None):
+    port = free_port()
+    env = {**os.environ, "SUPPILO_DATABASE_URL": url, "SUPPILO_DATA_DIR": data_dir, "SUPPILO_SECRET_KEY": "b" * 40}
+    cmd = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--log-level", "warning", "--no-access-log"]
+    if app_dir:
+        cmd += ["--app-dir", app_dir]
+    proc = subprocess.Popen(cmd, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("server did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+URLS = [
+    "https://shop.example.fi/",
+    "https://shop.example.fi/products",
+    "https://shop.example.fi/products/kettle",
+    "https://shop.example.fi/?utm_source=newsletter&utm_medium=email&utm_campaign=may",
+    "https://shop.example.fi/?utm_source=google&utm_medium=cpc&utm_campaign=brand",
+]
+REFERRERS = ["", "", "https://www.google.com/", "https://shop.example.fi/", "https://t.co/abc"]
+
+
+def make_batches(n_events: int, batch_size: int, visitors: int, seed: int = 7) -> list[list[dict[str, Any]]]:
+    """Segment-shaped calls: 70 % page, 25 % track, 5 % identify, over a pool of visitors."""
+    rnd = random.Random(seed)
+    base = datetime(2024, 5, 1, tzinfo=UTC)
+    calls = []
+    for i in range(n_events):
+        v = rnd.randrange(visitors)
+        anon = f"anon-{v}"
+        ts = (base + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
+        url = rnd.choice(URLS)
+        ctx = {
+            "page": {"url": url, "referrer": rnd.choice(REFERRERS), "path": "/", "title": "Shop"},
+            "ip": "203.0.113.7",
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+            "locale": "fi-FI",
+            "library": {"name": "analytics.js", "version": "2.11.1"},
+        }
+        common = {
+            "messageId": uuid.UUID(int=rnd.getrandbits(128)).hex,
+            "anonymousId": anon,
+            "timestamp": ts,
+            "context": ctx,
+        }
+        r = rnd.random()
+        if r < 0.70:
+            calls.append({"type": "page", "name": "Home", "properties": {"url": url, "title": "Shop"}, **common})
+        elif r < 0.95:
+            calls.append(
+                {"type": "track", "event": "Product Viewed", "properties": {"product_id": f"SKU-{v % 50}"}, **common}
+            )
+        else:
+            calls.append(
+                {
+                    "type": "identify",
+                    "userId": f"user-{v}",
+                    "traits": {"email": f"person{v}@example.com", "firstName": "Bench", "lastName": f"P{v}"},
+                    **common,
+                }
+            )
+    return [calls[i : i + batch_size] for i in range(0, len(calls), batch_size)]
+
+
+def send_all(base: str, path: str, bodies: list[bytes], headers: dict[str, str], threads: int) -> float:
+    """POST every body from ``threads`` keep-alive clients; returns the elapsed seconds."""
+    chunks = [bodies[i::threads] for i in range(threads)]
+
+    def run(chunk: list[bytes]) -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            for body in chunk:
+                res = client.post(path, content=body)
+                if res.status_code != 200:
+                    raise RuntimeError(f"{res.status_code}: {res.text[:300]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, chunks))
+    return time.perf_counter() - start
+
+
+def bare_insert(url: str, ws_id: int, batches: list[list[dict[str, Any]]]) -> float:
+    """Events/s of a bare bulk insert of the same event rows (one transaction per batch)."""
+    engine = make_engine(url)
+    table = Event.__table__
+    now = datetime.now(UTC)
+    rows_by_batch = [
+        [
+            {
+                "workspace_id": ws_id,
+                "contact_id": None,
+                "anonymous_id": c["anonymousId"],
+                "kind": c["type"],
+                "name": c.get("event") or c.get("name") or c["type"],
+                "properties": c.get("properties") or c.get("traits") or {},
+                "context": c["context"],
+                "occurred_at": datetime.fromisoformat(c["timestamp"].replace("Z", "+00:00")),
+                "received_at": now,
+                "message_id": "bare-" + c["messageId"],
+            }
+            for c in batch
+        ]
+        for batch in batches
+    ]
+    start = time.perf_counter()
+    for rows in rows_by_batch:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return sum(len(r) for r in rows_by_batch) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--postgres", metavar="URL", help="PostgreSQL server URL (a fresh database is created)")
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--visitors", type=int, default=5_000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    with database(args.postgres) as (url, tmp):
+        data_dir = tmp or tempfile.mkdtemp()
+        ws_id, key = setup_workspace(url)
+        batches = make_batches(args.events, args.batch, args.visitors)
+        bodies = [orjson.dumps({"batch": b, "sentAt": b[-1]["timestamp"]}) for b in batches]
+        headers = {"Content-Type": "application/json", "Authorization": httpx.BasicAuth(key, "")._auth_header}
+        with server(url, data_dir) as base:
+            send_all(base, "/v1/batch", bodies[:2], headers, 1)  # warm-up (these events count as stored)
+            elapsed = send_all(base, "/v1/batch", bodies[2:], headers, args.threads)
+        sent = sum(len(b) for b in batches[2:])
+        figure = sent / elapsed
+        baseline = bare_insert(url, ws_id, batches)
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT count(*) FROM events WHERE message_id NOT LIKE 'bare-%'")).scalar()
+            contacts = conn.execute(sa.text("SELECT count(*) FROM contacts")).scalar()
+        engine.dispose()
+        if stored != args.events:
+            raise SystemExit(f"stored {stored} events, expected {args.events}")
+    print(
+        json.dumps(
+            {
+                "bench": f"ingest_batch[{'postgresql' if args.postgres else 'sqlite'}]",
+                "figure": round(figure),
+                "unit": "events/s",
+                "baseline": round(baseline),
+                "ratio": round(figure / baseline, 3),
+                "batch": args.batch,
+                "events": args.events,
+                "contacts": contacts,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
