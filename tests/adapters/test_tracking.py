@@ -469,3 +469,36 @@ def test_identify_custom_property_and_screen(send, workspace, session, db) -> No
     res = send("POST", "/v1/screen", json={"userId": "p1", "name": "Settings"}, headers=basic(workspace.track_key))
     assert res.status_code == 200
     assert db.scalar(select(Event.kind).where(Event.workspace_id == workspace.id, Event.name == "Settings")) == "screen"
+
+
+def test_order_completed_through_track_records_the_order(send, workspace, db) -> None:
+    from suppilo.commerce.models import Order
+
+    anon = mid()
+    body = {
+        "messageId": mid(),
+        "anonymousId": anon,
+        "event": "Order Completed",
+        "properties": {
+            "order_id": "ORD-1001",
+            "total": 59.8,
+            "revenue": 49.8,
+            "shipping": 10,
+            "currency": "EUR",
+            "products": [{"product_id": "P1", "sku": "SKU-1", "name": "Kettle", "price": 24.9, "quantity": 2}],
+        },
+        "context": context(),
+        "timestamp": "2024-05-01T10:00:00Z",
+    }
+    for _ in range(2):
+        res = send("POST", "/v1/track", json=body, headers=basic(workspace.track_key))
+        assert res.status_code == 200 and res.json() == {"success": True}
+    contact = contact_of(db, workspace.id, anon)
+    orders = db.scalars(select(Order).where(Order.workspace_id == workspace.id)).all()
+    assert len(orders) == 1
+    assert orders[0].external_id == "ORD-1001" and orders[0].contact_id == contact.id
+    assert orders[0].total_minor == 5980 and orders[0].currency == "EUR"
+    # An order without an id is stored as an event and reported on its call.
+    bad = {"type": "track", "messageId": mid(), "anonymousId": anon, "event": "Order Completed", "properties": {}}
+    res = send("POST", "/v1/batch", json={"batch": [page(anon), bad]}, headers=basic(workspace.track_key))
+    assert res.json()["accepted"] == 2 and res.json()["errors"][0]["path"] == "batch[1].properties.order_id"

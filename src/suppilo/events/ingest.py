@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from suppilo.commerce import service as commerce_service
 from suppilo.companies.models import Company
 from suppilo.contacts import service as contacts_service
 from suppilo.contacts.merge import merge_contacts
@@ -28,6 +29,7 @@ from suppilo.contacts.normalize import InvalidValue, normalize_domain, normalize
 from suppilo.db.base import utcnow
 from suppilo.engine.channels import Classification, Visit, classify, parse_visit
 from suppilo.engine.lifecycle import decide_rule_move
+from suppilo.errors import DomainError
 from suppilo.events import repository as repo
 from suppilo.events import service as events_service
 from suppilo.events.identity import Person, Resolver, coerce_property, contact_fields_from_traits
@@ -356,8 +358,20 @@ _NEW_CONTACT_FIELDS = (
 _TOUCH_FIELDS = ("channel", "source", "campaign")
 
 
-def store(session: Session, workspace_id: int, messages: list[Message], *, received_at: datetime) -> int:
-    """Store validated calls: identities, contacts, events, touches; returns how many events are new."""
+def store(
+    session: Session,
+    workspace_id: int,
+    messages: list[Message],
+    *,
+    received_at: datetime,
+    errors: list[dict[str, Any]] | None = None,
+    prefix: str = "batch",
+) -> int:
+    """Store validated calls: identities, contacts, events, touches, e-commerce records; returns how many are new.
+
+    Calls whose e-commerce record cannot be made (an order without ``order_id``) are stored as events and
+    reported in ``errors`` with the property path.
+    """
     conn = session.connection()
     repo.lock_workspace_ingest(conn, workspace_id)
     unique: dict[str, Message] = {}
@@ -600,6 +614,25 @@ def store(session: Session, workspace_id: int, messages: list[Message], *, recei
             candidates[target.id] = (target.stage, at)
     if candidates:
         _apply_identified_rule(session, workspace_id, candidates, ws_settings)
+
+    for m in msgs:
+        if m.kind == "track" and m.name in commerce_service.ECOMMERCE_EVENTS and m.message_id in stored:
+            # The event is stored either way; an order that cannot be recorded is reported on its call.
+            try:
+                with session.begin_nested():
+                    commerce_service.apply_ecommerce_event(
+                        session,
+                        workspace_id,
+                        m.person.find().id,  # type: ignore[union-attr]
+                        m.name,
+                        m.properties,
+                        m.occurred_at,
+                        m.message_id,
+                    )
+            except DomainError as exc:
+                if errors is not None:
+                    path = f"{prefix}[{m.index}].{exc.field}" if prefix else exc.field
+                    errors.append({"index": m.index, "path": path, "message": exc.message})
     return len(stored)
 
 
@@ -615,5 +648,6 @@ def ingest(
     """Validate and store a Segment batch; invalid calls are reported, the valid ones stored."""
     received = received_at or utcnow()
     messages, errors = parse_batch(items, received_at=received, sent_at=sent_at, ip=ip)
-    stored = store(session, workspace_id, messages, received_at=received)
+    stored = store(session, workspace_id, messages, received_at=received, errors=errors)
+    errors.sort(key=lambda e: e["index"])
     return IngestResult(accepted=len(messages), stored=stored, errors=errors)

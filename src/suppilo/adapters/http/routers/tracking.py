@@ -123,9 +123,12 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
         message = parse_message(raw, 0, kind=kind, received_at=received_at, ip=ip)
     except ItemError as exc:
         return _error(422, "validation_error", f"{exc.path}: {exc.message}", exc.path)
+    errors: list[dict[str, Any]] = []
     with factory() as session:
-        store(session, principal.workspace_id, [message], received_at=received_at)
+        store(session, principal.workspace_id, [message], received_at=received_at, errors=errors, prefix="")
         session.commit()
+    if errors:
+        return _json(200, {"success": True, "errors": errors})
     return _json(200, OK)
 
 
