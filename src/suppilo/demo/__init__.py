@@ -1,0 +1,1 @@
+"""The deterministic demo business (Pohjola Outdoor): generator, catalogue, names, loader."""
