@@ -8,11 +8,14 @@ batch, so a crash loses at most one batch and running the same file again comple
 from __future__ import annotations
 
 import csv
+import json
+import operator
 import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -109,6 +112,7 @@ SOURCE_CHANNELS = {
 ORDER_STATUSES = ("completed", "pending", "cancelled", "refunded")
 
 
+@lru_cache(maxsize=4096)
 def _fold(value: str) -> str:
     return "".join(ch for ch in value.lower() if ch.isalnum())
 
@@ -198,6 +202,20 @@ class _Context:
     warnings: list[str]
     dialect: str
 
+    def ts(self, value: datetime | None) -> Any:
+        """A datetime as the driver stores it (SQLite: naive UTC text, as ``UTCDateTime`` writes it)."""
+        if value is None or self.dialect != "sqlite":
+            return value
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def js(self, value: Any) -> Any:
+        """A JSON value as the driver stores it (JSON text on SQLite, JSONB on PostgreSQL)."""
+        if self.dialect == "sqlite":
+            return json.dumps(value)
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(value)
+
     def warn(self, message: str) -> None:
         if message not in self.warnings and len(self.warnings) < 100:
             self.warnings.append(message)
@@ -210,6 +228,45 @@ def _insert(dialect: str, table: Table) -> Any:
 def _chunks(values: list[Any], size: int = 900) -> Iterable[list[Any]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
+
+
+class _Bulk:
+    """A bulk statement (built with the dialect's insert) run by the driver's ``executemany``.
+
+    The statement is compiled once per batch shape; rows come with values already in the driver's form (see
+    ``_Context.ts``/``js``), which skips SQLAlchemy's per-value bind processing, the import's main cost.
+    Constants the statement carries (``version + 1``) are taken from the compiled parameters.
+    """
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._compiled: dict[tuple[str, frozenset[str]], tuple[str, Any, dict[str, Any]]] = {}
+
+    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        keys = frozenset(rows[0])
+        cache_key = (conn.dialect.name, keys)
+        entry = self._compiled.get(cache_key)
+        if entry is None:
+            compiled = self.stmt.compile(dialect=conn.dialect, column_keys=sorted(keys))
+            constants = {k: v for k, v in compiled.construct_params(dict.fromkeys(keys)).items() if k not in keys}
+            names = compiled.positiontup
+            getter = operator.itemgetter(*names) if names else None
+            if names and len(names) == 1:
+                single = operator.itemgetter(names[0])
+                getter = lambda row: (single(row),)  # noqa: E731
+            entry = (compiled.string, getter, constants)
+            self._compiled[cache_key] = entry
+        sql, getter, constants = entry
+        if constants:
+            rows = [{**row, **constants} for row in rows]
+        params = [getter(row) for row in rows] if getter is not None else rows
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, params)
+        finally:
+            cursor.close()
 
 
 def _check_len(value: str, limit: int, column: str) -> str:
@@ -404,7 +461,10 @@ class ContactLoader(_Loader):
             tt.c.medium == "import",
             tt.c.content == ctx.filename[:200],
         )
-        self.tag_insert = _insert(ctx.dialect, ContactTag.__table__).on_conflict_do_nothing()  # type: ignore[arg-type]
+        self.tag_insert = _Bulk(_insert(ctx.dialect, ContactTag.__table__).on_conflict_do_nothing())  # type: ignore[arg-type]
+        self.bulk_upsert = _Bulk(self.upsert)
+        self.change_insert = _Bulk(StageChange.__table__.insert())
+        self.touch_insert = _Bulk(Touch.__table__.insert())
 
     def _initial_stage(self) -> str:
         move = decide_rule_move(self.ctx.stages, self.ctx.rules, None, "contact_imported")
@@ -535,9 +595,12 @@ class ContactLoader(_Loader):
         company_ids = self.companies.ensure(conn, wanted) if wanted else {}
         rows = []
         file_columns = self.file_columns
+        ts, js = ctx.ts, ctx.js
+        now_v = ts(now)
+        empty = js({})
         for email, rec in by_email.items():
             old = existing.get(email)
-            created = rec["_created_at"] or now
+            created = ts(rec["_created_at"]) if rec["_created_at"] else now_v
             row = {c: rec.get(c) for c in file_columns}
             row["workspace_id"] = ctx.workspace_id
             row["email"] = email
@@ -550,19 +613,23 @@ class ContactLoader(_Loader):
             row["first_touch_source"] = row["latest_touch_source"] = rec["_source"]
             row["first_touch_at"] = row["latest_touch_at"] = created
             row["created_at"] = created
-            row["updated_at"] = now
+            row["updated_at"] = now_v
             row["version"] = 1
             if self.has_props:
-                row["properties"] = {**(old.properties or {}), **rec["_props"]} if old is not None else rec["_props"]
+                merged = {**(old.properties or {}), **rec["_props"]} if old is not None else rec["_props"]
+                row["properties"] = js(merged)
             else:
-                row["properties"] = {}
+                row["properties"] = empty
+            rec["_when"] = created
             rows.append(row)
-        conn.execute(self.upsert, rows)
+        self.bulk_upsert.run(conn, rows)
         new_emails = [e for e in emails if e not in existing]
         ids: dict[str, int] = {e: existing[e].id for e in existing}
         for chunk in _chunks(new_emails):
             ids.update(conn.execute(self.select_ids, {"emails": chunk}).all())
         reason = f"import {ctx.filename}"[:500]
+        content = ctx.filename[:200]
+        ws_id = ctx.workspace_id
         changes: list[dict[str, Any]] = []
         stage_moves: list[dict[str, Any]] = []
         touches: list[dict[str, Any]] = []
@@ -575,42 +642,49 @@ class ContactLoader(_Loader):
         for email, rec in by_email.items():
             cid = ids[email]
             old = existing.get(email)
-            when = rec["_created_at"] or now
+            when = rec["_when"]
             if old is None:
                 changes.append(self._change(cid, None, rec["_stage"] or self.default_stage, when, reason))
             else:
                 target = self._existing_move(old.lifecycle_stage, rec["_stage"])
                 if target is not None:
-                    changes.append(self._change(cid, old.lifecycle_stage, target, now, reason))
+                    changes.append(self._change(cid, old.lifecycle_stage, target, now_v, reason))
                     stage_moves.append({"_id": cid, "_stage": target, "_at": now})
                 if old.first_touch_channel is None:
                     first_touch.append(
-                        {"_id": cid, "_channel": rec["_channel"], "_source": rec["_source"], "_at": when}
+                        {
+                            "_id": cid,
+                            "_channel": rec["_channel"],
+                            "_source": rec["_source"],
+                            "_at": rec["_created_at"] or now,
+                        }
                     )
             if old is None or cid not in already_touched:
                 touches.append(
                     {
-                        "workspace_id": ctx.workspace_id,
+                        "workspace_id": ws_id,
                         "contact_id": cid,
+                        "event_id": None,
                         "occurred_at": when,
                         "channel": rec["_channel"],
                         "source": rec["_source"],
                         "medium": "import",
-                        "content": ctx.filename[:200],
+                        "campaign": None,
+                        "term": None,
+                        "content": content,
+                        "referrer": None,
+                        "landing_url": None,
                     }
                 )
             for tag in rec["_tags"]:
-                tags.append({"contact_id": cid, "tag": tag, "workspace_id": ctx.workspace_id})
-        if changes:
-            conn.execute(StageChange.__table__.insert(), changes)
+                tags.append({"contact_id": cid, "tag": tag, "workspace_id": ws_id})
+        self.change_insert.run(conn, changes)
         if stage_moves:
             conn.execute(self.stage_update, stage_moves)
         if first_touch:
             conn.execute(self.touch_update, first_touch)
-        if touches:
-            conn.execute(Touch.__table__.insert(), touches)
-        if tags:
-            conn.execute(self.tag_insert, tags)
+        self.touch_insert.run(conn, touches)
+        self.tag_insert.run(conn, tags)
         created = len(new_emails)
         return created, len(items) - created
 
@@ -626,7 +700,7 @@ class ContactLoader(_Loader):
             return None  # an import never moves a contact backwards or out of a side stage
         return wanted
 
-    def _change(self, cid: int, from_stage: str | None, to_stage: str, at: datetime, reason: str) -> dict[str, Any]:
+    def _change(self, cid: int, from_stage: str | None, to_stage: str, at: Any, reason: str) -> dict[str, Any]:
         return {
             "workspace_id": self.ctx.workspace_id,
             "contact_id": cid,

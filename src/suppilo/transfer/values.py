@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale
 from babel.core import get_global
 from babel.numbers import get_currency_precision, list_currencies
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 
 from suppilo.contacts.normalize import InvalidValue, normalize_country, normalize_email
 
@@ -34,12 +35,18 @@ _SIMPLE_EMAIL = re.compile(
 )
 
 
+_SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
+
+
 @lru_cache(maxsize=65536)
 def _domain_ok(domain: str) -> bool:
-    try:
-        return normalize_email(f"a@{domain}") == f"a@{domain}"
-    except InvalidValue:
-        return False
+    """Whether a host name that matched ``_SIMPLE_EMAIL`` passes email_validator's domain checks."""
+    if "--" in domain or len(domain) > 253:
+        try:  # punycode labels and other rarities: ask the full validator
+            return normalize_email(f"a@{domain}") == f"a@{domain}"
+        except InvalidValue:
+            return False
+    return not any(domain == d or domain.endswith("." + d) for d in _SPECIAL_USE)
 
 
 def fast_normalize_email(raw: str) -> str:
