@@ -36,6 +36,42 @@ STATE_COLUMNS = (
 )
 
 
+# Statements are built once: building a construct costs more than running it for a single call.
+_EXISTING = select(events_t.c.message_id).where(
+    events_t.c.workspace_id == bindparam("ws"), events_t.c.message_id.in_(bindparam("values", expanding=True))
+)
+_IDENTITY_COLUMNS = (identities_t.c.kind, identities_t.c.value, identities_t.c.contact_id)
+_IDENTITIES_BOTH = select(*_IDENTITY_COLUMNS).where(
+    identities_t.c.workspace_id == bindparam("ws"),
+    or_(
+        and_(identities_t.c.kind == "anonymous_id", identities_t.c.value.in_(bindparam("anon", expanding=True))),
+        and_(identities_t.c.kind == "user_id", identities_t.c.value.in_(bindparam("users", expanding=True))),
+    ),
+)
+_IDENTITIES_KIND = select(*_IDENTITY_COLUMNS).where(
+    identities_t.c.workspace_id == bindparam("ws"),
+    identities_t.c.kind == bindparam("kind"),
+    identities_t.c.value.in_(bindparam("values", expanding=True)),
+)
+_BY_EXTERNAL_ID = select(contacts_t.c.external_id, contacts_t.c.id).where(
+    contacts_t.c.workspace_id == bindparam("ws"), contacts_t.c.external_id.in_(bindparam("values", expanding=True))
+)
+_BY_EMAIL = select(contacts_t.c.email, contacts_t.c.id).where(
+    contacts_t.c.workspace_id == bindparam("ws"), contacts_t.c.email.in_(bindparam("values", expanding=True))
+)
+_STATES = select(*STATE_COLUMNS).where(
+    contacts_t.c.workspace_id == bindparam("ws"), contacts_t.c.id.in_(bindparam("values", expanding=True))
+)
+_WORKSPACE = select(Workspace.site_domains, Workspace.settings, Workspace.country).where(
+    Workspace.id == bindparam("ws")
+)
+_EVENT_INSERTS: dict[str, Insert] = {}
+_IDENTITY_INSERTS: dict[str, Insert] = {}
+_CONTACT_INSERT = contacts_t.insert().returning(contacts_t.c.id, sort_by_parameter_order=True)
+_TOUCH_INSERT = touches_t.insert()
+_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
 def dialect_insert(conn: Connection, table: Any) -> Insert:
     """An INSERT of the connection's dialect (for ON CONFLICT)."""
     if conn.dialect.name == "postgresql":
@@ -51,9 +87,7 @@ def lock_workspace_ingest(conn: Connection, workspace_id: int) -> None:
 
 def workspace_info(conn: Connection, workspace_id: int) -> tuple[list[str], dict[str, Any], str]:
     """The site domains, settings and country of a workspace."""
-    row = conn.execute(
-        select(Workspace.site_domains, Workspace.settings, Workspace.country).where(Workspace.id == workspace_id)
-    ).one()
+    row = conn.execute(_WORKSPACE, {"ws": workspace_id}).one()
     return list(row[0] or []), dict(row[1] or {}), row[2]
 
 
@@ -61,11 +95,7 @@ def existing_message_ids(conn: Connection, workspace_id: int, message_ids: Seque
     """Which of ``message_ids`` are already stored."""
     if not message_ids:
         return set()
-    rows = conn.execute(
-        select(events_t.c.message_id).where(
-            events_t.c.workspace_id == workspace_id, events_t.c.message_id.in_(list(message_ids))
-        )
-    )
+    rows = conn.execute(_EXISTING, {"ws": workspace_id, "values": list(message_ids)})
     return {r[0] for r in rows}
 
 
@@ -77,27 +107,19 @@ def lookup_identities(
     users = list(set(user_ids))
     anon_map: dict[str, int] = {}
     user_map: dict[str, int] = {}
-    conds = []
-    if anon:
-        conds.append(and_(identities_t.c.kind == "anonymous_id", identities_t.c.value.in_(anon)))
-    if users:
-        conds.append(and_(identities_t.c.kind == "user_id", identities_t.c.value.in_(users)))
-    if conds:
-        rows = conn.execute(
-            select(identities_t.c.kind, identities_t.c.value, identities_t.c.contact_id).where(
-                identities_t.c.workspace_id == workspace_id, or_(*conds)
-            )
-        )
-        for kind, value, contact_id in rows:
-            (anon_map if kind == "anonymous_id" else user_map)[value] = contact_id
+    if anon and users:
+        rows = conn.execute(_IDENTITIES_BOTH, {"ws": workspace_id, "anon": anon, "users": users})
+    elif anon:
+        rows = conn.execute(_IDENTITIES_KIND, {"ws": workspace_id, "kind": "anonymous_id", "values": anon})
+    elif users:
+        rows = conn.execute(_IDENTITIES_KIND, {"ws": workspace_id, "kind": "user_id", "values": users})
+    else:
+        rows = None
+    for kind, value, contact_id in rows or ():
+        (anon_map if kind == "anonymous_id" else user_map)[value] = contact_id
     missing = [u for u in users if u not in user_map]
     if missing:
-        rows = conn.execute(
-            select(contacts_t.c.external_id, contacts_t.c.id).where(
-                contacts_t.c.workspace_id == workspace_id, contacts_t.c.external_id.in_(missing)
-            )
-        )
-        for external_id, contact_id in rows:
+        for external_id, contact_id in conn.execute(_BY_EXTERNAL_ID, {"ws": workspace_id, "values": missing}):
             user_map[external_id] = contact_id
     return anon_map, user_map
 
@@ -107,12 +129,7 @@ def contacts_by_email(conn: Connection, workspace_id: int, emails: Iterable[str]
     wanted = list(set(emails))
     if not wanted:
         return {}
-    rows = conn.execute(
-        select(contacts_t.c.email, contacts_t.c.id).where(
-            contacts_t.c.workspace_id == workspace_id, contacts_t.c.email.in_(wanted)
-        )
-    )
-    return {email: cid for email, cid in rows}
+    return {email: cid for email, cid in conn.execute(_BY_EMAIL, {"ws": workspace_id, "values": wanted})}
 
 
 def contact_states(conn: Connection, workspace_id: int, ids: Iterable[int]) -> dict[int, Any]:
@@ -120,10 +137,7 @@ def contact_states(conn: Connection, workspace_id: int, ids: Iterable[int]) -> d
     wanted = list(set(ids))
     if not wanted:
         return {}
-    rows = conn.execute(
-        select(*STATE_COLUMNS).where(contacts_t.c.workspace_id == workspace_id, contacts_t.c.id.in_(wanted))
-    )
-    return {r.id: r for r in rows}
+    return {r.id: r for r in conn.execute(_STATES, {"ws": workspace_id, "values": wanted})}
 
 
 def contact_property_definitions(conn: Connection, workspace_id: int) -> dict[str, tuple[str, list[str]]]:
@@ -140,32 +154,36 @@ def insert_contacts(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert contacts; their ids in the order of ``rows``."""
     if not rows:
         return []
-    stmt = contacts_t.insert().returning(contacts_t.c.id, sort_by_parameter_order=True)
-    return [r[0] for r in conn.execute(stmt, rows)]
+    return [r[0] for r in conn.execute(_CONTACT_INSERT, rows)]
 
 
 def insert_identities(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert identities; one already taken (a concurrent writer) is left to its contact."""
     if rows:
-        conn.execute(dialect_insert(conn, identities_t).on_conflict_do_nothing(), rows)
+        stmt = _IDENTITY_INSERTS.get(conn.dialect.name)
+        if stmt is None:
+            stmt = _IDENTITY_INSERTS[conn.dialect.name] = dialect_insert(conn, identities_t).on_conflict_do_nothing()
+        conn.execute(stmt, rows)
 
 
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert events; returns message id -> event id of those stored now (duplicates are skipped)."""
     if not rows:
         return {}
-    stmt = (
-        dialect_insert(conn, events_t)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-        .returning(events_t.c.id, events_t.c.message_id)
-    )
+    stmt = _EVENT_INSERTS.get(conn.dialect.name)
+    if stmt is None:
+        stmt = _EVENT_INSERTS[conn.dialect.name] = (
+            dialect_insert(conn, events_t)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+            .returning(events_t.c.id, events_t.c.message_id)
+        )
     return {mid: eid for eid, mid in conn.execute(stmt, rows)}
 
 
 def insert_touches(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert touches."""
     if rows:
-        conn.execute(touches_t.insert(), rows)
+        conn.execute(_TOUCH_INSERT, rows)
 
 
 def update_contacts(conn: Connection, workspace_id: int, changes: dict[int, dict[str, Any]]) -> None:
@@ -177,11 +195,15 @@ def update_contacts(conn: Connection, workspace_id: int, changes: dict[int, dict
         keys = tuple(sorted(values))
         groups[keys].append({"b_id": contact_id, **{f"b_{k}": v for k, v in values.items()}})
     for keys, params in groups.items():
-        stmt = (
-            update(contacts_t)
-            .where(contacts_t.c.workspace_id == workspace_id, contacts_t.c.id == bindparam("b_id"))
-            .values({k: bindparam(f"b_{k}") for k in keys})
-        )
+        stmt = _UPDATES.get(keys)
+        if stmt is None:
+            stmt = _UPDATES[keys] = (
+                update(contacts_t)
+                .where(contacts_t.c.workspace_id == bindparam("b_ws"), contacts_t.c.id == bindparam("b_id"))
+                .values({k: bindparam(f"b_{k}") for k in keys})
+            )
+        for param in params:
+            param["b_ws"] = workspace_id
         conn.execute(stmt, params)
 
 

@@ -9,7 +9,9 @@ commit once.
 
 from __future__ import annotations
 
+import threading
 import zlib
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,9 @@ from suppilo.events.ingest import TYPES, ItemError, ingest, parse_message, store
 router = APIRouter(tags=["tracking"])
 
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
+# SQLite has one writer at a time and its busy handler waits by sleeping; queueing this process's ingest
+# transactions on a lock instead keeps them back to back.
+_sqlite_writer = threading.Lock()
 OK = orjson.dumps({"success": True})
 
 
@@ -97,6 +102,7 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
         return _error(403, "forbidden", "this key lacks the 'track' scope", "headers.authorization")
     ip = request.client.host if request.client else None
     factory = request.app.state.session_factory
+    serial = _sqlite_writer if request.app.state.engine.dialect.name == "sqlite" else nullcontext()
 
     if kind is None:
         items = payload.get("batch")
@@ -106,7 +112,7 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
             return _error(
                 413, "too_large", f"a batch holds at most {settings.max_batch_items} calls; got {len(items)}", "batch"
             )
-        with factory() as session:
+        with serial, factory() as session:
             result = ingest(
                 session,
                 principal.workspace_id,
@@ -124,7 +130,7 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
     except ItemError as exc:
         return _error(422, "validation_error", f"{exc.path}: {exc.message}", exc.path)
     errors: list[dict[str, Any]] = []
-    with factory() as session:
+    with serial, factory() as session:
         store(session, principal.workspace_id, [message], received_at=received_at, errors=errors, prefix="")
         session.commit()
     if errors:

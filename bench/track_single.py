@@ -1,0 +1,96 @@
+"""Requests/s of single /v1/track calls against a trivial validated FastAPI POST served by the same server.
+
+Starts the app (plus one bench-only route, ``POST /bench/noop``) with uvicorn on a free localhost port,
+sends calls over keep-alive connections from a thread pool and prints one JSON line
+{"bench", "figure", "unit", "baseline", "ratio"}. SQLite by default, ``--postgres URL`` for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest_batch import database, send_all, server, setup_workspace
+
+
+class Noop(BaseModel):
+    anonymousId: str
+    event: str
+    properties: dict[str, object] = {}
+
+
+def make_app() -> FastAPI:
+    """The suppilo app with a trivial validated POST as the baseline."""
+    from suppilo.adapters.http.app import create_app
+
+    app = create_app()
+
+    @app.post("/bench/noop")
+    def noop(body: Noop) -> dict[str, bool]:
+        return {"success": True}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--visitors", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args()
+    with database(args.postgres) as (url, tmp):
+        data_dir = tmp or tempfile.mkdtemp()
+        _, key = setup_workspace(url)
+        bodies = [
+            orjson.dumps(
+                {
+                    "messageId": uuid.uuid4().hex,
+                    "anonymousId": f"anon-{i % args.visitors}",
+                    "event": "Product Viewed",
+                    "properties": {"product_id": f"SKU-{i % 40}", "price": 19.9},
+                    "context": {
+                        "page": {"url": "https://shop.example.fi/products/kettle", "referrer": ""},
+                        "ip": "203.0.113.7",
+                        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+                        "locale": "fi-FI",
+                    },
+                    "timestamp": "2024-05-01T10:00:00.000Z",
+                    "sentAt": "2024-05-01T10:00:00.100Z",
+                }
+            )
+            for i in range(args.requests)
+        ]
+        headers = {"Content-Type": "application/json", "Authorization": httpx.BasicAuth(key, "")._auth_header}
+        app_dir = str(Path(__file__).resolve().parent)
+        with server(url, data_dir, app="track_single:make_app", app_dir=app_dir) as base:
+            send_all(base, "/v1/track", bodies[:50], headers, 1)
+            send_all(base, "/bench/noop", bodies[:50], headers, 1)
+            baseline = (len(bodies) - 50) / send_all(base, "/bench/noop", bodies[50:], headers, args.threads)
+            figure = (len(bodies) - 50) / send_all(base, "/v1/track", bodies[50:], headers, args.threads)
+    print(
+        json.dumps(
+            {
+                "bench": f"track_single[{'postgresql' if args.postgres else 'sqlite'}]",
+                "figure": round(figure),
+                "unit": "requests/s",
+                "baseline": round(baseline),
+                "ratio": round(figure / baseline, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
