@@ -951,9 +951,10 @@ def _known_contact(rng: random.Random, params: DemoParams, ctx: Context, ids: Id
             if rng.random() < p_drop:
                 dropped = True
                 break
-            ot = ot + timedelta(days=rng.expovariate(lam))
-            if ot >= anchor - timedelta(minutes=10):
+            gap = rng.expovariate(lam)  # days; may be years for a slow buyer
+            if gap * 86400 >= (anchor - ot).total_seconds() - 600:
                 break
+            ot = ot + timedelta(days=gap)
         external_id = f"shop-{params.seed}-{i + 1:07d}"
         rows.identities.append(
             {

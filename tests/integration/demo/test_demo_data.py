@@ -315,3 +315,30 @@ def test_identified_visitors_keep_their_anonymous_history(demo_ws: int, session_
             ).all()
             assert pre and {c for c, _ in pre} == {m.contact_id} and "page" in {k for _, k in pre}
             assert s.get(Contact, m.merged_id) is None
+
+
+def test_larger_generation_stays_inside_the_history() -> None:
+    """Several chunks in memory (slow buyers draw gaps of years; nothing may leave the 12 months)."""
+    from suppilo.demo import catalog
+    from suppilo.demo.generator import CompanyInfo, Context, IdCounter, generate_chunk, generate_companies
+
+    params = DemoParams(seed=1, contacts=4000, today=date(2025, 6, 1))
+    companies = generate_companies(params, workspace_id=1, id_base=0, owners=[2, 1])
+    ctx = Context(
+        workspace_id=1,
+        contact_id_base=0,
+        companies=[CompanyInfo(c["id"], c["country"], c["domain"], c["owner_id"]) for c in companies],
+        product_ids={p.sku: n for n, p in enumerate(catalog.PRODUCTS, start=1)},
+        form_ids={"newsletter": 1, "wholesale-inquiry": 2, "winter-catalogue": 3},
+        user_ids={"admin": 1, "sales": 2},
+    )
+    ids = IdCounter(1, 1)
+    low, high = params.anchor - timedelta(days=366), params.anchor
+    orders = 0
+    for chunk in range(params.n_chunks):
+        rows = generate_chunk(params, ctx, ids, chunk)
+        assert all(low <= e["occurred_at"] < high for e in rows.events)
+        assert all(o["total_minor"] == o["subtotal_minor"] - o["discount_minor"] >= 0 for o in rows.orders)
+        orders += len(rows.orders)
+    assert len({c["domain"] for c in companies}) == len(companies) == 200
+    assert 0.3 * params.contacts < orders < 2 * params.contacts
