@@ -597,7 +597,12 @@ def store(
     for m in groups:
         company_id = _company_for_group(session, workspace_id, m.group_id or "", m.traits)
         company_changes[m.person.find().id] = {"company_id": company_id}  # type: ignore[union-attr,index]
-    for changes in (trait_changes, seen_changes, first_changes, latest_changes, company_changes):
+    # One row per contact: seen times and touches together (a few column sets, one executemany each).
+    activity: dict[int, dict[str, Any]] = seen_changes
+    for extra in (first_changes, latest_changes):
+        for contact_id, values in extra.items():
+            activity.setdefault(contact_id, {}).update(values)
+    for changes in (trait_changes, activity, company_changes):
         repo.update_contacts(conn, workspace_id, changes)
     repo.bump_contact_versions(conn, workspace_id, edited, now)
 
