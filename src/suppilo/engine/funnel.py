@@ -46,6 +46,8 @@ def _contact_codes(contact_ids: npt.ArrayLike) -> IntArray:
     ids = np.asarray(contact_ids)
     if ids.size == 0:
         return np.zeros(0, dtype=np.int64)
+    if ids.dtype.kind in "iu" and ids.min() >= 0 and int(ids.max()) <= 4 * ids.size + 1024:
+        return ids.astype(np.int64).reshape(-1)  # compact non-negative integer ids serve as codes directly
     _, codes = np.unique(ids, return_inverse=True)
     return np.asarray(codes, dtype=np.int64).reshape(-1)
 
@@ -106,7 +108,7 @@ def ordered_funnel(
     codes = _contact_codes(contact_ids)
     if not (codes.shape == t.shape == ev.shape):
         raise ValueError("contact_ids, times and events must have the same length")
-    order = np.lexsort((np.arange(t.size), t, codes))
+    order = np.lexsort((t, codes))  # stable: ties keep the input order
     codes_s, t_s, ev_s = codes[order], t[order], ev[order]
     n_steps = len(steps)
     positions = [np.flatnonzero(ev_s == name) for name in steps]
@@ -240,7 +242,7 @@ def stage_funnel(
     if not (codes.shape == t.shape == st.shape):
         raise ValueError("contact_ids, stages and times must have the same length")
     n_stages = len(funnel_stages)
-    order = np.lexsort((np.arange(t.size), t, codes))
+    order = np.lexsort((t, codes))  # stable: ties keep the input order
     codes_s, t_s, st_s = codes[order], t[order], st[order]
     rank = np.full(t.size, -1, dtype=np.int64)
     for k, key in enumerate(funnel_stages):
