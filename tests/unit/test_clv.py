@@ -235,3 +235,26 @@ def test_bad_rows_are_refused() -> None:
         clv.fit_bgnbd([1.0], [5.0], [3.0])
     with pytest.raises(ValueError):
         clv.fit_bgnbd([0.0], [1.0], [3.0])
+
+
+def test_expected_purchases_agrees_with_the_direct_formula_and_stays_finite_for_heavy_buyers() -> None:
+    fit = clv.BgNbdFit(R, ALPHA, A, B, 0.0, True, 1, 1, 1)
+    x = np.array([0.0, 1.0, 3.0, 12.0])
+    tx = np.array([0.0, 10.0, 30.0, 36.0])
+    T = np.array([39.0, 39.0, 39.0, 39.0])
+    t = 26.0
+    # FHL 2005 eq. 10 in its published form.
+    z = t / (ALPHA + T + t)
+    direct = (
+        (A + B + x - 1)
+        / (A - 1)
+        * (1 - ((ALPHA + T) / (ALPHA + T + t)) ** (R + x) * hyp2f1(R + x, B + x, A + B + x - 1, z))
+    )
+    odds = np.where(x > 0, A / (B + x - 1) * ((ALPHA + T) / (ALPHA + tx)) ** (R + x), 0.0)
+    assert clv.expected_purchases(fit, t, x, tx, T) == pytest.approx(direct / (1 + odds), rel=1e-9)
+    heavy = [
+        clv.expected_purchases(fit, h, np.array([300.0]), np.array([39.0]), np.array([39.0]))[0] for h in (4, 52, 520)
+    ]
+    assert all(np.isfinite(heavy)) and heavy[0] < heavy[1] < heavy[2]
+    # A heavy buyer seen this week buys at about (r + x) / (alpha + T) per week in the near term.
+    assert heavy[0] == pytest.approx(4 * (R + 300) / (ALPHA + 39), rel=0.05)

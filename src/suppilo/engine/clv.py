@@ -388,9 +388,11 @@ def expected_purchases(
     if abs(a - 1.0) < 1e-9:
         a = 1.0 + 1e-9
     z = t / (alpha + T + t)
-    hyp = hyp2f1(r + x, b + x, a + b + x - 1.0, z)
-    log_ratio = (r + x) * (np.log(alpha + T) - np.log(alpha + T + t))
-    numer = (a + b + x - 1.0) / (a - 1.0) * (1.0 - np.exp(log_ratio) * hyp)
+    # FHL eq. 10 has ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z). With 1 - z = (alpha+T)/(alpha+T+t),
+    # Euler's transformation turns it into (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z), whose small upper parameters
+    # keep the series accurate for heavy buyers (the direct form loses all precision around x = 300).
+    hyp = hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
+    numer = (a + b + x - 1.0) / (a - 1.0) * (1.0 - (1.0 - z) ** (a - 1.0) * hyp)
     out = numer / (1.0 + _alive_odds((r, alpha, a, b), x, tx, T))
     return np.asarray(np.maximum(out, 0.0), dtype=np.float64)
 
