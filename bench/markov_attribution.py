@@ -6,7 +6,7 @@ Paths come from a seeded generator: 1-8 touches over 12 channels (skewed towards
 conversion probability rising with paid search and email touches. They are built directly in the CSR layout
 (``PathTable``) that the database-facing report fills from a touch query.
 
-figure   = wall time of ``attribution.markov`` on all paths (transition counts, chain, one linear solve per channel), s;
+figure   = wall time of ``attribution.markov`` on all paths (transition counts, chain, removal effects), s;
 baseline = the same computation with a straightforward per-path Python loop (transitions counted into a dict per
            path, then the same chain and solves), timed on a 50,000-path sample and scaled to all paths, s;
 ratio    = figure / baseline.

@@ -144,3 +144,29 @@ def test_no_conversions_is_reported_not_divided() -> None:
         assert result.insufficient_data and result.total_conversions == 0
         assert all(c.conversions == 0 for c in result.credits)
     assert at.attribute_all([])["markov"].insufficient_data
+
+
+def test_removal_effects_match_re_solving_the_chain_without_each_channel() -> None:
+    rng = np.random.default_rng(21)
+    paths = [
+        path("".join(rng.choice(list("ABCDEF"), int(rng.integers(1, 7)))), bool(rng.random() < 0.35))
+        for _ in range(500)
+    ]
+    counts = at.transition_counts(at.encode_paths(paths))
+    n = counts.shape[0] - 3
+    probs = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+    def p_conv(q: np.ndarray, r: np.ndarray) -> float:
+        return float(np.linalg.solve(np.eye(n + 1) - q, r)[0])
+
+    q, r = probs[: n + 1, : n + 1], probs[: n + 1, n + 1]
+    base = p_conv(q, r)
+    want = []
+    for k in range(1, n + 1):
+        qk, rk = q.copy(), r.copy()
+        qk[k, :] = 0.0  # the channel's row goes to null
+        rk[k] = 0.0
+        want.append(1 - p_conv(qk, rk) / base)
+    got_base, got = at.markov_removal_effects(counts)
+    assert got_base == pytest.approx(base, rel=1e-12)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-12)

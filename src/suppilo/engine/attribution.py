@@ -15,7 +15,7 @@ Models
   converting AND non-converting paths. The removal effect of a channel is the relative drop in the probability of
   reaching conversion from start when the channel's row is redirected to null. Credits are the removal effects
   normalised to the attributed conversions; revenue gets the same shares. Absorption probabilities come from a linear
-  solve, not simulation.
+  solve, not simulation, and every removal from one matrix inverse (a rank-one update per channel).
 
 Paths without touches cannot credit anything: their conversions are reported as ``unattributed_*``.
 Everything is vectorised over a CSR layout (``PathTable``): touch keys in path order plus path offsets.
@@ -253,35 +253,30 @@ def transition_counts(table: PathTable) -> FloatArray:
     return counts.reshape(size, size)
 
 
-def _conversion_probability(q: FloatArray, r: FloatArray) -> float:
-    """P(absorbed in conversion | start) for transient block ``q`` and one-step conversion probabilities ``r``."""
-    m = np.eye(q.shape[0]) - q
-    try:
-        x = np.linalg.solve(m, r)
-    except np.linalg.LinAlgError:
-        x = np.linalg.lstsq(m, r, rcond=None)[0]
-    return float(x[0])
-
-
 def markov_removal_effects(counts: FloatArray) -> tuple[float, FloatArray]:
-    """The chain's conversion probability and each key's removal effect ``1 - P(conv without key) / P(conv)``."""
+    """The chain's conversion probability and each key's removal effect ``1 - P(conv without key) / P(conv)``.
+
+    With ``M = I - Q`` over the transient states (start and keys), ``x = M^-1 r`` the conversion probability from
+    each state and ``N = M^-1`` the expected visits, redirecting key ``k``'s row to null is a rank-one change of ``M``;
+    Sherman-Morrison gives ``P(conv without k) = x_0 - N_0k x_k / N_kk`` (the conversions through ``k`` removed:
+    ``N_0k / N_kk`` is the probability of ever reaching ``k``). One inverse serves every key.
+    """
     size = counts.shape[0]
     n = size - 3
     totals = counts.sum(axis=1, keepdims=True)
     probs = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    q = probs[: n + 1, : n + 1].copy()  # transient: start and keys
-    r = probs[: n + 1, n + 1].copy()  # to conversion
-    base = _conversion_probability(q, r)
+    m = np.eye(n + 1) - probs[: n + 1, : n + 1]
+    r = probs[: n + 1, n + 1]
+    visits = np.linalg.inv(m)  # every row ends in conversion or null, so I - Q is invertible
+    x = visits @ r
+    base = float(x[0])
     effects = np.zeros(n)
     if base <= 0:
         return base, effects
-    for k in range(n):
-        q_k = q.copy()
-        r_k = r.copy()
-        q_k[k + 1, :] = 0.0  # the key's row goes to null
-        r_k[k + 1] = 0.0
-        effects[k] = 1.0 - _conversion_probability(q_k, r_k) / base
-    return base, np.clip(effects, 0.0, 1.0)
+    keys = np.arange(1, n + 1)
+    without = base - visits[0, keys] * x[keys] / visits[keys, keys]
+    effects = 1.0 - without / base
+    return base, np.asarray(np.clip(effects, 0.0, 1.0), dtype=np.float64)
 
 
 def markov(table: PathTable) -> AttributionResult:
