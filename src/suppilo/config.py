@@ -26,6 +26,20 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=2500, description="Most events accepted in one batch.")
     form_rate_limit_per_minute: int = Field(default=20, description="Form submissions per IP per minute.")
     log_level: str = "info"
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for outgoing mail; unset means the built-in mail catcher."
+    )
+    smtp_port: int = Field(default=587, description="SMTP port (465 with SUPPILO_SMTP_TLS, 587 with STARTTLS).")
+    smtp_username: str | None = Field(default=None, description="SMTP AUTH user name.")
+    smtp_password: str | None = Field(default=None, description="SMTP AUTH password.")
+    smtp_tls: bool = Field(default=False, description="Implicit TLS from the first byte (port 465).")
+    smtp_starttls: bool | None = Field(
+        default=None, description="Require STARTTLS (true), never use it (false), or use it when offered (unset)."
+    )
+    smtp_pool_size: int = Field(default=4, ge=1, le=64, description="Persistent SMTP connections kept open.")
+    smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for the SMTP server.")
+    mail_catcher_host: str = Field(default="127.0.0.1", description="Interface of the built-in mail catcher.")
+    mail_catcher_port: int = Field(default=2525, description="Port of the built-in mail catcher.")
 
     def resolved_database_url(self) -> str:
         """The configured URL, or SQLite under the data directory."""

@@ -6,6 +6,7 @@ from suppilo.companies import models as companies_models
 from suppilo.contacts import models as contacts_models
 from suppilo.db.base import Base
 from suppilo.events import models as events_models
+from suppilo.messaging import models as messaging_models
 from suppilo.workspaces import models as workspaces_models
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "companies_models",
     "contacts_models",
     "events_models",
+    "messaging_models",
     "workspaces_models",
 ]

@@ -59,6 +59,7 @@ def create_workspace(session: Session, data: WorkspaceCreate) -> Workspace:
     """Create a workspace with the default lifecycle stages and channel rules."""
     from suppilo.contacts import service as contacts_service
     from suppilo.events import service as events_service
+    from suppilo.messaging import service as messaging_service
 
     _check_timezone(data.timezone)
     if session.scalar(select(Workspace.id).where(Workspace.slug == data.slug)) is not None:
@@ -68,6 +69,7 @@ def create_workspace(session: Session, data: WorkspaceCreate) -> Workspace:
     session.flush()
     contacts_service.seed_default_stages(session, workspace.id)
     events_service.seed_default_channel_rules(session, workspace.id)
+    messaging_service.install_default_templates(session, workspace.id)
     return workspace
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:09:19.204311
+Create Date: 2026-11-23 19:38:14.960182
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy import Text
+from sqlalchemy.dialects import postgresql
 
 import suppilo.db.types
-from sqlalchemy.dialects import postgresql
 
 revision = "0001"
 down_revision = None
@@ -30,9 +30,18 @@ def upgrade() -> None:
         sa.Column("language", sa.String(length=8), nullable=False),
         sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
@@ -52,14 +61,27 @@ def upgrade() -> None:
         sa.Column("address_country", sa.String(length=2), nullable=True),
         sa.Column("require_tracking_consent", sa.Boolean(), nullable=False),
         sa.Column(
-            "site_domains", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "site_domains",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
         sa.Column(
-            "settings", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "settings",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workspaces")),
         sa.UniqueConstraint("slug", name=op.f("uq_workspaces_slug")),
     )
@@ -68,14 +90,36 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
-        sa.Column("scopes", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_used_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "scopes",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "last_used_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "revoked_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_api_keys_workspace_id_workspaces"), ondelete="CASCADE"
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_api_keys_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
@@ -85,34 +129,67 @@ def upgrade() -> None:
 
     op.create_table(
         "audit_log",
-        sa.Column("occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.Column("actor", sa.String(length=200), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("subject_type", sa.String(length=32), nullable=False),
-        sa.Column("subject_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column(
-            "details", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "subject_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
         ),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "details",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_audit_log_workspace_id_workspaces"), ondelete="CASCADE"
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_audit_log_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.create_index("ix_audit_log_ws_time", ["workspace_id", "occurred_at"], unique=False)
+        batch_op.create_index(
+            "ix_audit_log_ws_time", ["workspace_id", "occurred_at"], unique=False
+        )
 
     op.create_table(
         "channel_rules",
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("channel", sa.String(length=32), nullable=False),
         sa.Column(
-            "conditions", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "conditions",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
         sa.Column("description", sa.String(length=300), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -122,7 +199,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_channel_rules")),
     )
     with op.batch_alter_table("channel_rules", schema=None) as batch_op:
-        batch_op.create_index("ix_channel_rules_ws_pos", ["workspace_id", "position"], unique=False)
+        batch_op.create_index(
+            "ix_channel_rules_ws_pos", ["workspace_id", "position"], unique=False
+        )
 
     op.create_table(
         "companies",
@@ -135,27 +214,61 @@ def upgrade() -> None:
         sa.Column("revenue_currency", sa.String(length=3), nullable=True),
         sa.Column("country", sa.String(length=2), nullable=True),
         sa.Column("city", sa.String(length=100), nullable=True),
-        sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column(
-            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "owner_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
         ),
-        sa.Column("external_id", sa.String(length=200), nullable=True, comment="Segment groupId"),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["owner_id"], ["users.id"], name=op.f("fk_companies_owner_id_users"), ondelete="SET NULL"
+        sa.Column(
+            "properties",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "external_id",
+            sa.String(length=200),
+            nullable=True,
+            comment="Segment groupId",
+        ),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_companies_workspace_id_workspaces"), ondelete="CASCADE"
+            ["owner_id"],
+            ["users.id"],
+            name=op.f("fk_companies_owner_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_companies_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_companies")),
         sqlite_autoincrement=True,
     )
     with op.batch_alter_table("companies", schema=None) as batch_op:
-        batch_op.create_index("ix_companies_ws_name", ["workspace_id", "name_lower"], unique=False)
-        batch_op.create_index("ix_companies_ws_owner", ["workspace_id", "owner_id"], unique=False)
+        batch_op.create_index(
+            "ix_companies_ws_name", ["workspace_id", "name_lower"], unique=False
+        )
+        batch_op.create_index(
+            "ix_companies_ws_owner", ["workspace_id", "owner_id"], unique=False
+        )
         batch_op.create_index(
             "uq_companies_ws_domain",
             ["workspace_id", "domain"],
@@ -166,15 +279,36 @@ def upgrade() -> None:
 
     op.create_table(
         "contact_merges",
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("merged_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("merged_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "merged_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "merged_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.Column("reason", sa.String(length=200), nullable=False),
         sa.Column(
-            "snapshot", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "snapshot",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -184,34 +318,64 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contact_merges")),
     )
     with op.batch_alter_table("contact_merges", schema=None) as batch_op:
-        batch_op.create_index("ix_contact_merges_contact", ["workspace_id", "contact_id"], unique=False)
-        batch_op.create_index("ix_contact_merges_merged", ["workspace_id", "merged_id"], unique=False)
+        batch_op.create_index(
+            "ix_contact_merges_contact", ["workspace_id", "contact_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_contact_merges_merged", ["workspace_id", "merged_id"], unique=False
+        )
 
     op.create_table(
         "forms",
         sa.Column("slug", sa.String(length=64), nullable=False),
         sa.Column("public_key", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("fields", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column(
+            "fields",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("consent_text", sa.Text(), nullable=True),
         sa.Column("consent_version", sa.String(length=32), nullable=True),
         sa.Column("consent_required", sa.Boolean(), nullable=False),
         sa.Column("consent_topic", sa.String(length=64), nullable=False),
         sa.Column("success_message", sa.Text(), nullable=False),
         sa.Column("redirect_url", sa.String(length=2000), nullable=True),
-        sa.Column("tags", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column(
+            "tags",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("language", sa.String(length=8), nullable=True),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_forms_workspace_id_workspaces"), ondelete="CASCADE"
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_forms_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_forms")),
         sa.UniqueConstraint("public_key", name=op.f("uq_forms_public_key")),
-        sa.UniqueConstraint("workspace_id", "slug", name=op.f("uq_forms_workspace_id_slug")),
+        sa.UniqueConstraint(
+            "workspace_id", "slug", name=op.f("uq_forms_workspace_id_slug")
+        ),
     )
     op.create_table(
         "lifecycle_stages",
@@ -220,8 +384,17 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=8), nullable=False),
         sa.Column("description", sa.String(length=500), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -229,25 +402,94 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lifecycle_stages")),
-        sa.UniqueConstraint("workspace_id", "key", name=op.f("uq_lifecycle_stages_workspace_id_key")),
+        sa.UniqueConstraint(
+            "workspace_id", "key", name=op.f("uq_lifecycle_stages_workspace_id_key")
+        ),
     )
     op.create_table(
         "memberships",
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "user_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
         sa.Column("role", sa.String(length=32), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_memberships_user_id_users"), ondelete="CASCADE"
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_memberships_workspace_id_workspaces"), ondelete="CASCADE"
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_memberships_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_memberships_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_memberships")),
-        sa.UniqueConstraint("workspace_id", "user_id", name=op.f("uq_memberships_workspace_id_user_id")),
+        sa.UniqueConstraint(
+            "workspace_id", "user_id", name=op.f("uq_memberships_workspace_id_user_id")
+        ),
     )
     with op.batch_alter_table("memberships", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_memberships_user_id"), ["user_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_memberships_user_id"), ["user_id"], unique=False
+        )
+
+    op.create_table(
+        "message_templates",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.String(length=1000), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column(
+            "published_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_message_templates_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_message_templates")),
+        sa.UniqueConstraint(
+            "workspace_id", "key", name=op.f("uq_message_templates_workspace_id_key")
+        ),
+    )
+    with op.batch_alter_table("message_templates", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_message_templates_ws_kind", ["workspace_id", "kind"], unique=False
+        )
 
     op.create_table(
         "products",
@@ -259,20 +501,42 @@ def upgrade() -> None:
         sa.Column("url", sa.String(length=2000), nullable=True),
         sa.Column("image_url", sa.String(length=2000), nullable=True),
         sa.Column(
-            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "properties",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_products_workspace_id_workspaces"), ondelete="CASCADE"
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_products_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_products")),
-        sa.UniqueConstraint("workspace_id", "sku", name=op.f("uq_products_workspace_id_sku")),
+        sa.UniqueConstraint(
+            "workspace_id", "sku", name=op.f("uq_products_workspace_id_sku")
+        ),
     )
     with op.batch_alter_table("products", schema=None) as batch_op:
-        batch_op.create_index("ix_products_ws_category", ["workspace_id", "category"], unique=False)
+        batch_op.create_index(
+            "ix_products_ws_category", ["workspace_id", "category"], unique=False
+        )
 
     op.create_table(
         "property_definitions",
@@ -281,13 +545,28 @@ def upgrade() -> None:
         sa.Column("label", sa.String(length=200), nullable=False),
         sa.Column("type", sa.String(length=16), nullable=False),
         sa.Column(
-            "options", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "options",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
         sa.Column("description", sa.String(length=500), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -296,13 +575,21 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_property_definitions")),
         sa.UniqueConstraint(
-            "workspace_id", "object_type", "name", name=op.f("uq_property_definitions_workspace_id_object_type_name")
+            "workspace_id",
+            "object_type",
+            "name",
+            name=op.f("uq_property_definitions_workspace_id_object_type_name"),
         ),
     )
     op.create_table(
         "contacts",
         sa.Column("email", sa.String(length=320), nullable=True),
-        sa.Column("external_id", sa.String(length=200), nullable=True, comment="Segment userId"),
+        sa.Column(
+            "external_id",
+            sa.String(length=200),
+            nullable=True,
+            comment="Segment userId",
+        ),
         sa.Column("is_anonymous", sa.Boolean(), nullable=False),
         sa.Column("first_name", sa.String(length=200), nullable=True),
         sa.Column("last_name", sa.String(length=200), nullable=True),
@@ -315,51 +602,119 @@ def upgrade() -> None:
         sa.Column("city", sa.String(length=100), nullable=True),
         sa.Column("timezone", sa.String(length=64), nullable=True),
         sa.Column("job_title", sa.String(length=200), nullable=True),
-        sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("company_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("lifecycle_stage", sa.String(length=32), nullable=False),
-        sa.Column("lifecycle_stage_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column(
-            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "owner_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
+        sa.Column(
+            "company_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
+        sa.Column("lifecycle_stage", sa.String(length=32), nullable=False),
+        sa.Column(
+            "lifecycle_stage_at",
+            suppilo.db.types.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column(
+            "properties",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
         sa.Column("first_touch_channel", sa.String(length=32), nullable=True),
         sa.Column("first_touch_source", sa.String(length=200), nullable=True),
         sa.Column("first_touch_campaign", sa.String(length=200), nullable=True),
-        sa.Column("first_touch_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "first_touch_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
         sa.Column("latest_touch_channel", sa.String(length=32), nullable=True),
         sa.Column("latest_touch_source", sa.String(length=200), nullable=True),
         sa.Column("latest_touch_campaign", sa.String(length=200), nullable=True),
-        sa.Column("latest_touch_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("first_seen_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_seen_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "latest_touch_at",
+            suppilo.db.types.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column(
+            "first_seen_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "last_seen_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["company_id"], ["companies.id"], name=op.f("fk_contacts_company_id_companies"), ondelete="SET NULL"
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(
-            ["owner_id"], ["users.id"], name=op.f("fk_contacts_owner_id_users"), ondelete="SET NULL"
+            ["company_id"],
+            ["companies.id"],
+            name=op.f("fk_contacts_company_id_companies"),
+            ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_contacts_workspace_id_workspaces"), ondelete="CASCADE"
+            ["owner_id"],
+            ["users.id"],
+            name=op.f("fk_contacts_owner_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_contacts_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
         sqlite_autoincrement=True,
     )
     with op.batch_alter_table("contacts", schema=None) as batch_op:
-        batch_op.create_index("ix_contacts_ws_anonymous", ["workspace_id", "is_anonymous", "id"], unique=False)
-        batch_op.create_index("ix_contacts_ws_company", ["workspace_id", "company_id", "id"], unique=False)
-        batch_op.create_index("ix_contacts_ws_country", ["workspace_id", "country", "id"], unique=False)
-        batch_op.create_index("ix_contacts_ws_created", ["workspace_id", "created_at"], unique=False)
         batch_op.create_index(
-            "ix_contacts_ws_first_name", ["workspace_id", "first_name_lower", "last_name_lower"], unique=False
+            "ix_contacts_ws_anonymous",
+            ["workspace_id", "is_anonymous", "id"],
+            unique=False,
         )
-        batch_op.create_index("ix_contacts_ws_last_name", ["workspace_id", "last_name_lower"], unique=False)
-        batch_op.create_index("ix_contacts_ws_owner", ["workspace_id", "owner_id", "id"], unique=False)
-        batch_op.create_index("ix_contacts_ws_stage", ["workspace_id", "lifecycle_stage", "id"], unique=False)
+        batch_op.create_index(
+            "ix_contacts_ws_company", ["workspace_id", "company_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_contacts_ws_country", ["workspace_id", "country", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_contacts_ws_created", ["workspace_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_contacts_ws_first_name",
+            ["workspace_id", "first_name_lower", "last_name_lower"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_contacts_ws_last_name",
+            ["workspace_id", "last_name_lower"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_contacts_ws_owner", ["workspace_id", "owner_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_contacts_ws_stage",
+            ["workspace_id", "lifecycle_stage", "id"],
+            unique=False,
+        )
         batch_op.create_index(
             "uq_contacts_ws_email",
             ["workspace_id", "email"],
@@ -376,15 +731,82 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "message_template_variants",
+        sa.Column(
+            "template_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column("language", sa.String(length=8), nullable=False),
+        sa.Column("subject", sa.String(length=500), nullable=False),
+        sa.Column("preheader", sa.String(length=500), nullable=False),
+        sa.Column("html", sa.Text(), nullable=False),
+        sa.Column("text", sa.Text(), nullable=True),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["template_id"],
+            ["message_templates.id"],
+            name=op.f("fk_message_template_variants_template_id_message_templates"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_message_template_variants_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_message_template_variants")),
+        sa.UniqueConstraint(
+            "workspace_id",
+            "template_id",
+            "language",
+            name=op.f("uq_message_template_variants_workspace_id_template_id_language"),
+        ),
+    )
+    op.create_table(
         "contact_identities",
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("value", sa.String(length=200), nullable=False),
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_contact_identities_contact_id_contacts"), ondelete="CASCADE"
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_contact_identities_contact_id_contacts"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -394,19 +816,35 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contact_identities")),
         sa.UniqueConstraint(
-            "workspace_id", "kind", "value", name=op.f("uq_contact_identities_workspace_id_kind_value")
+            "workspace_id",
+            "kind",
+            "value",
+            name=op.f("uq_contact_identities_workspace_id_kind_value"),
         ),
     )
     with op.batch_alter_table("contact_identities", schema=None) as batch_op:
-        batch_op.create_index("ix_contact_identities_contact", ["contact_id"], unique=False)
+        batch_op.create_index(
+            "ix_contact_identities_contact", ["contact_id"], unique=False
+        )
 
     op.create_table(
         "contact_tags",
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
         sa.Column("tag", sa.String(length=100), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_contact_tags_contact_id_contacts"), ondelete="CASCADE"
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_contact_tags_contact_id_contacts"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -417,57 +855,125 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("contact_id", "tag", name=op.f("pk_contact_tags")),
     )
     with op.batch_alter_table("contact_tags", schema=None) as batch_op:
-        batch_op.create_index("ix_contact_tags_ws_tag", ["workspace_id", "tag", "contact_id"], unique=False)
+        batch_op.create_index(
+            "ix_contact_tags_ws_tag",
+            ["workspace_id", "tag", "contact_id"],
+            unique=False,
+        )
 
     op.create_table(
         "events",
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
         sa.Column("anonymous_id", sa.String(length=200), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column(
-            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "properties",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
         sa.Column(
-            "context", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "context",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
-        sa.Column("occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("received_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "received_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.Column("message_id", sa.String(length=200), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_events_contact_id_contacts"), ondelete="CASCADE"
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_events_workspace_id_workspaces"), ondelete="CASCADE"
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_events_contact_id_contacts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_events_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
-        sa.UniqueConstraint("workspace_id", "message_id", name=op.f("uq_events_workspace_id_message_id")),
+        sa.UniqueConstraint(
+            "workspace_id", "message_id", name=op.f("uq_events_workspace_id_message_id")
+        ),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index("ix_events_contact_time", ["workspace_id", "contact_id", "occurred_at"], unique=False)
-        batch_op.create_index("ix_events_name_time", ["workspace_id", "name", "occurred_at"], unique=False)
+        batch_op.create_index(
+            "ix_events_contact_time",
+            ["workspace_id", "contact_id", "occurred_at"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_events_name_time", ["workspace_id", "name", "occurred_at"], unique=False
+        )
 
     op.create_table(
         "form_submissions",
-        sa.Column("form_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("data", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column(
+            "form_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
+        sa.Column(
+            "data",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("consent_given", sa.Boolean(), nullable=False),
         sa.Column("consent_text", sa.Text(), nullable=True),
         sa.Column("consent_version", sa.String(length=32), nullable=True),
         sa.Column("page_url", sa.Text(), nullable=True),
         sa.Column("ip", sa.String(length=64), nullable=True),
         sa.Column("user_agent", sa.String(length=500), nullable=True),
-        sa.Column("submitted_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_form_submissions_contact_id_contacts"), ondelete="CASCADE"
+        sa.Column(
+            "submitted_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
         ),
         sa.ForeignKeyConstraint(
-            ["form_id"], ["forms.id"], name=op.f("fk_form_submissions_form_id_forms"), ondelete="CASCADE"
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_form_submissions_contact_id_contacts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["form_id"],
+            ["forms.id"],
+            name=op.f("fk_form_submissions_form_id_forms"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -478,17 +984,27 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_form_submissions")),
     )
     with op.batch_alter_table("form_submissions", schema=None) as batch_op:
-        batch_op.create_index("ix_form_submissions_contact", ["workspace_id", "contact_id"], unique=False)
         batch_op.create_index(
-            "ix_form_submissions_form_time", ["workspace_id", "form_id", "submitted_at"], unique=False
+            "ix_form_submissions_contact", ["workspace_id", "contact_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_form_submissions_form_time",
+            ["workspace_id", "form_id", "submitted_at"],
+            unique=False,
         )
 
     op.create_table(
         "orders",
         sa.Column("external_id", sa.String(length=200), nullable=False),
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
         sa.Column("status", sa.String(length=32), nullable=False),
-        sa.Column("placed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "placed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("subtotal_minor", sa.BigInteger(), nullable=False),
         sa.Column("discount_minor", sa.BigInteger(), nullable=False),
@@ -499,38 +1015,87 @@ def upgrade() -> None:
         sa.Column("coupon_code", sa.String(length=100), nullable=True),
         sa.Column("channel", sa.String(length=32), nullable=True),
         sa.Column(
-            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+            "properties",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
         ),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_orders_contact_id_contacts"), ondelete="SET NULL"
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_orders_workspace_id_workspaces"), ondelete="CASCADE"
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_orders_contact_id_contacts"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_orders_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
-        sa.UniqueConstraint("workspace_id", "external_id", name=op.f("uq_orders_workspace_id_external_id")),
+        sa.UniqueConstraint(
+            "workspace_id",
+            "external_id",
+            name=op.f("uq_orders_workspace_id_external_id"),
+        ),
     )
     with op.batch_alter_table("orders", schema=None) as batch_op:
-        batch_op.create_index("ix_orders_contact_time", ["workspace_id", "contact_id", "placed_at"], unique=False)
-        batch_op.create_index("ix_orders_ws_time", ["workspace_id", "placed_at"], unique=False)
+        batch_op.create_index(
+            "ix_orders_contact_time",
+            ["workspace_id", "contact_id", "placed_at"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_orders_ws_time", ["workspace_id", "placed_at"], unique=False
+        )
 
     op.create_table(
         "stage_changes",
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
         sa.Column("from_stage", sa.String(length=32), nullable=True),
         sa.Column("to_stage", sa.String(length=32), nullable=False),
-        sa.Column("changed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "changed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.Column("reason", sa.String(length=500), nullable=False),
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("actor", sa.String(length=200), nullable=True),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_stage_changes_contact_id_contacts"), ondelete="CASCADE"
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_stage_changes_contact_id_contacts"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -541,14 +1106,30 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_stage_changes")),
     )
     with op.batch_alter_table("stage_changes", schema=None) as batch_op:
-        batch_op.create_index("ix_stage_changes_contact", ["workspace_id", "contact_id", "changed_at"], unique=False)
-        batch_op.create_index("ix_stage_changes_ws_time", ["workspace_id", "changed_at"], unique=False)
+        batch_op.create_index(
+            "ix_stage_changes_contact",
+            ["workspace_id", "contact_id", "changed_at"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_stage_changes_ws_time", ["workspace_id", "changed_at"], unique=False
+        )
 
     op.create_table(
         "touches",
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "event_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
+        sa.Column(
+            "occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.Column("channel", sa.String(length=32), nullable=False),
         sa.Column("source", sa.String(length=200), nullable=True),
         sa.Column("medium", sa.String(length=200), nullable=True),
@@ -557,100 +1138,218 @@ def upgrade() -> None:
         sa.Column("content", sa.String(length=200), nullable=True),
         sa.Column("referrer", sa.Text(), nullable=True),
         sa.Column("landing_url", sa.Text(), nullable=True),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_touches_contact_id_contacts"), ondelete="CASCADE"
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_touches_workspace_id_workspaces"), ondelete="CASCADE"
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_touches_contact_id_contacts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_touches_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_touches")),
     )
     with op.batch_alter_table("touches", schema=None) as batch_op:
-        batch_op.create_index("ix_touches_contact_time", ["workspace_id", "contact_id", "occurred_at"], unique=False)
+        batch_op.create_index(
+            "ix_touches_contact_time",
+            ["workspace_id", "contact_id", "occurred_at"],
+            unique=False,
+        )
 
     op.create_table(
         "carts",
         sa.Column("external_id", sa.String(length=200), nullable=False),
-        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column(
+            "contact_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("value_minor", sa.BigInteger(), nullable=False),
-        sa.Column("lines", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
-        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("last_activity_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "lines",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "order_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
+        sa.Column(
+            "last_activity_at",
+            suppilo.db.types.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
         sa.Column(
             "applied_message_ids",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["contact_id"], ["contacts.id"], name=op.f("fk_carts_contact_id_contacts"), ondelete="CASCADE"
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
         ),
         sa.ForeignKeyConstraint(
-            ["order_id"], ["orders.id"], name=op.f("fk_carts_order_id_orders"), ondelete="SET NULL"
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_carts_contact_id_contacts"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_carts_workspace_id_workspaces"), ondelete="CASCADE"
+            ["order_id"],
+            ["orders.id"],
+            name=op.f("fk_carts_order_id_orders"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_carts_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_carts")),
-        sa.UniqueConstraint("workspace_id", "external_id", name=op.f("uq_carts_workspace_id_external_id")),
+        sa.UniqueConstraint(
+            "workspace_id",
+            "external_id",
+            name=op.f("uq_carts_workspace_id_external_id"),
+        ),
     )
     with op.batch_alter_table("carts", schema=None) as batch_op:
-        batch_op.create_index("ix_carts_contact", ["workspace_id", "contact_id"], unique=False)
         batch_op.create_index(
-            "ix_carts_ws_status_activity", ["workspace_id", "status", "last_activity_at"], unique=False
+            "ix_carts_contact", ["workspace_id", "contact_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_carts_ws_status_activity",
+            ["workspace_id", "status", "last_activity_at"],
+            unique=False,
         )
 
     op.create_table(
         "order_lines",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("product_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "order_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "product_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
         sa.Column("sku", sa.String(length=100), nullable=False),
         sa.Column("name", sa.String(length=300), nullable=False),
         sa.Column("category", sa.String(length=200), nullable=True),
         sa.Column("quantity", sa.Integer(), nullable=False),
         sa.Column("unit_price_minor", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["order_id"], ["orders.id"], name=op.f("fk_order_lines_order_id_orders"), ondelete="CASCADE"
+            ["order_id"],
+            ["orders.id"],
+            name=op.f("fk_order_lines_order_id_orders"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["product_id"], ["products.id"], name=op.f("fk_order_lines_product_id_products"), ondelete="SET NULL"
+            ["product_id"],
+            ["products.id"],
+            name=op.f("fk_order_lines_product_id_products"),
+            ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_order_lines_workspace_id_workspaces"), ondelete="CASCADE"
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_order_lines_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_order_lines")),
     )
     with op.batch_alter_table("order_lines", schema=None) as batch_op:
         batch_op.create_index("ix_order_lines_order", ["order_id"], unique=False)
-        batch_op.create_index("ix_order_lines_ws_sku", ["workspace_id", "sku"], unique=False)
+        batch_op.create_index(
+            "ix_order_lines_ws_sku", ["workspace_id", "sku"], unique=False
+        )
 
     op.create_table(
         "refunds",
         sa.Column("external_id", sa.String(length=200), nullable=False),
-        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "order_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("refunded_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "refunded_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.Column("reason", sa.String(length=500), nullable=False),
-        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["order_id"], ["orders.id"], name=op.f("fk_refunds_order_id_orders"), ondelete="CASCADE"
+        sa.Column(
+            "workspace_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_refunds_workspace_id_workspaces"), ondelete="CASCADE"
+            ["order_id"],
+            ["orders.id"],
+            name=op.f("fk_refunds_order_id_orders"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_refunds_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refunds")),
-        sa.UniqueConstraint("workspace_id", "external_id", name=op.f("uq_refunds_workspace_id_external_id")),
+        sa.UniqueConstraint(
+            "workspace_id",
+            "external_id",
+            name=op.f("uq_refunds_workspace_id_external_id"),
+        ),
     )
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.create_index("ix_refunds_order", ["order_id"], unique=False)
@@ -706,6 +1405,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_contact_identities_contact")
 
     op.drop_table("contact_identities")
+    op.drop_table("message_template_variants")
     with op.batch_alter_table("contacts", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_contacts_ws_external_id",
@@ -732,6 +1432,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_products_ws_category")
 
     op.drop_table("products")
+    with op.batch_alter_table("message_templates", schema=None) as batch_op:
+        batch_op.drop_index("ix_message_templates_ws_kind")
+
+    op.drop_table("message_templates")
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_memberships_user_id"))
 

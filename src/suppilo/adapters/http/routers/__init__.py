@@ -9,6 +9,7 @@ from suppilo.adapters.http.routers import (
     forms,
     lifecycle,
     sources,
+    templates,
     tracking,
     transfer,
     workspace,
@@ -24,4 +25,5 @@ ROUTERS: list[APIRouter] = [
     commerce.router,
     forms.router,
     transfer.router,
+    templates.router,
 ]

@@ -1,0 +1,884 @@
+"""Template rendering and validation in a locked-down Jinja2 sandbox.
+
+Security model (see docs/messaging.md): templates are written by workspace users and rendered with contact data,
+so both are untrusted. Rendering uses an ``ImmutableSandboxedEnvironment`` with
+
+* a context of plain data only (dicts, lists, strings, numbers, dates) built from whitelisted fields;
+* no globals but a capped ``range``; filters from an allow-list (no ``attr``, ``format``, ``safe``, ...);
+* no attribute whose name starts with ``_`` or is ``format``/``format_map``/``mro``/..., and calls only to
+  a short list of harmless methods of strings, dicts and lists;
+* no macros, includes, imports, inheritance or recursive loops;
+* ``*`` and ``**`` checked so no huge string or number is built; every ``for`` loop draws from one
+  iteration budget per render; the output size is capped.
+
+The same rules are checked when a template is saved (:func:`validate_source`) and enforced again when it is
+rendered, so a template stored before a rule existed still cannot reach anything.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import html as html_lib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from html.parser import HTMLParser
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import css_inline
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency, format_decimal, format_percent, get_currency_precision
+from jinja2 import ChainableUndefined, nodes, pass_environment, pass_eval_context
+from jinja2 import filters as jinja_filters
+from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
+from jinja2.runtime import LoopContext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
+
+from suppilo.errors import DomainError
+
+# --- limits -----------------------------------------------------------------------------------------------------
+
+MAX_LOOP_ITERATIONS = 10_000  # all ``for`` loops of one render together
+MAX_RANGE = 1_000  # the largest ``range(...)``
+MAX_OUTPUT_CHARS = 1_000_000  # per rendered part
+MAX_SEQUENCE_LEN = 100_000  # ``'x' * n`` and friends
+MAX_INT_BITS = 4_096  # ``a ** b`` and ``a * b`` on integers
+MAX_SOURCE_CHARS = 500_000
+
+# --- what templates may use --------------------------------------------------------------------------------------
+
+CONTACT_FIELDS = frozenset(
+    {"id", "first_name", "last_name", "full_name", "email", "language", "country", "city", "region", "timezone"}
+    | {"job_title", "lifecycle_stage", "properties"}
+)
+COMPANY_FIELDS = frozenset({"name", "industry", "domain", "country", "city"})
+WORKSPACE_FIELDS = frozenset(
+    {"name", "postal_address", "address_line1", "address_line2", "postal_code", "city", "region", "country"}
+    | {"website", "currency"}
+)
+# Roots whose attributes are checked, and roots that callers fill with plain dicts of their own shape.
+CHECKED_ROOTS: dict[str, frozenset[str]] = {
+    "contact": CONTACT_FIELDS,
+    "company": COMPANY_FIELDS,
+    "workspace": WORKSPACE_FIELDS,
+}
+FREE_ROOTS = frozenset({"order", "cart", "offer", "recommendations", "survey", "referral", "message"})
+URL_ROOTS = frozenset({"unsubscribe_url", "preferences_url", "view_in_browser_url"})
+KNOWN_ROOTS = frozenset(CHECKED_ROOTS) | FREE_ROOTS | URL_ROOTS | {"range", "today", "now", "language"}
+
+FORBIDDEN_ATTRIBUTES = frozenset(
+    {"format", "format_map", "mro", "globals", "func_globals", "gi_frame", "gi_code", "cr_frame", "f_globals"}
+    | {"f_locals", "f_back", "tb_frame", "im_func", "func_code", "environment", "undefined"}
+)
+FORBIDDEN_NAMES = frozenset({"cycler", "joiner", "namespace", "lipsum", "dict", "self", "varargs", "kwargs", "caller"})
+# Methods of plain values a template may call.
+SAFE_METHODS = frozenset(
+    {"upper", "lower", "title", "capitalize", "strip", "lstrip", "rstrip", "startswith", "endswith", "split"}
+    | {"rsplit", "splitlines", "isdigit", "isalpha", "isalnum", "isspace", "get", "items", "keys", "values"}
+    | {"count", "index", "find", "cycle", "changed"}
+)
+SAFE_FILTERS = frozenset(
+    {"abs", "batch", "capitalize", "count", "default", "d", "dictsort", "e", "escape", "filesizeformat", "first"}
+    | {"float", "forceescape", "groupby", "int", "items", "join", "last", "length", "list", "lower", "map", "max"}
+    | {"min", "reject", "rejectattr", "replace", "reverse", "round", "select", "selectattr", "slice", "sort"}
+    | {"string", "striptags", "sum", "title", "trim", "truncate", "unique", "upper", "urlencode", "urlize"}
+    | {"wordcount", "wordwrap"}
+)
+OWN_FILTERS = frozenset({"money", "date", "datetime", "time", "number", "percent"})
+FORBIDDEN_NODES: dict[type[nodes.Node], str] = {
+    nodes.Macro: "macros are not allowed",
+    nodes.CallBlock: "call blocks are not allowed",
+    nodes.Import: "imports are not allowed",
+    nodes.FromImport: "imports are not allowed",
+    nodes.Include: "includes are not allowed",
+    nodes.Extends: "template inheritance is not allowed",
+    nodes.Block: "blocks are not allowed",
+    nodes.FilterBlock: "filter blocks are not allowed",
+    nodes.ScopedEvalContextModifier: "autoescape blocks are not allowed",
+    nodes.EvalContextModifier: "autoescape blocks are not allowed",
+}
+ATTRIBUTE_ARG_FILTERS = frozenset(
+    {"map", "selectattr", "rejectattr", "sort", "groupby", "sum", "unique", "min", "max", "dictsort"}
+)
+
+
+class TemplateContent(Protocol):
+    """What :func:`render_message` needs of a template variant (a ``TemplateVariant`` row or any object)."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    """A rendered message: subject and preheader are single lines; html has its CSS inlined."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    language: str = ""
+    kind: str = ""
+    template_id: int | None = None
+    template_key: str = ""
+    template_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateIssue:
+    """One problem of a template: the path of the part (``variants.fi.html``), a message and a line number."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "message": self.message, "line": self.line}
+
+
+class TemplateInvalid(DomainError):
+    """A template was refused at save or publish; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[TemplateIssue]) -> None:
+        first = issues[0]
+        where = f" (line {first.line})" if first.line else ""
+        extra = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        super().__init__(first.path, f"{first.message}{where}{extra}", code="template_invalid")
+        self.issues = issues
+
+
+class TemplateRenderError(DomainError):
+    """Rendering one message failed (a refused construct, a limit, a bad value); other messages are unaffected."""
+
+    default_code = "template_render_failed"
+
+
+class RenderLimitError(SecurityError):
+    """A render exceeded a loop, size or number limit."""
+
+
+# --- the environment ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RenderState:
+    locale: Locale
+    timezone: ZoneInfo
+    currency: str
+    iterations_left: int = MAX_LOOP_ITERATIONS
+
+
+_state: contextvars.ContextVar[_RenderState | None] = contextvars.ContextVar("suppilo_render_state", default=None)
+
+
+class SilentUndefined(ChainableUndefined):
+    """A missing value renders as nothing, chains (``order.lines.first``) and works with ``default``."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return ""
+
+
+def _capped_range(*args: int) -> range:
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise RenderLimitError(f"range() is limited to {MAX_RANGE} items")
+    return r
+
+
+def _seq_len(value: Any) -> int | None:
+    if isinstance(value, str | bytes | list | tuple):
+        return len(value)
+    return None
+
+
+class MailSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox templates render in (see the module documentation)."""
+
+    intercepted_binops = frozenset({"*", "**", "//", "%"})
+
+    def __init__(self, *, autoescape: bool) -> None:
+        super().__init__(
+            autoescape=autoescape,
+            undefined=SilentUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            auto_reload=False,
+            cache_size=0,
+        )
+        self.globals.clear()
+        self.globals["range"] = _capped_range
+        self.filters = {name: jinja_filters.FILTERS[name] for name in SAFE_FILTERS}
+        self.filters["replace"] = _safe_replace
+        self.filters["wordwrap"] = _safe_wordwrap
+        self.filters.update(_own_filters())
+        self.filters["_loop_guard"] = _loop_guard
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if attr.startswith("_") or attr in FORBIDDEN_ATTRIBUTES:
+            return False
+        return bool(super().is_safe_attribute(obj, attr, value))
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(f"access to attribute {attribute!r} is not allowed")
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        obj = __obj
+        if obj is _capped_range:
+            return __context.call(obj, *args, **kwargs)
+        name = getattr(obj, "__name__", "")
+        owner = getattr(obj, "__self__", None)
+        if name in SAFE_METHODS and isinstance(owner, str | dict | list | tuple | LoopContext):
+            return super().call(__context, obj, *args, **kwargs)
+        raise SecurityError(f"calling {name or type(obj).__name__!r} is not allowed in a template")
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(left, int) and isinstance(right, int):
+                if right < 0 or max(abs(left).bit_length(), 1) * right > MAX_INT_BITS:
+                    raise RenderLimitError("the power is too large")
+            elif isinstance(right, int | float) and abs(right) > 1_000:
+                raise RenderLimitError("the power is too large")
+            return left**right
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                length = _seq_len(seq)
+                if length is not None and isinstance(n, int) and length * max(n, 0) > MAX_SEQUENCE_LEN:
+                    raise RenderLimitError("the repeated value is too long")
+            both_int = isinstance(left, int) and isinstance(right, int)
+            if both_int and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+                raise RenderLimitError("the product is too large")
+            return left * right
+        if operator == "%":
+            if isinstance(left, str):
+                raise SecurityError("string formatting with % is not allowed")
+            return left % right
+        return left // right
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        # Every loop draws from the render's iteration budget.
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "_loop_guard", [], [], None, None, lineno=loop.lineno)
+        return tree
+
+
+def _loop_guard(iterable: Any) -> Iterator[Any]:
+    state = _state.get()
+    if isinstance(iterable, SilentUndefined) or iterable is None:
+        return iter(())
+    if isinstance(iterable, Mapping):
+        iterable = list(iterable)
+    return _counting(iter(iterable), state)
+
+
+def _counting(it: Iterator[Any], state: _RenderState | None) -> Iterator[Any]:
+    for item in it:
+        if state is not None:
+            state.iterations_left -= 1
+            if state.iterations_left < 0:
+                raise RenderLimitError(f"loops are limited to {MAX_LOOP_ITERATIONS} iterations per message")
+        yield item
+
+
+def _safe_replace(eval_ctx: Any, s: Any, old: str, new: str, count: int | None = None) -> Any:
+    text = str(s)
+    occurrences = text.count(str(old)) if old else len(text) + 1
+    if len(text) + occurrences * len(str(new)) > MAX_SEQUENCE_LEN:
+        raise RenderLimitError("the replaced text is too long")
+    return jinja_filters.do_replace(eval_ctx, s, old, new, count)
+
+
+_safe_replace = pass_eval_context(_safe_replace)  # type: ignore[assignment]
+
+
+def _safe_wordwrap(environment: Any, s: str, width: int = 79, *args: Any, **kwargs: Any) -> str:
+    if not isinstance(width, int) or width < 1:
+        raise RenderLimitError("wordwrap needs a positive width")
+    return jinja_filters.do_wordwrap(environment, s, width, *args, **kwargs)
+
+
+_safe_wordwrap = pass_environment(_safe_wordwrap)  # type: ignore[assignment]
+
+
+# --- Babel filters -----------------------------------------------------------------------------------------------
+
+
+def _current() -> _RenderState:
+    state = _state.get()
+    if state is None:
+        return _RenderState(locale=Locale.parse("en"), timezone=ZoneInfo("UTC"), currency="EUR")
+    return state
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or isinstance(value, SilentUndefined) or value == ""
+
+
+def _to_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise TypeError("a number is required")
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(str(value).strip())
+
+
+def money(value: Any, currency: Any = None, *, minor: bool = True) -> str:
+    """Minor units as money in the message's locale: ``{{ order.total_minor | money(order.currency) }}``."""
+    if _is_missing(value):
+        return ""
+    state = _current()
+    code = str(currency).upper() if not _is_missing(currency) else state.currency
+    amount = _to_decimal(value)
+    if minor:
+        amount = amount.scaleb(-get_currency_precision(code))
+    return format_currency(amount, code, locale=state.locale)
+
+
+def _to_datetime(value: Any) -> datetime | date:
+    if isinstance(value, datetime | date):
+        return value
+    text = str(value).strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    if len(text) == 10:
+        return date.fromisoformat(text)
+    return datetime.fromisoformat(text)
+
+
+def _localise(value: datetime | date, state: _RenderState) -> datetime | date:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(state.timezone)
+    return value
+
+
+def date_filter(value: Any, fmt: str = "medium") -> str:
+    """A date in the contact's locale: ``{{ order.placed_at | date("long") }}`` (short, medium, long, full)."""
+    if _is_missing(value):
+        return ""
+    state = _current()
+    when = _localise(_to_datetime(value), state)
+    day = when.date() if isinstance(when, datetime) else when
+    return format_date(day, format=_check_format(fmt), locale=state.locale)
+
+
+def datetime_filter(value: Any, fmt: str = "medium") -> str:
+    """A date and time in the contact's locale and time zone."""
+    if _is_missing(value):
+        return ""
+    state = _current()
+    when = _localise(_to_datetime(value), state)
+    if not isinstance(when, datetime):
+        when = datetime.combine(when, time(0), tzinfo=state.timezone)
+    return format_datetime(when, format=_check_format(fmt), tzinfo=state.timezone, locale=state.locale)
+
+
+def time_filter(value: Any, fmt: str = "short") -> str:
+    """A time of day in the contact's locale and time zone."""
+    if _is_missing(value):
+        return ""
+    state = _current()
+    when = _localise(_to_datetime(value), state)
+    if not isinstance(when, datetime):
+        return ""
+    from babel.dates import format_time
+
+    return format_time(when, format=_check_format(fmt), tzinfo=state.timezone, locale=state.locale)
+
+
+def _check_format(fmt: Any) -> str:
+    text = str(fmt)
+    if text in {"short", "medium", "long", "full"}:
+        return text
+    if len(text) > 64 or not re.fullmatch(r"[A-Za-z ,.:/'\-]+", text):
+        raise RenderLimitError(f"date format {text!r} is not allowed")
+    return text
+
+
+def number(value: Any, decimals: int | None = None) -> str:
+    """A number in the contact's locale: ``{{ n | number }}``, ``{{ x | number(2) }}``."""
+    if _is_missing(value):
+        return ""
+    state = _current()
+    amount = _to_decimal(value)
+    if decimals is not None:
+        if not 0 <= int(decimals) <= 10:
+            raise RenderLimitError("decimals must be between 0 and 10")
+        fmt = "#,##0" + ("." + "0" * int(decimals) if int(decimals) else "")
+        return format_decimal(amount, format=fmt, locale=state.locale, decimal_quantization=True)
+    return format_decimal(amount, locale=state.locale)
+
+
+def percent(value: Any, decimals: int = 0) -> str:
+    """A ratio as a percentage in the contact's locale: ``{{ 0.25 | percent }}`` → ``25 %`` in Finnish."""
+    if _is_missing(value):
+        return ""
+    state = _current()
+    if not 0 <= int(decimals) <= 6:
+        raise RenderLimitError("decimals must be between 0 and 6")
+    fmt = "#,##0" + ("." + "0" * int(decimals) if int(decimals) else "") + "%"
+    return format_percent(_to_decimal(value), format=fmt, locale=state.locale)
+
+
+def _own_filters() -> dict[str, Callable[..., Any]]:
+    return {
+        "money": money,
+        "date": date_filter,
+        "datetime": datetime_filter,
+        "time": time_filter,
+        "number": number,
+        "percent": percent,
+    }
+
+
+_html_env = MailSandbox(autoescape=True)
+_text_env = MailSandbox(autoescape=False)
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(source: str, html: bool) -> Any:
+    env = _html_env if html else _text_env
+    return env.from_string(source)
+
+
+# --- validation ----------------------------------------------------------------------------------------------------
+
+
+def validate_source(
+    source: str,
+    *,
+    path: str,
+    html: bool = False,
+    contact_properties: Iterable[str] = (),
+) -> list[TemplateIssue]:
+    """Every problem of one template part: syntax, unknown variables and fields, forbidden constructs."""
+    if len(source) > MAX_SOURCE_CHARS:
+        return [TemplateIssue(path, f"is longer than {MAX_SOURCE_CHARS} characters")]
+    env = _html_env if html else _text_env
+    try:
+        tree = jinja2_parse(env, source)
+    except TemplateSyntaxError as exc:
+        return [TemplateIssue(path, f"syntax error: {exc.message}", exc.lineno)]
+    issues: list[TemplateIssue] = []
+    props = frozenset(contact_properties)
+
+    def add(node: nodes.Node, message: str) -> None:
+        issue = TemplateIssue(path, message, getattr(node, "lineno", None))
+        if issue not in issues:
+            issues.append(issue)
+
+    for node_type, message in FORBIDDEN_NODES.items():
+        for node in tree.find_all(node_type):
+            add(node, message)
+    for loop in tree.find_all(nodes.For):
+        if loop.recursive:
+            add(loop, "recursive loops are not allowed")
+        if (
+            isinstance(loop.iter, nodes.Call)
+            and isinstance(loop.iter.node, nodes.Name)
+            and loop.iter.node.name == "range"
+        ):
+            args = [_const_int(a) for a in loop.iter.args]
+            if all(a is not None for a in args) and args:
+                try:
+                    too_many = len(range(*args)) > MAX_RANGE  # type: ignore[misc]
+                except (TypeError, ValueError, OverflowError):
+                    too_many = True
+                if too_many:
+                    add(loop, f"range() is limited to {MAX_RANGE} items")
+    for name_node in tree.find_all(nodes.Name):
+        if name_node.name.startswith("_"):
+            add(name_node, f"names starting with '_' are not allowed: {name_node.name}")
+        elif name_node.name in FORBIDDEN_NAMES:
+            add(name_node, f"{name_node.name!r} is not allowed in templates")
+    for attr_node in tree.find_all(nodes.Getattr):
+        _check_attribute_name(attr_node, attr_node.attr, add)
+    for item_node in tree.find_all(nodes.Getitem):
+        if isinstance(item_node.arg, nodes.Const) and isinstance(item_node.arg.value, str):
+            _check_attribute_name(item_node, item_node.arg.value, add)
+    for filter_node in [*tree.find_all(nodes.Filter), *tree.find_all(nodes.Test)]:
+        if isinstance(filter_node, nodes.Filter):
+            if filter_node.name not in SAFE_FILTERS and filter_node.name not in OWN_FILTERS:
+                add(filter_node, f"the filter {filter_node.name!r} is not allowed")
+            if filter_node.name in ATTRIBUTE_ARG_FILTERS:
+                for const in filter_node.find_all(nodes.Const):
+                    if isinstance(const.value, str) and (const.value[:1] == "_" or "._" in const.value):
+                        add(filter_node, f"attribute {const.value!r} is not allowed")
+    for call in tree.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Getattr) and call.node.attr not in SAFE_METHODS:
+            add(call, f"calling {call.node.attr!r} is not allowed")
+        elif isinstance(call.node, nodes.Name) and call.node.name != "range":
+            add(call, f"calling {call.node.name!r} is not allowed")
+        elif not isinstance(call.node, nodes.Getattr | nodes.Name):
+            add(call, "only range() and simple methods of values may be called")
+
+    declared = _undeclared(env, tree)
+    for name in sorted(declared):
+        if name not in KNOWN_ROOTS and not name.startswith("_") and name not in FORBIDDEN_NAMES:
+            node = next((n for n in tree.find_all(nodes.Name) if n.name == name), tree)
+            add(node, f"unknown variable {name!r}; known: {', '.join(sorted(KNOWN_ROOTS - {'range'}))}")
+    for attr_node in tree.find_all(nodes.Getattr):
+        base = attr_node.node
+        if isinstance(base, nodes.Name) and base.name in CHECKED_ROOTS and base.name in declared:
+            allowed = CHECKED_ROOTS[base.name] | (props if base.name == "contact" else frozenset())
+            if attr_node.attr not in allowed:
+                add(attr_node, f"unknown field {base.name}.{attr_node.attr}")
+        if (
+            isinstance(base, nodes.Getattr)
+            and base.attr == "properties"
+            and isinstance(base.node, nodes.Name)
+            and base.node.name == "contact"
+            and "contact" in declared
+            and attr_node.attr not in props
+        ):
+            add(attr_node, f"unknown contact property {attr_node.attr!r}")
+    issues.sort(key=lambda i: (i.line or 0, i.message))
+    return issues
+
+
+def _const_int(node: nodes.Node) -> int | None:
+    """The value of a constant integer expression (``10**9``), ``None`` when it is not one or is absurd."""
+    if isinstance(node, nodes.Const) and isinstance(node.value, int) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, nodes.Neg):
+        inner = _const_int(node.node)
+        return None if inner is None else -inner
+    if isinstance(node, nodes.BinExpr):
+        left, right = _const_int(node.left), _const_int(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node, nodes.Pow):
+            if right < 0 or max(abs(left).bit_length(), 1) * right > MAX_INT_BITS:
+                return 10**100
+            return int(left**right)
+        ops: dict[type[nodes.Node], Callable[[int, int], int]] = {
+            nodes.Add: lambda a, b: a + b,
+            nodes.Sub: lambda a, b: a - b,
+            nodes.Mul: lambda a, b: a * b,
+        }
+        for kind, op in ops.items():
+            if isinstance(node, kind):
+                return op(left, right)
+    return None
+
+
+def _check_attribute_name(node: nodes.Node, attr: str, add: Callable[[nodes.Node, str], None]) -> None:
+    if attr.startswith("_"):
+        add(node, f"attributes starting with '_' are not allowed: {attr}")
+    elif attr in FORBIDDEN_ATTRIBUTES:
+        add(node, f"the attribute {attr!r} is not allowed")
+
+
+def jinja2_parse(env: MailSandbox, source: str) -> nodes.Template:
+    """Parse without the loop guard (validation looks at what the user wrote)."""
+    return ImmutableSandboxedEnvironment._parse(env, source, None, None)
+
+
+def _undeclared(env: MailSandbox, tree: nodes.Template) -> set[str]:
+    from jinja2 import meta
+
+    try:
+        return set(meta.find_undeclared_variables(tree))
+    except TemplateSyntaxError:
+        # An unknown filter stops the code generator; fall back to names read but never assigned.
+        stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - stored
+
+
+def validate_variant(
+    variant: TemplateContent, *, language: str, contact_properties: Iterable[str] = ()
+) -> list[TemplateIssue]:
+    """The issues of every part of one language variant, with paths ``variants.<lang>.<part>``."""
+    props = list(contact_properties)
+    issues: list[TemplateIssue] = []
+    if not (variant.subject or "").strip():
+        issues.append(TemplateIssue(f"variants.{language}.subject", "the subject is empty"))
+    if not (variant.html or "").strip():
+        issues.append(TemplateIssue(f"variants.{language}.html", "the HTML body is empty"))
+    for part, is_html in (("subject", False), ("preheader", False), ("html", True), ("text", False)):
+        source = getattr(variant, part) or ""
+        issues += validate_source(source, path=f"variants.{language}.{part}", html=is_html, contact_properties=props)
+    return issues
+
+
+_UNSUB_HREF = re.compile(r"""href\s*=\s*["']?\s*\{\{-?\s*unsubscribe_url\s*-?\}\}""", re.IGNORECASE)
+_UNSUB_TEXT = re.compile(r"\{\{-?\s*unsubscribe_url\s*-?\}\}")
+_ADDRESS = re.compile(r"\{\{-?\s*workspace\.postal_address\b")
+
+
+def marketing_issues(variant: TemplateContent, *, language: str) -> list[TemplateIssue]:
+    """What a marketing variant lacks: an unsubscribe link and the postal address, in HTML and text."""
+    issues: list[TemplateIssue] = []
+    base = f"variants.{language}"
+    if not _UNSUB_HREF.search(variant.html or ""):
+        issues.append(
+            TemplateIssue(f"{base}.html", 'marketing mail needs an unsubscribe link: <a href="{{ unsubscribe_url }}">')
+        )
+    if not _ADDRESS.search(variant.html or ""):
+        issues.append(TemplateIssue(f"{base}.html", "marketing mail needs {{ workspace.postal_address }}"))
+    if variant.text:
+        if not _UNSUB_TEXT.search(variant.text):
+            issues.append(TemplateIssue(f"{base}.text", "marketing mail needs {{ unsubscribe_url }} in the text part"))
+        if not _ADDRESS.search(variant.text):
+            issues.append(TemplateIssue(f"{base}.text", "marketing mail needs {{ workspace.postal_address }}"))
+    return issues
+
+
+# --- rendering -----------------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Plain data only: objects other than dicts, lists, strings, numbers and dates are refused."""
+    if depth > 12:
+        raise TemplateRenderError("context", "the context is nested too deeply")
+    if value is None or isinstance(value, str | bool | int | float | Decimal | date | datetime):
+        return value
+    if isinstance(value, Markup):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {
+            str(k): _plain(v, depth + 1)
+            for k, v in value.items()
+            if not str(k).startswith("_") and v is not None and v != ""
+        }
+    if isinstance(value, list | tuple):
+        return [_plain(v, depth + 1) for v in value]
+    raise TemplateRenderError("context", f"a {type(value).__name__} cannot be put into a template context")
+
+
+def locale_for(language: str, country: str | None = None) -> Locale:
+    """The Babel locale of a language and country (``fi`` + ``FI`` → ``fi_FI``), falling back to the language."""
+    lang = (language or "en").replace("-", "_").split("_")[0].lower()
+    for candidate in ([f"{lang}_{country.upper()}"] if country else []) + [lang, "en"]:
+        try:
+            return Locale.parse(candidate)
+        except (UnknownLocaleError, ValueError):
+            continue
+    return Locale.parse("en")
+
+
+def _zone(name: Any) -> ZoneInfo | None:
+    if not name or not isinstance(name, str):
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _render_part(source: str, context: dict[str, Any], *, html: bool) -> str:
+    if not source:
+        return ""
+    template = _compile(source, html)
+    out: list[str] = []
+    size = 0
+    for chunk in template.generate(context):
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise RenderLimitError(f"the rendered text is longer than {MAX_OUTPUT_CHARS} characters")
+        out.append(chunk)
+    return "".join(out)
+
+
+_ASCII_SPACE = re.compile(r"[ \t\r\n\f\v]+")
+
+
+def _one_line(text: str) -> str:
+    """One line: runs of ASCII whitespace (CR/LF included) become one space; no-break spaces stay."""
+    return _ASCII_SPACE.sub(" ", text.replace("\x00", "")).strip()
+
+
+_inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=False, keep_link_tags=False)
+
+
+def inline_css(html: str) -> str:
+    """Styles from ``<style>`` blocks moved into ``style`` attributes (no remote stylesheet is ever fetched)."""
+    if "<style" not in html.lower():
+        return html
+    return str(_inliner.inline(html))
+
+
+def _inject_preheader(html: str, preheader: str) -> str:
+    if not preheader:
+        return html
+    block = (
+        '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all;font-size:1px;line-height:1px;'
+        f'color:transparent;opacity:0" data-preheader="1">{html_lib.escape(preheader)}</div>'
+    )
+    match = re.search(r"<body[^>]*>", html, re.IGNORECASE)
+    if match:
+        return html[: match.end()] + block + html[match.end() :]
+    return block + html
+
+
+def render_message(
+    template: TemplateContent,
+    *,
+    language: str,
+    context: Mapping[str, Any],
+    locale: str | None = None,
+    timezone: str | None = None,
+    currency: str | None = None,
+) -> RenderedMessage:
+    """Render one variant with a context of plain data.
+
+    The locale defaults to ``language`` with ``contact.country``; the time zone to ``contact.timezone`` then
+    ``workspace.timezone`` then UTC; the currency of ``money`` without an argument to ``workspace.currency``.
+    Raises :class:`TemplateRenderError` (a ``DomainError``) when anything fails, including refused constructs.
+    """
+    ctx = _plain(dict(context))
+    contact = ctx.get("contact") or {}
+    workspace = ctx.get("workspace") or {}
+    loc = locale_for(locale or language, contact.get("country") if not locale else None)
+    zone = _zone(timezone) or _zone(contact.get("timezone")) or _zone(workspace.get("timezone")) or ZoneInfo("UTC")
+    state = _RenderState(locale=loc, timezone=zone, currency=(currency or workspace.get("currency") or "EUR"))
+    ctx.setdefault("language", language)
+    token = _state.set(state)
+    try:
+        subject = _one_line(_render_part(template.subject or "", ctx, html=False))
+        preheader = _one_line(_render_part(template.preheader or "", ctx, html=False))
+        body = inline_css(_render_part(template.html or "", ctx, html=True))
+        text = _render_part(template.text, ctx, html=False) if template.text else html_to_text(body)
+    except TemplateRenderError:
+        raise
+    except SecurityError as exc:
+        raise TemplateRenderError("template", f"refused: {exc}", code="template_refused") from exc
+    except TemplateSyntaxError as exc:
+        raise TemplateRenderError("template", f"syntax error at line {exc.lineno}: {exc.message}") from exc
+    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError, RecursionError) as exc:
+        raise TemplateRenderError("template", f"rendering failed: {exc}") from exc
+    finally:
+        _state.reset(token)
+    return RenderedMessage(
+        subject=subject,
+        preheader=preheader,
+        html=_inject_preheader(body, preheader),
+        text=_tidy_text(text),
+        language=language,
+    )
+
+
+# --- HTML to text --------------------------------------------------------------------------------------------------
+
+
+class _TextMaker(HTMLParser):
+    BLOCKS = frozenset(
+        {"p", "div", "section", "article", "header", "footer", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6"}
+        | {"ul", "ol", "blockquote", "hr", "center"}
+    )
+    SKIP = frozenset({"style", "script", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip_depth = 0
+        self.hidden_stack: list[str] = []
+        self.links: list[tuple[str, int]] = []
+        self.lists: list[list[int]] = []  # [is_ordered, counter]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag in self.SKIP:
+            self.skip_depth += 1
+            return
+        if self.hidden_stack or "data-preheader" in a or "display:none" in a.get("style", "").replace(" ", ""):
+            if tag not in {"br", "img", "hr", "meta", "link", "input"}:
+                self.hidden_stack.append(tag)
+            return
+        if tag in self.BLOCKS:
+            self.out.append("\n\n")
+        if tag in {"h1", "h2"}:
+            self.out.append("")
+        if tag == "br":
+            self.out.append("\n")
+        elif tag == "hr":
+            self.out.append("----\n\n")
+        elif tag in {"ul", "ol"}:
+            self.lists.append([1 if tag == "ol" else 0, 0])
+        elif tag == "li":
+            indent = "  " * max(len(self.lists) - 1, 0)
+            if self.lists and self.lists[-1][0]:
+                self.lists[-1][1] += 1
+                self.out.append(f"\n{indent}{self.lists[-1][1]}. ")
+            else:
+                self.out.append(f"\n{indent}- ")
+        elif tag in {"td", "th"}:
+            self.out.append(" ")
+        elif tag == "a":
+            self.links.append((a.get("href", "").strip(), len(self.out)))
+        elif tag == "img" and a.get("alt"):
+            self.out.append(a["alt"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self.skip_depth = max(self.skip_depth - 1, 0)
+            return
+        if self.hidden_stack:
+            if tag == self.hidden_stack[-1]:
+                self.hidden_stack.pop()
+            return
+        if tag == "a" and self.links:
+            href, start = self.links.pop()
+            label = _one_line("".join(self.out[start:]))
+            if href and not href.startswith(("#", "javascript:")):
+                shown = href[7:] if href.startswith("mailto:") else href
+                if not label:
+                    self.out.append(shown)
+                elif label != shown:
+                    self.out.append(f" ({shown})")
+        elif tag in {"ul", "ol"}:
+            if self.lists:
+                self.lists.pop()
+            self.out.append("\n\n")
+        elif tag in self.BLOCKS:
+            self.out.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip_depth or self.hidden_stack:
+            return
+        self.out.append(_ASCII_SPACE.sub(" ", data))
+
+
+def html_to_text(html: str) -> str:
+    """A readable text part from HTML: paragraphs, lists as ``- item``/``1. item``, links as ``text (url)``."""
+    maker = _TextMaker()
+    maker.feed(html)
+    maker.close()
+    return _tidy_text("".join(maker.out))
+
+
+def _strip_line(line: str) -> str:
+    line = line.rstrip()
+    # Keep the indentation of nested list items, drop any other leading space.
+    if re.match(r"^ +(- |\d+\. )", line):
+        return line
+    return line.lstrip()
+
+
+def _tidy_text(text: str) -> str:
+    lines = [_strip_line(line) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    out: list[str] = []
+    blank = False
+    for line in lines:
+        if not line:
+            blank = bool(out)
+            continue
+        if blank:
+            out.append("")
+        blank = False
+        out.append(line)
+    return "\n".join(out) + ("\n" if out else "")
