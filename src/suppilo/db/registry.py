@@ -3,10 +3,12 @@
 from suppilo.capture import models as capture_models
 from suppilo.commerce import models as commerce_models
 from suppilo.companies import models as companies_models
+from suppilo.consent import models as consent_models
 from suppilo.contacts import models as contacts_models
 from suppilo.db.base import Base
 from suppilo.events import models as events_models
 from suppilo.messaging import models as messaging_models
+from suppilo.messaging import outbox_models as messaging_outbox_models
 from suppilo.workspaces import models as workspaces_models
 
 __all__ = [
@@ -14,8 +16,10 @@ __all__ = [
     "capture_models",
     "commerce_models",
     "companies_models",
+    "consent_models",
     "contacts_models",
     "events_models",
     "messaging_models",
+    "messaging_outbox_models",
     "workspaces_models",
 ]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:38:14.960182
+Create Date: 2026-11-23 19:38:05.719216
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy import Text
-from sqlalchemy.dialects import postgresql
 
 import suppilo.db.types
+from sqlalchemy.dialects import postgresql
 
 revision = "0001"
 down_revision = None
@@ -30,18 +30,9 @@ def upgrade() -> None:
         sa.Column("language", sa.String(length=8), nullable=False),
         sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
@@ -61,27 +52,14 @@ def upgrade() -> None:
         sa.Column("address_country", sa.String(length=2), nullable=True),
         sa.Column("require_tracking_consent", sa.Boolean(), nullable=False),
         sa.Column(
-            "site_domains",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "site_domains", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
         sa.Column(
-            "settings",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "settings", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workspaces")),
         sa.UniqueConstraint("slug", name=op.f("uq_workspaces_slug")),
     )
@@ -90,36 +68,14 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
-        sa.Column(
-            "scopes",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "last_used_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column(
-            "revoked_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("scopes", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_api_keys_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_api_keys_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
@@ -129,67 +85,61 @@ def upgrade() -> None:
 
     op.create_table(
         "audit_log",
-        sa.Column(
-            "occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(length=200), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("subject_type", sa.String(length=32), nullable=False),
+        sa.Column("subject_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column(
-            "subject_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
+            "details", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
-        sa.Column(
-            "details",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_audit_log_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_audit_log_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_audit_log_ws_time", ["workspace_id", "occurred_at"], unique=False
-        )
+        batch_op.create_index("ix_audit_log_ws_time", ["workspace_id", "occurred_at"], unique=False)
+
+    op.create_table(
+        "broadcasts",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("template_key", sa.String(length=100), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("topic", sa.String(length=64), nullable=False),
+        sa.Column(
+            "contact_ids", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=True
+        ),
+        sa.Column("tag", sa.String(length=100), nullable=True),
+        sa.Column("send_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("local_date", sa.String(length=10), nullable=True),
+        sa.Column("local_time", sa.String(length=5), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("enqueued", sa.Integer(), nullable=False),
+        sa.Column("cursor", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_broadcasts_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_broadcasts")),
+    )
+    with op.batch_alter_table("broadcasts", schema=None) as batch_op:
+        batch_op.create_index("ix_broadcasts_ws_status", ["workspace_id", "status", "id"], unique=False)
 
     op.create_table(
         "channel_rules",
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("channel", sa.String(length=32), nullable=False),
         sa.Column(
-            "conditions",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "conditions", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
         sa.Column("description", sa.String(length=300), nullable=False),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -199,9 +149,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_channel_rules")),
     )
     with op.batch_alter_table("channel_rules", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_channel_rules_ws_pos", ["workspace_id", "position"], unique=False
-        )
+        batch_op.create_index("ix_channel_rules_ws_pos", ["workspace_id", "position"], unique=False)
 
     op.create_table(
         "companies",
@@ -214,61 +162,27 @@ def upgrade() -> None:
         sa.Column("revenue_currency", sa.String(length=3), nullable=True),
         sa.Column("country", sa.String(length=2), nullable=True),
         sa.Column("city", sa.String(length=100), nullable=True),
+        sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column(
-            "owner_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
+            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
-        sa.Column(
-            "properties",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column(
-            "external_id",
-            sa.String(length=200),
-            nullable=True,
-            comment="Segment groupId",
-        ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        sa.Column("external_id", sa.String(length=200), nullable=True, comment="Segment groupId"),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["users.id"], name=op.f("fk_companies_owner_id_users"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
-            ["owner_id"],
-            ["users.id"],
-            name=op.f("fk_companies_owner_id_users"),
-            ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_companies_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_companies_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_companies")),
         sqlite_autoincrement=True,
     )
     with op.batch_alter_table("companies", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_companies_ws_name", ["workspace_id", "name_lower"], unique=False
-        )
-        batch_op.create_index(
-            "ix_companies_ws_owner", ["workspace_id", "owner_id"], unique=False
-        )
+        batch_op.create_index("ix_companies_ws_name", ["workspace_id", "name_lower"], unique=False)
+        batch_op.create_index("ix_companies_ws_owner", ["workspace_id", "owner_id"], unique=False)
         batch_op.create_index(
             "uq_companies_ws_domain",
             ["workspace_id", "domain"],
@@ -279,36 +193,15 @@ def upgrade() -> None:
 
     op.create_table(
         "contact_merges",
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "merged_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "merged_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("merged_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("merged_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("reason", sa.String(length=200), nullable=False),
         sa.Column(
-            "snapshot",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "snapshot", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -318,64 +211,34 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contact_merges")),
     )
     with op.batch_alter_table("contact_merges", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_contact_merges_contact", ["workspace_id", "contact_id"], unique=False
-        )
-        batch_op.create_index(
-            "ix_contact_merges_merged", ["workspace_id", "merged_id"], unique=False
-        )
+        batch_op.create_index("ix_contact_merges_contact", ["workspace_id", "contact_id"], unique=False)
+        batch_op.create_index("ix_contact_merges_merged", ["workspace_id", "merged_id"], unique=False)
 
     op.create_table(
         "forms",
         sa.Column("slug", sa.String(length=64), nullable=False),
         sa.Column("public_key", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column(
-            "fields",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
-        ),
+        sa.Column("fields", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
         sa.Column("consent_text", sa.Text(), nullable=True),
         sa.Column("consent_version", sa.String(length=32), nullable=True),
         sa.Column("consent_required", sa.Boolean(), nullable=False),
         sa.Column("consent_topic", sa.String(length=64), nullable=False),
         sa.Column("success_message", sa.Text(), nullable=False),
         sa.Column("redirect_url", sa.String(length=2000), nullable=True),
-        sa.Column(
-            "tags",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
-        ),
+        sa.Column("tags", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
         sa.Column("language", sa.String(length=8), nullable=True),
         sa.Column("is_active", sa.Boolean(), nullable=False),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_forms_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_forms_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_forms")),
         sa.UniqueConstraint("public_key", name=op.f("uq_forms_public_key")),
-        sa.UniqueConstraint(
-            "workspace_id", "slug", name=op.f("uq_forms_workspace_id_slug")
-        ),
+        sa.UniqueConstraint("workspace_id", "slug", name=op.f("uq_forms_workspace_id_slug")),
     )
     op.create_table(
         "lifecycle_stages",
@@ -384,17 +247,8 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=8), nullable=False),
         sa.Column("description", sa.String(length=500), nullable=False),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -402,50 +256,44 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lifecycle_stages")),
-        sa.UniqueConstraint(
-            "workspace_id", "key", name=op.f("uq_lifecycle_stages_workspace_id_key")
-        ),
+        sa.UniqueConstraint("workspace_id", "key", name=op.f("uq_lifecycle_stages_workspace_id_key")),
     )
     op.create_table(
+        "mail_events",
+        sa.Column("event_key", sa.String(length=200), nullable=False),
+        sa.Column("outbox_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("detail", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_mail_events_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_mail_events")),
+        sa.UniqueConstraint("workspace_id", "event_key", name=op.f("uq_mail_events_workspace_id_event_key")),
+    )
+    with op.batch_alter_table("mail_events", schema=None) as batch_op:
+        batch_op.create_index("ix_mail_events_outbox", ["workspace_id", "outbox_id"], unique=False)
+
+    op.create_table(
         "memberships",
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "user_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("role", sa.String(length=32), nullable=False),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_memberships_user_id_users"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["users.id"],
-            name=op.f("fk_memberships_user_id_users"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_memberships_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_memberships_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_memberships")),
-        sa.UniqueConstraint(
-            "workspace_id", "user_id", name=op.f("uq_memberships_workspace_id_user_id")
-        ),
+        sa.UniqueConstraint("workspace_id", "user_id", name=op.f("uq_memberships_workspace_id_user_id")),
     )
     with op.batch_alter_table("memberships", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_memberships_user_id"), ["user_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_memberships_user_id"), ["user_id"], unique=False)
 
     op.create_table(
         "message_templates",
@@ -455,26 +303,11 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column(
-            "published_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("published_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -482,14 +315,10 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_message_templates")),
-        sa.UniqueConstraint(
-            "workspace_id", "key", name=op.f("uq_message_templates_workspace_id_key")
-        ),
+        sa.UniqueConstraint("workspace_id", "key", name=op.f("uq_message_templates_workspace_id_key")),
     )
     with op.batch_alter_table("message_templates", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_message_templates_ws_kind", ["workspace_id", "kind"], unique=False
-        )
+        batch_op.create_index("ix_message_templates_ws_kind", ["workspace_id", "kind"], unique=False)
 
     op.create_table(
         "products",
@@ -501,42 +330,20 @@ def upgrade() -> None:
         sa.Column("url", sa.String(length=2000), nullable=True),
         sa.Column("image_url", sa.String(length=2000), nullable=True),
         sa.Column(
-            "properties",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_products_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_products_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_products")),
-        sa.UniqueConstraint(
-            "workspace_id", "sku", name=op.f("uq_products_workspace_id_sku")
-        ),
+        sa.UniqueConstraint("workspace_id", "sku", name=op.f("uq_products_workspace_id_sku")),
     )
     with op.batch_alter_table("products", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_products_ws_category", ["workspace_id", "category"], unique=False
-        )
+        batch_op.create_index("ix_products_ws_category", ["workspace_id", "category"], unique=False)
 
     op.create_table(
         "property_definitions",
@@ -545,28 +352,13 @@ def upgrade() -> None:
         sa.Column("label", sa.String(length=200), nullable=False),
         sa.Column("type", sa.String(length=16), nullable=False),
         sa.Column(
-            "options",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "options", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
         sa.Column("description", sa.String(length=500), nullable=False),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -575,21 +367,35 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_property_definitions")),
         sa.UniqueConstraint(
+            "workspace_id", "object_type", "name", name=op.f("uq_property_definitions_workspace_id_object_type_name")
+        ),
+    )
+    op.create_table(
+        "suppression_entries",
+        sa.Column("address_hash", sa.String(length=64), nullable=False),
+        sa.Column("reason", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.String(length=200), nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_suppression_entries_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_suppression_entries")),
+        sa.UniqueConstraint(
             "workspace_id",
-            "object_type",
-            "name",
-            name=op.f("uq_property_definitions_workspace_id_object_type_name"),
+            "address_hash",
+            "reason",
+            name=op.f("uq_suppression_entries_workspace_id_address_hash_reason"),
         ),
     )
     op.create_table(
         "contacts",
         sa.Column("email", sa.String(length=320), nullable=True),
-        sa.Column(
-            "external_id",
-            sa.String(length=200),
-            nullable=True,
-            comment="Segment userId",
-        ),
+        sa.Column("external_id", sa.String(length=200), nullable=True, comment="Segment userId"),
         sa.Column("is_anonymous", sa.Boolean(), nullable=False),
         sa.Column("first_name", sa.String(length=200), nullable=True),
         sa.Column("last_name", sa.String(length=200), nullable=True),
@@ -602,119 +408,51 @@ def upgrade() -> None:
         sa.Column("city", sa.String(length=100), nullable=True),
         sa.Column("timezone", sa.String(length=64), nullable=True),
         sa.Column("job_title", sa.String(length=200), nullable=True),
-        sa.Column(
-            "owner_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
-        sa.Column(
-            "company_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
+        sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("company_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("lifecycle_stage", sa.String(length=32), nullable=False),
+        sa.Column("lifecycle_stage_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column(
-            "lifecycle_stage_at",
-            suppilo.db.types.UTCDateTime(timezone=True),
-            nullable=True,
-        ),
-        sa.Column(
-            "properties",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
         sa.Column("first_touch_channel", sa.String(length=32), nullable=True),
         sa.Column("first_touch_source", sa.String(length=200), nullable=True),
         sa.Column("first_touch_campaign", sa.String(length=200), nullable=True),
-        sa.Column(
-            "first_touch_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("first_touch_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("latest_touch_channel", sa.String(length=32), nullable=True),
         sa.Column("latest_touch_source", sa.String(length=200), nullable=True),
         sa.Column("latest_touch_campaign", sa.String(length=200), nullable=True),
-        sa.Column(
-            "latest_touch_at",
-            suppilo.db.types.UTCDateTime(timezone=True),
-            nullable=True,
-        ),
-        sa.Column(
-            "first_seen_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column(
-            "last_seen_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
+        sa.Column("latest_touch_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("first_seen_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_seen_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["company_id"], ["companies.id"], name=op.f("fk_contacts_company_id_companies"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
-            ["company_id"],
-            ["companies.id"],
-            name=op.f("fk_contacts_company_id_companies"),
-            ondelete="SET NULL",
+            ["owner_id"], ["users.id"], name=op.f("fk_contacts_owner_id_users"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
-            ["owner_id"],
-            ["users.id"],
-            name=op.f("fk_contacts_owner_id_users"),
-            ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_contacts_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_contacts_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
         sqlite_autoincrement=True,
     )
     with op.batch_alter_table("contacts", schema=None) as batch_op:
+        batch_op.create_index("ix_contacts_ws_anonymous", ["workspace_id", "is_anonymous", "id"], unique=False)
+        batch_op.create_index("ix_contacts_ws_company", ["workspace_id", "company_id", "id"], unique=False)
+        batch_op.create_index("ix_contacts_ws_country", ["workspace_id", "country", "id"], unique=False)
+        batch_op.create_index("ix_contacts_ws_created", ["workspace_id", "created_at"], unique=False)
         batch_op.create_index(
-            "ix_contacts_ws_anonymous",
-            ["workspace_id", "is_anonymous", "id"],
-            unique=False,
+            "ix_contacts_ws_first_name", ["workspace_id", "first_name_lower", "last_name_lower"], unique=False
         )
-        batch_op.create_index(
-            "ix_contacts_ws_company", ["workspace_id", "company_id", "id"], unique=False
-        )
-        batch_op.create_index(
-            "ix_contacts_ws_country", ["workspace_id", "country", "id"], unique=False
-        )
-        batch_op.create_index(
-            "ix_contacts_ws_created", ["workspace_id", "created_at"], unique=False
-        )
-        batch_op.create_index(
-            "ix_contacts_ws_first_name",
-            ["workspace_id", "first_name_lower", "last_name_lower"],
-            unique=False,
-        )
-        batch_op.create_index(
-            "ix_contacts_ws_last_name",
-            ["workspace_id", "last_name_lower"],
-            unique=False,
-        )
-        batch_op.create_index(
-            "ix_contacts_ws_owner", ["workspace_id", "owner_id", "id"], unique=False
-        )
-        batch_op.create_index(
-            "ix_contacts_ws_stage",
-            ["workspace_id", "lifecycle_stage", "id"],
-            unique=False,
-        )
+        batch_op.create_index("ix_contacts_ws_last_name", ["workspace_id", "last_name_lower"], unique=False)
+        batch_op.create_index("ix_contacts_ws_owner", ["workspace_id", "owner_id", "id"], unique=False)
+        batch_op.create_index("ix_contacts_ws_stage", ["workspace_id", "lifecycle_stage", "id"], unique=False)
         batch_op.create_index(
             "uq_contacts_ws_email",
             ["workspace_id", "email"],
@@ -732,33 +470,16 @@ def upgrade() -> None:
 
     op.create_table(
         "message_template_variants",
-        sa.Column(
-            "template_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
+        sa.Column("template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("language", sa.String(length=8), nullable=False),
         sa.Column("subject", sa.String(length=500), nullable=False),
         sa.Column("preheader", sa.String(length=500), nullable=False),
         sa.Column("html", sa.Text(), nullable=False),
         sa.Column("text", sa.Text(), nullable=True),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["template_id"],
             ["message_templates.id"],
@@ -780,33 +501,50 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "consent_records",
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("topic", sa.String(length=64), nullable=False),
+        sa.Column("action", sa.String(length=16), nullable=False),
+        sa.Column("legal_basis", sa.String(length=32), nullable=False),
+        sa.Column("source", sa.String(length=200), nullable=False),
+        sa.Column("source_url", sa.Text(), nullable=True),
+        sa.Column("consent_text", sa.Text(), nullable=True),
+        sa.Column("consent_version", sa.String(length=32), nullable=True),
+        sa.Column("ip", sa.String(length=64), nullable=True),
+        sa.Column("user_agent", sa.String(length=500), nullable=True),
+        sa.Column("recorded_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("evidence_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("confirms_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("confirmed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_consent_records_contact_id_contacts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_consent_records_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_consent_records")),
+    )
+    with op.batch_alter_table("consent_records", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_consent_records_contact", ["workspace_id", "contact_id", "topic", "recorded_at"], unique=False
+        )
+
+    op.create_table(
         "contact_identities",
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("value", sa.String(length=200), nullable=False),
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_contact_identities_contact_id_contacts"),
-            ondelete="CASCADE",
+            ["contact_id"], ["contacts.id"], name=op.f("fk_contact_identities_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -816,35 +554,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contact_identities")),
         sa.UniqueConstraint(
-            "workspace_id",
-            "kind",
-            "value",
-            name=op.f("uq_contact_identities_workspace_id_kind_value"),
+            "workspace_id", "kind", "value", name=op.f("uq_contact_identities_workspace_id_kind_value")
         ),
     )
     with op.batch_alter_table("contact_identities", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_contact_identities_contact", ["contact_id"], unique=False
-        )
+        batch_op.create_index("ix_contact_identities_contact", ["contact_id"], unique=False)
 
     op.create_table(
         "contact_tags",
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("tag", sa.String(length=100), nullable=False),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_contact_tags_contact_id_contacts"),
-            ondelete="CASCADE",
+            ["contact_id"], ["contacts.id"], name=op.f("fk_contact_tags_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -855,125 +577,57 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("contact_id", "tag", name=op.f("pk_contact_tags")),
     )
     with op.batch_alter_table("contact_tags", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_contact_tags_ws_tag",
-            ["workspace_id", "tag", "contact_id"],
-            unique=False,
-        )
+        batch_op.create_index("ix_contact_tags_ws_tag", ["workspace_id", "tag", "contact_id"], unique=False)
 
     op.create_table(
         "events",
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("anonymous_id", sa.String(length=200), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column(
-            "properties",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
         sa.Column(
-            "context",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "context", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
-        sa.Column(
-            "occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "received_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("message_id", sa.String(length=200), nullable=False),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_events_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_events_contact_id_contacts"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_events_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_events_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
-        sa.UniqueConstraint(
-            "workspace_id", "message_id", name=op.f("uq_events_workspace_id_message_id")
-        ),
+        sa.UniqueConstraint("workspace_id", "message_id", name=op.f("uq_events_workspace_id_message_id")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_events_contact_time",
-            ["workspace_id", "contact_id", "occurred_at"],
-            unique=False,
-        )
-        batch_op.create_index(
-            "ix_events_name_time", ["workspace_id", "name", "occurred_at"], unique=False
-        )
+        batch_op.create_index("ix_events_contact_time", ["workspace_id", "contact_id", "occurred_at"], unique=False)
+        batch_op.create_index("ix_events_name_time", ["workspace_id", "name", "occurred_at"], unique=False)
 
     op.create_table(
         "form_submissions",
-        sa.Column(
-            "form_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
-        sa.Column(
-            "data",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
-        ),
+        sa.Column("form_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("data", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
         sa.Column("consent_given", sa.Boolean(), nullable=False),
         sa.Column("consent_text", sa.Text(), nullable=True),
         sa.Column("consent_version", sa.String(length=32), nullable=True),
         sa.Column("page_url", sa.Text(), nullable=True),
         sa.Column("ip", sa.String(length=64), nullable=True),
         sa.Column("user_agent", sa.String(length=500), nullable=True),
-        sa.Column(
-            "submitted_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
+        sa.Column("submitted_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_form_submissions_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_form_submissions_contact_id_contacts"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["form_id"],
-            ["forms.id"],
-            name=op.f("fk_form_submissions_form_id_forms"),
-            ondelete="CASCADE",
+            ["form_id"], ["forms.id"], name=op.f("fk_form_submissions_form_id_forms"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -984,27 +638,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_form_submissions")),
     )
     with op.batch_alter_table("form_submissions", schema=None) as batch_op:
+        batch_op.create_index("ix_form_submissions_contact", ["workspace_id", "contact_id"], unique=False)
         batch_op.create_index(
-            "ix_form_submissions_contact", ["workspace_id", "contact_id"], unique=False
-        )
-        batch_op.create_index(
-            "ix_form_submissions_form_time",
-            ["workspace_id", "form_id", "submitted_at"],
-            unique=False,
+            "ix_form_submissions_form_time", ["workspace_id", "form_id", "submitted_at"], unique=False
         )
 
     op.create_table(
         "orders",
         sa.Column("external_id", sa.String(length=200), nullable=False),
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("status", sa.String(length=32), nullable=False),
-        sa.Column(
-            "placed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("placed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("subtotal_minor", sa.BigInteger(), nullable=False),
         sa.Column("discount_minor", sa.BigInteger(), nullable=False),
@@ -1015,87 +659,99 @@ def upgrade() -> None:
         sa.Column("coupon_code", sa.String(length=100), nullable=True),
         sa.Column("channel", sa.String(length=32), nullable=True),
         sa.Column(
-            "properties",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "properties", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_orders_contact_id_contacts"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_orders_contact_id_contacts"),
-            ondelete="SET NULL",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_orders_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
+        sa.UniqueConstraint("workspace_id", "external_id", name=op.f("uq_orders_workspace_id_external_id")),
+    )
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.create_index("ix_orders_contact_time", ["workspace_id", "contact_id", "placed_at"], unique=False)
+        batch_op.create_index("ix_orders_ws_time", ["workspace_id", "placed_at"], unique=False)
+
+    op.create_table(
+        "outbox_messages",
+        sa.Column("dedupe_key", sa.String(length=200), nullable=False),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("broadcast_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("topic", sa.String(length=64), nullable=False),
+        sa.Column("template_key", sa.String(length=100), nullable=True),
+        sa.Column("extra", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column(
+            "rendered", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=True
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("not_before", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("lease_token", sa.String(length=36), nullable=True),
+        sa.Column("lease_expires_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("to_address", sa.String(length=320), nullable=True),
+        sa.Column("message_id", sa.String(length=320), nullable=True),
+        sa.Column("links", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sending_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("delivery_status", sa.String(length=16), nullable=True),
+        sa.Column("delivery_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("opened_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("clicked_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("human_opens", sa.Integer(), nullable=False),
+        sa.Column("machine_opens", sa.Integer(), nullable=False),
+        sa.Column("human_clicks", sa.Integer(), nullable=False),
+        sa.Column("machine_clicks", sa.Integer(), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_outbox_messages_contact_id_contacts"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
-            name=op.f("fk_orders_workspace_id_workspaces"),
+            name=op.f("fk_outbox_messages_workspace_id_workspaces"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
-        sa.UniqueConstraint(
-            "workspace_id",
-            "external_id",
-            name=op.f("uq_orders_workspace_id_external_id"),
-        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_messages")),
+        sa.UniqueConstraint("workspace_id", "dedupe_key", name=op.f("uq_outbox_messages_workspace_id_dedupe_key")),
     )
-    with op.batch_alter_table("orders", schema=None) as batch_op:
+    with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_messages_broadcast", ["workspace_id", "broadcast_id"], unique=False)
+        batch_op.create_index("ix_outbox_messages_contact", ["workspace_id", "contact_id", "created_at"], unique=False)
         batch_op.create_index(
-            "ix_orders_contact_time",
-            ["workspace_id", "contact_id", "placed_at"],
+            "ix_outbox_messages_due",
+            ["status", "next_attempt_at"],
             unique=False,
+            postgresql_where=sa.text("status IN ('queued', 'deferred', 'sending')"),
         )
-        batch_op.create_index(
-            "ix_orders_ws_time", ["workspace_id", "placed_at"], unique=False
-        )
+        batch_op.create_index("ix_outbox_messages_ws_status", ["workspace_id", "status", "id"], unique=False)
+        batch_op.create_index("uq_outbox_messages_message_id", ["message_id"], unique=True)
 
     op.create_table(
         "stage_changes",
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("from_stage", sa.String(length=32), nullable=True),
         sa.Column("to_stage", sa.String(length=32), nullable=False),
-        sa.Column(
-            "changed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("changed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("reason", sa.String(length=500), nullable=False),
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("actor", sa.String(length=200), nullable=True),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_stage_changes_contact_id_contacts"),
-            ondelete="CASCADE",
+            ["contact_id"], ["contacts.id"], name=op.f("fk_stage_changes_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
@@ -1106,30 +762,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_stage_changes")),
     )
     with op.batch_alter_table("stage_changes", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_stage_changes_contact",
-            ["workspace_id", "contact_id", "changed_at"],
-            unique=False,
-        )
-        batch_op.create_index(
-            "ix_stage_changes_ws_time", ["workspace_id", "changed_at"], unique=False
-        )
+        batch_op.create_index("ix_stage_changes_contact", ["workspace_id", "contact_id", "changed_at"], unique=False)
+        batch_op.create_index("ix_stage_changes_ws_time", ["workspace_id", "changed_at"], unique=False)
 
     op.create_table(
         "touches",
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "event_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
-        sa.Column(
-            "occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("channel", sa.String(length=32), nullable=False),
         sa.Column("source", sa.String(length=200), nullable=True),
         sa.Column("medium", sa.String(length=200), nullable=True),
@@ -1138,218 +778,100 @@ def upgrade() -> None:
         sa.Column("content", sa.String(length=200), nullable=True),
         sa.Column("referrer", sa.Text(), nullable=True),
         sa.Column("landing_url", sa.Text(), nullable=True),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_touches_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_touches_contact_id_contacts"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_touches_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_touches_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_touches")),
     )
     with op.batch_alter_table("touches", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_touches_contact_time",
-            ["workspace_id", "contact_id", "occurred_at"],
-            unique=False,
-        )
+        batch_op.create_index("ix_touches_contact_time", ["workspace_id", "contact_id", "occurred_at"], unique=False)
 
     op.create_table(
         "carts",
         sa.Column("external_id", sa.String(length=200), nullable=False),
-        sa.Column(
-            "contact_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("value_minor", sa.BigInteger(), nullable=False),
-        sa.Column(
-            "lines",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column(
-            "order_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
-        sa.Column(
-            "last_activity_at",
-            suppilo.db.types.UTCDateTime(timezone=True),
-            nullable=False,
-        ),
+        sa.Column("lines", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("last_activity_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column(
             "applied_message_ids",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
-        sa.Column(
-            "updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_carts_contact_id_contacts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["contact_id"],
-            ["contacts.id"],
-            name=op.f("fk_carts_contact_id_contacts"),
-            ondelete="CASCADE",
+            ["order_id"], ["orders.id"], name=op.f("fk_carts_order_id_orders"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
-            ["order_id"],
-            ["orders.id"],
-            name=op.f("fk_carts_order_id_orders"),
-            ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_carts_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_carts_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_carts")),
-        sa.UniqueConstraint(
-            "workspace_id",
-            "external_id",
-            name=op.f("uq_carts_workspace_id_external_id"),
-        ),
+        sa.UniqueConstraint("workspace_id", "external_id", name=op.f("uq_carts_workspace_id_external_id")),
     )
     with op.batch_alter_table("carts", schema=None) as batch_op:
+        batch_op.create_index("ix_carts_contact", ["workspace_id", "contact_id"], unique=False)
         batch_op.create_index(
-            "ix_carts_contact", ["workspace_id", "contact_id"], unique=False
-        )
-        batch_op.create_index(
-            "ix_carts_ws_status_activity",
-            ["workspace_id", "status", "last_activity_at"],
-            unique=False,
+            "ix_carts_ws_status_activity", ["workspace_id", "status", "last_activity_at"], unique=False
         )
 
     op.create_table(
         "order_lines",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "order_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "product_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=True,
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("product_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("sku", sa.String(length=100), nullable=False),
         sa.Column("name", sa.String(length=300), nullable=False),
         sa.Column("category", sa.String(length=200), nullable=True),
         sa.Column("quantity", sa.Integer(), nullable=False),
         sa.Column("unit_price_minor", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["order_id"],
-            ["orders.id"],
-            name=op.f("fk_order_lines_order_id_orders"),
-            ondelete="CASCADE",
+            ["order_id"], ["orders.id"], name=op.f("fk_order_lines_order_id_orders"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["product_id"],
-            ["products.id"],
-            name=op.f("fk_order_lines_product_id_products"),
-            ondelete="SET NULL",
+            ["product_id"], ["products.id"], name=op.f("fk_order_lines_product_id_products"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_order_lines_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_order_lines_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_order_lines")),
     )
     with op.batch_alter_table("order_lines", schema=None) as batch_op:
         batch_op.create_index("ix_order_lines_order", ["order_id"], unique=False)
-        batch_op.create_index(
-            "ix_order_lines_ws_sku", ["workspace_id", "sku"], unique=False
-        )
+        batch_op.create_index("ix_order_lines_ws_sku", ["workspace_id", "sku"], unique=False)
 
     op.create_table(
         "refunds",
         sa.Column("external_id", sa.String(length=200), nullable=False),
-        sa.Column(
-            "order_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column(
-            "refunded_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False
-        ),
+        sa.Column("refunded_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("reason", sa.String(length=500), nullable=False),
-        sa.Column(
-            "workspace_id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            nullable=False,
-        ),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["order_id"], ["orders.id"], name=op.f("fk_refunds_order_id_orders"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["order_id"],
-            ["orders.id"],
-            name=op.f("fk_refunds_order_id_orders"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_refunds_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_refunds_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refunds")),
-        sa.UniqueConstraint(
-            "workspace_id",
-            "external_id",
-            name=op.f("uq_refunds_workspace_id_external_id"),
-        ),
+        sa.UniqueConstraint("workspace_id", "external_id", name=op.f("uq_refunds_workspace_id_external_id")),
     )
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.create_index("ix_refunds_order", ["order_id"], unique=False)
@@ -1382,6 +904,16 @@ def downgrade() -> None:
         batch_op.drop_index("ix_stage_changes_contact")
 
     op.drop_table("stage_changes")
+    with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
+        batch_op.drop_index("uq_outbox_messages_message_id")
+        batch_op.drop_index("ix_outbox_messages_ws_status")
+        batch_op.drop_index(
+            "ix_outbox_messages_due", postgresql_where=sa.text("status IN ('queued', 'deferred', 'sending')")
+        )
+        batch_op.drop_index("ix_outbox_messages_contact")
+        batch_op.drop_index("ix_outbox_messages_broadcast")
+
+    op.drop_table("outbox_messages")
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.drop_index("ix_orders_ws_time")
         batch_op.drop_index("ix_orders_contact_time")
@@ -1405,6 +937,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_contact_identities_contact")
 
     op.drop_table("contact_identities")
+    with op.batch_alter_table("consent_records", schema=None) as batch_op:
+        batch_op.drop_index("ix_consent_records_contact")
+
+    op.drop_table("consent_records")
     op.drop_table("message_template_variants")
     with op.batch_alter_table("contacts", schema=None) as batch_op:
         batch_op.drop_index(
@@ -1427,6 +963,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_contacts_ws_anonymous")
 
     op.drop_table("contacts")
+    op.drop_table("suppression_entries")
     op.drop_table("property_definitions")
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.drop_index("ix_products_ws_category")
@@ -1440,6 +977,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_memberships_user_id"))
 
     op.drop_table("memberships")
+    with op.batch_alter_table("mail_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_mail_events_outbox")
+
+    op.drop_table("mail_events")
     op.drop_table("lifecycle_stages")
     op.drop_table("forms")
     with op.batch_alter_table("contact_merges", schema=None) as batch_op:
@@ -1461,6 +1002,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_channel_rules_ws_pos")
 
     op.drop_table("channel_rules")
+    with op.batch_alter_table("broadcasts", schema=None) as batch_op:
+        batch_op.drop_index("ix_broadcasts_ws_status")
+
+    op.drop_table("broadcasts")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_log_ws_time")
 

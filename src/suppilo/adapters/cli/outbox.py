@@ -1,0 +1,240 @@
+"""``suppilo outbox``: run the sender, see the queue, report and resend uncertain messages, run the DSN endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import typer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, console, emit_json, fail, resolve_workspace
+from suppilo.config import Settings, get_settings
+from suppilo.db.session import make_engine, make_session_factory
+from suppilo.errors import DomainError
+from suppilo.messaging import outbox as outbox_service
+from suppilo.messaging.sender import RunStats, Sender, SenderConfig
+
+outbox_app = typer.Typer(help="The outbox: send, inspect, resend uncertain messages.", no_args_is_help=True)
+
+
+class SenderSettings(BaseSettings):
+    """Sender settings (prefix ``SUPPILO_``): from address, rates, DKIM, lease."""
+
+    model_config = SettingsConfigDict(env_prefix="SUPPILO_", env_file=None, extra="ignore")
+
+    mail_from: str = Field(default="no-reply@suppilo.localhost", description="From address of outgoing mail.")
+    mail_from_name: str | None = Field(default=None, description="Display name (default: the workspace name).")
+    bounce_address: str | None = Field(default=None, description="Envelope sender (where DSNs go).")
+    unsubscribe_mailto: str | None = Field(default=None, description="mailto address in List-Unsubscribe.")
+    sender_concurrency: int | None = Field(default=None, ge=1, le=64, description="Concurrent sends (pool size).")
+    sender_chunk_size: int = Field(default=200, ge=1, le=5000, description="Rows claimed per transaction.")
+    sender_lease_seconds: float = Field(default=300.0, gt=0, description="After this a claim counts as abandoned.")
+    sender_rate: float = Field(default=0.0, ge=0, description="Global messages per second (0: unlimited).")
+    sender_domain_rate: float = Field(default=0.0, ge=0, description="Per destination domain per second.")
+    sender_domain_burst: int = Field(default=10, ge=1)
+    sender_max_attempts: int = Field(default=8, ge=1)
+    sender_backoff_seconds: float = Field(default=60.0, gt=0, description="First retry delay (doubles).")
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key_file: Path | None = None
+
+
+def sender_config(settings: Settings, extra: SenderSettings | None = None, **overrides: object) -> SenderConfig:
+    """A SenderConfig from the settings."""
+    s = extra or SenderSettings()
+    key = s.dkim_private_key_file.read_bytes() if s.dkim_private_key_file else None
+    config = SenderConfig(
+        secret=settings.resolved_secret_key(),
+        public_url=settings.public_url,
+        from_address=s.mail_from,
+        from_name=s.mail_from_name,
+        envelope_from=s.bounce_address,
+        unsubscribe_mailto=s.unsubscribe_mailto,
+        concurrency=s.sender_concurrency or settings.smtp_pool_size,
+        chunk_size=s.sender_chunk_size,
+        lease_seconds=s.sender_lease_seconds,
+        global_rate=s.sender_rate,
+        domain_rate=s.sender_domain_rate,
+        domain_burst=s.sender_domain_burst,
+        max_attempts=s.sender_max_attempts,
+        backoff_base=s.sender_backoff_seconds,
+        dkim_selector=s.dkim_selector,
+        dkim_domain=s.dkim_domain,
+        dkim_private_key_pem=key,
+    )
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
+async def run_sender(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    *,
+    until_empty: bool,
+    max_seconds: float | None = None,
+    **overrides: object,
+) -> RunStats:
+    """Run the sender with the configured transport until stopped (SIGTERM/SIGINT) or empty."""
+    from suppilo.messaging.transport import transport_from_settings
+
+    config = sender_config(settings, **overrides)
+    transport = transport_from_settings(settings)
+    if hasattr(transport, "config"):
+        transport.config.pool_size = max(transport.config.pool_size, config.concurrency)
+    sender = Sender(factory, transport, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        return await sender.run(until_empty=until_empty, stop=stop, max_seconds=max_seconds)
+    finally:
+        await transport.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``suppilo outbox`` to the root app."""
+    app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("send")
+def send(
+    until_empty: bool = typer.Option(False, "--until-empty", help="Stop when nothing is due and nothing is in flight."),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="Concurrent SMTP connections."),
+    chunk_size: int | None = typer.Option(None, "--chunk-size", help="Rows claimed per transaction."),
+    lease_seconds: float | None = typer.Option(None, "--lease-seconds", help="Claim lease."),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", help="Stop after this long."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Drain the outbox over the configured SMTP server (or the built-in mail catcher)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url())
+    factory = make_session_factory(engine)
+    try:
+        stats = asyncio.run(
+            run_sender(
+                factory,
+                settings,
+                until_empty=until_empty,
+                max_seconds=max_seconds,
+                concurrency=concurrency,
+                chunk_size=chunk_size,
+                lease_seconds=lease_seconds,
+            )
+        )
+    finally:
+        engine.dispose()
+    out = {k: v for k, v in vars(stats).items() if k != "started"}
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(" ".join(f"{k}={v}" for k, v in out.items()))
+
+
+@outbox_app.command("status")
+def status(workspace: str | None = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """Messages per status."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        counts = outbox_service.counts(session, ws.id)
+    if as_json:
+        emit_json(counts)
+        return
+    table = Table("status", "messages")
+    for key, value in sorted(counts.items()):
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@outbox_app.command("uncertain")
+def uncertain(
+    all_workspaces: bool = typer.Option(False, "--all", help="Every workspace."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Messages whose fate is unknown after a crash: check the server's logs, then resend or leave them."""
+    with cli_session() as session:
+        ws_id = None if all_workspaces else resolve_workspace(session, workspace).id
+        rows = [
+            {
+                "id": r.id,
+                "workspace_id": r.workspace_id,
+                "dedupe_key": r.dedupe_key,
+                "to": r.to_address,
+                "message_id": r.message_id,
+                "sending_at": r.sending_at,
+                "reason": r.last_error,
+            }
+            for r in outbox_service.list_uncertain(session, ws_id)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("id", "dedupe key", "to", "message id", "claimed at")
+    for r in rows:
+        table.add_row(str(r["id"]), r["dedupe_key"], r["to"] or "", r["message_id"] or "", str(r["sending_at"]))
+    console.print(table)
+    console.print(
+        f"{len(rows)} uncertain message(s); `suppilo outbox resend ID` queues one again (it may arrive twice)."
+    )
+
+
+@outbox_app.command("resend")
+def resend(
+    message_id: int = typer.Argument(..., help="Outbox id of an uncertain or failed message."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Queue an uncertain or failed message again (an explicit decision, recorded in the audit log)."""
+    try:
+        with cli_session() as session:
+            ws = resolve_workspace(session, workspace)
+            row = outbox_service.resend(session, ws.id, message_id, actor="cli")
+            out = {"id": row.id, "status": row.status}
+    except DomainError as exc:
+        fail(f"{exc.field}: {exc.message}")
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"message {out['id']} queued again")
+
+
+@outbox_app.command("dsn-server")
+def dsn_server(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(2526, "--port", help="Where bounces (DSNs) and complaints (ARF) are received."),
+) -> None:
+    """Receive delivery status notifications and complaints over SMTP and apply them."""
+    from aiosmtpd.controller import Controller
+
+    from suppilo.messaging.dsn import DsnHandler
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url())
+    controller = Controller(DsnHandler(make_session_factory(engine)), hostname=host, port=port)
+    controller.start()
+    console.print(f"DSN endpoint on {host}:{port}; Ctrl-C stops it")
+    stop = asyncio.Event()
+
+    async def wait() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+    try:
+        asyncio.run(wait())
+    finally:
+        controller.stop()
+        engine.dispose()

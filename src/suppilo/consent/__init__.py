@@ -1,0 +1,1 @@
+"""The consent ledger: append-only records of consent per contact and topic, per-country policies."""

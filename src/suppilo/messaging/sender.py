@@ -1,0 +1,584 @@
+"""The sender: drains the outbox over a pooled transport, effectively once.
+
+1. Claim due rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one writer at a time), re-check consent and
+   suppression in that same transaction, build each message and mark it ``sending`` with a lease token;
+   COMMIT before talking to the server.
+2. Send over the transport with N concurrent connections, under global and per-domain token buckets.
+3. Record the outcome with a fencing check (``WHERE lease_token = :mine AND status = 'sending'``): sent, deferred
+   with exponential backoff (4xx, connection errors), or failed (5xx, too many attempts).
+
+A row left in ``sending`` after its lease (the process died between steps 1 and 3) becomes ``uncertain``: it is
+reported (``suppilo outbox uncertain``, ``GET /v1/messages?status=uncertain``) and resent only by an explicit
+``suppilo outbox resend ID``. Claims stream in chunks and results are flushed continuously, so memory stays flat.
+
+Run it with ``suppilo outbox send`` (adapters/cli/outbox.py builds the config from the settings), or in the
+server process through the worker job ``send_outbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from suppilo.consent import service as consent_service
+from suppilo.contacts.models import Contact
+from suppilo.db.base import utcnow
+from suppilo.events import service as events_service
+from suppilo.messaging import suppression, tracking, unsubscribe
+from suppilo.messaging.outbox_models import DUE_STATES, OutboxMessage
+from suppilo.workspaces import service as workspaces_service
+from suppilo.workspaces.models import Workspace
+
+log = logging.getLogger("suppilo.messaging.sender")
+
+
+@dataclass
+class SenderConfig:
+    """What the sender needs (adapters fill it from the settings)."""
+
+    secret: str
+    public_url: str
+    from_address: str
+    from_name: str | None = None
+    envelope_from: str | None = None
+    reply_to: str | None = None
+    unsubscribe_mailto: str | None = None
+    message_id_domain: str | None = None
+    concurrency: int = 4
+    chunk_size: int = 200
+    lease_seconds: float = 300.0
+    global_rate: float = 0.0
+    global_burst: int = 50
+    domain_rate: float = 0.0
+    domain_burst: int = 10
+    max_attempts: int = 8
+    backoff_base: float = 60.0
+    backoff_max: float = 6 * 3600.0
+    poll_interval: float = 1.0
+    flush_every: int = 100
+    flush_seconds: float = 0.05
+    track_opens: bool = True
+    track_clicks: bool = True
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key_pem: bytes | None = None
+
+    @property
+    def bounce_address(self) -> str:
+        return self.envelope_from or self.from_address
+
+    @property
+    def id_domain(self) -> str:
+        return self.message_id_domain or self.from_address.rsplit("@", 1)[-1]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A claimed message ready to go: the bytes to send and what identifies the claim."""
+
+    outbox_id: int
+    workspace_id: int
+    contact_id: int | None
+    lease_token: str
+    recipient: str
+    domain: str
+    message_bytes: bytes
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one send: ``sent``, ``transient`` or ``permanent`` with the server's answer."""
+
+    prepared: Prepared
+    result: str
+    detail: str = ""
+
+
+@dataclass
+class RunStats:
+    """Counters of one run."""
+
+    claimed: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    skipped: int = 0
+    uncertain: int = 0
+    fenced: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; ``acquire`` waits for one. A rate of 0 never waits."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, float(burst))
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+
+    async def acquire(self) -> None:
+        if self.rate <= 0:
+            return
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return
+            await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+
+def backoff_delay(attempts: int, base: float, cap: float) -> float:
+    """Seconds before attempt ``attempts + 1``: base * 2^(attempts-1), capped."""
+    return float(min(cap, base * (2 ** max(0, attempts - 1))))
+
+
+class Sender:
+    """Drains the outbox; one instance per process."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        transport: Any,
+        config: SenderConfig,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.session_factory = session_factory
+        self.transport = transport
+        self.config = config
+        self.clock = clock
+        self.stats = RunStats()
+        self._own_tokens: set[str] = set()
+        self._global = TokenBucket(config.global_rate, config.global_burst)
+        self._domains: dict[str, TokenBucket] = {}
+        self._dialect = session_factory.kw["bind"].dialect.name
+
+    # --- database steps (run in threads) ----------------------------------------------------------------------
+
+    def recover(self) -> list[int]:
+        """Rows left in ``sending`` past their lease by another (dead) sender become ``uncertain``; returns ids."""
+        now = self.clock()
+        with self.session_factory() as session:
+            query = select(OutboxMessage.id, OutboxMessage.workspace_id, OutboxMessage.lease_token).where(
+                OutboxMessage.status == "sending", OutboxMessage.lease_expires_at < now
+            )
+            if self._dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = [r for r in session.execute(query) if r.lease_token not in self._own_tokens]
+            if not rows:
+                session.rollback()
+                return []
+            by_ws: dict[int, list[int]] = {}
+            for r in rows:
+                by_ws.setdefault(r.workspace_id, []).append(r.id)
+            for ws, ids in by_ws.items():
+                for start in range(0, len(ids), 500):
+                    session.execute(
+                        update(OutboxMessage)
+                        .where(
+                            OutboxMessage.id.in_(ids[start : start + 500]),
+                            OutboxMessage.status == "sending",
+                        )
+                        .values(
+                            status="uncertain",
+                            last_error="the sender stopped while sending (lease expired): fate unknown, not resent",
+                            updated_at=now,
+                        )
+                    )
+                workspaces_service.record_audit(
+                    session,
+                    ws,
+                    actor="sender",
+                    action="outbox.uncertain",
+                    subject_type="outbox_message",
+                    details={"count": len(ids), "ids": ids[:1000]},
+                    at=now,
+                )
+            session.commit()
+        ids_all = [r.id for r in rows]
+        log.warning(
+            "%d message(s) left in sending by a stopped sender are now uncertain: %s", len(ids_all), ids_all[:20]
+        )
+        self.stats.uncertain += len(ids_all)
+        return ids_all
+
+    def pending(self) -> tuple[int, int]:
+        """(rows due now, rows in ``sending``) across workspaces."""
+        now = self.clock()
+        with self.session_factory() as session:
+            due = session.scalar(
+                select(func.count()).where(OutboxMessage.status.in_(DUE_STATES), OutboxMessage.next_attempt_at <= now)
+            )
+            sending = session.scalar(select(func.count()).where(OutboxMessage.status == "sending"))
+            session.rollback()
+        return int(due or 0), int(sending or 0)
+
+    def claim(self, limit: int) -> list[Prepared]:
+        """Claim up to ``limit`` due rows, re-check consent and suppression, build them, mark them ``sending`` and
+        commit; returns the messages to send."""
+        now = self.clock()
+        token = str(uuid.uuid4())
+        with self.session_factory() as session:
+            query = (
+                select(OutboxMessage)
+                .where(OutboxMessage.status.in_(DUE_STATES), OutboxMessage.next_attempt_at <= now)
+                .order_by(OutboxMessage.priority.desc(), OutboxMessage.next_attempt_at, OutboxMessage.id)
+                .limit(limit)
+            )
+            if self._dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = list(session.scalars(query))
+            if not rows:
+                session.rollback()
+                return []
+            self._own_tokens.add(token)
+            prepared: list[Prepared] = []
+            by_ws: dict[int, list[OutboxMessage]] = {}
+            for row in rows:
+                by_ws.setdefault(row.workspace_id, []).append(row)
+            for ws_id, ws_rows in by_ws.items():
+                prepared.extend(self._prepare_workspace(session, ws_id, ws_rows, token, now))
+            session.commit()
+        self.stats.claimed += len(prepared)
+        return prepared
+
+    def _prepare_workspace(
+        self, session: Session, workspace_id: int, rows: list[OutboxMessage], token: str, now: datetime
+    ) -> list[Prepared]:
+        contact_ids = sorted({r.contact_id for r in rows if r.contact_id is not None})
+        contacts: dict[int, Any] = {}
+        for start in range(0, len(contact_ids), 500):
+            for c in session.execute(
+                select(Contact.id, Contact.email, Contact.country).where(
+                    Contact.workspace_id == workspace_id, Contact.id.in_(contact_ids[start : start + 500])
+                )
+            ):
+                contacts[c.id] = c
+        hashes = {cid: suppression.address_hash(c.email) for cid, c in contacts.items() if c.email}
+        reasons = suppression.reasons_for_hashes(session, workspace_id, hashes.values())
+        decisions = consent_service.marketing_decisions(
+            session,
+            workspace_id,
+            [(r.contact_id, r.topic) for r in rows if r.kind == "marketing" and r.contact_id in contacts],
+            {cid: c.country for cid, c in contacts.items()},
+            now,
+        )
+        workspace = session.get(Workspace, workspace_id)
+        out: list[Prepared] = []
+        for row in rows:
+            contact = contacts.get(row.contact_id) if row.contact_id is not None else None
+            if contact is None or not contact.email:
+                self._close(row, "skipped", "the contact has no email address", now)
+                continue
+            blocked = suppression.blocking_reason(reasons.get(hashes[contact.id]), row.kind)
+            if blocked:
+                self._close(row, "suppressed", blocked, now)
+                continue
+            if row.kind == "marketing":
+                decision = decisions[(contact.id, row.topic)]
+                if not decision.allowed:
+                    self._close(row, "skipped", f"consent: {decision.reason}", now)
+                    continue
+            try:
+                with session.begin_nested():
+                    message_bytes, links, message_id = self._build(session, workspace, row, contact, now)
+            except Exception as exc:  # one failing render fails that message only
+                log.warning("message %s could not be built: %s", row.id, exc)
+                self._close(row, "failed", f"build: {exc}"[:2000], now)
+                continue
+            row.status = "sending"
+            row.lease_token = token
+            row.lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
+            row.attempts = (row.attempts or 0) + 1
+            row.to_address = contact.email
+            row.message_id = message_id
+            row.links = links
+            row.sending_at = now
+            row.updated_at = now
+            out.append(
+                Prepared(
+                    outbox_id=row.id,
+                    workspace_id=workspace_id,
+                    contact_id=row.contact_id,
+                    lease_token=token,
+                    recipient=contact.email,
+                    domain=contact.email.rsplit("@", 1)[-1],
+                    message_bytes=message_bytes,
+                )
+            )
+        session.flush()
+        return out
+
+    def _close(self, row: OutboxMessage, status: str, reason: str, now: datetime) -> None:
+        row.status = status
+        row.last_error = reason
+        row.updated_at = now
+        if status == "suppressed":
+            self.stats.suppressed += 1
+        elif status == "skipped":
+            self.stats.skipped += 1
+        else:
+            self.stats.failed += 1
+
+    def _build(
+        self, session: Session, workspace: Workspace | None, row: OutboxMessage, contact: Any, now: datetime
+    ) -> tuple[bytes, list[str], str]:
+        from suppilo.messaging import mime
+
+        cfg = self.config
+        base = cfg.public_url.rstrip("/")
+        extra: dict[str, Any] = {k: v for k, v in (row.extra or {}).items() if k != "confirm_consent_id"}
+        headers: dict[str, str] = {}
+        unsubscribe_url: str | None = None
+        if row.kind == "marketing":
+            utoken = unsubscribe.unsubscribe_token(cfg.secret, row.workspace_id, contact.id, row.id, now)
+            unsubscribe_url = f"{base}/u/{utoken}"
+            headers.update(unsubscribe.list_unsubscribe_headers(base, utoken, cfg.unsubscribe_mailto))
+            extra.setdefault("unsubscribe_url", unsubscribe_url)
+            extra.setdefault("preferences_url", unsubscribe_url)
+        confirm_id = (row.extra or {}).get("confirm_consent_id")
+        if confirm_id is not None:
+            confirm_url = (
+                f"{base}/consent/confirm/{unsubscribe.confirm_token(cfg.secret, row.workspace_id, int(confirm_id))}"
+            )
+            message_extra = dict(extra.get("message") or {})
+            message_extra["confirm_url"] = confirm_url
+            extra["message"] = message_extra
+        if row.rendered:
+            rendered = row.rendered
+            subject = rendered["subject"]
+            html, text = rendered.get("html") or "", rendered.get("text") or ""
+        else:
+            from suppilo.messaging.service import render_for_contact
+
+            assert row.template_key is not None
+            result = render_for_contact(session, row.workspace_id, row.template_key, contact.id, extra=extra)
+            if result.kind and result.kind != row.kind and result.kind == "marketing":
+                raise ValueError(f"template {row.template_key!r} is marketing but the message is {row.kind}")
+            # The template's layout already carries the preheader inside the HTML.
+            subject, html, text = result.subject, result.html, result.text
+        links: list[str] = []
+        if html and row.kind == "marketing" and (cfg.track_clicks or cfg.track_opens):
+            skip = (f"{base}/u/", f"{base}/consent/")
+            html, links = tracking.rewrite_links(
+                html,
+                click_url=(lambda i: f"{base}/c/{tracking.click_token(cfg.secret, row.workspace_id, row.id, i)}")
+                if cfg.track_clicks
+                else (lambda i: ""),
+                pixel_url=f"{base}/o/{tracking.open_token(cfg.secret, row.workspace_id, row.id)}.gif"
+                if cfg.track_opens
+                else None,
+                skip_prefixes=skip if cfg.track_clicks else ("",),
+            )
+        headers["X-Suppilo-Kind"] = row.kind
+        msg = mime.build_message(
+            outbox_id=row.id,
+            workspace_slug=workspace.slug if workspace is not None else str(row.workspace_id),
+            domain=cfg.id_domain,
+            from_email=cfg.from_address,
+            to_email=contact.email,
+            subject=subject,
+            text=text or "",
+            html=html or None,
+            from_name=cfg.from_name or (workspace.name if workspace is not None else None),
+            reply_to=cfg.reply_to,
+            headers=headers,
+            date=now,
+        )
+        message_id = str(msg["Message-ID"])
+        data = mime.message_bytes(msg)
+        if cfg.dkim_selector and cfg.dkim_domain and cfg.dkim_private_key_pem:
+            data = mime.sign_dkim(
+                data, selector=cfg.dkim_selector, domain=cfg.dkim_domain, private_key_pem=cfg.dkim_private_key_pem
+            )
+        return data, links, message_id
+
+    def finish(self, outcomes: list[Outcome]) -> None:
+        """Record outcomes with the fencing check; one transaction."""
+        if not outcomes:
+            return
+        now = self.clock()
+        cfg = self.config
+        sent = [o for o in outcomes if o.result == "sent"]
+        with self.session_factory() as session:
+            fenced = 0
+            if sent:
+                table = OutboxMessage.__table__
+                result = session.connection().execute(
+                    update(table)
+                    .where(
+                        and_(
+                            table.c.id == bindparam("b_id"),
+                            table.c.lease_token == bindparam("b_token"),
+                            table.c.status == "sending",
+                        )
+                    )
+                    .values(status="sent", sent_at=now, updated_at=now, lease_expires_at=None, last_error=None),
+                    [{"b_id": o.prepared.outbox_id, "b_token": o.prepared.lease_token} for o in sent],
+                )
+                fenced += len(sent) - int(
+                    result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(sent)
+                )
+            failed_rows = [o for o in outcomes if o.result != "sent"]
+            if failed_rows:
+                attempts = dict(
+                    session.execute(
+                        select(OutboxMessage.id, OutboxMessage.attempts).where(
+                            OutboxMessage.id.in_([o.prepared.outbox_id for o in failed_rows])
+                        )
+                    ).all()
+                )
+                for o in failed_rows:
+                    values: dict[str, Any]
+                    n = attempts.get(o.prepared.outbox_id, 1)
+                    if o.result == "uncertain":
+                        values = {"status": "uncertain"}
+                        self.stats.uncertain += 1
+                    elif o.result == "permanent" or n >= cfg.max_attempts:
+                        values = {"status": "failed"}
+                        self.stats.failed += 1
+                    else:
+                        values = {
+                            "status": "deferred",
+                            "next_attempt_at": now
+                            + timedelta(seconds=backoff_delay(n, cfg.backoff_base, cfg.backoff_max)),
+                        }
+                        self.stats.deferred += 1
+                    r = session.execute(
+                        update(OutboxMessage)
+                        .where(
+                            OutboxMessage.id == o.prepared.outbox_id,
+                            OutboxMessage.lease_token == o.prepared.lease_token,
+                            OutboxMessage.status == "sending",
+                        )
+                        .values(last_error=o.detail[:2000], updated_at=now, lease_expires_at=None, **values)
+                    )
+                    fenced += 1 - int(r.rowcount or 0)
+            for o in sent:
+                if o.prepared.contact_id is not None:
+                    events_service.record_event(
+                        session,
+                        o.prepared.workspace_id,
+                        o.prepared.contact_id,
+                        "email_sent",
+                        {"outbox_id": o.prepared.outbox_id},
+                        now,
+                        message_id=f"mail-sent-{o.prepared.outbox_id}",
+                    )
+            session.commit()
+        self.stats.sent += len(sent)
+        if fenced:
+            self.stats.fenced += fenced
+            log.warning("%d outcome(s) not recorded: another sender took over those rows", fenced)
+
+    # --- the async loop ---------------------------------------------------------------------------------------
+
+    async def _send_one(self, item: Prepared) -> Outcome:
+        from suppilo.messaging.transport import PermanentSendError, TransientSendError
+
+        await self._global.acquire()
+        if self.config.domain_rate > 0:
+            bucket = self._domains.get(item.domain)
+            if bucket is None:
+                if len(self._domains) > 10_000:
+                    self._domains.clear()
+                bucket = self._domains[item.domain] = TokenBucket(self.config.domain_rate, self.config.domain_burst)
+            await bucket.acquire()
+        try:
+            await self.transport.send(self.config.bounce_address, [item.recipient], item.message_bytes)
+        except PermanentSendError as exc:
+            return Outcome(item, "permanent", str(exc))
+        except TransientSendError as exc:
+            # The connection died after the message data went out: the server may have accepted it.
+            return Outcome(item, "uncertain" if exc.after_data else "transient", str(exc))
+        except (TimeoutError, OSError) as exc:
+            return Outcome(item, "transient", f"{type(exc).__name__}: {exc}")
+        return Outcome(item, "sent")
+
+    async def run(
+        self, *, until_empty: bool = False, stop: asyncio.Event | None = None, max_seconds: float | None = None
+    ) -> RunStats:
+        """Send until stopped (or, with ``until_empty``, until nothing is due and nothing is in flight anywhere)."""
+        cfg = self.config
+        stop = stop or asyncio.Event()
+        deadline = time.monotonic() + max_seconds if max_seconds else None
+        queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=cfg.chunk_size * 2)
+        outcomes: list[Outcome] = []
+        flush_lock = asyncio.Lock()
+        last_flush = time.monotonic()
+
+        async def flush() -> None:
+            nonlocal last_flush
+            async with flush_lock:
+                if not outcomes:
+                    return
+                batch = outcomes[:]
+                del outcomes[:]
+                last_flush = time.monotonic()
+                await asyncio.to_thread(self.finish, batch)
+
+        async def worker() -> None:
+            while True:
+                item = await queue.get()
+                try:
+                    if item is None:
+                        return
+                    outcomes.append(await self._send_one(item))
+                    if len(outcomes) >= cfg.flush_every:
+                        await flush()
+                finally:
+                    queue.task_done()
+
+        async def flusher() -> None:
+            while True:
+                await asyncio.sleep(cfg.flush_seconds)
+                if outcomes and time.monotonic() - last_flush >= cfg.flush_seconds:
+                    await flush()
+
+        await asyncio.to_thread(self.recover)
+        workers = [asyncio.create_task(worker()) for _ in range(max(1, cfg.concurrency))]
+        flush_task = asyncio.create_task(flusher())
+        last_recover = time.monotonic()
+        try:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                batch = await asyncio.to_thread(self.claim, cfg.chunk_size)
+                for item in batch:
+                    await queue.put(item)
+                if batch:
+                    if time.monotonic() - last_recover > cfg.lease_seconds / 2:
+                        await asyncio.to_thread(self.recover)
+                        last_recover = time.monotonic()
+                    continue
+                await queue.join()
+                await flush()
+                await asyncio.to_thread(self.recover)
+                last_recover = time.monotonic()
+                if until_empty:
+                    due, sending = await asyncio.to_thread(self.pending)
+                    if due == 0 and sending == 0:
+                        break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=cfg.poll_interval)
+        finally:
+            await queue.join()
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+            flush_task.cancel()
+            await asyncio.gather(flush_task, return_exceptions=True)
+            await flush()
+        return self.stats

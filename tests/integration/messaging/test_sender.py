@@ -1,0 +1,222 @@
+"""The sender over a real SMTP server: headers, DKIM, tracking, consent and suppression at send, retries,
+uncertain rows after a crash, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+
+import dkim
+import pytest
+from sqlalchemy import select
+
+from suppilo.db.base import utcnow
+from suppilo.events.models import Event
+from suppilo.messaging import outbox, suppression
+from suppilo.messaging.outbox_models import OutboxMessage
+from suppilo.messaging.sender import Outcome, Prepared
+from tests.integration.messaging.outbox_support import (
+    PUBLIC_URL,
+    RENDERED,
+    SmtpSink,
+    add_contact,
+    drain,
+    make_sender,
+    rsa_key_pair,
+)
+
+
+def _enqueue(factory, ws_id, key, contact_id, **kw):
+    with factory() as s:
+        row = outbox.enqueue(
+            s, ws_id, dedupe_key=key, contact_id=contact_id, rendered=kw.pop("rendered", RENDERED), **kw
+        )
+        s.commit()
+        return row.id if row else None
+
+
+def _row(factory, row_id):
+    with factory() as s:
+        return s.get(OutboxMessage, row_id)
+
+
+def test_marketing_mail_is_signed_with_unsubscribe_headers_and_tracked_links(session_factory, workspace, tmp_path):
+    private, public = rsa_key_pair(tmp_path)
+    cid = add_contact(session_factory, workspace.id, "alice@example.com", country="US")
+    mid = _enqueue(session_factory, workspace.id, "broadcast:1:contact:1", cid)
+    assert _enqueue(session_factory, workspace.id, "broadcast:1:contact:1", cid) is None  # one row per cause
+    with SmtpSink() as sink:
+        sender, transport = make_sender(
+            session_factory,
+            sink,
+            dkim_selector="s1",
+            dkim_domain="shop.example.fi",
+            dkim_private_key_pem=private,
+        )
+        stats = asyncio.run(drain(sender, transport))
+    assert stats.sent == 1
+    assert len(sink.received) == 1
+    got = sink.received[0]
+    assert got.mail_from == "bounces@shop.example.fi" and got.rcpt_tos == ["alice@example.com"]
+    msg = got.message
+    assert f"outbox-{mid}." in msg["Message-ID"]
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert re.fullmatch(
+        rf"<{re.escape(PUBLIC_URL)}/u/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+>, "
+        r"<mailto:unsubscribe@shop\.example\.fi\?subject=unsubscribe>",
+        msg["List-Unsubscribe"].strip(),
+    )
+    key_b64 = b"".join(line for line in public.splitlines() if not line.startswith(b"-----"))
+    assert dkim.verify(got.data, dnsfunc=lambda name, timeout=5: b"v=DKIM1; k=rsa; p=" + key_b64)
+    signed = re.search(rb"h=([^;]+);", got.data.replace(b"\r\n\t", b"").replace(b"\r\n ", b"")).group(1).lower()
+    assert b"list-unsubscribe" in signed and b"list-unsubscribe-post" in signed
+    html = msg.get_body(("html",)).get_content()
+    assert f"{PUBLIC_URL}/c/" in html and "shop.example.fi/sale" not in html
+    assert f"{PUBLIC_URL}/o/" in html
+    row = _row(session_factory, mid)
+    assert row.status == "sent" and row.sent_at is not None and row.attempts == 1
+    assert row.links == ["https://shop.example.fi/sale?a=1&b=2"]
+    assert row.message_id == msg["Message-ID"]
+    with session_factory() as s:
+        names = list(s.scalars(select(Event.name).where(Event.workspace_id == workspace.id, Event.contact_id == cid)))
+    assert names == ["email_sent"]
+
+
+def test_consent_and_suppression_are_checked_again_at_send(session_factory, workspace):
+    ws = workspace.id
+    unconsented = add_contact(session_factory, ws, "bob@example.fi", country="FI")
+    unsubscribed = add_contact(session_factory, ws, "carol@example.com", country="US")
+    bounced = add_contact(session_factory, ws, "dave@example.com", country="US")
+    ok = add_contact(session_factory, ws, "erin@example.com", country="US")
+    ids = {
+        "unconsented": _enqueue(session_factory, ws, "k1", unconsented),
+        "unsub_marketing": _enqueue(session_factory, ws, "k2", unsubscribed),
+        "unsub_transactional": _enqueue(session_factory, ws, "k3", unsubscribed, kind="transactional"),
+        "bounced_transactional": _enqueue(session_factory, ws, "k4", bounced, kind="transactional"),
+        "ok": _enqueue(session_factory, ws, "k5", ok),
+    }
+    # Suppressed after queueing, through variants of the address.
+    with session_factory() as s:
+        suppression.suppress(s, ws, "Carol@EXAMPLE.com", "unsubscribe")
+        suppression.suppress(s, ws, " DAVE@example.COM ", "hard_bounce")
+        s.commit()
+    with SmtpSink() as sink:
+        sender, transport = make_sender(session_factory, sink)
+        asyncio.run(drain(sender, transport))
+    status = {k: _row(session_factory, v).status for k, v in ids.items()}
+    assert status == {
+        "unconsented": "skipped",
+        "unsub_marketing": "suppressed",
+        "unsub_transactional": "sent",
+        "bounced_transactional": "suppressed",
+        "ok": "sent",
+    }
+    assert sorted(r.rcpt_tos[0] for r in sink.received) == ["carol@example.com", "erin@example.com"]
+    assert _row(session_factory, ids["unconsented"]).last_error == "consent: no_consent"
+    # The transactional mail carries no unsubscribe header.
+    transactional = next(r for r in sink.received if r.rcpt_tos == ["carol@example.com"]).message
+    assert transactional["List-Unsubscribe"] is None
+
+
+def test_4xx_is_retried_with_backoff_and_5xx_fails(session_factory, workspace):
+    ws = workspace.id
+    soft = add_contact(session_factory, ws, "soft@example.com", country="US")
+    hard = add_contact(session_factory, ws, "hard@example.com", country="US")
+    soft_id = _enqueue(session_factory, ws, "soft", soft)
+    hard_id = _enqueue(session_factory, ws, "hard", hard)
+    with SmtpSink() as sink:
+        sink.handler.replies = {"soft@example.com": "451 4.7.1 try later", "hard@example.com": "550 5.1.1 no such user"}
+        sender, transport = make_sender(session_factory, sink, backoff_base=120)
+        before = utcnow()
+        asyncio.run(drain(sender, transport))
+        row = _row(session_factory, soft_id)
+        assert row.status == "deferred" and row.attempts == 1 and "451" in row.last_error
+        assert row.next_attempt_at >= before + timedelta(seconds=119)
+        failed = _row(session_factory, hard_id)
+        assert failed.status == "failed" and "550" in failed.last_error
+        # When the retry is due and the server accepts, it is sent (attempt 2).
+        sink.handler.replies = {}
+        with session_factory() as s:
+            s.get(OutboxMessage, soft_id).next_attempt_at = utcnow()
+            s.commit()
+        sender, transport = make_sender(session_factory, sink, backoff_base=120)
+        asyncio.run(drain(sender, transport))
+    row = _row(session_factory, soft_id)
+    assert row.status == "sent" and row.attempts == 2
+    assert [r.rcpt_tos for r in sink.received] == [["soft@example.com"]]
+
+
+def test_a_row_left_sending_becomes_uncertain_and_is_resent_only_on_request(session_factory, workspace):
+    ws = workspace.id
+    cid = add_contact(session_factory, ws, "frank@example.com", country="US")
+    mid = _enqueue(session_factory, ws, "crashed", cid)
+    with session_factory() as s:
+        row = s.get(OutboxMessage, mid)
+        row.status, row.lease_token = "sending", "dead-sender"
+        row.lease_expires_at = utcnow() - timedelta(seconds=1)
+        s.commit()
+    with SmtpSink() as sink:
+        sender, transport = make_sender(session_factory, sink)
+        stats = asyncio.run(drain(sender, transport))
+        assert stats.uncertain >= 1
+        assert _row(session_factory, mid).status == "uncertain"
+        assert sink.received == []
+        with session_factory() as s:
+            assert [r.id for r in outbox.list_uncertain(s, ws)] == [mid]
+            outbox.resend(s, ws, mid, actor="test")
+            s.commit()
+        sender, transport = make_sender(session_factory, sink)
+        asyncio.run(drain(sender, transport))
+    assert _row(session_factory, mid).status == "sent"
+    assert len(sink.received) == 1
+
+
+def test_a_stale_claim_cannot_overwrite_a_newer_state(session_factory, workspace):
+    ws = workspace.id
+    cid = add_contact(session_factory, ws, "gina@example.com", country="US")
+    mid = _enqueue(session_factory, ws, "fenced", cid)
+    with session_factory() as s:
+        row = s.get(OutboxMessage, mid)
+        row.status, row.lease_token = "uncertain", "old-token"
+        s.commit()
+    with SmtpSink() as sink:
+        sender, _ = make_sender(session_factory, sink)
+        prepared = Prepared(mid, ws, cid, "old-token", "gina@example.com", "example.com", b"")
+        sender.finish([Outcome(prepared, "sent")])
+    assert _row(session_factory, mid).status == "uncertain"
+    assert sender.stats.fenced == 1
+
+
+def test_one_failing_render_fails_only_that_message(session_factory, workspace):
+    ws = workspace.id
+    a = add_contact(session_factory, ws, "hank@example.com", country="US")
+    b = add_contact(session_factory, ws, "ivy@example.com", country="US")
+    bad = _enqueue(session_factory, ws, "bad", a, rendered=None, template_key="no_such_template")
+    good = _enqueue(session_factory, ws, "good", b)
+    with SmtpSink() as sink:
+        sender, transport = make_sender(session_factory, sink)
+        asyncio.run(drain(sender, transport))
+    assert _row(session_factory, bad).status == "failed"
+    assert "build" in _row(session_factory, bad).last_error
+    assert _row(session_factory, good).status == "sent"
+    assert len(sink.received) == 1
+
+
+@pytest.mark.parametrize("n", [250])
+def test_many_messages_each_arrive_once(session_factory, workspace, n):
+    ws = workspace.id
+    ids = [add_contact(session_factory, ws, f"p{i}@example.com", country="US") for i in range(n)]
+    with session_factory() as s:
+        outbox.enqueue_many(
+            s, ws, [{"dedupe_key": f"bulk:{cid}", "contact_id": cid, "rendered": RENDERED} for cid in ids]
+        )
+        s.commit()
+    with SmtpSink() as sink:
+        sender, transport = make_sender(session_factory, sink, chunk_size=40, concurrency=8)
+        stats = asyncio.run(drain(sender, transport))
+    assert stats.sent == n
+    counts = sink.by_message_id()
+    assert len(counts) == n and set(counts.values()) == {1}
+    with session_factory() as s:
+        assert outbox.counts(s, ws) == {"sent": n}
