@@ -12,7 +12,8 @@ import json
 import operator
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,7 +21,22 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    String,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    update,
+)
+from sqlalchemy import column as sql_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,7 +51,6 @@ from suppilo.contacts.normalize import (
     is_free_mail,
     normalize_domain,
     normalize_language,
-    normalize_phone,
     timezone_for_country,
 )
 from suppilo.db.base import utcnow
@@ -43,11 +58,12 @@ from suppilo.engine.channels import CHANNELS
 from suppilo.engine.lifecycle import StageSpec, decide_rule_move, position_of
 from suppilo.errors import DomainError
 from suppilo.events.models import Touch
-from suppilo.transfer.mapping import ColumnMapping, PropertySpec, build_mapping
+from suppilo.transfer.mapping import CONTACT_FIELDS, ColumnMapping, PropertySpec, build_mapping
 from suppilo.transfer.readers import UnreadableFile, open_table
 from suppilo.transfer.values import (
     CellError,
     fast_normalize_email,
+    fast_normalize_phone,
     parse_country,
     parse_currency,
     parse_datetime,
@@ -58,7 +74,7 @@ from suppilo.transfer.values import (
 )
 from suppilo.workspaces.models import Membership, User, Workspace
 
-DEFAULT_BATCH = 2000
+DEFAULT_BATCH = 10_000
 CACHE_LIMIT = 200_000
 
 # HubSpot lifecycle stage names (internal and label forms, folded) -> our stages.
@@ -230,6 +246,76 @@ def _chunks(values: list[Any], size: int = 900) -> Iterable[list[Any]]:
         yield values[i : i + size]
 
 
+def _any_of(col: Any, postgres: bool, name: str = "emails") -> Any:
+    """``col`` is one of the list bound as ``name``: one array parameter on PostgreSQL, an expanding IN on SQLite."""
+    if postgres:
+        item = BigInteger() if name == "ids" else String()
+        return col == any_(bindparam(name, type_=postgresql.ARRAY(item)))
+    return col.in_(bindparam(name, expanding=True))
+
+
+def _lookup(conn: Connection, stmt: Any, name: str, values: list[Any]) -> list[Any]:
+    """Rows of a statement built with ``_any_of``: one query on PostgreSQL, chunks of 900 on SQLite."""
+    if not values:
+        return []
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(stmt, {name: values}))
+    out: list[Any] = []
+    for chunk in _chunks(values):
+        out.extend(conn.execute(stmt, {name: chunk}))
+    return out
+
+
+def _driver_call(conn: Connection, sql: str, call: Callable[[Any], None]) -> None:
+    """Run ``call(cursor)`` on a driver cursor; a driver error becomes SQLAlchemy's DBAPIError, as from execute()."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        call(cursor)
+    except dbapi_error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi_error) from exc
+    finally:
+        cursor.close()
+
+
+def _pg_copy(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``COPY ... FROM STDIN`` of rows (tuples in the statement's column order) on the connection's transaction."""
+    if not rows:
+        return
+
+    def copy_rows(cursor: Any) -> None:
+        with cursor.copy(sql) as copy:
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row)
+
+    _driver_call(conn, sql, copy_rows)
+
+
+class _Rows:
+    """An INSERT run by SQLite's ``executemany`` with rows as tuples in ``columns`` order (no dict per row)."""
+
+    def __init__(self, stmt: Any, columns: list[str]) -> None:
+        self.stmt = stmt
+        self.columns = columns
+        self._compiled: tuple[str, Any] | None = None
+
+    def run(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if self._compiled is None:
+            compiled = self.stmt.compile(dialect=conn.dialect, column_keys=self.columns)
+            names = list(compiled.positiontup or ())
+            if sorted(names) != sorted(self.columns):
+                raise RuntimeError(f"statement parameters {names} are not the columns {self.columns}")
+            order = [self.columns.index(n) for n in names]
+            getter = None if order == list(range(len(order))) else operator.itemgetter(*order)
+            self._compiled = (compiled.string, getter)
+        sql, getter = self._compiled
+        params = rows if getter is None else [getter(row) for row in rows]
+        _driver_call(conn, sql, lambda cursor: cursor.executemany(sql, params))
+
+
 class _Bulk:
     """A bulk statement (built with the dialect's insert) run by the driver's ``executemany``.
 
@@ -262,11 +348,7 @@ class _Bulk:
         if constants:
             rows = [{**row, **constants} for row in rows]
         params = [getter(row) for row in rows] if getter is not None else rows
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(sql, params)
-        finally:
-            cursor.close()
+        _driver_call(conn, sql, lambda cursor: cursor.executemany(sql, params))
 
 
 def _check_len(value: str, limit: int, column: str) -> str:
@@ -389,6 +471,66 @@ _CONTACT_FILE_COLUMNS = (
     "owner_id",
 )
 
+# The columns every contact row carries after the file's own (see ContactLoader.write).
+_CONTACT_FIXED_COLUMNS = (
+    "workspace_id",
+    "email",
+    "is_anonymous",
+    "company_id",
+    "timezone",
+    "lifecycle_stage",
+    "lifecycle_stage_at",
+    "first_touch_channel",
+    "latest_touch_channel",
+    "first_touch_source",
+    "latest_touch_source",
+    "first_touch_at",
+    "latest_touch_at",
+    "created_at",
+    "updated_at",
+    "version",
+)
+_CHANGE_COLUMNS = ("workspace_id", "contact_id", "from_stage", "to_stage", "changed_at", "reason", "source", "actor")
+_TOUCH_COLUMNS = (
+    "workspace_id",
+    "contact_id",
+    "event_id",
+    "occurred_at",
+    "channel",
+    "source",
+    "medium",
+    "campaign",
+    "term",
+    "content",
+    "referrer",
+    "landing_url",
+)
+_PG_STAGE = "suppilo_import_contacts"
+_PG_COPY_CHANGES = f"COPY stage_changes ({', '.join(_CHANGE_COLUMNS)}) FROM STDIN"
+_PG_COPY_TOUCHES = f"COPY touches ({', '.join(_TOUCH_COLUMNS)}) FROM STDIN"
+_MEMO_LIMIT = 10_000
+
+
+@lru_cache(maxsize=1024)
+def _language(raw: str) -> str:
+    return normalize_language(raw)
+
+
+@lru_cache(maxsize=1024)
+def _timezone(raw: str) -> str:
+    return parse_timezone(raw, "timezone")
+
+
+@lru_cache(maxsize=65536)
+def _domain(raw: str) -> str:
+    return normalize_domain(raw)
+
+
+def _mail_company_domain(email: str) -> str | None:
+    """The company domain of an address: its domain unless that is a free mail provider."""
+    domain = email_domain(email)
+    return None if is_free_mail(domain) else domain
+
 
 class ContactLoader(_Loader):
     kind = "contacts"
@@ -411,31 +553,25 @@ class ContactLoader(_Loader):
         self.stage_keys = {s.key for s in ctx.stages}
         self.stage_by_label = {_fold(s.key): s.key for s in ctx.stages} | {_fold(s.label): s.key for s in ctx.stages}
         self.default_stage = self._initial_stage()
-        ins = _insert(ctx.dialect, t)  # type: ignore[arg-type]
-        exc = ins.excluded
-        set_: dict[str, Any] = {c: func.coalesce(exc[c], t.c[c]) for c in self.file_columns}
-        set_["company_id"] = func.coalesce(t.c.company_id, exc.company_id)
-        set_["timezone"] = (
-            func.coalesce(exc.timezone, t.c.timezone)
-            if "timezone" in present
-            else func.coalesce(t.c.timezone, exc.timezone)
-        )
-        if self.has_props:
-            set_["properties"] = exc.properties
-        changed = or_(*[value.is_distinct_from(t.c[c]) for c, value in set_.items()])
-        set_["updated_at"] = exc.updated_at
-        set_["version"] = t.c.version + 1
-        self.upsert = ins.on_conflict_do_update(
-            index_elements=["workspace_id", "email"], index_where=t.c.email.isnot(None), set_=set_, where=changed
-        )
+        self.ix: dict[str, int | None] = {f: self.columns.get(f) for f in CONTACT_FIELDS}
+        self.text_cells = [
+            (name, i, limit) for name, limit in _CONTACT_TEXT.items() if (i := self.columns.get(name)) is not None
+        ]
+        self.has_first = "first_name" in self.columns
+        self._stage_memo: dict[str, str] = {}
+        self._channel_memo: dict[str, tuple[str, str]] = {}
+        self.has_last = "last_name" in self.columns
+        self.upsert = self._upsert(_insert(ctx.dialect, t), present)  # type: ignore[arg-type]
+        # Every contact row is a tuple in this column order (the SQLite statement, the PostgreSQL COPY).
+        self.insert_columns = [*self.file_columns, *_CONTACT_FIXED_COLUMNS, "properties"]
+        self.sqlite_upsert = _Rows(self.upsert, self.insert_columns)
         cols = [t.c.email, t.c.id, t.c.lifecycle_stage, t.c.company_id, t.c.first_touch_channel]
         if self.has_props:
             cols.append(t.c.properties)
-        self.select_existing = select(*cols).where(
-            t.c.workspace_id == ctx.workspace_id, t.c.email.in_(bindparam("emails", expanding=True))
-        )
+        postgres = ctx.dialect == "postgresql"
+        self.select_existing = select(*cols).where(t.c.workspace_id == ctx.workspace_id, _any_of(t.c.email, postgres))
         self.select_ids = select(t.c.email, t.c.id).where(
-            t.c.workspace_id == ctx.workspace_id, t.c.email.in_(bindparam("emails", expanding=True))
+            t.c.workspace_id == ctx.workspace_id, _any_of(t.c.email, postgres)
         )
         self.stage_update = (
             update(t)
@@ -457,14 +593,46 @@ class ContactLoader(_Loader):
         tt = Touch.__table__
         self.touched = select(tt.c.contact_id).where(
             tt.c.workspace_id == ctx.workspace_id,
-            tt.c.contact_id.in_(bindparam("ids", expanding=True)),
+            _any_of(tt.c.contact_id, postgres, "ids"),
             tt.c.medium == "import",
             tt.c.content == ctx.filename[:200],
         )
         self.tag_insert = _Bulk(_insert(ctx.dialect, ContactTag.__table__).on_conflict_do_nothing())  # type: ignore[arg-type]
-        self.bulk_upsert = _Bulk(self.upsert)
-        self.change_insert = _Bulk(StageChange.__table__.insert())
-        self.touch_insert = _Bulk(Touch.__table__.insert())
+        self.change_insert = _Rows(StageChange.__table__.insert(), list(_CHANGE_COLUMNS))
+        self.touch_insert = _Rows(Touch.__table__.insert(), list(_TOUCH_COLUMNS))
+        if postgres:
+            # PostgreSQL: the batch is COPYed into a temporary table and upserted from it in one statement.
+            staged = table(_PG_STAGE, *[sql_column(c) for c in [*self.insert_columns, "_n"]])
+            from_stage = postgresql.insert(t).from_select(
+                self.insert_columns, select(*[staged.c[c] for c in self.insert_columns]).order_by(staged.c._n)
+            )
+            self.pg_upsert = self._upsert(from_stage, present).returning(t.c.email, t.c.id)
+            names = ", ".join(self.insert_columns)
+            self.pg_create_stage = (
+                f"CREATE TEMPORARY TABLE {_PG_STAGE} ON COMMIT DROP AS "
+                f"SELECT {names}, 0 AS _n FROM contacts WITH NO DATA"
+            )
+            self.pg_copy_stage = f"COPY {_PG_STAGE} ({names}, _n) FROM STDIN"
+
+    def _upsert(self, ins: Any, present: set[str]) -> Any:
+        """The contact upsert on (workspace, email): file columns where the file has a value, version + 1 on change."""
+        t = self.table
+        exc = ins.excluded
+        set_: dict[str, Any] = {c: func.coalesce(exc[c], t.c[c]) for c in self.file_columns}
+        set_["company_id"] = func.coalesce(t.c.company_id, exc.company_id)
+        set_["timezone"] = (
+            func.coalesce(exc.timezone, t.c.timezone)
+            if "timezone" in present
+            else func.coalesce(t.c.timezone, exc.timezone)
+        )
+        if self.has_props:
+            set_["properties"] = exc.properties
+        changed = or_(*[value.is_distinct_from(t.c[c]) for c, value in set_.items()])
+        set_["updated_at"] = exc.updated_at
+        set_["version"] = t.c.version + literal_column("1")
+        return ins.on_conflict_do_update(
+            index_elements=["workspace_id", "email"], index_where=t.c.email.isnot(None), set_=set_, where=changed
+        )
 
     def _initial_stage(self) -> str:
         move = decide_rule_move(self.ctx.stages, self.ctx.rules, None, "contact_imported")
@@ -477,6 +645,14 @@ class ContactLoader(_Loader):
         self.companies.ids.clear()
 
     def _stage(self, raw: str) -> str:
+        stage = self._stage_memo.get(raw)
+        if stage is None:
+            stage = self._parse_stage(raw)
+            if len(self._stage_memo) < _MEMO_LIMIT:
+                self._stage_memo[raw] = stage
+        return stage
+
+    def _parse_stage(self, raw: str) -> str:
         key = _fold(raw)
         stage = LIFECYCLE_ALIASES.get(key) or self.stage_by_label.get(key)
         if stage is None or stage not in self.stage_keys:
@@ -486,6 +662,14 @@ class ContactLoader(_Loader):
         return stage
 
     def _channel(self, raw: str) -> tuple[str, str]:
+        found = self._channel_memo.get(raw)
+        if found is None:
+            found = self._parse_channel(raw)
+            if len(self._channel_memo) < _MEMO_LIMIT:
+                self._channel_memo[raw] = found
+        return found
+
+    def _parse_channel(self, raw: str) -> tuple[str, str]:
         key = _fold(raw)
         channel = SOURCE_CHANNELS.get(key)
         if channel is None and raw.strip().lower() in CHANNELS:
@@ -493,67 +677,81 @@ class ContactLoader(_Loader):
         return channel or self.ctx.channel, raw.strip()[:200]
 
     def prepare(self, line: int, cells: list[str]) -> dict[str, Any]:
-        cell = self.cell
-        rec: dict[str, Any] = {}
-        raw_email = cell(cells, "email")
+        # The hot path of an import: cells are read by index (import_file has checked the row is wide enough).
+        ix = self.ix
+        i = ix["email"]
+        raw_email = cells[i].strip() if i is not None else ""
         if not raw_email:
             raise CellError("email: required")
         try:
-            rec["email"] = fast_normalize_email(raw_email)
+            email = fast_normalize_email(raw_email)
         except InvalidValue as exc:
             raise CellError(f"email: {exc.message}") from None
-        for name, limit in _CONTACT_TEXT.items():
-            if name in self.columns:
-                value = cell(cells, name)
-                rec[name] = _check_len(value, limit, name) if value else None
-        if "first_name" in self.columns:
+        rec: dict[str, Any] = {"email": email}
+        for name, i, limit in self.text_cells:
+            value = cells[i].strip()
+            if value:
+                if len(value) > limit:
+                    raise CellError(f"{name}: longer than {limit} characters")
+                rec[name] = value
+            else:
+                rec[name] = None
+        if self.has_first:
             rec["first_name_lower"] = rec["first_name"].lower() if rec["first_name"] else None
-        if "last_name" in self.columns:
+        if self.has_last:
             rec["last_name_lower"] = rec["last_name"].lower() if rec["last_name"] else None
         country = None
-        if "country" in self.columns:
-            raw = cell(cells, "country")
+        i = ix["country"]
+        if i is not None:
+            raw = cells[i].strip()
             country = parse_country(raw, "country") if raw else None
             rec["country"] = country
-        if "language" in self.columns:
-            raw = cell(cells, "language")
+        i = ix["language"]
+        if i is not None:
+            raw = cells[i].strip()
             try:
-                rec["language"] = normalize_language(raw) if raw else None
+                rec["language"] = _language(raw) if raw else None
             except InvalidValue as exc:
                 raise CellError(f"language: {exc.message}") from None
-        if "phone" in self.columns or "mobile_phone" in self.columns:
-            raw = cell(cells, "phone") or cell(cells, "mobile_phone")
+        i, j = ix["phone"], ix["mobile_phone"]
+        if i is not None or j is not None:
+            raw = (cells[i].strip() if i is not None else "") or (cells[j].strip() if j is not None else "")
             try:
-                rec["phone"] = normalize_phone(raw, country or self.ctx.country) if raw else None
+                rec["phone"] = fast_normalize_phone(raw, country or self.ctx.country) if raw else None
             except InvalidValue as exc:
                 raise CellError(f"phone: {exc.message}") from None
-        if "timezone" in self.columns:
-            raw = cell(cells, "timezone")
-            rec["timezone"] = parse_timezone(raw, "timezone") if raw else timezone_for_country(country)
+        i = ix["timezone"]
+        if i is not None:
+            raw = cells[i].strip()
+            rec["timezone"] = _timezone(raw) if raw else timezone_for_country(country)
         else:
             rec["timezone"] = timezone_for_country(country)
-        if "owner" in self.columns:
-            rec["owner_id"] = self.owner(cell(cells, "owner"))
-        domain = None
-        raw_domain = cell(cells, "company_domain")
+        i = ix["owner"]
+        if i is not None:
+            rec["owner_id"] = self.owner(cells[i].strip())
+        i = ix["company_domain"]
+        raw_domain = cells[i].strip() if i is not None else ""
         if raw_domain:
             try:
-                domain = normalize_domain(raw_domain)
+                domain: str | None = _domain(raw_domain)
             except InvalidValue as exc:
                 raise CellError(f"company_domain: {exc.message}") from None
         else:
-            mail_domain = email_domain(rec["email"])
-            if not is_free_mail(mail_domain):
-                domain = mail_domain
+            domain = _mail_company_domain(email)
         rec["_domain"] = domain
-        rec["_company_name"] = cell(cells, "company_name")[:200] or None
-        raw = cell(cells, "lifecycle_stage")
+        i = ix["company_name"]
+        rec["_company_name"] = (cells[i].strip()[:200] or None) if i is not None else None
+        i = ix["lifecycle_stage"]
+        raw = cells[i].strip() if i is not None else ""
         rec["_stage"] = self._stage(raw) if raw else ""
-        raw = cell(cells, "source")
+        i = ix["source"]
+        raw = cells[i].strip() if i is not None else ""
         rec["_channel"], rec["_source"] = self._channel(raw) if raw else (None, None)
-        raw = cell(cells, "created_at")
+        i = ix["created_at"]
+        raw = cells[i].strip() if i is not None else ""
         rec["_created_at"] = parse_datetime(raw, "created_at", self.ctx.tz) if raw else None
-        raw = cell(cells, "tags")
+        i = ix["tags"]
+        raw = cells[i].strip() if i is not None else ""
         rec["_tags"] = sorted({t.strip()[:100] for t in raw.replace(";", ",").split(",") if t.strip()}) if raw else []
         rec["_props"] = self.parse_props(cells) if self.props else {}
         return rec
@@ -571,6 +769,7 @@ class ContactLoader(_Loader):
     def write(self, conn: Connection, items: list[_Item]) -> tuple[int, int]:
         ctx = self.ctx
         now = ctx.now
+        postgres = ctx.dialect == "postgresql"
         by_email: dict[str, dict[str, Any]] = {}
         for item in items:
             rec = item.rec
@@ -579,76 +778,95 @@ class ContactLoader(_Loader):
                 by_email[rec["email"]] = dict(rec)
             else:
                 self._merge(seen, rec)
+        default_channel = ctx.channel
         for rec in by_email.values():
             if rec["_channel"] is None:
-                rec["_channel"], rec["_source"] = ctx.channel, "import"
+                rec["_channel"], rec["_source"] = default_channel, "import"
         emails = list(by_email)
-        existing: dict[str, Any] = {}
-        for chunk in _chunks(emails):
-            for row in conn.execute(self.select_existing, {"emails": chunk}):
-                existing[row.email] = row
+        existing: dict[str, Any] = {row.email: row for row in _lookup(conn, self.select_existing, "emails", emails)}
         wanted: dict[str, str | None] = {}
         for email, rec in by_email.items():
-            old = existing.get(email)
-            if rec["_domain"] and (old is None or old.company_id is None):
-                wanted.setdefault(rec["_domain"], rec["_company_name"])
+            if rec["_domain"]:
+                old = existing.get(email)
+                if old is None or old.company_id is None:
+                    wanted.setdefault(rec["_domain"], rec["_company_name"])
         company_ids = self.companies.ensure(conn, wanted) if wanted else {}
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         file_columns = self.file_columns
         ts, js = ctx.ts, ctx.js
         now_v = ts(now)
         empty = js({})
+        ws_id = ctx.workspace_id
+        default_stage = self.default_stage
+        has_props = self.has_props
         for email, rec in by_email.items():
-            old = existing.get(email)
-            created = ts(rec["_created_at"]) if rec["_created_at"] else now_v
-            row = {c: rec.get(c) for c in file_columns}
-            row["workspace_id"] = ctx.workspace_id
-            row["email"] = email
-            row["is_anonymous"] = False
-            row["company_id"] = company_ids.get(rec["_domain"]) if rec["_domain"] else None
-            row["timezone"] = rec["timezone"]
-            row["lifecycle_stage"] = rec["_stage"] or self.default_stage
-            row["lifecycle_stage_at"] = created
-            row["first_touch_channel"] = row["latest_touch_channel"] = rec["_channel"]
-            row["first_touch_source"] = row["latest_touch_source"] = rec["_source"]
-            row["first_touch_at"] = row["latest_touch_at"] = created
-            row["created_at"] = created
-            row["updated_at"] = now_v
-            row["version"] = 1
-            if self.has_props:
+            created_at = rec["_created_at"]
+            created = ts(created_at) if created_at else now_v
+            channel, source = rec["_channel"], rec["_source"]
+            domain = rec["_domain"]
+            if has_props:
+                old = existing.get(email)
                 merged = {**(old.properties or {}), **rec["_props"]} if old is not None else rec["_props"]
-                row["properties"] = js(merged)
+                properties = js(merged)
             else:
-                row["properties"] = empty
+                properties = empty
             rec["_when"] = created
-            rows.append(row)
-        self.bulk_upsert.run(conn, rows)
+            # Same order as _CONTACT_FIXED_COLUMNS.
+            rows.append(
+                (
+                    *[rec.get(c) for c in file_columns],
+                    ws_id,
+                    email,
+                    False,
+                    company_ids.get(domain) if domain else None,
+                    rec["timezone"],
+                    rec["_stage"] or default_stage,
+                    created,
+                    channel,
+                    channel,
+                    source,
+                    source,
+                    created,
+                    created,
+                    created,
+                    now_v,
+                    1,
+                    properties,
+                )
+            )
         new_emails = [e for e in emails if e not in existing]
-        ids: dict[str, int] = {e: existing[e].id for e in existing}
-        for chunk in _chunks(new_emails):
-            ids.update(conn.execute(self.select_ids, {"emails": chunk}).all())
+        ids: dict[str, int] = {e: row.id for e, row in existing.items()}
+        if postgres:
+            ids.update(self._pg_upsert(conn, rows))
+            missing = [e for e in new_emails if e not in ids]  # a concurrent writer's unchanged row
+        else:
+            self.sqlite_upsert.run(conn, rows)
+            missing = new_emails
+        if missing:
+            ids.update(_lookup(conn, self.select_ids, "emails", missing))
+        del rows
         reason = f"import {ctx.filename}"[:500]
         content = ctx.filename[:200]
-        ws_id = ctx.workspace_id
-        changes: list[dict[str, Any]] = []
+        changes: list[tuple[Any, ...]] = []
         stage_moves: list[dict[str, Any]] = []
-        touches: list[dict[str, Any]] = []
+        touches: list[tuple[Any, ...]] = []
         first_touch: list[dict[str, Any]] = []
         tags: list[dict[str, Any]] = []
         already_touched: set[int] = set()
-        old_ids = [existing[e].id for e in existing]
-        for chunk in _chunks(old_ids):
-            already_touched.update(conn.execute(self.touched, {"ids": chunk}).scalars())
+        if existing:
+            old_ids = [row.id for row in existing.values()]
+            already_touched.update(cid for (cid,) in _lookup(conn, self.touched, "ids", old_ids))
         for email, rec in by_email.items():
             cid = ids[email]
             old = existing.get(email)
             when = rec["_when"]
             if old is None:
-                changes.append(self._change(cid, None, rec["_stage"] or self.default_stage, when, reason))
+                # Same order as _CHANGE_COLUMNS.
+                changes.append((ws_id, cid, None, rec["_stage"] or default_stage, when, reason, "import", None))
             else:
                 target = self._existing_move(old.lifecycle_stage, rec["_stage"])
                 if target is not None:
-                    changes.append(self._change(cid, old.lifecycle_stage, target, now_v, reason))
+                    changes.append((ws_id, cid, old.lifecycle_stage, target, now_v, reason, "import", None))
                     stage_moves.append({"_id": cid, "_stage": target, "_at": now})
                 if old.first_touch_channel is None:
                     first_touch.append(
@@ -660,33 +878,33 @@ class ContactLoader(_Loader):
                         }
                     )
             if old is None or cid not in already_touched:
+                # Same order as _TOUCH_COLUMNS.
                 touches.append(
-                    {
-                        "workspace_id": ws_id,
-                        "contact_id": cid,
-                        "event_id": None,
-                        "occurred_at": when,
-                        "channel": rec["_channel"],
-                        "source": rec["_source"],
-                        "medium": "import",
-                        "campaign": None,
-                        "term": None,
-                        "content": content,
-                        "referrer": None,
-                        "landing_url": None,
-                    }
+                    (ws_id, cid, None, when, rec["_channel"], rec["_source"], "import", None, None, content, None, None)
                 )
             for tag in rec["_tags"]:
                 tags.append({"contact_id": cid, "tag": tag, "workspace_id": ws_id})
-        self.change_insert.run(conn, changes)
+        if postgres:
+            _pg_copy(conn, _PG_COPY_CHANGES, changes)
+        else:
+            self.change_insert.run(conn, changes)
         if stage_moves:
             conn.execute(self.stage_update, stage_moves)
         if first_touch:
             conn.execute(self.touch_update, first_touch)
-        self.touch_insert.run(conn, touches)
+        if postgres:
+            _pg_copy(conn, _PG_COPY_TOUCHES, touches)
+        else:
+            self.touch_insert.run(conn, touches)
         self.tag_insert.run(conn, tags)
         created = len(new_emails)
         return created, len(items) - created
+
+    def _pg_upsert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, int]:
+        """COPY the rows into a temporary table, upsert from it in one statement; ids of inserted or changed rows."""
+        conn.exec_driver_sql(self.pg_create_stage)
+        _pg_copy(conn, self.pg_copy_stage, [(*row, n) for n, row in enumerate(rows)])
+        return dict(conn.execute(self.pg_upsert).tuples().all())
 
     def _existing_move(self, current: str, wanted: str) -> str | None:
         if not wanted:
@@ -1315,37 +1533,57 @@ def import_file(
         sink = _ErrorSink(Path(error_path) if error_path else None, table.header, table.delimiter, summary, keep_errors)
         width = len(table.header)
         batch: list[_Item] = []
+        refused: list[tuple[int, list[str], str]] = []
         bad_keys: dict[str, int] = {}
+        # The next batch is validated while a worker thread writes the previous one (the drivers release the GIL
+        # while the database works). Only one batch is in flight, and the error file is written by one thread at
+        # a time in file order: a batch's refused rows, then the rows its write refused.
+        pending: tuple[Future[None], int, int] | None = None
 
-        def flush() -> None:
+        def wait() -> None:
+            nonlocal pending
+            if pending is not None:
+                future, rows, read = pending
+                pending = None
+                future.result()
+                if progress is not None:
+                    progress(rows, read, table.total_bytes)
+
+        def flush(pool: ThreadPoolExecutor) -> None:
+            nonlocal batch, refused, bad_keys
+            wait()
+            for line, cells, reason in refused:
+                sink.add(line, cells, reason)
             if batch:
-                _write_batch(factory, loader, batch, bad_keys, summary, sink)
-                batch.clear()
-                bad_keys.clear()
-            if progress is not None:
+                future = pool.submit(_write_batch, factory, loader, batch, bad_keys, summary, sink)
+                nonlocal pending
+                pending = (future, summary.rows, table.bytes_read)
+            elif progress is not None:
                 progress(summary.rows, table.bytes_read, table.total_bytes)
+            batch, refused, bad_keys = [], [], {}
 
         try:
-            for line, cells in table.rows():
-                key = loader.group_key(cells)
-                if len(batch) >= batch_size and (key is None or key != batch[-1].key):
-                    flush()
-                summary.rows += 1
-                if len(cells) != width and (len(cells) < width or any(c.strip() for c in cells[width:])):
-                    reason = f"the row has {len(cells)} fields, the header has {width}"
-                    sink.add(line, cells, reason)
-                    if key is not None:
-                        bad_keys.setdefault(key, line)
-                    continue
-                try:
-                    rec = loader.prepare(line, cells)
-                except (CellError, InvalidValue) as exc:
-                    sink.add(line, cells, str(exc) if isinstance(exc, CellError) else exc.message)
-                    if key is not None:
-                        bad_keys.setdefault(key, line)
-                    continue
-                batch.append(_Item(line, cells, rec, key))
-            flush()
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="suppilo-import") as pool:
+                for line, cells in table.rows():
+                    key = loader.group_key(cells)
+                    if len(batch) >= batch_size and (key is None or key != batch[-1].key):
+                        flush(pool)
+                    summary.rows += 1
+                    if len(cells) != width and (len(cells) < width or any(c.strip() for c in cells[width:])):
+                        refused.append((line, cells, f"the row has {len(cells)} fields, the header has {width}"))
+                        if key is not None:
+                            bad_keys.setdefault(key, line)
+                        continue
+                    try:
+                        rec = loader.prepare(line, cells)
+                    except (CellError, InvalidValue) as exc:
+                        refused.append((line, cells, str(exc) if isinstance(exc, CellError) else exc.message))
+                        if key is not None:
+                            bad_keys.setdefault(key, line)
+                        continue
+                    batch.append(_Item(line, cells, rec, key))
+                flush(pool)
+                wait()
         finally:
             sink.close()
         summary.warnings = ctx.warnings
@@ -1388,12 +1626,14 @@ def _write_batch(
             for item in items:
                 sink.add(item.line, item.cells, "the database refused the row")
             return
-        # Find the offending rows: write the rows (or order groups) one by one.
+        # Find the offending rows: write each half (order groups kept whole) again, down to single rows or groups.
         groups: dict[Any, list[_Item]] = {}
         for item in items:
             groups.setdefault(item.key if item.key is not None else id(item), []).append(item)
-        for group in groups.values():
-            _write_batch(factory, loader, group, {}, summary, sink)
+        parts = list(groups.values())
+        half = len(parts) // 2
+        for side in (parts[:half], parts[half:]):
+            _write_batch(factory, loader, [item for group in side for item in group], {}, summary, sink)
         return
     summary.created += created
     summary.updated += updated

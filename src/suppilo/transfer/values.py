@@ -9,12 +9,15 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from babel import Locale
 from babel.core import get_global
 from babel.numbers import get_currency_precision, list_currencies
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from phonenumbers import phonenumberutil as _pnu
+from phonenumbers.phonemetadata import PhoneMetadata
 
-from suppilo.contacts.normalize import InvalidValue, normalize_country, normalize_email
+from suppilo.contacts.normalize import InvalidValue, normalize_country, normalize_email, normalize_phone
 
 _CURRENCIES = frozenset(list_currencies())
 _SPACES = re.compile(r"[\s\u00a0\u202f']")
@@ -56,6 +59,46 @@ def fast_normalize_email(raw: str) -> str:
     if m is not None and len(m.group("local")) <= 64 and len(value) <= 254 and _domain_ok(m.group("domain")):
         return value
     return normalize_email(raw)
+
+
+# --- phone fast path ---------------------------------------------------------------------------------------------
+
+# A number already written in international form ('+', digits, single spaces) skips phonenumbers' generic front
+# end (RFC 3966, extensions, vanity letters, IDD prefixes: none can occur in such a string) and goes straight to
+# the steps ``phonenumbers.parse`` takes after it has the country code: the same national prefix stripping, the
+# same Italian leading zero, the same possibility check and E.164 formatting. Anything else, and every failure,
+# goes through ``normalize_phone`` so errors carry its message.
+_INTERNATIONAL = re.compile(r"^\+[1-9](?: ?[0-9]){5,24}$")
+_NOT_POSSIBLE_AFTER_STRIP = (
+    _pnu.ValidationResult.TOO_SHORT,
+    _pnu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+    _pnu.ValidationResult.INVALID_LENGTH,
+)
+
+
+def fast_normalize_phone(raw: str, default_country: str | None) -> str:
+    """``normalize_phone`` with a fast path for numbers written as ``+<country code> <digits>``."""
+    value = raw.strip()
+    if value != raw or _INTERNATIONAL.match(value) is None:
+        return normalize_phone(raw, default_country)
+    digits = value[1:].replace(" ", "")
+    code, national = _pnu._extract_country_code(digits)
+    if code == 0:
+        return normalize_phone(raw, default_country)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, _pnu.region_code_for_country_code(code))
+    if metadata is None or len(national) < _pnu._MIN_LENGTH_FOR_NSN:
+        return normalize_phone(raw, default_country)
+    _carrier, stripped, _ = _pnu._maybe_strip_national_prefix_carrier_code(national, metadata)
+    if _pnu._test_number_length(stripped, metadata) not in _NOT_POSSIBLE_AFTER_STRIP:
+        national = stripped
+    if not _pnu._MIN_LENGTH_FOR_NSN <= len(national) <= _pnu._MAX_LENGTH_FOR_NSN:
+        return normalize_phone(raw, default_country)
+    number = phonenumbers.PhoneNumber(country_code=code)
+    _pnu._set_italian_leading_zeros_for_phone_number(national, number)
+    number.national_number = int(national)
+    if not phonenumbers.is_possible_number(number):
+        return normalize_phone(raw, default_country)
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 # --- numbers and money -------------------------------------------------------------------------------------------

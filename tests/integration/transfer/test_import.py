@@ -343,3 +343,51 @@ def test_orders_one_row_per_line_with_lifecycle_rules(session_factory, workspace
             ("loyal", "2024-02-29"),
         ]  # dated by the first and second orders (midnight Helsinki is the previous day in UTC)
         assert s.scalar(select(func.count()).select_from(OrderLine).where(OrderLine.workspace_id == workspace.id)) == 3
+
+
+def test_many_batches_keep_errors_duplicates_and_refused_rows(session_factory, workspace, tmp_path: Path) -> None:
+    rows = [
+        "a1@firma.fi,Aino,E1,+358 40 1111111",  # line 2
+        "not-an-email,Bad,,",  # line 3: refused while reading
+        "a2@firma.fi,Bea,,",  # 4
+        "a3@firma.fi,Cai,,+1 212 555 0101",  # 5
+        "a4@firma.fi,Dan,,",  # 6
+        "a5@firma.fi,Eva,DUP,",  # 7
+        "a6@firma.fi,Fia,,12",  # 8: refused (phone)
+        "a7@firma.fi,Gun,DUP,",  # 9: refused by the database (external id taken by line 7)
+        "a8@firma.fi,Hal,,",  # 10
+        "A1@FIRMA.FI,Aina,,",  # 11: the contact of line 2 again, in a later batch
+        "a9@firma.fi,Ida,,+44 20 7946 0958",  # 12
+    ]
+    path = write(tmp_path, "batches.csv", "Email,First Name,External ID,Phone\n" + "\n".join(rows) + "\n")
+    calls: list[tuple[int, int, int]] = []
+    errors = tmp_path / "errors.csv"
+    summary = import_file(
+        session_factory,
+        workspace.id,
+        "contacts",
+        path,
+        batch_size=3,
+        error_path=errors,
+        progress=lambda n, done, total: calls.append((n, done, total)),
+    )
+    assert (summary.rows, summary.created, summary.updated, summary.failed) == (11, 7, 1, 3)
+    lines = {e.line: e.error for e in summary.errors}
+    assert sorted(lines) == [3, 8, 9]
+    assert "email" in lines[3] and "phone" in lines[8] and lines[9] == "the database refused the row"
+    people = contacts_of(session_factory, workspace.id)
+    assert sorted(people) == [f"a{i}@firma.fi" for i in range(1, 10) if i not in (6, 7)]
+    assert people["a1@firma.fi"].first_name == "Aina" and people["a1@firma.fi"].external_id == "E1"
+    assert people["a1@firma.fi"].phone == "+358401111111" and people["a3@firma.fi"].phone == "+12125550101"
+    assert people["a9@firma.fi"].phone == "+442079460958" and people["a5@firma.fi"].external_id == "DUP"
+    assert count(session_factory, StageChange, workspace.id) == count(session_factory, Touch, workspace.id) == 7
+    counts = [n for n, _done, _total in calls]
+    assert counts == sorted(counts) and counts[-1] == 11 and len(calls) >= 3
+    assert calls[-1][1] == calls[-1][2] == path.stat().st_size
+    import csv
+
+    with errors.open(encoding="utf-8", newline="") as fh:
+        assert sorted(int(r["_line"]) for r in csv.DictReader(fh)) == [3, 8, 9]
+    again = import_file(session_factory, workspace.id, "contacts", path, batch_size=4)
+    assert (again.created, again.failed) == (0, 3)
+    assert count(session_factory, Touch, workspace.id) == 7
