@@ -1,14 +1,17 @@
 """Throughput of /v1/batch (identity resolution included) against a bare bulk insert of the same event rows.
 
 Starts the app with uvicorn on a free localhost port (SQLite under a temp dir by default, ``--postgres URL`` for a
-fresh database on that server), sends pre-built Segment batches over keep-alive connections from a thread pool,
+fresh database on that server) the way ``suppilo serve`` does (uvicorn, uvloop + httptools, one worker process unless
+``--workers``), sends pre-built Segment batches over keep-alive connections from a separate load-generator process,
 and prints one JSON line {"bench", "figure", "unit", "baseline", "ratio"}.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -17,7 +20,6 @@ import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,11 +78,17 @@ def setup_workspace(url: str) -> tuple[int, str]:
 
 
 @contextmanager
-def server(url: str, data_dir: str, app: str = "suppilo.adapters.http.app:create_app", app_dir: str | None = None):
+def server(
+    url: str,
+    data_dir: str,
+    app: str = "suppilo.adapters.http.app:create_app",
+    app_dir: str | None = None,
+    workers: int = 1,
+):
     port = free_port()
     env = {**os.environ, "SUPPILO_DATABASE_URL": url, "SUPPILO_DATA_DIR": data_dir, "SUPPILO_SECRET_KEY": "b" * 40}
     cmd = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--log-level", "warning", "--no-access-log"]
+    cmd += ["--log-level", "warning", "--no-access-log", "--workers", str(workers)]
     if app_dir:
         cmd += ["--app-dir", app_dir]
     proc = subprocess.Popen(cmd, env=env)
@@ -152,21 +160,69 @@ def make_batches(n_events: int, batch_size: int, visitors: int, seed: int = 7) -
     return [calls[i : i + batch_size] for i in range(0, len(calls), batch_size)]
 
 
-def send_all(base: str, path: str, bodies: list[bytes], headers: dict[str, str], threads: int) -> float:
-    """POST every body from ``threads`` keep-alive clients; returns the elapsed seconds."""
-    chunks = [bodies[i::threads] for i in range(threads)]
+async def _post_loop(host: str, port: int, requests: list[bytes]) -> None:
+    """Send pre-built HTTP/1.1 requests one after another over one keep-alive connection; any non-200 fails."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for request in requests:
+            writer.write(request)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            body = await reader.readexactly(length)
+            if status_line.split()[1] != b"200":
+                raise RuntimeError(f"{status_line.decode().strip()}: {body[:300]!r}")
+    finally:
+        writer.close()
 
-    def run(chunk: list[bytes]) -> None:
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-            for body in chunk:
-                res = client.post(path, content=body)
-                if res.status_code != 200:
-                    raise RuntimeError(f"{res.status_code}: {res.text[:300]}")
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(run, chunks))
-    return time.perf_counter() - start
+def _client(host: str, port: int, chunks: list[list[bytes]], out: Any) -> None:
+    """The load generator's process: one asyncio task per connection; sends the elapsed seconds to ``out``."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def run() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(_post_loop(host, port, c) for c in chunks))
+        return time.perf_counter() - start
+
+    try:
+        out.send(asyncio.run(run()))
+    except Exception as exc:  # reported to the parent, which raises it
+        out.send(exc)
+
+
+def send_all(base: str, path: str, bodies: list[bytes], headers: dict[str, str], connections: int) -> float:
+    """POST every body over ``connections`` keep-alive connections; returns the elapsed seconds.
+
+    The load generator runs in its own process (asyncio, requests serialised up front), so the client's work
+    does not compete with the server for the interpreter.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    requests = [
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{head}Content-Length: {len(b)}\r\n\r\n".encode() + b for b in bodies
+    ]
+    chunks = [requests[i::connections] for i in range(connections)]
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_client, args=(host, int(port), chunks, child))
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    if isinstance(result, Exception):
+        raise result
+    return float(result)
 
 
 def bare_insert(url: str, ws_id: int, batches: list[list[dict[str, Any]]]) -> float:
@@ -207,7 +263,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--visitors", type=int, default=5_000)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive client connections")
     args = parser.parse_args()
     with database(args.postgres) as (url, tmp):
         data_dir = tmp or tempfile.mkdtemp()
@@ -215,9 +272,9 @@ def main() -> None:
         batches = make_batches(args.events, args.batch, args.visitors)
         bodies = [orjson.dumps({"batch": b, "sentAt": b[-1]["timestamp"]}) for b in batches]
         headers = {"Content-Type": "application/json", "Authorization": httpx.BasicAuth(key, "")._auth_header}
-        with server(url, data_dir) as base:
+        with server(url, data_dir, workers=args.workers) as base:
             send_all(base, "/v1/batch", bodies[:2], headers, 1)  # warm-up (these events count as stored)
-            elapsed = send_all(base, "/v1/batch", bodies[2:], headers, args.threads)
+            elapsed = send_all(base, "/v1/batch", bodies[2:], headers, args.connections)
         sent = sum(len(b) for b in batches[2:])
         figure = sent / elapsed
         baseline = bare_insert(url, ws_id, batches)
@@ -239,6 +296,8 @@ def main() -> None:
                 "batch": args.batch,
                 "events": args.events,
                 "contacts": contacts,
+                "workers": args.workers,
+                "connections": args.connections,
             }
         )
     )

@@ -1,7 +1,8 @@
 """Requests/s of single /v1/track calls against a trivial validated FastAPI POST served by the same server.
 
 Starts the app (plus one bench-only route, ``POST /bench/noop``) with uvicorn on a free localhost port,
-sends calls over keep-alive connections from a thread pool and prints one JSON line
+the way ``suppilo serve`` does (one worker process unless ``--workers``), sends calls over keep-alive connections
+from a separate load-generator process and prints one JSON line
 {"bench", "figure", "unit", "baseline", "ratio"}. SQLite by default, ``--postgres URL`` for PostgreSQL.
 """
 
@@ -48,7 +49,8 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="URL")
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--visitors", type=int, default=500)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive client connections")
     args = parser.parse_args()
     with database(args.postgres) as (url, tmp):
         data_dir = tmp or tempfile.mkdtemp()
@@ -74,11 +76,11 @@ def main() -> None:
         ]
         headers = {"Content-Type": "application/json", "Authorization": httpx.BasicAuth(key, "")._auth_header}
         app_dir = str(Path(__file__).resolve().parent)
-        with server(url, data_dir, app="track_single:make_app", app_dir=app_dir) as base:
+        with server(url, data_dir, app="track_single:make_app", app_dir=app_dir, workers=args.workers) as base:
             send_all(base, "/v1/track", bodies[:50], headers, 1)
             send_all(base, "/bench/noop", bodies[:50], headers, 1)
-            baseline = (len(bodies) - 50) / send_all(base, "/bench/noop", bodies[50:], headers, args.threads)
-            figure = (len(bodies) - 50) / send_all(base, "/v1/track", bodies[50:], headers, args.threads)
+            baseline = (len(bodies) - 50) / send_all(base, "/bench/noop", bodies[50:], headers, args.connections)
+            figure = (len(bodies) - 50) / send_all(base, "/v1/track", bodies[50:], headers, args.connections)
     print(
         json.dumps(
             {
@@ -87,6 +89,8 @@ def main() -> None:
                 "unit": "requests/s",
                 "baseline": round(baseline),
                 "ratio": round(figure / baseline, 3),
+                "workers": args.workers,
+                "connections": args.connections,
             }
         )
     )

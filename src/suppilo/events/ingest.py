@@ -17,14 +17,14 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from suppilo.commerce import service as commerce_service
 from suppilo.companies.models import Company
 from suppilo.contacts import service as contacts_service
 from suppilo.contacts.merge import merge_contacts
-from suppilo.contacts.models import Contact, StageChange
+from suppilo.contacts.models import Contact
 from suppilo.contacts.normalize import InvalidValue, normalize_domain, normalize_email
 from suppilo.db.base import utcnow
 from suppilo.engine.channels import Classification, Visit, classify, parse_visit
@@ -304,7 +304,7 @@ def _apply_identified_rule(
         return
     stages = contacts_service.stage_specs(session, workspace_id)
     moves: list[dict[str, Any]] = []
-    by_target: dict[str, list[dict[str, Any]]] = {}
+    by_target: dict[str, list[tuple[int, str, datetime]]] = {}
     for contact_id, (stage, at) in candidates.items():
         move = decide_rule_move(stages, lifecycle, stage, "contact_identified")
         if move is None:
@@ -321,23 +321,13 @@ def _apply_identified_rule(
                 "actor": None,
             }
         )
-        by_target.setdefault(move.to_stage, []).append({"b_id": contact_id, "b_at": at, "b_from": stage})
+        by_target.setdefault(move.to_stage, []).append((contact_id, stage, at))
     if not moves:
         return
-    conn = session.connection()
-    conn.execute(StageChange.__table__.insert(), moves)
-    contacts = Contact.__table__
+    db = repo.raw(session.connection())
+    repo.insert_stage_changes(db, moves)
     for target, params in by_target.items():
-        conn.execute(
-            update(contacts)
-            .where(
-                contacts.c.workspace_id == workspace_id,
-                contacts.c.id == bindparam("b_id"),
-                contacts.c.lifecycle_stage == bindparam("b_from"),
-            )
-            .values(lifecycle_stage=target, lifecycle_stage_at=bindparam("b_at")),
-            params,
-        )
+        repo.move_stages(db, workspace_id, target, params)
 
 
 _NEW_CONTACT_FIELDS = (
@@ -366,21 +356,23 @@ def store(
     received_at: datetime,
     errors: list[dict[str, Any]] | None = None,
     prefix: str = "batch",
+    synchronous_commit: bool | None = None,
 ) -> int:
     """Store validated calls: identities, contacts, events, touches, e-commerce records; returns how many are new.
 
     Calls whose e-commerce record cannot be made (an order without ``order_id``) are stored as events and
-    reported in ``errors`` with the property path.
+    reported in ``errors`` with the property path. ``synchronous_commit=False`` lets PostgreSQL acknowledge the
+    transaction's commit before its WAL reaches the disk (see "Ingest" in ARCHITECTURE.md).
     """
-    conn = session.connection()
-    repo.lock_workspace_ingest(conn, workspace_id)
     unique: dict[str, Message] = {}
     for m in messages:
         unique.setdefault(m.message_id, m)
     if not unique:
         return 0
-    known = repo.existing_message_ids(conn, workspace_id, list(unique))
-    msgs = [m for mid, m in unique.items() if mid not in known]
+    db = repo.raw(session.connection())
+    repo.lock_workspace_ingest(db, workspace_id, synchronous_commit=synchronous_commit)
+    known = repo.existing_message_ids(db, workspace_id, list(unique))
+    msgs = [m for mid, m in unique.items() if mid not in known] if known else list(unique.values())
     if not msgs:
         return 0
 
@@ -397,12 +389,12 @@ def store(
             user_ids.add(m.previous_id)
         if m.email:
             emails.add(m.email)
-    anon_map, user_map = repo.lookup_identities(conn, workspace_id, anon_ids, user_ids)
-    email_map = repo.contacts_by_email(conn, workspace_id, emails)
+    anon_map, user_map = repo.lookup_identities(db, workspace_id, anon_ids, user_ids)
+    email_map = repo.contacts_by_email(db, workspace_id, emails) if emails else {}
     states = repo.contact_states(
-        conn, workspace_id, set(anon_map.values()) | set(user_map.values()) | set(email_map.values())
+        db, workspace_id, set(anon_map.values()) | set(user_map.values()) | set(email_map.values())
     )
-    site_domains, ws_settings, ws_country = repo.workspace_info(conn, workspace_id)
+    site_domains, ws_settings, ws_country = repo.workspace_info(db, workspace_id)
     resolver = Resolver(anon_map, user_map, email_map, states)
 
     definitions: dict[str, tuple[str, list[str]]] | None = None
@@ -417,7 +409,7 @@ def store(
         if m.kind == "identify":
             if m.traits:
                 if definitions is None:
-                    definitions = repo.contact_property_definitions(conn, workspace_id)
+                    definitions = repo.contact_property_definitions(session.connection(), workspace_id)
                 fields = contact_fields_from_traits(m.traits, person.country or ws_country)
                 resolver.apply_traits(person, fields, _custom_properties(m.traits, definitions))
             if m.email:
@@ -432,7 +424,7 @@ def store(
     touch_first: dict[int, tuple[datetime, Classification]] = {}
     touch_latest: dict[int, tuple[datetime, Classification]] = {}
     touches: list[tuple[Message, Person, Classification, str | None, str | None]] = []
-    for m in sorted(msgs, key=lambda x: x.occurred_at):
+    for m in sorted(msgs, key=lambda x: x.occurred_at) if len(msgs) > 1 else msgs:
         person = m.person.find()  # type: ignore[union-attr]
         key = id(person)
         span = seen.get(key)
@@ -446,7 +438,9 @@ def store(
         visit, url, referrer = found
         if visit.has_campaign or visit.referrer_host:
             if rules is None:
-                rules = events_service.channel_rules(session, workspace_id)
+                rules = repo.cached_channel_rules(
+                    workspace_id, lambda: events_service.channel_rules(session, workspace_id)
+                )
             classification = classified.get(visit)
             if classification is None:
                 classification = classified[visit] = classify(visit, rules)
@@ -465,7 +459,8 @@ def store(
     for p in new_people:
         first_seen, last_seen = seen.get(id(p), [received_at, received_at])
         row: dict[str, Any] = dict.fromkeys(_NEW_CONTACT_FIELDS)
-        row.update({k: v for k, v in p.changes.items() if k in row})
+        if p.changes:
+            row.update({k: v for k, v in p.changes.items() if k in row})
         row.update(
             workspace_id=workspace_id,
             email=p.email,
@@ -482,17 +477,17 @@ def store(
         )
         first = touch_first.get(id(p))
         latest = touch_latest.get(id(p))
-        for prefix, touch in (("first_touch", first), ("latest_touch", latest)):
-            row[f"{prefix}_at"] = touch[0] if touch else None
-            row[f"{prefix}_channel"] = touch[1].channel if touch else None
-            row[f"{prefix}_source"] = touch[1].source if touch else None
-            row[f"{prefix}_campaign"] = touch[1].campaign if touch else None
+        for name, touch in (("first_touch", first), ("latest_touch", latest)):
+            row[f"{name}_at"] = touch[0] if touch else None
+            row[f"{name}_channel"] = touch[1].channel if touch else None
+            row[f"{name}_source"] = touch[1].source if touch else None
+            row[f"{name}_campaign"] = touch[1].campaign if touch else None
         rows.append(row)
-    for p, new_id in zip(new_people, repo.insert_contacts(conn, rows), strict=True):
+    for p, new_id in zip(new_people, repo.insert_contacts(db, rows), strict=True):
         p.id = new_id
     if new_people:
-        conn.execute(
-            StageChange.__table__.insert(),
+        repo.insert_stage_changes(
+            db,
             [
                 {
                     "workspace_id": workspace_id,
@@ -520,10 +515,11 @@ def store(
                 "created_at": now,
             },
         )
-    repo.insert_identities(conn, list(identity_rows.values()))
+    repo.insert_identities(db, list(identity_rows.values()))
 
-    stored = repo.insert_events(
-        conn,
+    stored = repo.insert_event_rows(
+        db,
+        workspace_id,
         [
             {
                 "workspace_id": workspace_id,
@@ -540,33 +536,32 @@ def store(
             for m in msgs
         ],
     )
-    repo.insert_touches(
-        conn,
-        [
-            {
-                "workspace_id": workspace_id,
-                "contact_id": p.id,
-                "event_id": stored[m.message_id],
-                "occurred_at": m.occurred_at,
-                "channel": c.channel,
-                "source": c.source,
-                "medium": c.medium,
-                "campaign": c.campaign,
-                "term": c.term,
-                "content": c.content,
-                "referrer": referrer,
-                "landing_url": url,
-            }
-            for m, p, c, url, referrer in touches
-            if m.message_id in stored
-        ],
-    )
+    touches = [t for t in touches if t[0].message_id in stored]
+    if touches:
+        event_ids = stored if db.pg else repo.event_ids(db, workspace_id, [t[0].message_id for t in touches])
+        repo.insert_touches(
+            db,
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "contact_id": p.id,
+                    "event_id": event_ids[m.message_id],
+                    "occurred_at": m.occurred_at,
+                    "channel": c.channel,
+                    "source": c.source,
+                    "medium": c.medium,
+                    "campaign": c.campaign,
+                    "term": c.term,
+                    "content": c.content,
+                    "referrer": referrer,
+                    "landing_url": url,
+                }
+                for m, p, c, url, referrer in touches
+            ],
+        )
 
     trait_changes: dict[int, dict[str, Any]] = {}
-    seen_changes: dict[int, dict[str, Any]] = {}
-    first_changes: dict[int, dict[str, Any]] = {}
-    latest_changes: dict[int, dict[str, Any]] = {}
-    edited: list[int] = []
+    activity: dict[int, dict[str, Any]] = {}
     for p in resolver.persons.values():
         if p.parent is not None or p.id is None:
             continue
@@ -576,35 +571,51 @@ def store(
         if values:
             values["updated_at"] = now
             trait_changes[p.id] = values
-            edited.append(p.id)
         span = seen.get(id(p))
-        if span is not None:
-            first_seen = span[0] if p.first_seen_at is None or span[0] < p.first_seen_at else p.first_seen_at
-            last_seen = span[1] if p.last_seen_at is None or span[1] > p.last_seen_at else p.last_seen_at
-            if first_seen != p.first_seen_at or last_seen != p.last_seen_at:
-                seen_changes[p.id] = {"first_seen_at": first_seen, "last_seen_at": last_seen}
         first = touch_first.get(id(p))
-        if first is not None and p.first_touch_at is None:
-            first_changes[p.id] = {"first_touch_at": first[0]}
-            for f in _TOUCH_FIELDS:
-                first_changes[p.id][f"first_touch_{f}"] = getattr(first[1], f)
         latest = touch_latest.get(id(p))
-        if latest is not None and (p.latest_touch_at is None or latest[0] >= p.latest_touch_at):
-            latest_changes[p.id] = {"latest_touch_at": latest[0]}
+        if span is None and first is None and latest is None:
+            continue
+        # Every activity row carries all its columns (unchanged ones from the stored state): one statement.
+        state = states[p.id]
+        first_seen, last_seen = p.first_seen_at, p.last_seen_at
+        if span is not None:
+            if first_seen is None or span[0] < first_seen:
+                first_seen = span[0]
+            if last_seen is None or span[1] > last_seen:
+                last_seen = span[1]
+        row = {
+            "first_seen_at": first_seen,
+            "last_seen_at": last_seen,
+            "first_touch_at": state.first_touch_at,
+            "first_touch_channel": state.first_touch_channel,
+            "first_touch_source": state.first_touch_source,
+            "first_touch_campaign": state.first_touch_campaign,
+            "latest_touch_at": state.latest_touch_at,
+            "latest_touch_channel": state.latest_touch_channel,
+            "latest_touch_source": state.latest_touch_source,
+            "latest_touch_campaign": state.latest_touch_campaign,
+        }
+        changed = first_seen != p.first_seen_at or last_seen != p.last_seen_at
+        if first is not None and p.first_touch_at is None:
+            changed = True
+            row["first_touch_at"] = first[0]
             for f in _TOUCH_FIELDS:
-                latest_changes[p.id][f"latest_touch_{f}"] = getattr(latest[1], f)
+                row[f"first_touch_{f}"] = getattr(first[1], f)
+        if latest is not None and (p.latest_touch_at is None or latest[0] >= p.latest_touch_at):
+            changed = True
+            row["latest_touch_at"] = latest[0]
+            for f in _TOUCH_FIELDS:
+                row[f"latest_touch_{f}"] = getattr(latest[1], f)
+        if changed:
+            activity[p.id] = row
     company_changes: dict[int, dict[str, Any]] = {}
     for m in groups:
         company_id = _company_for_group(session, workspace_id, m.group_id or "", m.traits)
         company_changes[m.person.find().id] = {"company_id": company_id}  # type: ignore[union-attr,index]
-    # One row per contact: seen times and touches together (a few column sets, one executemany each).
-    activity: dict[int, dict[str, Any]] = seen_changes
-    for extra in (first_changes, latest_changes):
-        for contact_id, values in extra.items():
-            activity.setdefault(contact_id, {}).update(values)
-    for changes in (trait_changes, activity, company_changes):
-        repo.update_contacts(conn, workspace_id, changes)
-    repo.bump_contact_versions(conn, workspace_id, edited, now)
+    repo.update_contacts(db, workspace_id, activity)
+    repo.update_contacts(db, workspace_id, trait_changes, bump=True)
+    repo.update_contacts(db, workspace_id, company_changes)
 
     for merged in resolver.merges:
         keep = merged.find()
@@ -649,10 +660,13 @@ def ingest(
     received_at: datetime | None = None,
     sent_at: datetime | None = None,
     ip: str | None = None,
+    synchronous_commit: bool | None = None,
 ) -> IngestResult:
     """Validate and store a Segment batch; invalid calls are reported, the valid ones stored."""
     received = received_at or utcnow()
     messages, errors = parse_batch(items, received_at=received, sent_at=sent_at, ip=ip)
-    stored = store(session, workspace_id, messages, received_at=received, errors=errors)
+    stored = store(
+        session, workspace_id, messages, received_at=received, errors=errors, synchronous_commit=synchronous_commit
+    )
     errors.sort(key=lambda e: e["index"])
     return IngestResult(accepted=len(messages), stored=stored, errors=errors)

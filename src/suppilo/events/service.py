@@ -91,6 +91,7 @@ def replace_channel_rules(
             )
         )
     session.flush()
+    repo.forget_workspace(workspace_id)
     record_audit(
         session,
         workspace_id,

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from suppilo.adapters.http.deps import basic_user, bearer_key, principal_for_key
@@ -31,6 +33,29 @@ CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 # transactions on a lock instead keeps them back to back.
 _sqlite_writer = threading.Lock()
 OK = orjson.dumps({"success": True})
+
+
+class TrackingSettings(BaseSettings):
+    """Settings of the tracking endpoints (environment prefix ``SUPPILO_TRACKING_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SUPPILO_TRACKING_", env_file=None, extra="ignore")
+
+    synchronous_commit: bool = Field(
+        default=False,
+        description="PostgreSQL: wait for the WAL flush before acknowledging tracked calls (see ARCHITECTURE.md, "
+        "Ingest). Off: a crash can lose the last few hundred ms of acknowledged calls, never corrupts.",
+    )
+
+
+_tracking_settings: TrackingSettings | None = None
+
+
+def tracking_settings() -> TrackingSettings:
+    """The tracking settings of this process (read from the environment once)."""
+    global _tracking_settings
+    if _tracking_settings is None:
+        _tracking_settings = TrackingSettings()
+    return _tracking_settings
 
 
 def _json(status: int, payload: Any) -> Response:
@@ -103,6 +128,7 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
     ip = request.client.host if request.client else None
     factory = request.app.state.session_factory
     serial = _sqlite_writer if request.app.state.engine.dialect.name == "sqlite" else nullcontext()
+    sync = tracking_settings().synchronous_commit
 
     if kind is None:
         items = payload.get("batch")
@@ -120,6 +146,7 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
                 received_at=received_at,
                 sent_at=_parse_time(payload.get("sentAt")),
                 ip=ip,
+                synchronous_commit=sync,
             )
             session.commit()
         return _json(200, {"success": True, "accepted": result.accepted, "errors": result.errors})
@@ -131,7 +158,15 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
         return _error(422, "validation_error", f"{exc.path}: {exc.message}", exc.path)
     errors: list[dict[str, Any]] = []
     with serial, factory() as session:
-        store(session, principal.workspace_id, [message], received_at=received_at, errors=errors, prefix="")
+        store(
+            session,
+            principal.workspace_id,
+            [message],
+            received_at=received_at,
+            errors=errors,
+            prefix="",
+            synchronous_commit=sync,
+        )
         session.commit()
     if errors:
         return _json(200, {"success": True, "errors": errors})
