@@ -222,7 +222,7 @@ class _Context:
         """A datetime as the driver stores it (SQLite: naive UTC text, as ``UTCDateTime`` writes it)."""
         if value is None or self.dialect != "sqlite":
             return value
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
     def js(self, value: Any) -> Any:
         """A JSON value as the driver stores it (JSON text on SQLite, JSONB on PostgreSQL)."""
@@ -251,19 +251,14 @@ def _any_of(col: Any, postgres: bool, name: str = "emails") -> Any:
     if postgres:
         item = BigInteger() if name == "ids" else String()
         return col == any_(bindparam(name, type_=postgresql.ARRAY(item)))
-    return col.in_(bindparam(name, expanding=True))
+    return col.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name, type_=String()))))
 
 
 def _lookup(conn: Connection, stmt: Any, name: str, values: list[Any]) -> list[Any]:
-    """Rows of a statement built with ``_any_of``: one query on PostgreSQL, chunks of 900 on SQLite."""
+    """Rows of a statement built with ``_any_of``: one query (an array on PostgreSQL, a JSON list on SQLite)."""
     if not values:
         return []
-    if conn.dialect.name == "postgresql":
-        return list(conn.execute(stmt, {name: values}))
-    out: list[Any] = []
-    for chunk in _chunks(values):
-        out.extend(conn.execute(stmt, {name: chunk}))
-    return out
+    return list(conn.execute(stmt, {name: values if conn.dialect.name == "postgresql" else json.dumps(values)}))
 
 
 def _driver_call(conn: Connection, sql: str, call: Callable[[Any], None]) -> None:
@@ -290,6 +285,13 @@ def _pg_copy(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
                 write_row(row)
 
     _driver_call(conn, sql, copy_rows)
+
+
+def _sqlite_next_id(conn: Connection, table_name: str) -> int:
+    """The next id SQLite's AUTOINCREMENT would hand out for ``table_name``."""
+    seq = conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table_name,)).scalar()
+    top = conn.exec_driver_sql(f"SELECT max(id) FROM {table_name}").scalar()
+    return max(seq or 0, top or 0) + 1
 
 
 class _Rows:
@@ -565,6 +567,7 @@ class ContactLoader(_Loader):
         # Every contact row is a tuple in this column order (the SQLite statement, the PostgreSQL COPY).
         self.insert_columns = [*self.file_columns, *_CONTACT_FIXED_COLUMNS, "properties"]
         self.sqlite_upsert = _Rows(self.upsert, self.insert_columns)
+        self.sqlite_insert = _Rows(t.insert(), ["id", *self.insert_columns])
         cols = [t.c.email, t.c.id, t.c.lifecycle_stage, t.c.company_id, t.c.first_touch_channel]
         if self.has_props:
             cols.append(t.c.properties)
@@ -792,6 +795,7 @@ class ContactLoader(_Loader):
                     wanted.setdefault(rec["_domain"], rec["_company_name"])
         company_ids = self.companies.ensure(conn, wanted) if wanted else {}
         rows: list[tuple[Any, ...]] = []
+        new_rows: list[tuple[Any, ...]] = []  # SQLite: contacts not in the table yet
         file_columns = self.file_columns
         ts, js = ctx.ts, ctx.js
         now_v = ts(now)
@@ -812,7 +816,7 @@ class ContactLoader(_Loader):
                 properties = empty
             rec["_when"] = created
             # Same order as _CONTACT_FIXED_COLUMNS.
-            rows.append(
+            (rows if postgres or email in existing else new_rows).append(
                 (
                     *[rec.get(c) for c in file_columns],
                     ws_id,
@@ -840,11 +844,16 @@ class ContactLoader(_Loader):
             ids.update(self._pg_upsert(conn, rows))
             missing = [e for e in new_emails if e not in ids]  # a concurrent writer's unchanged row
         else:
+            # The transaction holds SQLite's write lock (or fails on write if another writer came after its reads),
+            # so the new contacts can be given the ids AUTOINCREMENT would give them, in file order.
             self.sqlite_upsert.run(conn, rows)
-            missing = new_emails
+            first_id = _sqlite_next_id(conn, self.table.name)
+            self.sqlite_insert.run(conn, [(first_id + n, *row) for n, row in enumerate(new_rows)])
+            ids.update(zip(new_emails, range(first_id, first_id + len(new_rows)), strict=True))
+            missing = []
         if missing:
             ids.update(_lookup(conn, self.select_ids, "emails", missing))
-        del rows
+        del rows, new_rows
         reason = f"import {ctx.filename}"[:500]
         content = ctx.filename[:200]
         changes: list[tuple[Any, ...]] = []
