@@ -33,7 +33,7 @@ import css_inline
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal, format_percent, get_currency_precision
-from jinja2 import ChainableUndefined, nodes, pass_environment, pass_eval_context
+from jinja2 import ChainableUndefined, nodes, pass_context, pass_environment, pass_eval_context
 from jinja2 import filters as jinja_filters
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 from jinja2.runtime import LoopContext
@@ -221,13 +221,24 @@ class MailSandbox(ImmutableSandboxedEnvironment):
         self.filters = {name: jinja_filters.FILTERS[name] for name in SAFE_FILTERS}
         self.filters["replace"] = _safe_replace
         self.filters["wordwrap"] = _safe_wordwrap
-        self.filters.update(_own_filters())
-        self.filters["_loop_guard"] = _loop_guard
+        # Context-bound so that Jinja never folds them into constants at compile time: their result depends on
+        # the render (locale, time zone, iteration budget), and compiled templates are cached.
+        for name, fn in {**_own_filters(), "_loop_guard": _loop_guard}.items():
+            self.filters[name] = _per_render(fn)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if attr.startswith("_") or attr in FORBIDDEN_ATTRIBUTES:
             return False
         return bool(super().is_safe_attribute(obj, attr, value))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _refuse_name(attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(argument, str):
+            _refuse_name(argument)
+        return super().getitem(obj, argument)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         raise SecurityError(f"access to attribute {attribute!r} is not allowed")
@@ -271,6 +282,21 @@ class MailSandbox(ImmutableSandboxedEnvironment):
         for loop in tree.find_all(nodes.For):
             loop.iter = nodes.Filter(loop.iter, "_loop_guard", [], [], None, None, lineno=loop.lineno)
         return tree
+
+
+def _per_render(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @pass_context
+    @functools.wraps(fn)
+    def wrapper(_context: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _refuse_name(name: str) -> None:
+    """Private and dangerous names are refused whatever they are looked up on (even a missing value)."""
+    if name.startswith("_") or name in FORBIDDEN_ATTRIBUTES:
+        raise SecurityError(f"access to attribute {name!r} is not allowed")
 
 
 def _loop_guard(iterable: Any) -> Iterator[Any]:
@@ -430,8 +456,10 @@ def percent(value: Any, decimals: int = 0) -> str:
     state = _current()
     if not 0 <= int(decimals) <= 6:
         raise RenderLimitError("decimals must be between 0 and 6")
-    fmt = "#,##0" + ("." + "0" * int(decimals) if int(decimals) else "") + "%"
-    return format_percent(_to_decimal(value), format=fmt, locale=state.locale)
+    pattern = state.locale.percent_formats[None].pattern  # e.g. "#,##0 %" in Finnish
+    if int(decimals):
+        pattern = pattern.replace("0", "0." + "0" * int(decimals), 1)
+    return format_percent(_to_decimal(value), format=pattern, locale=state.locale)
 
 
 def _own_filters() -> dict[str, Callable[..., Any]]:
@@ -500,6 +528,21 @@ def validate_source(
                     too_many = True
                 if too_many:
                     add(loop, f"range() is limited to {MAX_RANGE} items")
+    for binexpr in tree.find_all(nodes.BinExpr):
+        if isinstance(binexpr, nodes.Pow) and _const_int(binexpr) == _TOO_LARGE:
+            add(binexpr, "the power is too large")
+        left = binexpr.left
+        if isinstance(binexpr, nodes.Mod) and isinstance(left, nodes.Const) and isinstance(left.value, str):
+            add(binexpr, "string formatting with % is not allowed")
+        if isinstance(binexpr, nodes.Mul):
+            for seq, n in ((binexpr.left, binexpr.right), (binexpr.right, binexpr.left)):
+                count = _const_int(n)
+                if isinstance(seq, nodes.Const | nodes.List | nodes.Tuple) and count is not None:
+                    length = len(seq.value) if isinstance(seq, nodes.Const) and isinstance(seq.value, str) else None
+                    if isinstance(seq, nodes.List | nodes.Tuple):
+                        length = len(seq.items)
+                    if length is not None and length * max(count, 0) > MAX_SEQUENCE_LEN:
+                        add(binexpr, "the repeated value is too long")
     for name_node in tree.find_all(nodes.Name):
         if name_node.name.startswith("_"):
             add(name_node, f"names starting with '_' are not allowed: {name_node.name}")
@@ -550,6 +593,9 @@ def validate_source(
     return issues
 
 
+_TOO_LARGE = 10**100 + 1  # what a constant power beyond the limit counts as
+
+
 def _const_int(node: nodes.Node) -> int | None:
     """The value of a constant integer expression (``10**9``), ``None`` when it is not one or is absurd."""
     if isinstance(node, nodes.Const) and isinstance(node.value, int) and not isinstance(node.value, bool):
@@ -563,7 +609,7 @@ def _const_int(node: nodes.Node) -> int | None:
             return None
         if isinstance(node, nodes.Pow):
             if right < 0 or max(abs(left).bit_length(), 1) * right > MAX_INT_BITS:
-                return 10**100
+                return _TOO_LARGE
             return int(left**right)
         ops: dict[type[nodes.Node], Callable[[int, int], int]] = {
             nodes.Add: lambda a, b: a + b,

@@ -38,15 +38,17 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Run the background worker in this process."),
-    mail_catcher: bool = typer.Option(
-        True, "--mail-catcher/--no-mail-catcher", help="Start the built-in mail catcher."
+    mail_catcher: bool | None = typer.Option(
+        None,
+        "--mail-catcher/--no-mail-catcher",
+        help="Start the built-in mail catcher (default: on unless SUPPILO_SMTP_HOST is set).",
     ),
 ) -> None:
-    """Run the API (and by default the background worker) in one process."""
+    """Run the API (and by default the background worker and the mail catcher) in one process."""
     from suppilo.adapters.worker.runner import run_server
 
     migrate()
-    run_server(host=host, port=port, with_worker=worker)
+    run_server(host=host, port=port, with_worker=worker, with_mail_catcher=mail_catcher)
 
 
 @workspace_app.command("create")

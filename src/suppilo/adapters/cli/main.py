@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from suppilo.adapters.cli import admin, data, demo
+from suppilo.adapters.cli import admin, data, demo, mail
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
 data.register(app)
 demo.register(app)
+mail.register(app)
 
 
 if __name__ == "__main__":

@@ -90,13 +90,59 @@ class WorkerHook:
             await asyncio.to_thread(self.worker.stop)
 
 
-def run_server(*, host: str, port: int, with_worker: bool, app: FastAPI | None = None) -> None:
-    """Serve the API with uvicorn, with the worker when asked."""
+class MailCatcherHook:
+    """Starts the built-in mail catcher before the worker and stops it after; a busy port is logged, not fatal."""
+
+    def __init__(self, data_dir: Any = None, host: str | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.catcher: Any = None
+
+    async def start(self, app: FastAPI) -> None:
+        from suppilo.messaging.catcher import MailCatcher
+
+        settings = app.state.settings
+        self.catcher = MailCatcher(
+            self.data_dir or settings.data_dir,
+            host=self.host or settings.mail_catcher_host,
+            port=self.port or settings.mail_catcher_port,
+        )
+        try:
+            await asyncio.to_thread(self.catcher.start)
+        except (OSError, RuntimeError) as exc:
+            log.error("mail catcher not started on %s:%s: %s", self.catcher.host, self.catcher.port, exc)
+            self.catcher = None
+            return
+        app.state.mail_catcher = self.catcher
+        log.info("mail catcher listening on %s:%s", self.catcher.host, self.catcher.port)
+
+    async def stop(self, app: FastAPI) -> None:
+        if self.catcher is not None:
+            await asyncio.to_thread(self.catcher.stop)
+            self.catcher = None
+
+
+def run_server(
+    *,
+    host: str,
+    port: int,
+    with_worker: bool,
+    app: FastAPI | None = None,
+    with_mail_catcher: bool | None = None,
+) -> None:
+    """Serve the API with uvicorn, with the worker when asked; the mail catcher runs when asked, or by default
+    when no SMTP server is configured (``SUPPILO_SMTP_HOST``)."""
     import uvicorn
 
     from suppilo.adapters.http.app import create_app
+    from suppilo.config import get_settings
 
     hooks: list[Any] = []
+    if with_mail_catcher is None:
+        with_mail_catcher = not get_settings().smtp_host
+    if with_mail_catcher:
+        hooks.append(MailCatcherHook())
     if with_worker:
         hooks.append(WorkerHook())
     application = app or create_app(lifespan_hooks=hooks)
