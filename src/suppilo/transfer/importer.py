@@ -310,9 +310,15 @@ class _Rows:
             names = list(compiled.positiontup or ())
             if sorted(names) != sorted(self.columns):
                 raise RuntimeError(f"statement parameters {names} are not the columns {self.columns}")
+            sql = compiled.string
+            listed, placeholders = f" ({', '.join(names)}) VALUES (", ", ".join(["?"] * len(names))
+            if sql.count(listed + placeholders + ")") == 1:
+                # Plain positional placeholders: name the columns in the rows' order instead of reordering rows.
+                sql = sql.replace(listed, f" ({', '.join(self.columns)}) VALUES (")
+                names = list(self.columns)
             order = [self.columns.index(n) for n in names]
             getter = None if order == list(range(len(order))) else operator.itemgetter(*order)
-            self._compiled = (compiled.string, getter)
+            self._compiled = (sql, getter)
         sql, getter = self._compiled
         params = rows if getter is None else [getter(row) for row in rows]
         _driver_call(conn, sql, lambda cursor: cursor.executemany(sql, params))
@@ -757,7 +763,13 @@ class ContactLoader(_Loader):
         raw = cells[i].strip() if i is not None else ""
         rec["_tags"] = sorted({t.strip()[:100] for t in raw.replace(";", ",").split(",") if t.strip()}) if raw else []
         rec["_props"] = self.parse_props(cells) if self.props else {}
+        self._finish(rec)
         return rec
+
+    def _finish(self, rec: dict[str, Any]) -> None:
+        """Values the writer needs in the driver's form, computed here (in the reading thread) to keep it short."""
+        rec["_values"] = tuple([rec.get(c) for c in self.file_columns])
+        rec["_when"] = self.ctx.ts(rec["_created_at"]) if rec["_created_at"] else None
 
     @staticmethod
     def _merge(into: dict[str, Any], rec: dict[str, Any]) -> None:
@@ -774,6 +786,7 @@ class ContactLoader(_Loader):
         now = ctx.now
         postgres = ctx.dialect == "postgresql"
         by_email: dict[str, dict[str, Any]] = {}
+        merged: list[dict[str, Any]] = []
         for item in items:
             rec = item.rec
             seen = by_email.get(rec["email"])
@@ -781,6 +794,9 @@ class ContactLoader(_Loader):
                 by_email[rec["email"]] = dict(rec)
             else:
                 self._merge(seen, rec)
+                merged.append(seen)
+        for rec in merged:
+            self._finish(rec)
         default_channel = ctx.channel
         for rec in by_email.values():
             if rec["_channel"] is None:
@@ -796,7 +812,6 @@ class ContactLoader(_Loader):
         company_ids = self.companies.ensure(conn, wanted) if wanted else {}
         rows: list[tuple[Any, ...]] = []
         new_rows: list[tuple[Any, ...]] = []  # SQLite: contacts not in the table yet
-        file_columns = self.file_columns
         ts, js = ctx.ts, ctx.js
         now_v = ts(now)
         empty = js({})
@@ -804,8 +819,7 @@ class ContactLoader(_Loader):
         default_stage = self.default_stage
         has_props = self.has_props
         for email, rec in by_email.items():
-            created_at = rec["_created_at"]
-            created = ts(created_at) if created_at else now_v
+            created = rec["_when"] or now_v
             channel, source = rec["_channel"], rec["_source"]
             domain = rec["_domain"]
             if has_props:
@@ -818,7 +832,7 @@ class ContactLoader(_Loader):
             # Same order as _CONTACT_FIXED_COLUMNS.
             (rows if postgres or email in existing else new_rows).append(
                 (
-                    *[rec.get(c) for c in file_columns],
+                    *rec["_values"],
                     ws_id,
                     email,
                     False,
