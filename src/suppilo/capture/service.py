@@ -30,6 +30,7 @@ from suppilo.capture.schemas import (
 from suppilo.companies import service as companies_service
 from suppilo.companies.models import Company
 from suppilo.companies.schemas import CompanyCreate
+from suppilo.consent import service as consent_service  # issue 3: consent ledger
 from suppilo.contacts import properties as contact_properties
 from suppilo.contacts import service as contacts_service
 from suppilo.contacts.models import Contact
@@ -418,6 +419,20 @@ def submit_form(session: Session, form: Form, data: SubmissionInput) -> Submissi
     )
     session.add(submission)
     session.flush()
+    if clean.consent_given:  # issue 3 (consent ledger): proof of consent; queues double opt-in where required
+        consent_service.record_consent(
+            session,
+            form.workspace_id,
+            contact.id,
+            topic=form.consent_topic,
+            source=f"form:{form.slug}",
+            source_url=clean.page_url,
+            consent_text=form.consent_text,
+            consent_version=form.consent_version,
+            ip=submission.ip,
+            user_agent=submission.user_agent,
+            at=now,
+        )
     _record_form_event(session, form, contact.id, submission, clean, at=now)
     return SubmissionOutcome(
         stored=True,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.consent import service as consent_service
@@ -72,6 +72,8 @@ class SenderConfig:
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key_pem: bytes | None = None
+    # Only these workspaces (None: all). Lets an operator drain one tenant, and tests stay in their own.
+    workspace_ids: tuple[int, ...] | None = None
 
     @property
     def bounce_address(self) -> str:
@@ -169,12 +171,19 @@ class Sender:
 
     # --- database steps (run in threads) ----------------------------------------------------------------------
 
+    def _scoped(self, query: Any) -> Any:
+        if self.config.workspace_ids is not None:
+            query = query.where(OutboxMessage.workspace_id.in_(self.config.workspace_ids))
+        return query
+
     def recover(self) -> list[int]:
         """Rows left in ``sending`` past their lease by another (dead) sender become ``uncertain``; returns ids."""
         now = self.clock()
         with self.session_factory() as session:
-            query = select(OutboxMessage.id, OutboxMessage.workspace_id, OutboxMessage.lease_token).where(
-                OutboxMessage.status == "sending", OutboxMessage.lease_expires_at < now
+            query = self._scoped(
+                select(OutboxMessage.id, OutboxMessage.workspace_id, OutboxMessage.lease_token).where(
+                    OutboxMessage.status == "sending", OutboxMessage.lease_expires_at < now
+                )
             )
             if self._dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
@@ -221,9 +230,13 @@ class Sender:
         now = self.clock()
         with self.session_factory() as session:
             due = session.scalar(
-                select(func.count()).where(OutboxMessage.status.in_(DUE_STATES), OutboxMessage.next_attempt_at <= now)
+                self._scoped(
+                    select(func.count()).where(
+                        OutboxMessage.status.in_(DUE_STATES), OutboxMessage.next_attempt_at <= now
+                    )
+                )
             )
-            sending = session.scalar(select(func.count()).where(OutboxMessage.status == "sending"))
+            sending = session.scalar(self._scoped(select(func.count()).where(OutboxMessage.status == "sending")))
             session.rollback()
         return int(due or 0), int(sending or 0)
 
@@ -234,7 +247,7 @@ class Sender:
         token = str(uuid.uuid4())
         with self.session_factory() as session:
             query = (
-                select(OutboxMessage)
+                self._scoped(select(OutboxMessage))
                 .where(OutboxMessage.status.in_(DUE_STATES), OutboxMessage.next_attempt_at <= now)
                 .order_by(OutboxMessage.priority.desc(), OutboxMessage.next_attempt_at, OutboxMessage.id)
                 .limit(limit)
@@ -417,22 +430,21 @@ class Sender:
         with self.session_factory() as session:
             fenced = 0
             if sent:
-                table = OutboxMessage.__table__
-                result = session.connection().execute(
-                    update(table)
-                    .where(
-                        and_(
-                            table.c.id == bindparam("b_id"),
-                            table.c.lease_token == bindparam("b_token"),
-                            table.c.status == "sending",
+                by_token: dict[str, list[int]] = {}
+                for o in sent:
+                    by_token.setdefault(o.prepared.lease_token, []).append(o.prepared.outbox_id)
+                for token, ids in by_token.items():
+                    result = session.execute(
+                        update(OutboxMessage)
+                        .where(
+                            OutboxMessage.id.in_(ids),
+                            OutboxMessage.lease_token == token,
+                            OutboxMessage.status == "sending",
                         )
+                        .values(status="sent", sent_at=now, updated_at=now, lease_expires_at=None, last_error=None)
+                        .execution_options(synchronize_session=False)
                     )
-                    .values(status="sent", sent_at=now, updated_at=now, lease_expires_at=None, last_error=None),
-                    [{"b_id": o.prepared.outbox_id, "b_token": o.prepared.lease_token} for o in sent],
-                )
-                fenced += len(sent) - int(
-                    result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(sent)
-                )
+                    fenced += len(ids) - int(result.rowcount or 0)
             failed_rows = [o for o in outcomes if o.result != "sent"]
             if failed_rows:
                 attempts = dict(

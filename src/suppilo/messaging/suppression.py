@@ -66,8 +66,9 @@ def suppress_hash(
             created_at=at or utcnow(),
         )
         .on_conflict_do_nothing(index_elements=["workspace_id", "address_hash", "reason"])
+        .returning(SuppressionEntry.id)
     )
-    return bool(session.execute(stmt).rowcount)
+    return session.execute(stmt).scalar() is not None
 
 
 def reasons_for_hashes(session: Session, workspace_id: int, digests: Iterable[str]) -> dict[str, set[str]]:

@@ -100,8 +100,10 @@ def add_contact(factory: sessionmaker[Session], workspace_id: int, email_address
         return c.id
 
 
-def make_sender(factory: sessionmaker[Session], sink: SmtpSink, **overrides: Any) -> tuple[Sender, SmtpTransport]:
-    """A sender over a pooled SMTP transport to ``sink``."""
+def make_sender(
+    factory: sessionmaker[Session], sink: SmtpSink, workspace_id: int, **overrides: Any
+) -> tuple[Sender, SmtpTransport]:
+    """A sender over a pooled SMTP transport to ``sink``, for one workspace (tests share the database)."""
     concurrency = overrides.pop("concurrency", 4)
     config = SenderConfig(
         secret=SECRET,
@@ -111,6 +113,7 @@ def make_sender(factory: sessionmaker[Session], sink: SmtpSink, **overrides: Any
         unsubscribe_mailto="unsubscribe@shop.example.fi",
         concurrency=concurrency,
         poll_interval=0.05,
+        workspace_ids=(workspace_id,),
         **overrides,
     )
     transport = SmtpTransport(

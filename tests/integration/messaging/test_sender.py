@@ -50,6 +50,7 @@ def test_marketing_mail_is_signed_with_unsubscribe_headers_and_tracked_links(ses
         sender, transport = make_sender(
             session_factory,
             sink,
+            workspace.id,
             dkim_selector="s1",
             dkim_domain="shop.example.fi",
             dkim_private_key_pem=private,
@@ -102,7 +103,7 @@ def test_consent_and_suppression_are_checked_again_at_send(session_factory, work
         suppression.suppress(s, ws, " DAVE@example.COM ", "hard_bounce")
         s.commit()
     with SmtpSink() as sink:
-        sender, transport = make_sender(session_factory, sink)
+        sender, transport = make_sender(session_factory, sink, ws)
         asyncio.run(drain(sender, transport))
     status = {k: _row(session_factory, v).status for k, v in ids.items()}
     assert status == {
@@ -127,7 +128,7 @@ def test_4xx_is_retried_with_backoff_and_5xx_fails(session_factory, workspace):
     hard_id = _enqueue(session_factory, ws, "hard", hard)
     with SmtpSink() as sink:
         sink.handler.replies = {"soft@example.com": "451 4.7.1 try later", "hard@example.com": "550 5.1.1 no such user"}
-        sender, transport = make_sender(session_factory, sink, backoff_base=120)
+        sender, transport = make_sender(session_factory, sink, ws, backoff_base=120)
         before = utcnow()
         asyncio.run(drain(sender, transport))
         row = _row(session_factory, soft_id)
@@ -140,7 +141,7 @@ def test_4xx_is_retried_with_backoff_and_5xx_fails(session_factory, workspace):
         with session_factory() as s:
             s.get(OutboxMessage, soft_id).next_attempt_at = utcnow()
             s.commit()
-        sender, transport = make_sender(session_factory, sink, backoff_base=120)
+        sender, transport = make_sender(session_factory, sink, ws, backoff_base=120)
         asyncio.run(drain(sender, transport))
     row = _row(session_factory, soft_id)
     assert row.status == "sent" and row.attempts == 2
@@ -157,7 +158,7 @@ def test_a_row_left_sending_becomes_uncertain_and_is_resent_only_on_request(sess
         row.lease_expires_at = utcnow() - timedelta(seconds=1)
         s.commit()
     with SmtpSink() as sink:
-        sender, transport = make_sender(session_factory, sink)
+        sender, transport = make_sender(session_factory, sink, ws)
         stats = asyncio.run(drain(sender, transport))
         assert stats.uncertain >= 1
         assert _row(session_factory, mid).status == "uncertain"
@@ -166,7 +167,7 @@ def test_a_row_left_sending_becomes_uncertain_and_is_resent_only_on_request(sess
             assert [r.id for r in outbox.list_uncertain(s, ws)] == [mid]
             outbox.resend(s, ws, mid, actor="test")
             s.commit()
-        sender, transport = make_sender(session_factory, sink)
+        sender, transport = make_sender(session_factory, sink, ws)
         asyncio.run(drain(sender, transport))
     assert _row(session_factory, mid).status == "sent"
     assert len(sink.received) == 1
@@ -181,7 +182,7 @@ def test_a_stale_claim_cannot_overwrite_a_newer_state(session_factory, workspace
         row.status, row.lease_token = "uncertain", "old-token"
         s.commit()
     with SmtpSink() as sink:
-        sender, _ = make_sender(session_factory, sink)
+        sender, _ = make_sender(session_factory, sink, ws)
         prepared = Prepared(mid, ws, cid, "old-token", "gina@example.com", "example.com", b"")
         sender.finish([Outcome(prepared, "sent")])
     assert _row(session_factory, mid).status == "uncertain"
@@ -195,7 +196,7 @@ def test_one_failing_render_fails_only_that_message(session_factory, workspace):
     bad = _enqueue(session_factory, ws, "bad", a, rendered=None, template_key="no_such_template")
     good = _enqueue(session_factory, ws, "good", b)
     with SmtpSink() as sink:
-        sender, transport = make_sender(session_factory, sink)
+        sender, transport = make_sender(session_factory, sink, ws)
         asyncio.run(drain(sender, transport))
     assert _row(session_factory, bad).status == "failed"
     assert "build" in _row(session_factory, bad).last_error
@@ -213,7 +214,7 @@ def test_many_messages_each_arrive_once(session_factory, workspace, n):
         )
         s.commit()
     with SmtpSink() as sink:
-        sender, transport = make_sender(session_factory, sink, chunk_size=40, concurrency=8)
+        sender, transport = make_sender(session_factory, sink, ws, chunk_size=40, concurrency=8)
         stats = asyncio.run(drain(sender, transport))
     assert stats.sent == n
     counts = sink.by_message_id()

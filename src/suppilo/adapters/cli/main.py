@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from suppilo.adapters.cli import admin, data, demo, mail
+from suppilo.adapters.cli import admin, data, demo, mail, outbox, privacy
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
 data.register(app)
 demo.register(app)
 mail.register(app)
+outbox.register(app)
+privacy.register(app)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,7 @@ def send(
     chunk_size: int | None = typer.Option(None, "--chunk-size", help="Rows claimed per transaction."),
     lease_seconds: float | None = typer.Option(None, "--lease-seconds", help="Claim lease."),
     max_seconds: float | None = typer.Option(None, "--max-seconds", help="Stop after this long."),
+    workspace_id: list[int] | None = typer.Option(None, "--workspace-id", help="Only this workspace (repeatable)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Drain the outbox over the configured SMTP server (or the built-in mail catcher)."""
@@ -131,6 +132,7 @@ def send(
                 concurrency=concurrency,
                 chunk_size=chunk_size,
                 lease_seconds=lease_seconds,
+                workspace_ids=tuple(workspace_id) if workspace_id else None,
             )
         )
     finally:

@@ -5,9 +5,12 @@ from fastapi import APIRouter
 from suppilo.adapters.http.routers import (
     commerce,
     companies,
+    consent,
     contacts,
     forms,
     lifecycle,
+    messages,
+    public_mail,
     sources,
     templates,
     tracking,
@@ -26,4 +29,7 @@ ROUTERS: list[APIRouter] = [
     forms.router,
     transfer.router,
     templates.router,
+    messages.router,
+    consent.router,
+    public_mail.router,
 ]
