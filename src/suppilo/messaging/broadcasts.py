@@ -39,13 +39,9 @@ def local_send_time(local_day: date, at: time, zone_name: str | None, fallback_z
         zone = ZoneInfo(zone_name) if zone_name else ZoneInfo(fallback_zone)
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo(fallback_zone)
-    naive = datetime.combine(local_day, at)
-    local = naive.replace(tzinfo=zone, fold=0)
-    result = local.astimezone(UTC)
-    # A skipped wall time does not survive the round trip: move it to the first valid instant after the gap.
-    if result.astimezone(zone).replace(tzinfo=None) != naive:
-        result = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    return result
+    # fold=0 (PEP 495): a wall time in a spring gap takes the offset from before the change, which lands just
+    # after the gap (02:30 -> 03:30 summer time); a repeated autumn time is its first occurrence.
+    return datetime.combine(local_day, at).replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
 def create_broadcast(

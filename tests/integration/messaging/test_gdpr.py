@@ -1,0 +1,157 @@
+"""Data-subject rights through the API and the CLI: export, erasure (suppression hash stays), objection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from suppilo.adapters.cli.main import app as cli_app
+from suppilo.config import get_settings
+from suppilo.consent import service as consent_service
+from suppilo.contacts.models import Contact, ContactTag
+from suppilo.db.base import utcnow
+from suppilo.events import service as events_service
+from suppilo.events.models import Event
+from suppilo.messaging import outbox, suppression
+from suppilo.messaging.outbox_models import OutboxMessage
+from suppilo.workspaces.models import AuditLog
+from tests.integration.messaging.outbox_support import RENDERED, add_contact
+
+
+def _person(factory, ws, email_address="ada@example.com"):
+    cid = add_contact(factory, ws, email_address, country="US", first_name="Ada", last_name="Lovelace", city="London")
+    with factory() as s:
+        s.add(ContactTag(workspace_id=ws, contact_id=cid, tag="vip"))
+        events_service.record_event(s, ws, cid, "Viewed Product", {"sku": "tent-1", "email": email_address}, utcnow())
+        consent_service.record_consent(s, ws, cid, source="form:x", ip="203.0.113.5", consent_text="Yes please")
+        row = outbox.enqueue(s, ws, dedupe_key=f"gdpr:{cid}", contact_id=cid, rendered=RENDERED)
+        row.status, row.to_address = "sent", email_address
+        outbox.enqueue(s, ws, dedupe_key=f"gdpr-queued:{cid}", contact_id=cid, rendered=RENDERED)
+        suppression.suppress(s, ws, email_address, "complaint")
+        s.commit()
+    return cid
+
+
+def _audit(factory, ws, action):
+    with factory() as s:
+        return list(s.scalars(select(AuditLog).where(AuditLog.workspace_id == ws, AuditLog.action == action)))
+
+
+def test_export_holds_everything_about_the_person(client, session_factory, workspace, other_workspace):
+    cid = _person(session_factory, workspace.id)
+    assert client.get(f"/v1/contacts/{cid}/privacy/export", headers=other_workspace.auth("admin")).status_code == 404
+    assert client.get(f"/v1/contacts/{cid}/privacy/export", headers=workspace.auth("read")).status_code == 403
+    res = client.get(f"/v1/contacts/{cid}/privacy/export", headers=workspace.auth("admin"))
+    assert res.status_code == 200
+    data = res.json()
+    assert data["contact"]["email"] == "ada@example.com" and data["tags"] == ["vip"]
+    assert [e["name"] for e in data["events"]] == ["Viewed Product"]
+    assert data["consent_records"][0]["ip"] == "203.0.113.5"
+    assert len(data["messages"]) == 2 and data["suppression"] == ["complaint"]
+    for key in ("identities", "touches", "stage_changes", "orders", "form_submissions", "carts"):
+        assert key in data
+    assert [a.subject_id for a in _audit(session_factory, workspace.id, "privacy.export")] == [cid]
+
+
+def test_erasure_removes_personal_data_and_keeps_the_suppression_hash(client, session_factory, workspace):
+    ws = workspace.id
+    cid = _person(session_factory, ws)
+    with session_factory() as s:
+        events_before = s.scalar(select(func.count()).where(Event.workspace_id == ws, Event.contact_id == cid))
+    res = client.post(f"/v1/contacts/{cid}/privacy/erase", headers=workspace.auth("admin"))
+    assert res.status_code == 200 and res.json()["counts"]["consent_records"] == 1
+    with session_factory() as s:
+        contact = s.get(Contact, cid)
+        assert (contact.email, contact.first_name, contact.last_name, contact.city) == (None, None, None, None)
+        events = list(s.scalars(select(Event).where(Event.workspace_id == ws, Event.contact_id == cid)))
+        assert len(events) == events_before  # aggregate counts survive
+        assert all(e.properties == {} and e.context == {} for e in events)
+        messages = list(
+            s.scalars(select(OutboxMessage).where(OutboxMessage.workspace_id == ws, OutboxMessage.contact_id == cid))
+        )
+        assert sorted(m.status for m in messages) == ["sent", "skipped"]
+        assert all(m.to_address is None and m.rendered is None for m in messages)
+        assert consent_service.list_records(s, ws, cid) == []
+        assert suppression.check(s, ws, "ADA@example.com") == "complaint"  # the hash outlives the person
+        blob = json.dumps([[e.properties, e.context] for e in events] + [m.to_address for m in messages])
+        assert "ada@example.com" not in blob
+    (entry,) = _audit(session_factory, ws, "privacy.erase")
+    assert entry.subject_id == cid and entry.details["counts"]["messages_skipped"] == 1
+
+
+def test_objection_stops_marketing_and_is_audited(client, session_factory, workspace):
+    ws = workspace.id
+    cid = add_contact(session_factory, ws, "ben@example.com", country="US")
+    with session_factory() as s:
+        outbox.enqueue(s, ws, dedupe_key="m", contact_id=cid, rendered=RENDERED)
+        outbox.enqueue(s, ws, dedupe_key="t", contact_id=cid, rendered=RENDERED, kind="transactional")
+        s.commit()
+    assert client.post(f"/v1/contacts/{cid}/privacy/object", headers=workspace.auth("admin")).status_code == 200
+    decision = client.get(f"/v1/contacts/{cid}/consent/decision", headers=workspace.auth("read")).json()
+    assert decision == {
+        "contact_id": cid,
+        "topic": "marketing",
+        "allowed": False,
+        "reason": "objection",
+        "regime": "opt_out",
+    }
+    with session_factory() as s:
+        statuses = dict(
+            s.execute(
+                select(OutboxMessage.dedupe_key, OutboxMessage.status).where(OutboxMessage.workspace_id == ws)
+            ).all()
+        )
+        assert consent_service.has_objection(s, ws, cid)
+    assert statuses == {"m": "skipped", "t": "queued"}
+    assert len(_audit(session_factory, ws, "privacy.object")) == 1
+
+
+@pytest.fixture
+def cli(monkeypatch, database_url, db_engine, tmp_path):
+    monkeypatch.setenv("SUPPILO_DATABASE_URL", database_url)
+    monkeypatch.setenv("SUPPILO_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_privacy_cli_export_object_erase_by_email(cli, session_factory, workspace):
+    ws = workspace.id
+    cid = _person(session_factory, ws, "cleo@example.com")
+    out = cli.invoke(cli_app, ["privacy", "export", "--email", "Cleo@Example.com", "--workspace", workspace.slug])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["contact"]["id"] == cid
+    out = cli.invoke(cli_app, ["privacy", "object", "--contact", str(cid), "--workspace", workspace.slug, "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["contact_id"] == cid
+    out = cli.invoke(
+        cli_app, ["privacy", "erase", "--contact", str(cid), "--yes", "--workspace", workspace.slug, "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    with session_factory() as s:
+        assert s.get(Contact, cid).email is None
+    missing = cli.invoke(cli_app, ["privacy", "export", "--email", "nobody@example.com", "--workspace", workspace.slug])
+    assert missing.exit_code == 1
+    assert [len(_audit(session_factory, ws, a)) for a in ("privacy.export", "privacy.object", "privacy.erase")] == [
+        1,
+        1,
+        1,
+    ]
+
+
+def test_outbox_cli_reports_and_resends_uncertain(cli, session_factory, workspace):
+    ws = workspace.id
+    cid = add_contact(session_factory, ws, "dina@example.com", country="US")
+    with session_factory() as s:
+        row = outbox.enqueue(s, ws, dedupe_key="u", contact_id=cid, rendered=RENDERED)
+        row.status = "uncertain"
+        s.commit()
+        mid = row.id
+    out = cli.invoke(cli_app, ["outbox", "uncertain", "--workspace", workspace.slug, "--json"])
+    assert out.exit_code == 0 and [r["id"] for r in json.loads(out.stdout)] == [mid]
+    out = cli.invoke(cli_app, ["outbox", "resend", str(mid), "--workspace", workspace.slug, "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout) == {"id": mid, "status": "queued"}
+    assert cli.invoke(cli_app, ["outbox", "resend", str(mid), "--workspace", workspace.slug]).exit_code == 1
+    assert len(_audit(session_factory, ws, "outbox.resend")) == 1
