@@ -23,7 +23,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     Connection,
+    Integer,
     String,
     Table,
     any_,
@@ -273,13 +275,35 @@ def _driver_call(conn: Connection, sql: str, call: Callable[[Any], None]) -> Non
         cursor.close()
 
 
-def _pg_copy(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+_PG_BINARY_TYPES = {"BIGINT": "int8", "INTEGER": "int4", "BOOLEAN": "bool", "JSONB": "jsonb", "TEXT": "text"}
+_PG_BINARY_TYPES["TIMESTAMP WITH TIME ZONE"] = "timestamptz"
+
+
+class _PgCopy:
+    """A binary ``COPY table (columns) FROM STDIN`` (the server skips parsing text) with the columns' types."""
+
+    def __init__(self, table_name: str, columns: Sequence[Any]) -> None:
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        types = []
+        for col in columns:
+            name = col.type.compile(dialect=dialect)
+            types.append("text" if name.startswith("VARCHAR") else _PG_BINARY_TYPES[name])
+        self.types = types
+        self.sql = f"COPY {table_name} ({', '.join(c.name for c in columns)}) FROM STDIN (FORMAT BINARY)"
+
+    def run(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        _pg_copy(conn, self.sql, rows, self.types)
+
+
+def _pg_copy(conn: Connection, sql: str, rows: Sequence[Sequence[Any]], types: list[str] | None = None) -> None:
     """``COPY ... FROM STDIN`` of rows (tuples in the statement's column order) on the connection's transaction."""
     if not rows:
         return
 
     def copy_rows(cursor: Any) -> None:
         with cursor.copy(sql) as copy:
+            if types is not None:
+                copy.set_types(types)
             write_row = copy.write_row
             for row in rows:
                 write_row(row)
@@ -514,8 +538,6 @@ _TOUCH_COLUMNS = (
     "landing_url",
 )
 _PG_STAGE = "suppilo_import_contacts"
-_PG_COPY_CHANGES = f"COPY stage_changes ({', '.join(_CHANGE_COLUMNS)}) FROM STDIN"
-_PG_COPY_TOUCHES = f"COPY touches ({', '.join(_TOUCH_COLUMNS)}) FROM STDIN"
 _MEMO_LIMIT = 10_000
 
 
@@ -621,7 +643,9 @@ class ContactLoader(_Loader):
                 f"CREATE TEMPORARY TABLE {_PG_STAGE} ON COMMIT DROP AS "
                 f"SELECT {names}, 0 AS _n FROM contacts WITH NO DATA"
             )
-            self.pg_copy_stage = f"COPY {_PG_STAGE} ({names}, _n) FROM STDIN"
+            self.pg_copy_stage = _PgCopy(_PG_STAGE, [*(t.c[c] for c in self.insert_columns), Column("_n", Integer)])
+            self.pg_copy_changes = _PgCopy("stage_changes", [StageChange.__table__.c[c] for c in _CHANGE_COLUMNS])
+            self.pg_copy_touches = _PgCopy("touches", [Touch.__table__.c[c] for c in _TOUCH_COLUMNS])
 
     def _upsert(self, ins: Any, present: set[str]) -> Any:
         """The contact upsert on (workspace, email): file columns where the file has a value, version + 1 on change."""
@@ -908,7 +932,7 @@ class ContactLoader(_Loader):
             for tag in rec["_tags"]:
                 tags.append({"contact_id": cid, "tag": tag, "workspace_id": ws_id})
         if postgres:
-            _pg_copy(conn, _PG_COPY_CHANGES, changes)
+            self.pg_copy_changes.run(conn, changes)
         else:
             self.change_insert.run(conn, changes)
         if stage_moves:
@@ -916,7 +940,7 @@ class ContactLoader(_Loader):
         if first_touch:
             conn.execute(self.touch_update, first_touch)
         if postgres:
-            _pg_copy(conn, _PG_COPY_TOUCHES, touches)
+            self.pg_copy_touches.run(conn, touches)
         else:
             self.touch_insert.run(conn, touches)
         self.tag_insert.run(conn, tags)
@@ -926,7 +950,7 @@ class ContactLoader(_Loader):
     def _pg_upsert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, int]:
         """COPY the rows into a temporary table, upsert from it in one statement; ids of inserted or changed rows."""
         conn.exec_driver_sql(self.pg_create_stage)
-        _pg_copy(conn, self.pg_copy_stage, [(*row, n) for n, row in enumerate(rows)])
+        self.pg_copy_stage.run(conn, [(*row, n) for n, row in enumerate(rows)])
         return dict(conn.execute(self.pg_upsert).tuples().all())
 
     def _existing_move(self, current: str, wanted: str) -> str | None:
