@@ -809,18 +809,23 @@ class ContactLoader(_Loader):
         ctx = self.ctx
         now = ctx.now
         postgres = ctx.dialect == "postgresql"
+        # A row's own record is used as is (what this method adds to it is the same on a retry of the batch); an
+        # address seen twice gets a merged copy.
         by_email: dict[str, dict[str, Any]] = {}
-        merged: list[dict[str, Any]] = []
+        merged: set[str] = set()
         for item in items:
             rec = item.rec
-            seen = by_email.get(rec["email"])
+            email = rec["email"]
+            seen = by_email.get(email)
             if seen is None:
-                by_email[rec["email"]] = dict(rec)
+                by_email[email] = rec
             else:
+                if email not in merged:
+                    seen = by_email[email] = dict(seen)
+                    merged.add(email)
                 self._merge(seen, rec)
-                merged.append(seen)
-        for rec in merged:
-            self._finish(rec)
+        for email in merged:
+            self._finish(by_email[email])
         default_channel = ctx.channel
         for rec in by_email.values():
             if rec["_channel"] is None:
