@@ -812,7 +812,7 @@ class ContactLoader(_Loader):
         # A row's own record is used as is (what this method adds to it is the same on a retry of the batch); an
         # address seen twice gets a merged copy.
         by_email: dict[str, dict[str, Any]] = {}
-        merged: set[str] = set()
+        merged_emails: set[str] = set()
         for item in items:
             rec = item.rec
             email = rec["email"]
@@ -820,11 +820,11 @@ class ContactLoader(_Loader):
             if seen is None:
                 by_email[email] = rec
             else:
-                if email not in merged:
+                if email not in merged_emails:
                     seen = by_email[email] = dict(seen)
-                    merged.add(email)
+                    merged_emails.add(email)
                 self._merge(seen, rec)
-        for email in merged:
+        for email in merged_emails:
             self._finish(by_email[email])
         default_channel = ctx.channel
         for rec in by_email.values():
@@ -890,7 +890,7 @@ class ContactLoader(_Loader):
             # The transaction holds SQLite's write lock (or fails on write if another writer came after its reads),
             # so the new contacts can be given the ids AUTOINCREMENT would give them, in file order.
             self.sqlite_upsert.run(conn, rows)
-            first_id = _sqlite_next_id(conn, self.table.name)
+            first_id = _sqlite_next_id(conn, Contact.__tablename__)
             self.sqlite_insert.run(conn, [(first_id + n, *row) for n, row in enumerate(new_rows)])
             ids.update(zip(new_emails, range(first_id, first_id + len(new_rows)), strict=True))
             missing = []
@@ -1602,13 +1602,12 @@ def import_file(
                     progress(rows, read, table.total_bytes)
 
         def flush(pool: ThreadPoolExecutor) -> None:
-            nonlocal batch, refused, bad_keys
+            nonlocal batch, refused, bad_keys, pending
             wait()
             for line, cells, reason in refused:
                 sink.add(line, cells, reason)
             if batch:
                 future = pool.submit(_write_batch, factory, loader, batch, bad_keys, summary, sink)
-                nonlocal pending
                 pending = (future, summary.rows, table.bytes_read)
             elif progress is not None:
                 progress(summary.rows, table.bytes_read, table.total_bytes)
