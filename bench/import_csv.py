@@ -3,9 +3,9 @@
     .venv/bin/python bench/import_csv.py --rows 200000 [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/x]
 
 Generates a deterministic HubSpot-shaped CSV, imports it into a fresh SQLite database (and a fresh PostgreSQL
-database on the given server), prints rows/s overall and for the first and last 10% of rows, peak RSS, the baseline
-(a bare executemany insert of the same rows into an empty table with the same columns, same run) and one JSON line
-per database: {"bench", "figure", "unit", "baseline", "ratio"}.
+database on the given server), prints rows/s overall and for the first and last 10% of rows, the resident memory at
+10%/50%/100% of the import and its peak, the baseline (a bare executemany insert of the same rows into an empty table
+with the same columns, same run) and one JSON line per database: {"bench", "figure", "unit", "baseline", "ratio"}.
 """
 
 from __future__ import annotations
@@ -109,6 +109,15 @@ def baseline(engine: sa.Engine, path: Path, batch: int = 2000) -> float:
     return rate
 
 
+def current_rss_mb() -> float:
+    """Resident set size now (Linux /proc; 0 elsewhere), to show that memory stays flat through the file."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return 0.0
+
+
 def run(label: str, url: str, path: Path, rows: int, rerun: bool) -> dict[str, object]:
     engine = make_engine(url)
     Base.metadata.create_all(engine)
@@ -118,10 +127,14 @@ def run(label: str, url: str, path: Path, rows: int, rerun: bool) -> dict[str, o
         s.commit()
         ws_id = ws.id
     marks: list[tuple[int, float]] = []
+    rss: list[tuple[int, float]] = []
+
+    def progress(n: int, _read: int, _total: int) -> None:
+        marks.append((n, time.perf_counter()))
+        rss.append((n, current_rss_mb()))
+
     start = time.perf_counter()
-    summary = import_file(
-        factory, ws_id, "contacts", path, progress=lambda n, _b, _t: marks.append((n, time.perf_counter()))
-    )
+    summary = import_file(factory, ws_id, "contacts", path, progress=progress)
     total = time.perf_counter() - start
     rate = summary.rows / total
 
@@ -130,6 +143,9 @@ def run(label: str, url: str, path: Path, rows: int, rerun: bool) -> dict[str, o
         before = max((p for p in points if p[0] <= lo), key=lambda p: p[0])
         after = min((p for p in points if p[0] >= hi), key=lambda p: p[0], default=points[-1])
         return (after[0] - before[0]) / (after[1] - before[1])
+
+    def rss_at(share: float) -> float:
+        return min(rss, key=lambda p: abs(p[0] - share * rows))[1] if rss else 0.0
 
     first = window(0, rows // 10)
     last = window(rows - rows // 10, rows)
@@ -147,6 +163,7 @@ def run(label: str, url: str, path: Path, rows: int, rerun: bool) -> dict[str, o
         f"{rate:,.0f} rows/s overall, first 10% {first:,.0f}/s, last 10% {last:,.0f}/s "
         f"(change {100 * (last - first) / first:+.1f}%), "
         + (f"re-run (all updates) {rerun_rate:,.0f} rows/s, " if rerun_rate else "")
+        + f"RSS at 10%/50%/100% of the import {rss_at(0.1):,.0f}/{rss_at(0.5):,.0f}/{rss_at(1.0):,.0f} MB, "
         + f"peak RSS {rss_mb:,.0f} MB; baseline bare executemany {base:,.0f} rows/s",
         file=sys.stderr,
     )
