@@ -502,3 +502,74 @@ def test_order_completed_through_track_records_the_order(send, workspace, db) ->
     bad = {"type": "track", "messageId": mid(), "anonymousId": anon, "event": "Order Completed", "properties": {}}
     res = send("POST", "/v1/batch", json={"batch": [page(anon), bad]}, headers=basic(workspace.track_key))
     assert res.json()["accepted"] == 2 and res.json()["errors"][0]["path"] == "batch[1].properties.order_id"
+
+
+def test_single_calls_arriving_together_share_a_transaction() -> None:
+    import threading
+
+    from suppilo.adapters.http.routers.tracking import GroupCommit, _Call
+
+    gc = GroupCommit()
+    groups: list[list[str]] = []
+    first_running = threading.Event()
+    release = threading.Event()
+
+    def run(workspace_id: int, calls: list) -> None:
+        groups.append([c.message for c in calls])
+        if len(groups) == 1:
+            first_running.set()
+            release.wait(5)
+        for c in calls:
+            if c.message == "bad":
+                raise RuntimeError("refused")
+
+    results: dict[str, str] = {}
+
+    def submit(name: str) -> None:
+        try:
+            gc.submit(_Call(1, name), run)  # type: ignore[arg-type]
+            results[name] = "ok"
+        except RuntimeError:
+            results[name] = "failed"
+
+    leader = threading.Thread(target=submit, args=("a",))
+    leader.start()
+    assert first_running.wait(5)
+    others = [threading.Thread(target=submit, args=(n,)) for n in ("b", "bad", "c")]
+    for t in others:
+        t.start()
+    while len(gc._pending) < 3:
+        threading.Event().wait(0.001)
+    release.set()
+    for t in [leader, *others]:
+        t.join(5)
+    # The three calls that waited went in one transaction; it failed, so each was retried alone.
+    assert groups[0] == ["a"] and sorted(groups[1]) == ["b", "bad", "c"]
+    assert sorted(map(tuple, groups[2:])) == [("b",), ("bad",), ("c",)]
+    assert results == {"a": "ok", "b": "ok", "bad": "failed", "c": "ok"}
+
+
+def test_concurrent_single_calls_are_all_stored_with_their_own_errors(send, workspace, db) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    anon = mid()
+    bodies = [
+        {"messageId": mid(), "anonymousId": anon, "event": "Viewed", "properties": {"n": i}, "context": context()}
+        for i in range(11)
+    ]
+    bodies.append({"messageId": mid(), "anonymousId": anon, "event": "Order Completed", "properties": {}})
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(
+            pool.map(lambda b: send("POST", "/v1/track", json=b, headers=basic(workspace.track_key)), bodies)
+        )
+    assert [a.status_code for a in answers] == [200] * 12
+    assert all(a.json() == {"success": True} for a in answers[:11])
+    errors = answers[11].json()["errors"]
+    assert [(e["index"], e["path"]) for e in errors] == [(0, "properties.order_id")]
+    contact = contact_of(db, workspace.id, anon)
+    names = db.scalars(
+        select(Event.name).where(Event.workspace_id == workspace.id, Event.contact_id == contact.id)
+    ).all()
+    assert sorted(names) == ["Order Completed"] + ["Viewed"] * 11
+    n = db.scalar(select(func.count()).select_from(Contact).where(Contact.workspace_id == workspace.id))
+    assert n == 1

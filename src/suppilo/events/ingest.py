@@ -65,6 +65,7 @@ class Message:
     group_id: str | None = None
     previous_id: str | None = None
     person: Person | None = None
+    received_at: datetime | None = None  # when its request arrived (calls of several requests can share a store)
 
 
 @dataclass(slots=True)
@@ -183,6 +184,7 @@ def parse_message(
         email=email,
         group_id=group_id,
         previous_id=previous_id,
+        received_at=received_at,
     )
 
 
@@ -530,7 +532,7 @@ def store(
                 "properties": m.properties,
                 "context": m.context,
                 "occurred_at": m.occurred_at,
-                "received_at": received_at,
+                "received_at": m.received_at or received_at,
                 "message_id": m.message_id,
             }
             for m in msgs

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import threading
 import zlib
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from suppilo.adapters.http.deps import basic_user, bearer_key, principal_for_key
 from suppilo.adapters.http.errors import error_body
 from suppilo.db.base import utcnow
-from suppilo.events.ingest import TYPES, ItemError, ingest, parse_message, store
+from suppilo.events.ingest import TYPES, ItemError, Message, ingest, parse_message, store
 
 router = APIRouter(tags=["tracking"])
 
@@ -65,6 +67,107 @@ def _json(status: int, payload: Any) -> Response:
 
 def _error(status: int, code: str, message: str, path: str = "") -> Response:
     return _json(status, error_body(code, message, path, [{"path": path, "message": message}] if path else []))
+
+
+@dataclass(eq=False)
+class _Call:
+    """One single-call request waiting for the transaction that stores it."""
+
+    workspace_id: int
+    message: Message
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    failure: BaseException | None = None
+
+
+class GroupCommit:
+    """Single calls that arrive while a transaction is running are stored together in the next one.
+
+    One request thread at a time leads: it takes every waiting call, stores them per workspace in one transaction
+    (``run``), wakes their threads and hands the lead to the oldest call that arrived meanwhile. Each call is
+    answered only after the commit that holds it; a failed group is retried call by call, so one bad call fails
+    alone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[_Call] = []
+        self._busy = False
+
+    def submit(self, call: _Call, run: Callable[[int, list[_Call]], None]) -> None:
+        """Store ``call`` (in a group with whatever else is waiting); raises what storing it raised."""
+        with self._lock:
+            self._pending.append(call)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            call.wake.wait()
+        if not call.finished:
+            self._round(run)
+        if call.failure is not None:
+            raise call.failure
+
+    def _round(self, run: Callable[[int, list[_Call]], None]) -> None:
+        with self._lock:
+            group, self._pending = self._pending, []
+        try:
+            by_workspace: dict[int, list[_Call]] = {}
+            for call in group:
+                by_workspace.setdefault(call.workspace_id, []).append(call)
+            for workspace_id, calls in by_workspace.items():
+                try:
+                    run(workspace_id, calls)
+                except Exception as exc:
+                    if len(calls) == 1:
+                        calls[0].failure = exc
+                        continue
+                    for call in calls:
+                        try:
+                            run(workspace_id, [call])
+                        except Exception as single:
+                            call.failure = single
+        except BaseException as exc:
+            for call in group:
+                call.failure = call.failure or exc
+            raise
+        finally:
+            for call in group:
+                call.finished = True
+                call.wake.set()
+            with self._lock:
+                if self._pending:
+                    self._pending[0].wake.set()  # not finished: it leads the next round
+                else:
+                    self._busy = False
+
+
+_group_commit = GroupCommit()
+
+
+def _store_calls(
+    factory: Any, serial: AbstractContextManager[Any], sync: bool, workspace_id: int, calls: list[_Call]
+) -> None:
+    """Store the calls of one workspace in one transaction; each call gets its own errors back."""
+    messages = []
+    for i, call in enumerate(calls):
+        call.message.index = i
+        call.errors = []
+        messages.append(call.message)
+    errors: list[dict[str, Any]] = []
+    with serial, factory() as session:
+        store(
+            session,
+            workspace_id,
+            messages,
+            received_at=messages[-1].received_at or utcnow(),
+            errors=errors,
+            prefix="",
+            synchronous_commit=sync,
+        )
+        session.commit()
+    for error in errors:
+        calls[error["index"]].errors.append({**error, "index": 0})
 
 
 class _TooLarge(Exception):
@@ -156,18 +259,9 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
         message = parse_message(raw, 0, kind=kind, received_at=received_at, ip=ip)
     except ItemError as exc:
         return _error(422, "validation_error", f"{exc.path}: {exc.message}", exc.path)
-    errors: list[dict[str, Any]] = []
-    with serial, factory() as session:
-        store(
-            session,
-            principal.workspace_id,
-            [message],
-            received_at=received_at,
-            errors=errors,
-            prefix="",
-            synchronous_commit=sync,
-        )
-        session.commit()
+    call = _Call(principal.workspace_id, message)
+    _group_commit.submit(call, lambda ws, calls: _store_calls(factory, serial, sync, ws, calls))
+    errors = call.errors
     if errors:
         return _json(200, {"success": True, "errors": errors})
     return _json(200, OK)
