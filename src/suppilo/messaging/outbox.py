@@ -75,6 +75,7 @@ def _row(
         "extra": extra or {},
         "status": "queued",
         "priority": priority,
+        "claim_rank": -priority,
         "not_before": not_before,
         "next_attempt_at": max(not_before, now) if not_before else now,
         "attempts": 0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, BigId, TenantMixin
@@ -24,13 +24,9 @@ class OutboxMessage(TenantMixin, Base):
     __tablename__ = "outbox_messages"
     __table_args__ = (
         UniqueConstraint("workspace_id", "dedupe_key"),
-        # The sender drains every workspace: due rows by time (only waiting rows are indexed on PostgreSQL).
-        Index(
-            "ix_outbox_messages_due",
-            "status",
-            "next_attempt_at",
-            postgresql_where=text("status IN ('queued', 'deferred', 'sending')"),
-        ),
+        # The sender drains every workspace in claim order (status, priority first, then due time): the claim query
+        # walks this index and stops after a chunk, however long the queue.
+        Index("ix_outbox_messages_claim", "status", "claim_rank", "next_attempt_at", "id"),
         Index("ix_outbox_messages_contact", "workspace_id", "contact_id", "created_at"),
         Index("ix_outbox_messages_ws_status", "workspace_id", "status", "id"),
         Index("ix_outbox_messages_broadcast", "workspace_id", "broadcast_id"),
@@ -47,6 +43,8 @@ class OutboxMessage(TenantMixin, Base):
     rendered: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # -priority: the claim index is ascending on every column (expression indexes are not migrated by Alembic).
+    claim_rank: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -30,6 +30,9 @@ class SuppressionError(DomainError):
 
 def address_hash(email: str) -> str:
     """SHA-256 hex of the normalised address; a value that is no valid address hashes its folded form."""
+    if email.isascii() and email.count("@") == 1 and email == email.strip().lower() and " " not in email:
+        # Already in normalised form (how contacts store addresses): normalising would return it unchanged.
+        return hashlib.sha256(email.encode()).hexdigest()
     try:
         value = normalize_email(email)
     except InvalidValue:

@@ -221,3 +221,85 @@ def test_many_messages_each_arrive_once(session_factory, workspace, n):
     assert len(counts) == n and set(counts.values()) == {1}
     with session_factory() as s:
         assert outbox.counts(s, ws) == {"sent": n}
+
+
+@pytest.mark.parametrize(
+    ("subject", "from_name", "html"),
+    [
+        ("Spring sale", "Pohjola Outdoor", RENDERED["html"]),
+        ("Kevät on täällä – ale alkaa ✓", "Kauppa Åbo, Oy", "<p>Hyvää kevättä! " + "pitkä rivi " * 40 + "</p>"),
+        ("A very long subject line " * 6, None, None),
+        (".leading dot\tand tab", 'Name "quoted" <x>', "<p>\n.line starting with a dot\n</p>"),
+    ],
+)
+def test_fast_message_bytes_match_build_message(subject, from_name, html):
+    import email
+    import email.policy
+    from datetime import UTC, datetime
+
+    from suppilo.messaging import mime
+    from suppilo.messaging.sender import _header, fast_message_bytes
+
+    headers = {
+        "List-Unsubscribe": "<https://mail.example.test/u/abc.def>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    common = dict(
+        outbox_id=7,
+        workspace_slug="ws-1",
+        domain="shop.example.fi",
+        to_email="bob@example.com",
+        subject=subject,
+        text="Hello\nsecond line",
+        html=html,
+        reply_to="help@shop.example.fi",
+        headers=headers,
+        date=datetime(2025, 5, 1, 12, tzinfo=UTC),
+    )
+    address = mime.make_address("from", "news@shop.example.fi", from_name)
+    from email.utils import formataddr
+
+    value = formataddr((from_name, address.addr_spec), charset="utf-8") if from_name else address.addr_spec
+    fast = fast_message_bytes(from_header=_header("From", value).decode(), **common)
+    slow = mime.message_bytes(mime.build_message(from_email="news@shop.example.fi", from_name=from_name, **common))
+    a = email.message_from_bytes(fast, policy=email.policy.default)
+    b = email.message_from_bytes(slow, policy=email.policy.default)
+    for name in (
+        "Message-ID",
+        "Date",
+        "From",
+        "To",
+        "Reply-To",
+        "Subject",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ):
+        assert str(a[name]) == str(b[name]), name
+    assert a.get_content_type() == b.get_content_type()
+    assert a.get_body(("plain",)).get_content() == b.get_body(("plain",)).get_content()
+    if html is not None:
+        assert a.get_body(("html",)).get_content() == b.get_body(("html",)).get_content()
+    assert all(len(line) <= 998 for line in fast.split(b"\r\n"))
+    assert b"\n" not in fast.replace(b"\r\n", b"")
+
+
+def test_fast_message_bytes_refuse_header_injection():
+    from datetime import UTC, datetime
+
+    from suppilo.errors import DomainError
+    from suppilo.messaging.sender import fast_message_bytes
+
+    with pytest.raises(DomainError):
+        fast_message_bytes(
+            outbox_id=1,
+            workspace_slug="w",
+            domain="d.example",
+            from_header="From: a@b.example\r\n",
+            to_email="x@example.com",
+            subject="Hi\r\nBcc: victim@example.com",
+            text="t",
+            html=None,
+            reply_to=None,
+            headers={},
+            date=datetime.now(UTC),
+        )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:38:05.719216
+Create Date: 2026-11-23 19:57:32.348218
 """
 
 from __future__ import annotations
@@ -692,6 +692,7 @@ def upgrade() -> None:
         ),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("claim_rank", sa.Integer(), nullable=False),
         sa.Column("not_before", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("next_attempt_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -729,13 +730,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
         batch_op.create_index("ix_outbox_messages_broadcast", ["workspace_id", "broadcast_id"], unique=False)
-        batch_op.create_index("ix_outbox_messages_contact", ["workspace_id", "contact_id", "created_at"], unique=False)
         batch_op.create_index(
-            "ix_outbox_messages_due",
-            ["status", "next_attempt_at"],
-            unique=False,
-            postgresql_where=sa.text("status IN ('queued', 'deferred', 'sending')"),
+            "ix_outbox_messages_claim", ["status", "claim_rank", "next_attempt_at", "id"], unique=False
         )
+        batch_op.create_index("ix_outbox_messages_contact", ["workspace_id", "contact_id", "created_at"], unique=False)
         batch_op.create_index("ix_outbox_messages_ws_status", ["workspace_id", "status", "id"], unique=False)
         batch_op.create_index("uq_outbox_messages_message_id", ["message_id"], unique=True)
 
@@ -907,10 +905,8 @@ def downgrade() -> None:
     with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
         batch_op.drop_index("uq_outbox_messages_message_id")
         batch_op.drop_index("ix_outbox_messages_ws_status")
-        batch_op.drop_index(
-            "ix_outbox_messages_due", postgresql_where=sa.text("status IN ('queued', 'deferred', 'sending')")
-        )
         batch_op.drop_index("ix_outbox_messages_contact")
+        batch_op.drop_index("ix_outbox_messages_claim")
         batch_op.drop_index("ix_outbox_messages_broadcast")
 
     op.drop_table("outbox_messages")
