@@ -167,7 +167,7 @@ def _signed(secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
 
 def test_webhook_rejects_bad_signatures_and_old_timestamps(client, session_factory, workspace):
     _, mid = _sent_message(session_factory, workspace.id, "erin@example.com")
-    secret = client.get("/v1/mail/webhook-secret", headers=workspace.auth("admin")).json()["secret"]
+    secret = client.get("/api/v1/mail/webhook-secret", headers=workspace.auth("admin")).json()["secret"]
     body = json.dumps({"events": [{"id": "e1", "type": "bounce", "outbox_id": mid}]}).encode()
     base = {"X-Suppilo-Workspace": workspace.slug}
     bad = client.post("/v1/mail/events", content=body, headers={**base, **_signed("wrong", body)})
@@ -189,7 +189,7 @@ def test_webhook_rejects_bad_signatures_and_old_timestamps(client, session_facto
 
 def test_webhook_events_apply_once_and_bounce_beats_a_later_delivered(client, session_factory, workspace):
     cid, mid = _sent_message(session_factory, workspace.id, "fay@example.com")
-    secret = client.get("/v1/mail/webhook-secret", headers=workspace.auth("admin")).json()["secret"]
+    secret = client.get("/api/v1/mail/webhook-secret", headers=workspace.auth("admin")).json()["secret"]
     with session_factory() as s:
         message_id = s.get(OutboxMessage, mid).message_id
     base = {"X-Suppilo-Workspace": workspace.slug}
@@ -237,12 +237,12 @@ def test_messages_api_lists_uncertain_and_resends(client, session_factory, works
     with session_factory() as s:
         s.get(OutboxMessage, mid).status = "uncertain"
         s.commit()
-    listed = client.get("/v1/messages/uncertain", headers=workspace.auth("read")).json()
+    listed = client.get("/api/v1/messages/uncertain", headers=workspace.auth("read")).json()
     assert [m["id"] for m in listed] == [mid]
-    assert client.get("/v1/messages/uncertain", headers=other_workspace.auth("read")).json() == []
-    assert client.post(f"/v1/messages/{mid}/resend", headers=other_workspace.auth("admin")).status_code == 404
-    assert client.post(f"/v1/messages/{mid}/resend", headers=workspace.auth("write")).status_code == 403
-    res = client.post(f"/v1/messages/{mid}/resend", headers=workspace.auth("admin"))
+    assert client.get("/api/v1/messages/uncertain", headers=other_workspace.auth("read")).json() == []
+    assert client.post(f"/api/v1/messages/{mid}/resend", headers=other_workspace.auth("admin")).status_code == 404
+    assert client.post(f"/api/v1/messages/{mid}/resend", headers=workspace.auth("write")).status_code == 403
+    res = client.post(f"/api/v1/messages/{mid}/resend", headers=workspace.auth("admin"))
     assert res.status_code == 200 and res.json()["status"] == "queued"
-    again = client.post(f"/v1/messages/{mid}/resend", headers=workspace.auth("admin"))
+    again = client.post(f"/api/v1/messages/{mid}/resend", headers=workspace.auth("admin"))
     assert again.status_code == 409

@@ -42,9 +42,9 @@ def _audit(factory, ws, action):
 
 def test_export_holds_everything_about_the_person(client, session_factory, workspace, other_workspace):
     cid = _person(session_factory, workspace.id)
-    assert client.get(f"/v1/contacts/{cid}/privacy/export", headers=other_workspace.auth("admin")).status_code == 404
-    assert client.get(f"/v1/contacts/{cid}/privacy/export", headers=workspace.auth("read")).status_code == 403
-    res = client.get(f"/v1/contacts/{cid}/privacy/export", headers=workspace.auth("admin"))
+    assert client.get(f"/api/v1/contacts/{cid}/privacy/export", headers=other_workspace.auth("admin")).status_code == 404
+    assert client.get(f"/api/v1/contacts/{cid}/privacy/export", headers=workspace.auth("read")).status_code == 403
+    res = client.get(f"/api/v1/contacts/{cid}/privacy/export", headers=workspace.auth("admin"))
     assert res.status_code == 200
     data = res.json()
     assert data["contact"]["email"] == "ada@example.com" and data["tags"] == ["vip"]
@@ -61,7 +61,7 @@ def test_erasure_removes_personal_data_and_keeps_the_suppression_hash(client, se
     cid = _person(session_factory, ws)
     with session_factory() as s:
         events_before = s.scalar(select(func.count()).where(Event.workspace_id == ws, Event.contact_id == cid))
-    res = client.post(f"/v1/contacts/{cid}/privacy/erase", headers=workspace.auth("admin"))
+    res = client.post(f"/api/v1/contacts/{cid}/privacy/erase", headers=workspace.auth("admin"))
     assert res.status_code == 200 and res.json()["counts"]["consent_records"] == 1
     with session_factory() as s:
         contact = s.get(Contact, cid)
@@ -89,8 +89,8 @@ def test_objection_stops_marketing_and_is_audited(client, session_factory, works
         outbox.enqueue(s, ws, dedupe_key="m", contact_id=cid, rendered=RENDERED)
         outbox.enqueue(s, ws, dedupe_key="t", contact_id=cid, rendered=RENDERED, kind="transactional")
         s.commit()
-    assert client.post(f"/v1/contacts/{cid}/privacy/object", headers=workspace.auth("admin")).status_code == 200
-    decision = client.get(f"/v1/contacts/{cid}/consent/decision", headers=workspace.auth("read")).json()
+    assert client.post(f"/api/v1/contacts/{cid}/privacy/object", headers=workspace.auth("admin")).status_code == 200
+    decision = client.get(f"/api/v1/contacts/{cid}/consent/decision", headers=workspace.auth("read")).json()
     assert decision == {
         "contact_id": cid,
         "topic": "marketing",

@@ -15,13 +15,13 @@ from suppilo.messaging import gdpr, unsubscribe
 router = APIRouter(tags=["consent"])
 
 
-@router.get("/v1/contacts/{contact_id}/consent", response_model=list[ConsentRead])
+@router.get("/api/v1/contacts/{contact_id}/consent", response_model=list[ConsentRead])
 def list_consent(contact_id: int, principal: Reader, session: ReadSession) -> list[Any]:
     """The contact's consent ledger, oldest first."""
     return consent_service.list_records(session, principal.workspace_id, contact_id)
 
 
-@router.post("/v1/contacts/{contact_id}/consent", response_model=ConsentRead, status_code=201)
+@router.post("/api/v1/contacts/{contact_id}/consent", response_model=ConsentRead, status_code=201)
 def add_consent(contact_id: int, data: ConsentCreate, principal: Writer, session: DbSession) -> Any:
     """Append a record (granted, withdrawn, objection). An unconfirmed express consent from a double-opt-in
     country queues the confirmation mail."""
@@ -36,7 +36,7 @@ def add_consent(contact_id: int, data: ConsentCreate, principal: Writer, session
     )
 
 
-@router.get("/v1/contacts/{contact_id}/consent/decision", response_model=DecisionRead)
+@router.get("/api/v1/contacts/{contact_id}/consent/decision", response_model=DecisionRead)
 def consent_decision(contact_id: int, principal: Reader, session: ReadSession, topic: str = "marketing") -> Any:
     """Whether marketing mail on ``topic`` may go to the contact now, and why."""
     decision = consent_service.can_send_marketing(session, principal.workspace_id, contact_id, topic)
@@ -51,26 +51,26 @@ def consent_decision(contact_id: int, principal: Reader, session: ReadSession, t
     )
 
 
-@router.get("/v1/consent/topics")
+@router.get("/api/v1/consent/topics")
 def consent_topics(principal: Reader, session: ReadSession) -> list[str]:
     """The workspace's subscription topics (shown in the preference centre)."""
     return unsubscribe.topics(session, principal.workspace_id)
 
 
-@router.get("/v1/contacts/{contact_id}/privacy/export")
+@router.get("/api/v1/contacts/{contact_id}/privacy/export")
 def privacy_export(contact_id: int, principal: Admin, session: DbSession) -> dict[str, Any]:
     """Everything stored about the person (GDPR Art. 15/20); audited."""
     return gdpr.export_contact(session, principal.workspace_id, contact_id, actor=f"api_key:{principal.key_id}")
 
 
-@router.post("/v1/contacts/{contact_id}/privacy/erase")
+@router.post("/api/v1/contacts/{contact_id}/privacy/erase")
 def privacy_erase(contact_id: int, principal: Admin, session: DbSession) -> dict[str, Any]:
     """Erase the person's personal data (GDPR Art. 17); hashed suppression entries stay; audited."""
     counts = gdpr.erase_contact(session, principal.workspace_id, contact_id, actor=f"api_key:{principal.key_id}")
     return {"contact_id": contact_id, "counts": counts}
 
 
-@router.post("/v1/contacts/{contact_id}/privacy/object")
+@router.post("/api/v1/contacts/{contact_id}/privacy/object")
 def privacy_object(contact_id: int, principal: Admin, session: DbSession) -> dict[str, Any]:
     """Record an objection to direct marketing (GDPR Art. 21); audited."""
     record_id = gdpr.object_to_marketing(

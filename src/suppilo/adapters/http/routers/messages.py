@@ -97,7 +97,7 @@ class SuppressionCreate(BaseModel):
     reason: Literal["unsubscribe", "hard_bounce", "complaint", "manual"] = "manual"
 
 
-@router.get("/v1/messages", response_model=list[MessageRead])
+@router.get("/api/v1/messages", response_model=list[MessageRead])
 def list_messages(
     principal: Reader,
     session: ReadSession,
@@ -112,19 +112,19 @@ def list_messages(
     )
 
 
-@router.get("/v1/messages/counts")
+@router.get("/api/v1/messages/counts")
 def message_counts(principal: Reader, session: ReadSession) -> dict[str, int]:
     """Messages per status."""
     return outbox.counts(session, principal.workspace_id)
 
 
-@router.get("/v1/messages/uncertain", response_model=list[MessageRead])
+@router.get("/api/v1/messages/uncertain", response_model=list[MessageRead])
 def uncertain_messages(principal: Reader, session: ReadSession) -> list[Any]:
     """Messages the sender may or may not have handed to the server before it stopped."""
     return outbox.list_uncertain(session, principal.workspace_id)
 
 
-@router.post("/v1/messages", response_model=MessageRead, status_code=201)
+@router.post("/api/v1/messages", response_model=MessageRead, status_code=201)
 def create_message(data: MessageCreate, principal: Writer, session: DbSession, response: Response) -> Any:
     """Queue a message; an existing dedupe key answers 200 with the existing message."""
     from suppilo.contacts import service as contacts_service
@@ -145,31 +145,31 @@ def create_message(data: MessageCreate, principal: Writer, session: DbSession, r
     return row
 
 
-@router.get("/v1/messages/{message_id}", response_model=MessageRead)
+@router.get("/api/v1/messages/{message_id}", response_model=MessageRead)
 def get_message(message_id: int, principal: Reader, session: ReadSession) -> Any:
     """One message."""
     return outbox.get_message(session, principal.workspace_id, message_id)
 
 
-@router.post("/v1/messages/{message_id}/resend", response_model=MessageRead)
+@router.post("/api/v1/messages/{message_id}/resend", response_model=MessageRead)
 def resend_message(message_id: int, principal: Admin, session: DbSession) -> Any:
     """Queue an uncertain or failed message again (it may arrive twice: an explicit decision, audited)."""
     return outbox.resend(session, principal.workspace_id, message_id, actor=f"api_key:{principal.key_id}")
 
 
-@router.post("/v1/broadcasts", response_model=BroadcastRead, status_code=201)
+@router.post("/api/v1/broadcasts", response_model=BroadcastRead, status_code=201)
 def create_broadcast(data: BroadcastCreate, principal: Writer, session: DbSession) -> Any:
     """Schedule a broadcast (the worker queues it in chunks when due)."""
     return broadcasts.create_broadcast(session, principal.workspace_id, **data.model_dump())
 
 
-@router.get("/v1/broadcasts/{broadcast_id}", response_model=BroadcastRead)
+@router.get("/api/v1/broadcasts/{broadcast_id}", response_model=BroadcastRead)
 def get_broadcast(broadcast_id: int, principal: Reader, session: ReadSession) -> Any:
     """One broadcast."""
     return broadcasts.get_broadcast(session, principal.workspace_id, broadcast_id)
 
 
-@router.get("/v1/suppressions")
+@router.get("/api/v1/suppressions")
 def list_suppressions(
     principal: Reader, session: ReadSession, before_id: int | None = None, limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:
@@ -180,14 +180,14 @@ def list_suppressions(
     ]
 
 
-@router.post("/v1/suppressions", status_code=201)
+@router.post("/api/v1/suppressions", status_code=201)
 def add_suppression(data: SuppressionCreate, principal: Writer, session: DbSession) -> dict[str, Any]:
     """Suppress an address."""
     created = suppression.suppress(session, principal.workspace_id, data.email, data.reason, source="api")
     return {"address_hash": suppression.address_hash(data.email), "reason": data.reason, "created": created}
 
 
-@router.get("/v1/suppressions/check")
+@router.get("/api/v1/suppressions/check")
 def check_suppression(
     principal: Reader, session: ReadSession, email: str, kind: Literal["marketing", "transactional"] = "marketing"
 ) -> dict[str, Any]:
@@ -196,7 +196,7 @@ def check_suppression(
     return {"suppressed": reason is not None, "reason": reason}
 
 
-@router.delete("/v1/suppressions", status_code=204)
+@router.delete("/api/v1/suppressions", status_code=204)
 def remove_suppression(data: SuppressionCreate, principal: Admin, session: DbSession) -> Response:
     """Lift an entry (e.g. a mistaken bounce)."""
     from suppilo.errors import NotFound
@@ -206,13 +206,13 @@ def remove_suppression(data: SuppressionCreate, principal: Admin, session: DbSes
     return Response(status_code=204)
 
 
-@router.get("/v1/mail/webhook-secret")
+@router.get("/api/v1/mail/webhook-secret")
 def get_webhook_secret(principal: Admin, session: DbSession) -> dict[str, str]:
     """The secret that signs provider webhooks to ``POST /v1/mail/events`` (created on first use)."""
     return {"secret": dsn.webhook_secret(session, principal.workspace_id)}
 
 
-@router.post("/v1/mail/webhook-secret/rotate")
+@router.post("/api/v1/mail/webhook-secret/rotate")
 def rotate_webhook_secret(principal: Admin, session: DbSession) -> dict[str, str]:
     """Replace the webhook secret."""
     return {"secret": dsn.webhook_secret(session, principal.workspace_id, rotate=True)}
