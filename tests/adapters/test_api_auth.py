@@ -55,3 +55,9 @@ def test_foreign_key_id_is_404(client, workspace, other_workspace) -> None:
     assert all(
         k["revoked_at"] is None for k in client.get("/api/v1/api-keys", headers=other_workspace.auth("admin")).json()
     )
+
+
+def test_front_door_leads_to_the_api_docs(client) -> None:  # noqa: ANN001
+    res = client.get("/", follow_redirects=False)
+    assert res.status_code == 307 and res.headers["location"] == "/docs"
+    assert client.get("/openapi.json").json()["info"]["title"] == "suppilo"

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from suppilo import __version__
 from suppilo.adapters.http.errors import install_error_handlers
@@ -45,6 +46,11 @@ def create_app(settings: Settings | None = None, *, lifespan_hooks: list[Any] | 
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        # The web UI comes later; until then the front door is the interactive API documentation.
+        return RedirectResponse("/docs")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
