@@ -138,7 +138,8 @@ def parse_message(
     context = dict(msg.context or {})
     if ip and "ip" not in context:
         context["ip"] = ip
-    traits: dict[str, Any] = dict(getattr(msg, "traits", None) or {})
+    # Only identify and group have traits (a missing attribute goes through pydantic's slow __getattr__).
+    traits: dict[str, Any] = dict(msg.traits or {}) if kind in ("identify", "group") else {}  # type: ignore[attr-defined]
     properties: dict[str, Any]
     email: str | None = None
     group_id = previous_id = None

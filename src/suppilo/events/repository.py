@@ -121,10 +121,20 @@ class Table:
 
     def converter(self, columns: Sequence[str], dialect: str) -> list[Any]:
         out: list[Any] = []
+        memo: dict[datetime, str | None] = {}  # a batch repeats its timestamps (received, now, occurred)
+
+        def sqlite_dt(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            text = memo.get(value)
+            if text is None:
+                text = memo[value] = _sqlite_dt(value)
+            return text
+
         for c in columns:
             kind = self.kinds[c]
             if kind == "dt":
-                out.append(_sqlite_dt if dialect == "sqlite" else _pg_dt)
+                out.append(sqlite_dt if dialect == "sqlite" else _pg_dt)
             elif kind == "json":
                 out.append(dumps)
             else:
