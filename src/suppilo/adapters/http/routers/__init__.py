@@ -7,10 +7,13 @@ from suppilo.adapters.http.routers import (
     companies,
     consent,
     contacts,
+    deals,
     forms,
     lifecycle,
     messages,
     public_mail,
+    reports,
+    segments,
     sources,
     templates,
     tracking,
@@ -18,18 +21,22 @@ from suppilo.adapters.http.routers import (
     workspace,
 )
 
+# The tracking routes come first: they take most of the traffic, and Starlette matches routes in order.
 ROUTERS: list[APIRouter] = [
+    tracking.router,
     workspace.router,
     contacts.router,
     companies.router,
     lifecycle.router,
-    tracking.router,
     sources.router,
     commerce.router,
+    deals.router,
     forms.router,
     transfer.router,
     templates.router,
     messages.router,
     consent.router,
     public_mail.router,
+    reports.router,
+    segments.router,
 ]
