@@ -42,7 +42,9 @@ def _audit(factory, ws, action):
 
 def test_export_holds_everything_about_the_person(client, session_factory, workspace, other_workspace):
     cid = _person(session_factory, workspace.id)
-    assert client.get(f"/api/v1/contacts/{cid}/privacy/export", headers=other_workspace.auth("admin")).status_code == 404
+    assert (
+        client.get(f"/api/v1/contacts/{cid}/privacy/export", headers=other_workspace.auth("admin")).status_code == 404
+    )
     assert client.get(f"/api/v1/contacts/{cid}/privacy/export", headers=workspace.auth("read")).status_code == 403
     res = client.get(f"/api/v1/contacts/{cid}/privacy/export", headers=workspace.auth("admin"))
     assert res.status_code == 200
