@@ -9,6 +9,7 @@ from suppilo.db.base import Base
 from suppilo.events import models as events_models
 from suppilo.messaging import models as messaging_models
 from suppilo.messaging import outbox_models as messaging_outbox_models
+from suppilo.segments import models as segments_models  # noqa: F401
 from suppilo.workspaces import models as workspaces_models
 
 __all__ = [

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from suppilo.engine.filters import Filter
+from suppilo.contacts import service as contacts_service
+from suppilo.contacts.models import PropertyDefinition
+from suppilo.db.base import utcnow
+from suppilo.engine.filter_eval import evaluate
+from suppilo.engine.filters import (
+    Filter,
+    FilterError,
+    PropertyDef,
+    check_segment_refs,
+    dependencies,
+    parse_filter,
+    to_json,
+)
+from suppilo.errors import Conflict, DomainError, NotFound
+from suppilo.events import service as events_service
 from suppilo.segments.compiler import SegmentSelect, compile_filter, contacts
+from suppilo.segments.models import Segment, SegmentMembership, SegmentMembershipChange
+from suppilo.segments.schemas import SegmentCreate, SegmentUpdate
+from suppilo.segments.snapshot import load_snapshots
 
 
 def members_from_sets(memberships: Mapping[int, Collection[int]]) -> SegmentSelect:
@@ -66,3 +85,509 @@ def matching_ids(
 
 # The name the segment API uses for the same listing.
 list_matching = matching_ids
+
+
+# --- stored segments ---------------------------------------------------------------------------------------------
+
+CHUNK = 500
+EVENT_ENTERED = "segment.entered"
+EVENT_EXITED = "segment.exited"
+
+
+@dataclass
+class DiffResult:
+    """Who entered and who exited segments in one evaluation (segment id → contact ids)."""
+
+    evaluated: list[int] = field(default_factory=list)
+    entered: dict[int, list[int]] = field(default_factory=dict)
+    exited: dict[int, list[int]] = field(default_factory=dict)
+
+
+def _property_defs(session: Session, workspace_id: int) -> tuple[dict[str, PropertyDef], dict[str, PropertyDef]]:
+    contact_defs: dict[str, PropertyDef] = {}
+    company_defs: dict[str, PropertyDef] = {}
+    rows = session.execute(
+        select(
+            PropertyDefinition.object_type, PropertyDefinition.name, PropertyDefinition.type, PropertyDefinition.options
+        ).where(PropertyDefinition.workspace_id == workspace_id)
+    )
+    for object_type, name, type_, options in rows:
+        target = contact_defs if object_type == "contact" else company_defs
+        target[name] = PropertyDef(type_, tuple(options or ()))
+    return contact_defs, company_defs
+
+
+def _parse(session: Session, workspace_id: int, raw: object, path: str = "filter") -> Filter:
+    contact_defs, company_defs = _property_defs(session, workspace_id)
+    try:
+        return parse_filter(raw, contact_properties=contact_defs, company_properties=company_defs)
+    except FilterError as exc:
+        raise DomainError(f"{path}.{exc.path}" if exc.path else path, exc.reason, code="invalid_filter") from None
+
+
+def _validate(session: Session, workspace_id: int, raw: object, segment_id: int | None) -> Filter:
+    node = _parse(session, workspace_id, raw)
+
+    def get_filter(sid: int) -> Filter | None:
+        seg = session.scalar(select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == sid))
+        if seg is None:
+            raise KeyError(sid)
+        if seg.kind != "dynamic" or seg.filter is None:
+            return None
+        return _parse(session, workspace_id, seg.filter)
+
+    try:
+        check_segment_refs(node, segment_id, get_filter)
+    except FilterError as exc:
+        raise DomainError(f"filter.{exc.path}", exc.reason, code="invalid_filter") from None
+    return node
+
+
+def get_segment(session: Session, workspace_id: int, segment_id: int) -> Segment:
+    """One segment of the workspace (NotFound for another workspace's id)."""
+    seg = session.scalar(select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id))
+    if seg is None:
+        raise NotFound("segment_id", f"segment {segment_id} not found")
+    return seg
+
+
+def list_segments(session: Session, workspace_id: int) -> list[Segment]:
+    """The workspace's segments in id order."""
+    return list(session.scalars(select(Segment).where(Segment.workspace_id == workspace_id).order_by(Segment.id)))
+
+
+def create_segment(session: Session, workspace_id: int, data: SegmentCreate, now: datetime | None = None) -> Segment:
+    """Create a segment; a dynamic one is validated and evaluated at once."""
+    now = now or utcnow()
+    if data.kind == "dynamic":
+        if data.filter is None:
+            raise DomainError("filter", "a dynamic segment needs a filter", code="invalid_filter")
+        node = _validate(session, workspace_id, data.filter, None)
+        flt: dict[str, Any] | None = to_json(node)
+        deps = sorted(dependencies(node))
+    else:
+        if data.filter is not None:
+            raise DomainError("filter", "a static list has no filter; add members instead")
+        flt, deps = None, []
+    seg = Segment(
+        workspace_id=workspace_id,
+        name=data.name,
+        description=data.description,
+        kind=data.kind,
+        filter=flt,
+        dependencies=deps,
+        member_count=0,
+    )
+    session.add(seg)
+    session.flush()
+    if seg.kind == "dynamic":
+        refresh_segment(session, workspace_id, seg.id, now, reason="created")
+    return seg
+
+
+def update_segment(
+    session: Session, workspace_id: int, segment_id: int, data: SegmentUpdate, now: datetime | None = None
+) -> Segment:
+    """Change a segment; a new filter is validated (cycles refused) and the segment and its users re-evaluated."""
+    seg = get_segment(session, workspace_id, segment_id)
+    if data.name is not None:
+        seg.name = data.name
+    if data.description is not None:
+        seg.description = data.description
+    if data.filter is not None:
+        if seg.kind != "dynamic":
+            raise DomainError("filter", "a static list has no filter; add members instead")
+        node = _validate(session, workspace_id, data.filter, seg.id)
+        seg.filter = to_json(node)
+        seg.dependencies = sorted(dependencies(node))
+        session.flush()
+        segs = _dynamic_segments(session, workspace_id)
+        for sid in _order(segs, _closure(segs, {seg.id})):
+            refresh_segment(session, workspace_id, sid, now or utcnow(), reason="filter_changed")
+    session.flush()
+    return seg
+
+
+def delete_segment(session: Session, workspace_id: int, segment_id: int) -> None:
+    """Remove a segment with its membership and history; refused while another segment uses it."""
+    seg = get_segment(session, workspace_id, segment_id)
+    users = [s.id for s in list_segments(session, workspace_id) if f"segment:{seg.id}" in (s.dependencies or [])]
+    if users:
+        raise Conflict("segment_id", f"segments {', '.join(map(str, users))} use this segment", code="in_use")
+    for table in (SegmentMembership, SegmentMembershipChange):
+        session.execute(delete(table).where(table.workspace_id == workspace_id, table.segment_id == seg.id))
+    session.delete(seg)
+    session.flush()
+
+
+def segment_select(workspace_id: int) -> SegmentSelect:
+    """The stored membership of the workspace's segments, for ``in_segment`` conditions in the compiler."""
+
+    def select_members(sid: int) -> Select[Any]:
+        return select(SegmentMembership.contact_id).where(
+            SegmentMembership.workspace_id == workspace_id, SegmentMembership.segment_id == sid
+        )
+
+    return select_members
+
+
+def preview_count(session: Session, workspace_id: int, raw: object, now: datetime | None = None) -> int:
+    """How many contacts match a filter being edited (nothing is stored)."""
+    node = _validate(session, workspace_id, raw, None)
+    return count_matching(session, workspace_id, node, now or utcnow(), segment_select(workspace_id))
+
+
+def _dynamic_segments(session: Session, workspace_id: int) -> dict[int, list[str]]:
+    rows = session.execute(
+        select(Segment.id, Segment.dependencies).where(Segment.workspace_id == workspace_id, Segment.kind == "dynamic")
+    )
+    return {int(sid): list(deps or []) for sid, deps in rows}
+
+
+def _uses(deps: list[str]) -> set[int]:
+    return {int(d.split(":", 1)[1]) for d in deps if d.startswith("segment:")}
+
+
+def _closure(segs: dict[int, list[str]], seeds: set[int]) -> set[int]:
+    """``seeds`` and every dynamic segment that uses one of them, directly or not."""
+    out = set(seeds)
+    grew = True
+    while grew:
+        grew = False
+        for sid, deps in segs.items():
+            if sid not in out and _uses(deps) & out:
+                out.add(sid)
+                grew = True
+    return out
+
+
+def _order(segs: dict[int, list[str]], wanted: set[int]) -> list[int]:
+    """``wanted`` dynamic segments so that a segment comes after the segments it uses (ties by id)."""
+    pending = {sid for sid in wanted if sid in segs}
+    done: list[int] = []
+    placed: set[int] = set()
+    while pending:
+        ready = sorted(sid for sid in pending if not (_uses(segs[sid]) & pending))
+        if not ready:  # a cycle cannot be saved; stay total anyway
+            ready = sorted(pending)
+        for sid in ready:
+            done.append(sid)
+            placed.add(sid)
+            pending.discard(sid)
+    return done
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for i in range(0, len(ids), CHUNK):
+        yield ids[i : i + CHUNK]
+
+
+def _apply_diff(
+    session: Session,
+    workspace_id: int,
+    seg: Segment,
+    entered: list[int],
+    exited: list[int],
+    now: datetime,
+    reason: str,
+) -> None:
+    """Store who entered and exited: memberships, history rows and segment.entered / segment.exited events."""
+    entered, exited = sorted(entered), sorted(exited)
+    if entered:
+        session.execute(
+            insert(SegmentMembership),
+            [
+                {"segment_id": seg.id, "contact_id": cid, "workspace_id": workspace_id, "entered_at": now}
+                for cid in entered
+            ],
+        )
+    for chunk in _chunks(exited):
+        session.execute(
+            delete(SegmentMembership).where(
+                SegmentMembership.workspace_id == workspace_id,
+                SegmentMembership.segment_id == seg.id,
+                SegmentMembership.contact_id.in_(chunk),
+            )
+        )
+    changes = [(cid, "entered") for cid in entered] + [(cid, "exited") for cid in exited]
+    if changes:
+        session.execute(
+            insert(SegmentMembershipChange),
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "segment_id": seg.id,
+                    "contact_id": cid,
+                    "change": change,
+                    "at": now,
+                    "reason": reason[:64],
+                }
+                for cid, change in changes
+            ],
+        )
+    stamp = now.isoformat()
+    for cid, change in changes:
+        events_service.record_event(
+            session,
+            workspace_id,
+            cid,
+            EVENT_ENTERED if change == "entered" else EVENT_EXITED,
+            {"segment_id": seg.id, "segment_name": seg.name, "reason": reason},
+            now,
+            message_id=f"segment:{seg.id}:{cid}:{change}:{stamp}",
+        )
+    if changes:
+        seg.member_count = int(
+            session.scalar(
+                select(func.count())
+                .select_from(SegmentMembership)
+                .where(SegmentMembership.workspace_id == workspace_id, SegmentMembership.segment_id == seg.id)
+            )
+            or 0
+        )
+
+
+def refresh_segment(
+    session: Session, workspace_id: int, segment_id: int, now: datetime, *, reason: str = "refresh"
+) -> DiffResult:
+    """Evaluate a dynamic segment in full (compiled SQL) and store the difference to its stored membership."""
+    seg = get_segment(session, workspace_id, segment_id)
+    result = DiffResult()
+    if seg.kind != "dynamic" or seg.filter is None:
+        return result
+    node = _parse(session, workspace_id, seg.filter)
+    matching = set(matching_ids(session, workspace_id, node, now, segment_select=segment_select(workspace_id)))
+    stored = set(
+        session.scalars(
+            select(SegmentMembership.contact_id).where(
+                SegmentMembership.workspace_id == workspace_id, SegmentMembership.segment_id == seg.id
+            )
+        )
+    )
+    entered, exited = sorted(matching - stored), sorted(stored - matching)
+    _apply_diff(session, workspace_id, seg, entered, exited, now, reason)
+    seg.member_count = len(matching)
+    seg.last_evaluated_at = now
+    session.flush()
+    result.evaluated.append(seg.id)
+    result.entered[seg.id] = entered
+    result.exited[seg.id] = exited
+    return result
+
+
+def refresh_all(
+    session: Session, workspace_id: int, now: datetime, *, only: set[int] | None = None, reason: str = "refresh"
+) -> DiffResult:
+    """Evaluate the workspace's dynamic segments (or ``only`` those and the segments using them) in dependency order."""
+    segs = _dynamic_segments(session, workspace_id)
+    wanted = set(segs) if only is None else _closure(segs, only)
+    total = DiffResult()
+    for sid in _order(segs, wanted):
+        r = refresh_segment(session, workspace_id, sid, now, reason=reason)
+        total.evaluated.extend(r.evaluated)
+        total.entered.update(r.entered)
+        total.exited.update(r.exited)
+    return total
+
+
+def _affected(deps: list[str], changed: set[str]) -> bool:
+    return any(dep in changed or dep.split(":", 1)[0] in changed for dep in deps)
+
+
+def update_for_contacts(
+    session: Session,
+    workspace_id: int,
+    contact_ids: Iterable[int],
+    changed: set[str],
+    now: datetime,
+    *,
+    reason: str = "update",
+) -> DiffResult:
+    """Re-evaluate, for these contacts only, the dynamic segments whose dependencies meet ``changed``.
+
+    ``changed`` names what changed like the filter dependencies do: ``contact``, ``company``, ``tags``,
+    ``stages``, ``orders``, ``events:<name>`` (or ``events`` for any), ``segment:<id>``. Segments using an
+    affected segment follow, in dependency order. Evaluation is in memory over snapshots of the contacts.
+    """
+    ids = sorted(set(contact_ids))
+    result = DiffResult()
+    segs = _dynamic_segments(session, workspace_id)
+    seeds = {sid for sid, deps in segs.items() if _affected(deps, changed)}
+    if not ids or not seeds:
+        return result
+    order = _order(segs, _closure(segs, seeds))
+    event_names: set[str] = set()
+    for sid in order:
+        event_names.update(d.split(":", 1)[1] for d in segs[sid] if d.startswith("events:"))
+    snaps = load_snapshots(session, workspace_id, ids, event_names=event_names)
+    members: dict[int, set[int]] = defaultdict(set)
+    for chunk in _chunks(ids):
+        for sid, cid in session.execute(
+            select(SegmentMembership.segment_id, SegmentMembership.contact_id).where(
+                SegmentMembership.workspace_id == workspace_id, SegmentMembership.contact_id.in_(chunk)
+            )
+        ):
+            members[int(sid)].add(int(cid))
+    for sid in order:
+        seg = get_segment(session, workspace_id, sid)
+        node = _parse(session, workspace_id, seg.filter)
+        entered: list[int] = []
+        exited: list[int] = []
+        for cid, snap in snaps.items():
+            now_in = evaluate(node, snap, now, lambda ref, c=cid: c in members[ref])  # type: ignore[misc]
+            was_in = cid in members[sid]
+            if now_in and not was_in:
+                entered.append(cid)
+            elif was_in and not now_in:
+                exited.append(cid)
+        _apply_diff(session, workspace_id, seg, entered, exited, now, reason)
+        members[sid].update(entered)
+        members[sid].difference_update(exited)
+        result.evaluated.append(sid)
+        result.entered[sid] = sorted(entered)
+        result.exited[sid] = sorted(exited)
+    session.flush()
+    return result
+
+
+def refresh_time_relative(session: Session, workspace_id: int, now: datetime) -> DiffResult:
+    """Re-evaluate the segments whose result can change with the clock alone (and the segments using them)."""
+    segs = _dynamic_segments(session, workspace_id)
+    seeds = {sid for sid, deps in segs.items() if "time" in deps}
+    if not seeds:
+        return DiffResult()
+    return refresh_all(session, workspace_id, now, only=seeds, reason="time")
+
+
+# --- static lists and reading membership -------------------------------------------------------------------------
+
+
+def _static(session: Session, workspace_id: int, segment_id: int) -> Segment:
+    seg = get_segment(session, workspace_id, segment_id)
+    if seg.kind != "static":
+        raise DomainError(
+            "segment_id", "members of a dynamic segment follow its filter; use a static list", "not_static"
+        )
+    return seg
+
+
+def _check_contacts(session: Session, workspace_id: int, contact_ids: list[int]) -> None:
+    known: set[int] = set()
+    for chunk in _chunks(sorted(set(contact_ids))):
+        known.update(
+            session.scalars(
+                select(contacts.c.id).where(contacts.c.workspace_id == workspace_id, contacts.c.id.in_(chunk))
+            )
+        )
+    for i, cid in enumerate(contact_ids):
+        if cid not in known:
+            raise NotFound(f"contact_ids[{i}]", f"contact {cid} not found")
+
+
+def add_members(
+    session: Session, workspace_id: int, segment_id: int, contact_ids: list[int], now: datetime | None = None
+) -> int:
+    """Add contacts to a static list; returns how many were not members yet."""
+    now = now or utcnow()
+    seg = _static(session, workspace_id, segment_id)
+    _check_contacts(session, workspace_id, contact_ids)
+    stored = _members_among(session, workspace_id, seg.id, contact_ids)
+    new = sorted(set(contact_ids) - stored)
+    _apply_diff(session, workspace_id, seg, new, [], now, "added")
+    session.flush()
+    update_for_contacts(session, workspace_id, new, {f"segment:{seg.id}"}, now, reason=f"segment:{seg.id}")
+    return len(new)
+
+
+def remove_members(
+    session: Session, workspace_id: int, segment_id: int, contact_ids: list[int], now: datetime | None = None
+) -> int:
+    """Remove contacts from a static list; returns how many were members."""
+    now = now or utcnow()
+    seg = _static(session, workspace_id, segment_id)
+    gone = sorted(_members_among(session, workspace_id, seg.id, contact_ids))
+    _apply_diff(session, workspace_id, seg, [], gone, now, "removed")
+    session.flush()
+    update_for_contacts(session, workspace_id, gone, {f"segment:{seg.id}"}, now, reason=f"segment:{seg.id}")
+    return len(gone)
+
+
+def _members_among(session: Session, workspace_id: int, segment_id: int, contact_ids: list[int]) -> set[int]:
+    out: set[int] = set()
+    for chunk in _chunks(sorted(set(contact_ids))):
+        out.update(
+            session.scalars(
+                select(SegmentMembership.contact_id).where(
+                    SegmentMembership.workspace_id == workspace_id,
+                    SegmentMembership.segment_id == segment_id,
+                    SegmentMembership.contact_id.in_(chunk),
+                )
+            )
+        )
+    return out
+
+
+def _cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit():
+        raise DomainError("cursor", "not a cursor this API gave")
+    return int(cursor)
+
+
+def list_members(
+    session: Session, workspace_id: int, segment_id: int, *, cursor: str | None = None, limit: int = 100
+) -> tuple[list[SegmentMembership], str | None]:
+    """Members by contact id, a page at a time."""
+    seg = get_segment(session, workspace_id, segment_id)
+    after = _cursor(cursor)
+    stmt = select(SegmentMembership).where(
+        SegmentMembership.workspace_id == workspace_id, SegmentMembership.segment_id == seg.id
+    )
+    if after is not None:
+        stmt = stmt.where(SegmentMembership.contact_id > after)
+    rows = list(session.scalars(stmt.order_by(SegmentMembership.contact_id).limit(limit + 1)))
+    if len(rows) > limit:
+        return rows[:limit], str(rows[limit - 1].contact_id)
+    return rows, None
+
+
+def history(
+    session: Session,
+    workspace_id: int,
+    segment_id: int,
+    *,
+    contact_id: int | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[list[SegmentMembershipChange], str | None]:
+    """Entered / exited changes of a segment, newest first."""
+    seg = get_segment(session, workspace_id, segment_id)
+    before = _cursor(cursor)
+    stmt = select(SegmentMembershipChange).where(
+        SegmentMembershipChange.workspace_id == workspace_id, SegmentMembershipChange.segment_id == seg.id
+    )
+    if contact_id is not None:
+        stmt = stmt.where(SegmentMembershipChange.contact_id == contact_id)
+    if before is not None:
+        stmt = stmt.where(SegmentMembershipChange.id < before)
+    rows = list(session.scalars(stmt.order_by(SegmentMembershipChange.id.desc()).limit(limit + 1)))
+    if len(rows) > limit:
+        return rows[:limit], str(rows[limit - 1].id)
+    return rows, None
+
+
+def contact_segments(session: Session, workspace_id: int, contact_id: int) -> list[tuple[Segment, datetime]]:
+    """The segments a contact of the workspace is in, with when it entered each."""
+    contacts_service.get_contact(session, workspace_id, contact_id)
+    rows = session.execute(
+        select(Segment, SegmentMembership.entered_at)
+        .join(SegmentMembership, SegmentMembership.segment_id == Segment.id)
+        .where(
+            SegmentMembership.workspace_id == workspace_id,
+            Segment.workspace_id == workspace_id,
+            SegmentMembership.contact_id == contact_id,
+        )
+        .order_by(Segment.id)
+    )
+    return [(seg, at) for seg, at in rows]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:57:32.348218
+Create Date: 2026-11-23 20:15:14.341998
 """
 
 from __future__ import annotations
@@ -371,6 +371,29 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "segments",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.String(length=2000), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("filter", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=True),
+        sa.Column(
+            "dependencies", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
+        ),
+        sa.Column("member_count", sa.Integer(), nullable=False),
+        sa.Column("last_evaluated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_segments_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_segments")),
+    )
+    with op.batch_alter_table("segments", schema=None) as batch_op:
+        batch_op.create_index("ix_segments_ws_name", ["workspace_id", "name"], unique=False)
+
+    op.create_table(
         "suppression_entries",
         sa.Column("address_hash", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.String(length=16), nullable=False),
@@ -738,6 +761,62 @@ def upgrade() -> None:
         batch_op.create_index("uq_outbox_messages_message_id", ["message_id"], unique=True)
 
     op.create_table(
+        "segment_membership_changes",
+        sa.Column("segment_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("change", sa.String(length=8), nullable=False),
+        sa.Column("at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_segment_membership_changes_contact_id_contacts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["segment_id"],
+            ["segments.id"],
+            name=op.f("fk_segment_membership_changes_segment_id_segments"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_segment_membership_changes_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_segment_membership_changes")),
+    )
+    with op.batch_alter_table("segment_membership_changes", schema=None) as batch_op:
+        batch_op.create_index("ix_segment_changes_ws_contact_at", ["workspace_id", "contact_id", "at"], unique=False)
+        batch_op.create_index("ix_segment_changes_ws_segment_at", ["workspace_id", "segment_id", "at"], unique=False)
+
+    op.create_table(
+        "segment_memberships",
+        sa.Column("segment_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("entered_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_segment_memberships_contact_id_contacts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["segment_id"], ["segments.id"], name=op.f("fk_segment_memberships_segment_id_segments"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_segment_memberships_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("segment_id", "contact_id", name=op.f("pk_segment_memberships")),
+    )
+    with op.batch_alter_table("segment_memberships", schema=None) as batch_op:
+        batch_op.create_index("ix_segment_memberships_ws_contact", ["workspace_id", "contact_id"], unique=False)
+
+    op.create_table(
         "stage_changes",
         sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("from_stage", sa.String(length=32), nullable=True),
@@ -902,6 +981,15 @@ def downgrade() -> None:
         batch_op.drop_index("ix_stage_changes_contact")
 
     op.drop_table("stage_changes")
+    with op.batch_alter_table("segment_memberships", schema=None) as batch_op:
+        batch_op.drop_index("ix_segment_memberships_ws_contact")
+
+    op.drop_table("segment_memberships")
+    with op.batch_alter_table("segment_membership_changes", schema=None) as batch_op:
+        batch_op.drop_index("ix_segment_changes_ws_segment_at")
+        batch_op.drop_index("ix_segment_changes_ws_contact_at")
+
+    op.drop_table("segment_membership_changes")
     with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
         batch_op.drop_index("uq_outbox_messages_message_id")
         batch_op.drop_index("ix_outbox_messages_ws_status")
@@ -960,6 +1048,10 @@ def downgrade() -> None:
 
     op.drop_table("contacts")
     op.drop_table("suppression_entries")
+    with op.batch_alter_table("segments", schema=None) as batch_op:
+        batch_op.drop_index("ix_segments_ws_name")
+
+    op.drop_table("segments")
     op.drop_table("property_definitions")
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.drop_index("ix_products_ws_category")
