@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -19,6 +19,7 @@ from suppilo.engine.filters import (
     Filter,
     FilterError,
     PropertyDef,
+    PropertyType,
     check_segment_refs,
     dependencies,
     parse_filter,
@@ -113,12 +114,18 @@ def _property_defs(session: Session, workspace_id: int) -> tuple[dict[str, Prope
     )
     for object_type, name, type_, options in rows:
         target = contact_defs if object_type == "contact" else company_defs
-        target[name] = PropertyDef(type_, tuple(options or ()))
+        target[name] = PropertyDef(cast(PropertyType, type_), tuple(options or ()))
     return contact_defs, company_defs
 
 
-def _parse(session: Session, workspace_id: int, raw: object, path: str = "filter") -> Filter:
-    contact_defs, company_defs = _property_defs(session, workspace_id)
+def _parse(
+    session: Session,
+    workspace_id: int,
+    raw: object,
+    path: str = "filter",
+    defs: tuple[dict[str, PropertyDef], dict[str, PropertyDef]] | None = None,
+) -> Filter:
+    contact_defs, company_defs = defs if defs is not None else _property_defs(session, workspace_id)
     try:
         return parse_filter(raw, contact_properties=contact_defs, company_properties=company_defs)
     except FilterError as exc:
@@ -428,9 +435,14 @@ def update_for_contacts(
             )
         ):
             members[int(sid)].add(int(cid))
+    defs = _property_defs(session, workspace_id)
+    loaded = {
+        s.id: s
+        for s in session.scalars(select(Segment).where(Segment.workspace_id == workspace_id, Segment.id.in_(order)))
+    }
     for sid in order:
-        seg = get_segment(session, workspace_id, sid)
-        node = _parse(session, workspace_id, seg.filter)
+        seg = loaded[sid]
+        node = _parse(session, workspace_id, seg.filter, defs=defs)
         entered: list[int] = []
         exited: list[int] = []
         for cid, snap in snaps.items():

@@ -298,3 +298,76 @@ def test_the_periodic_job_refreshes_time_relative_segments_and_their_users(sessi
         assert _members(session, ws, sid) == []
         assert _members(session, ws, users_id) == [a, b]
         assert service.get_segment(session, ws, finns_id).last_evaluated_at == finns_at
+
+
+def test_incremental_and_full_evaluation_agree(session_factory):
+    from suppilo.segments.compiler import orders
+
+    with session_factory() as session:
+        ws = new_workspace(session)
+        ids = [
+            _contact(session, ws, country, tags)
+            for country, tags in (("FI", ("vip",)), ("SE", ()), (None, ("vip", "b2b")), ("fi", ("b2b",)), ("NO", ()))
+        ]
+        filters = [
+            {"and": [FI, {"not": VIP}]},
+            {
+                "or": [
+                    {"type": "tag", "op": "has_any_tags", "value": ["b2b"]},
+                    {"type": "order_count", "op": "gte", "value": 2},
+                ]
+            },
+            {"type": "order_total", "currency": "EUR", "op": "gt", "value": 5000, "window": {"last_days": 30}},
+            {
+                "type": "event",
+                "name": "Viewed",
+                "op": "at_least",
+                "value": 2,
+                "where": [{"path": "page", "op": "eq", "value": "pricing"}],
+            },
+            {"type": "contact", "field": "country", "op": "neq", "value": "SE"},
+        ]
+        segs = [_seg(session, ws, f"S{i}", f) for i, f in enumerate(filters)]
+        user = _seg(
+            session,
+            ws,
+            "Users",
+            {
+                "and": [
+                    {"type": "segment", "op": "in_segment", "value": segs[1].id},
+                    {"not": {"type": "segment", "op": "in_segment", "value": segs[3].id}},
+                ]
+            },
+        )
+        later = NOW + timedelta(days=1)
+        for k, (cid, total) in enumerate(((ids[1], 3000), (ids[1], 4000), (ids[4], 9000))):
+            session.execute(
+                insert(orders),
+                {
+                    "workspace_id": ws,
+                    "external_id": f"o{k}",
+                    "contact_id": cid,
+                    "placed_at": NOW,
+                    "currency": "EUR",
+                    "total_minor": total,
+                    "status": "completed",
+                    "properties": {},
+                },
+            )
+        for k, cid in enumerate((ids[0], ids[0], ids[2], ids[1], ids[1])):
+            record_event(
+                session, ws, cid, "Viewed", {"page": "Pricing" if k != 4 else "home"}, NOW + timedelta(minutes=k)
+            )
+        session.execute(update(contacts).where(contacts.c.id == ids[2]).values(country="FI"))
+        session.execute(insert(contact_tags), {"workspace_id": ws, "contact_id": ids[4], "tag": "b2b"})
+
+        inc = service.update_for_contacts(session, ws, ids, {"contact", "tags", "orders", "events"}, later)
+        assert inc.evaluated[-1] == user.id and len(inc.evaluated) == 6
+        assert sum(map(len, inc.entered.values())) > 0
+        full = service.refresh_all(session, ws, later)
+        assert {k: v for k, v in full.entered.items() if v} == {} and {k: v for k, v in full.exited.items() if v} == {}
+        # Memberships as the compiled SQL sees them.
+        assert _members(session, ws, segs[1].id) == [ids[1], ids[2], ids[3], ids[4]]
+        assert _members(session, ws, segs[2].id) == [ids[1], ids[4]]
+        assert _members(session, ws, segs[3].id) == [ids[0]]
+        assert _members(session, ws, user.id) == [ids[1], ids[2], ids[3], ids[4]]

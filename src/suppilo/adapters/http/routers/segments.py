@@ -131,6 +131,6 @@ def history(
 def contact_segments(contact_id: int, principal: Reader, session: ReadSession) -> list[ContactSegmentRead]:
     """The segments a contact is in now."""
     return [
-        ContactSegmentRead(segment_id=seg.id, name=seg.name, kind=seg.kind, entered_at=at)  # type: ignore[arg-type]
+        ContactSegmentRead(segment_id=seg.id, name=seg.name, kind=seg.kind, entered_at=at)
         for seg, at in service.contact_segments(session, principal.workspace_id, contact_id)
     ]
