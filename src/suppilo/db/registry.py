@@ -1,5 +1,6 @@
 """Imports every domain's models so that ``Base.metadata`` knows all tables (Alembic, tests)."""
 
+from suppilo.analytics import models as analytics_models  # noqa: F401
 from suppilo.capture import models as capture_models
 from suppilo.commerce import models as commerce_models
 from suppilo.companies import models as companies_models

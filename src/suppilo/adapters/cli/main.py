@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from suppilo.adapters.cli import admin, data, demo, mail, outbox, privacy, segments
+from suppilo.adapters.cli import admin, data, demo, mail, outbox, privacy, reports, segments
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
@@ -13,6 +13,7 @@ demo.register(app)
 mail.register(app)
 outbox.register(app)
 privacy.register(app)
+reports.register(app)
 segments.register(app)
 
 

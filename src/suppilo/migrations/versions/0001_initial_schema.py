@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 20:15:14.341998
+Create Date: 2026-11-23 20:17:10.875779
 """
 
 from __future__ import annotations
@@ -152,6 +152,23 @@ def upgrade() -> None:
         batch_op.create_index("ix_channel_rules_ws_pos", ["workspace_id", "position"], unique=False)
 
     op.create_table(
+        "clv_fits",
+        sa.Column("fitted_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("customers", sa.Integer(), nullable=False),
+        sa.Column("method", sa.String(length=32), nullable=False),
+        sa.Column("result", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_clv_fits_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_clv_fits")),
+    )
+    with op.batch_alter_table("clv_fits", schema=None) as batch_op:
+        batch_op.create_index("ix_clv_fits_ws_time", ["workspace_id", "fitted_at"], unique=False)
+
+    op.create_table(
         "companies",
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("name_lower", sa.String(length=200), nullable=False),
@@ -215,6 +232,29 @@ def upgrade() -> None:
         batch_op.create_index("ix_contact_merges_merged", ["workspace_id", "merged_id"], unique=False)
 
     op.create_table(
+        "exchange_rates",
+        sa.Column("rate_date", sa.Date(), nullable=False),
+        sa.Column("base", sa.String(length=3), nullable=False),
+        sa.Column("quote", sa.String(length=3), nullable=False),
+        sa.Column("rate", sa.Numeric(precision=24, scale=12), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_exchange_rates_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_exchange_rates")),
+        sa.UniqueConstraint(
+            "workspace_id",
+            "base",
+            "quote",
+            "rate_date",
+            name=op.f("uq_exchange_rates_workspace_id_base_quote_rate_date"),
+        ),
+    )
+    op.create_table(
         "forms",
         sa.Column("slug", sa.String(length=64), nullable=False),
         sa.Column("public_key", sa.String(length=64), nullable=False),
@@ -276,6 +316,28 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("mail_events", schema=None) as batch_op:
         batch_op.create_index("ix_mail_events_outbox", ["workspace_id", "outbox_id"], unique=False)
+
+    op.create_table(
+        "marketing_spend",
+        sa.Column("spend_date", sa.Date(), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("campaign", sa.String(length=200), nullable=True),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_marketing_spend_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_marketing_spend")),
+    )
+    with op.batch_alter_table("marketing_spend", schema=None) as batch_op:
+        batch_op.create_index("ix_marketing_spend_ws_channel", ["workspace_id", "channel", "spend_date"], unique=False)
+        batch_op.create_index("ix_marketing_spend_ws_date", ["workspace_id", "spend_date"], unique=False)
 
     op.create_table(
         "memberships",
@@ -1065,12 +1127,18 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_memberships_user_id"))
 
     op.drop_table("memberships")
+    with op.batch_alter_table("marketing_spend", schema=None) as batch_op:
+        batch_op.drop_index("ix_marketing_spend_ws_date")
+        batch_op.drop_index("ix_marketing_spend_ws_channel")
+
+    op.drop_table("marketing_spend")
     with op.batch_alter_table("mail_events", schema=None) as batch_op:
         batch_op.drop_index("ix_mail_events_outbox")
 
     op.drop_table("mail_events")
     op.drop_table("lifecycle_stages")
     op.drop_table("forms")
+    op.drop_table("exchange_rates")
     with op.batch_alter_table("contact_merges", schema=None) as batch_op:
         batch_op.drop_index("ix_contact_merges_merged")
         batch_op.drop_index("ix_contact_merges_contact")
@@ -1086,6 +1154,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_companies_ws_name")
 
     op.drop_table("companies")
+    with op.batch_alter_table("clv_fits", schema=None) as batch_op:
+        batch_op.drop_index("ix_clv_fits_ws_time")
+
+    op.drop_table("clv_fits")
     with op.batch_alter_table("channel_rules", schema=None) as batch_op:
         batch_op.drop_index("ix_channel_rules_ws_pos")
 

@@ -1,0 +1,202 @@
+"""``suppilo report``: funnel, spend, attribution, CLV and cohort reports as Rich tables, JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, console, emit_json, fail, resolve_workspace
+from suppilo.analytics import service
+from suppilo.errors import DomainError
+
+report_app = typer.Typer(help="Analytics reports in the workspace currency.", no_args_is_help=True)
+
+FromOpt = typer.Option(None, "--from", help="First day (YYYY-MM-DD); default 90 days before --to.")
+ToOpt = typer.Option(None, "--to", help="Last day (YYYY-MM-DD); default today.")
+CsvOpt = typer.Option(None, "--csv", help="Also write the table as CSV to this file.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``suppilo report`` to the root app."""
+    app.add_typer(report_app, name="report")
+
+
+def _day(text: str | None, name: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{name} must be a date YYYY-MM-DD, got {text!r}")
+    return None
+
+
+def _run(workspace: str | None, fn: Callable[[Any, int], dict[str, Any]]) -> dict[str, Any]:
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            return fn(session, ws.id)
+        except DomainError as exc:
+            fail(f"{exc.field + ': ' if exc.field else ''}{exc.message}")
+            raise AssertionError from exc  # unreachable
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return " ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _output(
+    data: dict[str, Any],
+    as_json: bool,
+    csv_file: Path | None,
+    title: str,
+    columns: Sequence[str],
+    rows: list[dict[str, Any]],
+) -> None:
+    if csv_file is not None:
+        with csv_file.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+    if as_json:
+        emit_json(data)
+        return
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    # Wide tables: no truncation when the output is piped or captured.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+    if data.get("insufficient_data"):
+        console.print(f"[yellow]insufficient data:[/yellow] {data.get('reason')}")
+
+
+@report_app.command("spend")
+def spend(
+    workspace: str | None = WorkspaceOpt,
+    date_from: str | None = FromOpt,
+    date_to: str | None = ToOpt,
+    group_by: str = typer.Option("channel", "--group-by", help="channel, campaign or month"),
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+) -> None:
+    """Spend, leads, CPL, cost per qualified lead, CAC, ROI and ROAS."""
+    frm, to = _day(date_from, "--from"), _day(date_to, "--to")
+    data = _run(workspace, lambda s, ws: service.spend_report(s, ws, frm, to, group_by))
+    head = {"channel": ["channel"], "campaign": ["channel", "campaign"], "month": ["month", "channel"]}.get(
+        group_by, []
+    )
+    cols = [*head, "spend_minor", "leads", "qualified_leads", "new_customers", "revenue_minor"]
+    cols += ["cost_per_lead_minor", "cost_per_qualified_lead_minor", "cac_minor", "roi", "roas"]
+    _output(
+        data,
+        as_json,
+        csv_file,
+        f"Spend ({data['currency']}, minor units) {data['from']} – {data['to']}",
+        cols,
+        data["rows"],
+    )
+
+
+@report_app.command("funnel")
+def funnel(
+    workspace: str | None = WorkspaceOpt,
+    date_from: str | None = FromOpt,
+    date_to: str | None = ToOpt,
+    group_by: str | None = typer.Option(None, "--group-by", help="channel or country"),
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+) -> None:
+    """The lifecycle-stage funnel: reached, conversion to the next stage, drop-off, median time in stage."""
+    frm, to = _day(date_from, "--from"), _day(date_to, "--to")
+    data = _run(workspace, lambda s, ws: service.funnel_report(s, ws, frm, to, group_by))
+    rows = [{"group": "all", **st} for st in data["all"]["stages"]]
+    for g, res in data.get("groups", {}).items():
+        rows += [{"group": g, **st} for st in res["stages"]]
+    cols = ["group", "stage", "reached", "current", "conversion_to_next", "drop_off", "median_seconds_in_stage"]
+    shown = {**data, "insufficient_data": data["all"]["insufficient_data"], "reason": data["all"]["reason"]}
+    _output(shown, as_json, csv_file, f"Lifecycle funnel {data['from']} – {data['to']}", cols, rows)
+
+
+@report_app.command("attribution")
+def attribution_cmd(
+    workspace: str | None = WorkspaceOpt,
+    date_from: str | None = FromOpt,
+    date_to: str | None = ToOpt,
+    level: str = typer.Option("channel", "--level", help="channel or campaign"),
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+) -> None:
+    """Conversions per channel (or campaign) under the six attribution models."""
+    frm, to = _day(date_from, "--from"), _day(date_to, "--to")
+    data = _run(workspace, lambda s, ws: service.attribution_report(s, ws, frm, to, level))
+    models = list(data["models"])
+    rows = [
+        {"key": r["key"], **{m: (r.get(m) or {}).get("conversions", 0.0) for m in models}} for r in data["side_by_side"]
+    ]
+    _output(data, as_json, csv_file, f"Attributed conversions {data['from']} – {data['to']}", ["key", *models], rows)
+
+
+@report_app.command("clv")
+def clv_cmd(
+    workspace: str | None = WorkspaceOpt,
+    fit: bool = typer.Option(
+        False, "--fit", help="Fit now (writes the contact properties) instead of showing the last fit."
+    ),
+    holdout_days: int = typer.Option(90, "--holdout-days"),
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+) -> None:
+    """BG/NBD + Gamma-Gamma parameters, holdout check and CLV tiers."""
+    if fit:
+        data = _run(workspace, lambda s, ws: service.fit_clv(s, ws, holdout_days=holdout_days))
+    else:
+        data = _run(workspace, lambda s, ws: service.last_clv_fit(s, ws))
+    rows = [{"model": "bg_nbd", **{k: data["bg_nbd"].get(k) for k in ("r", "alpha", "a", "b", "converged", "reason")}}]
+    rows.append(
+        {"model": "gamma_gamma", **{k: data["gamma_gamma"].get(k) for k in ("p", "q", "v", "converged", "reason")}}
+    )
+    cols = ["model", "r", "alpha", "a", "b", "p", "q", "v", "converged", "reason"]
+    _output(data, as_json, csv_file, f"CLV fit: {data['customers']} customers ({data['currency']})", cols, rows)
+
+
+@report_app.command("cohorts")
+def cohorts(
+    workspace: str | None = WorkspaceOpt,
+    channel: str | None = typer.Option(None, "--channel"),
+    date_to: str | None = ToOpt,
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+) -> None:
+    """Retention by acquisition month × months since the first order."""
+    to = _day(date_to, "--to")
+    data = _run(workspace, lambda s, ws: service.cohort_report(s, ws, channel=channel, date_to=to))
+    width = max((len(r["retention"]) for r in data["cohorts"]), default=0)
+    rows = [
+        {"cohort": r["cohort"], "customers": r["customers"], **{f"m{k}": v for k, v in enumerate(r["retention"])}}
+        for r in data["cohorts"]
+    ]
+    _output(
+        data,
+        as_json,
+        csv_file,
+        "Retention by acquisition month",
+        ["cohort", "customers", *(f"m{k}" for k in range(width))],
+        rows,
+    )

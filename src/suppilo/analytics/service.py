@@ -1,0 +1,900 @@
+"""Analytics use cases: rates and spend (rows, CSV), and the reports over contacts, stage changes, touches and orders.
+
+Every report is in the workspace currency: amounts are converted row by row with the rate of their own day
+(``rates.RateBook``) before anything is summed. A period is ``[from 00:00 UTC, to + 1 day 00:00 UTC)``; without
+bounds it is the 90 days up to today. Reports over no or too little data set ``insufficient_data`` with a reason and
+leave undefined ratios ``None``. Services flush, never commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from suppilo.analytics.models import ClvFit, ExchangeRate, MarketingSpend
+from suppilo.analytics.rates import RateBook, minor_exponent, rate_book, workspace_currency
+from suppilo.analytics.schemas import RateCreate, SpendCreate
+from suppilo.commerce.models import Order
+from suppilo.contacts.models import Contact, LifecycleStage, StageChange
+from suppilo.db.base import utcnow
+from suppilo.engine import attribution, clv, experiments, funnel
+from suppilo.errors import DomainError, NotFound
+from suppilo.events.models import Event, Touch
+
+REVENUE_STATUSES = ("completed", "partially_refunded")
+BUYING_STATUSES = ("completed", "partially_refunded", "refunded")  # an order that happened (cancelled did not)
+NO_CAMPAIGN = attribution.NO_CAMPAIGN
+UNKNOWN = "(unknown)"
+DEFAULT_DAYS = 90
+IN_CHUNK = 5_000
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, non-finite floats to None, dataclasses and tuples to dicts and lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: clean(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [clean(v) for v in value.tolist()]
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def period(date_from: date | None, date_to: date | None) -> tuple[date, date, datetime, datetime]:
+    """Inclusive dates and the half-open UTC interval they cover."""
+    to = date_to or utcnow().date()
+    frm = date_from or (to - timedelta(days=DEFAULT_DAYS - 1))
+    if frm > to:
+        raise DomainError("from", f"'from' ({frm}) is after 'to' ({to})")
+    start = datetime(frm.year, frm.month, frm.day, tzinfo=UTC)
+    end = datetime(to.year, to.month, to.day, tzinfo=UTC) + timedelta(days=1)
+    return frm, to, start, end
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _money_ratio(num: int, den: int) -> int | None:
+    return round(num / den) if den else None
+
+
+def _chunks(ids: Sequence[int], size: int = IN_CHUNK) -> Iterable[Sequence[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _funnel_stages(session: Session, workspace_id: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(LifecycleStage.key)
+            .where(LifecycleStage.workspace_id == workspace_id, LifecycleStage.kind == "funnel")
+            .order_by(LifecycleStage.position)
+        )
+    )
+
+
+def _stages_from(stages: list[str], first: str) -> list[str]:
+    if first not in stages:
+        return []
+    return stages[stages.index(first) :]
+
+
+def _order_value(total: int, refunded: int) -> int:
+    return max(int(total) - int(refunded or 0), 0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Exchange rates
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def upsert_rates(session: Session, workspace_id: int, rates: Sequence[RateCreate]) -> int:
+    """Store rates (a second rate for the same pair and day replaces the first); returns how many rows."""
+    if not rates:
+        return 0
+    ins = _insert(session)
+    rows = [
+        {"workspace_id": workspace_id, "rate_date": r.date, "base": r.base, "quote": r.quote, "rate": r.rate}
+        for r in rates
+    ]
+    for i in range(0, len(rows), 1000):
+        stmt = ins(ExchangeRate).values(rows[i : i + 1000])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "base", "quote", "rate_date"], set_={"rate": stmt.excluded.rate}
+        )
+        session.execute(stmt)
+    session.flush()
+    return len(rows)
+
+
+def list_rates(session: Session, workspace_id: int) -> list[ExchangeRate]:
+    return list(
+        session.scalars(
+            select(ExchangeRate)
+            .where(ExchangeRate.workspace_id == workspace_id)
+            .order_by(ExchangeRate.base, ExchangeRate.quote, ExchangeRate.rate_date)
+        )
+    )
+
+
+def _parse_date(text: str) -> date:
+    return date.fromisoformat(text.strip())
+
+
+def import_rates_csv(session: Session, workspace_id: int, text: str) -> tuple[int, list[dict[str, Any]]]:
+    """``date,currency,rate_to_<WORKSPACE CURRENCY>``: one unit of ``currency`` in the workspace currency.
+
+    Bad rows are reported by line and skipped; the header must name the workspace currency.
+    """
+    home = workspace_currency(session, workspace_id)
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip().lower() for h in next(reader, [])]
+    expected = ["date", "currency", f"rate_to_{home.lower()}"]
+    if header != expected:
+        raise DomainError("file", f"the header must be {','.join(expected)} (rates into the workspace currency)")
+    good: list[RateCreate] = []
+    errors: list[dict[str, Any]] = []
+    for line, row in enumerate(reader, start=2):
+        if not any(c.strip() for c in row):
+            continue
+        try:
+            if len(row) != 3:
+                raise ValueError(f"expected 3 columns, got {len(row)}")
+            good.append(RateCreate(date=_parse_date(row[0]), base=row[1], quote=home, rate=Decimal(row[2].strip())))
+        except (ValueError, InvalidOperation) as exc:
+            errors.append({"line": line, "message": str(exc).splitlines()[0]})
+    return upsert_rates(session, workspace_id, good), errors
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Spend
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def add_spend(session: Session, workspace_id: int, data: SpendCreate) -> MarketingSpend:
+    row = MarketingSpend(
+        workspace_id=workspace_id,
+        spend_date=data.date,
+        channel=data.channel.strip(),
+        campaign=(data.campaign or "").strip() or None,
+        amount_minor=data.amount_minor,
+        currency=data.currency,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def import_spend_csv(session: Session, workspace_id: int, text: str) -> tuple[int, list[dict[str, Any]]]:
+    """``date,channel,campaign,amount,currency`` (amount in major units, e.g. ``12.50``); bad rows reported by line."""
+    reader = csv.DictReader(io.StringIO(text))
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    missing = [c for c in ("date", "channel", "amount", "currency") if c not in fields]
+    if missing:
+        raise DomainError("file", f"missing columns: {', '.join(missing)} (date,channel,campaign,amount,currency)")
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for line, raw in enumerate(reader, start=2):
+        rec = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+        if not any(rec.values()):
+            continue
+        try:
+            ccy = rec["currency"].upper()
+            amount = Decimal(rec["amount"]).scaleb(minor_exponent(ccy))
+            if amount != amount.to_integral_value():
+                raise ValueError(f"amount {rec['amount']} has more decimals than {ccy} allows")
+            data = SpendCreate(
+                date=_parse_date(rec["date"]),
+                channel=rec["channel"],
+                campaign=rec.get("campaign") or None,
+                amount_minor=int(amount),
+                currency=ccy,
+            )
+        except (ValueError, InvalidOperation) as exc:
+            errors.append({"line": line, "message": str(exc).splitlines()[0]})
+            continue
+        rows.append(
+            {
+                "workspace_id": workspace_id,
+                "spend_date": data.date,
+                "channel": data.channel,
+                "campaign": data.campaign,
+                "amount_minor": data.amount_minor,
+                "currency": data.currency,
+                "created_at": utcnow(),
+            }
+        )
+    if rows:
+        session.execute(MarketingSpend.__table__.insert(), rows)
+        session.flush()
+    return len(rows), errors
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Spend report: CPL, cost per qualified lead, CAC, ROI, ROAS
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _first_reach(session: Session, workspace_id: int, stages: list[str], start: datetime, end: datetime) -> Any:
+    """Contacts whose first change into any of ``stages`` falls in the period, with their first touch."""
+    sub = (
+        select(StageChange.contact_id.label("cid"), func.min(StageChange.changed_at).label("at"))
+        .where(StageChange.workspace_id == workspace_id, StageChange.to_stage.in_(stages))
+        .group_by(StageChange.contact_id)
+        .subquery()
+    )
+    return session.execute(
+        select(sub.c.cid, sub.c.at, Contact.first_touch_channel, Contact.first_touch_campaign)
+        .join(Contact, and_(Contact.id == sub.c.cid, Contact.workspace_id == workspace_id))
+        .where(sub.c.at >= start, sub.c.at < end)
+    ).all()
+
+
+def _first_orders_subquery(workspace_id: int) -> Any:
+    return (
+        select(Order.contact_id.label("cid"), func.min(Order.placed_at).label("first_at"))
+        .where(Order.workspace_id == workspace_id, Order.contact_id.is_not(None), Order.status.in_(BUYING_STATUSES))
+        .group_by(Order.contact_id)
+        .subquery()
+    )
+
+
+def _as_dt(value: Any) -> datetime:
+    """An aggregate's datetime (SQLite returns text for min(), without the column type's processing)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def spend_report(
+    session: Session, workspace_id: int, date_from: date | None, date_to: date | None, group_by: str = "channel"
+) -> dict[str, Any]:
+    """Spend, leads, qualified leads, new customers and their revenue per channel, campaign or month × channel."""
+    if group_by not in ("channel", "campaign", "month"):
+        raise DomainError("group_by", "group_by must be channel, campaign or month")
+    frm, to, start, end = period(date_from, date_to)
+    book = rate_book(session, workspace_id)
+    home = book.home
+    stages = _funnel_stages(session, workspace_id)
+
+    def key(channel: str | None, campaign: str | None, when: date) -> tuple[str, ...]:
+        ch = channel or UNKNOWN
+        if group_by == "channel":
+            return (ch,)
+        if group_by == "campaign":
+            return (ch, campaign or NO_CAMPAIGN)
+        return (f"{when.year:04d}-{when.month:02d}", ch)
+
+    acc: dict[tuple[str, ...], dict[str, int]] = defaultdict(
+        lambda: {"spend_minor": 0, "leads": 0, "qualified_leads": 0, "new_customers": 0, "revenue_minor": 0}
+    )
+    for d, ch, camp, amount, ccy in session.execute(
+        select(
+            MarketingSpend.spend_date,
+            MarketingSpend.channel,
+            MarketingSpend.campaign,
+            MarketingSpend.amount_minor,
+            MarketingSpend.currency,
+        ).where(
+            MarketingSpend.workspace_id == workspace_id,
+            MarketingSpend.spend_date >= frm,
+            MarketingSpend.spend_date <= to,
+        )
+    ):
+        acc[key(ch, camp, d)]["spend_minor"] += book.convert(amount, ccy, home, d)
+    for metric, first in (("leads", "interest"), ("qualified_leads", "consideration")):
+        reach = _stages_from(stages, first)
+        if not reach:
+            continue
+        for _cid, at, ch, camp in _first_reach(session, workspace_id, reach, start, end):
+            acc[key(ch, camp, _as_dt(at).date())][metric] += 1
+    fo = _first_orders_subquery(workspace_id)
+    customers = session.execute(
+        select(fo.c.cid, fo.c.first_at, Contact.first_touch_channel, Contact.first_touch_campaign)
+        .join(Contact, and_(Contact.id == fo.c.cid, Contact.workspace_id == workspace_id))
+        .where(fo.c.first_at >= start, fo.c.first_at < end)
+    ).all()
+    keys_by_contact: dict[int, tuple[str, ...]] = {}
+    for cid, first_at, ch, camp in customers:
+        k = key(ch, camp, _as_dt(first_at).date())
+        keys_by_contact[cid] = k
+        acc[k]["new_customers"] += 1
+    ids = list(keys_by_contact)
+    for chunk in _chunks(ids):
+        for cid, placed, ccy, total, refunded in session.execute(
+            select(Order.contact_id, Order.placed_at, Order.currency, Order.total_minor, Order.refunded_minor).where(
+                Order.workspace_id == workspace_id,
+                Order.contact_id.in_(chunk),
+                Order.status.in_(REVENUE_STATUSES),
+                Order.placed_at >= start,
+                Order.placed_at < end,
+            )
+        ):
+            acc[keys_by_contact[cid]]["revenue_minor"] += book.convert(
+                _order_value(total, refunded), ccy, home, placed.date()
+            )
+
+    names = {"channel": ["channel"], "campaign": ["channel", "campaign"], "month": ["month", "channel"]}[group_by]
+    rows = [_spend_metrics(dict(zip(names, k, strict=True)), v) for k, v in sorted(acc.items())]
+    totals = {
+        m: sum(v[m] for v in acc.values())
+        for m in ("spend_minor", "leads", "qualified_leads", "new_customers", "revenue_minor")
+    }
+    empty = not acc
+    return clean(
+        {
+            "currency": home,
+            "from": frm.isoformat(),
+            "to": to.isoformat(),
+            "group_by": group_by,
+            "rows": rows,
+            "totals": _spend_metrics({}, totals),
+            "insufficient_data": empty,
+            "reason": "no spend, leads or new customers in the period" if empty else "",
+        }
+    )
+
+
+def _spend_metrics(head: dict[str, Any], v: dict[str, int]) -> dict[str, Any]:
+    spend, revenue = v["spend_minor"], v["revenue_minor"]
+    notes = []
+    if not spend:
+        notes.append("no spend recorded: cost ratios, ROI and ROAS undefined")
+    if not v["leads"]:
+        notes.append("no leads: cost per lead undefined")
+    if not v["new_customers"]:
+        notes.append("no new customers: CAC undefined")
+    return {
+        **head,
+        **v,
+        "cost_per_lead_minor": _money_ratio(spend, v["leads"]),
+        "cost_per_qualified_lead_minor": _money_ratio(spend, v["qualified_leads"]),
+        "cac_minor": _money_ratio(spend, v["new_customers"]) if spend else None,
+        "roi": _ratio(revenue - spend, spend),
+        "roas": _ratio(revenue, spend),
+        "notes": notes,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Funnels
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def funnel_report(
+    session: Session,
+    workspace_id: int,
+    date_from: date | None,
+    date_to: date | None,
+    group_by: str | None = None,
+    *,
+    min_contacts: int = funnel.MIN_CONTACTS,
+) -> dict[str, Any]:
+    """The lifecycle-stage funnel of contacts with a stage change in the period (their history up to its end)."""
+    if group_by not in (None, "channel", "country"):
+        raise DomainError("group_by", "group_by must be channel or country")
+    frm, to, start, end = period(date_from, date_to)
+    stages = _funnel_stages(session, workspace_id)
+    active = (
+        select(StageChange.contact_id)
+        .where(StageChange.workspace_id == workspace_id, StageChange.changed_at >= start, StageChange.changed_at < end)
+        .distinct()
+        .subquery()
+    )
+    group_col = Contact.first_touch_channel if group_by == "channel" else Contact.country
+    rows = session.execute(
+        select(StageChange.contact_id, StageChange.to_stage, StageChange.changed_at, group_col)
+        .join(Contact, and_(Contact.id == StageChange.contact_id, Contact.workspace_id == workspace_id))
+        .where(
+            StageChange.workspace_id == workspace_id,
+            StageChange.contact_id.in_(select(active.c.contact_id)),
+            StageChange.changed_at < end,
+        )
+        .order_by(StageChange.contact_id, StageChange.changed_at, StageChange.id)
+    ).all()
+
+    def run(sel: list[Any]) -> dict[str, Any]:
+        res = funnel.stage_funnel(
+            np.array([r[0] for r in sel], dtype=np.int64),
+            np.array([r[1] for r in sel], dtype=object),
+            np.array([r[2].timestamp() for r in sel], dtype=np.float64),
+            stages,
+            min_contacts=min_contacts,
+        )
+        return clean(res)
+
+    out: dict[str, Any] = {"from": frm.isoformat(), "to": to.isoformat(), "stages": stages, "all": run(list(rows))}
+    if group_by:
+        groups: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            groups[r[3] or UNKNOWN].append(r)
+        out["group_by"] = group_by
+        out["groups"] = {g: run(sel) for g, sel in sorted(groups.items())}
+    return out
+
+
+PAGE_PREFIX = "page:"
+
+
+def event_funnel_report(
+    session: Session,
+    workspace_id: int,
+    steps: Sequence[str],
+    window_days: float,
+    date_from: date | None,
+    date_to: date | None,
+    *,
+    min_contacts: int = funnel.MIN_CONTACTS,
+) -> dict[str, Any]:
+    """An ordered funnel over events of the period: a step is an event name or ``page:/path`` (a page view)."""
+    steps = [s.strip() for s in steps]
+    for i, s in enumerate(steps):
+        if not s or s == PAGE_PREFIX:
+            raise DomainError(f"steps.{i}", "a step is an event name or page:/path")
+    frm, to, start, end = period(date_from, date_to)
+    names = sorted({s for s in steps if not s.startswith(PAGE_PREFIX)})
+    paths = sorted({s[len(PAGE_PREFIX) :] for s in steps if s.startswith(PAGE_PREFIX)})
+    path_expr = Event.properties["path"].as_string()
+    match = []
+    if names:
+        match.append(Event.name.in_(names))
+    if paths:
+        match.append(and_(Event.kind == "page", path_expr.in_(paths)))
+    rows = session.execute(
+        select(Event.contact_id, Event.occurred_at, Event.kind, Event.name, path_expr)
+        .where(
+            Event.workspace_id == workspace_id,
+            Event.contact_id.is_not(None),
+            Event.occurred_at >= start,
+            Event.occurred_at < end,
+            or_(*match),
+        )
+        .order_by(Event.contact_id, Event.occurred_at, Event.id)
+    ).all()
+    ids: list[int] = []
+    times: list[float] = []
+    labels: list[str] = []
+    name_set, path_set = set(names), set(paths)
+    for cid, at, kind, name, path in rows:
+        if name in name_set:
+            ids.append(cid), times.append(at.timestamp()), labels.append(name)
+        if kind == "page" and path in path_set:
+            ids.append(cid), times.append(at.timestamp()), labels.append(PAGE_PREFIX + path)
+    res = funnel.ordered_funnel(
+        np.array(ids, dtype=np.int64),
+        np.array(times, dtype=np.float64),
+        np.array(labels, dtype=object),
+        steps,
+        window_days * 86_400.0,
+        min_contacts=min_contacts,
+    )
+    return {"from": frm.isoformat(), "to": to.isoformat(), "window_days": window_days, **clean(res)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Attribution
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def attribution_report(
+    session: Session,
+    workspace_id: int,
+    date_from: date | None,
+    date_to: date | None,
+    level: str = "channel",
+    *,
+    half_life_days: float = 7.0,
+) -> dict[str, Any]:
+    """Six models side by side over the period's paths.
+
+    A contact whose first order is in the period is a converting path: its touches up to that order, valued at the
+    order's net value in the workspace currency. A contact with touches in the period and no order before its end is
+    a non-converting path (its touches in the period). Customers who first bought before the period are left out.
+    """
+    if level not in ("channel", "campaign"):
+        raise DomainError("level", "level must be channel or campaign")
+    frm, to, start, end = period(date_from, date_to)
+    book = rate_book(session, workspace_id)
+    home = book.home
+    fo = _first_orders_subquery(workspace_id)
+    first_order: dict[int, datetime] = {
+        cid: _as_dt(at) for cid, at in session.execute(select(fo.c.cid, fo.c.first_at).where(fo.c.first_at < end))
+    }
+    converted = {cid: at for cid, at in first_order.items() if at >= start}
+    values: dict[int, int] = {}
+    conv_ids = list(converted)
+    for chunk in _chunks(conv_ids):
+        for cid, placed, ccy, total, refunded, _oid in session.execute(
+            select(Order.contact_id, Order.placed_at, Order.currency, Order.total_minor, Order.refunded_minor, Order.id)
+            .where(Order.workspace_id == workspace_id, Order.contact_id.in_(chunk), Order.status.in_(BUYING_STATUSES))
+            .order_by(Order.contact_id, Order.placed_at, Order.id)
+        ):
+            if cid in values or placed != converted[cid]:
+                continue
+            values[cid] = book.convert(_order_value(total, refunded), ccy, home, placed.date())
+    touches: dict[int, list[attribution.Touch]] = defaultdict(list)
+    in_period = (
+        select(Touch.contact_id)
+        .where(Touch.workspace_id == workspace_id, Touch.occurred_at >= start, Touch.occurred_at < end)
+        .distinct()
+    )
+    for cid, at, ch, camp in session.execute(
+        select(Touch.contact_id, Touch.occurred_at, Touch.channel, Touch.campaign)
+        .where(Touch.workspace_id == workspace_id, Touch.occurred_at < end, Touch.contact_id.in_(in_period))
+        .order_by(Touch.contact_id, Touch.occurred_at, Touch.id)
+    ):
+        touches[cid].append(attribution.Touch(ch, at, camp))
+    # Converted contacts whose touches all came before the period still need their paths.
+    missing = [cid for cid in conv_ids if cid not in touches]
+    for chunk in _chunks(missing):
+        for cid, at, ch, camp in session.execute(
+            select(Touch.contact_id, Touch.occurred_at, Touch.channel, Touch.campaign)
+            .where(Touch.workspace_id == workspace_id, Touch.contact_id.in_(chunk))
+            .order_by(Touch.contact_id, Touch.occurred_at, Touch.id)
+        ):
+            touches[cid].append(attribution.Touch(ch, at, camp))
+    paths: list[attribution.ConversionPath] = []
+    for cid, conv_at in converted.items():
+        ts = tuple(t for t in touches.get(cid, ()) if t.at <= conv_at)
+        paths.append(attribution.ConversionPath(ts, True, float(values.get(cid, 0)), conv_at))
+    for cid, ts_list in touches.items():
+        if cid in converted or cid in first_order:
+            continue
+        ts = tuple(t for t in ts_list if t.at >= start)
+        if ts:
+            paths.append(attribution.ConversionPath(ts, False))
+    results = attribution.attribute_all(paths, level=level, half_life_days=half_life_days)  # type: ignore[arg-type]
+    models: dict[str, Any] = {}
+    table: dict[str, dict[str, Any]] = defaultdict(dict)
+    for model, res in results.items():
+        models[model] = clean(res)
+        for c in res.credits:
+            table[c.key][model] = {"conversions": c.conversions, "revenue_minor": round(c.revenue)}
+    n_conv = sum(1 for p in paths if p.converted)
+    insufficient = n_conv == 0
+    return clean(
+        {
+            "currency": home,
+            "from": frm.isoformat(),
+            "to": to.isoformat(),
+            "level": level,
+            "paths": len(paths),
+            "conversions": n_conv,
+            "revenue_minor": sum(values.values()),
+            "models": models,
+            "side_by_side": [{"key": k, **v} for k, v in sorted(table.items())],
+            "insufficient_data": insufficient,
+            "reason": "no first orders in the period: nothing to attribute" if insufficient else "",
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Customer lifetime value
+# --------------------------------------------------------------------------------------------------------------------
+
+CLV_PROPERTIES = ("p_alive", "predicted_purchases_90d", "predicted_clv_12m", "clv_tier")
+UNIT_DAYS = 7.0
+
+
+def _order_arrays(
+    session: Session, workspace_id: int, book: RateBook, end: datetime, channel: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contact ids, order times (days since the epoch) and net values in the workspace currency."""
+    q = select(Order.contact_id, Order.placed_at, Order.currency, Order.total_minor, Order.refunded_minor).where(
+        Order.workspace_id == workspace_id,
+        Order.contact_id.is_not(None),
+        Order.status.in_(REVENUE_STATUSES),
+        Order.placed_at < end,
+    )
+    if channel:
+        q = q.join(Contact, and_(Contact.id == Order.contact_id, Contact.workspace_id == workspace_id)).where(
+            Contact.first_touch_channel == channel
+        )
+    ids: list[int] = []
+    times: list[float] = []
+    vals: list[float] = []
+    for cid, placed, ccy, total, refunded in session.execute(q):
+        ids.append(cid)
+        times.append(placed.timestamp() / 86_400.0)
+        vals.append(float(book.convert(_order_value(total, refunded), ccy, book.home, placed.date())))
+    return np.array(ids, dtype=np.int64), np.array(times, dtype=np.float64), np.array(vals, dtype=np.float64)
+
+
+def _tiers(values: np.ndarray) -> list[str | None]:
+    """A/B/C/D by quartile of the predicted value (A: the top quarter); None where there is no value."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        return [None] * len(values)
+    q25, q50, q75 = np.quantile(values[finite], [0.25, 0.5, 0.75])
+    out: list[str | None] = []
+    for v in values:
+        if not math.isfinite(v):
+            out.append(None)
+        elif v >= q75:
+            out.append("A")
+        elif v >= q50:
+            out.append("B")
+        elif v >= q25:
+            out.append("C")
+        else:
+            out.append("D")
+    return out
+
+
+def fit_clv(
+    session: Session,
+    workspace_id: int,
+    *,
+    holdout_days: int = 90,
+    as_of: date | None = None,
+    min_repeat_customers: int = clv.MIN_REPEAT_CUSTOMERS,
+) -> dict[str, Any]:
+    """Fit BG/NBD + Gamma-Gamma on the workspace's orders, check a holdout, store the fit and write the contact
+    properties ``p_alive``, ``predicted_purchases_90d``, ``predicted_clv_12m`` (minor units of the workspace currency)
+    and ``clv_tier``."""
+    now = utcnow()
+    end = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC) + timedelta(days=1) if as_of is not None else now
+    book = rate_book(session, workspace_id)
+    ids, t, v = _order_arrays(session, workspace_id, book, end)
+    obs_end = end.timestamp() / 86_400.0
+    summary = clv.summarize_transactions(ids, t, v, obs_end, unit_days=UNIT_DAYS)
+    model = clv.fit_clv(summary, min_repeat_customers=min_repeat_customers)
+    result: dict[str, Any] = {
+        "currency": book.home,
+        "as_of": end.isoformat(),
+        "unit_days": UNIT_DAYS,
+        "customers": len(summary),
+        "orders": int(ids.size),
+        "repeat_customers": int((summary.frequency > 0).sum()),
+        "bg_nbd": clean(model.bg_nbd),
+        "gamma_gamma": clean(model.gamma_gamma),
+        "converged": model.converged,
+        "reasons": model.reasons,
+        "method": model.bg_nbd.method,
+        "fallback": model.bg_nbd.fallback or model.gamma_gamma.fallback,
+        "written_contacts": 0,
+    }
+    if len(summary) == 0:
+        result.update(insufficient_data=True, reason="no completed orders with a contact: nothing to fit", holdout=None)
+    else:
+        preds = model.predict(summary, months=12)
+        p90 = clv.expected_purchases(model.bg_nbd, 90.0 / UNIT_DAYS, summary.frequency, summary.recency, summary.age)
+        tiers = _tiers(preds.clv)
+        per_contact = {
+            int(cid): {
+                "p_alive": clean(round(float(pa), 6)),
+                "predicted_purchases_90d": clean(round(float(pp), 6)),
+                "predicted_clv_12m": round(float(cv)) if math.isfinite(float(cv)) else None,
+                "clv_tier": tier,
+            }
+            for cid, pa, pp, cv, tier in zip(summary.customer_ids, preds.p_alive, p90, preds.clv, tiers, strict=True)
+        }
+        result["written_contacts"] = _write_properties(session, workspace_id, per_contact, now)
+        result["insufficient_data"] = not model.converged
+        result["reason"] = "; ".join(model.reasons) + (
+            f"; predictions use the fallback {result['fallback']}" if result["fallback"] else ""
+        )
+        result["holdout"] = _holdout(ids, t, v, obs_end, holdout_days, min_repeat_customers)
+        result["predicted_clv_12m_total_minor"] = int(np.nansum(preds.clv))
+        result["tiers"] = {k: tiers.count(k) for k in "ABCD"}
+    session.add(
+        ClvFit(
+            workspace_id=workspace_id,
+            fitted_at=now,
+            currency=book.home,
+            customers=len(summary),
+            method=str(result["method"]),
+            result=clean(result),
+        )
+    )
+    session.flush()
+    return clean(result)
+
+
+def _holdout(
+    ids: np.ndarray, t: np.ndarray, v: np.ndarray, obs_end: float, holdout_days: int, min_repeat: int
+) -> dict[str, Any]:
+    cutoff = obs_end - holdout_days
+    if t.size == 0 or float(t.min()) >= cutoff:
+        return {"insufficient_data": True, "reason": f"no orders before the {holdout_days}-day holdout period"}
+    rep = clv.calibration_holdout(ids, t, v, cutoff, obs_end, unit_days=UNIT_DAYS, min_repeat_customers=min_repeat)
+    return clean(
+        {
+            "holdout_days": holdout_days,
+            "customers": rep.customers,
+            "predicted_repeat_purchases": rep.predicted_total,
+            "actual_repeat_purchases": rep.actual_total,
+            "relative_error": rep.relative_error,
+            "buckets": rep.buckets,
+            "calibration_fit": {"bg_nbd": rep.model.bg_nbd, "converged": rep.model.converged},
+            "insufficient_data": rep.insufficient_data,
+            "reason": rep.reason,
+        }
+    )
+
+
+def _write_properties(
+    session: Session, workspace_id: int, per_contact: dict[int, dict[str, Any]], now: datetime
+) -> int:
+    """Merge the CLV values into ``contacts.properties`` with one executemany per chunk."""
+    table = Contact.__table__
+    stmt = (
+        update(table)
+        .where(table.c.workspace_id == workspace_id, table.c.id == bindparam("b_id"))
+        .values(properties=bindparam("b_props"), version=table.c.version + 1, updated_at=bindparam("b_now"))
+    )
+    written = 0
+    ids = sorted(per_contact)
+    for chunk in _chunks(ids):
+        current = session.execute(
+            select(Contact.id, Contact.properties).where(Contact.workspace_id == workspace_id, Contact.id.in_(chunk))
+        ).all()
+        params = [
+            {"b_id": cid, "b_props": {**(props or {}), **per_contact[cid]}, "b_now": now} for cid, props in current
+        ]
+        if params:
+            session.execute(stmt, params)
+            written += len(params)
+    session.flush()
+    return written
+
+
+def last_clv_fit(session: Session, workspace_id: int) -> dict[str, Any]:
+    fit = session.scalar(
+        select(ClvFit).where(ClvFit.workspace_id == workspace_id).order_by(ClvFit.fitted_at.desc(), ClvFit.id.desc())
+    )
+    if fit is None:
+        raise NotFound("", "no CLV fit yet: POST /api/v1/reports/clv/fit")
+    return {"id": fit.id, "fitted_at": fit.fitted_at.isoformat(), **fit.result}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Cohorts
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def cohort_report(
+    session: Session,
+    workspace_id: int,
+    *,
+    channel: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    max_months: int = 24,
+) -> dict[str, Any]:
+    """Retention and repeat purchase by acquisition month (first order) × months since.
+
+    ``retention[k]``: share of the cohort with an order in month k after acquisition; ``repeat[k]``: share with a
+    second order by the end of month k. Months not yet observed (after ``to``) are ``None``.
+    """
+    to = date_to or utcnow().date()
+    end = datetime(to.year, to.month, to.day, tzinfo=UTC) + timedelta(days=1)
+    book = rate_book(session, workspace_id)
+    ids, t, _v = _order_arrays(session, workspace_id, book, end, channel)
+    last_month = to.year * 12 + to.month - 1
+    months: dict[int, list[int]] = defaultdict(list)
+    for cid, day in zip(ids.tolist(), t.tolist(), strict=True):
+        d = datetime.fromtimestamp(day * 86_400.0, UTC)
+        months[cid].append(d.year * 12 + d.month - 1)
+    cohorts: dict[int, list[list[int]]] = defaultdict(list)
+    for ms in months.values():
+        ms.sort()
+        if date_from is not None and ms[0] < date_from.year * 12 + date_from.month - 1:
+            continue
+        cohorts[ms[0]].append(ms)
+    rows = []
+    for m0 in sorted(cohorts):
+        members = cohorts[m0]
+        size = len(members)
+        span = min(last_month - m0, max_months)
+        retention: list[float | None] = []
+        repeat: list[float | None] = []
+        for k in range(span + 1):
+            active = sum(1 for ms in members if (m0 + k) in ms)
+            rep = sum(1 for ms in members if len(ms) > 1 and ms[1] <= m0 + k)
+            retention.append(active / size)
+            repeat.append(rep / size)
+        rows.append(
+            {
+                "cohort": f"{m0 // 12:04d}-{m0 % 12 + 1:02d}",
+                "customers": size,
+                "retention": retention,
+                "repeat": repeat,
+            }
+        )
+    empty = not rows
+    return {
+        "by": "month",
+        "channel": channel,
+        "to": to.isoformat(),
+        "cohorts": rows,
+        "insufficient_data": empty,
+        "reason": "no customers with orders" + (f" from channel {channel}" if channel else "") if empty else "",
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Experiments
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def experiment_report(
+    arms: Sequence[tuple[str, int, int]], control: str, *, alpha: float = 0.05, tau: float = 0.05, seed: int = 0
+) -> dict[str, Any]:
+    """Per variant against the control: two-proportion test and sequential (mSPRT) test; Bayesian over all arms."""
+    names = [a[0] for a in arms]
+    if len(set(names)) != len(names):
+        raise DomainError("arms", "arm names must be unique")
+    if control not in names:
+        raise DomainError("control", f"control {control!r} is not one of the arms")
+    for i, (_n, conv, trials) in enumerate(arms):
+        if conv > trials:
+            raise DomainError(f"arms.{i}.conversions", "conversions cannot exceed trials")
+    ctrl = next(a for a in arms if a[0] == control)
+    comparisons = []
+    for name, conv, trials in arms:
+        if name == control:
+            continue
+        look = experiments.Look(ctrl[1], ctrl[2], conv, trials)
+        comparisons.append(
+            {
+                "arm": name,
+                "two_proportion": clean(experiments.two_proportion_test(ctrl[1], ctrl[2], conv, trials, alpha=alpha)),
+                "sequential": clean(experiments.sequential_test([look], alpha=alpha, tau=tau)),
+            }
+        )
+    bayes = experiments.bayesian_ab(list(arms), rng=np.random.default_rng(seed), control=control)
+    return {"control": control, "alpha": alpha, "comparisons": comparisons, "bayesian": clean(bayes)}
+
+
+def sample_size(
+    baseline: float, mde: float, *, relative: bool = False, alpha: float = 0.05, power: float = 0.8
+) -> dict[str, Any]:
+    try:
+        n = experiments.sample_size_two_proportions(baseline, mde, relative=relative, alpha=alpha, power=power)
+    except ValueError as exc:
+        raise DomainError("baseline" if "baseline must" in str(exc) else "mde", str(exc)) from exc
+    return {
+        "baseline": baseline,
+        "mde": mde,
+        "relative": relative,
+        "alpha": alpha,
+        "power": power,
+        "per_arm": n,
+        "total_two_arms": 2 * n,
+    }
