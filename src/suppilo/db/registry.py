@@ -7,6 +7,7 @@ from suppilo.companies import models as companies_models
 from suppilo.consent import models as consent_models
 from suppilo.contacts import models as contacts_models
 from suppilo.db.base import Base
+from suppilo.deals import models as deals_models  # noqa: F401
 from suppilo.events import models as events_models
 from suppilo.messaging import models as messaging_models
 from suppilo.messaging import outbox_models as messaging_outbox_models

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 20:17:10.875779
+Create Date: 2026-11-23 20:17:59.764231
 """
 
 from __future__ import annotations
@@ -383,6 +383,21 @@ def upgrade() -> None:
         batch_op.create_index("ix_message_templates_ws_kind", ["workspace_id", "kind"], unique=False)
 
     op.create_table(
+        "pipelines",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("requires_amount_to_win", sa.Boolean(), nullable=False),
+        sa.Column("is_default", sa.Boolean(), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_pipelines_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pipelines")),
+        sa.UniqueConstraint("workspace_id", "name", name=op.f("uq_pipelines_workspace_id_name")),
+    )
+    op.create_table(
         "products",
         sa.Column("sku", sa.String(length=100), nullable=False),
         sa.Column("name", sa.String(length=300), nullable=False),
@@ -586,6 +601,31 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "pipeline_stages",
+        sa.Column("pipeline_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("label", sa.String(length=200), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("probability", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["pipeline_id"], ["pipelines.id"], name=op.f("fk_pipeline_stages_pipeline_id_pipelines"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_pipeline_stages_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pipeline_stages")),
+        sa.UniqueConstraint("pipeline_id", "key", name=op.f("uq_pipeline_stages_pipeline_id_key")),
+    )
+    with op.batch_alter_table("pipeline_stages", schema=None) as batch_op:
+        batch_op.create_index("ix_pipeline_stages_ws", ["workspace_id"], unique=False)
+
+    op.create_table(
         "consent_records",
         sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("channel", sa.String(length=16), nullable=False),
@@ -663,6 +703,57 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("contact_tags", schema=None) as batch_op:
         batch_op.create_index("ix_contact_tags_ws_tag", ["workspace_id", "tag", "contact_id"], unique=False)
+
+    op.create_table(
+        "deals",
+        sa.Column("pipeline_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("stage_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("status", sa.String(length=8), nullable=False),
+        sa.Column("name", sa.String(length=300), nullable=False),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("company_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("expected_close_date", sa.Date(), nullable=True),
+        sa.Column("source_channel", sa.String(length=32), nullable=True),
+        sa.Column("budget_minor", sa.BigInteger(), nullable=True),
+        sa.Column("budget_currency", sa.String(length=3), nullable=True),
+        sa.Column("authority", sa.String(length=500), nullable=True),
+        sa.Column("decision_maker", sa.Boolean(), nullable=True),
+        sa.Column("need", sa.Text(), nullable=True),
+        sa.Column("timeline", sa.String(length=500), nullable=True),
+        sa.Column("qualification_status", sa.String(length=16), nullable=False),
+        sa.Column("lost_reason", sa.String(length=500), nullable=True),
+        sa.Column("won_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lost_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("stage_entered_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["company_id"], ["companies.id"], name=op.f("fk_deals_company_id_companies"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_deals_contact_id_contacts"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_deals_owner_id_users"), ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["pipeline_id"], ["pipelines.id"], name=op.f("fk_deals_pipeline_id_pipelines"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(["stage_id"], ["pipeline_stages.id"], name=op.f("fk_deals_stage_id_pipeline_stages")),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_deals_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deals")),
+    )
+    with op.batch_alter_table("deals", schema=None) as batch_op:
+        batch_op.create_index("ix_deals_contact", ["workspace_id", "contact_id"], unique=False)
+        batch_op.create_index("ix_deals_ws_owner", ["workspace_id", "owner_id"], unique=False)
+        batch_op.create_index("ix_deals_ws_pipeline_stage", ["workspace_id", "pipeline_id", "stage_id"], unique=False)
+        batch_op.create_index("ix_deals_ws_status", ["workspace_id", "status"], unique=False)
 
     op.create_table(
         "events",
@@ -931,6 +1022,34 @@ def upgrade() -> None:
         batch_op.create_index("ix_touches_contact_time", ["workspace_id", "contact_id", "occurred_at"], unique=False)
 
     op.create_table(
+        "activities",
+        sa.Column("deal_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("occurred_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_activities_contact_id_contacts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["deal_id"], ["deals.id"], name=op.f("fk_activities_deal_id_deals"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["users.id"], name=op.f("fk_activities_owner_id_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_activities_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_activities")),
+    )
+    with op.batch_alter_table("activities", schema=None) as batch_op:
+        batch_op.create_index("ix_activities_contact", ["workspace_id", "contact_id", "occurred_at"], unique=False)
+        batch_op.create_index("ix_activities_deal", ["workspace_id", "deal_id", "occurred_at"], unique=False)
+
+    op.create_table(
         "carts",
         sa.Column("external_id", sa.String(length=200), nullable=False),
         sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
@@ -966,6 +1085,64 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_carts_ws_status_activity", ["workspace_id", "status", "last_activity_at"], unique=False
         )
+
+    op.create_table(
+        "deal_objections",
+        sa.Column("deal_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("response", sa.Text(), nullable=True),
+        sa.Column("raised_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["deal_id"], ["deals.id"], name=op.f("fk_deal_objections_deal_id_deals"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_deal_objections_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deal_objections")),
+    )
+    with op.batch_alter_table("deal_objections", schema=None) as batch_op:
+        batch_op.create_index("ix_deal_objections_deal", ["workspace_id", "deal_id"], unique=False)
+
+    op.create_table(
+        "deal_stage_changes",
+        sa.Column("deal_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("from_stage_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("to_stage_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("changed_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(length=200), nullable=True),
+        sa.Column("reason", sa.String(length=500), nullable=False),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["deal_id"], ["deals.id"], name=op.f("fk_deal_stage_changes_deal_id_deals"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["from_stage_id"],
+            ["pipeline_stages.id"],
+            name=op.f("fk_deal_stage_changes_from_stage_id_pipeline_stages"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["to_stage_id"],
+            ["pipeline_stages.id"],
+            name=op.f("fk_deal_stage_changes_to_stage_id_pipeline_stages"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_deal_stage_changes_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deal_stage_changes")),
+    )
+    with op.batch_alter_table("deal_stage_changes", schema=None) as batch_op:
+        batch_op.create_index("ix_deal_stage_changes_deal", ["workspace_id", "deal_id", "changed_at"], unique=False)
 
     op.create_table(
         "order_lines",
@@ -1015,11 +1192,44 @@ def upgrade() -> None:
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.create_index("ix_refunds_order", ["order_id"], unique=False)
 
+    op.create_table(
+        "tasks",
+        sa.Column("deal_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("title", sa.String(length=300), nullable=False),
+        sa.Column("due_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("done_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("reminder_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("created_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", suppilo.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_tasks_contact_id_contacts"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(["deal_id"], ["deals.id"], name=op.f("fk_tasks_deal_id_deals"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_tasks_owner_id_users"), ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_tasks_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
+    )
+    with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.create_index("ix_tasks_deal", ["workspace_id", "deal_id"], unique=False)
+        batch_op.create_index("ix_tasks_ws_owner_due", ["workspace_id", "owner_id", "due_at"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_index("ix_tasks_ws_owner_due")
+        batch_op.drop_index("ix_tasks_deal")
+
+    op.drop_table("tasks")
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.drop_index("ix_refunds_order")
 
@@ -1029,11 +1239,24 @@ def downgrade() -> None:
         batch_op.drop_index("ix_order_lines_order")
 
     op.drop_table("order_lines")
+    with op.batch_alter_table("deal_stage_changes", schema=None) as batch_op:
+        batch_op.drop_index("ix_deal_stage_changes_deal")
+
+    op.drop_table("deal_stage_changes")
+    with op.batch_alter_table("deal_objections", schema=None) as batch_op:
+        batch_op.drop_index("ix_deal_objections_deal")
+
+    op.drop_table("deal_objections")
     with op.batch_alter_table("carts", schema=None) as batch_op:
         batch_op.drop_index("ix_carts_ws_status_activity")
         batch_op.drop_index("ix_carts_contact")
 
     op.drop_table("carts")
+    with op.batch_alter_table("activities", schema=None) as batch_op:
+        batch_op.drop_index("ix_activities_deal")
+        batch_op.drop_index("ix_activities_contact")
+
+    op.drop_table("activities")
     with op.batch_alter_table("touches", schema=None) as batch_op:
         batch_op.drop_index("ix_touches_contact_time")
 
@@ -1075,6 +1298,13 @@ def downgrade() -> None:
         batch_op.drop_index("ix_events_contact_time")
 
     op.drop_table("events")
+    with op.batch_alter_table("deals", schema=None) as batch_op:
+        batch_op.drop_index("ix_deals_ws_status")
+        batch_op.drop_index("ix_deals_ws_pipeline_stage")
+        batch_op.drop_index("ix_deals_ws_owner")
+        batch_op.drop_index("ix_deals_contact")
+
+    op.drop_table("deals")
     with op.batch_alter_table("contact_tags", schema=None) as batch_op:
         batch_op.drop_index("ix_contact_tags_ws_tag")
 
@@ -1087,6 +1317,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_consent_records_contact")
 
     op.drop_table("consent_records")
+    with op.batch_alter_table("pipeline_stages", schema=None) as batch_op:
+        batch_op.drop_index("ix_pipeline_stages_ws")
+
+    op.drop_table("pipeline_stages")
     op.drop_table("message_template_variants")
     with op.batch_alter_table("contacts", schema=None) as batch_op:
         batch_op.drop_index(
@@ -1119,6 +1353,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_products_ws_category")
 
     op.drop_table("products")
+    op.drop_table("pipelines")
     with op.batch_alter_table("message_templates", schema=None) as batch_op:
         batch_op.drop_index("ix_message_templates_ws_kind")
 

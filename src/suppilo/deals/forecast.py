@@ -1,0 +1,132 @@
+"""The sales forecast of a workspace: loads deals and stage histories and hands them to ``engine.forecast``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from suppilo.commerce.money import exponent
+from suppilo.deals.models import Deal, DealStageChange, PipelineStage
+from suppilo.deals.schemas import (
+    ConversionRead,
+    ForecastGroupRead,
+    ForecastRead,
+    ForecastTotals,
+    VelocityRead,
+)
+from suppilo.engine import forecast as fc
+from suppilo.errors import DomainError
+from suppilo.workspaces.service import get_workspace
+
+
+def workspace_forecast(
+    session: Session,
+    workspace_id: int,
+    *,
+    group_by: str = "month",
+    currency: str | None = None,
+    rates: Mapping[str, Decimal] | None = None,
+    pipeline_id: int | None = None,
+) -> ForecastRead:
+    """Weighted pipeline, commit and best case of open deals grouped by close month, owner or stage, in
+    ``currency`` (default: the workspace's). ``rates[c]`` converts one major unit of ``c`` into ``currency``;
+    deals in currencies without a rate are reported per currency. Velocity and conversion per stage come
+    from the deals' stage histories."""
+    if group_by not in ("month", "owner", "stage"):
+        raise DomainError("group_by", "group_by must be month, owner or stage", code="invalid_group_by")
+    target = currency or get_workspace(session, workspace_id).currency
+    rates = dict(rates or {})
+    stage_rows = list(
+        session.scalars(
+            select(PipelineStage)
+            .where(PipelineStage.workspace_id == workspace_id)
+            .order_by(PipelineStage.pipeline_id, PipelineStage.position)
+        )
+    )
+    stages = {s.id: s for s in stage_rows}
+    query = select(
+        Deal.id,
+        Deal.pipeline_id,
+        Deal.stage_id,
+        Deal.status,
+        Deal.amount_minor,
+        Deal.currency,
+        Deal.expected_close_date,
+        Deal.owner_id,
+    ).where(Deal.workspace_id == workspace_id)
+    if pipeline_id is not None:
+        query = query.where(Deal.pipeline_id == pipeline_id)
+    deal_rows = session.execute(query).all()
+    open_deals = []
+    currencies = {target}
+    for row in deal_rows:
+        if row.status != "open" or row.amount_minor is None:
+            continue
+        stage = stages[row.stage_id]
+        currencies.add(row.currency)
+        open_deals.append(
+            fc.ForecastDeal(
+                amount_minor=row.amount_minor,
+                currency=row.currency,
+                probability=stage.probability,
+                close_month=row.expected_close_date.strftime("%Y-%m") if row.expected_close_date else None,
+                owner_id=row.owner_id,
+                stage_key=stage.key,
+            )
+        )
+    exponents = {c: exponent(c) for c in currencies}
+    groups = fc.forecast(open_deals, group_by, target, rates, exponents)
+
+    deal_pipeline = {row.id: row.pipeline_id for row in deal_rows}
+    changes = session.execute(
+        select(DealStageChange.deal_id, DealStageChange.to_stage_id, DealStageChange.changed_at)
+        .where(DealStageChange.workspace_id == workspace_id)
+        .order_by(DealStageChange.deal_id, DealStageChange.changed_at, DealStageChange.id)
+    ).all()
+    visits: dict[int, list[fc.StageVisit]] = {}
+    for deal_id, stage_id, at in changes:
+        if deal_id not in deal_pipeline or stage_id not in stages:
+            continue
+        visits.setdefault(deal_id, []).append(fc.StageVisit(stages[stage_id].key, at))
+    velocity: list[VelocityRead] = []
+    conversion: list[ConversionRead] = []
+    for pid in sorted({s.pipeline_id for s in stage_rows}):
+        if pipeline_id is not None and pid != pipeline_id:
+            continue
+        order = [fc.StageOrder(s.key, s.position, s.kind) for s in stage_rows if s.pipeline_id == pid]
+        histories = [v for d, v in visits.items() if deal_pipeline[d] == pid]
+        velocity += [
+            VelocityRead(pipeline_id=pid, stage_key=v.stage_key, stays=v.stays, average_days=v.average_days)
+            for v in fc.velocity(histories, order)
+        ]
+        conversion += [
+            ConversionRead(pipeline_id=pid, stage_key=c.stage_key, entered=c.entered, advanced=c.advanced, rate=c.rate)
+            for c in fc.conversion([[v.stage_key for v in h] for h in histories], order)
+        ]
+    return ForecastRead(
+        group_by=group_by,
+        currency=target,
+        rates_source="request" if rates else "none",
+        groups=[
+            ForecastGroupRead(
+                key=g.key,
+                totals=[
+                    ForecastTotals(
+                        currency=t.currency,
+                        converted=t.converted,
+                        count=t.count,
+                        best_case_minor=t.best_case_minor,
+                        weighted_minor=t.weighted_minor,
+                        commit_minor=t.commit_minor,
+                    )
+                    for t in sorted(g.totals.values(), key=lambda t: (t.currency != target, t.currency))
+                ],
+            )
+            for g in groups
+        ],
+        velocity=velocity,
+        conversion=conversion,
+    )

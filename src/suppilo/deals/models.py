@@ -1,0 +1,134 @@
+"""Sales pipelines with stages, deals with BANT qualification and stage history, objections, tasks, activities."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from suppilo.db.base import Base, BigId, TenantMixin, TimestampMixin
+from suppilo.db.types import UTCDateTime
+
+
+class Pipeline(TenantMixin, TimestampMixin, Base):
+    """A sales pipeline of a workspace; one of them is the default."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    requires_amount_to_win: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class PipelineStage(TenantMixin, Base):
+    """An ordered stage of a pipeline with its win probability; ``kind`` is open, won or lost."""
+
+    __tablename__ = "pipeline_stages"
+    __table_args__ = (UniqueConstraint("pipeline_id", "key"), Index("ix_pipeline_stages_ws", "workspace_id"))
+
+    pipeline_id: Mapped[int] = mapped_column(BigId, ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False)
+    key: Mapped[str] = mapped_column(String(64), nullable=False)
+    label: Mapped[str] = mapped_column(String(200), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    probability: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(8), nullable=False, default="open")
+
+
+class Deal(TenantMixin, TimestampMixin, Base):
+    """A sales opportunity; ``version`` guards concurrent edits."""
+
+    __tablename__ = "deals"
+    __table_args__ = (
+        Index("ix_deals_ws_pipeline_stage", "workspace_id", "pipeline_id", "stage_id"),
+        Index("ix_deals_ws_owner", "workspace_id", "owner_id"),
+        Index("ix_deals_ws_status", "workspace_id", "status"),
+        Index("ix_deals_contact", "workspace_id", "contact_id"),
+    )
+
+    pipeline_id: Mapped[int] = mapped_column(BigId, ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False)
+    stage_id: Mapped[int] = mapped_column(BigId, ForeignKey("pipeline_stages.id"), nullable=False)
+    status: Mapped[str] = mapped_column(String(8), nullable=False, default="open")
+    name: Mapped[str] = mapped_column(String(300), nullable=False)
+    contact_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="SET NULL"))
+    company_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("companies.id", ondelete="SET NULL"))
+    owner_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    expected_close_date: Mapped[date | None] = mapped_column(Date)
+    source_channel: Mapped[str | None] = mapped_column(String(32))
+    budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    budget_currency: Mapped[str | None] = mapped_column(String(3))
+    authority: Mapped[str | None] = mapped_column(String(500))
+    decision_maker: Mapped[bool | None] = mapped_column(Boolean)
+    need: Mapped[str | None] = mapped_column(Text)
+    timeline: Mapped[str | None] = mapped_column(String(500))
+    qualification_status: Mapped[str] = mapped_column(String(16), nullable=False, default="unqualified")
+    lost_reason: Mapped[str | None] = mapped_column(String(500))
+    won_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lost_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stage_entered_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+class DealStageChange(TenantMixin, Base):
+    """A move of a deal between stages (the first row, without ``from_stage_id``, is its opening)."""
+
+    __tablename__ = "deal_stage_changes"
+    __table_args__ = (Index("ix_deal_stage_changes_deal", "workspace_id", "deal_id", "changed_at"),)
+
+    deal_id: Mapped[int] = mapped_column(BigId, ForeignKey("deals.id", ondelete="CASCADE"), nullable=False)
+    from_stage_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("pipeline_stages.id", ondelete="SET NULL"))
+    to_stage_id: Mapped[int] = mapped_column(BigId, ForeignKey("pipeline_stages.id", ondelete="CASCADE"))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    actor: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+
+
+class DealObjection(TenantMixin, Base):
+    """An objection a prospect raised, and how it was answered."""
+
+    __tablename__ = "deal_objections"
+    __table_args__ = (Index("ix_deal_objections_deal", "workspace_id", "deal_id"),)
+
+    deal_id: Mapped[int] = mapped_column(BigId, ForeignKey("deals.id", ondelete="CASCADE"), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    response: Mapped[str | None] = mapped_column(Text)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class Task(TenantMixin, TimestampMixin, Base):
+    """A follow-up task with a due time, an owner and an optional reminder."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_ws_owner_due", "workspace_id", "owner_id", "due_at"),
+        Index("ix_tasks_deal", "workspace_id", "deal_id"),
+    )
+
+    deal_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deals.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="SET NULL"))
+    owner_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(8), nullable=False, default="todo")
+    title: Mapped[str] = mapped_column(String(300), nullable=False)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminder_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Activity(TenantMixin, Base):
+    """A logged call, meeting, email or note on a deal or a contact."""
+
+    __tablename__ = "activities"
+    __table_args__ = (
+        Index("ix_activities_deal", "workspace_id", "deal_id", "occurred_at"),
+        Index("ix_activities_contact", "workspace_id", "contact_id", "occurred_at"),
+    )
+
+    deal_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deals.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"))
+    owner_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(8), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -1,0 +1,338 @@
+"""Pydantic shapes of pipelines, deals, objections, tasks, activities and the forecast."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from suppilo.commerce.schemas import Currency
+
+StageKind = Literal["open", "won", "lost"]
+DealStatus = Literal["open", "won", "lost"]
+QualificationStatus = Literal["unqualified", "qualified", "disqualified"]
+TaskKind = Literal["call", "meeting", "email", "todo"]
+ActivityKind = Literal["call", "meeting", "email", "note"]
+GroupBy = Literal["month", "owner", "stage"]
+
+
+def _strip(value: str) -> str:
+    out = value.strip()
+    if not out:
+        raise ValueError("must not be empty")
+    return out
+
+
+Text = Annotated[str, AfterValidator(_strip)]
+Minor = Annotated[int, Field(ge=0, le=10**15)]
+
+
+class StageIn(BaseModel):
+    """A stage of a pipeline as the client sends it (order is the list order)."""
+
+    key: Text = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
+    label: Text = Field(min_length=1, max_length=200)
+    probability: int = Field(ge=0, le=100)
+    kind: StageKind = "open"
+
+
+class PipelineCreate(BaseModel):
+    """A new pipeline with its stages (at least one open, one won and one lost)."""
+
+    name: Text = Field(min_length=1, max_length=200)
+    requires_amount_to_win: bool = True
+    is_default: bool = False
+    stages: list[StageIn] = Field(min_length=3, max_length=50)
+
+
+class PipelineUpdate(BaseModel):
+    """Changes to a pipeline; ``stages`` replaces the set (a stage with deals cannot be dropped)."""
+
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    requires_amount_to_win: bool | None = None
+    is_default: bool | None = None
+    stages: list[StageIn] | None = Field(default=None, min_length=3, max_length=50)
+
+
+class StageRead(BaseModel):
+    """A stage as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    key: str
+    label: str
+    position: int
+    probability: int
+    kind: str
+
+
+class PipelineRead(BaseModel):
+    """A pipeline with its stages in order."""
+
+    id: int
+    name: str
+    requires_amount_to_win: bool
+    is_default: bool
+    stages: list[StageRead]
+
+
+class DealCreate(BaseModel):
+    """A new deal; without ``pipeline_id`` it goes to the default pipeline, without ``stage_id`` to its first
+    open stage."""
+
+    name: Text = Field(min_length=1, max_length=300)
+    pipeline_id: int | None = None
+    stage_id: int | None = None
+    contact_id: int | None = None
+    company_id: int | None = None
+    owner_id: int | None = None
+    amount_minor: Minor | None = None
+    currency: Currency | None = None
+    expected_close_date: date | None = None
+    source_channel: str | None = Field(default=None, max_length=32)
+    budget_minor: Minor | None = None
+    budget_currency: Currency | None = None
+    authority: str | None = Field(default=None, max_length=500)
+    decision_maker: bool | None = None
+    need: str | None = Field(default=None, max_length=10_000)
+    timeline: str | None = Field(default=None, max_length=500)
+    qualification_status: QualificationStatus = "unqualified"
+
+
+class DealUpdate(BaseModel):
+    """Changes to a deal; ``version`` must be the one last read (409 version_conflict otherwise)."""
+
+    version: int = Field(ge=1)
+    name: Text | None = Field(default=None, min_length=1, max_length=300)
+    contact_id: int | None = None
+    company_id: int | None = None
+    owner_id: int | None = None
+    amount_minor: Minor | None = None
+    currency: Currency | None = None
+    expected_close_date: date | None = None
+    source_channel: str | None = Field(default=None, max_length=32)
+    budget_minor: Minor | None = None
+    budget_currency: Currency | None = None
+    authority: str | None = Field(default=None, max_length=500)
+    decision_maker: bool | None = None
+    need: str | None = Field(default=None, max_length=10_000)
+    timeline: str | None = Field(default=None, max_length=500)
+    qualification_status: QualificationStatus | None = None
+
+
+class DealMove(BaseModel):
+    """Move a deal to another stage of its pipeline; ``lost_reason`` is required to lose it."""
+
+    stage_id: int
+    lost_reason: str | None = Field(default=None, max_length=500)
+    version: int | None = Field(default=None, ge=1)
+
+
+class DealRead(BaseModel):
+    """A deal as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    pipeline_id: int
+    stage_id: int
+    status: str
+    contact_id: int | None
+    company_id: int | None
+    owner_id: int | None
+    amount_minor: int | None
+    currency: str
+    expected_close_date: date | None
+    source_channel: str | None
+    budget_minor: int | None
+    budget_currency: str | None
+    authority: str | None
+    decision_maker: bool | None
+    need: str | None
+    timeline: str | None
+    qualification_status: str
+    lost_reason: str | None
+    won_at: datetime | None
+    lost_at: datetime | None
+    stage_entered_at: datetime
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DealPage(BaseModel):
+    """A page of deals."""
+
+    items: list[DealRead]
+    next_cursor: str | None
+
+
+class StageChangeRead(BaseModel):
+    """One move of a deal."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    from_stage_id: int | None
+    to_stage_id: int
+    changed_at: datetime
+    actor: str | None
+    reason: str
+
+
+class ObjectionCreate(BaseModel):
+    """An objection and, once known, the answer to it."""
+
+    text: Text = Field(min_length=1, max_length=10_000)
+    response: str | None = Field(default=None, max_length=10_000)
+    raised_at: AwareDatetime | None = None
+
+
+class ObjectionRead(BaseModel):
+    """An objection of a deal."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    deal_id: int
+    text: str
+    response: str | None
+    raised_at: datetime
+
+
+class TaskCreate(BaseModel):
+    """A follow-up task; ``due_at`` must not be in the past."""
+
+    title: Text = Field(min_length=1, max_length=300)
+    kind: TaskKind = "todo"
+    due_at: AwareDatetime
+    reminder_at: AwareDatetime | None = None
+    deal_id: int | None = None
+    contact_id: int | None = None
+    owner_id: int | None = None
+
+
+class TaskUpdate(BaseModel):
+    """Changes to a task."""
+
+    title: Text | None = Field(default=None, min_length=1, max_length=300)
+    kind: TaskKind | None = None
+    due_at: AwareDatetime | None = None
+    reminder_at: AwareDatetime | None = None
+    owner_id: int | None = None
+
+
+class TaskRead(BaseModel):
+    """A task as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    title: str
+    kind: str
+    due_at: datetime
+    done_at: datetime | None
+    reminder_at: datetime | None
+    deal_id: int | None
+    contact_id: int | None
+    owner_id: int | None
+    created_at: datetime
+
+
+class ActivityCreate(BaseModel):
+    """A call, meeting, email or note on a deal and/or a contact."""
+
+    kind: ActivityKind
+    body: str = Field(default="", max_length=100_000)
+    occurred_at: AwareDatetime | None = None
+    deal_id: int | None = None
+    contact_id: int | None = None
+    owner_id: int | None = None
+
+
+class ActivityRead(BaseModel):
+    """An activity as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    body: str
+    occurred_at: datetime
+    deal_id: int | None
+    contact_id: int | None
+    owner_id: int | None
+
+
+class BoardMoney(BaseModel):
+    """Sum of the amounts of a stage's deals in one currency."""
+
+    currency: str
+    amount_minor: int
+
+
+class BoardColumn(BaseModel):
+    """One stage of the board: its deal count, sums per currency and the first deals."""
+
+    stage: StageRead
+    count: int
+    sums: list[BoardMoney]
+    deals: list[DealRead]
+
+
+class Board(BaseModel):
+    """A pipeline's board."""
+
+    pipeline_id: int
+    columns: list[BoardColumn]
+
+
+class ForecastTotals(BaseModel):
+    """Best case, weighted and commit in one currency; ``converted`` when other currencies were converted in."""
+
+    currency: str
+    converted: bool
+    count: int
+    best_case_minor: int
+    weighted_minor: int
+    commit_minor: int
+
+
+class ForecastGroupRead(BaseModel):
+    """One group (a month ``YYYY-MM``, an owner id or a stage key; null: no month / no owner)."""
+
+    key: str | None
+    totals: list[ForecastTotals]
+
+
+class VelocityRead(BaseModel):
+    """Average days deals spent in a stage (completed stays)."""
+
+    pipeline_id: int
+    stage_key: str
+    stays: int
+    average_days: float | None
+
+
+class ConversionRead(BaseModel):
+    """How many deals that entered a stage went further."""
+
+    pipeline_id: int
+    stage_key: str
+    entered: int
+    advanced: int
+    rate: float | None
+
+
+class ForecastRead(BaseModel):
+    """The forecast of open deals."""
+
+    group_by: str
+    currency: str
+    rates_source: str
+    groups: list[ForecastGroupRead]
+    velocity: list[VelocityRead]
+    conversion: list[ConversionRead]

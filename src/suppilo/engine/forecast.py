@@ -1,0 +1,202 @@
+"""Sales forecast and pipeline velocity: pure math over plain values (no database, clock or currency table).
+
+Money is integer minor units plus an ISO 4217 code. Amounts in different currencies are only ever added after
+conversion through a rate the caller passes in; a currency without a rate stays in its own bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from itertools import pairwise
+
+COMMIT_PROBABILITY = 80
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastDeal:
+    """An open deal as the forecast sees it."""
+
+    amount_minor: int
+    currency: str
+    probability: int
+    close_month: str | None
+    owner_id: int | None
+    stage_key: str
+
+
+@dataclass(slots=True)
+class CurrencyTotals:
+    """Sums of one group in one currency."""
+
+    currency: str
+    converted: bool
+    count: int = 0
+    best_case_minor: int = 0
+    weighted_minor: int = 0
+    commit_minor: int = 0
+
+
+@dataclass(slots=True)
+class ForecastGroup:
+    """One group of the forecast (a month, an owner or a stage) with its totals per currency."""
+
+    key: str | None
+    totals: dict[str, CurrencyTotals] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StageVisit:
+    """A deal entered ``stage_key`` at ``entered_at``."""
+
+    stage_key: str
+    entered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StageOrder:
+    """A pipeline stage: its key, position and kind (open, won, lost)."""
+
+    key: str
+    position: int
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class StageVelocity:
+    """Completed stays in a stage: how many and how long on average."""
+
+    stage_key: str
+    stays: int
+    average_days: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StageConversion:
+    """Deals that entered a stage and how many of them went on to a later, not-lost stage."""
+
+    stage_key: str
+    entered: int
+    advanced: int
+    rate: float | None
+
+
+def weighted(amount_minor: int, probability: int) -> int:
+    """``amount × probability / 100``, rounded half up to a whole minor unit."""
+    if not 0 <= probability <= 100:
+        raise ValueError("probability must be between 0 and 100")
+    return int((Decimal(amount_minor) * probability / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def convert(
+    amount_minor: int,
+    currency: str,
+    target: str,
+    rates: Mapping[str, Decimal],
+    exponents: Mapping[str, int],
+) -> int | None:
+    """``amount_minor`` of ``currency`` in minor units of ``target``, or None without a rate.
+
+    ``rates[c]`` is the price of one major unit of ``c`` in major units of ``target``; ``exponents`` gives the
+    minor-unit digits of each currency (2 when missing).
+    """
+    if currency == target:
+        return amount_minor
+    rate = rates.get(currency)
+    if rate is None:
+        return None
+    major = Decimal(amount_minor).scaleb(-exponents.get(currency, 2))
+    out = (major * rate).scaleb(exponents.get(target, 2))
+    return int(out.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _group_key(deal: ForecastDeal, group_by: str) -> str | None:
+    if group_by == "month":
+        return deal.close_month
+    if group_by == "owner":
+        return None if deal.owner_id is None else str(deal.owner_id)
+    if group_by == "stage":
+        return deal.stage_key
+    raise ValueError("group_by must be month, owner or stage")
+
+
+def forecast(
+    deals: Iterable[ForecastDeal],
+    group_by: str,
+    target: str,
+    rates: Mapping[str, Decimal],
+    exponents: Mapping[str, int],
+    *,
+    commit_probability: int = COMMIT_PROBABILITY,
+) -> list[ForecastGroup]:
+    """Best case (every open deal), weighted (amount × probability) and commit (probability ≥ commit_probability)
+    per group. Amounts convertible into ``target`` are summed there; the rest stay per currency.
+    Groups are sorted by key with the group without a key (no month, no owner) last.
+    """
+    groups: dict[str | None, ForecastGroup] = {}
+    for deal in deals:
+        key = _group_key(deal, group_by)
+        group = groups.setdefault(key, ForecastGroup(key))
+        converted = convert(deal.amount_minor, deal.currency, target, rates, exponents)
+        if converted is None:
+            currency, amount, is_converted = deal.currency, deal.amount_minor, False
+        else:
+            currency, amount, is_converted = target, converted, deal.currency != target
+        totals = group.totals.setdefault(currency, CurrencyTotals(currency, converted=False))
+        totals.converted = totals.converted or is_converted
+        totals.count += 1
+        totals.best_case_minor += amount
+        totals.weighted_minor += weighted(amount, deal.probability)
+        if deal.probability >= commit_probability:
+            totals.commit_minor += amount
+    return sorted(groups.values(), key=lambda g: (g.key is None, g.key or ""))
+
+
+def velocity(histories: Iterable[Sequence[StageVisit]], stages: Sequence[StageOrder]) -> list[StageVelocity]:
+    """Average days per stage over completed stays (a stay ends when the deal enters its next stage).
+
+    ``histories`` holds each deal's visits in time order; the stay in a deal's current stage is not counted.
+    """
+    total_seconds: dict[str, float] = {}
+    stays: dict[str, int] = {}
+    for visits in histories:
+        for current, nxt in pairwise(visits):
+            seconds = (nxt.entered_at - current.entered_at).total_seconds()
+            total_seconds[current.stage_key] = total_seconds.get(current.stage_key, 0.0) + seconds
+            stays[current.stage_key] = stays.get(current.stage_key, 0) + 1
+    out = []
+    for stage in sorted(stages, key=lambda s: s.position):
+        if stage.kind != "open":
+            continue
+        n = stays.get(stage.key, 0)
+        avg = round(total_seconds[stage.key] / n / 86400, 2) if n else None
+        out.append(StageVelocity(stage.key, n, avg))
+    return out
+
+
+def conversion(histories: Iterable[Sequence[str]], stages: Sequence[StageOrder]) -> list[StageConversion]:
+    """Per open stage: deals that entered it, and those that later entered a stage further on that is not lost."""
+    by_key = {s.key: s for s in stages}
+    entered: dict[str, int] = {}
+    advanced: dict[str, int] = {}
+    for visited in histories:
+        seen: set[str] = set()
+        for i, key in enumerate(visited):
+            stage = by_key.get(key)
+            if stage is None or stage.kind != "open" or key in seen:
+                continue
+            seen.add(key)
+            entered[key] = entered.get(key, 0) + 1
+            later = (by_key.get(k) for k in visited[i + 1 :])
+            if any(s is not None and s.kind != "lost" and s.position > stage.position for s in later):
+                advanced[key] = advanced.get(key, 0) + 1
+    out = []
+    for stage in sorted(stages, key=lambda s: s.position):
+        if stage.kind != "open":
+            continue
+        n = entered.get(stage.key, 0)
+        a = advanced.get(stage.key, 0)
+        out.append(StageConversion(stage.key, n, a, round(a / n, 4) if n else None))
+    return out
