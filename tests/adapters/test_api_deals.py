@@ -409,6 +409,22 @@ def test_forecast_on_a_hand_built_pipeline(client, workspace, session_factory):
     conversion = {c["stage_key"]: c for c in body["conversion"]}
     assert (conversion["qualification"]["entered"], conversion["qualification"]["advanced"]) == (4, 4)
     assert (conversion["demo"]["entered"], conversion["demo"]["advanced"], conversion["demo"]["rate"]) == (2, 1, 0.5)
+    # Once the workspace has an exchange rate, dollars are converted through it (a request's rate still wins).
+    res = client.post(
+        f"{API}/rates",
+        json=[{"date": "2020-01-01", "base": "USD", "quote": "EUR", "rate": "0.8"}],
+        headers=workspace.auth("write"),
+    )
+    assert res.status_code == 201, res.text
+    tabled = client.get(f"{API}/forecast?group_by=month", headers=workspace.auth("read")).json()
+    assert tabled["rates_source"] == "exchange_rates"
+    april = {g["key"]: g["totals"] for g in tabled["groups"]}["2026-04"]
+    assert [(t["currency"], t["converted"], t["best_case_minor"], t["weighted_minor"]) for t in april] == [
+        ("EUR", True, 16_000, 9_600)
+    ]
+    override = client.get(f"{API}/forecast?group_by=month&rate=USD:0.9", headers=workspace.auth("read")).json()
+    assert override["rates_source"] == "request"
+    assert {g["key"]: g["totals"] for g in override["groups"]}["2026-04"][0]["best_case_minor"] == 18_000
     bad = client.get(f"{API}/forecast?rate=USD:abc", headers=workspace.auth("read"))
     assert bad.status_code == 422 and bad.json()["error"]["path"] == "rate.0"
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from suppilo.analytics import rates as analytics_rates
 from suppilo.commerce.money import exponent
+from suppilo.db.base import utcnow
 from suppilo.deals.models import Deal, DealStageChange, PipelineStage
 from suppilo.deals.schemas import (
     ConversionRead,
@@ -33,12 +36,12 @@ def workspace_forecast(
 ) -> ForecastRead:
     """Weighted pipeline, commit and best case of open deals grouped by close month, owner or stage, in
     ``currency`` (default: the workspace's). ``rates[c]`` converts one major unit of ``c`` into ``currency``;
-    deals in currencies without a rate are reported per currency. Velocity and conversion per stage come
-    from the deals' stage histories."""
+    without ``rates`` the workspace's exchange-rate table (analytics) gives today's rates. Deals in currencies
+    without a rate are reported per currency. Velocity and conversion per stage come from the stage histories."""
     if group_by not in ("month", "owner", "stage"):
         raise DomainError("group_by", "group_by must be month, owner or stage", code="invalid_group_by")
     target = currency or get_workspace(session, workspace_id).currency
-    rates = dict(rates or {})
+    given = dict(rates or {})
     stage_rows = list(
         session.scalars(
             select(PipelineStage)
@@ -78,6 +81,11 @@ def workspace_forecast(
             )
         )
     exponents = {c: exponent(c) for c in currencies}
+    if given:
+        rates, rates_source = given, "request"
+    else:
+        rates = table_rates(session, workspace_id, target, currencies - {target}, utcnow().date())
+        rates_source = "exchange_rates" if rates else "none"
     groups = fc.forecast(open_deals, group_by, target, rates, exponents)
 
     deal_pipeline = {row.id: row.pipeline_id for row in deal_rows}
@@ -109,7 +117,7 @@ def workspace_forecast(
     return ForecastRead(
         group_by=group_by,
         currency=target,
-        rates_source="request" if rates else "none",
+        rates_source=rates_source,
         groups=[
             ForecastGroupRead(
                 key=g.key,
@@ -130,3 +138,17 @@ def workspace_forecast(
         velocity=velocity,
         conversion=conversion,
     )
+
+
+def table_rates(session: Session, workspace_id: int, target: str, currencies: set[str], on: date) -> dict[str, Decimal]:
+    """Rates into ``target`` on ``on`` from the workspace's exchange-rate table, for the currencies that have one."""
+    if not currencies:
+        return {}
+    book = analytics_rates.rate_book(session, workspace_id)
+    out: dict[str, Decimal] = {}
+    for code in sorted(currencies):
+        try:
+            out[code] = book.rate(code, target, on)
+        except analytics_rates.MissingRate:
+            continue
+    return out

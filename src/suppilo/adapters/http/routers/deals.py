@@ -309,7 +309,8 @@ def forecast(
 ) -> ForecastRead:
     """Weighted pipeline (amount × stage probability), commit (probability ≥ 80) and best case of open deals,
     grouped by expected-close month, owner or stage, plus average days per stage and conversion per stage.
-    Deals in a currency without a ``rate`` are reported in their own currency, never summed across currencies."""
+    Without ``rate`` the workspace's exchange-rate table gives today's rates. Deals in a currency without a rate
+    are reported in their own currency, never summed across currencies."""
     if currency is not None and not is_currency(currency.upper()):
         raise DomainError("currency", f"{currency!r} is not a known ISO 4217 currency code", code="invalid_currency")
     if pipeline_id is not None:
