@@ -256,6 +256,18 @@ def test_lifecycle_opening_winning_and_losing(client, workspace, session_factory
     assert "chose a competitor" in change.reason
     history = client.get(f"{API}/deals/{lost['id']}/history", headers=workspace.auth("read")).json()
     assert history[-1]["reason"] == "chose a competitor"
+    # Reopening the lost deal brings the contact back to decision; its tasks default to the deal's contact.
+    res = _move(client, workspace, lost["id"], _stage(pipeline, "demo"))
+    assert res.status_code == 200 and (res.json()["status"], res.json()["lost_reason"]) == ("open", None)
+    contact = client.get(f"{API}/contacts/{prospect['id']}", headers=workspace.auth("read")).json()
+    assert contact["lifecycle_stage"] == "decision"
+    due = (datetime.now(UTC) + timedelta(hours=4)).isoformat()
+    task = client.post(
+        f"{API}/tasks",
+        json={"title": "Call back", "due_at": due, "deal_id": lost["id"]},
+        headers=workspace.auth("write"),
+    )
+    assert task.status_code == 201 and task.json()["contact_id"] == prospect["id"]
 
 
 def test_tasks_due_times_completion_and_overdue_list(client, workspace, session_factory):
@@ -330,7 +342,8 @@ def test_objections_and_activities(client, workspace):
     on_deal = client.get(f"{API}/activities?deal_id={deal['id']}", headers=workspace.auth("read")).json()
     assert [a["body"] for a in on_deal] == ["Intro call"]
     on_contact = client.get(f"{API}/activities?contact_id={buyer['id']}", headers=workspace.auth("read")).json()
-    assert {a["body"] for a in on_contact} == {"Met at fair"}
+    # An activity on a deal also shows on the deal's contact.
+    assert {a["body"] for a in on_contact} == {"Met at fair", "Intro call"}
 
 
 def test_forecast_on_a_hand_built_pipeline(client, workspace, session_factory):

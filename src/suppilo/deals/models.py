@@ -41,7 +41,9 @@ class Deal(TenantMixin, TimestampMixin, Base):
 
     __tablename__ = "deals"
     __table_args__ = (
-        Index("ix_deals_ws_pipeline_stage", "workspace_id", "pipeline_id", "stage_id"),
+        # Board: sums per stage and currency of a pipeline, and the newest deals of each stage.
+        Index("ix_deals_ws_pipeline_stage", "workspace_id", "pipeline_id", "stage_id", "currency"),
+        Index("ix_deals_ws_stage_id", "workspace_id", "stage_id", "id"),
         Index("ix_deals_ws_owner", "workspace_id", "owner_id"),
         Index("ix_deals_ws_status", "workspace_id", "status"),
         Index("ix_deals_contact", "workspace_id", "contact_id"),

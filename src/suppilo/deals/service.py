@@ -335,24 +335,35 @@ def create_deal(session: Session, workspace_id: int, data: DealCreate, *, actor:
     session.add(deal)
     session.flush()
     _record_change(session, deal, None, stage.id, now, actor, "opened")
-    contact = _contact(session, deal)
-    if contact is not None:
-        contacts_service.apply_rule(
-            session,
-            contact,
-            "deal_opened",
-            rules=contacts_service.lifecycle_rules(workspace.settings),
-            stages=contacts_service.stage_specs(session, workspace_id),
-            at=now,
-            detail=f"deal {deal.id} ({deal.name})",
-        )
-    session.flush()
+    _apply_deal_opened(session, deal, now)
     return deal
 
 
-def get_deal(session: Session, workspace_id: int, deal_id: int, path: str = "deal_id") -> Deal:
-    """A deal of this workspace; NotFound otherwise."""
-    deal = session.scalar(select(Deal).where(Deal.workspace_id == workspace_id, Deal.id == deal_id))
+def _apply_deal_opened(session: Session, deal: Deal, at: datetime) -> None:
+    """Move the deal's contact forward to 'decision' (the workspace's ``deal_opened`` rule)."""
+    contact = _contact(session, deal)
+    if contact is None:
+        return
+    workspace = get_workspace(session, deal.workspace_id)
+    contacts_service.apply_rule(
+        session,
+        contact,
+        "deal_opened",
+        rules=contacts_service.lifecycle_rules(workspace.settings),
+        stages=contacts_service.stage_specs(session, deal.workspace_id),
+        at=at,
+        detail=f"deal {deal.id} ({deal.name})",
+    )
+    session.flush()
+
+
+def get_deal(session: Session, workspace_id: int, deal_id: int, path: str = "deal_id", *, lock: bool = False) -> Deal:
+    """A deal of this workspace; NotFound otherwise. ``lock``: hold its row until commit (PostgreSQL), so
+    concurrent changes of one deal run one after the other."""
+    query = select(Deal).where(Deal.workspace_id == workspace_id, Deal.id == deal_id)
+    if lock:
+        query = query.with_for_update()
+    deal = session.scalar(query)
     if deal is None:
         raise NotFound(path, f"deal {deal_id} not found")
     return deal
@@ -414,7 +425,7 @@ def _claim_version(session: Session, deal: Deal, expected: int | None) -> None:
 
 def update_deal(session: Session, workspace_id: int, deal_id: int, data: DealUpdate) -> Deal:
     """Change a deal's fields if ``data.version`` is still current (409 version_conflict otherwise)."""
-    deal = get_deal(session, workspace_id, deal_id)
+    deal = get_deal(session, workspace_id, deal_id, lock=True)
     fields = data.model_dump(exclude_unset=True, exclude={"version"})
     if "name" in fields and fields["name"] is None:
         raise DealError("name", "a deal needs a name")
@@ -440,9 +451,9 @@ def move_deal(session: Session, workspace_id: int, deal_id: int, data: DealMove,
 
     Refused: a stage of another pipeline; won without an amount when the pipeline requires one; lost without
     a reason; any move of a won deal. Won records an order through commerce (the contact becomes a customer);
-    lost returns the contact to 'consideration' with the reason.
+    lost returns the contact to 'consideration' with the reason; reopening a lost deal applies ``deal_opened``.
     """
-    deal = get_deal(session, workspace_id, deal_id)
+    deal = get_deal(session, workspace_id, deal_id, lock=True)
     target = _stage(session, workspace_id, data.stage_id)
     if target.pipeline_id != deal.pipeline_id:
         raise DealError(
@@ -468,6 +479,7 @@ def move_deal(session: Session, workspace_id: int, deal_id: int, data: DealMove,
     _claim_version(session, deal, data.version)
     now = utcnow()
     from_stage_id = deal.stage_id
+    reopened = deal.status == "lost" and target.kind == "open"
     deal.stage_id = target.id
     deal.stage_entered_at = now
     deal.status = target.kind
@@ -487,6 +499,8 @@ def move_deal(session: Session, workspace_id: int, deal_id: int, data: DealMove,
         _record_won_order(session, deal, now)
     elif target.kind == "lost":
         _return_contact_to_nurturing(session, deal, reason, now, actor)
+    elif reopened:
+        _apply_deal_opened(session, deal, now)
     return deal
 
 
@@ -617,11 +631,11 @@ def list_objections(session: Session, workspace_id: int, deal_id: int) -> list[D
 
 
 def _task_links(session: Session, workspace_id: int, deal_id: int | None, contact_id: int | None) -> int | None:
-    if deal_id is not None:
-        get_deal(session, workspace_id, deal_id)
+    """Check the deal and contact exist here; the contact defaults to the deal's."""
+    deal = get_deal(session, workspace_id, deal_id) if deal_id is not None else None
     if contact_id is not None:
         return contacts_service.get_contact(session, workspace_id, contact_id).id
-    return None
+    return deal.contact_id if deal is not None else None
 
 
 def create_task(session: Session, workspace_id: int, data: TaskCreate, *, now: datetime | None = None) -> Task:

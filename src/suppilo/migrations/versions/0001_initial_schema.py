@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 20:17:59.764231
+Create Date: 2026-11-23 20:19:58.959546
 """
 
 from __future__ import annotations
@@ -752,7 +752,10 @@ def upgrade() -> None:
     with op.batch_alter_table("deals", schema=None) as batch_op:
         batch_op.create_index("ix_deals_contact", ["workspace_id", "contact_id"], unique=False)
         batch_op.create_index("ix_deals_ws_owner", ["workspace_id", "owner_id"], unique=False)
-        batch_op.create_index("ix_deals_ws_pipeline_stage", ["workspace_id", "pipeline_id", "stage_id"], unique=False)
+        batch_op.create_index(
+            "ix_deals_ws_pipeline_stage", ["workspace_id", "pipeline_id", "stage_id", "currency"], unique=False
+        )
+        batch_op.create_index("ix_deals_ws_stage_id", ["workspace_id", "stage_id", "id"], unique=False)
         batch_op.create_index("ix_deals_ws_status", ["workspace_id", "status"], unique=False)
 
     op.create_table(
@@ -1300,6 +1303,7 @@ def downgrade() -> None:
     op.drop_table("events")
     with op.batch_alter_table("deals", schema=None) as batch_op:
         batch_op.drop_index("ix_deals_ws_status")
+        batch_op.drop_index("ix_deals_ws_stage_id")
         batch_op.drop_index("ix_deals_ws_pipeline_stage")
         batch_op.drop_index("ix_deals_ws_owner")
         batch_op.drop_index("ix_deals_contact")
