@@ -16,10 +16,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -67,6 +67,11 @@ def clean(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     return value
+
+
+def _clean_dict(value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = clean(value)
+    return out
 
 
 def period(date_from: date | None, date_to: date | None) -> tuple[date, date, datetime, datetime]:
@@ -239,7 +244,7 @@ def import_spend_csv(session: Session, workspace_id: int, text: str) -> tuple[in
             }
         )
     if rows:
-        session.execute(MarketingSpend.__table__.insert(), rows)
+        session.execute(insert(MarketingSpend), rows)
         session.flush()
     return len(rows), errors
 
@@ -277,7 +282,8 @@ def _as_dt(value: Any) -> datetime:
     """An aggregate's datetime (SQLite returns text for min(), without the column type's processing)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    dt = cast(datetime, value)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def spend_report(
@@ -344,7 +350,7 @@ def spend_report(
                 Order.placed_at < end,
             )
         ):
-            acc[keys_by_contact[cid]]["revenue_minor"] += book.convert(
+            acc[keys_by_contact[cast(int, cid)]]["revenue_minor"] += book.convert(
                 _order_value(total, refunded), ccy, home, placed.date()
             )
 
@@ -355,7 +361,7 @@ def spend_report(
         for m in ("spend_minor", "leads", "qualified_leads", "new_customers", "revenue_minor")
     }
     empty = not acc
-    return clean(
+    return _clean_dict(
         {
             "currency": home,
             "from": frm.isoformat(),
@@ -435,7 +441,7 @@ def funnel_report(
             stages,
             min_contacts=min_contacts,
         )
-        return clean(res)
+        return _clean_dict(res)
 
     out: dict[str, Any] = {"from": frm.isoformat(), "to": to.isoformat(), "stages": stages, "all": run(list(rows))}
     if group_by:
@@ -469,7 +475,7 @@ def event_funnel_report(
     names = sorted({s for s in steps if not s.startswith(PAGE_PREFIX)})
     paths = sorted({s[len(PAGE_PREFIX) :] for s in steps if s.startswith(PAGE_PREFIX)})
     path_expr = Event.properties["path"].as_string()
-    match = []
+    match: list[ColumnElement[bool]] = []
     if names:
         match.append(Event.name.in_(names))
     if paths:
@@ -491,9 +497,13 @@ def event_funnel_report(
     name_set, path_set = set(names), set(paths)
     for cid, at, kind, name, path in rows:
         if name in name_set:
-            ids.append(cid), times.append(at.timestamp()), labels.append(name)
+            ids.append(cid)
+            times.append(at.timestamp())
+            labels.append(name)
         if kind == "page" and path in path_set:
-            ids.append(cid), times.append(at.timestamp()), labels.append(PAGE_PREFIX + path)
+            ids.append(cid)
+            times.append(at.timestamp())
+            labels.append(PAGE_PREFIX + path)
     res = funnel.ordered_funnel(
         np.array(ids, dtype=np.int64),
         np.array(times, dtype=np.float64),
@@ -502,7 +512,7 @@ def event_funnel_report(
         window_days * 86_400.0,
         min_contacts=min_contacts,
     )
-    return {"from": frm.isoformat(), "to": to.isoformat(), "window_days": window_days, **clean(res)}
+    return {"from": frm.isoformat(), "to": to.isoformat(), "window_days": window_days, **_clean_dict(res)}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -543,9 +553,10 @@ def attribution_report(
             .where(Order.workspace_id == workspace_id, Order.contact_id.in_(chunk), Order.status.in_(BUYING_STATUSES))
             .order_by(Order.contact_id, Order.placed_at, Order.id)
         ):
-            if cid in values or placed != converted[cid]:
+            c = cast(int, cid)
+            if c in values or placed != converted[c]:
                 continue
-            values[cid] = book.convert(_order_value(total, refunded), ccy, home, placed.date())
+            values[c] = book.convert(_order_value(total, refunded), ccy, home, placed.date())
     touches: dict[int, list[attribution.Touch]] = defaultdict(list)
     in_period = (
         select(Touch.contact_id)
@@ -582,11 +593,11 @@ def attribution_report(
     table: dict[str, dict[str, Any]] = defaultdict(dict)
     for model, res in results.items():
         models[model] = clean(res)
-        for c in res.credits:
-            table[c.key][model] = {"conversions": c.conversions, "revenue_minor": round(c.revenue)}
+        for cr in res.credits:
+            table[cr.key][model] = {"conversions": cr.conversions, "revenue_minor": round(cr.revenue)}
     n_conv = sum(1 for p in paths if p.converted)
     insufficient = n_conv == 0
-    return clean(
+    return _clean_dict(
         {
             "currency": home,
             "from": frm.isoformat(),
@@ -629,7 +640,7 @@ def _order_arrays(
     times: list[float] = []
     vals: list[float] = []
     for cid, placed, ccy, total, refunded in session.execute(q):
-        ids.append(cid)
+        ids.append(cast(int, cid))
         times.append(placed.timestamp() / 86_400.0)
         vals.append(float(book.convert(_order_value(total, refunded), ccy, book.home, placed.date())))
     return np.array(ids, dtype=np.int64), np.array(times, dtype=np.float64), np.array(vals, dtype=np.float64)
@@ -723,7 +734,7 @@ def fit_clv(
         )
     )
     session.flush()
-    return clean(result)
+    return _clean_dict(result)
 
 
 def _holdout(
@@ -733,7 +744,7 @@ def _holdout(
     if t.size == 0 or float(t.min()) >= cutoff:
         return {"insufficient_data": True, "reason": f"no orders before the {holdout_days}-day holdout period"}
     rep = clv.calibration_holdout(ids, t, v, cutoff, obs_end, unit_days=UNIT_DAYS, min_repeat_customers=min_repeat)
-    return clean(
+    return _clean_dict(
         {
             "holdout_days": holdout_days,
             "customers": rep.customers,
@@ -752,7 +763,7 @@ def _write_properties(
     session: Session, workspace_id: int, per_contact: dict[int, dict[str, Any]], now: datetime
 ) -> int:
     """Merge the CLV values into ``contacts.properties`` with one executemany per chunk."""
-    table = Contact.__table__
+    table = cast(Table, Contact.__table__)
     stmt = (
         update(table)
         .where(table.c.workspace_id == workspace_id, table.c.id == bindparam("b_id"))
