@@ -118,9 +118,23 @@ def test_pipeline_crud_and_invalid_stage_sets(client, workspace):
     res = client.patch(f"{API}/pipelines/{pid}", json={"stages": stages}, headers=workspace.auth("write"))
     assert res.status_code == 200, res.text
     assert [s["key"] for s in res.json()["stages"]] == ["intro", "trial", "signed", "dropped"]
-    _deal(client, workspace, pipeline_id=pid)
+    # An unused stage can be dropped.
+    res = client.patch(
+        f"{API}/pipelines/{pid}", json={"stages": [stages[0], *stages[2:]]}, headers=workspace.auth("write")
+    )
+    assert res.status_code == 200 and [s["key"] for s in res.json()["stages"]] == ["intro", "signed", "dropped"]
+    res = client.patch(f"{API}/pipelines/{pid}", json={"stages": stages}, headers=workspace.auth("write"))
+    deal = _deal(client, workspace, pipeline_id=pid)
     res = client.patch(f"{API}/pipelines/{pid}", json={"stages": stages[1:]}, headers=workspace.auth("write"))
     assert res.status_code == 409 and res.json()["error"]["code"] == "stage_in_use"
+    # Once the deal moved on, its history still holds the stage: it stays.
+    current = client.get(f"{API}/pipelines/{pid}", headers=workspace.auth("read")).json()
+    assert _move(client, workspace, deal["id"], _stage(current, "trial")).status_code == 200
+    res = client.patch(f"{API}/pipelines/{pid}", json={"stages": stages[1:]}, headers=workspace.auth("write"))
+    assert res.status_code == 409 and "history" in res.json()["error"]["message"]
+    assert len(client.get(f"{API}/deals/{deal['id']}/history", headers=workspace.auth("read")).json()) == 2
+    res = client.patch(f"{API}/deals/{deal['id']}", json={"version": 2, "stage_id": 1}, headers=workspace.auth("write"))
+    assert res.status_code == 422
     assert client.delete(f"{API}/pipelines/{pid}", headers=workspace.auth("write")).status_code == 409
 
 

@@ -104,6 +104,8 @@ class DealCreate(BaseModel):
 class DealUpdate(BaseModel):
     """Changes to a deal; ``version`` must be the one last read (409 version_conflict otherwise)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     version: int = Field(ge=1)
     name: Text | None = Field(default=None, min_length=1, max_length=300)
     contact_id: int | None = None

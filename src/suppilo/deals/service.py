@@ -207,13 +207,20 @@ def update_pipeline(session: Session, workspace_id: int, pipeline_id: int, data:
             )
             if used:
                 raise Conflict("stages", f"stage {key!r} still holds {used} deal(s); move them first", "stage_in_use")
+            passed = session.scalar(
+                select(func.count(func.distinct(DealStageChange.deal_id))).where(
+                    DealStageChange.workspace_id == workspace_id,
+                    (DealStageChange.to_stage_id == stage.id) | (DealStageChange.from_stage_id == stage.id),
+                )
+            )
+            if passed:
+                raise Conflict(
+                    "stages",
+                    f"stage {key!r} is in the history of {passed} deal(s); keep it (rename it or move it last)",
+                    "stage_in_use",
+                )
         for key, stage in current.items():
             if key not in wanted:
-                session.execute(
-                    update(DealStageChange)
-                    .where(DealStageChange.workspace_id == workspace_id, DealStageChange.from_stage_id == stage.id)
-                    .values(from_stage_id=None)
-                )
                 session.delete(stage)
         for position, spec in enumerate(data.stages, start=1):
             row = current.get(spec.key)
