@@ -47,6 +47,7 @@ class RateBook:
             items.sort()
             self._dates[key] = [d for d, _ in items]
             self._rates[key] = [r for _, r in items]
+        self._memo: dict[tuple[str, str, date], Decimal] = {}
 
     def _pair(self, base: str, quote: str, on: date) -> Decimal | None:
         dates = self._dates.get((base, quote))
@@ -67,6 +68,14 @@ class RateBook:
         f, t = from_ccy.upper(), to_ccy.upper()
         if f == t:
             return Decimal(1)
+        memo = self._memo.get((f, t, on))
+        if memo is not None:
+            return memo
+        r = self._find(f, t, on)
+        self._memo[(f, t, on)] = r
+        return r
+
+    def _find(self, f: str, t: str, on: date) -> Decimal:
         r = self._direct(f, t, on)
         if r is not None:
             return r

@@ -306,7 +306,15 @@ def spend_report(
         return (f"{when.year:04d}-{when.month:02d}", ch)
 
     acc: dict[tuple[str, ...], dict[str, int]] = defaultdict(
-        lambda: {"spend_minor": 0, "leads": 0, "qualified_leads": 0, "new_customers": 0, "revenue_minor": 0}
+        lambda: {
+            "spend_minor": 0,
+            "leads": 0,
+            "qualified_leads": 0,
+            "new_customers": 0,
+            "revenue_minor": 0,
+            "clv_sum_minor": 0,
+            "clv_customers": 0,
+        }
     )
     for d, ch, camp, amount, ccy in session.execute(
         select(
@@ -340,6 +348,17 @@ def spend_report(
         keys_by_contact[cid] = k
         acc[k]["new_customers"] += 1
     ids = list(keys_by_contact)
+    # LTV:CAC from the last CLV fit's contact property (minor units of the workspace currency).
+    clv_prop = Contact.properties["predicted_clv_12m"].as_float()
+    for chunk in _chunks(ids):
+        for cid, value in session.execute(
+            select(Contact.id, clv_prop).where(
+                Contact.workspace_id == workspace_id, Contact.id.in_(chunk), clv_prop.is_not(None)
+            )
+        ):
+            row = acc[keys_by_contact[cid]]
+            row["clv_sum_minor"] += round(value)
+            row["clv_customers"] += 1
     for chunk in _chunks(ids):
         for cid, placed, ccy, total, refunded in session.execute(
             select(Order.contact_id, Order.placed_at, Order.currency, Order.total_minor, Order.refunded_minor).where(
@@ -358,7 +377,15 @@ def spend_report(
     rows = [_spend_metrics(dict(zip(names, k, strict=True)), v) for k, v in sorted(acc.items())]
     totals = {
         m: sum(v[m] for v in acc.values())
-        for m in ("spend_minor", "leads", "qualified_leads", "new_customers", "revenue_minor")
+        for m in (
+            "spend_minor",
+            "leads",
+            "qualified_leads",
+            "new_customers",
+            "revenue_minor",
+            "clv_sum_minor",
+            "clv_customers",
+        )
     }
     empty = not acc
     return _clean_dict(
@@ -375,8 +402,12 @@ def spend_report(
     )
 
 
-def _spend_metrics(head: dict[str, Any], v: dict[str, int]) -> dict[str, Any]:
+def _spend_metrics(head: dict[str, Any], metrics: dict[str, int]) -> dict[str, Any]:
+    v = dict(metrics)
+    clv_sum, clv_n = v.pop("clv_sum_minor"), v.pop("clv_customers")
     spend, revenue = v["spend_minor"], v["revenue_minor"]
+    cac = _money_ratio(spend, v["new_customers"]) if spend else None
+    avg_clv = _money_ratio(clv_sum, clv_n)
     notes = []
     if not spend:
         notes.append("no spend recorded: cost ratios, ROI and ROAS undefined")
@@ -389,9 +420,12 @@ def _spend_metrics(head: dict[str, Any], v: dict[str, int]) -> dict[str, Any]:
         **v,
         "cost_per_lead_minor": _money_ratio(spend, v["leads"]),
         "cost_per_qualified_lead_minor": _money_ratio(spend, v["qualified_leads"]),
-        "cac_minor": _money_ratio(spend, v["new_customers"]) if spend else None,
+        "cac_minor": cac,
         "roi": _ratio(revenue - spend, spend),
         "roas": _ratio(revenue, spend),
+        # Mean predicted 12-month CLV of the new customers (last CLV fit) over CAC; None without a fit or a CAC.
+        "avg_predicted_clv_12m_minor": avg_clv,
+        "ltv_cac": _ratio(avg_clv, cac) if avg_clv is not None and cac else None,
         "notes": notes,
     }
 

@@ -93,6 +93,9 @@ def test_reports_over_the_demo(client, demo, session) -> None:
     session.rollback()
     assert sum(t is not None for t in tiers) == customers
     assert client.get("/api/v1/reports/clv", headers=h).json()["customers"] == customers
+    after = client.get("/api/v1/reports/spend", params=YEAR, headers=h).json()
+    ltv = {r["channel"]: r for r in after["rows"]}["paid_search"]
+    assert ltv["ltv_cac"] == pytest.approx(ltv["avg_predicted_clv_12m_minor"] / ltv["cac_minor"])
 
     cohorts = client.get("/api/v1/reports/cohorts", params={"to": "2025-05-31"}, headers=h).json()
     assert sum(r["customers"] for r in cohorts["cohorts"]) == customers

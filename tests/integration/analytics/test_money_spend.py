@@ -10,6 +10,7 @@ import pytest
 from suppilo.analytics import service
 from suppilo.analytics.rates import MissingRate, RateBook, rate_book
 from suppilo.analytics.schemas import SpendCreate
+from suppilo.contacts.models import Contact
 
 from .builders import contact
 
@@ -48,12 +49,12 @@ def test_rates_csv_and_currency_exponents(session, workspace) -> None:
         service.import_rates_csv(session, workspace.id, "date,currency,rate_to_usd\n")
 
 
-def _scenario(session, ws: int) -> None:
+def _scenario(session, ws: int) -> int:
     service.import_rates_csv(session, ws, RATES_CSV)
     n, errors = service.import_spend_csv(session, ws, SPEND_CSV)
     assert n == 4 and errors[0]["line"] == 6 and "decimals" in errors[0]["message"]
     # c1: paid_search lead + qualified in March, first order 1000 SEK on 03-10 (0.08: 80 EUR) and 20 EUR on 03-20.
-    contact(
+    c1 = contact(
         session,
         ws,
         "paid_search",
@@ -77,10 +78,13 @@ def _scenario(session, ws: int) -> None:
         stages=[("interest", "2025-03-06")],
         orders=[("2025-02-01", 5_000, "EUR"), ("2025-03-07", 5_000, "EUR")],
     )
+    return c1
 
 
 def test_spend_report_by_channel_with_conversion(session, workspace, other_workspace) -> None:
-    _scenario(session, workspace.id)
+    c1 = _scenario(session, workspace.id)
+    session.get(Contact, c1).properties = {"predicted_clv_12m": 30_000}  # as a CLV fit writes it
+    session.flush()
     service.add_spend(
         session,
         other_workspace.id,
@@ -98,6 +102,7 @@ def test_spend_report_by_channel_with_conversion(session, workspace, other_works
     assert ps["cost_per_lead_minor"] == 10_000 and ps["cost_per_qualified_lead_minor"] == 10_000
     assert ps["cac_minor"] == 20_000
     assert ps["roi"] == pytest.approx(-0.5) and ps["roas"] == pytest.approx(0.5)
+    assert ps["avg_predicted_clv_12m_minor"] == 30_000 and ps["ltv_cac"] == pytest.approx(1.5)
     social = rows["paid_social"]
     assert social["spend_minor"] == 4_000  # 500 SEK at 0.08
     assert (social["leads"], social["new_customers"], social["cac_minor"]) == (1, 0, None)

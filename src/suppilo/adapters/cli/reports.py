@@ -103,7 +103,7 @@ def spend(
         group_by, []
     )
     cols = [*head, "spend_minor", "leads", "qualified_leads", "new_customers", "revenue_minor"]
-    cols += ["cost_per_lead_minor", "cost_per_qualified_lead_minor", "cac_minor", "roi", "roas"]
+    cols += ["cost_per_lead_minor", "cost_per_qualified_lead_minor", "cac_minor", "roi", "roas", "ltv_cac"]
     _output(
         data,
         as_json,
