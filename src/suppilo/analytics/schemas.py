@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SpendGroup = Literal["channel", "campaign", "month"]
-FunnelGroup = Literal["channel", "country"]
+FunnelGroup = Literal["channel", "country", "region"]
 AttributionLevel = Literal["channel", "campaign"]
 
 

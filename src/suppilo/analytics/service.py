@@ -445,8 +445,8 @@ def funnel_report(
     min_contacts: int = funnel.MIN_CONTACTS,
 ) -> dict[str, Any]:
     """The lifecycle-stage funnel of contacts with a stage change in the period (their history up to its end)."""
-    if group_by not in (None, "channel", "country"):
-        raise DomainError("group_by", "group_by must be channel or country")
+    if group_by not in (None, "channel", "country", "region"):
+        raise DomainError("group_by", "group_by must be channel, country or region")
     frm, to, start, end = period(date_from, date_to)
     stages = _funnel_stages(session, workspace_id)
     active = (
@@ -455,7 +455,7 @@ def funnel_report(
         .distinct()
         .subquery()
     )
-    group_col = Contact.first_touch_channel if group_by == "channel" else Contact.country
+    group_col = {"channel": Contact.first_touch_channel, "region": Contact.region}.get(group_by or "", Contact.country)
     rows = session.execute(
         select(StageChange.contact_id, StageChange.to_stage, StageChange.changed_at, group_col)
         .join(Contact, and_(Contact.id == StageChange.contact_id, Contact.workspace_id == workspace_id))

@@ -26,6 +26,7 @@ def contact(
     *,
     campaign: str | None = None,
     country: str | None = "FI",
+    region: str | None = None,
     stages: list[tuple[str, str]] = (),  # type: ignore[assignment]
     touches: list[tuple[str, str] | tuple[str, str, str]] = (),  # type: ignore[assignment]
     orders: list[tuple[str, int, str] | tuple[str, int, str, str]] = (),  # type: ignore[assignment]
@@ -37,6 +38,7 @@ def contact(
         workspace_id=ws,
         email=f"a{n}-{ws}@example.fi",
         country=country,
+        region=region,
         first_touch_channel=channel,
         first_touch_campaign=campaign,
         lifecycle_stage=stages[-1][0] if stages else "awareness",

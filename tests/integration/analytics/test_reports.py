@@ -75,6 +75,7 @@ def test_stage_funnel_counts_and_groups(session, workspace) -> None:
         ws,
         "email",
         country="FI",
+        region="Uusimaa",
         stages=[("interest", "2025-03-01"), ("consideration", "2025-03-03"), ("customer", "2025-03-07")],
     )
     contact(session, ws, "email", country="SE", stages=[("interest", "2025-03-02")])
@@ -96,6 +97,8 @@ def test_stage_funnel_counts_and_groups(session, workspace) -> None:
     assert set(rep["groups"]) == {"email", "paid_search"}
     by_country = service.funnel_report(session, ws, *MARCH, "country", min_contacts=1)
     assert by_country["groups"]["FI"]["contacts"] == 2
+    by_region = service.funnel_report(session, ws, *MARCH, "region", min_contacts=1)
+    assert by_region["groups"]["Uusimaa"]["contacts"] == 1 and by_region["groups"]["(unknown)"]["contacts"] == 2
     tiny = service.funnel_report(session, ws, *MARCH)  # default minimum of contacts
     assert tiny["all"]["insufficient_data"] and tiny["all"]["reason"]
 

@@ -119,7 +119,7 @@ def funnel(
     workspace: str | None = WorkspaceOpt,
     date_from: str | None = FromOpt,
     date_to: str | None = ToOpt,
-    group_by: str | None = typer.Option(None, "--group-by", help="channel or country"),
+    group_by: str | None = typer.Option(None, "--group-by", help="channel, country or region"),
     as_json: bool = JsonOpt,
     csv_file: Path | None = CsvOpt,
 ) -> None:

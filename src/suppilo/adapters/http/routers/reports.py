@@ -103,9 +103,9 @@ def funnel_report(
     session: ReadSession,
     date_from: From = None,
     date_to: To = None,
-    group_by: Literal["channel", "country"] | None = None,
+    group_by: Literal["channel", "country", "region"] | None = None,
 ) -> dict[str, Any]:
-    """The lifecycle-stage funnel (overall and per first-touch channel or country)."""
+    """The lifecycle-stage funnel (overall and per first-touch channel, country or region)."""
     return service.funnel_report(session, principal.workspace_id, date_from, date_to, group_by)
 
 
