@@ -71,10 +71,17 @@ class EventFunnelRequest(BaseModel):
     date_to: date | None = Field(default=None, alias="to")
 
 
+class Counts(BaseModel):
+    conversions: int = Field(ge=0)
+    trials: int = Field(ge=0)
+
+
 class ArmIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     conversions: int = Field(ge=0)
     trials: int = Field(ge=0)
+    # Cumulative counts at earlier looks, oldest first (the same number for every arm); the sequential test uses them.
+    history: list[Counts] = Field(default_factory=list, max_length=1000)
 
 
 class ExperimentRequest(BaseModel):

@@ -899,9 +899,23 @@ def cohort_report(
 
 
 def experiment_report(
-    arms: Sequence[tuple[str, int, int]], control: str, *, alpha: float = 0.05, tau: float = 0.05, seed: int = 0
+    arms: Sequence[tuple[str, int, int]],
+    control: str,
+    *,
+    alpha: float = 0.05,
+    tau: float = 0.05,
+    seed: int = 0,
+    history: dict[str, Sequence[tuple[int, int]]] | None = None,
 ) -> dict[str, Any]:
-    """Per variant against the control: two-proportion test and sequential (mSPRT) test; Bayesian over all arms."""
+    """Per variant against the control: two-proportion test and sequential (mSPRT) test; Bayesian over all arms.
+
+    ``history`` gives each arm's cumulative (conversions, trials) at earlier looks, oldest first; the sequential test
+    runs over those looks and the current counts, so looking early does not inflate its error rate.
+    """
+    history = history or {}
+    lengths = {len(history.get(a[0], ())) for a in arms}
+    if len(lengths) > 1:
+        raise DomainError("arms", "every arm needs the same number of earlier looks in its history")
     names = [a[0] for a in arms]
     if len(set(names)) != len(names):
         raise DomainError("arms", "arm names must be unique")
@@ -915,12 +929,19 @@ def experiment_report(
     for name, conv, trials in arms:
         if name == control:
             continue
-        look = experiments.Look(ctrl[1], ctrl[2], conv, trials)
+        looks = [
+            experiments.Look(c[0], c[1], v[0], v[1])
+            for c, v in zip(history.get(control, ()), history.get(name, ()), strict=True)
+        ]
+        looks.append(experiments.Look(ctrl[1], ctrl[2], conv, trials))
+        for k, lk in enumerate(looks[:-1]):
+            if lk.conversions_a > lk.trials_a or lk.conversions_b > lk.trials_b:
+                raise DomainError(f"arms.{names.index(name)}.history.{k}", "conversions cannot exceed trials")
         comparisons.append(
             {
                 "arm": name,
                 "two_proportion": clean(experiments.two_proportion_test(ctrl[1], ctrl[2], conv, trials, alpha=alpha)),
-                "sequential": clean(experiments.sequential_test([look], alpha=alpha, tau=tau)),
+                "sequential": clean(experiments.sequential_test(looks, alpha=alpha, tau=tau)),
             }
         )
     bayes = experiments.bayesian_ab(list(arms), rng=np.random.default_rng(seed), control=control)

@@ -107,6 +107,15 @@ def test_api_experiment_and_sample_size(client, workspace) -> None:
     }
     r = client.post("/api/v1/reports/experiment", json=body, headers=h)
     assert r.status_code == 200 and r.json()["comparisons"][0]["two_proportion"]["significant"] is True
+    looked = {
+        "arms": [
+            {"name": "A", "conversions": 100, "trials": 1000, "history": [{"conversions": 10, "trials": 100}]},
+            {"name": "B", "conversions": 130, "trials": 1000, "history": [{"conversions": 14, "trials": 100}]},
+        ],
+        "control": "A",
+    }
+    r = client.post("/api/v1/reports/experiment", json=looked, headers=h)
+    assert len(r.json()["comparisons"][0]["sequential"]["p_values"]) == 2
     r = client.post("/api/v1/reports/experiment", json={**body, "control": "Z"}, headers=h)
     assert r.status_code == 422 and r.json()["error"]["path"] == "control"
     r = client.get("/api/v1/reports/sample-size", params={"baseline": 0.1, "mde": 0.02}, headers=h)

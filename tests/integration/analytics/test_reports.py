@@ -171,3 +171,16 @@ def test_sample_size_formula() -> None:
     assert service.sample_size(0.1, 0.02)["per_arm"] == math.ceil(n)
     with pytest.raises(DomainError):
         service.sample_size(0.99, 0.05)
+
+
+def test_sequential_test_over_earlier_looks() -> None:
+    history = {"A": [(10, 100), (50, 500)], "B": [(12, 100), (65, 500)]}
+    rep = service.experiment_report([("A", 100, 1000), ("B", 130, 1000)], "A", history=history)
+    seq = rep["comparisons"][0]["sequential"]
+    assert len(seq["p_values"]) == 3
+    assert seq["p_values"] == sorted(seq["p_values"], reverse=True)  # always-valid p-values never rise
+    single = service.experiment_report([("A", 100, 1000), ("B", 130, 1000)], "A")["comparisons"][0]["sequential"]
+    assert seq["p_values"][-1] <= single["p_value"]
+    with pytest.raises(DomainError) as err:
+        service.experiment_report([("A", 100, 1000), ("B", 130, 1000)], "A", history={"A": [(1, 10)]})
+    assert err.value.field == "arms"

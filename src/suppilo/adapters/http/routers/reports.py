@@ -161,7 +161,11 @@ def cohorts(
 def experiment(data: ExperimentRequest, principal: Reader) -> dict[str, Any]:
     """Two-proportion test, Bayesian chance to beat control and expected loss, sequential (mSPRT) test."""
     return service.experiment_report(
-        [(a.name, a.conversions, a.trials) for a in data.arms], data.control, alpha=data.alpha, tau=data.tau
+        [(a.name, a.conversions, a.trials) for a in data.arms],
+        data.control,
+        alpha=data.alpha,
+        tau=data.tau,
+        history={a.name: [(h.conversions, h.trials) for h in a.history] for a in data.arms},
     )
 
 
