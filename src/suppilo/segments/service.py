@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select
+from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from suppilo.contacts import service as contacts_service
@@ -130,6 +132,16 @@ def _parse(
         return parse_filter(raw, contact_properties=contact_defs, company_properties=company_defs)
     except FilterError as exc:
         raise DomainError(f"{path}.{exc.path}" if exc.path else path, exc.reason, code="invalid_filter") from None
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(
+    filter_json: str, defs_key: tuple[tuple[tuple[str, PropertyDef], ...], tuple[tuple[str, PropertyDef], ...]]
+) -> Filter:
+    """A stored (already validated) filter parsed once per process for the same JSON and property definitions."""
+    return parse_filter(
+        json.loads(filter_json), contact_properties=dict(defs_key[0]), company_properties=dict(defs_key[1])
+    )
 
 
 def _validate(session: Session, workspace_id: int, raw: object, segment_id: int | None) -> Filter:
@@ -298,60 +310,83 @@ def _apply_diff(
     now: datetime,
     reason: str,
 ) -> None:
-    """Store who entered and exited: memberships, history rows and segment.entered / segment.exited events."""
-    entered, exited = sorted(entered), sorted(exited)
-    if entered:
-        session.execute(
-            insert(SegmentMembership),
-            [
-                {"segment_id": seg.id, "contact_id": cid, "workspace_id": workspace_id, "entered_at": now}
-                for cid in entered
-            ],
-        )
-    for chunk in _chunks(exited):
-        session.execute(
-            delete(SegmentMembership).where(
-                SegmentMembership.workspace_id == workspace_id,
-                SegmentMembership.segment_id == seg.id,
-                SegmentMembership.contact_id.in_(chunk),
+    """Store who entered and exited one segment (see ``_apply_diffs``)."""
+    _apply_diffs(session, workspace_id, [(seg.id, seg.name, entered, exited)], now, reason)
+
+
+def _apply_diffs(
+    session: Session,
+    workspace_id: int,
+    diffs: list[tuple[int, str, list[int], list[int]]],
+    now: datetime,
+    reason: str,
+) -> None:
+    """Store who entered and exited: memberships, history rows, segment.entered / segment.exited events and counts.
+
+    Bulk Core statements for all the segments at once; counts move in SQL, so concurrent transactions add up.
+    """
+    diffs = [(sid, name, sorted(en), sorted(ex)) for sid, name, en, ex in diffs if en or ex]
+    if not diffs:
+        return
+    session.flush()
+    members_t = cast(Table, SegmentMembership.__table__)
+    changes_t = cast(Table, SegmentMembershipChange.__table__)
+    segments_t = cast(Table, Segment.__table__)
+    new_rows = [
+        {"segment_id": sid, "contact_id": cid, "workspace_id": workspace_id, "entered_at": now}
+        for sid, _, entered, _ in diffs
+        for cid in entered
+    ]
+    if new_rows:
+        session.execute(insert(members_t), new_rows)
+    for sid, _, _, exited in diffs:
+        for chunk in _chunks(exited):
+            session.execute(
+                delete(members_t).where(
+                    members_t.c.workspace_id == workspace_id,
+                    members_t.c.segment_id == sid,
+                    members_t.c.contact_id.in_(chunk),
+                )
             )
-        )
-    changes = [(cid, "entered") for cid in entered] + [(cid, "exited") for cid in exited]
-    if changes:
-        session.execute(
-            insert(SegmentMembershipChange),
-            [
-                {
-                    "workspace_id": workspace_id,
-                    "segment_id": seg.id,
-                    "contact_id": cid,
-                    "change": change,
-                    "at": now,
-                    "reason": reason[:64],
-                }
-                for cid, change in changes
-            ],
-        )
+    changes = [
+        (sid, name, cid, change)
+        for sid, name, entered, exited in diffs
+        for cid, change in [*((c, "entered") for c in entered), *((c, "exited") for c in exited)]
+    ]
+    session.execute(
+        insert(changes_t),
+        [
+            {
+                "workspace_id": workspace_id,
+                "segment_id": sid,
+                "contact_id": cid,
+                "change": change,
+                "at": now,
+                "reason": reason[:64],
+            }
+            for sid, _, cid, change in changes
+        ],
+    )
     stamp = now.isoformat()
-    for cid, change in changes:
+    for sid, name, cid, change in changes:
         events_service.record_event(
             session,
             workspace_id,
             cid,
             EVENT_ENTERED if change == "entered" else EVENT_EXITED,
-            {"segment_id": seg.id, "segment_name": seg.name, "reason": reason},
+            {"segment_id": sid, "segment_name": name, "reason": reason},
             now,
-            message_id=f"segment:{seg.id}:{cid}:{change}:{stamp}",
+            message_id=f"segment:{sid}:{cid}:{change}:{stamp}",
         )
-    if changes:
-        seg.member_count = int(
-            session.scalar(
-                select(func.count())
-                .select_from(SegmentMembership)
-                .where(SegmentMembership.workspace_id == workspace_id, SegmentMembership.segment_id == seg.id)
-            )
-            or 0
+    for sid, _, entered, exited in diffs:
+        session.execute(
+            update(segments_t)
+            .where(segments_t.c.workspace_id == workspace_id, segments_t.c.id == sid)
+            .values(member_count=segments_t.c.member_count + (len(entered) - len(exited)))
         )
+        loaded = session.identity_map.get(Session.identity_key(Segment, sid))
+        if loaded is not None:
+            session.expire(loaded, ["member_count"])
 
 
 def refresh_segment(
@@ -418,7 +453,13 @@ def update_for_contacts(
     """
     ids = sorted(set(contact_ids))
     result = DiffResult()
-    segs = _dynamic_segments(session, workspace_id)
+    rows = session.execute(
+        select(Segment.id, Segment.name, Segment.filter, Segment.dependencies).where(
+            Segment.workspace_id == workspace_id, Segment.kind == "dynamic"
+        )
+    ).all()
+    segs = {int(r.id): list(r.dependencies or []) for r in rows}
+    info = {int(r.id): (str(r.name), r.filter) for r in rows}
     seeds = {sid for sid, deps in segs.items() if _affected(deps, changed)}
     if not ids or not seeds:
         return result
@@ -436,13 +477,11 @@ def update_for_contacts(
         ):
             members[int(sid)].add(int(cid))
     defs = _property_defs(session, workspace_id)
-    loaded = {
-        s.id: s
-        for s in session.scalars(select(Segment).where(Segment.workspace_id == workspace_id, Segment.id.in_(order)))
-    }
+    defs_key = (tuple(sorted(defs[0].items())), tuple(sorted(defs[1].items())))
+    diffs: list[tuple[int, str, list[int], list[int]]] = []
     for sid in order:
-        seg = loaded[sid]
-        node = _parse(session, workspace_id, seg.filter, defs=defs)
+        name, raw = info[sid]
+        node = _parse_cached(json.dumps(raw, sort_keys=True), defs_key)
         entered: list[int] = []
         exited: list[int] = []
         for cid, snap in snaps.items():
@@ -452,12 +491,13 @@ def update_for_contacts(
                 entered.append(cid)
             elif was_in and not now_in:
                 exited.append(cid)
-        _apply_diff(session, workspace_id, seg, entered, exited, now, reason)
+        diffs.append((sid, name, entered, exited))
         members[sid].update(entered)
         members[sid].difference_update(exited)
         result.evaluated.append(sid)
         result.entered[sid] = sorted(entered)
         result.exited[sid] = sorted(exited)
+    _apply_diffs(session, workspace_id, diffs, now, reason)
     session.flush()
     return result
 
