@@ -74,6 +74,12 @@ def test_forecast_by_month_weighted_commit_best_case_and_unconverted_currency() 
     assert groups[2].totals["EUR"].weighted_minor == 1_400
 
 
+def test_forecast_counts_summed_rows() -> None:
+    rows = [deal(100_000, "EUR", 40, "2026-03", 1), fc.ForecastDeal(30_000, "EUR", 80, "2026-03", 1, "demo", count=3)]
+    eur = fc.forecast(rows, "month", "EUR", {}, EXP)[0].totals["EUR"]
+    assert (eur.count, eur.best_case_minor, eur.weighted_minor, eur.commit_minor) == (4, 130_000, 64_000, 30_000)
+
+
 def test_forecast_by_owner_and_stage() -> None:
     deals = [
         deal(100_000, "EUR", 40, "2026-03", 1, "demo"),
@@ -91,8 +97,8 @@ def test_forecast_by_owner_and_stage() -> None:
         fc.forecast(deals, "region", "EUR", {}, EXP)
 
 
-def visits(*steps: tuple[str, float]) -> list[fc.StageVisit]:
-    return [fc.StageVisit(key, T0 + timedelta(days=days)) for key, days in steps]
+def visits(*steps: tuple[str, float]) -> list[tuple[str, float]]:
+    return [(key, (T0 + timedelta(days=days)).timestamp()) for key, days in steps]
 
 
 def test_velocity_averages_completed_stays_only() -> None:
@@ -114,8 +120,9 @@ def test_conversion_counts_deals_that_went_further_but_not_lost() -> None:
         ["qualification", "demo", "lost"],
         ["qualification", "lost"],
         ["qualification", "proposal"],  # skipped demo: advanced from qualification, never entered demo
+        ["qualification", "demo", "qualification", "lost"],  # moved back: qualification counted once, advanced
     ]
     out = {c.stage_key: c for c in fc.conversion(histories, STAGES)}
-    assert (out["qualification"].entered, out["qualification"].advanced, out["qualification"].rate) == (4, 3, 0.75)
-    assert (out["demo"].entered, out["demo"].advanced, out["demo"].rate) == (2, 1, 0.5)
+    assert (out["qualification"].entered, out["qualification"].advanced, out["qualification"].rate) == (5, 4, 0.8)
+    assert (out["demo"].entered, out["demo"].advanced, out["demo"].rate) == (3, 1, 0.3333)
     assert (out["proposal"].entered, out["proposal"].advanced, out["proposal"].rate) == (2, 1, 0.5)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from suppilo.analytics import rates as analytics_rates
@@ -50,34 +51,37 @@ def workspace_forecast(
         )
     )
     stages = {s.id: s for s in stage_rows}
-    query = select(
-        Deal.id,
-        Deal.pipeline_id,
-        Deal.stage_id,
-        Deal.status,
-        Deal.amount_minor,
-        Deal.currency,
-        Deal.expected_close_date,
-        Deal.owner_id,
-    ).where(Deal.workspace_id == workspace_id)
+    dialect = session.get_bind().dialect.name
+    month: ColumnElement[Any]
+    epoch: ColumnElement[Any]
+    if dialect == "postgresql":
+        month = func.to_char(Deal.expected_close_date, "YYYY-MM")
+        epoch = func.extract("epoch", DealStageChange.changed_at)
+    else:
+        month = func.strftime("%Y-%m", Deal.expected_close_date)
+        epoch = (func.julianday(DealStageChange.changed_at) - 2440587.5) * 86400.0
+    # Open deals summed per stage, currency, close month and owner: the forecast adds these sums.
+    query = (
+        select(Deal.stage_id, Deal.currency, month, Deal.owner_id, func.count(), func.sum(Deal.amount_minor))
+        .where(Deal.workspace_id == workspace_id, Deal.status == "open", Deal.amount_minor.is_not(None))
+        .group_by(Deal.stage_id, Deal.currency, month, Deal.owner_id)
+    )
     if pipeline_id is not None:
         query = query.where(Deal.pipeline_id == pipeline_id)
-    deal_rows = session.execute(query).all()
     open_deals = []
     currencies = {target}
-    for row in deal_rows:
-        if row.status != "open" or row.amount_minor is None:
-            continue
-        stage = stages[row.stage_id]
-        currencies.add(row.currency)
+    for stage_id, code, close_month, owner_id, count, total in session.connection().execute(query):
+        stage = stages[stage_id]
+        currencies.add(code)
         open_deals.append(
             fc.ForecastDeal(
-                amount_minor=row.amount_minor,
-                currency=row.currency,
+                amount_minor=int(total),
+                currency=code,
                 probability=stage.probability,
-                close_month=row.expected_close_date.strftime("%Y-%m") if row.expected_close_date else None,
-                owner_id=row.owner_id,
+                close_month=close_month,
+                owner_id=owner_id,
                 stage_key=stage.key,
+                count=int(count),
             )
         )
     exponents = {c: exponent(c) for c in currencies}
@@ -88,31 +92,46 @@ def workspace_forecast(
         rates_source = "exchange_rates" if rates else "none"
     groups = fc.forecast(open_deals, group_by, target, rates, exponents)
 
-    deal_pipeline = {row.id: row.pipeline_id for row in deal_rows}
-    changes = session.execute(
-        select(DealStageChange.deal_id, DealStageChange.to_stage_id, DealStageChange.changed_at)
-        .where(DealStageChange.workspace_id == workspace_id)
-        .order_by(DealStageChange.deal_id, DealStageChange.changed_at, DealStageChange.id)
-    ).all()
-    visits: dict[int, list[fc.StageVisit]] = {}
-    for deal_id, stage_id, at in changes:
-        if deal_id not in deal_pipeline or stage_id not in stages:
+    changes = select(DealStageChange.deal_id, DealStageChange.to_stage_id, epoch).where(
+        DealStageChange.workspace_id == workspace_id
+    )
+    if pipeline_id is not None:
+        changes = changes.where(
+            DealStageChange.to_stage_id.in_([s.id for s in stage_rows if s.pipeline_id == pipeline_id])
+        )
+    changes = changes.order_by(DealStageChange.deal_id, DealStageChange.changed_at, DealStageChange.id)
+    # Rows come ordered by deal: collect each deal's visits (for velocity) and stage keys (for conversion).
+    stage_info = {s.id: (s.pipeline_id, s.key) for s in stage_rows}
+    per_pipeline: dict[int, tuple[list[list[tuple[str, float]]], list[list[str]]]] = {}
+    current_deal: int | None = None
+    deal_visits: list[tuple[str, float]] = []
+    deal_keys: list[str] = []
+    for deal_id, stage_id, at in session.connection().execute(changes):
+        info = stage_info.get(stage_id)
+        if info is None:
             continue
-        visits.setdefault(deal_id, []).append(fc.StageVisit(stages[stage_id].key, at))
+        if deal_id != current_deal:
+            current_deal = deal_id
+            deal_visits, deal_keys = [], []
+            timed_lists, key_lists = per_pipeline.setdefault(info[0], ([], []))
+            timed_lists.append(deal_visits)
+            key_lists.append(deal_keys)
+        deal_visits.append((info[1], float(at)))
+        deal_keys.append(info[1])
     velocity: list[VelocityRead] = []
     conversion: list[ConversionRead] = []
     for pid in sorted({s.pipeline_id for s in stage_rows}):
         if pipeline_id is not None and pid != pipeline_id:
             continue
         order = [fc.StageOrder(s.key, s.position, s.kind) for s in stage_rows if s.pipeline_id == pid]
-        histories = [v for d, v in visits.items() if deal_pipeline[d] == pid]
+        histories, key_histories = per_pipeline.get(pid, ([], []))
         velocity += [
             VelocityRead(pipeline_id=pid, stage_key=v.stage_key, stays=v.stays, average_days=v.average_days)
             for v in fc.velocity(histories, order)
         ]
         conversion += [
             ConversionRead(pipeline_id=pid, stage_key=c.stage_key, entered=c.entered, advanced=c.advanced, rate=c.rate)
-            for c in fc.conversion([[v.stage_key for v in h] for h in histories], order)
+            for c in fc.conversion(key_histories, order)
         ]
     return ForecastRead(
         group_by=group_by,

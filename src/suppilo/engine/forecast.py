@@ -6,9 +6,9 @@ conversion through a rate the caller passes in; a currency without a rate stays 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
 
@@ -17,7 +17,7 @@ COMMIT_PROBABILITY = 80
 
 @dataclass(frozen=True, slots=True)
 class ForecastDeal:
-    """An open deal as the forecast sees it."""
+    """An open deal as the forecast sees it (or ``count`` deals alike in all but the amount, summed)."""
 
     amount_minor: int
     currency: str
@@ -25,6 +25,7 @@ class ForecastDeal:
     close_month: str | None
     owner_id: int | None
     stage_key: str
+    count: int = 1
 
 
 @dataclass(slots=True)
@@ -45,14 +46,6 @@ class ForecastGroup:
 
     key: str | None
     totals: dict[str, CurrencyTotals] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class StageVisit:
-    """A deal entered ``stage_key`` at ``entered_at``."""
-
-    stage_key: str
-    entered_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +139,7 @@ def forecast(
             currency, amount, is_converted = target, converted, deal.currency != target
         totals = group.totals.setdefault(currency, CurrencyTotals(currency, converted=False))
         totals.converted = totals.converted or is_converted
-        totals.count += 1
+        totals.count += deal.count
         totals.best_case_minor += amount
         totals.weighted_minor += weighted(amount, deal.probability)
         if deal.probability >= commit_probability:
@@ -154,18 +147,18 @@ def forecast(
     return sorted(groups.values(), key=lambda g: (g.key is None, g.key or ""))
 
 
-def velocity(histories: Iterable[Sequence[StageVisit]], stages: Sequence[StageOrder]) -> list[StageVelocity]:
+def velocity(histories: Iterable[Sequence[tuple[str, float]]], stages: Sequence[StageOrder]) -> list[StageVelocity]:
     """Average days per stage over completed stays (a stay ends when the deal enters its next stage).
 
-    ``histories`` holds each deal's visits in time order; the stay in a deal's current stage is not counted.
+    ``histories`` holds each deal's visits ``(stage_key, entered_at seconds)`` in time order; the stay in a deal's
+    current stage is not counted.
     """
     total_seconds: dict[str, float] = {}
     stays: dict[str, int] = {}
     for visits in histories:
-        for current, nxt in pairwise(visits):
-            seconds = (nxt.entered_at - current.entered_at).total_seconds()
-            total_seconds[current.stage_key] = total_seconds.get(current.stage_key, 0.0) + seconds
-            stays[current.stage_key] = stays.get(current.stage_key, 0) + 1
+        for (key, at), (_, next_at) in pairwise(visits):
+            total_seconds[key] = total_seconds.get(key, 0.0) + (next_at - at)
+            stays[key] = stays.get(key, 0) + 1
     out = []
     for stage in sorted(stages, key=lambda s: s.position):
         if stage.kind != "open":
@@ -181,17 +174,27 @@ def conversion(histories: Iterable[Sequence[str]], stages: Sequence[StageOrder])
     by_key = {s.key: s for s in stages}
     entered: dict[str, int] = {}
     advanced: dict[str, int] = {}
-    for visited in histories:
+    floor = float("-inf")
+    # Many deals share one path through the stages: work out each distinct path once.
+    paths = Counter(tuple(visited) for visited in histories)
+    for visited, times in paths.items():
+        items = [by_key.get(k) for k in visited]
+        # later_best[i]: the furthest position of a not-lost stage entered after visit i.
+        later_best = [floor] * len(items)
+        best = floor
+        for i in range(len(items) - 1, -1, -1):
+            later_best[i] = best
+            stage = items[i]
+            if stage is not None and stage.kind != "lost" and stage.position > best:
+                best = stage.position
         seen: set[str] = set()
-        for i, key in enumerate(visited):
-            stage = by_key.get(key)
-            if stage is None or stage.kind != "open" or key in seen:
+        for i, stage in enumerate(items):
+            if stage is None or stage.kind != "open" or stage.key in seen:
                 continue
-            seen.add(key)
-            entered[key] = entered.get(key, 0) + 1
-            later = (by_key.get(k) for k in visited[i + 1 :])
-            if any(s is not None and s.kind != "lost" and s.position > stage.position for s in later):
-                advanced[key] = advanced.get(key, 0) + 1
+            seen.add(stage.key)
+            entered[stage.key] = entered.get(stage.key, 0) + times
+            if later_best[i] > stage.position:
+                advanced[stage.key] = advanced.get(stage.key, 0) + times
     out = []
     for stage in sorted(stages, key=lambda s: s.position):
         if stage.kind != "open":
