@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from suppilo.commerce import service as commerce_service
@@ -97,8 +98,15 @@ def ensure_default_pipeline(session: Session, workspace_id: int) -> Pipeline:
     pipeline = Pipeline(
         workspace_id=workspace_id, name=DEFAULT_PIPELINE_NAME, requires_amount_to_win=True, is_default=True
     )
-    session.add(pipeline)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(pipeline)
+            session.flush()
+    except IntegrityError:
+        # A concurrent first request created it (the name is unique per workspace): use that one.
+        return session.scalars(
+            select(Pipeline).where(Pipeline.workspace_id == workspace_id, Pipeline.name == DEFAULT_PIPELINE_NAME)
+        ).one()
     for position, (key, label, probability, kind) in enumerate(DEFAULT_STAGES, start=1):
         session.add(
             PipelineStage(
