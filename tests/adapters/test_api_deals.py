@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from suppilo.commerce.models import Order
 from suppilo.contacts.models import StageChange
@@ -388,6 +388,13 @@ def test_forecast_on_a_hand_built_pipeline(client, workspace, session_factory):
         for change in s.scalars(select(DealStageChange).where(DealStageChange.workspace_id == workspace.id)):
             offset = days.get((change.deal_id, stage_key[change.to_stage_id]), 0)
             change.changed_at = t0 + timedelta(days=offset)
+        # d1 has sat in demo for 20 days, d3 in proposal for 30.
+        s.execute(
+            update(Deal).where(Deal.id == d1["id"]).values(stage_entered_at=datetime.now(UTC) - timedelta(days=20))
+        )
+        s.execute(
+            update(Deal).where(Deal.id == d3["id"]).values(stage_entered_at=datetime.now(UTC) - timedelta(days=30))
+        )
         s.commit()
 
     res = client.get(f"{API}/forecast?group_by=month", headers=workspace.auth("read"))
@@ -433,6 +440,13 @@ def test_forecast_on_a_hand_built_pipeline(client, workspace, session_factory):
     # qualification stays: 2, 4, 6 and 1 days → 3.25; demo: d2 6 days (d1 still there).
     assert (velocity["qualification"]["stays"], velocity["qualification"]["average_days"]) == (4, 3.25)
     assert (velocity["demo"]["stays"], velocity["demo"]["average_days"]) == (1, 6.0)
+    # Where deals stall: d1 is in demo for 20 days, over twice demo's 6-day average; proposal has no completed
+    # stay to compare with, so d3 is not judged.
+    stalls = {x["stage_key"]: x for x in body["stalls"]}
+    assert (stalls["demo"]["open_deals"], stalls["demo"]["stalled"], stalls["demo"]["threshold_days"]) == (1, 1, 12.0)
+    assert (stalls["proposal"]["open_deals"], stalls["proposal"]["stalled"]) == (1, 0)
+    assert stalls["proposal"]["threshold_days"] is None
+    assert (stalls["qualification"]["open_deals"], stalls["qualification"]["threshold_days"]) == (0, 6.5)
     conversion = {c["stage_key"]: c for c in body["conversion"]}
     assert (conversion["qualification"]["entered"], conversion["qualification"]["advanced"]) == (4, 4)
     assert (conversion["demo"]["entered"], conversion["demo"]["advanced"], conversion["demo"]["rate"]) == (2, 1, 0.5)

@@ -126,3 +126,10 @@ def test_conversion_counts_deals_that_went_further_but_not_lost() -> None:
     assert (out["qualification"].entered, out["qualification"].advanced, out["qualification"].rate) == (5, 4, 0.8)
     assert (out["demo"].entered, out["demo"].advanced, out["demo"].rate) == (3, 1, 0.3333)
     assert (out["proposal"].entered, out["proposal"].advanced, out["proposal"].rate) == (2, 1, 0.5)
+
+
+def test_stall_threshold_is_twice_the_average_stay_with_a_floor() -> None:
+    assert fc.stall_threshold(6.0) == 12.0
+    assert fc.stall_threshold(0.2) == 1.0
+    assert fc.stall_threshold(None) is None
+    assert fc.stall_threshold(3.0, factor=1.5) == 4.5

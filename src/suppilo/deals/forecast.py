@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from suppilo.deals.schemas import (
     ForecastGroupRead,
     ForecastRead,
     ForecastTotals,
+    StallRead,
     VelocityRead,
 )
 from suppilo.engine import forecast as fc
@@ -133,6 +134,7 @@ def workspace_forecast(
             ConversionRead(pipeline_id=pid, stage_key=c.stage_key, entered=c.entered, advanced=c.advanced, rate=c.rate)
             for c in fc.conversion(key_histories, order)
         ]
+    stalls = _stalls(session, workspace_id, stage_rows, velocity)
     return ForecastRead(
         group_by=group_by,
         currency=target,
@@ -156,7 +158,52 @@ def workspace_forecast(
         ],
         velocity=velocity,
         conversion=conversion,
+        stalls=stalls,
     )
+
+
+def _stalls(
+    session: Session, workspace_id: int, stage_rows: list[PipelineStage], velocity: list[VelocityRead]
+) -> list[StallRead]:
+    """Per open stage: open deals, and those in it for longer than twice the stage's average stay."""
+    stage_ids = {(s.pipeline_id, s.key): s.id for s in stage_rows}
+    wanted = [stage_ids[(v.pipeline_id, v.stage_key)] for v in velocity]
+    open_counts: dict[int, int] = {}
+    if wanted:
+        rows = session.execute(
+            select(Deal.stage_id, func.count())
+            .where(Deal.workspace_id == workspace_id, Deal.status == "open", Deal.stage_id.in_(wanted))
+            .group_by(Deal.stage_id)
+        )
+        open_counts = {stage_id: int(n) for stage_id, n in rows}
+    now = utcnow()
+    out = []
+    for v in velocity:
+        stage_id = stage_ids[(v.pipeline_id, v.stage_key)]
+        threshold = fc.stall_threshold(v.average_days)
+        stalled = 0
+        if threshold is not None and open_counts.get(stage_id):
+            stalled = int(
+                session.scalar(
+                    select(func.count()).where(
+                        Deal.workspace_id == workspace_id,
+                        Deal.stage_id == stage_id,
+                        Deal.status == "open",
+                        Deal.stage_entered_at < now - timedelta(days=threshold),
+                    )
+                )
+                or 0
+            )
+        out.append(
+            StallRead(
+                pipeline_id=v.pipeline_id,
+                stage_key=v.stage_key,
+                open_deals=open_counts.get(stage_id, 0),
+                stalled=stalled,
+                threshold_days=None if threshold is None else round(threshold, 2),
+            )
+        )
+    return out
 
 
 def table_rates(session: Session, workspace_id: int, target: str, currencies: set[str], on: date) -> dict[str, Decimal]:

@@ -329,6 +329,17 @@ class ConversionRead(BaseModel):
     rate: float | None
 
 
+class StallRead(BaseModel):
+    """Where deals stall: open deals in a stage, and those in it longer than ``threshold_days`` (twice the
+    stage's average stay; null without completed stays)."""
+
+    pipeline_id: int
+    stage_key: str
+    open_deals: int
+    stalled: int
+    threshold_days: float | None
+
+
 class ForecastRead(BaseModel):
     """The forecast of open deals."""
 
@@ -338,3 +349,4 @@ class ForecastRead(BaseModel):
     groups: list[ForecastGroupRead]
     velocity: list[VelocityRead]
     conversion: list[ConversionRead]
+    stalls: list[StallRead]

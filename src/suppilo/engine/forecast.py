@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
 
 COMMIT_PROBABILITY = 80
+STALL_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,3 +204,13 @@ def conversion(histories: Iterable[Sequence[str]], stages: Sequence[StageOrder])
         a = advanced.get(stage.key, 0)
         out.append(StageConversion(stage.key, n, a, round(a / n, 4) if n else None))
     return out
+
+
+def stall_threshold(
+    average_days: float | None, factor: float = STALL_FACTOR, minimum_days: float = 1.0
+) -> float | None:
+    """Days in a stage after which an open deal counts as stalled: ``factor`` × the stage's average completed stay,
+    at least ``minimum_days``; None when the stage has no completed stay to compare with."""
+    if average_days is None:
+        return None
+    return max(average_days * factor, minimum_days)
