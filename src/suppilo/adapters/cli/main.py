@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from suppilo.adapters.cli import admin, data, demo, mail, outbox, privacy, reports, segments
+from suppilo.adapters.cli import admin, data, deals, demo, mail, outbox, privacy, reports, segments
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
 data.register(app)
+deals.register(app)
 demo.register(app)
 mail.register(app)
 outbox.register(app)

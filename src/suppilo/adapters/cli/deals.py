@@ -1,0 +1,205 @@
+"""``suppilo deals`` / ``tasks`` / ``forecast``: the sales pipeline from the terminal, as Rich tables or JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, emit_json, fail, resolve_workspace
+from suppilo.deals import forecast as deals_forecast
+from suppilo.deals import service
+from suppilo.deals.models import Pipeline, PipelineStage
+from suppilo.deals.schemas import DealMove, DealRead, TaskRead
+from suppilo.errors import DomainError
+
+deals_app = typer.Typer(help="Deals of the sales pipeline.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Follow-up tasks.", no_args_is_help=True)
+out = Console()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``suppilo deals``, ``suppilo tasks`` and ``suppilo forecast`` to the root app."""
+    app.add_typer(deals_app, name="deals")
+    app.add_typer(tasks_app, name="tasks")
+    app.command("forecast")(forecast)
+
+
+def _domain_fail(exc: DomainError) -> None:
+    fail(f"{exc.field + ': ' if exc.field else ''}{exc.message}")
+
+
+def _pipeline_id(session: Any, workspace_id: int, pipeline: str | None) -> int | None:
+    if pipeline is None:
+        return None
+    query = select(Pipeline).where(Pipeline.workspace_id == workspace_id)
+    query = query.where(Pipeline.id == int(pipeline)) if pipeline.isdigit() else query.where(Pipeline.name == pipeline)
+    found = session.scalar(query)
+    if found is None:
+        fail(f"no pipeline {pipeline!r} in this workspace")
+    return int(found.id)
+
+
+def _money(minor: int | None, currency: str | None) -> str:
+    if minor is None:
+        return "–"
+    return f"{minor / 100:,.2f} {currency or ''}".strip()
+
+
+@deals_app.command("list")
+def list_deals(
+    pipeline: str | None = typer.Option(None, "--pipeline", help="Pipeline id or name."),
+    stage: str | None = typer.Option(None, "--stage", help="Stage key (needs a single pipeline or --pipeline)."),
+    owner: int | None = typer.Option(None, "--owner", help="Owner user id."),
+    limit: int = typer.Option(100, "--limit", min=1, max=500),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Deals, newest first."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        pipeline_id = _pipeline_id(session, ws.id, pipeline)
+        stage_ids: list[int] | None = None
+        if stage is not None:
+            q = select(PipelineStage).where(PipelineStage.workspace_id == ws.id, PipelineStage.key == stage)
+            if pipeline_id is not None:
+                q = q.where(PipelineStage.pipeline_id == pipeline_id)
+            stage_ids = [s.id for s in session.scalars(q)]
+            if not stage_ids:
+                fail(f"no stage with key {stage!r}")
+        try:
+            rows: list[Any] = []
+            for sid in stage_ids or [None]:
+                items, _ = service.list_deals(
+                    session, ws.id, pipeline_id=pipeline_id, stage_id=sid, owner_id=owner, limit=limit
+                )
+                rows.extend(items)
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        rows.sort(key=lambda d: d.id, reverse=True)
+        deals = [DealRead.model_validate(d).model_dump(mode="json") for d in rows[:limit]]
+        stage_keys = {
+            s.id: s.key for s in session.scalars(select(PipelineStage).where(PipelineStage.workspace_id == ws.id))
+        }
+    if as_json:
+        emit_json(deals)
+        return
+    table = Table(title=f"Deals ({len(deals)})")
+    for col in ("id", "name", "stage", "status", "amount", "owner", "close"):
+        table.add_column(col)
+    for d in deals:
+        table.add_row(
+            str(d["id"]),
+            d["name"],
+            stage_keys.get(d["stage_id"], str(d["stage_id"])),
+            d["status"],
+            _money(d.get("amount_minor"), d.get("currency")),
+            str(d.get("owner_id") or "–"),
+            str(d.get("expected_close_date") or "–"),
+        )
+    out.print(table)
+
+
+@deals_app.command("move")
+def move(
+    deal_id: int = typer.Argument(..., help="Deal id."),
+    stage_key: str = typer.Argument(..., help="Key of a stage of the deal's pipeline."),
+    lost_reason: str | None = typer.Option(None, "--lost-reason", help="Required to move to a lost stage."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Move a deal to another stage of its pipeline."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            deal = service.get_deal(session, ws.id, deal_id)
+            stage = session.scalar(
+                select(PipelineStage).where(
+                    PipelineStage.workspace_id == ws.id,
+                    PipelineStage.pipeline_id == deal.pipeline_id,
+                    PipelineStage.key == stage_key,
+                )
+            )
+            if stage is None:
+                fail(f"stage_key: the deal's pipeline has no stage {stage_key!r}")
+                return
+            deal = service.move_deal(
+                session, ws.id, deal_id, DealMove(stage_id=stage.id, lost_reason=lost_reason), actor="cli"
+            )
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        data = DealRead.model_validate(deal).model_dump(mode="json")
+    if as_json:
+        emit_json(data)
+    else:
+        out.print(f"deal {deal_id} → {stage_key} ({data['status']})")
+
+
+@tasks_app.command("list")
+def list_tasks(
+    overdue: bool = typer.Option(False, "--overdue", help="Only open tasks due before now."),
+    owner: int | None = typer.Option(None, "--owner", help="Owner user id."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Tasks by due time."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        tasks = [
+            TaskRead.model_validate(t).model_dump(mode="json")
+            for t in service.list_tasks(session, ws.id, owner_id=owner, overdue=overdue)
+        ]
+    if as_json:
+        emit_json(tasks)
+        return
+    table = Table(title=f"Tasks ({len(tasks)})")
+    for col in ("id", "title", "kind", "due", "done", "deal", "owner"):
+        table.add_column(col)
+    for t in tasks:
+        table.add_row(
+            str(t["id"]),
+            t["title"],
+            t["kind"],
+            t["due_at"],
+            t["done_at"] or "–",
+            str(t["deal_id"] or "–"),
+            str(t["owner_id"] or "–"),
+        )
+    out.print(table)
+
+
+def forecast(
+    group_by: str = typer.Option("month", "--group-by", help="month, owner or stage."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Weighted pipeline, commit and best case of open deals in the workspace currency."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            data = deals_forecast.workspace_forecast(session, ws.id, group_by=group_by).model_dump(mode="json")
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+    if as_json:
+        emit_json(data)
+        return
+    table = Table(title=f"Forecast by {data['group_by']} ({data['currency']})")
+    for col in (data["group_by"], "currency", "deals", "best case", "weighted", "commit"):
+        table.add_column(col)
+    for g in data["groups"]:
+        for t in g["totals"]:
+            table.add_row(
+                str(g["key"] or "–"),
+                t["currency"] + (" *" if t["converted"] else ""),
+                str(t["count"]),
+                _money(t["best_case_minor"], None),
+                _money(t["weighted_minor"], None),
+                _money(t["commit_minor"], None),
+            )
+    out.print(table)

@@ -1,0 +1,99 @@
+"""The sales CLI: list deals by stage, move a deal (a lost move without a reason is refused), tasks, forecast JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from suppilo.adapters.cli.main import app as cli_app
+from suppilo.config import get_settings
+from suppilo.deals import service as deals_service
+from suppilo.deals.models import Deal
+from suppilo.deals.schemas import TaskCreate
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str, db_engine, tmp_path):
+    monkeypatch.setenv("SUPPILO_DATABASE_URL", database_url)
+    monkeypatch.setenv("SUPPILO_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def _deal(client, ws, **body):
+    res = client.post(f"{API}/deals", json=body, headers=ws.auth("write"))
+    assert res.status_code == 201, res.text
+    return res.json()
+
+
+def test_list_move_and_forecast(cli_env: CliRunner, client, workspace, other_workspace, session_factory) -> None:
+    ws = workspace
+    close = (datetime.now(UTC).date() + timedelta(days=40)).isoformat()
+    a = _deal(client, ws, name="Acme rollout", amount_minor=120000, currency="EUR", expected_close_date=close)
+    b = _deal(client, ws, name="Beta pilot", amount_minor=30000, currency="EUR", expected_close_date=close)
+    theirs = _deal(client, other_workspace, name="Theirs", amount_minor=5000, currency="EUR")
+    w = ["--workspace", ws.slug]
+
+    res = cli_env.invoke(cli_app, ["deals", "list", *w, "--json"])
+    assert res.exit_code == 0, res.output
+    assert [d["id"] for d in json.loads(res.stdout)] == [b["id"], a["id"]]
+
+    res = cli_env.invoke(cli_app, ["deals", "move", str(a["id"]), "demo", *w])
+    assert res.exit_code == 0, res.output
+    res = cli_env.invoke(cli_app, ["deals", "list", "--stage", "demo", *w, "--json"])
+    assert [d["name"] for d in json.loads(res.stdout)] == ["Acme rollout"]
+    res = cli_env.invoke(cli_app, ["deals", "list", *w])
+    assert res.exit_code == 0 and "Acme rollout" in res.stdout and "demo" in res.stdout
+
+    res = cli_env.invoke(cli_app, ["deals", "move", str(b["id"]), "lost", *w])
+    assert res.exit_code == 1 and "lost_reason" in res.output
+    with session_factory() as s:
+        assert s.get(Deal, b["id"]).status == "open"
+    res = cli_env.invoke(cli_app, ["deals", "move", str(b["id"]), "lost", "--lost-reason", "no budget", *w, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["status"] == "lost"
+    with session_factory() as s:
+        assert s.get(Deal, b["id"]).lost_reason == "no budget"
+
+    res = cli_env.invoke(cli_app, ["deals", "move", str(theirs["id"]), "demo", *w])
+    assert res.exit_code == 1 and "not found" in res.output
+
+    res = cli_env.invoke(cli_app, ["forecast", "--group-by", "month", *w, "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    totals = [t for g in data["groups"] for t in g["totals"]]
+    assert data["group_by"] == "month" and sum(t["count"] for t in totals) == 1
+    assert sum(t["best_case_minor"] for t in totals) == 120000
+    res = cli_env.invoke(cli_app, ["forecast", "--group-by", "region", *w])
+    assert res.exit_code == 1 and "group_by" in res.output
+
+
+def test_tasks_list_overdue(cli_env: CliRunner, client, workspace, session_factory) -> None:
+    deal = _deal(client, workspace, name="Acme", amount_minor=1000, currency="EUR")
+    now = datetime.now(UTC)
+    with session_factory() as s:
+        late = deals_service.create_task(
+            s,
+            workspace.id,
+            TaskCreate(title="Call back", deal_id=deal["id"], due_at=now + timedelta(hours=1)),
+            now=now,
+        )
+        deals_service.create_task(
+            s, workspace.id, TaskCreate(title="Send deck", deal_id=deal["id"], due_at=now + timedelta(days=3)), now=now
+        )
+        late.due_at = now - timedelta(hours=2)
+        s.commit()
+    w = ["--workspace", workspace.slug]
+    res = cli_env.invoke(cli_app, ["tasks", "list", *w, "--json"])
+    assert res.exit_code == 0, res.output
+    assert [t["title"] for t in json.loads(res.stdout)] == ["Call back", "Send deck"]
+    res = cli_env.invoke(cli_app, ["tasks", "list", "--overdue", *w, "--json"])
+    assert [t["title"] for t in json.loads(res.stdout)] == ["Call back"]
+    res = cli_env.invoke(cli_app, ["tasks", "list", "--overdue", *w])
+    assert res.exit_code == 0 and "Call back" in res.stdout and "Send deck" not in res.stdout
