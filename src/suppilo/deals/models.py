@@ -134,3 +134,36 @@ class Activity(TenantMixin, Base):
     kind: Mapped[str] = mapped_column(String(8), nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False, default="")
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class Proposal(TenantMixin, TimestampMixin, Base):
+    """A priced offer on a deal: lines from the catalogue, a discount and totals in one currency, valid until a day."""
+
+    __tablename__ = "proposals"
+    __table_args__ = (Index("ix_proposals_deal", "workspace_id", "deal_id"),)
+
+    deal_id: Mapped[int] = mapped_column(BigId, ForeignKey("deals.id", ondelete="CASCADE"), nullable=False)
+    title: Mapped[str] = mapped_column(String(300), nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    valid_until: Mapped[date] = mapped_column(Date, nullable=False)
+    discount_bp: Mapped[int | None] = mapped_column(Integer)
+    discount_fixed_minor: Mapped[int | None] = mapped_column(BigInteger)
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    discount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    total_minor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    status: Mapped[str] = mapped_column(String(8), nullable=False, default="draft")
+
+
+class ProposalLine(TenantMixin, Base):
+    """A line of a proposal: a catalogue product, a quantity and a unit price in the proposal's currency."""
+
+    __tablename__ = "proposal_lines"
+    __table_args__ = (Index("ix_proposal_lines_proposal", "workspace_id", "proposal_id", "position"),)
+
+    proposal_id: Mapped[int] = mapped_column(BigId, ForeignKey("proposals.id", ondelete="CASCADE"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    product_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("products.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(300), nullable=False)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    unit_price_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    line_total_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -350,3 +350,70 @@ class ForecastRead(BaseModel):
     velocity: list[VelocityRead]
     conversion: list[ConversionRead]
     stalls: list[StallRead]
+
+
+# --- proposals --------------------------------------------------------------------------------------------------------
+
+
+class ProposalLineIn(BaseModel):
+    """A line: a catalogue product by ``product_id`` or ``sku``; ``unit_price_minor`` defaults to the product's price
+    when the currencies match and is required otherwise."""
+
+    product_id: int | None = None
+    sku: str | None = Field(default=None, max_length=100)
+    name: str | None = Field(default=None, max_length=300)
+    quantity: int = Field(default=1, ge=1, le=1_000_000)
+    unit_price_minor: int | None = Field(default=None, ge=0)
+
+
+class ProposalCreate(BaseModel):
+    """A proposal on a deal; ``discount_bp`` (basis points of the subtotal) or ``discount_minor`` (fixed)."""
+
+    title: str = Field(min_length=1, max_length=300)
+    currency: Currency | None = None
+    valid_until: date
+    discount_bp: int | None = Field(default=None, ge=0, le=10_000)
+    discount_minor: int | None = Field(default=None, ge=0)
+    lines: list[ProposalLineIn] = Field(min_length=1, max_length=500)
+
+
+class ProposalUpdate(BaseModel):
+    """Change a draft or sent proposal; ``lines`` replaces all lines; ``status`` draft, sent or expired."""
+
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    valid_until: date | None = None
+    discount_bp: int | None = Field(default=None, ge=0, le=10_000)
+    discount_minor: int | None = Field(default=None, ge=0)
+    lines: list[ProposalLineIn] | None = Field(default=None, min_length=1, max_length=500)
+    status: Literal["draft", "sent", "expired"] | None = None
+
+
+class ProposalLineRead(BaseModel):
+    """A proposal line as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    product_id: int | None
+    name: str
+    quantity: int
+    unit_price_minor: int
+    line_total_minor: int
+
+
+class ProposalRead(BaseModel):
+    """A proposal with its lines and server-computed totals."""
+
+    id: int
+    deal_id: int
+    title: str
+    currency: str
+    valid_until: date
+    discount_bp: int | None
+    discount_fixed_minor: int | None
+    subtotal_minor: int
+    discount_minor: int
+    total_minor: int
+    status: str
+    lines: list[ProposalLineRead]
+    created_at: datetime
+    updated_at: datetime

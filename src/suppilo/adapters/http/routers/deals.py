@@ -14,7 +14,7 @@ from suppilo.adapters.http.deps import DbSession, Reader, ReadSession, Writer
 from suppilo.adapters.http.routers.contacts import actor_of
 from suppilo.commerce.money import is_currency
 from suppilo.deals import forecast as deals_forecast
-from suppilo.deals import service
+from suppilo.deals import proposals, service
 from suppilo.deals.models import Pipeline
 from suppilo.deals.schemas import (
     ActivityCreate,
@@ -35,6 +35,9 @@ from suppilo.deals.schemas import (
     PipelineCreate,
     PipelineRead,
     PipelineUpdate,
+    ProposalCreate,
+    ProposalRead,
+    ProposalUpdate,
     StageChangeRead,
     StageRead,
     TaskCreate,
@@ -323,3 +326,43 @@ def forecast(
         rates=_parse_rates(rate),
         pipeline_id=pipeline_id,
     )
+
+
+# --- proposals ------------------------------------------------------------------------------------------------------
+
+
+@router.post("/deals/{deal_id}/proposals", response_model=ProposalRead, status_code=http.HTTP_201_CREATED)
+def create_proposal(deal_id: int, data: ProposalCreate, principal: Writer, session: DbSession) -> ProposalRead:
+    """A draft proposal with catalogue lines; totals are computed here, in the proposal's currency only."""
+    proposal = proposals.create_proposal(session, principal.workspace_id, deal_id, data)
+    return proposals.read(session, proposal)
+
+
+@router.get("/deals/{deal_id}/proposals", response_model=list[ProposalRead])
+def list_proposals(deal_id: int, principal: Reader, session: ReadSession) -> list[ProposalRead]:
+    """The proposals of a deal."""
+    return [proposals.read(session, p) for p in proposals.list_proposals(session, principal.workspace_id, deal_id)]
+
+
+@router.get("/proposals/{proposal_id}", response_model=ProposalRead)
+def get_proposal(proposal_id: int, principal: Reader, session: ReadSession) -> ProposalRead:
+    """One proposal with its lines."""
+    return proposals.read(session, proposals.get_proposal(session, principal.workspace_id, proposal_id))
+
+
+@router.patch("/proposals/{proposal_id}", response_model=ProposalRead)
+def update_proposal(proposal_id: int, data: ProposalUpdate, principal: Writer, session: DbSession) -> ProposalRead:
+    """Change an open proposal; totals are recomputed."""
+    return proposals.read(session, proposals.update_proposal(session, principal.workspace_id, proposal_id, data))
+
+
+@router.post("/proposals/{proposal_id}/accept", response_model=ProposalRead)
+def accept_proposal(proposal_id: int, principal: Writer, session: DbSession) -> ProposalRead:
+    """Accept a proposal: the deal's amount becomes its total."""
+    return proposals.read(session, proposals.accept_proposal(session, principal.workspace_id, proposal_id))
+
+
+@router.post("/proposals/{proposal_id}/reject", response_model=ProposalRead)
+def reject_proposal(proposal_id: int, principal: Writer, session: DbSession) -> ProposalRead:
+    """Reject a proposal."""
+    return proposals.read(session, proposals.reject_proposal(session, principal.workspace_id, proposal_id))
