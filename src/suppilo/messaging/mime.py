@@ -216,3 +216,43 @@ def dkim_dns_record(public_key_pem: bytes | str, selector: str, domain: str) -> 
     body = "".join(line.strip() for line in pem.strip().splitlines() if not line.startswith("-----"))
     base64.b64decode(body, validate=True)
     return DkimRecord(f"{selector}._domainkey.{_idna_domain(domain)}", f"v=DKIM1; k=rsa; p={body}")
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _der_int(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+_RSA_ALGORITHM = _der(0x30, bytes.fromhex("06092a864886f70d010101") + b"\x05\x00")
+
+
+def dkim_public_key_pem(private_key_pem: bytes | str) -> bytes:
+    """The PEM SubjectPublicKeyInfo of a PEM RSA private key (PKCS#1 or PKCS#8), via dkimpy's key parser."""
+    from dkim.crypto import parse_pem_private_key
+
+    key = private_key_pem.encode() if isinstance(private_key_pem, str) else private_key_pem
+    pk = parse_pem_private_key(key.replace(b"\r\n", b"\n"))
+    rsa_key = _der(0x30, _der_int(pk["modulus"]) + _der_int(pk["publicExponent"]))
+    spki = _der(0x30, _RSA_ALGORITHM + _der(0x03, b"\x00" + rsa_key))
+    b64 = base64.b64encode(spki).decode()
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    return ("-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----\n").encode()
+
+
+def generate_dkim_private_key(bits: int = 2048) -> bytes:
+    """A new unencrypted PEM RSA private key, made by the ``openssl`` binary (as dkimpy's ``dknewkey`` does)."""
+    import shutil
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl program is needed to generate a DKIM key")
+    done = subprocess.run([openssl, "genrsa", str(int(bits))], capture_output=True, check=True)  # noqa: S603
+    return done.stdout

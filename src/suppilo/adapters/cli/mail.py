@@ -1,18 +1,22 @@
-"""CLI commands: ``suppilo mail list`` and ``suppilo mail show ID``: what the built-in mail catcher received."""
+"""CLI commands: ``suppilo mail list/show`` (the built-in mail catcher) and ``suppilo mail dkim-record/dkim-keygen``."""
 
 from __future__ import annotations
 
+import os
 import sys
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from suppilo.adapters.cli.common import JsonOpt, console, emit_json, fail
+from suppilo.adapters.cli.outbox import SenderSettings
 from suppilo.config import get_settings
 from suppilo.messaging.catcher import MailStore
+from suppilo.messaging.mime import DkimRecord, dkim_dns_record, dkim_public_key_pem, generate_dkim_private_key
 
 mail_app = typer.Typer(help="Mail received by the built-in mail catcher.", no_args_is_help=True)
 
@@ -79,3 +83,48 @@ def mail_show(
     if body is None:
         body = _part(msg, "plain" if html else "html") or ""
     sys.stdout.write("\n" + body + ("" if body.endswith("\n") else "\n"))
+
+
+def configured_dkim_record(settings: SenderSettings | None = None) -> DkimRecord | None:
+    """The TXT record for the DKIM key the sender signs with, or None when DKIM is not configured."""
+    s = settings or SenderSettings()
+    if not (s.dkim_selector and s.dkim_domain and s.dkim_private_key_file):
+        return None
+    public = dkim_public_key_pem(s.dkim_private_key_file.read_bytes())
+    return dkim_dns_record(public, s.dkim_selector, s.dkim_domain)
+
+
+def _print_record(record: DkimRecord, as_json: bool) -> None:
+    if as_json:
+        emit_json({"name": record.name, "type": record.type, "value": record.value, "zone_line": record.zone_line()})
+        return
+    sys.stdout.write(f"name:  {record.name}\ntype:  {record.type}\nvalue: {record.value}\n\n{record.zone_line()}\n")
+
+
+@mail_app.command("dkim-record")
+def dkim_record(as_json: bool = JsonOpt) -> None:
+    """The DNS TXT record to publish for the configured DKIM key (SUPPILO_DKIM_SELECTOR/_DOMAIN/_PRIVATE_KEY_FILE)."""
+    record = configured_dkim_record()
+    if record is None:
+        fail("DKIM is not configured: set SUPPILO_DKIM_SELECTOR, SUPPILO_DKIM_DOMAIN and SUPPILO_DKIM_PRIVATE_KEY_FILE")
+        return
+    _print_record(record, as_json)
+
+
+@mail_app.command("dkim-keygen")
+def dkim_keygen(
+    selector: str = typer.Option(..., "--selector", help="DKIM selector, e.g. s2026."),
+    domain: str = typer.Option(..., "--domain", help="Signing domain (d=)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the private key (mode 600); must not exist."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write a new 2048-bit RSA private key and print the DNS record that publishes its public key."""
+    if out.exists():
+        fail(f"{out} already exists")
+        return
+    pem = generate_dkim_private_key()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    os.chmod(out, 0o600)
+    _print_record(dkim_dns_record(dkim_public_key_pem(pem), selector, domain), as_json)

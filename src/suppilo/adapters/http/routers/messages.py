@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from suppilo.adapters.http.deps import Admin, DbSession, Reader, ReadSession, Writer
+from suppilo.errors import NotFound
 from suppilo.messaging import broadcasts, dsn, outbox, suppression
 
 router = APIRouter(tags=["messages"])
@@ -216,3 +217,14 @@ def get_webhook_secret(principal: Admin, session: DbSession) -> dict[str, str]:
 def rotate_webhook_secret(principal: Admin, session: DbSession) -> dict[str, str]:
     """Replace the webhook secret."""
     return {"secret": dsn.webhook_secret(session, principal.workspace_id, rotate=True)}
+
+
+@router.get("/api/v1/mail/dkim")
+def get_dkim_record(principal: Admin) -> dict[str, str]:
+    """The DNS TXT record to publish for the DKIM key the sender signs with."""
+    from suppilo.adapters.cli.mail import configured_dkim_record
+
+    record = configured_dkim_record()
+    if record is None:
+        raise NotFound("dkim", "DKIM signing is not configured", code="dkim_not_configured")
+    return {"name": record.name, "type": record.type, "value": record.value, "zone_line": record.zone_line()}
