@@ -247,3 +247,13 @@ def test_messages_api_lists_uncertain_and_resends(client, session_factory, works
     assert res.status_code == 200 and res.json()["status"] == "queued"
     again = client.post(f"/api/v1/messages/{mid}/resend", headers=workspace.auth("admin"))
     assert again.status_code == 409
+
+
+def test_a_token_differing_only_in_base64_spare_bits_is_refused():
+    token = unsubscribe.confirm_token(SECRET, 50, 8)
+    head, tail = token.split(".")
+    # 16 MAC bytes end in a character whose low 4 bits base64 ignores; every other spelling must be refused.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    variants = [f"{head}.{tail[:-1]}{c}" for c in alphabet if c != tail[-1]]
+    assert unsubscribe.parse_confirm_token(SECRET, token) == (50, 8)
+    assert all(unsubscribe.parse_confirm_token(SECRET, v) is None for v in variants)

@@ -58,6 +58,10 @@ def verify_token(secret: str, purpose: str, token: str, arity: int) -> tuple[int
         mac = _unb64(tail)
     except (ValueError, TypeError):
         return None
+    # Only the canonical spelling is valid: base64 ignores the spare bits of its last character, so without this
+    # check a token altered in that character would still verify.
+    if _b64(payload) != head or _b64(mac) != tail:
+        return None
     expected = hmac.new(_key(secret, purpose), payload, hashlib.sha256).digest()[:16]
     if not hmac.compare_digest(mac, expected):
         return None
