@@ -143,19 +143,27 @@ def _owners(session: Session, ids: set[int]) -> dict[int, str]:
     return dict(session.execute(select(User.id, User.email).where(User.id.in_(ids))).all())
 
 
-def _contacts(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
+def _pages(session: Session, model: Any, workspace_id: int, *extra: Any) -> Iterator[list[Any]]:
+    """The workspace's rows of ``model`` in id order, a page at a time (keyset pagination, constant memory)."""
     after = 0
     while True:
         page = list(
             session.scalars(
-                select(Contact)
-                .where(Contact.workspace_id == workspace_id, Contact.id > after, Contact.email.isnot(None))
-                .order_by(Contact.id)
+                select(model)
+                .where(model.workspace_id == workspace_id, model.id > after, *extra)
+                .order_by(model.id)
                 .limit(PAGE)
             )
         )
         if not page:
             return
+        after = page[-1].id
+        yield page
+        session.expunge_all()
+
+
+def _contacts(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
+    for page in _pages(session, Contact, workspace_id, Contact.email.isnot(None)):
         ids = [c.id for c in page]
         tags: dict[int, list[str]] = {}
         for cid, tag in session.execute(
@@ -200,23 +208,10 @@ def _contacts(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
                 "tags": tags.get(c.id, []),
                 "properties": dict(c.properties or {}),
             }
-        after = ids[-1]
-        session.expunge_all()
 
 
 def _companies(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
-    after = 0
-    while True:
-        page = list(
-            session.scalars(
-                select(Company)
-                .where(Company.workspace_id == workspace_id, Company.id > after)
-                .order_by(Company.id)
-                .limit(PAGE)
-            )
-        )
-        if not page:
-            return
+    for page in _pages(session, Company, workspace_id):
         owners = _owners(session, {c.owner_id for c in page if c.owner_id is not None})
         for c in page:
             yield {
@@ -235,23 +230,10 @@ def _companies(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
                 "updated_at": _iso(c.updated_at),
                 "properties": dict(c.properties or {}),
             }
-        after = page[-1].id
-        session.expunge_all()
 
 
 def _products(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
-    after = 0
-    while True:
-        page = list(
-            session.scalars(
-                select(Product)
-                .where(Product.workspace_id == workspace_id, Product.id > after)
-                .order_by(Product.id)
-                .limit(PAGE)
-            )
-        )
-        if not page:
-            return
+    for page in _pages(session, Product, workspace_id):
         for p in page:
             yield {
                 "id": p.id,
@@ -266,20 +248,10 @@ def _products(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
                 "updated_at": _iso(p.updated_at),
                 "properties": dict(p.properties or {}),
             }
-        after = page[-1].id
-        session.expunge_all()
 
 
 def _orders(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
-    after = 0
-    while True:
-        page = list(
-            session.scalars(
-                select(Order).where(Order.workspace_id == workspace_id, Order.id > after).order_by(Order.id).limit(PAGE)
-            )
-        )
-        if not page:
-            return
+    for page in _pages(session, Order, workspace_id):
         ids = [o.id for o in page]
         lines: dict[int, list[OrderLine]] = {}
         for line in session.scalars(
@@ -325,8 +297,6 @@ def _orders(session: Session, workspace_id: int) -> Iterator[dict[str, Any]]:
                     for ln in lines.get(o.id, [])
                 ],
             }
-        after = ids[-1]
-        session.expunge_all()
 
 
 _RECORDS = {"contacts": _contacts, "companies": _companies, "products": _products, "orders": _orders}

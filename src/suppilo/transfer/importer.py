@@ -12,6 +12,7 @@ import json
 import operator
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -389,7 +390,7 @@ def _check_len(value: str, limit: int, column: str) -> str:
     return value
 
 
-class _Loader:
+class _Loader(ABC):
     """One kind of record: parse a row, write a batch."""
 
     kind = ""
@@ -427,14 +428,15 @@ class _Loader:
             self.ctx.warn(f"owner {raw!r} is not a member of this workspace; left empty")
         return owner_id
 
+    @abstractmethod
     def prepare(self, line: int, cells: list[str]) -> dict[str, Any]:
-        raise NotImplementedError
+        """Validate one row into the values to write; raises on a bad row."""
 
+    @abstractmethod
     def write(self, conn: Connection, items: list[_Item]) -> tuple[int, int]:
         """Write a batch; returns (created, updated)."""
-        raise NotImplementedError
 
-    def reset_caches(self) -> None:
+    def reset_caches(self) -> None:  # noqa: B027 - an optional hook: loaders without caches keep this no-op
         """Forget cached ids (a batch was rolled back)."""
 
 
