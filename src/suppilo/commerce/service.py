@@ -35,6 +35,7 @@ from suppilo.contacts.normalize import normalize_email
 from suppilo.db.base import utcnow
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.events import service as events_service
+from suppilo.offers import service as offers_service
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import Workspace
 
@@ -430,6 +431,8 @@ def save_order(session: Session, workspace_id: int, data: OrderData, *, record_e
         _convert_cart(session, workspace_id, order)
         if order.contact_id is not None and order.status != "cancelled":
             _apply_order_lifecycle(session, workspace, order)
+    if order.coupon_code and order.status != "cancelled":
+        offers_service.redeem_order_coupon(session, workspace_id, order)  # never refuses the order
     if created and record_event:
         events_service.record_event(
             session,

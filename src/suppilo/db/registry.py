@@ -11,6 +11,7 @@ from suppilo.deals import models as deals_models  # noqa: F401
 from suppilo.events import models as events_models
 from suppilo.messaging import models as messaging_models
 from suppilo.messaging import outbox_models as messaging_outbox_models
+from suppilo.offers import models as offers_models  # noqa: F401
 from suppilo.segments import models as segments_models  # noqa: F401
 from suppilo.workspaces import models as workspaces_models
 

@@ -1,0 +1,1 @@
+"""Offers and coupon codes: definitions, value rules, issuing, redemption."""
