@@ -12,6 +12,7 @@ from suppilo.events import models as events_models
 from suppilo.messaging import models as messaging_models
 from suppilo.messaging import outbox_models as messaging_outbox_models
 from suppilo.offers import models as offers_models  # noqa: F401
+from suppilo.scoring import models as scoring_models  # noqa: F401
 from suppilo.segments import models as segments_models  # noqa: F401
 from suppilo.workspaces import models as workspaces_models
 

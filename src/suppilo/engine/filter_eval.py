@@ -26,12 +26,15 @@ from suppilo.engine.filters import (
     OrderTotalCondition,
     PropertyCondition,
     Range,
+    ScoreCondition,
     SegmentCondition,
     StageCondition,
     StageHistoryCondition,
     TagCondition,
     ascii_lower,
     calendar_range,
+    decayed_compare,
+    epoch_seconds,
     event_count_range,
     instant_range,
     number_matches,
@@ -79,11 +82,22 @@ class StageChangeSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoreSnapshot:
+    """One stored score of the contact (``suppilo.scoring``): value at ``as_of``; engagement also its decay key."""
+
+    score: float
+    grade: str | None = None
+    decay_key: float | None = None
+    half_life_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ContactSnapshot:
     """What a filter can read about one contact.
 
     ``fields`` holds the built-in contact columns (a missing key is unset), ``company`` the built-in company
-    columns (None: no company), the ``*properties`` the custom properties as stored (JSON values).
+    columns (None: no company), the ``*properties`` the custom properties as stored (JSON values), ``scores``
+    the stored scores by kind (``fit``, ``engagement``, ``predictive``).
     """
 
     id: int
@@ -95,6 +109,7 @@ class ContactSnapshot:
     stage_changes: tuple[StageChangeSnapshot, ...] = ()
     orders: tuple[OrderSnapshot, ...] = ()
     events: tuple[EventSnapshot, ...] = ()
+    scores: Mapping[str, ScoreSnapshot] = field(default_factory=dict)
 
 
 def _in(r: Range[datetime] | None, t: datetime) -> bool:
@@ -292,4 +307,28 @@ def evaluate(node: Filter, snapshot: ContactSnapshot, now: datetime, in_segment:
         return event_count_range(node.op, node.value).contains(float(count))
     if isinstance(node, SegmentCondition):
         return in_segment(node.value) == (node.op == "in_segment")
+    if isinstance(node, ScoreCondition):
+        return score_matches(node, snapshot.scores.get(node.kind), now)
     raise TypeError(f"not a filter node: {node!r}")
+
+
+def score_matches(node: ScoreCondition, row: ScoreSnapshot | None, now: datetime) -> bool:
+    """Whether a stored score (None: the contact has none of that kind) passes a ``score`` condition at ``now``."""
+    if node.op == "is_set":
+        return row is not None
+    if node.op == "is_not_set":
+        return row is None
+    if node.op == "grade_in":
+        return row is not None and row.grade in node.value
+    if node.kind != "engagement":
+        return row is not None and number_matches(node.op, node.value, float(row.score))
+    sign = 0 if row is None else (row.score > 0) - (row.score < 0)
+    key = None if row is None else row.decay_key
+    half_life = None if row is None else row.half_life_seconds
+    now_s = epoch_seconds(now)
+    if node.op == "between":
+        lo, hi = node.value
+        return decayed_compare(sign, key, half_life, "gte", lo, now_s) and decayed_compare(
+            sign, key, half_life, "lte", hi, now_s
+        )
+    return decayed_compare(sign, key, half_life, node.op, node.value, now_s)

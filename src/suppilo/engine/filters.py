@@ -18,7 +18,9 @@ A filter is ``{"and": [...]}``, ``{"or": [...]}``, ``{"not": {...}}`` or a condi
 Leaf types: ``contact`` / ``company`` (a built-in field or ``properties.<name>``), ``stage`` (current stage
 in / not in), ``stage_history`` (``was_ever_in`` a stage, or ``entered`` it within an optional window),
 ``tag``, ``order_count``, ``order_total`` (in one ``currency``), ``first_order`` / ``last_order`` (the date of
-the first / last order), ``bought_product`` (a line with one of the SKUs), ``event`` and ``segment``.
+the first / last order), ``bought_product`` (a line with one of the SKUs), ``event``, ``segment`` and ``score``
+(``{"type": "score", "kind": "fit", "op": "gte", "value": 60}``, ``{"type": "score", "kind": "fit", "op":
+"grade_in", "value": ["A", "B"]}``; kinds ``fit``, ``engagement``, ``predictive``).
 A ``window`` is ``{"last_days": N}`` (now − N days ≤ t ≤ now) or ``{"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}``
 (whole UTC days, both ends included); without one, all time counts. Orders with status ``cancelled`` are not
 orders for any condition.
@@ -48,6 +50,10 @@ identically; hypothesis tests compare the two):
   counting the contact's events of that name in the window whose properties pass every ``where`` filter.
   A ``where`` filter's ``neq`` holds on an event without the property, like ``neq`` on an unset field.
 - **Segments**: ``in_segment`` / ``not_in_segment`` ask a membership lookup the caller provides.
+- **Scores** (``suppilo.scoring``): ``fit`` and ``predictive`` compare the stored score (gt, gte, lt, lte,
+  between; unset without a score row, so every operator but ``is_not_set`` is false there) or its grade
+  (``grade_in``). ``engagement`` compares the score **decayed to now**; a contact without an engagement row has
+  0. The decayed comparison is made on ``decay_key`` (see ``decayed_compare``) so SQL needs no exponentials.
 
 Dependencies (``dependencies``) name the data a filter reads, so the incremental updater re-evaluates only
 the segments that something changed could affect.
@@ -135,6 +141,9 @@ NUMBER_OPS = frozenset({"eq", "neq", "gt", "gte", "lt", "lte", "between"})
 EVENT_COUNT_OPS = frozenset({"did", "did_not", "at_least", "at_most", "exactly"})
 EVENT_WHERE_OPS = frozenset({"eq", "neq", "contains", "gt", "lt", "in"})
 TAG_OPS = frozenset({"has_tag", "has_no_tag", "has_any_tags", "has_all_tags"})
+SCORE_KINDS = ("fit", "engagement", "predictive")
+SCORE_RANGE_OPS = frozenset({"gt", "gte", "lt", "lte", "between"})
+SCORE_GRADES = ("A", "B", "C", "D")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$")
 _PATH_SEGMENT_RE = re.compile(r'^[^".\\\x00-\x1f]{1,100}$')
@@ -276,6 +285,15 @@ class SegmentCondition(_Frozen):
     value: int
 
 
+class ScoreCondition(_Frozen):
+    """The contact's ``kind`` score compared with ``value`` (engagement: decayed to now), or its grade in ``value``."""
+
+    type: Literal["score"]
+    kind: Literal["fit", "engagement", "predictive"]
+    op: str
+    value: Any = None
+
+
 Leaf = (
     PropertyCondition
     | StageCondition
@@ -287,6 +305,7 @@ Leaf = (
     | BoughtProductCondition
     | EventCondition
     | SegmentCondition
+    | ScoreCondition
 )
 
 
@@ -327,6 +346,7 @@ _LEAF_CLASSES: dict[str, type[BaseModel]] = {
     "bought_product": BoughtProductCondition,
     "event": EventCondition,
     "segment": SegmentCondition,
+    "score": ScoreCondition,
 }
 
 
@@ -441,6 +461,52 @@ def event_count_range(op: str, value: int | None) -> Range[float]:
     if op == "at_most":
         return Range(hi=float(value))
     return Range(lo=float(value), hi=float(value))
+
+
+def epoch_seconds(t: datetime) -> float:
+    """Seconds since 1970-01-01 UTC."""
+    return (t.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+
+
+def decay_key(score: float, as_of: datetime, half_life_seconds: float) -> float | None:
+    """``log2|score| + as_of / half_life``: constant while a score decays (None for a score of 0).
+
+    A score decaying by half every ``half_life`` has ``|score(now)| = 2^(key − now / half_life)``.
+    """
+    if score == 0 or not math.isfinite(score):
+        return None
+    return math.log2(abs(score)) + epoch_seconds(as_of) / half_life_seconds
+
+
+def decayed_threshold(value: float, now_seconds: float, half_life_seconds: float) -> float:
+    """The key of a score of magnitude ``|value|`` at ``now`` (value ≠ 0); the SQL compiler computes the same."""
+    return math.log2(abs(value)) + now_seconds / half_life_seconds
+
+
+def decayed_compare(
+    sign: int, key: float | None, half_life_seconds: float | None, op: str, value: float, now_seconds: float
+) -> bool:
+    """Whether a decaying score (``sign`` −1/0/1 and ``key``) at ``now`` passes ``op`` (gt/gte/lt/lte) ``value``.
+
+    A row without a key or half-life fails every magnitude test (the scoring service always stores both).
+    """
+    if op in ("lt", "lte"):  # x < v  ⟺  not (x ≥ v)
+        return not decayed_compare(sign, key, half_life_seconds, "gte" if op == "lt" else "gt", value, now_seconds)
+    strict = op == "gt"
+    if value == 0:
+        return sign > 0 if strict else sign >= 0
+    if key is None or half_life_seconds is None:
+        return sign >= 0 if value < 0 else False
+    t = decayed_threshold(value, now_seconds, half_life_seconds)
+    if value > 0:  # x ≥ v > 0: positive and |x| ≥ |v|
+        return sign > 0 and (key > t if strict else key >= t)
+    # x ≥ v with v < 0: x ≥ 0, or negative with |x| ≤ |v|
+    return sign >= 0 or (key < t if strict else key <= t)
+
+
+def score_matches_zero(op: str, value: Any) -> bool:
+    """Whether a score of 0 passes a range operator (what a contact without an engagement row has)."""
+    return number_matches(op, value, 0.0)
 
 
 # --- parsing and validation -----------------------------------------------------------------------------------------
@@ -565,7 +631,33 @@ class _Parser:
             if leaf.value < 1:
                 raise FilterError(_join(path, "value"), "a segment id is required")
             return leaf
+        if isinstance(leaf, ScoreCondition):
+            return self.score(leaf, path)
         raise FilterError(path, "unknown condition")  # pragma: no cover - the union is closed
+
+    def score(self, leaf: ScoreCondition, path: str) -> ScoreCondition:
+        graded = leaf.kind != "engagement"
+        allowed = SCORE_RANGE_OPS | ({"grade_in", "is_set", "is_not_set"} if graded else set())
+        if leaf.op not in allowed:
+            raise FilterError(_join(path, "op"), f"a {leaf.kind} score takes one of {', '.join(sorted(allowed))}")
+        vpath = _join(path, "value")
+        if leaf.op in SET_OPS:
+            if leaf.value is not None:
+                raise FilterError(vpath, f"{leaf.op} takes no value")
+            return leaf
+        if leaf.op == "grade_in":
+            v = leaf.value
+            if not (isinstance(v, list | tuple) and 1 <= len(v) <= 4 and all(g in SCORE_GRADES for g in v)):
+                raise FilterError(vpath, "a non-empty list of grades A, B, C, D is required")
+            return leaf.model_copy(update={"value": tuple(sorted(set(v)))})
+        value = self.number_value(leaf.op, leaf.value, path, frozenset(SCORE_RANGE_OPS))
+        if leaf.kind != "engagement":
+            return leaf.model_copy(update={"value": value})
+        # engagement values go through log2: keep them where floats stay exact enough
+        for v in value if isinstance(value, tuple) else (value,):
+            if abs(v) > 1e12 or (v != 0 and abs(v) < 1e-6):
+                raise FilterError(vpath, "an engagement threshold is 0 or between 0.000001 and 10^12 in size")
+        return leaf.model_copy(update={"value": value})
 
     def window(self, window: Window | None, path: str) -> None:
         if window is None:
@@ -794,9 +886,9 @@ def _is_relative(leaf: Leaf) -> bool:
 
 
 def dependencies(node: Filter) -> set[str]:
-    """The kinds of data the filter reads: contact, company, tags, stages, orders, events:<name>, segment:<id>, time.
+    """The data a filter reads: contact, company, tags, stages, orders, events:<name>, segment:<id>, score:<kind>.
 
-    "time" means the result can change with nothing but the clock (relative dates and windows).
+    Also "time": the result can change with nothing but the clock (relative dates, windows, engagement decay).
     """
     deps: set[str] = set()
     for _, leaf in leaves(node):
@@ -816,6 +908,10 @@ def dependencies(node: Filter) -> set[str]:
             deps.add(f"events:{leaf.name}")
         elif isinstance(leaf, SegmentCondition):
             deps.add(f"segment:{leaf.value}")
+        elif isinstance(leaf, ScoreCondition):
+            deps.add(f"score:{leaf.kind}")
+            if leaf.kind == "engagement":  # the score decays with the clock
+                deps.add("time")
         if _is_relative(leaf):
             deps.add("time")
     return deps

@@ -13,6 +13,7 @@ without rows need no scan. Every subquery is scoped by ``workspace_id``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -56,19 +57,23 @@ from suppilo.engine.filters import (
     OrderTotalCondition,
     PropertyCondition,
     Range,
+    ScoreCondition,
     SegmentCondition,
     StageCondition,
     StageHistoryCondition,
     TagCondition,
     ascii_lower,
     calendar_range,
+    epoch_seconds,
     event_count_range,
     instant_range,
     number_matches,
     number_range,
+    score_matches_zero,
     window_range,
 )
 from suppilo.events.models import Event
+from suppilo.scoring.models import ContactScore
 
 contacts = Contact.__table__
 companies = Company.__table__
@@ -77,6 +82,7 @@ stage_changes = StageChange.__table__
 orders = Order.__table__
 order_lines = OrderLine.__table__
 events = Event.__table__
+contact_scores = ContactScore.__table__
 
 SegmentSelect = Callable[[int], Select[Any]]
 
@@ -269,6 +275,8 @@ class _Compiler:
             if self.segment_select is None:
                 raise FilterCompileError(f"the filter uses segment {n.value}: a membership lookup is required")
             return self.member(contacts.c.id, self.segment_select(n.value), neg != (n.op == "not_in_segment"))
+        if isinstance(n, ScoreCondition):
+            return self.score(n, neg)
         raise TypeError(f"not a filter node: {n!r}")
 
     def property(self, n: PropertyCondition, neg: bool) -> ColumnElement[bool]:
@@ -459,6 +467,41 @@ class _Compiler:
             exists_only=exists_only,
         )
 
+    def score(self, n: ScoreCondition, neg: bool) -> ColumnElement[bool]:
+        t = contact_scores
+        base = select(t.c.contact_id).where(t.c.workspace_id == self.ws, t.c.kind == n.kind)
+        if n.op in ("is_set", "is_not_set"):
+            return self.member(contacts.c.id, base, neg != (n.op == "is_not_set"))
+        if n.op == "grade_in":
+            return self.member(contacts.c.id, base.where(t.c.grade.isnot(None), t.c.grade.in_(list(n.value))), neg)
+        if n.kind != "engagement":
+            test = _range_sql(t.c.score, number_range(n.op, n.value), Float())
+            return self.member(contacts.c.id, base.where(test), neg)
+        # A contact without an engagement row has 0: when 0 passes, keep everyone but the rows that fail.
+        decayed = self.decayed(n.op, n.value)
+        if score_matches_zero(n.op, n.value):
+            return self.member(contacts.c.id, base.where(not_(decayed)), not neg)
+        return self.member(contacts.c.id, base.where(decayed), neg)
+
+    def decayed(self, op: str, value: Any) -> ColumnElement[bool]:
+        """``engine.filters.decayed_compare`` over a score row, two-valued, with the same float arithmetic."""
+        t = contact_scores
+        if op == "between":
+            return and_(self.decayed("gte", value[0]), self.decayed("lte", value[1]))
+        if op in ("lt", "lte"):
+            return not_(self.decayed("gte" if op == "lt" else "gt", value))
+        strict = op == "gt"
+        if value == 0:
+            return t.c.score > 0 if strict else t.c.score >= 0
+        has = and_(t.c.decay_key.isnot(None), t.c.half_life_seconds.isnot(None))
+        threshold = literal(math.log2(abs(value)), Float()) + (
+            literal(epoch_seconds(self.now), Float()) / t.c.half_life_seconds
+        )
+        key = t.c.decay_key
+        if value > 0:
+            return and_(t.c.score > 0, has, key > threshold if strict else key >= threshold)
+        return or_(t.c.score >= 0, and_(has, key < threshold if strict else key <= threshold))
+
 
 def _means_at_least_one(op: str, value: Any) -> bool:
     return (op == "gte" and value == 1) or (op == "gt" and value == 0)
@@ -479,4 +522,4 @@ def compile_filter(
     return _Compiler(dialect, workspace_id, now, segment_select).node(node, False)
 
 
-__all__ = ["FilterCompileError", "SegmentSelect", "compile_filter", "contacts"]
+__all__ = ["FilterCompileError", "SegmentSelect", "compile_filter", "contact_scores", "contacts"]

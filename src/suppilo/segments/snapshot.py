@@ -14,10 +14,20 @@ from suppilo.engine.filter_eval import (
     EventSnapshot,
     OrderLineSnapshot,
     OrderSnapshot,
+    ScoreSnapshot,
     StageChangeSnapshot,
 )
 from suppilo.engine.filters import COMPANY_FIELDS, CONTACT_FIELDS
-from suppilo.segments.compiler import companies, contact_tags, contacts, events, order_lines, orders, stage_changes
+from suppilo.segments.compiler import (
+    companies,
+    contact_scores,
+    contact_tags,
+    contacts,
+    events,
+    order_lines,
+    orders,
+    stage_changes,
+)
 
 CHUNK = 500
 
@@ -46,6 +56,7 @@ def load_snapshots(
     changes: dict[int, list[StageChangeSnapshot]] = defaultdict(list)
     order_rows: list[Any] = []
     event_rows: dict[int, list[EventSnapshot]] = defaultdict(list)
+    scores: dict[int, dict[str, ScoreSnapshot]] = defaultdict(dict)
     for chunk in _chunks(ids):
         for r in session.execute(
             select(*contact_cols).where(contacts.c.workspace_id == workspace_id, contacts.c.id.in_(chunk))
@@ -57,6 +68,17 @@ def load_snapshots(
             )
         ):
             tags[cid].add(tag)
+        for r in session.execute(
+            select(
+                contact_scores.c.contact_id,
+                contact_scores.c.kind,
+                contact_scores.c.score,
+                contact_scores.c.grade,
+                contact_scores.c.decay_key,
+                contact_scores.c.half_life_seconds,
+            ).where(contact_scores.c.workspace_id == workspace_id, contact_scores.c.contact_id.in_(chunk))
+        ):
+            scores[r.contact_id][r.kind] = ScoreSnapshot(r.score, r.grade, r.decay_key, r.half_life_seconds)
         for r in session.execute(
             select(
                 stage_changes.c.contact_id,
@@ -130,5 +152,6 @@ def load_snapshots(
             stage_changes=tuple(changes[cid]),
             orders=tuple(contact_orders[cid]),
             events=tuple(event_rows[cid]),
+            scores=scores.get(cid, {}),
         )
     return result

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from sqlalchemy import insert
 
 from suppilo.engine.filter_eval import evaluate
-from suppilo.engine.filters import PropertyDef, parse_filter, to_json
+from suppilo.engine.filters import PropertyDef, decay_key, parse_filter, to_json
 from suppilo.segments.compiler import (
     companies,
+    contact_scores,
     contact_tags,
     contacts,
     events,
@@ -99,6 +100,15 @@ def contact_rows(draw: st.DrawFn) -> dict[str, Any]:
         },
     )
     event_list = draw(st.lists(st.tuples(st.sampled_from(EVENT_NAMES), instants, event_props), max_size=4))
+    score_rows = {}
+    for kind in ("fit", "engagement", "predictive"):
+        if draw(st.booleans()):
+            score_rows[kind] = (
+                draw(SCORE_VALUES[kind]),
+                draw(st.none() | st.sampled_from(["A", "B", "C", "D"])),
+                draw(instants),
+                draw(st.sampled_from([86_400.0, 30 * 86_400.0, 3_600.0])),
+            )
     return {
         "email": draw(st.none() | st.sampled_from(["ann@ex.fi", "Bob@Shop.SE", "ärla@ex.fi"])),
         "first_name": draw(st.none() | words),
@@ -116,6 +126,7 @@ def contact_rows(draw: st.DrawFn) -> dict[str, Any]:
         "orders": order_list,
         "events": event_list,
         "segments": draw(st.sets(st.sampled_from([1, 2]))),
+        "scores": score_rows,
     }
 
 
@@ -128,6 +139,13 @@ company_rows = st.fixed_dictionaries(
         "properties": st.fixed_dictionaries({}, optional={"tier": json_scalars}),
     }
 )
+
+SCORE_VALUES: dict[str, st.SearchStrategy[float]] = {
+    "fit": st.sampled_from([0.0, 12.5, 40.0, 60.0, 79.99, 80.0, 100.0]),
+    "predictive": st.sampled_from([0.0, 5.0, 50.0, 99.5]),
+    "engagement": st.sampled_from([-20.0, -3.0, -1.0, 0.0, 0.5, 1.0, 2.0, 7.5, 10.0, 40.0, 1e-3]),
+}
+SCORE_THRESHOLDS = [-10, -1, -0.5, 0, 0.5, 1, 2, 5, 10, 40, 60, 80]
 
 # --- filters -----------------------------------------------------------------------------------------------------
 
@@ -355,7 +373,28 @@ def leaves_strategy(company_ids: list[int]) -> st.SearchStrategy[dict[str, Any]]
         st.sampled_from(["in_segment", "not_in_segment"]),
         st.sampled_from([1, 2, 3]),
     )
-    return st.one_of(contact, company, stage, tag, order, event, segment)
+    score_range = st.one_of(
+        st.tuples(st.sampled_from(["gt", "gte", "lt", "lte"]), st.sampled_from(SCORE_THRESHOLDS)),
+        st.tuples(st.just("between"), st.lists(st.sampled_from(SCORE_THRESHOLDS), min_size=2, max_size=2).map(sorted)),
+    )
+    score = st.one_of(
+        st.builds(
+            lambda k, ov: {"type": "score", "kind": k, "op": ov[0], "value": ov[1]},
+            st.sampled_from(["fit", "engagement", "predictive"]),
+            score_range,
+        ),
+        st.builds(
+            lambda k, g: {"type": "score", "kind": k, "op": "grade_in", "value": g},
+            st.sampled_from(["fit", "predictive"]),
+            st.lists(st.sampled_from(["A", "B", "C", "D"]), min_size=1, max_size=3),
+        ),
+        st.builds(
+            lambda k, op: {"type": "score", "kind": k, "op": op},
+            st.sampled_from(["fit", "predictive"]),
+            st.sampled_from(["is_set", "is_not_set"]),
+        ),
+    )
+    return st.one_of(contact, company, stage, tag, order, event, segment, score)
 
 
 def filters(company_ids: list[int]) -> st.SearchStrategy[dict[str, Any]]:
@@ -472,6 +511,24 @@ def insert_data(session: Any, ws_id: int, company_data: list[dict[str, Any]], pe
                     }
                     for k, (name, at, props) in enumerate(p["events"])
                 ],
+            )
+        for kind, (value, grade, as_of, half_life) in p["scores"].items():
+            engagement = kind == "engagement"
+            session.execute(
+                insert(contact_scores),
+                {
+                    "workspace_id": ws_id,
+                    "contact_id": cid,
+                    "kind": kind,
+                    "score": value,
+                    "grade": None if engagement else grade,
+                    "explanation": [],
+                    "state": {},
+                    "decay_key": decay_key(value, as_of, half_life) if engagement else None,
+                    "half_life_seconds": half_life if engagement else None,
+                    "as_of": as_of,
+                    "computed_at": as_of,
+                },
             )
     # An anonymous event (no contact) must never count for anyone, nor make NOT IN go NULL.
     session.execute(

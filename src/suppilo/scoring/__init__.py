@@ -1,0 +1,1 @@
+"""Ideal-customer-profile fit, engagement and predictive scores of contacts and companies."""
