@@ -39,6 +39,7 @@ from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.events import service as events_service
 from suppilo.messaging import mime, suppression, tracking, unsubscribe
+from suppilo.messaging import policies as send_policies
 from suppilo.messaging.outbox_models import DUE_STATES, OutboxMessage
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import Workspace
@@ -122,6 +123,7 @@ class RunStats:
     skipped: int = 0
     uncertain: int = 0
     fenced: int = 0
+    held: int = 0  # deferred by a sending policy (frequency cap, quiet hours): waits, never dropped
     started: float = field(default_factory=time.monotonic)
 
 
@@ -358,7 +360,7 @@ class Sender:
         contacts: dict[int, Any] = {}
         for start in range(0, len(contact_ids), 500):
             for c in session.execute(
-                select(Contact.id, Contact.email, Contact.country).where(
+                select(Contact.id, Contact.email, Contact.country, Contact.timezone).where(
                     Contact.workspace_id == workspace_id, Contact.id.in_(contact_ids[start : start + 500])
                 )
             ):
@@ -373,7 +375,7 @@ class Sender:
             now,
         )
         workspace = session.get(Workspace, workspace_id)
-        out: list[Prepared] = []
+        ready: list[tuple[OutboxMessage, Any]] = []
         for row in rows:
             contact = contacts.get(row.contact_id) if row.contact_id is not None else None
             if contact is None or not contact.email:
@@ -388,6 +390,10 @@ class Sender:
                 if not decision.allowed:
                     self._close(row, "skipped", f"consent: {decision.reason}", now)
                     continue
+            ready.append((row, contact))
+        ready = self._apply_policies(session, workspace, workspace_id, ready, now)
+        out: list[Prepared] = []
+        for row, contact in ready:
             try:
                 if row.rendered:
                     message_bytes, links, message_id = self._build(session, workspace, row, contact, now)
@@ -420,6 +426,48 @@ class Sender:
             )
         session.flush()
         return out
+
+    def _apply_policies(
+        self,
+        session: Session,
+        workspace: Workspace | None,
+        workspace_id: int,
+        ready: list[tuple[OutboxMessage, Any]],
+        now: datetime,
+    ) -> list[tuple[OutboxMessage, Any]]:
+        """Defer marketing messages held by the workspace's frequency cap or quiet hours (``policies.py``); returns
+        the messages that go now. A held row keeps its attempts and goes back to ``deferred`` with the reason."""
+        if workspace is None:
+            return ready
+        policies = send_policies.for_workspace(workspace.settings, workspace.timezone)
+        if not policies.active:
+            return ready
+        candidates = [
+            send_policies.Candidate(
+                row_id=row.id,
+                contact_id=contact.id,
+                claim_rank=row.claim_rank,
+                next_attempt_at=row.next_attempt_at,
+                timezone=contact.timezone,
+            )
+            for row, contact in ready
+            if row.kind == "marketing"
+        ]
+        holds = send_policies.holds_for(session, workspace_id, policies, candidates, now)
+        if not holds:
+            return ready
+        going: list[tuple[OutboxMessage, Any]] = []
+        for row, contact in ready:
+            hold = holds.get(row.id)
+            if hold is None:
+                going.append((row, contact))
+                continue
+            row.status = "deferred"
+            row.next_attempt_at = hold.until
+            row.last_error = hold.reason
+            row.updated_at = now
+            self.stats.held += 1
+        return going
 
     def _from_header(self, name: str | None) -> str:
         """``From: ...`` (display name RFC 2047-encoded when needed), validated once per name."""

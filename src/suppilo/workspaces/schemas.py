@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scope = Literal["track", "read", "write", "admin"]
 SCOPES: tuple[str, ...] = ("track", "read", "write", "admin")
@@ -46,6 +46,9 @@ class WorkspaceUpdate(BaseModel):
     address_country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     require_tracking_consent: bool | None = None
     site_domains: list[str] | None = None
+    # Sending policies, kept in ``settings`` (validated by messaging.policies; null removes one).
+    frequency_cap: dict[str, Any] | None = None
+    quiet_hours: dict[str, Any] | None = None
 
 
 class WorkspaceRead(BaseModel):
@@ -68,6 +71,18 @@ class WorkspaceRead(BaseModel):
     address_country: str | None
     require_tracking_consent: bool
     site_domains: list[str]
+    frequency_cap: dict[str, Any] | None = None
+    quiet_hours: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _policies_from_settings(cls, data: Any) -> Any:
+        settings = getattr(data, "settings", None)
+        if isinstance(data, dict) or not isinstance(settings, dict):
+            return data
+        values = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        values.update(frequency_cap=settings.get("frequency_cap"), quiet_hours=settings.get("quiet_hours"))
+        return values
 
 
 class ApiKeyRead(BaseModel):

@@ -92,6 +92,17 @@ def update_workspace(session: Session, workspace_id: int, data: WorkspaceUpdate)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("timezone"):
         _check_timezone(changes["timezone"])
+    policy_changes = {k: changes.pop(k) for k in ("frequency_cap", "quiet_hours") if k in changes}
+    if policy_changes:
+        from suppilo.messaging import policies
+
+        settings = dict(workspace.settings or {})
+        for key, value in policies.validate_settings(policy_changes).items():
+            if value is None:
+                settings.pop(key, None)
+            else:
+                settings[key] = value
+        workspace.settings = settings
     for key, value in changes.items():
         setattr(workspace, key, value)
     session.flush()
