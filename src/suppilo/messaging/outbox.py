@@ -172,6 +172,28 @@ def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, 
     return inserted
 
 
+def enqueue_many_ids(session: Session, workspace_id: int, items: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Like ``enqueue_many``, returning {dedupe key: outbox id} for every item, new or already queued before."""
+    items = list(items)
+    if not items:
+        return {}
+    enqueue_many(session, workspace_id, items)
+    keys = [item["dedupe_key"] for item in items]
+    out: dict[str, int] = {}
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        out.update(
+            session.execute(
+                select(OutboxMessage.dedupe_key, OutboxMessage.id).where(
+                    OutboxMessage.workspace_id == workspace_id, OutboxMessage.dedupe_key.in_(chunk)
+                )
+            )
+            .tuples()
+            .all()
+        )
+    return out
+
+
 def get_message(session: Session, workspace_id: int, message_id: int) -> OutboxMessage:
     """The outbox row with this id in this workspace; NotFound otherwise."""
     row = session.scalar(

@@ -643,3 +643,26 @@ def contact_segments(session: Session, workspace_id: int, contact_id: int) -> li
         .order_by(Segment.id)
     )
     return [(seg, at) for seg, at in rows]
+
+
+def parse_filter_json(session: Session, workspace_id: int, raw: object, path: str = "filter") -> Filter:
+    """Validate filter JSON for the workspace (properties, segment references); DomainError names the bad node."""
+    return _validate_at(session, workspace_id, raw, path)
+
+
+def _validate_at(session: Session, workspace_id: int, raw: object, path: str) -> Filter:
+    node = _parse(session, workspace_id, raw, path)
+
+    def get_filter(sid: int) -> Filter | None:
+        seg = session.scalar(select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == sid))
+        if seg is None:
+            raise KeyError(sid)
+        if seg.kind != "dynamic" or seg.filter is None:
+            return None
+        return _parse(session, workspace_id, seg.filter)
+
+    try:
+        check_segment_refs(node, None, get_filter)
+    except FilterError as exc:
+        raise DomainError(f"{path}.{exc.path}", exc.reason, code="invalid_filter") from None
+    return node

@@ -24,10 +24,29 @@ def run_outbox_sender(factory: sessionmaker[Session]) -> Any:
     return asyncio.run(run_sender(factory, get_settings(), until_empty=True, max_seconds=50.0))
 
 
+def run_journeys(factory: sessionmaker[Session]) -> Any:
+    """Start journeys from new events, stage changes and the clock, then advance every due enrollment."""
+    from suppilo.journeys import runner, triggers
+
+    triggers.run_scanners(factory)
+    advanced = runner.run_due(factory)
+    runner.run_webhooks(factory)
+    return advanced
+
+
+def run_journey_goals(factory: sessionmaker[Session]) -> Any:
+    """End enrollments whose journey's goal filter has become true."""
+    from suppilo.journeys import runner
+
+    return run_job_in_unit_of_work(factory, runner.check_goals)
+
+
 JOBS: list[JobEntry] = [
     ("abandoned_carts", 60.0, run_abandoned_carts),
     ("send_outbox", 5.0, run_outbox_sender),
     ("segments_refresh", 300.0, run_time_refresh),
+    ("journeys", 0.25, run_journeys),
+    ("journey_goals", 60.0, run_journey_goals),
 ]
 
 

@@ -30,12 +30,13 @@ class PeriodicJob:
 
 @dataclass
 class Worker:
-    """A loop in a thread that runs due periodic jobs; a failing job is logged and retried next period."""
+    """Runs periodic jobs, each in its own thread (a long outbox drain never delays the journeys' next tick);
+    a failing job is logged and retried next period."""
 
     session_factory: sessionmaker[Session]
     jobs: list[PeriodicJob] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def run_once(self, now: float | None = None) -> list[str]:
         """Run every due job once; returns the names of those that ran."""
@@ -51,21 +52,27 @@ class Worker:
                 ran.append(job.name)
         return ran
 
-    def _loop(self) -> None:
+    def _loop(self, job: PeriodicJob) -> None:
         while not self._stop.is_set():
-            self.run_once()
-            self._stop.wait(0.5)
+            started = time.monotonic()
+            try:
+                job.fn(self.session_factory)
+            except Exception:
+                log.exception("job %s failed", job.name)
+            self._stop.wait(max(0.0, job.interval - (time.monotonic() - started)))
 
     def start(self) -> None:
-        """Start the loop in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="suppilo-worker", daemon=True)
-        self._thread.start()
+        """Start one daemon thread per job."""
+        for job in self.jobs:
+            thread = threading.Thread(target=self._loop, args=(job,), name=f"suppilo-{job.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stop the loop and wait for the running job to finish."""
+        """Stop the loops and wait for running jobs to finish."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
 
 def default_jobs() -> list[PeriodicJob]:

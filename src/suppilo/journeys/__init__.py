@@ -1,0 +1,1 @@
+"""Journeys: versioned automation definitions, durable enrollments and the runner that advances them."""

@@ -1,0 +1,604 @@
+"""The journey runner: claims due enrollments, walks them with the step machine, and commits each batch's effects
+(outbox rows, contact updates, tasks, list changes, coupons) with the enrollments' advance in one transaction.
+
+On PostgreSQL due work is claimed with ``FOR UPDATE SKIP LOCKED``: any number of runner processes share one database
+and never take the same enrollment; a runner killed mid-batch rolls its transaction back, so nothing is half done and
+the batch is taken again. SQLite serialises writers, so one runner works at a time there.
+
+Webhook steps are the exception (a network call must not hold a transaction): the enrollment is handed to the
+webhook phase with a lease (``due_at`` in the future, ``lease_token``), the call is made outside any transaction,
+and its outcome is recorded only if the lease is still held; a runner that dies after the call leaves the lease to
+expire and the call is repeated with the same idempotency key (at-least-once, which receivers dedupe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from suppilo.contacts import service as contacts_service
+from suppilo.contacts.models import Contact
+from suppilo.db.base import utcnow
+from suppilo.engine import journey as jengine
+from suppilo.engine.journey import Advance, Definition, Facts, Position
+from suppilo.errors import DomainError
+from suppilo.journeys.models import Enrollment, EnrollmentStep, Journey
+from suppilo.journeys.service import definition_of
+from suppilo.messaging import outbox
+from suppilo.segments import service as segments_service
+from suppilo.workspaces.models import Workspace
+
+log = logging.getLogger("suppilo.journeys")
+
+WEBHOOK_LEASE = timedelta(seconds=120)
+
+
+@dataclass
+class _Item:
+    row: Enrollment
+    defn: Definition
+    journey: Journey
+    tz: Any
+    pos: Position
+    facts: Facts
+    result: Advance | None = None
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _claim(session: Session, now: datetime, limit: int, phase: str = "step") -> list[Enrollment]:
+    query = (
+        select(Enrollment)
+        .join(Journey, and_(Journey.id == Enrollment.journey_id, Journey.status == "active"))
+        .where(Enrollment.status == "active", Enrollment.phase == phase, Enrollment.due_at <= now)
+        .order_by(Enrollment.due_at, Enrollment.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=Enrollment, skip_locked=True)
+    return list(session.scalars(query))
+
+
+def _zones(session: Session, rows: list[Enrollment]) -> dict[int, Any]:
+    contact_ids = list({r.contact_id for r in rows})
+    ws_ids = list({r.workspace_id for r in rows})
+    ws_tz = dict(session.execute(select(Workspace.id, Workspace.timezone).where(Workspace.id.in_(ws_ids))).all())
+    zones: dict[int, Any] = {}
+    for start in range(0, len(contact_ids), 1000):
+        for cid, ws, tz in session.execute(
+            select(Contact.id, Contact.workspace_id, Contact.timezone).where(
+                Contact.id.in_(contact_ids[start : start + 1000])
+            )
+        ):
+            zones[cid] = jengine.zone(tz, ws_tz.get(ws) or "UTC")
+    return zones
+
+
+def _evaluate(
+    session: Session, workspace_id: int, raw: dict[str, Any], contact_ids: list[int], now: datetime
+) -> set[int]:
+    """The contacts among ``contact_ids`` that match a (stored, validated) filter now."""
+    node = segments_service.parse_filter_json(session, workspace_id, raw)
+    where = segments_service.matching_clause(session, workspace_id, node, now)
+    from suppilo.segments.compiler import contacts as contacts_t
+
+    out: set[int] = set()
+    for start in range(0, len(contact_ids), 1000):
+        chunk = contact_ids[start : start + 1000]
+        out |= set(session.scalars(select(contacts_t.c.id).where(where, contacts_t.c.id.in_(chunk))))
+    return out
+
+
+class _Effects:
+    """Carries out step effects for a batch; bulk where the effect allows it."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session = session
+        self.now = now
+        self.mail: list[tuple[_Item, jengine.Effect, dict[str, Any]]] = []
+
+    def apply(self, item: _Item, effects: tuple[jengine.Effect, ...]) -> None:
+        row = item.row
+        for eff in effects:
+            step = eff.step
+            detail: dict[str, Any] = {}
+            try:
+                if isinstance(step, jengine.SendEmail):
+                    extra: dict[str, Any] = {
+                        "message": {"journey_id": row.journey_id, "journey": item.journey.name, "step": eff.step_id}
+                    }
+                    if "coupon" in row.data:
+                        extra["offer"] = row.data["coupon"]
+                    self.mail.append(
+                        (
+                            item,
+                            eff,
+                            {
+                                "dedupe_key": f"journey:{row.id}:{eff.step_id}:{eff.visit}",
+                                "contact_id": row.contact_id,
+                                "template_key": step.template,
+                                "kind": step.kind,
+                                "topic": step.topic,
+                                "priority": step.priority,
+                                "extra": extra,
+                            },
+                        )
+                    )
+                    continue
+                if isinstance(step, jengine.UpdateContact):
+                    detail = self._update_contact(row, step)
+                elif isinstance(step, jengine.CreateTask):
+                    detail = self._task(row, step, item.journey)
+                elif isinstance(step, jengine.ListChange):
+                    detail = self._list(row, step)
+                elif isinstance(step, jengine.IssueCoupon):
+                    detail = self._coupon(row, step, eff)
+            except DomainError as exc:
+                detail = {"error": f"{exc.field}: {exc.message}"}
+            item.logs.append(self._log(row, eff.step_id, step.type if "error" not in detail else "error", detail))
+
+    def _log(
+        self, row: Enrollment, step_id: str, outcome: str, detail: dict[str, Any], outbox_id: int | None = None
+    ) -> dict[str, Any]:
+        return {
+            "workspace_id": row.workspace_id,
+            "enrollment_id": row.id,
+            "journey_id": row.journey_id,
+            "step_id": step_id,
+            "outcome": outcome[:64],
+            "at": self.now,
+            "outbox_id": outbox_id,
+            "detail": detail,
+        }
+
+    def _update_contact(self, row: Enrollment, step: jengine.UpdateContact) -> dict[str, Any]:
+        session = self.session
+        contact = contacts_service.get_contact(session, row.workspace_id, row.contact_id)
+        if step.set:
+            from suppilo.contacts.schemas import ContactUpdate
+
+            builtin = {k: v for k, v in step.set.items() if k in ContactUpdate.model_fields and k != "properties"}
+            custom = {k.removeprefix("properties."): v for k, v in step.set.items() if k not in builtin}
+            data: dict[str, Any] = dict(builtin)
+            if custom:
+                data["properties"] = custom
+            contacts_service.update_contact(session, row.workspace_id, contact.id, ContactUpdate(**data))
+        if step.add_tags:
+            contacts_service.add_tags(session, row.workspace_id, contact.id, step.add_tags)
+        if step.remove_tags:
+            contacts_service.remove_tags(session, row.workspace_id, contact.id, step.remove_tags)
+        if step.stage:
+            contacts_service.change_stage(
+                session, contact, step.stage, reason=f"journey {row.journey_id}", source="journey", at=self.now
+            )
+        if step.score_points:
+            from suppilo.scoring import service as scoring_service
+
+            scoring_service.add_points(
+                session, row.workspace_id, row.contact_id, step.score_points, reason=f"journey {row.journey_id}"
+            )
+        return {k: v for k, v in step.model_dump(exclude={"type", "next"}, exclude_defaults=True).items()}
+
+    def _task(self, row: Enrollment, step: jengine.CreateTask, journey: Journey) -> dict[str, Any]:
+        from suppilo.deals import service as deals_service
+        from suppilo.deals.schemas import TaskCreate
+
+        owner = self.session.scalar(select(Contact.owner_id).where(Contact.id == row.contact_id))
+        task = deals_service.create_task(
+            self.session,
+            row.workspace_id,
+            TaskCreate(
+                title=step.title,
+                kind=step.kind,
+                due_at=self.now + step.due_in.delta(),
+                contact_id=row.contact_id,
+                owner_id=owner,
+            ),
+            now=self.now,
+        )
+        return {"task_id": task.id, "owner_id": owner, "journey": journey.name}
+
+    def _list(self, row: Enrollment, step: jengine.ListChange) -> dict[str, Any]:
+        fn = segments_service.add_members if step.action == "add" else segments_service.remove_members
+        changed = fn(self.session, row.workspace_id, step.list_id, [row.contact_id], self.now)
+        return {"list_id": step.list_id, "changed": changed}
+
+    def _coupon(self, row: Enrollment, step: jengine.IssueCoupon, eff: jengine.Effect) -> dict[str, Any]:
+        from suppilo.offers import service as offers_service
+
+        coupon = offers_service.issue_coupon(
+            self.session,
+            row.workspace_id,
+            offer_key=step.offer,
+            contact_id=row.contact_id,
+            idempotency_key=f"journey:{row.id}:{eff.key}",
+            now=self.now,
+        )
+        offer = offers_service.template_offer(self.session, coupon)
+        row.data = {**row.data, "coupon": offer}
+        return {"coupon_id": coupon.id, "code": coupon.code}
+
+    def flush_mail(self) -> None:
+        if not self.mail:
+            return
+        by_ws: dict[int, list[tuple[_Item, jengine.Effect, dict[str, Any]]]] = defaultdict(list)
+        for entry in self.mail:
+            by_ws[entry[0].row.workspace_id].append(entry)
+        for ws, entries in by_ws.items():
+            ids = outbox.enqueue_many_ids(self.session, ws, [e[2] for e in entries])
+            for item, eff, msg in entries:
+                item.logs.append(
+                    self._log(
+                        item.row,
+                        eff.step_id,
+                        "send_email",
+                        {"template": msg["template_key"]},
+                        ids.get(msg["dedupe_key"]),
+                    )
+                )
+        self.mail.clear()
+
+
+def _facts_of(row: Enrollment) -> Facts:
+    webhook = None if row.webhook_outcome is None else row.webhook_outcome == "ok"
+    return Facts(event_arrived=row.event_arrived, webhook=webhook, goal_reached=row.goal_reached)
+
+
+def _finish(item: _Item, now: datetime) -> None:
+    """Store the outcome of the walk on the enrollment row."""
+    row = item.row
+    res = item.result
+    assert res is not None
+    pos = res.position
+    row.step = pos.step
+    row.step_since = pos.since
+    row.visits = dict(pos.visits)
+    row.variants = dict(pos.variants)
+    row.event_arrived = False
+    row.webhook_outcome = None
+    row.last_error = None
+    row.wait_event = None
+    for entry in res.log:
+        item.logs.append(
+            {
+                "workspace_id": row.workspace_id,
+                "enrollment_id": row.id,
+                "journey_id": row.journey_id,
+                "step_id": entry.step_id,
+                "outcome": entry.outcome[:64],
+                "at": entry.at,
+                "outbox_id": None,
+                "detail": {},
+            }
+        )
+    if res.status == "waiting":
+        row.due_at = res.due_at
+        row.wait_event = res.wait_event.event if res.wait_event is not None else None
+    elif res.status == "needs_webhook":
+        row.phase = "webhook"
+        row.attempts = 0
+        row.due_at = now
+    elif res.status == "ended":
+        if res.end_reason == "holdout":
+            # Nothing is sent; the contact is watched for the goal during the goal window.
+            goal = item.defn.goal
+            row.group = "holdout"
+            row.due_at = row.entered_at + timedelta(days=goal.window_days if goal else 30)
+            return
+        row.status = "ended"
+        row.end_reason = res.end_reason
+        row.ended_at = now
+        row.due_at = None
+        if res.end_reason == "goal" and row.converted_at is None:
+            row.converted_at = now
+
+
+def _holdout_done(session: Session, item: _Item, now: datetime) -> None:
+    row = item.row
+    goal = item.defn.goal
+    if (
+        goal is not None
+        and goal.filter is not None
+        and row.converted_at is None
+        and row.contact_id in _evaluate(session, row.workspace_id, goal.filter, [row.contact_id], now)
+    ):
+        row.converted_at = now
+    row.status = "ended"
+    row.end_reason = "holdout"
+    row.ended_at = now
+    row.due_at = None
+    item.logs.append(
+        {
+            "workspace_id": row.workspace_id,
+            "enrollment_id": row.id,
+            "journey_id": row.journey_id,
+            "step_id": row.step,
+            "outcome": "holdout:converted" if row.converted_at else "holdout:ended",
+            "at": now,
+            "outbox_id": None,
+            "detail": {},
+        }
+    )
+
+
+def advance_batch(session: Session, now: datetime | None = None, *, limit: int = 500) -> int:
+    """Claim up to ``limit`` due enrollments and advance them; the caller commits. Returns how many were advanced."""
+    now = now or utcnow()
+    rows = _claim(session, now, limit)
+    if not rows:
+        return 0
+    zones = _zones(session, rows)
+    journeys = {j.id: j for j in session.scalars(select(Journey).where(Journey.id.in_({r.journey_id for r in rows})))}
+    items: list[_Item] = []
+    holdouts: list[_Item] = []
+    for row in rows:
+        defn = definition_of(session, row.journey_id, row.version)
+        pos = Position(row.step, row.step_since, dict(row.visits or {}), dict(row.variants or {}))
+        item = _Item(
+            row, defn, journeys[row.journey_id], zones.get(row.contact_id, jengine.zone("UTC")), pos, _facts_of(row)
+        )
+        if row.group == "holdout":
+            holdouts.append(item)
+        else:
+            items.append(item)
+    for item in holdouts:
+        _holdout_done(session, item, now)
+    effects = _Effects(session, now)
+    pending = items
+    for _ in range(64):
+        if not pending:
+            break
+        needs: list[_Item] = []
+        for item in pending:
+            res = jengine.advance(
+                item.defn,
+                item.pos,
+                item.facts,
+                now,
+                journey_id=item.row.journey_id,
+                contact_id=item.row.contact_id,
+                tz=item.tz,
+            )
+            effects.apply(item, res.effects)
+            if res.status == "needs_filters":
+                for entry in res.log:
+                    item.logs.append(
+                        {
+                            "workspace_id": item.row.workspace_id,
+                            "enrollment_id": item.row.id,
+                            "journey_id": item.row.journey_id,
+                            "step_id": entry.step_id,
+                            "outcome": entry.outcome[:64],
+                            "at": entry.at,
+                            "outbox_id": None,
+                            "detail": {},
+                        }
+                    )
+                item.pos = res.position
+                item.result = res
+                needs.append(item)
+            else:
+                item.result = res
+                _finish(item, now)
+        if not needs:
+            break
+        # Evaluate each needed filter once for all the contacts that need it (after the effects so far are visible).
+        effects.flush_mail()
+        session.flush()
+        wanted: dict[tuple[int, str], tuple[dict[str, Any], list[_Item], list[str]]] = {}
+        for item in needs:
+            assert item.result is not None
+            for key, raw in item.result.needs.items():
+                text = json.dumps(raw, sort_keys=True)
+                entry = wanted.setdefault((item.row.workspace_id, text), (raw, [], []))
+                entry[1].append(item)
+                entry[2].append(key)
+        new_facts: dict[int, dict[str, bool]] = defaultdict(dict)
+        for (ws, _), (raw, its, keys) in wanted.items():
+            matched = _evaluate(session, ws, raw, [i.row.contact_id for i in its], now)
+            for it, key in zip(its, keys, strict=True):
+                new_facts[id(it)][key] = it.row.contact_id in matched
+        for item in needs:
+            f = item.facts
+            item.facts = Facts(
+                filters={**f.filters, **new_facts[id(item)]},
+                event_arrived=f.event_arrived if item.pos.step == item.row.step else False,
+                webhook=f.webhook if item.pos.step == item.row.step else None,
+                goal_reached=f.goal_reached,
+            )
+        pending = needs
+    for item in pending:
+        if item.result is not None and item.result.status == "needs_filters":
+            item.result = Advance("ended", item.pos, end_reason="stuck")
+            _finish(item, now)
+    effects.flush_mail()
+    logs = [entry for item in [*items, *holdouts] for entry in item.logs]
+    if logs:
+        session.execute(insert(EnrollmentStep), logs)
+    session.flush()
+    return len(rows)
+
+
+def run_due(
+    factory: sessionmaker[Session], *, limit: int = 500, max_batches: int = 1000, now: Callable[[], datetime] = utcnow
+) -> int:
+    """Advance due enrollments batch by batch (one transaction each) until none is due; returns how many."""
+    total = 0
+    for _ in range(max_batches):
+        with factory() as session:
+            n = advance_batch(session, now(), limit=limit)
+            session.commit()
+        total += n
+        if n < limit:
+            break
+    return total
+
+
+# --- webhooks -------------------------------------------------------------------------------------------------------
+
+
+def _claim_webhooks(session: Session, now: datetime, limit: int) -> list[tuple[int, str]]:
+    rows = _claim(session, now, limit, phase="webhook")
+    claimed: list[tuple[int, str]] = []
+    for row in rows:
+        token = str(uuid.uuid4())
+        row.lease_token = token
+        row.due_at = now + WEBHOOK_LEASE
+        claimed.append((row.id, token))
+    session.flush()
+    return claimed
+
+
+def run_webhooks(
+    factory: sessionmaker[Session],
+    *,
+    limit: int = 50,
+    allow_private: bool | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> int:
+    """Call the webhooks of enrollments waiting at a webhook step; returns how many calls were made."""
+    from suppilo.config import get_settings
+    from suppilo.webhooks import client as webhooks
+
+    private = get_settings().webhook_allow_private if allow_private is None else allow_private
+    with factory() as session:
+        claimed = _claim_webhooks(session, now(), limit)
+        jobs: list[tuple[int, str, str, dict[str, Any], str]] = []
+        for eid, token in claimed:
+            row = session.get(Enrollment, eid)
+            assert row is not None
+            defn = definition_of(session, row.journey_id, row.version)
+            step = defn.steps[row.step]
+            assert isinstance(step, jengine.CallWebhook)
+            secret = _webhook_secret(session, row.workspace_id)
+            payload = {
+                "journey_id": row.journey_id,
+                "enrollment_id": row.id,
+                "step": row.step,
+                "contact": _contact_payload(session, row.contact_id),
+                "attempt": row.attempts + 1,
+            }
+            jobs.append((eid, token, step.url, payload, secret))
+        session.commit()
+    for eid, token, url, payload, secret in jobs:
+        visit = payload.get("attempt")
+        result = webhooks.deliver(
+            url, payload, secret=secret, idempotency_key=f"journey:{eid}:{payload['step']}", allow_private=private
+        )
+        with factory() as session:
+            row = session.get(Enrollment, eid)
+            if row is None or row.lease_token != token or row.phase != "webhook":
+                continue  # the lease was lost: whoever holds it now decides
+            t = now()
+            row.lease_token = None
+            row.attempts = row.attempts + 1
+            outcome = "ok" if result.ok else "failed"
+            if not result.ok and result.retryable and row.attempts < webhooks.MAX_ATTEMPTS:
+                row.due_at = t + timedelta(seconds=webhooks.retry_delay(row.attempts))
+                row.last_error = (result.error or f"HTTP {result.status}")[:500]
+                outcome = "retry"
+            else:
+                row.phase = "step"
+                row.webhook_outcome = outcome
+                row.due_at = t
+                row.last_error = None if result.ok else (result.error or f"HTTP {result.status}")[:500]
+            session.add(
+                EnrollmentStep(
+                    workspace_id=row.workspace_id,
+                    enrollment_id=row.id,
+                    journey_id=row.journey_id,
+                    step_id=row.step,
+                    outcome=f"webhook:{outcome}",
+                    at=t,
+                    detail={"status": result.status, "error": result.error, "attempt": visit},
+                )
+            )
+            session.commit()
+    return len(jobs)
+
+
+def _webhook_secret(session: Session, workspace_id: int) -> str:
+    """The workspace's webhook signing secret (created on first use, kept in the workspace settings)."""
+    import secrets
+
+    ws = session.get(Workspace, workspace_id)
+    assert ws is not None
+    settings = dict(ws.settings or {})
+    secret = settings.get("webhook_secret")
+    if not isinstance(secret, str) or len(secret) < 32:
+        secret = secrets.token_hex(32)
+        settings["webhook_secret"] = secret
+        ws.settings = settings
+        session.flush()
+    return secret
+
+
+def _contact_payload(session: Session, contact_id: int) -> dict[str, Any]:
+    c = session.get(Contact, contact_id)
+    if c is None:
+        return {"id": contact_id}
+    return {
+        "id": c.id,
+        "email": c.email,
+        "first_name": c.first_name,
+        "last_name": c.last_name,
+        "lifecycle_stage": c.lifecycle_stage,
+        "language": c.language,
+        "country": c.country,
+    }
+
+
+def check_goals(session: Session, now: datetime | None = None) -> int:
+    """Mark active enrollments whose journey's goal filter has become true (the runner ends them as converted)."""
+    now = now or utcnow()
+    marked = 0
+    for journey in session.scalars(select(Journey).where(Journey.status == "active")):
+        defn = definition_of(session, journey.id, journey.current_version)
+        if defn.goal is None or defn.goal.filter is None:
+            continue
+        after = 0
+        while True:
+            batch = list(
+                session.execute(
+                    select(Enrollment.id, Enrollment.contact_id, Enrollment.group)
+                    .where(Enrollment.workspace_id == journey.workspace_id, Enrollment.journey_id == journey.id)
+                    .where(Enrollment.status == "active", Enrollment.converted_at.is_(None), Enrollment.id > after)
+                    .order_by(Enrollment.id)
+                    .limit(2000)
+                )
+            )
+            if not batch:
+                break
+            after = batch[-1][0]
+            matched = _evaluate(session, journey.workspace_id, defn.goal.filter, [c for _, c, _ in batch], now)
+            treat = [eid for eid, cid, g in batch if cid in matched and g == "treatment"]
+            hold = [eid for eid, cid, g in batch if cid in matched and g == "holdout"]
+            if treat:
+                session.execute(
+                    update(Enrollment)
+                    .where(Enrollment.id.in_(treat))
+                    .values(goal_reached=True, due_at=now, converted_at=now)
+                )
+            if hold:
+                session.execute(update(Enrollment).where(Enrollment.id.in_(hold)).values(converted_at=now))
+            marked += len(treat) + len(hold)
+    return marked
+
+
+def due_count(session: Session, now: datetime | None = None) -> int:
+    """How many enrollments are due now (for monitoring)."""
+    now = now or utcnow()
+    return int(
+        session.scalar(
+            select(func.count()).select_from(Enrollment).where(Enrollment.status == "active", Enrollment.due_at <= now)
+        )
+        or 0
+    )

@@ -1,0 +1,119 @@
+"""A journey end to end on the real database: triggers, emails through the outbox, waits, branches, goals."""
+
+from __future__ import annotations
+
+import pytest
+
+from suppilo.errors import DomainError
+from suppilo.journeys import service
+
+from .support import contact, enrollments, event, install_templates, journey, later, messages, tick, timeline
+
+WELCOME = {
+    "name": "Welcome series",
+    "trigger": {"type": "event", "event": "Signed Up", "where": [{"path": "plan", "op": "eq", "value": "pro"}]},
+    "goal": {"event": "Order Completed"},
+    "start": "hello",
+    "steps": {
+        "hello": {"type": "send_email", "template": "welcome", "next": "pause"},
+        "pause": {"type": "wait", "duration": {"days": 2}, "next": "tagged"},
+        "tagged": {
+            "type": "branch",
+            "arms": [{"filter": {"type": "tag", "op": "has_tag", "value": "vip"}, "next": "vip"}],
+            "else": "nudge",
+        },
+        "vip": {"type": "update_contact", "add_tags": ["welcomed-vip"], "next": None},
+        "nudge": {"type": "send_email", "template": "win_back", "next": "done"},
+        "done": {"type": "end"},
+    },
+}
+
+
+@pytest.fixture
+def ws(session_factory, workspace):
+    install_templates(session_factory, workspace.id)
+    return workspace
+
+
+def test_event_enrols_sends_waits_and_branches(session_factory, ws):
+    jid = journey(session_factory, ws.id, WELCOME)
+    anna = contact(session_factory, ws.id, "anna@example.fi")
+    bo = contact(session_factory, ws.id, "bo@example.se")
+    event(session_factory, ws.id, anna, "Signed Up", plan="pro")
+    event(session_factory, ws.id, bo, "Signed Up", plan="free")  # the trigger's filter keeps Bo out
+
+    tick(session_factory)
+    rows = enrollments(session_factory, jid)
+    assert [r.contact_id for r in rows] == [anna]
+    assert rows[0].step == "pause" and rows[0].status == "active"
+    sent = messages(session_factory, ws.id, anna)
+    assert [m.template_key for m in sent] == ["welcome"]
+
+    # Nothing more happens before the wait is over, however often the runner looks.
+    tick(session_factory, later(days=1))
+    assert len(messages(session_factory, ws.id, anna)) == 1
+
+    tick(session_factory, later(days=2, minutes=1))
+    assert [m.template_key for m in messages(session_factory, ws.id, anna)] == ["welcome", "win_back"]
+    row = enrollments(session_factory, jid)[0]
+    assert row.status == "ended" and row.end_reason == "completed"
+    steps = timeline(session_factory, row.id)
+    assert steps[0] == ("hello", "entered")
+    assert ("tagged", "else") in steps and ("done", "end") in steps
+
+
+def test_the_same_event_twice_enrols_once_and_never_never_reenters(session_factory, ws):
+    jid = journey(session_factory, ws.id, WELCOME)
+    anna = contact(session_factory, ws.id, "anna@example.fi")
+    event(session_factory, ws.id, anna, "Signed Up", plan="pro")
+    tick(session_factory)
+    event(session_factory, ws.id, anna, "Signed Up", plan="pro", again=True)
+    tick(session_factory)
+    assert len(enrollments(session_factory, jid)) == 1
+    assert len(messages(session_factory, ws.id, anna)) == 1
+
+
+def test_goal_event_ends_the_enrollment_as_converted(session_factory, ws):
+    jid = journey(session_factory, ws.id, WELCOME)
+    anna = contact(session_factory, ws.id, "anna@example.fi")
+    event(session_factory, ws.id, anna, "Signed Up", plan="pro")
+    tick(session_factory)
+    event(session_factory, ws.id, anna, "Order Completed", order_id="A-1")
+    tick(session_factory)
+    row = enrollments(session_factory, jid)[0]
+    assert row.status == "ended" and row.end_reason == "goal" and row.converted_at is not None
+    # The nudge after the wait never goes out.
+    tick(session_factory, later(days=3))
+    assert len(messages(session_factory, ws.id, anna)) == 1
+
+
+def test_invalid_definitions_are_refused_with_the_path(session_factory, ws):
+    bad = {
+        **WELCOME,
+        "steps": {**WELCOME["steps"], "hello": {"type": "send_email", "template": "nope", "next": "pause"}},
+    }
+    with session_factory() as s, pytest.raises(DomainError) as err:
+        service.create_journey(s, ws.id, bad)
+    assert err.value.field == "definition.steps.hello.template"
+    loop = {
+        "name": "spin",
+        "trigger": {"type": "manual"},
+        "start": "a",
+        "steps": {
+            "a": {"type": "update_contact", "add_tags": ["x"], "next": "b"},
+            "b": {"type": "update_contact", "add_tags": ["y"], "next": "a"},
+        },
+    }
+    with session_factory() as s, pytest.raises(DomainError) as err:
+        service.create_journey(s, ws.id, loop)
+    assert "loop without a wait" in err.value.message
+    bad_filter = {
+        **WELCOME,
+        "steps": {
+            **WELCOME["steps"],
+            "tagged": {"type": "branch", "arms": [{"filter": {"type": "tag", "op": "zz", "value": "x"}}], "else": None},
+        },
+    }
+    with session_factory() as s, pytest.raises(DomainError) as err:
+        service.create_journey(s, ws.id, bad_filter)
+    assert err.value.field.startswith("definition.steps.tagged.arms[0].filter")
