@@ -35,6 +35,7 @@ from suppilo.contacts.normalize import normalize_email
 from suppilo.db.base import utcnow
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.events import service as events_service
+from suppilo.loyalty import service as loyalty_service
 from suppilo.offers import service as offers_service
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import Workspace
@@ -431,6 +432,7 @@ def save_order(session: Session, workspace_id: int, data: OrderData, *, record_e
         _convert_cart(session, workspace_id, order)
         if order.contact_id is not None and order.status != "cancelled":
             _apply_order_lifecycle(session, workspace, order)
+        loyalty_service.earn_for_order(session, workspace_id, order)
     if order.coupon_code and order.status != "cancelled":
         offers_service.redeem_order_coupon(session, workspace_id, order)  # never refuses the order
     if created and record_event:
@@ -548,6 +550,7 @@ def cancel_order(session: Session, workspace_id: int, order_id: int) -> Order:
     order = get_order(session, workspace_id, order_id)
     order.status = "cancelled"
     session.flush()
+    loyalty_service.reverse_for_order(session, workspace_id, order)
     return order
 
 
@@ -598,6 +601,7 @@ def _add_refund(session: Session, order: Order, external_id: str, amount: int, r
     order.refunded_minor += amount
     _refund_status(order)
     session.flush()
+    loyalty_service.reverse_for_order(session, order.workspace_id, order, now=at)
     return refund
 
 
@@ -703,6 +707,7 @@ def apply_ecommerce_event(
         if order.status != "cancelled":
             order.status = "cancelled"
             session.flush()
+            loyalty_service.reverse_for_order(session, workspace_id, order, now=occurred_at)
     else:
         _event_cart(session, workspace_id, contact_id, name, properties, occurred_at, message_id)
 

@@ -9,6 +9,7 @@ from suppilo.contacts import models as contacts_models
 from suppilo.db.base import Base
 from suppilo.deals import models as deals_models  # noqa: F401
 from suppilo.events import models as events_models
+from suppilo.loyalty import models as loyalty_models  # noqa: F401
 from suppilo.messaging import models as messaging_models
 from suppilo.messaging import outbox_models as messaging_outbox_models
 from suppilo.offers import models as offers_models  # noqa: F401

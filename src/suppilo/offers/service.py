@@ -276,7 +276,8 @@ def delete_offer(session: Session, workspace_id: int, key: str) -> None:
 # --- issuing ------------------------------------------------------------------------------------------------------
 
 
-def _check_issuable(offer: Offer, now: datetime) -> None:
+def check_issuable(offer: Offer, now: datetime) -> None:
+    """OfferError (path offer_key) unless the offer is active and has not ended."""
     if not offer.active:
         raise OfferError("offer_key", f"offer {offer.key!r} is not active", "offer_inactive")
     if offer.valid_until is not None and offer.valid_until <= now:
@@ -324,7 +325,7 @@ def issue_coupon(
     offer = get_offer(session, workspace_id, offer_key)
     if existing is not None:
         return _same_request(existing, offer_key, offer.id, contact_id, key)
-    _check_issuable(offer, now)
+    check_issuable(offer, now)
     if contact_id is not None and commerce_repo.contact_exists(session, workspace_id, contact_id) is None:
         raise NotFound("contact_id", f"contact {contact_id} not found")
     value = resolve_value(session, workspace_id, offer, contact_id)
@@ -377,7 +378,7 @@ def generate_codes(
         raise OfferError("count", "count must be at least 1")
     now = now or utcnow()
     offer = get_offer(session, workspace_id, offer_key)
-    _check_issuable(offer, now)
+    check_issuable(offer, now)
     label = batch or f"{offer.key[:60]}-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}"
     table = cast(Table, Coupon.__table__)
     stmt = _insert(session)(table).on_conflict_do_nothing(index_elements=["workspace_id", "code"])
