@@ -57,7 +57,7 @@ def test_foreign_key_id_is_404(client, workspace, other_workspace) -> None:
     )
 
 
-def test_front_door_leads_to_the_api_docs(client) -> None:
+def test_front_door_leads_to_the_web_interface(client) -> None:
     res = client.get("/", follow_redirects=False)
-    assert res.status_code == 307 and res.headers["location"] == "/docs"
+    assert res.status_code == 307 and res.headers["location"] == "/app/"
     assert client.get("/openapi.json").json()["info"]["title"] == "suppilo"

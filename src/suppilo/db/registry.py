@@ -1,5 +1,6 @@
 """Imports every domain's models so that ``Base.metadata`` knows all tables (Alembic, tests)."""
 
+from suppilo.accounts import models as accounts_models  # noqa: F401
 from suppilo.analytics import models as analytics_models  # noqa: F401
 from suppilo.capture import models as capture_models
 from suppilo.commerce import models as commerce_models
@@ -9,6 +10,7 @@ from suppilo.contacts import models as contacts_models
 from suppilo.db.base import Base
 from suppilo.deals import models as deals_models  # noqa: F401
 from suppilo.events import models as events_models
+from suppilo.journeys import models as journeys_models  # noqa: F401
 from suppilo.loyalty import models as loyalty_models  # noqa: F401
 from suppilo.messaging import models as messaging_models
 from suppilo.messaging import outbox_models as messaging_outbox_models

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from suppilo.adapters.cli import admin, data, deals, demo, mail, outbox, privacy, reports, segments
+from suppilo.adapters.cli import admin, data, deals, demo, mail, outbox, privacy, reports, segments, users
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
@@ -16,6 +16,7 @@ outbox.register(app)
 privacy.register(app)
 reports.register(app)
 segments.register(app)
+users.register(app)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 from suppilo import __version__
 from suppilo.adapters.http.errors import install_error_handlers
 from suppilo.adapters.http.routers import ROUTERS
+from suppilo.adapters.web import mount_web
 from suppilo.config import Settings, get_settings
 from suppilo.db.session import make_engine, make_session_factory
 
@@ -46,11 +47,12 @@ def create_app(settings: Settings | None = None, *, lifespan_hooks: list[Any] | 
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    mount_web(app)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
-        # The web UI comes later; until then the front door is the interactive API documentation.
-        return RedirectResponse("/docs")
+        # The front door is the web interface (its login page when not signed in); the API lives under /api/v1.
+        return RedirectResponse("/app/")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

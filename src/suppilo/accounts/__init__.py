@@ -1,0 +1,1 @@
+"""Accounts: people who log in to the web interface — passwords (argon2), login sessions, workspace access."""

@@ -1,0 +1,11 @@
+"""The web interface's pages, one module per area."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from suppilo.adapters.web.routes import contacts, dashboard, mail, session
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+for module in (session, dashboard, contacts, mail):
+    router.include_router(module.router)
