@@ -457,11 +457,26 @@ class EngagementRule(_Model):
         return all(event_property_matches(f, properties) for f in self.where)
 
 
+class StageThreshold(_Model):
+    """Move a contact in one of ``from_stages`` to ``to_stage`` once its engagement score reaches ``min_score``."""
+
+    min_score: float = Field(gt=0, le=1e9, allow_inf_nan=False)
+    from_stages: tuple[str, ...] = Field(min_length=1, max_length=50)
+    to_stage: str = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> StageThreshold:
+        if self.to_stage in self.from_stages:
+            raise ValueError("to_stage must not be one of from_stages")
+        return self
+
+
 class EngagementConfig(_Model):
-    """A workspace's engagement rules and the half-life of their points."""
+    """A workspace's engagement rules, the half-life of their points and the stage thresholds."""
 
     half_life_days: float = Field(default=30.0, allow_inf_nan=False)
     rules: tuple[EngagementRule, ...] = Field(max_length=200)
+    stage_thresholds: tuple[StageThreshold, ...] = Field(default=(), max_length=20)
 
     @model_validator(mode="after")
     def _check(self) -> EngagementConfig:
@@ -508,6 +523,7 @@ DEFAULT_ENGAGEMENT: dict[str, Any] = {
         {"key": "order", "event": "Order Completed", "points": 20},
         {"key": "unsubscribe", "event": "email_unsubscribed", "points": -15},
     ],
+    "stage_thresholds": [],
 }
 
 
@@ -695,6 +711,7 @@ __all__ = [
     "IcpDefinition",
     "ScoredEvent",
     "ScoringError",
+    "StageThreshold",
     "add_points",
     "apply_event",
     "best_fit",

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.commerce.tasks import run_abandoned_carts
+from suppilo.scoring.tasks import run_scoring
 from suppilo.segments.tasks import run_time_refresh
 
 JobEntry = tuple[str, float, Any]
@@ -45,6 +46,7 @@ JOBS: list[JobEntry] = [
     ("abandoned_carts", 60.0, run_abandoned_carts),
     ("send_outbox", 5.0, run_outbox_sender),
     ("segments_refresh", 300.0, run_time_refresh),
+    ("scoring", 60.0, run_scoring),
     ("journeys", 0.25, run_journeys),
     ("journey_goals", 60.0, run_journey_goals),
 ]
