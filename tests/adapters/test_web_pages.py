@@ -1,0 +1,226 @@
+"""The web interface's pages: dashboard figures, contact search and paging, the contact page with its timeline
+(stored script shown as text), the mail catcher (own workspace only, HTML under its own CSP), and the users CLI."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from email.message import EmailMessage
+
+import pytest
+from typer.testing import CliRunner
+
+from suppilo.adapters.web.routes import dashboard as dashboard_route
+from suppilo.adapters.web.security import MAIL_BODY_CSP
+from suppilo.messaging import mime
+from suppilo.messaging.catcher import MailStore
+from tests.adapters.test_web_shell import PASSWORD, csrf_of, login, make_user
+from tests.conftest import make_workspace
+
+SCRIPT = "<script>alert('xss')</script>"
+ATTR = '" onmouseover="alert(1)" x="'
+
+
+@pytest.fixture(autouse=True)
+def _fresh(client):
+    client.cookies.clear()
+    dashboard_route.clear_cache()
+    yield
+    client.cookies.clear()
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def contact(client, ws, **fields) -> dict:
+    res = client.post("/api/v1/contacts", json=fields, headers=ws.auth())
+    assert res.status_code == 201, res.text
+    return res.json()
+
+
+def test_dashboard_shows_the_funnel_with_conversion(client, session_factory, workspace) -> None:
+    ids = [contact(client, workspace, email=f"d{i}@example.com", country="FI")["id"] for i in range(4)]
+    for cid in ids[:2]:
+        client.post(f"/api/v1/contacts/{cid}/stage", json={"stage": "interest"}, headers=workspace.auth())
+    client.post(f"/api/v1/contacts/{ids[0]}/stage", json={"stage": "customer"}, headers=workspace.auth())
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    page = client.get(f"/app/w/{workspace.slug}/?days=30")
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="funnel-table"' in html and "<svg" in html and '<title id="funnel-title">' in html
+    table = html[html.index('id="funnel-table"') : html.index("</table>", html.index('id="funnel-table"'))]
+    # Interest was reached by 2, customer (and so decision/consideration) by 1: 50 % go on from interest.
+    assert '<th scope="row">Interest</th><td class="num">2</td>' in table
+    assert '<th scope="row">Customer</th><td class="num">1</td>' in table
+    assert "50.0 %" in table
+    assert 'id="kpi-contacts">4<' in html
+    assert 'id="channel-table"' in html and 'id="countries"' in html
+
+
+def test_dashboard_numbers_follow_the_user_locale(client, session_factory, workspace) -> None:
+    with session_factory() as s:
+        from suppilo.analytics import service as analytics
+        from suppilo.analytics.schemas import SpendCreate
+        from suppilo.db.base import utcnow
+
+        analytics.add_spend(
+            s,
+            workspace.id,
+            SpendCreate(date=utcnow().date(), channel="paid_search", amount_minor=123456, currency="EUR"),
+        )
+        s.commit()
+    login(client, make_user(session_factory, workspace.id, "marketer", language="fi"))
+    html = client.get(f"/app/w/{workspace.slug}/").text
+    assert "Elinkaaren suppilo" in html
+    assert "1\xa0234,56\xa0€" in html  # Finnish money format: NBSP grouping, decimal comma
+
+
+def test_contact_search_filters_and_keyset_pages(client, session_factory, workspace) -> None:
+    for i in range(55):
+        contact(client, workspace, email=f"page{i:02d}@example.com", first_name="Paged", last_name=f"P{i:02d}")
+    target = contact(client, workspace, email="anna.virtanen@example.com", first_name="Anna", last_name="Virtanen")
+    client.post(f"/api/v1/contacts/{target['id']}/stage", json={"stage": "consideration"}, headers=workspace.auth())
+    client.post(f"/api/v1/contacts/{target['id']}/tags", json={"tags": ["vip"]}, headers=workspace.auth())
+    login(client, make_user(session_factory, workspace.id, "sales"))
+    base = f"/app/w/{workspace.slug}/contacts"
+    res = client.get(base, params={"q": "anna"})
+    assert "Anna Virtanen" in res.text and "page01@" not in res.text
+    assert "Anna Virtanen" in client.get(base, params={"q": "virt"}).text
+    assert "Anna Virtanen" in client.get(base, params={"stage": "consideration"}).text
+    assert "page01@" not in client.get(base, params={"stage": "consideration"}).text
+    assert "Anna Virtanen" in client.get(base, params={"tag": "vip"}).text
+    assert "No contacts match." in client.get(base, params={"q": "zzzz-nobody"}).text
+    first = client.get(base, params={"q": "page"})
+    assert first.text.count('href="/app/w/') >= 50
+    assert 'rel="next"' in first.text
+    next_href = first.text.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    second = client.get(next_href)
+    # 55 matches: 50 on the first page, the 5 oldest on the second, none twice.
+    assert "page04@example.com" in second.text and "page05@example.com" not in second.text
+    assert "page54@example.com" in first.text and "page04@example.com" not in first.text
+    assert 'rel="next"' not in second.text and "First page" in second.text
+
+
+def test_stored_script_is_shown_as_text_everywhere(client, session_factory) -> None:
+    ws = make_workspace(session_factory, require_tracking_consent=False)
+    anon = str(uuid.uuid4())
+    page_call = {
+        "messageId": str(uuid.uuid4()),
+        "anonymousId": anon,
+        "name": SCRIPT,
+        "properties": {"url": f"https://shop.example.fi/{ATTR}", "note": SCRIPT},
+        "context": {
+            "page": {"url": f"https://shop.example.fi/?utm_campaign={ATTR}", "path": "/", "title": SCRIPT},
+            "campaign": {"name": SCRIPT, "source": ATTR, "medium": "email"},
+        },
+    }
+    assert client.post("/v1/page", json=page_call, headers=basic(ws.track_key)).status_code == 200
+    identify = {
+        "messageId": str(uuid.uuid4()),
+        "anonymousId": anon,
+        "traits": {"email": "xss@example.com", "firstName": SCRIPT, "lastName": ATTR, "jobTitle": SCRIPT},
+    }
+    assert client.post("/v1/identify", json=identify, headers=basic(ws.track_key)).status_code == 200
+    login(client, make_user(session_factory, ws.id, "admin"))
+    listing = client.get(f"/app/w/{ws.slug}/contacts", params={"q": "xss"})
+    assert "xss@example.com" in listing.text
+    for html in (listing.text,):
+        assert SCRIPT not in html and 'onmouseover="alert' not in html
+        assert "&lt;script&gt;" in html
+    href = listing.text.split('<td><a href="', 1)[1].split('"')[0]
+    page = client.get(href)
+    assert page.status_code == 200
+    html = page.text
+    assert SCRIPT not in html and ATTR not in html
+    assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;" in html
+    assert "&#34; onmouseover=&#34;alert(1)&#34; x=&#34;" in html
+    assert 'id="timeline-items"' in html and "Visit source" in html
+
+
+def test_contact_page_reads_timeline_history_and_edits(client, session_factory, workspace) -> None:
+    c = contact(client, workspace, email="tl@example.com", first_name="Tiina")
+    client.post(
+        f"/api/v1/contacts/{c['id']}/stage", json={"stage": "interest", "reason": "webinar"}, headers=workspace.auth()
+    )
+    login(client, make_user(session_factory, workspace.id, "marketer"))
+    url = f"/app/w/{workspace.slug}/contacts/{c['id']}"
+    html = client.get(url).text
+    assert "Tiina" in html and "webinar" in html and 'id="stage-history"' in html
+    assert "No consent recorded." in html and "Not in any segment." in html and "No deals." in html
+    res = client.post(
+        f"{url}/stage",
+        data={"stage": "consideration", "reason": "asked for a demo", "csrf_token": csrf_of(html)},
+        follow_redirects=True,
+    )
+    assert "Lifecycle stage changed." in res.text and "asked for a demo" in res.text
+    assert client.get(f"/api/v1/contacts/{c['id']}", headers=workspace.auth()).json()["lifecycle_stage"] == (
+        "consideration"
+    )
+    bad = client.post(f"{url}/stage", data={"stage": "no-such-stage", "csrf_token": csrf_of(html)})
+    assert bad.status_code == 422
+
+
+def _caught(store: MailStore, slug: str, outbox_id: int, subject: str, html: str) -> int:
+    msg = EmailMessage()
+    msg["From"] = "shop@example.fi"
+    msg["To"] = "anna@example.com"
+    msg["Subject"] = subject
+    msg["Message-ID"] = mime.message_id(outbox_id, slug, "example.fi")
+    msg.set_content("Hello in plain text")
+    msg.add_alternative(html, subtype="html")
+    return store.store("shop@example.fi", ["anna@example.com"], msg.as_bytes()).id
+
+
+def test_mail_catcher_shows_own_messages_safely(client, session_factory, workspace, other_workspace, test_settings):
+    store = MailStore(test_settings.data_dir)
+    tag = secrets.token_hex(3)
+    mine = _caught(
+        store, workspace.slug, 1, f"Welcome {tag} {SCRIPT}", f"<p>Hi</p>{SCRIPT}<img src=x onerror=alert(2)>"
+    )
+    theirs = _caught(store, other_workspace.slug, 2, f"Secret {tag}", "<p>theirs</p>")
+    login(client, make_user(session_factory, workspace.id, "marketer"))
+    base = f"/app/w/{workspace.slug}/mail"
+    listing = client.get(base).text
+    assert f"Welcome {tag}" in listing and f"Secret {tag}" not in listing and SCRIPT not in listing
+    page = client.get(f"{base}/{mine}")
+    assert page.status_code == 200 and "Hello in plain text" in page.text and SCRIPT not in page.text
+    assert f'src="{base}/{mine}/body" sandbox referrerpolicy="no-referrer"' in page.text
+    body = client.get(f"{base}/{mine}/body")
+    assert body.headers["content-security-policy"] == MAIL_BODY_CSP
+    assert "script-src" not in body.headers["content-security-policy"] and "sandbox" in MAIL_BODY_CSP
+    assert body.headers["x-frame-options"] == "SAMEORIGIN"
+    raw = client.get(f"{base}/{mine}/raw")
+    assert raw.headers["content-type"].startswith("text/plain") and "attachment" in raw.headers["content-disposition"]
+    assert client.get(f"{base}/{theirs}").status_code == 404
+    assert client.get(f"{base}/{theirs}/body").status_code == 404
+    assert client.get(f"{base}/987654321").status_code == 404
+
+
+def test_users_cli_creates_a_user_who_can_log_in(client, workspace) -> None:
+    from suppilo.adapters.cli.main import app as cli
+
+    email = f"cli-{secrets.token_hex(4)}@example.com"
+    runner = CliRunner()
+    env = {"SUPPILO_DATABASE_URL": client.app.state.settings.resolved_database_url()}
+    from suppilo.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        res = runner.invoke(
+            cli,
+            ["users", "create", email, "--role", "sales", "--password", PASSWORD, "-w", workspace.slug, "--json"],
+            env=env,
+        )
+        assert res.exit_code == 0, res.output
+        short = runner.invoke(
+            cli, ["users", "create", "x" + email, "--password", "short", "-w", workspace.slug], env=env
+        )
+        assert short.exit_code != 0 and "at least" in short.output
+        listed = runner.invoke(cli, ["users", "list", "-w", workspace.slug, "--json"], env=env)
+        assert email in listed.output and "sales" in listed.output
+    finally:
+        get_settings.cache_clear()
+    assert login(client, email).status_code == 303
+    assert client.get(f"/app/w/{workspace.slug}/contacts").status_code == 200
