@@ -170,13 +170,19 @@ class Goal(_M):
 
 
 class SendEmail(_M):
-    """Send template ``template`` (in the contact's language) through the outbox."""
+    """Send template ``template`` (in the contact's language) through the outbox.
+
+    ``include`` puts the contact's latest order or cart into the template's context; ``message`` adds fixed values
+    the template reads as ``message.<name>`` (e.g. the interest a nurture mail is about).
+    """
 
     type: Literal["send_email"]
     template: str = Field(min_length=1, max_length=100)
     kind: Literal["marketing", "transactional"] = "marketing"
     topic: str = Field(default="marketing", min_length=1, max_length=64)
     priority: int = Field(default=0, ge=-100, le=100)
+    include: tuple[Literal["order", "cart"], ...] = ()
+    message: dict[str, str | int | float | bool] = Field(default_factory=dict)
     next: str | None = None
 
 
@@ -802,8 +808,7 @@ def advance(
             log.append(LogEntry(sid, "end", now))
             return Advance("ended", current, tuple(effects), tuple(log), end_reason="completed")
         else:
-            effects.append(Effect(sid, visit, step))
-            log.append(LogEntry(sid, step.type, now))
+            effects.append(Effect(sid, visit, step))  # the caller records it with its outcome
             target = step.next
         first = False
         event_arrived = False

@@ -113,10 +113,17 @@ class _Effects:
             try:
                 if isinstance(step, jengine.SendEmail):
                     extra: dict[str, Any] = {
-                        "message": {"journey_id": row.journey_id, "journey": item.journey.name, "step": eff.step_id}
+                        "message": {
+                            **step.message,
+                            "journey_id": row.journey_id,
+                            "journey": item.journey.name,
+                            "step": eff.step_id,
+                        }
                     }
                     if "coupon" in row.data:
                         extra["offer"] = row.data["coupon"]
+                    for root in step.include:
+                        extra[root] = commerce_context(self.session, row.workspace_id, row.contact_id, root)
                     self.mail.append(
                         (
                             item,
@@ -245,6 +252,48 @@ class _Effects:
                     )
                 )
         self.mail.clear()
+
+
+def commerce_context(session: Session, workspace_id: int, contact_id: int, root: str) -> dict[str, Any]:
+    """The contact's latest order or cart as a template sees it (empty when there is none)."""
+    from suppilo.commerce.models import Cart, Order, OrderLine
+
+    if root == "order":
+        order = session.scalar(
+            select(Order)
+            .where(Order.workspace_id == workspace_id, Order.contact_id == contact_id, Order.status != "cancelled")
+            .order_by(Order.placed_at.desc(), Order.id.desc())
+            .limit(1)
+        )
+        if order is None:
+            return {}
+        lines = session.scalars(select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.id))
+        return {
+            "number": order.external_id,
+            "placed_at": order.placed_at,
+            "currency": order.currency,
+            "total_minor": order.total_minor,
+            "lines": [
+                {"name": ln.name, "sku": ln.sku, "quantity": ln.quantity, "unit_price_minor": ln.unit_price_minor}
+                for ln in lines
+            ],
+        }
+    cart = session.scalar(
+        select(Cart)
+        .where(Cart.workspace_id == workspace_id, Cart.contact_id == contact_id)
+        .order_by(Cart.last_activity_at.desc(), Cart.id.desc())
+        .limit(1)
+    )
+    if cart is None:
+        return {}
+    return {
+        "currency": cart.currency,
+        "value_minor": cart.value_minor,
+        "lines": [
+            {"name": ln.get("name"), "quantity": ln.get("quantity"), "unit_price_minor": ln.get("unit_price_minor")}
+            for ln in cart.lines or []
+        ],
+    }
 
 
 def _facts_of(row: Enrollment) -> Facts:

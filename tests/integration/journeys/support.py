@@ -8,13 +8,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.events import service as events_service
 from suppilo.journeys import runner, service, triggers
 from suppilo.journeys.models import Enrollment, EnrollmentStep
 from suppilo.messaging import service as messaging_service
 from suppilo.messaging.outbox_models import OutboxMessage
-from suppilo.contacts.models import Contact
 
 
 def install_templates(factory: sessionmaker[Session], workspace_id: int) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.commerce.tasks import run_abandoned_carts
+from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.scoring.tasks import run_scoring
 from suppilo.segments.tasks import run_time_refresh
 
@@ -49,6 +50,7 @@ JOBS: list[JobEntry] = [
     ("scoring", 60.0, run_scoring),
     ("journeys", 0.25, run_journeys),
     ("journey_goals", 60.0, run_journey_goals),
+    ("journey_lapse_dates", 3600.0, run_lapse_refresh),
 ]
 
 
