@@ -20,7 +20,9 @@ def _setup(client, session_factory, workspace):
     with session_factory() as s:
         messaging_service.install_default_templates(s, workspace.id)
         s.commit()
-    r = client.post("/api/v1/contacts", json={"email": "liisa@example.fi", "first_name": "Liisa"}, headers=workspace.auth("write"))
+    r = client.post(
+        "/api/v1/contacts", json={"email": "liisa@example.fi", "first_name": "Liisa"}, headers=workspace.auth("write")
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -85,11 +87,15 @@ def test_new_version_keeps_contacts_on_theirs_until_migrated(client, session_fac
     assert page["items"][0]["version"] == 1 and page["items"][0]["step"] == "wait"
     r = client.post(f"/api/v1/journeys/{jid}/migrate", json={"from_version": 1}, headers=h)
     assert r.status_code == 422 and r.json()["error"]["path"] == "step_map.wait"
-    r = client.post(f"/api/v1/journeys/{jid}/migrate", json={"from_version": 1, "step_map": {"wait": "pause"}}, headers=h)
+    r = client.post(
+        f"/api/v1/journeys/{jid}/migrate", json={"from_version": 1, "step_map": {"wait": "pause"}}, headers=h
+    )
     assert r.json() == {"moved": 1}
     item = client.get(f"/api/v1/journeys/{jid}/enrollments", headers=workspace.auth("read")).json()["items"][0]
     assert item["version"] == 2 and item["step"] == "pause"
-    assert [v["version"] for v in client.get(f"/api/v1/journeys/{jid}/versions", headers=workspace.auth("read")).json()] == [1, 2]
+    assert [
+        v["version"] for v in client.get(f"/api/v1/journeys/{jid}/versions", headers=workspace.auth("read")).json()
+    ] == [1, 2]
 
 
 def test_other_workspace_cannot_see_a_journey(client, session_factory, workspace, other_workspace):
@@ -104,9 +110,13 @@ def test_playbook_gallery_and_enable(client, session_factory, workspace):
     _setup(client, session_factory, workspace)
     books = client.get("/api/v1/playbooks", headers=workspace.auth("read")).json()
     assert {"welcome_series", "abandoned_cart", "win_back", "sales_handoff"} <= {b["key"] for b in books}
-    r = client.post("/api/v1/playbooks/abandoned_cart", json={"settings": {"first_after_hours": 2}}, headers=workspace.auth("write"))
+    r = client.post(
+        "/api/v1/playbooks/abandoned_cart", json={"settings": {"first_after_hours": 2}}, headers=workspace.auth("write")
+    )
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "active" and r.json()["playbook"] == "abandoned_cart"
     assert r.json()["definition"]["steps"]["hour"]["duration"]["hours"] == 2
-    r = client.post("/api/v1/playbooks/abandoned_cart", json={"settings": {"first_after_hours": 0}}, headers=workspace.auth("write"))
+    r = client.post(
+        "/api/v1/playbooks/abandoned_cart", json={"settings": {"first_after_hours": 0}}, headers=workspace.auth("write")
+    )
     assert r.status_code == 422 and r.json()["error"]["path"] == "settings.first_after_hours"
