@@ -912,7 +912,8 @@ class RunResult:
     engagement: ScoreWrite
 
 
-def _all_contacts(session: Session, workspace_id: int) -> list[int]:
+def all_contact_ids(session: Session, workspace_id: int) -> list[int]:
+    """Every contact id of the workspace, ascending."""
     return list(session.scalars(select(Contact.id).where(Contact.workspace_id == workspace_id).order_by(Contact.id)))
 
 
@@ -943,7 +944,7 @@ def run_workspace(session: Session, workspace_id: int, now: datetime | None = No
             )
     full_fit = settings.fit_full_pending or since is None
     if full_fit:
-        fit_ids = _all_contacts(session, workspace_id)
+        fit_ids = all_contact_ids(session, workspace_id)
         changed_companies = list(
             session.scalars(select(Company.id).where(Company.workspace_id == workspace_id).order_by(Company.id))
         )
@@ -1009,7 +1010,7 @@ def recompute(
     """Rescore these contacts (None: all of the workspace) now; unknown ids are refused by path."""
     now = now or utcnow()
     if contact_ids is None:
-        ids = _all_contacts(session, workspace_id)
+        ids = all_contact_ids(session, workspace_id)
     else:
         ids = list(contact_ids)
         known: set[int] = set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from suppilo.adapters.cli import admin, data, deals, demo, mail, outbox, privacy, reports, segments, users
+from suppilo.adapters.cli import admin, data, deals, demo, mail, outbox, privacy, reports, scoring, segments, users
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
@@ -15,6 +15,7 @@ mail.register(app)
 outbox.register(app)
 privacy.register(app)
 reports.register(app)
+scoring.register(app)
 segments.register(app)
 users.register(app)
 

@@ -13,6 +13,7 @@ from suppilo.adapters.http.routers import (
     messages,
     public_mail,
     reports,
+    scoring,
     segments,
     sources,
     templates,
@@ -39,4 +40,5 @@ ROUTERS: list[APIRouter] = [
     public_mail.router,
     reports.router,
     segments.router,
+    scoring.router,
 ]
