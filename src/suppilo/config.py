@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for the SMTP server.")
     mail_catcher_host: str = Field(default="127.0.0.1", description="Interface of the built-in mail catcher.")
     mail_catcher_port: int = Field(default=2525, description="Port of the built-in mail catcher.")
+    webhook_allow_private: bool = Field(
+        default=False, description="Let webhooks call private, loopback and link-local addresses (self-hosting)."
+    )
 
     def resolved_database_url(self) -> str:
         """The configured URL, or SQLite under the data directory."""

@@ -233,7 +233,7 @@ def _cap_holds(
                 counted.setdefault(row.contact_id, []).append(row.at)
         # Due marketing mail of the same contacts outside this claim (the chunk ended before it, or another status
         # was read first): one that comes first in claim order keeps its slot.
-        for row in session.execute(
+        for due in session.execute(
             select(
                 OutboxMessage.contact_id, OutboxMessage.claim_rank, OutboxMessage.next_attempt_at, OutboxMessage.id
             ).where(
@@ -245,7 +245,7 @@ def _cap_holds(
                 OutboxMessage.id.not_in(batch_ids),
             )
         ):
-            waiting.setdefault(row.contact_id, []).append((row.claim_rank, row.next_attempt_at, row.id))
+            waiting.setdefault(due.contact_id, []).append((due.claim_rank, due.next_attempt_at, due.id))
     by_contact: dict[int, list[Candidate]] = {}
     for c in candidates:
         by_contact.setdefault(c.contact_id, []).append(c)

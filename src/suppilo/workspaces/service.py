@@ -92,7 +92,7 @@ def update_workspace(session: Session, workspace_id: int, data: WorkspaceUpdate)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("timezone"):
         _check_timezone(changes["timezone"])
-    policy_changes = {k: changes.pop(k) for k in ("frequency_cap", "quiet_hours") if k in changes}
+    policy_changes: dict[str, Any] = {k: changes.pop(k) for k in ("frequency_cap", "quiet_hours") if k in changes}
     if policy_changes:
         from suppilo.messaging import policies
 
