@@ -41,6 +41,8 @@ from suppilo.demo.generator import (
 )
 from suppilo.demo.params import GENERATOR_VERSION, SITE_DOMAIN, SITE_URL
 from suppilo.events.models import Event, Touch
+from suppilo.scoring import service as scoring_service
+from suppilo.scoring.schemas import IcpCreate
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import User, Workspace
 from suppilo.workspaces.schemas import WorkspaceCreate
@@ -127,6 +129,20 @@ def _user(session: Session, email: str, name: str, password: str, hasher: Passwo
         session.flush()
         return existing
     return workspaces_service.create_user(session, email=email, name=name, password_hash=hasher.hash(password))
+
+
+# Pohjola Outdoor's wholesale ideal customer: an outdoor or sports shop (or hotel, gift buyer) in its home markets,
+# big enough to order by the pallet, reached through its buyer or owner.
+DEMO_ICP: dict[str, Any] = {
+    "industries": {
+        "values": ["Outdoor retail", "Sporting goods", "Hotels & hospitality", "Corporate gifts"],
+        "weight": 30,
+    },
+    "employees": {"min": 5, "max": 250, "weight": 20},
+    "location": {"regions": ["nordics", "baltics"], "weight": 20},
+    "job_titles": {"keywords": ["purchasing", "buyer", "category"], "weight": 15},
+    "seniority": {"keywords": ["owner", "ceo", "manager"], "weight": 15},
+}
 
 
 def setup_workspace(session: Session, params: DemoParams, slug: str) -> DemoSetup:
@@ -231,6 +247,13 @@ def setup_workspace(session: Session, params: DemoParams, slug: str) -> DemoSetu
             for name, label, kind, options, description in definitions
         ],
     )
+    scoring_service.create_icp(
+        session,
+        ws.id,
+        IcpCreate(
+            name="Wholesale partner", description="Shops and hotels that buy by the pallet.", definition=DEMO_ICP
+        ),
+    )
     session.flush()
     return DemoSetup(ws.id, slug, admin_key, write_key, users)
 
@@ -308,4 +331,5 @@ def mark_complete(session: Session, workspace_id: int, params: DemoParams, resul
         **(ws.settings or {}),
         "demo": {"params": demo_settings(params), "complete": True, "counts": result.counts},
     }
+    scoring_service.score_all_fit(session, workspace_id)
     session.flush()

@@ -1000,6 +1000,19 @@ def run_workspace(session: Session, workspace_id: int, now: datetime | None = No
     return RunResult(fit, companies, eng)
 
 
+def score_all_fit(session: Session, workspace_id: int, now: datetime | None = None) -> ScoreWrite:
+    """Fit for every contact and company of the workspace now; the next scoring run continues from here."""
+    now = now or utcnow()
+    result = recompute_fit(session, workspace_id, all_contact_ids(session, workspace_id), now)
+    company_ids = list(session.scalars(select(Company.id).where(Company.workspace_id == workspace_id)))
+    recompute_company_fit(session, workspace_id, company_ids, now)
+    settings = _settings(session, workspace_id)
+    settings.fit_cursor_at = now
+    settings.fit_full_pending = False
+    session.flush()
+    return result
+
+
 def recompute(
     session: Session,
     workspace_id: int,
