@@ -54,7 +54,7 @@ def test_dashboard_shows_the_funnel_with_conversion(client, session_factory, wor
     # Interest was reached by 2, customer (and so decision/consideration) by 1: 50 % go on from interest.
     assert '<th scope="row">Interest</th><td class="num">2</td>' in table
     assert '<th scope="row">Customer</th><td class="num">1</td>' in table
-    assert "50.0 %" in table
+    assert "50.0%" in table
     assert 'id="kpi-contacts">4<' in html
     assert 'id="channel-table"' in html and 'id="countries"' in html
 

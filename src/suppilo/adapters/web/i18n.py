@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -99,7 +100,11 @@ class Formatter:
     def percent(self, value: float | None, digits: int = 1) -> str:
         if value is None:
             return "–"
-        return format_percent(value, format="#,##0." + "0" * digits + " %" if digits else "#,##0 %", locale=self.locale)
+        pattern = str(self.locale.percent_formats[None].pattern).split(";")[0]
+        if digits:
+            last = pattern.rfind("0")
+            pattern = pattern[: last + 1] + "." + "0" * digits + pattern[last + 1 :]
+        return format_percent(value, format=pattern, locale=self.locale)
 
     def ratio(self, value: float | None) -> str:
         """A multiple such as ROI 2.35 → ``2.35×``."""
@@ -111,8 +116,8 @@ class Formatter:
         """Integer minor units of ``currency`` as money in this locale."""
         if minor is None or not currency:
             return "–"
-        digits = get_currency_precision(currency)
-        return format_currency(minor / (10**digits), currency, locale=self.locale)
+        digits = int(get_currency_precision(currency))
+        return format_currency(Decimal(int(minor)).scaleb(-digits), currency, locale=self.locale)
 
     def datetime(self, value: datetime | str | None) -> str:
         if value is None or value == "":

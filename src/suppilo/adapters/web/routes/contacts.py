@@ -45,7 +45,7 @@ def contacts(
     cursor: str | None = None,
 ) -> Response:
     ctx.require("view")
-    stages = contacts_service.list_stages(session, ctx.workspace_id)
+    stages = contacts_service.stage_specs(session, ctx.workspace_id)
     flt = ContactFilter(
         q=q.strip()[:200] or None,
         lifecycle_stage=stage or None,
@@ -102,7 +102,7 @@ def contact_page(
     if before is not None and before.tzinfo is None:
         before = None
     timeline = contacts_service.timeline(session, ctx.workspace_id, contact.id, before=before, limit=TIMELINE_PAGE)
-    stages = contacts_service.list_stages(session, ctx.workspace_id)
+    stages = contacts_service.stage_specs(session, ctx.workspace_id)
     history = contacts_service.stage_history(session, ctx.workspace_id, contact.id)
     records = consent_service.list_records(session, ctx.workspace_id, contact.id)
     consent_state, objection = consent_service.derive_state(records)

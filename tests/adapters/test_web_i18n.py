@@ -1,0 +1,76 @@
+"""The interface catalogues: every text of the templates and pages is translated in sv, fi, da and lv, with the
+same placeholders; numbers, money and dates follow the user's locale and time zone."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from suppilo.adapters.web import i18n
+
+WEB = Path(i18n.__file__).parent
+PLACEHOLDER = re.compile(r"%\([a-z_]+\)s")
+
+
+def used_messages() -> set[str]:
+    method_map = [("templates/**.html", "jinja2.ext:babel_extract"), ("**.py", "python")]
+    return {str(m[2]) for m in extract_from_dir(str(WEB), method_map=method_map) if isinstance(m[2], str)}
+
+
+def test_pages_use_plenty_of_messages() -> None:
+    used = used_messages()
+    assert len(used) > 100 and "Lifecycle funnel" in used and "Wrong email or password." in used
+
+
+@pytest.mark.parametrize("language", ["sv", "fi", "da", "lv"])
+def test_every_message_is_translated(language: str) -> None:
+    with i18n.catalogue_path(language).open("rb") as fh:
+        catalog = read_po(fh, locale=language)
+    missing, fuzzy, bad = [], [], []
+    for msgid in sorted(used_messages()):
+        message = catalog.get(msgid)
+        if message is None or not message.string:
+            missing.append(msgid)
+        elif message.fuzzy:
+            fuzzy.append(msgid)
+        elif sorted(PLACEHOLDER.findall(msgid)) != sorted(PLACEHOLDER.findall(str(message.string))):
+            bad.append(msgid)
+    assert missing == [] and fuzzy == [] and bad == []
+
+
+def test_english_catalogue_lists_every_message() -> None:
+    with i18n.catalogue_path("en").open("rb") as fh:
+        catalog = read_po(fh, locale="en")
+    assert used_messages() <= {str(m.id) for m in catalog if m.id}
+
+
+def test_translations_load_from_the_po_files() -> None:
+    assert i18n.translations("fi").gettext("Log out") == "Kirjaudu ulos"
+    assert i18n.translations("lv").gettext("Password") == "Parole"
+    assert i18n.translations("en").gettext("Log out") == "Log out"
+    assert i18n.translations("sv").gettext("a text nobody translated") == "a text nobody translated"
+
+
+def test_money_numbers_and_dates_follow_the_locale() -> None:
+    assert i18n.Formatter("en").money(123456, "EUR") == "€1,234.56"
+    assert i18n.Formatter("fi").money(123456, "EUR") == "1\xa0234,56\xa0€"
+    assert i18n.Formatter("sv").money(123456, "SEK") == "1\xa0234,56\xa0kr"
+    assert i18n.Formatter("da").number(1234567) == "1.234.567"
+    assert i18n.Formatter("en").money(500, "JPY") == "JP¥500"  # no minor unit
+    assert i18n.Formatter("fi").percent(0.5) == "50,0\xa0%"
+    at = datetime(2024, 12, 31, 23, 30, tzinfo=UTC)
+    assert "1.1.2025" in i18n.Formatter("fi", "Europe/Helsinki").datetime(at)  # already next day in Helsinki
+    assert "31" in i18n.Formatter("en", "UTC").date(at)
+    assert i18n.Formatter("en").money(None, "EUR") == "–"
+
+
+def test_language_negotiation() -> None:
+    assert i18n.negotiate("fi-FI,fi;q=0.9,en;q=0.8") == "fi"
+    assert i18n.negotiate("de-DE,lv;q=0.5") == "lv"
+    assert i18n.negotiate("de-DE") == "en"
+    assert i18n.supported("sv_SE") == "sv" and i18n.supported("xx") == "en"
