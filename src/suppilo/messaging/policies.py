@@ -190,11 +190,17 @@ def lock_contacts(session: Session, contact_ids: Iterable[int]) -> None:
     id order so two senders never wait on each other in a cycle). SQLite has one writer at a time already."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    for contact_id in sorted(set(contact_ids)):
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:ns, :key)"),
-            {"ns": _LOCK_NAMESPACE, "key": int(contact_id % 2_147_483_647)},
-        )
+    keys = sorted({int(contact_id % 2_147_483_647) for contact_id in contact_ids})
+    if not keys:
+        return
+    # One round trip; the sorted subquery feeds the locks in key order.
+    session.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(:ns, s.k)) FROM "
+            "(SELECT k FROM unnest(CAST(:keys AS integer[])) AS u(k) ORDER BY k) AS s"
+        ),
+        {"ns": _LOCK_NAMESPACE, "keys": keys},
+    )
 
 
 def _cap_holds(

@@ -288,3 +288,50 @@ def test_a_stored_setting_that_no_longer_validates_does_not_stop_sending(session
     with SmtpSink() as sink:
         _run_at(session_factory, sink, ws, utcnow() + timedelta(seconds=1))
         assert _received_ids(sink) == Counter(ids)
+
+
+def test_messages_another_sender_is_sending_count_toward_the_cap(session_factory, workspace):
+    ws = workspace.id
+    _set_policies(session_factory, ws, frequency_cap={"max": 2, "days": 7})
+    gina = add_contact(session_factory, ws, "gina@example.com", country="US")
+    ids = [_enqueue(session_factory, ws, f"p{i}", gina) for i in range(4)]
+    with SmtpSink() as sink:
+        first = make_sender(session_factory, sink, ws)[0]
+        second = make_sender(session_factory, sink, ws)[0]
+        claimed = first.claim(2)  # committed as sending, not yet recorded as sent
+        assert sorted(p.outbox_id for p in claimed) == ids[:2]
+        assert second.claim(4) == []  # the two in flight fill the cap
+        rows = _rows(session_factory, ws)
+        assert [rows[i].status for i in ids] == ["sending", "sending", "deferred", "deferred"]
+        assert all(rows[i].last_error == "frequency_cap" for i in ids[2:])
+
+
+def test_two_senders_claiming_at_once_never_exceed_the_cap(session_factory, workspace):
+    import threading
+
+    ws = workspace.id
+    _set_policies(session_factory, ws, frequency_cap={"max": 2, "days": 7})
+    with SmtpSink() as sink:
+        for round_ in range(4):
+            contact = add_contact(session_factory, ws, f"race{round_}@example.com", country="US")
+            for i in range(6):
+                _enqueue(session_factory, ws, f"race{round_}:{i}", contact)
+            senders = [make_sender(session_factory, sink, ws)[0] for _ in range(3)]
+            barrier = threading.Barrier(len(senders))
+            got: list[int] = []
+
+            def claim(sender):
+                barrier.wait()
+                got.extend(p.outbox_id for p in sender.claim(2))
+
+            threads = [threading.Thread(target=claim, args=(s,)) for s in senders]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(got) == 2, got
+            with session_factory() as s:
+                statuses = Counter(
+                    s.scalars(select(OutboxMessage.status).where(OutboxMessage.contact_id == contact)).all()
+                )
+            assert statuses == Counter({"sending": 2, "deferred": 4})
