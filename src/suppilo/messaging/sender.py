@@ -1,7 +1,8 @@
 """The sender: drains the outbox over a pooled transport, effectively once.
 
 1. Claim due rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one writer at a time), re-check consent and
-   suppression in that same transaction, build each message and mark it ``sending`` with a lease token;
+   suppression in that same transaction, defer marketing rows held by the workspace's sending policies (frequency
+   cap, quiet hours: ``policies.py``), build each message and mark it ``sending`` with a lease token;
    COMMIT before talking to the server.
 2. Send over the transport with N concurrent connections, under global and per-domain token buckets.
 3. Record the outcome with a fencing check (``WHERE lease_token = :mine AND status = 'sending'``): sent, deferred
