@@ -44,6 +44,11 @@ def test_new_workspace_gets_the_default_templates_in_five_languages(session, wor
         "win_back",
         "review_request",
         "nps_survey",
+        "nurture_interest",
+        "onboarding",
+        "cross_sell",
+        "referral_request",
+        "sales_handoff_ack",
     }
     for template in templates.values():
         assert {v.language for v in template.variants} == {"en", "sv", "fi", "da", "lv"}
