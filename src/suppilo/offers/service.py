@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from suppilo.analytics.rates import rate_book, workspace_currency
 from suppilo.analytics.service import REVENUE_STATUSES
@@ -522,18 +522,100 @@ def _round(value: Decimal) -> int:
 
 
 def _discount(
-    session: Session, workspace_id: int, coupon: Coupon, total: int | None, currency: str | None, now: datetime
+    session: Session,
+    workspace_id: int,
+    claim: Any,
+    total: int | None,
+    currency: str | None,
+    now: datetime,
 ) -> int | None:
-    if coupon.kind == "percent" and coupon.percent is not None and total is not None:
-        return _round(Decimal(total) * coupon.percent / 100)
-    if coupon.kind == "fixed" and coupon.amount_minor is not None and coupon.currency is not None:
+    if claim.kind == "percent" and claim.percent is not None and total is not None:
+        return _round(Decimal(total) * claim.percent / 100)
+    if claim.kind == "fixed" and claim.amount_minor is not None and claim.currency is not None:
         if total is None or currency is None:
-            return coupon.amount_minor
-        amount = coupon.amount_minor
-        if currency != coupon.currency:
-            amount = rate_book(session, workspace_id).convert(amount, coupon.currency, currency, now.date())
+            return int(claim.amount_minor)
+        amount = int(claim.amount_minor)
+        if currency != claim.currency:
+            amount = rate_book(session, workspace_id).convert(amount, claim.currency, currency, now.date())
         return min(amount, total)
     return None
+
+
+_COUPONS = cast(Table, Coupon.__table__)
+_REDEMPTIONS = cast(Table, Redemption.__table__)
+_OFFERS = cast(Table, Offer.__table__)
+# The redemption path runs under heavy concurrency: its statements are built once, with bound parameters.
+_LOOKUP = (
+    select(
+        _COUPONS.c.id,
+        _COUPONS.c.status,
+        _COUPONS.c.contact_id,
+        _COUPONS.c.expires_at,
+        _COUPONS.c.kind,
+        _COUPONS.c.percent,
+        _COUPONS.c.amount_minor,
+        _COUPONS.c.currency,
+        _COUPONS.c.offer_id,
+        _OFFERS.c.key.label("offer_key"),
+        _OFFERS.c.valid_from,
+        _OFFERS.c.min_order_minor,
+        _OFFERS.c.min_order_currency,
+        _OFFERS.c.per_customer_limit,
+    )
+    .join(_OFFERS, _OFFERS.c.id == _COUPONS.c.offer_id)
+    .where(
+        _COUPONS.c.workspace_id == bindparam("ws"),
+        _COUPONS.c.code == bindparam("code"),
+        _OFFERS.c.workspace_id == bindparam("ws"),
+    )
+)
+_CLAIM = (
+    update(_COUPONS)
+    .where(
+        _COUPONS.c.workspace_id == bindparam("ws"),
+        _COUPONS.c.id == bindparam("coupon"),
+        _COUPONS.c.status == "issued",
+    )
+    .values(status="redeemed", redeemed_at=bindparam("now"))
+)
+_FIELDS = (
+    "workspace_id",
+    "offer_id",
+    "contact_id",
+    "order_id",
+    "order_total_minor",
+    "currency",
+    "discount_minor",
+    "redeemed_at",
+)
+_CLAIMED = _CLAIM.returning(_COUPONS.c.id).cte("claimed")
+# PostgreSQL: claim the coupon and store its redemption in one statement (a writable CTE); no row, no redemption.
+_CLAIM_AND_STORE = (
+    insert(_REDEMPTIONS)
+    .from_select(
+        [*_FIELDS, "coupon_id"],
+        select(
+            *(bindparam(f"r_{n}", type_=_REDEMPTIONS.c[n].type).label(n) for n in _FIELDS),
+            _CLAIMED.c.id.label("coupon_id"),
+        ),
+    )
+    .returning(_REDEMPTIONS.c.id)
+)
+_STORE = insert(_REDEMPTIONS).returning(_REDEMPTIONS.c.id)
+
+
+def _claim(session: Session, workspace_id: int, coupon_id: int, values: dict[str, Any]) -> int | None:
+    """Mark the coupon redeemed only if it is still ``issued`` and store its redemption; the new redemption's id,
+    or None when another transaction redeemed it first."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        params = {"ws": workspace_id, "coupon": coupon_id, "now": values["redeemed_at"]}
+        params.update({f"r_{n}": values[n] for n in _FIELDS})
+        return cast(int | None, conn.execute(_CLAIM_AND_STORE, params).scalar())
+    claimed = conn.execute(_CLAIM, {"ws": workspace_id, "coupon": coupon_id, "now": values["redeemed_at"]})
+    if claimed.rowcount != 1:
+        return None
+    return cast(int, conn.execute(_STORE, values).scalar_one())
 
 
 def redeem(
@@ -552,93 +634,86 @@ def redeem(
 
     Refused with CouponRefused (path ``code``): bad_checksum (a typo, caught before any lookup), coupon_unknown,
     coupon_void, coupon_used, coupon_expired, coupon_not_yet_valid, coupon_foreign (issued to another contact),
-    minimum_not_met, limit_reached (the offer's per-customer limit). Safe under concurrency on both databases.
+    minimum_not_met, limit_reached (the offer's per-customer limit). Safe under concurrency on both databases: the
+    coupon is claimed by a conditional ``UPDATE … WHERE status = 'issued'``, never by reading then writing.
     """
     now = now or utcnow()
     normal = codes.normalize(code)
     if not codes.is_valid(normal):
         raise CouponRefused("code", "this is not a valid coupon code (check for typos)", "bad_checksum")
-    coupon = session.scalar(select(Coupon).where(Coupon.workspace_id == workspace_id, Coupon.code == normal))
-    if coupon is None:
+    row = session.connection().execute(_LOOKUP, {"ws": workspace_id, "code": normal}).first()
+    if row is None:
         raise CouponRefused("code", "no coupon has this code", "coupon_unknown")
-    offer = session.scalar(select(Offer).where(Offer.workspace_id == workspace_id, Offer.id == coupon.offer_id))
-    assert offer is not None
-    if coupon.status == "void":
+    if row.status == "void":
         raise CouponRefused("code", "this coupon was withdrawn", "coupon_void")
-    if coupon.status == "redeemed":
+    if row.status == "redeemed":
         raise CouponRefused("code", "this coupon was already used", "coupon_used")
-    if coupon.expires_at is not None and coupon.expires_at <= now:
-        raise CouponRefused("code", f"this coupon expired at {coupon.expires_at.isoformat()}", "coupon_expired")
-    if offer.valid_from is not None and offer.valid_from > now:
-        raise CouponRefused("code", f"this coupon is valid from {offer.valid_from.isoformat()}", "coupon_not_yet_valid")
-    if coupon.contact_id is not None and coupon.contact_id != contact_id:
+    if row.expires_at is not None and row.expires_at <= now:
+        raise CouponRefused("code", f"this coupon expired at {row.expires_at.isoformat()}", "coupon_expired")
+    if row.valid_from is not None and row.valid_from > now:
+        raise CouponRefused("code", f"this coupon is valid from {row.valid_from.isoformat()}", "coupon_not_yet_valid")
+    if row.contact_id is not None and row.contact_id != contact_id:
         raise CouponRefused("code", "this coupon belongs to another customer", "coupon_foreign")
     if order_total_minor is not None and currency is None:
         raise DomainError("currency", "give the currency of order_total_minor")
-    if offer.min_order_minor is not None:
+    if row.min_order_minor is not None:
         if order_total_minor is None or currency is None:
             raise CouponRefused(
                 "code",
-                f"this offer needs an order of at least {offer.min_order_minor} {offer.min_order_currency}",
+                f"this offer needs an order of at least {row.min_order_minor} {row.min_order_currency}",
                 "minimum_not_met",
             )
-        min_ccy = offer.min_order_currency or currency
+        min_ccy = row.min_order_currency or currency
         in_min_ccy = (
             order_total_minor
             if currency == min_ccy
             else rate_book(session, workspace_id).convert(order_total_minor, currency, min_ccy, now.date())
         )
-        if in_min_ccy < offer.min_order_minor:
+        if in_min_ccy < row.min_order_minor:
             raise CouponRefused(
-                "code",
-                f"the order is below this offer's minimum of {offer.min_order_minor} {min_ccy}",
-                "minimum_not_met",
+                "code", f"the order is below this offer's minimum of {row.min_order_minor} {min_ccy}", "minimum_not_met"
             )
     if order_id is not None and commerce_repo.get_order(session, workspace_id, order_id) is None:
         raise NotFound("order_id", f"order {order_id} not found")
-    if offer.per_customer_limit is not None and contact_id is not None:
+    if row.per_customer_limit is not None and contact_id is not None:
         if session.get_bind().dialect.name == "postgresql":
-            lock_key = zlib.crc32(f"{offer.id}:{contact_id}".encode()) & 0x7FFFFFFF
+            lock_key = zlib.crc32(f"{row.offer_id}:{contact_id}".encode()) & 0x7FFFFFFF
             session.execute(text("SELECT pg_advisory_xact_lock(:ns, :k)"), {"ns": ADVISORY_NAMESPACE, "k": lock_key})
         used = session.scalar(
             select(func.count())
             .select_from(Redemption)
             .where(
                 Redemption.workspace_id == workspace_id,
-                Redemption.offer_id == offer.id,
+                Redemption.offer_id == row.offer_id,
                 Redemption.contact_id == contact_id,
             )
         )
-        if (used or 0) >= offer.per_customer_limit:
+        if (used or 0) >= row.per_customer_limit:
             raise CouponRefused(
                 "code",
-                f"this customer has used this offer {used} times (limit {offer.per_customer_limit})",
+                f"this customer has used this offer {used} times (limit {row.per_customer_limit})",
                 "limit_reached",
             )
-    claimed = session.execute(
-        update(Coupon)
-        .where(Coupon.workspace_id == workspace_id, Coupon.id == coupon.id, Coupon.status == "issued")
-        .values(status="redeemed", redeemed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise CouponRefused("code", "this coupon was already used", "coupon_used")
-    coupon.status, coupon.redeemed_at = "redeemed", now
-    discount = _discount(session, workspace_id, coupon, order_total_minor, currency, now)
-    redemption_currency = currency if order_total_minor is not None else coupon.currency
-    redemption = Redemption(
-        workspace_id=workspace_id,
-        coupon_id=coupon.id,
-        offer_id=offer.id,
-        contact_id=contact_id,
-        order_id=order_id,
-        order_total_minor=order_total_minor,
-        currency=redemption_currency,
-        discount_minor=discount,
-        redeemed_at=now,
-    )
-    session.add(redemption)
+    discount = _discount(session, workspace_id, row, order_total_minor, currency, now)
+    values: dict[str, Any] = {
+        "workspace_id": workspace_id,
+        "coupon_id": row.id,
+        "offer_id": row.offer_id,
+        "contact_id": contact_id,
+        "order_id": order_id,
+        "order_total_minor": order_total_minor,
+        "currency": currency if order_total_minor is not None else row.currency,
+        "discount_minor": discount,
+        "redeemed_at": now,
+    }
     session.flush()
+    redemption_id = _claim(session, workspace_id, int(row.id), values)
+    if redemption_id is None:
+        raise CouponRefused("code", "this coupon was already used", "coupon_used")
+    # The row is stored: attach it to the session as a persistent object without another round trip.
+    redemption = Redemption(id=redemption_id, **values)
+    make_transient_to_detached(redemption)
+    session.add(redemption)
     if contact_id is not None:
         events_service.record_event(
             session,
@@ -647,13 +722,13 @@ def redeem(
             "Coupon Redeemed",
             {
                 "coupon": normal,
-                "offer": offer.key,
+                "offer": row.offer_key,
                 "order_id": order_id,
                 "discount_minor": discount,
-                "currency": redemption_currency,
+                "currency": values["currency"],
             },
             now,
-            message_id=f"coupon-redeemed:{coupon.id}",
+            message_id=f"coupon-redeemed:{row.id}",
         )
     return redemption
 

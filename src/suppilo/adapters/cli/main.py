@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from suppilo.adapters.cli import admin, data, deals, demo, mail, outbox, privacy, reports, scoring, segments, users
+from suppilo.adapters.cli import (
+    admin,
+    data,
+    deals,
+    demo,
+    mail,
+    offers,
+    outbox,
+    privacy,
+    reports,
+    scoring,
+    segments,
+    users,
+)
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
@@ -12,6 +25,7 @@ data.register(app)
 deals.register(app)
 demo.register(app)
 mail.register(app)
+offers.register(app)
 outbox.register(app)
 privacy.register(app)
 reports.register(app)
