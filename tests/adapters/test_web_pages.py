@@ -224,3 +224,21 @@ def test_users_cli_creates_a_user_who_can_log_in(client, workspace) -> None:
         get_settings.cache_clear()
     assert login(client, email).status_code == 303
     assert client.get(f"/app/w/{workspace.slug}/contacts").status_code == 200
+
+
+def test_dashboard_explains_a_report_it_cannot_compute(client, session_factory, workspace) -> None:
+    from suppilo.db.base import utcnow
+
+    order = {
+        "external_id": "sek-1",
+        "email": "sek@example.se",
+        "placed_at": utcnow().isoformat(),
+        "currency": "SEK",
+        "total_minor": 49900,
+    }
+    assert client.post("/api/v1/orders", json=order, headers=workspace.auth()).status_code == 201
+    login(client, make_user(session_factory, workspace.id, "admin"))
+    res = client.get(f"/app/w/{workspace.slug}/")
+    assert res.status_code == 200
+    assert 'id="money-error"' in res.text and "SEK" in res.text
+    assert 'id="funnel-table"' in res.text  # the rest still shows

@@ -52,9 +52,11 @@ def grouped_columns(
     bar_w = max(min(slot * 0.8 / max(len(series), 1), 28), 2)
     bars: list[Bar] = []
     labels: list[tuple[str, float]] = []
+    every = max(1, -(-n // 7))  # at most about seven axis labels, so they never overlap
     for gi, group in enumerate(groups):
         left = pad + gi * slot + (slot - bar_w * len(series)) / 2
-        labels.append((group, pad + gi * slot + slot / 2))
+        if gi % every == 0:
+            labels.append((group, pad + gi * slot + slot / 2))
         for si, values in enumerate(series):
             v = values[gi] if gi < len(values) else 0
             h = plot_h * v / top

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from suppilo.adapters.web.templating import render
 from suppilo.analytics import service as analytics
 from suppilo.contacts import service as contacts_service
 from suppilo.db.base import utcnow
+from suppilo.errors import DomainError
 
 router = APIRouter()
 
@@ -38,11 +40,37 @@ def figures(session: Any, workspace_id: int, days: int) -> dict[str, Any]:
     if hit is not None and now - hit[0] < CACHE_SECONDS:
         return hit[1]
     start = today - timedelta(days=days - 1)
-    funnel = analytics.funnel_report(session, workspace_id, start, today, "country")
-    by_channel = analytics.spend_report(session, workspace_id, start, today, "channel")
-    by_month = analytics.spend_report(session, workspace_id, start, today, "month")
+    errors: dict[str, str] = {}
+
+    def report(name: str, compute: Callable[[], dict[str, Any]], empty: dict[str, Any]) -> dict[str, Any]:
+        # A report that cannot be computed (e.g. an order currency without exchange rates) is explained on its
+        # card; the rest of the dashboard still shows.
+        try:
+            return compute()
+        except DomainError as exc:
+            errors[name] = exc.message
+            return empty
+
+    no_money = {"currency": None, "rows": [], "totals": {}}
+    funnel = report(
+        "funnel",
+        lambda: analytics.funnel_report(session, workspace_id, start, today, "country"),
+        {"stages": [], "all": {"stages": [], "insufficient_data": True}, "groups": {}},
+    )
+    by_channel = report(
+        "money", lambda: analytics.spend_report(session, workspace_id, start, today, "channel"), no_money
+    )
+    by_month = report("money", lambda: analytics.spend_report(session, workspace_id, start, today, "month"), no_money)
     stages = contacts_service.list_stages(session, workspace_id)
-    data = {"funnel": funnel, "channel": by_channel, "month": by_month, "stages": stages, "from": start, "to": today}
+    data = {
+        "funnel": funnel,
+        "channel": by_channel,
+        "month": by_month,
+        "stages": stages,
+        "from": start,
+        "to": today,
+        "errors": errors,
+    }
     with _lock:
         if len(_cache) > 1000:
             _cache.clear()
