@@ -409,3 +409,39 @@ def test_a_contact_without_a_name_gets_a_clean_greeting(session, workspace, key,
         assert broken not in rendered.text, (broken, rendered.text)
     if PLAYBOOK_TEMPLATES[key] == "marketing":
         assert "Mannerheimintie 1, 00100 Helsinki, Finland" in rendered.text
+
+
+def test_onboarding_and_cross_sell_render_a_stored_order_as_the_journey_passes_it(session, workspace) -> None:
+    from datetime import UTC, datetime
+
+    from suppilo.commerce import service as commerce_service
+    from suppilo.commerce.schemas import OrderCreate, OrderLineIn
+    from suppilo.journeys.runner import commerce_context
+
+    contact_id = _contact(session, workspace.id, "fi")
+    commerce_service.upsert_order(
+        session,
+        workspace.id,
+        OrderCreate(
+            external_id="PO-3001",
+            contact_id=contact_id,
+            placed_at=datetime(2024, 5, 1, 21, 30, tzinfo=UTC),
+            currency="EUR",
+            lines=[
+                OrderLineIn(sku="TENT-2", name="Vaellusteltta", unit_price_minor=19900),
+                OrderLineIn(sku="MAT-1", quantity=2, unit_price_minor=3000),  # no name
+            ],
+        ),
+    )
+    session.flush()
+    order = commerce_context(session, workspace.id, contact_id, "order")
+    extra = {**URLS, "order": order, "message": {"journey": "Thank-you and onboarding", "step": "tips"}}
+    onboarding = service.render_for_contact(session, workspace.id, "onboarding", contact_id, extra=extra)
+    _assert_clean(onboarding)
+    assert "tilauksestasi PO-3001, jonka teit 2. toukokuuta 2024" in onboarding.text
+    assert "tuotteesta Vaellusteltta ja muusta tilauksestasi kaiken irti" in onboarding.text
+    extra = {**URLS, "order": order, "recommendations": RECOMMENDATIONS}
+    cross_sell = service.render_for_contact(session, workspace.id, "cross_sell", contact_id, extra=extra)
+    _assert_clean(cross_sell)
+    assert cross_sell.subject == "Tuotteen Vaellusteltta ostaneet ostivat myös näitä"
+    assert f"Head torch (https://shop.example.fi/p/head-torch) 25,00{NBSP}€" in cross_sell.text
