@@ -6,12 +6,16 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, Table, delete, func, select, text
 from sqlalchemy.orm import Session
 
+from suppilo.analytics import service as analytics_service
+from suppilo.analytics.schemas import RateCreate
 from suppilo.capture.models import Form, FormSubmission
 from suppilo.commerce.models import Cart, Order, OrderLine, Product, Refund
 from suppilo.companies.models import Company
@@ -173,6 +177,14 @@ def setup_workspace(session: Session, params: DemoParams, slug: str) -> DemoSetu
         user = _user(session, email, USER_NAMES[role], password, hasher)
         workspaces_service.add_member(session, ws.id, user.id, role)
         users.append({"email": email, "password": password, "role": role, "id": str(user.id)})
+    # The shop sells in several currencies at the catalogue's fixed rates; reports convert with them.
+    since = (params.anchor - timedelta(days=800)).date()
+    rates = [
+        RateCreate(date=since, base=cur, quote="EUR", rate=Decimal(1) / Decimal(str(per_eur)))
+        for cur, per_eur in catalog.FX_PER_EUR.items()
+        if cur != "EUR"
+    ]
+    analytics_service.upsert_rates(session, ws.id, rates)
     _, admin_key = workspaces_service.create_api_key(session, ws.id, scopes=["admin"], name="demo admin")
     _, write_key = workspaces_service.create_api_key(session, ws.id, scopes=["track"], name="demo tracking snippet")
     now = utcnow()
