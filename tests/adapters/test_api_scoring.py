@@ -168,3 +168,19 @@ def test_cli_define_recompute_explain(cli_env: CliRunner, client, workspace, tmp
     assert "Nordic heads" in res.output
     res = cli_env.invoke(cli_app, ["scoring", "run", *wopt, "--json"])
     assert res.exit_code == 0 and set(json.loads(res.stdout)) == {"fit", "companies", "engagement"}
+
+
+def test_predictive_over_http_refuses_without_history(client, workspace, cli_env: CliRunner):
+    _contact(client, workspace, "x@acme.example")
+    res = client.post(f"{API}/scoring/predictive/train", json={"days": 30}, headers=workspace.auth("admin"))
+    assert res.status_code == 422
+    err = res.json()["error"]
+    assert err["code"] == "insufficient_history" and err["path"] == "target_stage"
+    assert "0 contacts that reached customer within 30 days" in err["message"]
+    res = client.post(f"{API}/scoring/predictive/train", json={"days": 3}, headers=workspace.auth("admin"))
+    assert res.status_code == 422 and res.json()["error"]["path"] == "body.days"
+    assert client.post(f"{API}/scoring/predictive/train", json={}, headers=workspace.auth("write")).status_code == 403
+    status = client.get(f"{API}/scoring/predictive", headers=workspace.auth("read")).json()
+    assert status["trained"] is False and status["metrics"] is None
+    res = cli_env.invoke(cli_app, ["scoring", "train", "--target", "awareness", "--workspace", workspace.slug])
+    assert res.exit_code == 1 and "target_stage" in res.output

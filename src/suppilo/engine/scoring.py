@@ -698,6 +698,243 @@ def engagement(
     return EngagementResult(total, now, contributions[:top], state)
 
 
+# --- predictive score -----------------------------------------------------------------------------------------------
+
+MIN_POSITIVES = 20
+MIN_NEGATIVES = 20
+MIN_VALIDATION_POSITIVES = 5
+EVENT_FEATURES = ("page", "form", "email_click", "email_open", "other")
+
+
+class InsufficientHistory(ValueError):
+    """Too few examples to train on (the message says which and how many); fit and engagement stand in."""
+
+
+@dataclass(frozen=True, slots=True)
+class PredictiveExample:
+    """What the model sees of one contact at one moment (features only from data before that moment)."""
+
+    fit_score: float | None
+    engagement: float
+    event_counts: Mapping[str, int]
+    age_days: float
+    days_since_last_event: float | None
+    stage_position: float
+    channel: str | None
+
+
+class PredictiveModel(_Model):
+    """A fitted logistic regression on standardised features, with its validation report."""
+
+    target_stage: str
+    days: int
+    features: tuple[str, ...]
+    channels: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    metrics: dict[str, Any]
+
+
+def _features(x: PredictiveExample, channels: Sequence[str]) -> list[float]:
+    counts = [math.log1p(max(0, int(x.event_counts.get(k, 0)))) for k in EVENT_FEATURES]
+    since = 365.0 if x.days_since_last_event is None else min(max(x.days_since_last_event, 0.0), 365.0)
+    row = [
+        0.0 if x.fit_score is None else x.fit_score / 100.0,
+        1.0 if x.fit_score is None else 0.0,
+        math.log1p(max(x.engagement, 0.0)),
+        math.log1p(max(-x.engagement, 0.0)),
+        *counts,
+        math.log1p(max(x.age_days, 0.0)),
+        math.log1p(since),
+        x.stage_position,
+    ]
+    row.extend(1.0 if x.channel == c else 0.0 for c in channels)
+    return row
+
+
+def _feature_names(channels: Sequence[str]) -> tuple[str, ...]:
+    return (
+        "fit_score",
+        "fit_unknown",
+        "engagement",
+        "negative_engagement",
+        *(f"events_30d_{k}" for k in EVENT_FEATURES),
+        "age_days",
+        "days_since_last_event",
+        "stage_position",
+        *(f"channel_{c}" for c in channels),
+    )
+
+
+def _fit_logistic(rows: list[list[float]], y: list[int]) -> tuple[list[float], list[float], list[float], float]:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(rows, dtype=float)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9 * np.maximum(1.0, np.abs(mean))] = 1.0  # a constant column (std is float noise, not 0)
+    model = LogisticRegression(C=1.0, max_iter=2000)
+    model.fit((x - mean) / scale, np.asarray(y, dtype=int))
+    return (
+        [float(v) for v in mean],
+        [float(v) for v in scale],
+        [float(v) for v in model.coef_[0]],
+        float(model.intercept_[0]),
+    )
+
+
+def _logit(model: PredictiveModel, row: Sequence[float]) -> tuple[float, list[float]]:
+    parts = [c * (v - m) / s for c, v, m, s in zip(model.coef, row, model.mean, model.scale, strict=True)]
+    return model.intercept + sum(parts), parts
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def _auc(probabilities: Sequence[float], labels: Sequence[int]) -> float | None:
+    """Area under the ROC curve (ties count half); None with one class only."""
+    pos = [p for p, y in zip(probabilities, labels, strict=True) if y]
+    neg = [p for p, y in zip(probabilities, labels, strict=True) if not y]
+    if not pos or not neg:
+        return None
+    ranked = sorted((p, y) for p, y in zip(probabilities, labels, strict=True))
+    # rank-sum with average ranks for ties
+    ranks: list[float] = [0.0] * len(ranked)
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
+    pos_rank_sum = sum(r for r, (_, y) in zip(ranks, ranked, strict=True) if y)
+    return (pos_rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+def _calibration(probabilities: Sequence[float], labels: Sequence[int], bins: int = 5) -> list[dict[str, Any]]:
+    """Predicted against observed rates in equal-count bins of the predictions."""
+    pairs = sorted(zip(probabilities, labels, strict=True))
+    out = []
+    for b in range(bins):
+        part = pairs[b * len(pairs) // bins : (b + 1) * len(pairs) // bins]
+        if part:
+            out.append(
+                {
+                    "contacts": len(part),
+                    "predicted": sum(p for p, _ in part) / len(part),
+                    "observed": sum(y for _, y in part) / len(part),
+                }
+            )
+    return out
+
+
+def train_predictive(
+    train: Sequence[tuple[PredictiveExample, int]],
+    validation: Sequence[tuple[PredictiveExample, int]],
+    *,
+    target_stage: str,
+    days: int,
+) -> PredictiveModel:
+    """Fit on ``train`` (an earlier cohort), report AUC, Brier score and calibration on ``validation`` (a later
+    one), then refit on both for the model that scores. InsufficientHistory when either has too few outcomes.
+    """
+    positives = sum(y for _, y in train)
+    negatives = len(train) - positives
+    if positives < MIN_POSITIVES or negatives < MIN_NEGATIVES:
+        raise InsufficientHistory(
+            f"the training window has {positives} contacts that reached {target_stage} within {days} days and "
+            f"{negatives} that did not; at least {MIN_POSITIVES} and {MIN_NEGATIVES} are needed"
+        )
+    val_pos = sum(y for _, y in validation)
+    if val_pos < MIN_VALIDATION_POSITIVES or val_pos == len(validation):
+        raise InsufficientHistory(
+            f"the validation window has {val_pos} of {len(validation)} contacts reaching {target_stage}; "
+            f"at least {MIN_VALIDATION_POSITIVES} positives and some negatives are needed"
+        )
+    seen: dict[str, int] = {}
+    for x, _ in [*train, *validation]:
+        if x.channel:
+            seen[x.channel] = seen.get(x.channel, 0) + 1
+    channels = tuple(sorted(c for c, n in seen.items() if n >= 5))
+    names = _feature_names(channels)
+    rows = [_features(x, channels) for x, _ in train]
+    mean, scale, coef, intercept = _fit_logistic(rows, [y for _, y in train])
+    trial = PredictiveModel(
+        target_stage=target_stage,
+        days=days,
+        features=names,
+        channels=channels,
+        mean=tuple(mean),
+        scale=tuple(scale),
+        coef=tuple(coef),
+        intercept=intercept,
+        metrics={},
+    )
+    probs = [predict(trial, x)[0] for x, _ in validation]
+    labels = [y for _, y in validation]
+    metrics = {
+        "train_contacts": len(train),
+        "train_positives": positives,
+        "validation_contacts": len(validation),
+        "validation_positives": val_pos,
+        "auc": _auc(probs, labels),
+        "brier": sum((p - y) ** 2 for p, y in zip(probs, labels, strict=True)) / len(labels),
+        "base_rate": val_pos / len(validation),
+        "calibration": _calibration(probs, labels),
+    }
+    both = [*train, *validation]
+    mean, scale, coef, intercept = _fit_logistic([_features(x, channels) for x, _ in both], [y for _, y in both])
+    return trial.model_copy(
+        update={
+            "mean": tuple(mean),
+            "scale": tuple(scale),
+            "coef": tuple(coef),
+            "intercept": intercept,
+            "metrics": metrics,
+        }
+    )
+
+
+def predict(model: PredictiveModel, x: PredictiveExample, top: int = 3) -> tuple[float, list[dict[str, Any]]]:
+    """The probability (0–1) of reaching the target stage within the model's days, and the top reasons
+    (features that move the log-odds most, either way, with their value).
+    """
+    row = _features(x, model.channels)
+    z, parts = _logit(model, row)
+    effects = sorted(
+        ((name, value, part) for name, value, part in zip(model.features, row, parts, strict=True) if abs(part) > 1e-9),
+        key=lambda t: -abs(t[2]),
+    )
+    reasons: list[dict[str, Any]] = [
+        {"feature": name, "value": round(value, 4), "effect": round(part, 4)} for name, value, part in effects
+    ]
+    return _sigmoid(z), reasons[:top]
+
+
+def percentile_grades(scores: Mapping[int, float]) -> dict[int, str]:
+    """Grades by rank: A the top 10 %, B the next 20 %, C the next 30 %, D the rest (ties share the better grade)."""
+    ordered = sorted(scores.items(), key=lambda kv: -kv[1])
+    n = len(ordered)
+    out: dict[int, str] = {}
+    previous: tuple[float, str] | None = None
+    for i, (key, value) in enumerate(ordered):
+        share = i / n
+        grade = "A" if share < 0.1 else "B" if share < 0.3 else "C" if share < 0.6 else "D"
+        if previous is not None and previous[0] == value:
+            grade = previous[1]
+        out[key] = grade
+        previous = (value, grade)
+    return out
+
+
 __all__ = [
     "DEFAULT_ENGAGEMENT",
     "GRADES",
@@ -709,6 +946,9 @@ __all__ = [
     "FitFacts",
     "FitResult",
     "IcpDefinition",
+    "InsufficientHistory",
+    "PredictiveExample",
+    "PredictiveModel",
     "ScoredEvent",
     "ScoringError",
     "StageThreshold",
@@ -727,4 +967,7 @@ __all__ = [
     "horizon_start",
     "parse_engagement",
     "parse_icp",
+    "percentile_grades",
+    "predict",
+    "train_predictive",
 ]

@@ -136,3 +136,12 @@ class MatrixOut(BaseModel):
 
     engagement_bands: list[str]
     rows: dict[str, dict[str, int]]
+
+
+class PredictiveTrainIn(BaseModel):
+    """Train a model of reaching ``target_stage`` within ``days``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_stage: str = Field(default="customer", min_length=1, max_length=32)
+    days: int = Field(default=90, ge=7, le=365)

@@ -15,7 +15,7 @@ from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, cons
 from suppilo.db.base import utcnow
 from suppilo.engine.scoring import engagement_to_json
 from suppilo.errors import DomainError
-from suppilo.scoring import service
+from suppilo.scoring import predictive, service
 from suppilo.scoring.schemas import IcpCreate, IcpUpdate
 
 scoring_app = typer.Typer(help="Scoring: ICP fit, engagement rules, recompute and explain.", no_args_is_help=True)
@@ -248,3 +248,33 @@ def matrix(workspace: str | None = WorkspaceOpt, as_json: bool = JsonOpt) -> Non
     for grade, row in data["rows"].items():
         table.add_row(grade, *(str(row[b]) for b in data["engagement_bands"]))
     console.print(table)
+
+
+@scoring_app.command("train")
+def train(
+    target: str = typer.Option("customer", "--target", help="The lifecycle stage to predict."),
+    days: int = typer.Option(90, "--days", help="Within how many days (7–365)."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train the predictive score on the workspace's history, score its contacts, print the validation report."""
+    try:
+        with cli_session() as session:
+            ws = resolve_workspace(session, workspace)
+            report = predictive.train(session, ws.id, target, days)
+    except DomainError as exc:
+        fail(f"{exc.field}: {exc.message}")
+    if as_json:
+        emit_json(report)
+        return
+    m = report["metrics"]
+    console.print(
+        f"trained on {m['train_contacts']} contacts ({m['train_positives']} reached {target} within {days} days); "
+        f"validated on {m['validation_contacts']} later ones: AUC {m['auc']:.3f}, Brier {m['brier']:.3f}, "
+        f"base rate {m['base_rate']:.1%}"
+    )
+    table = Table("predicted", "observed", "contacts", title="calibration")
+    for b in m["calibration"]:
+        table.add_row(f"{b['predicted']:.1%}", f"{b['observed']:.1%}", str(b["contacts"]))
+    console.print(table)
+    console.print(f"{report['scored']} contacts scored.")

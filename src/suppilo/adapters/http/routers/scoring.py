@@ -10,7 +10,7 @@ from fastapi import status as http
 from suppilo.adapters.http.deps import Admin, DbSession, Reader, ReadSession, Writer
 from suppilo.engine.scoring import engagement_to_json
 from suppilo.errors import NotFound
-from suppilo.scoring import service
+from suppilo.scoring import predictive, service
 from suppilo.scoring.schemas import (
     ContactScoresOut,
     IcpCreate,
@@ -18,6 +18,7 @@ from suppilo.scoring.schemas import (
     IcpRead,
     IcpUpdate,
     MatrixOut,
+    PredictiveTrainIn,
     RecomputeIn,
     RecomputeOut,
     ScoreChangeOut,
@@ -117,3 +118,18 @@ def recompute(data: RecomputeIn, principal: Writer, session: DbSession) -> Recom
 def matrix(principal: Reader, session: ReadSession) -> MatrixOut:
     """Contacts by fit grade × engagement band: where sales should spend its time."""
     return MatrixOut.model_validate(service.priority_matrix(session, principal.workspace_id))
+
+
+@router.post("/scoring/predictive/train")
+def train_predictive(data: PredictiveTrainIn, principal: Admin, session: DbSession) -> dict[str, Any]:
+    """Train the predictive model on the workspace's history and score its contacts; the validation report.
+
+    422 ``insufficient_history`` when too few contacts reached the target stage (fit and engagement stand in).
+    """
+    return predictive.train(session, principal.workspace_id, data.target_stage, data.days)
+
+
+@router.get("/scoring/predictive")
+def predictive_status(principal: Reader, session: ReadSession) -> dict[str, Any]:
+    """The predictive model's target, training time and validation report (AUC, Brier, calibration)."""
+    return predictive.status(session, principal.workspace_id)
