@@ -732,3 +732,26 @@ def enabled_workspaces(session: Session) -> list[int]:
     return [
         int(w) for w in session.scalars(select(LoyaltyProgram.workspace_id).where(LoyaltyProgram.enabled.is_(True)))
     ]
+
+
+def move_contact(
+    session: Session, workspace_id: int, keep_id: int, merge_id: int, *, now: datetime | None = None
+) -> None:
+    """Give the ledger of contact ``merge_id`` to ``keep_id`` (for a contact merge, before the merged contact is
+    deleted, which would otherwise delete its points): entries move, balances add up, the tier is re-evaluated."""
+    now = now or utcnow()
+    table = cast(Table, LoyaltyBalance.__table__)
+    moved = session.scalar(
+        select(table.c.points).where(table.c.workspace_id == workspace_id, table.c.contact_id == merge_id)
+    )
+    session.execute(
+        update(LoyaltyEntry)
+        .where(LoyaltyEntry.workspace_id == workspace_id, LoyaltyEntry.contact_id == merge_id)
+        .values(contact_id=keep_id)
+        .execution_options(synchronize_session=False)
+    )
+    if moved is None:
+        return
+    session.execute(table.delete().where(table.c.workspace_id == workspace_id, table.c.contact_id == merge_id))
+    _credit(session, workspace_id, keep_id, int(moved), now)
+    update_tier(session, workspace_id, keep_id, now=now)

@@ -778,3 +778,14 @@ def redeem_order_coupon(session: Session, workspace_id: int, order: Order) -> Re
             message_id=f"coupon-refused:{order.id}:{order.coupon_code}"[:200],
         )
         return None
+
+
+def move_contact(session: Session, workspace_id: int, keep_id: int, merge_id: int) -> None:
+    """Give the coupons and redemptions of contact ``merge_id`` to ``keep_id`` (for a contact merge, before the
+    merged contact is deleted: otherwise its personal coupons would become codes for anyone)."""
+    for table in (_COUPONS, _REDEMPTIONS):
+        session.execute(
+            update(table)
+            .where(table.c.workspace_id == workspace_id, table.c.contact_id == merge_id)
+            .values(contact_id=keep_id)
+        )

@@ -208,3 +208,20 @@ def test_spend_basis_tiers_and_program_validation(session, workspace) -> None:
     with pytest.raises(DomainError) as err:
         _program(session, ws, rewards=[RewardIn(key="x", name="X", points=5, offer_key="missing")])
     assert err.value.field == "rewards[0].offer_key"
+
+
+def test_moving_a_merged_contact_keeps_points_and_coupons(session, workspace) -> None:
+    ws = workspace.id
+    keep, gone = _contact(session, ws, "keep@example.fi"), _contact(session, ws, "gone@example.fi")
+    offers.create_offer(session, ws, OfferCreate(key="p", name="P", kind="percent", percent=5))
+    coupon = offers.issue_coupon(session, ws, offer_key="p", contact_id=gone, idempotency_key="g", now=NOW)
+    loyalty.award_points(session, ws, keep, points=30, idempotency_key="k", now=NOW)
+    loyalty.award_points(session, ws, gone, points=1200, idempotency_key="g", now=NOW)
+    loyalty.move_contact(session, ws, keep, gone, now=NOW)
+    offers.move_contact(session, ws, keep, gone)
+    view = loyalty.balance(session, ws, keep, now=NOW)
+    assert (view["points"], view["tier"]) == (1230, "silver")
+    assert _points(session, ws, keep) == 1230
+    assert session.scalar(select(LoyaltyBalance).where(LoyaltyBalance.contact_id == gone)) is None
+    session.refresh(coupon)
+    assert coupon.contact_id == keep

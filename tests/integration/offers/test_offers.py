@@ -168,7 +168,8 @@ def test_redemption_refusals_carry_the_reason(session, workspace, other_workspac
         assert field == "code"
         return reason
 
-    typo = mine.code[:3] + mine.code[4] + mine.code[3] + mine.code[5:]
+    i = next(i for i in range(len(mine.code) - 1) if mine.code[i] != mine.code[i + 1])
+    typo = mine.code[:i] + mine.code[i + 1] + mine.code[i] + mine.code[i + 2 :]
     assert refused(typo, order_total_minor=6000, currency="EUR") == "bad_checksum"
     assert refused(codes.new_code(), order_total_minor=6000, currency="EUR") == "coupon_unknown"
     assert refused(mine.code, contact_id=you, order_total_minor=6000, currency="EUR") == "coupon_foreign"
