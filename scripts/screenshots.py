@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -24,12 +23,12 @@ from sqlalchemy import func, select
 
 from suppilo.adapters.http.app import create_app
 from suppilo.analytics import service as analytics
-from suppilo.analytics.schemas import RateCreate, SpendCreate
+from suppilo.analytics.schemas import SpendCreate
 from suppilo.config import Settings
 from suppilo.contacts.models import Contact
 from suppilo.db.registry import Base
 from suppilo.db.session import make_engine, make_session_factory
-from suppilo.demo import catalog, loader
+from suppilo.demo import loader
 from suppilo.demo.generator import DemoParams
 from suppilo.demo.params import CHANNEL_COST_PER_CONTACT_EUR, CHANNEL_CPC_EUR
 from suppilo.events.models import Touch
@@ -122,16 +121,6 @@ def main() -> None:
         loader.mark_complete(s, setup.workspace_id, params, result)
         s.commit()
     record_spend(factory, setup.workspace_id, params.today)
-    with factory() as s:
-        # The demo sells in several currencies: reports convert them with date-effective rates.
-        since = params.today - timedelta(days=800)
-        rates = [
-            RateCreate(date=since, base=cur, quote="EUR", rate=Decimal(1) / Decimal(str(per_eur)))
-            for cur, per_eur in catalog.FX_PER_EUR.items()
-            if cur != "EUR"
-        ]
-        analytics.upsert_rates(s, setup.workspace_id, rates)
-        s.commit()
     catch_welcome_mail(tmp, "demo")
     admin = next(u for u in setup.users if u["role"] == "admin")
     with factory() as s:
