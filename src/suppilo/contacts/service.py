@@ -569,6 +569,60 @@ def remove_tags(session: Session, workspace_id: int, contact_id: int, tags: Iter
     return set_tags(session, workspace_id, contact.id, [t for t in current if t not in drop])
 
 
+def change_tags_many(
+    session: Session,
+    workspace_id: int,
+    add: dict[int, Iterable[str]] | None = None,
+    remove: dict[int, Iterable[str]] | None = None,
+) -> set[int]:
+    """Add and remove tags of many contacts of the workspace with a few statements (journeys, bulk edits).
+
+    Contacts whose tags changed get a new version; segments that depend on tags are updated for them at once.
+    Returns the ids of the contacts whose tags changed.
+    """
+    add = {cid: normalize_tags(tags) for cid, tags in (add or {}).items()}
+    remove = {cid: set(normalize_tags(tags)) for cid, tags in (remove or {}).items()}
+    ids = sorted(set(add) | set(remove))
+    if not ids:
+        return set()
+    session.flush()
+    current = repository.tags_of(session, workspace_id, ids)
+    new_rows: list[dict[str, Any]] = []
+    drops: dict[str, list[int]] = {}
+    changed: set[int] = set()
+    for cid in ids:
+        have = set(current.get(cid, []))
+        for tag in sorted(set(add.get(cid, [])) - have):
+            new_rows.append({"workspace_id": workspace_id, "contact_id": cid, "tag": tag})
+            changed.add(cid)
+        for tag in sorted(remove.get(cid, set()) & have):
+            drops.setdefault(tag, []).append(cid)
+            changed.add(cid)
+    if new_rows:
+        session.execute(insert(ContactTag), new_rows)
+    for tag, cids in drops.items():
+        session.execute(
+            delete(ContactTag).where(
+                ContactTag.workspace_id == workspace_id, ContactTag.tag == tag, ContactTag.contact_id.in_(cids)
+            )
+        )
+    if changed:
+        now = utcnow()
+        session.execute(
+            update(Contact)
+            .where(Contact.workspace_id == workspace_id, Contact.id.in_(sorted(changed)))
+            .values(version=Contact.version + 1, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        for contact in session.identity_map.values():
+            if isinstance(contact, Contact) and contact.id in changed:
+                session.expire(contact, ["version", "updated_at"])
+        from suppilo.segments import service as segments_service
+
+        segments_service.update_for_contacts(session, workspace_id, sorted(changed), {"tags"}, now, reason="tags")
+    return changed
+
+
 # --- lifecycle ------------------------------------------------------------------------------------------------------
 
 

@@ -172,16 +172,18 @@ class Goal(_M):
 class SendEmail(_M):
     """Send template ``template`` (in the contact's language) through the outbox.
 
-    ``include`` puts the contact's latest order or cart into the template's context; ``message`` adds fixed values
+    ``kind`` defaults to the template's kind (a transactional mail skips marketing consent; the template must agree).
+    ``include`` puts the contact's latest order or cart into the template's context (``owner``: the contact owner's
+    name as ``message.owner_name``); ``message`` adds fixed values
     the template reads as ``message.<name>`` (e.g. the interest a nurture mail is about).
     """
 
     type: Literal["send_email"]
     template: str = Field(min_length=1, max_length=100)
-    kind: Literal["marketing", "transactional"] = "marketing"
+    kind: Literal["marketing", "transactional"] | None = None
     topic: str = Field(default="marketing", min_length=1, max_length=64)
     priority: int = Field(default=0, ge=-100, le=100)
-    include: tuple[Literal["order", "cart"], ...] = ()
+    include: tuple[Literal["order", "cart", "owner"], ...] = ()
     message: dict[str, str | int | float | bool] = Field(default_factory=dict)
     next: str | None = None
 

@@ -113,6 +113,7 @@ def sales_handoff(s: dict[str, Any]) -> dict[str, Any]:
                 "template": "sales_handoff_ack",
                 "kind": "transactional",
                 "topic": "sales",
+                "include": ["owner"],
                 "message": {"response_hours": hours},
                 "next": None,
             },

@@ -104,6 +104,20 @@ class _Effects:
         self.session = session
         self.now = now
         self.mail: list[tuple[_Item, jengine.Effect, dict[str, Any]]] = []
+        self.kinds: dict[int, dict[str, str]] = {}
+        self.tags_add: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self.tags_remove: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+
+    def template_kind(self, workspace_id: int, key: str) -> str:
+        if workspace_id not in self.kinds:
+            from suppilo.messaging.models import Template
+
+            self.kinds[workspace_id] = dict(
+                self.session.execute(select(Template.key, Template.kind).where(Template.workspace_id == workspace_id))
+                .tuples()
+                .all()
+            )
+        return self.kinds[workspace_id].get(key, "marketing")
 
     def apply(self, item: _Item, effects: tuple[jengine.Effect, ...]) -> None:
         row = item.row
@@ -123,7 +137,12 @@ class _Effects:
                     if "coupon" in row.data:
                         extra["offer"] = row.data["coupon"]
                     for root in step.include:
-                        extra[root] = commerce_context(self.session, row.workspace_id, row.contact_id, root)
+                        if root == "owner":
+                            owner = owner_name(self.session, row.contact_id)
+                            if owner:
+                                extra["message"]["owner_name"] = owner
+                        else:
+                            extra[root] = commerce_context(self.session, row.workspace_id, row.contact_id, root)
                     self.mail.append(
                         (
                             item,
@@ -132,7 +151,7 @@ class _Effects:
                                 "dedupe_key": f"journey:{row.id}:{eff.step_id}:{eff.visit}",
                                 "contact_id": row.contact_id,
                                 "template_key": step.template,
-                                "kind": step.kind,
+                                "kind": step.kind or self.template_kind(row.workspace_id, step.template),
                                 "topic": step.topic,
                                 "priority": step.priority,
                                 "extra": extra,
@@ -168,6 +187,12 @@ class _Effects:
 
     def _update_contact(self, row: Enrollment, step: jengine.UpdateContact) -> dict[str, Any]:
         session = self.session
+        detail = {k: v for k, v in step.model_dump(exclude={"type", "next"}, exclude_defaults=True).items()}
+        if not (step.set or step.stage or step.score_points):
+            # Tags only: gathered for the whole batch and written with a few statements (flush_tags).
+            self.tags_add[row.workspace_id][row.contact_id].extend(step.add_tags)
+            self.tags_remove[row.workspace_id][row.contact_id].extend(step.remove_tags)
+            return detail
         contact = contacts_service.get_contact(session, row.workspace_id, row.contact_id)
         if step.set:
             from suppilo.contacts.schemas import ContactUpdate
@@ -192,7 +217,15 @@ class _Effects:
             scoring_service.add_points(
                 session, row.workspace_id, row.contact_id, step.score_points, reason=f"journey {row.journey_id}"
             )
-        return {k: v for k, v in step.model_dump(exclude={"type", "next"}, exclude_defaults=True).items()}
+        return detail
+
+    def flush_tags(self) -> None:
+        for ws in sorted(set(self.tags_add) | set(self.tags_remove)):
+            contacts_service.change_tags_many(
+                self.session, ws, dict(self.tags_add.get(ws, {})), dict(self.tags_remove.get(ws, {}))
+            )
+        self.tags_add.clear()
+        self.tags_remove.clear()
 
     def _task(self, row: Enrollment, step: jengine.CreateTask, journey: Journey) -> dict[str, Any]:
         from suppilo.deals import service as deals_service
@@ -252,6 +285,16 @@ class _Effects:
                     )
                 )
         self.mail.clear()
+
+
+def owner_name(session: Session, contact_id: int) -> str | None:
+    """The name of the contact's owner (the sales rep), if it has one."""
+    from suppilo.workspaces.models import User
+
+    return (
+        session.scalar(select(User.name).join(Contact, Contact.owner_id == User.id).where(Contact.id == contact_id))
+        or None
+    )
 
 
 def commerce_context(session: Session, workspace_id: int, contact_id: int, root: str) -> dict[str, Any]:
@@ -388,8 +431,12 @@ def advance_batch(session: Session, now: datetime | None = None, *, limit: int =
     journeys = {j.id: j for j in session.scalars(select(Journey).where(Journey.id.in_({r.journey_id for r in rows})))}
     items: list[_Item] = []
     holdouts: list[_Item] = []
+    defs: dict[tuple[int, int], Definition] = {}
     for row in rows:
-        defn = definition_of(session, row.journey_id, row.version)
+        key = (row.journey_id, row.version)
+        if key not in defs:
+            defs[key] = definition_of(session, row.journey_id, row.version)
+        defn = defs[key]
         pos = Position(row.step, row.step_since, dict(row.visits or {}), dict(row.variants or {}))
         item = _Item(
             row, defn, journeys[row.journey_id], zones.get(row.contact_id, jengine.zone("UTC")), pos, _facts_of(row)
@@ -441,6 +488,7 @@ def advance_batch(session: Session, now: datetime | None = None, *, limit: int =
             break
         # Evaluate each needed filter once for all the contacts that need it (after the effects so far are visible).
         effects.flush_mail()
+        effects.flush_tags()
         session.flush()
         wanted: dict[tuple[int, str], tuple[dict[str, Any], list[_Item], list[str]]] = {}
         for item in needs:
@@ -469,6 +517,7 @@ def advance_batch(session: Session, now: datetime | None = None, *, limit: int =
             item.result = Advance("ended", item.pos, end_reason="stuck")
             _finish(item, now)
     effects.flush_mail()
+    effects.flush_tags()
     logs = [entry for item in [*items, *holdouts] for entry in item.logs]
     if logs:
         session.execute(insert(EnrollmentStep), logs)

@@ -59,7 +59,8 @@ def validate_definition(session: Session, workspace_id: int, raw: object) -> Def
     def check_filter(value: object, path: str) -> None:
         segments_service.parse_filter_json(session, workspace_id, value, f"definition.{path}")
 
-    templates = {t.key for t in messaging_service.list_templates(session, workspace_id)}
+    template_kinds = {t.key: t.kind for t in messaging_service.list_templates(session, workspace_id)}
+    templates = set(template_kinds)
     stages = {s.key for s in contacts_service.stage_specs(session, workspace_id)}
     try:
         defn = jengine.parse_definition(raw, check_filter=check_filter, known_templates=templates, known_stages=stages)
@@ -67,6 +68,13 @@ def validate_definition(session: Session, workspace_id: int, raw: object) -> Def
         raise JourneysError(
             f"definition.{exc.path}" if exc.path else "definition", exc.reason, code="invalid_journey"
         ) from None
+    for sid, step in defn.steps.items():
+        if isinstance(step, jengine.SendEmail) and step.kind is not None and step.kind != template_kinds[step.template]:
+            raise JourneysError(
+                f"definition.steps.{sid}.kind",
+                f"template {step.template!r} is {template_kinds[step.template]}; a step cannot send it as {step.kind}",
+                code="kind_mismatch",
+            )
     seg_refs: list[tuple[str, int]] = []
     trig = defn.trigger
     if isinstance(trig, jengine.SegmentTrigger | jengine.ScheduleTrigger):

@@ -161,10 +161,13 @@ def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, 
     if not rows:
         return 0
     session.flush()
+    # On the table, not the entity: Core's insertmanyvalues sends each chunk as one statement with RETURNING.
+    table = OutboxMessage.__table__
+    name = session.get_bind().dialect.name
     stmt = (
-        _insert(session)
+        (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
         .on_conflict_do_nothing(index_elements=["workspace_id", "dedupe_key"])
-        .returning(OutboxMessage.id)
+        .returning(table.c.id)
     )
     inserted = 0
     for start in range(0, len(rows), 1000):
