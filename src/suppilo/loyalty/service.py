@@ -389,8 +389,7 @@ def redeem_points(
     if existing is not None:
         if existing.contact_id != contact_id or existing.kind != "redeem":
             raise LoyaltyError("idempotency_key", f"idempotency key {key!r} was used for another entry", "key_reused")
-        coupon = session.get(Coupon, existing.coupon_id) if existing.coupon_id else None
-        return existing, coupon
+        return existing, (session.get(Coupon, existing.coupon_id) if existing.coupon_id else None)
     _require_contact(session, workspace_id, contact_id)
     if offer_key is not None:
         offers_service.check_issuable(offers_service.get_offer(session, workspace_id, offer_key), now)
@@ -593,7 +592,7 @@ def tier_values(
                 net = book.convert(net, ccy, home, placed.date())
             except DomainError:
                 continue
-        out[int(cid)] += net
+        out[int(cast(int, cid))] += net
     return dict(out)
 
 

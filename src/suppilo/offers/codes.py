@@ -51,6 +51,13 @@ def new_code(length: int = PAYLOAD_LENGTH) -> str:
     return with_check("".join(secrets.choice(ALPHABET) for _ in range(length)))
 
 
+def new_codes(count: int, length: int = PAYLOAD_LENGTH) -> list[str]:
+    """``count`` fresh random codes at once (one ``secrets.token_bytes`` call: 256 is a multiple of the alphabet's
+    32 letters, so ``byte % 32`` is uniform)."""
+    raw = secrets.token_bytes(count * length)
+    return [with_check("".join(ALPHABET[b & 31] for b in raw[i * length : (i + 1) * length])) for i in range(count)]
+
+
 def normalize(text: str) -> str:
     """A code as typed (any case, spaces or dashes) in its stored form: upper case, no separators."""
     return _SEPARATORS.sub("", text).upper()

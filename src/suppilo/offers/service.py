@@ -8,6 +8,7 @@ unique as a second guard. Per-customer limits are serialised per (offer, contact
 
 from __future__ import annotations
 
+import json
 import uuid
 import zlib
 from collections.abc import Callable
@@ -16,8 +17,6 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -27,6 +26,7 @@ from suppilo.commerce import repository as commerce_repo
 from suppilo.commerce.models import Order
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
+from suppilo.db.types import UTCDateTime
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.events import service as events_service
 from suppilo.offers import codes
@@ -358,10 +358,6 @@ def issue_coupon(
     raise OfferError("code", "could not draw a unique code", "code_collision")
 
 
-def _insert(session: Session) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 def generate_codes(
     session: Session,
     workspace_id: int,
@@ -380,41 +376,48 @@ def generate_codes(
     offer = get_offer(session, workspace_id, offer_key)
     check_issuable(offer, now)
     label = batch or f"{offer.key[:60]}-{now:%Y%m%d}-{uuid.uuid4().hex[:8]}"
-    table = cast(Table, Coupon.__table__)
-    stmt = _insert(session)(table).on_conflict_do_nothing(index_elements=["workspace_id", "code"])
-    base = {
-        "workspace_id": workspace_id,
-        "offer_id": offer.id,
-        "contact_id": None,
-        "status": "issued",
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    # One statement per chunk whatever its size: the codes travel as one array (PostgreSQL) or JSON list (SQLite),
+    # every other column is the same for the whole batch.
+    source, code, cast_open = (
+        ("unnest(CAST(:codes AS TEXT[])) AS u(c)", "u.c", True)
+        if postgres
+        else (
+            "json_each(:codes) AS u WHERE true",
+            "u.value",
+            False,
+        )
+    )
+
+    def typed(name: str, sql_type: str) -> str:
+        return f"CAST(:{name} AS {sql_type})" if cast_open else f":{name}"
+
+    stmt = text(
+        "INSERT INTO coupons (workspace_id, offer_id, code, contact_id, status, kind, percent, amount_minor, "
+        "currency, product_sku, expires_at, idempotency_key, batch, issued_at) "
+        f"SELECT :ws, :offer, {code}, NULL, 'issued', :kind, {typed('percent', 'INTEGER')}, "
+        f"{typed('amount', 'BIGINT')}, {typed('currency', 'VARCHAR')}, {typed('sku', 'VARCHAR')}, "
+        f"{typed('expires', 'TIMESTAMPTZ')}, NULL, :batch, {typed('issued', 'TIMESTAMPTZ')} FROM {source} "
+        "ON CONFLICT (workspace_id, code) DO NOTHING RETURNING id"
+    ).bindparams(bindparam("expires", type_=UTCDateTime()), bindparam("issued", type_=UTCDateTime()))
+    params: dict[str, Any] = {
+        "ws": workspace_id,
+        "offer": offer.id,
         "kind": offer.kind,
         "percent": offer.percent,
-        "amount_minor": offer.amount_minor,
+        "amount": offer.amount_minor,
         "currency": offer.currency,
-        "product_sku": offer.product_sku,
-        "expires_at": _expiry(offer, now),
-        "idempotency_key": None,
+        "sku": offer.product_sku,
+        "expires": _expiry(offer, now),
         "batch": label,
-        "issued_at": now,
+        "issued": now,
     }
-
-    def stored() -> int:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(table)
-                .where(table.c.workspace_id == workspace_id, table.c.batch == label)
-            )
-            or 0
-        )
-
-    before = stored()
     done = 0
     while done < count:
-        size = min(BULK_CHUNK, count - done)
-        fresh = {codes.new_code() for _ in range(size)}
-        session.execute(stmt, [{**base, "code": code} for code in fresh])
-        done = stored() - before  # a code that collided with an existing one was skipped: draw more
+        fresh = sorted(set(codes.new_codes(min(BULK_CHUNK, count - done))))
+        # a code that collided with an existing one is skipped by ON CONFLICT DO NOTHING: the loop draws more
+        done += len(conn.execute(stmt, {**params, "codes": fresh if postgres else json.dumps(fresh)}).all())
         if progress is not None:
             progress(done)
     session.flush()

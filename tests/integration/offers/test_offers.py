@@ -293,3 +293,23 @@ def test_an_order_with_a_coupon_redeems_it_and_a_bad_code_never_rejects_the_orde
         "m-1",
     )
     assert session.scalar(select(Coupon.status).where(Coupon.id == other.id)) == "redeemed"
+
+
+def test_bulk_generation_draws_again_when_a_code_is_taken(session, workspace, monkeypatch) -> None:
+    ws = workspace.id
+    _offer(session, ws)
+    _batch, _n = offers.generate_codes(session, ws, offer_key="winback", count=3, now=NOW)
+    taken = list(session.scalars(select(Coupon.code).where(Coupon.workspace_id == ws)))
+    real = codes.new_codes
+    draws: list[int] = []
+
+    def colliding(count: int, length: int = codes.PAYLOAD_LENGTH) -> list[str]:
+        draws.append(count)
+        # the first draw repeats the three stored codes; later draws are random
+        return taken + real(count - 3) if len(draws) == 1 else real(count)
+
+    monkeypatch.setattr(codes, "new_codes", colliding)
+    batch, n = offers.generate_codes(session, ws, offer_key="winback", count=10, now=NOW)
+    assert n == 10 and draws == [10, 3]
+    fresh = set(session.scalars(select(Coupon.code).where(Coupon.batch == batch)))
+    assert len(fresh) == 10 and not fresh & set(taken)
