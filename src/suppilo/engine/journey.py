@@ -272,7 +272,8 @@ class Split(_M):
 
 
 class UpdateContact(_M):
-    """Set properties, add or remove tags, move the lifecycle stage, add score points."""
+    """Set properties (``name`` or ``properties.name``), add or remove tags, move the lifecycle stage, and add
+    ``score_points`` to the contact's ``journey_points`` number property (negative points subtract)."""
 
     type: Literal["update_contact"]
     set: dict[str, Any] = Field(default_factory=dict)

@@ -212,11 +212,16 @@ class _Effects:
                 session, contact, step.stage, reason=f"journey {row.journey_id}", source="journey", at=self.now
             )
         if step.score_points:
-            from suppilo.scoring import service as scoring_service
+            from suppilo.contacts.schemas import ContactUpdate
 
-            scoring_service.add_points(
-                session, row.workspace_id, row.contact_id, step.score_points, reason=f"journey {row.journey_id}"
+            ensure_points_property(session, row.workspace_id)
+            contact = contacts_service.get_contact(session, row.workspace_id, row.contact_id)
+            current = (contact.properties or {}).get(POINTS_PROPERTY) or 0
+            total = current + step.score_points
+            contacts_service.update_contact(
+                session, row.workspace_id, contact.id, ContactUpdate(properties={POINTS_PROPERTY: total})
             )
+            detail["journey_points"] = total
         return detail
 
     def flush_tags(self) -> None:
@@ -262,8 +267,16 @@ class _Effects:
             idempotency_key=f"journey:{row.id}:{eff.key}",
             now=self.now,
         )
-        offer = offers_service.template_offer(self.session, coupon)
-        row.data = {**row.data, "coupon": offer}
+        offer = {
+            "coupon_code": coupon.code,
+            "kind": coupon.kind,
+            "discount_percent": coupon.percent / 100 if coupon.percent is not None else None,
+            "amount_minor": coupon.amount_minor,
+            "currency": coupon.currency,
+            "product_sku": coupon.product_sku,
+            "expires_at": coupon.expires_at.isoformat() if coupon.expires_at else None,
+        }
+        row.data = {**row.data, "coupon": {k: v for k, v in offer.items() if v is not None}}
         return {"coupon_id": coupon.id, "code": coupon.code}
 
     def flush_mail(self) -> None:
@@ -285,6 +298,38 @@ class _Effects:
                     )
                 )
         self.mail.clear()
+
+
+POINTS_PROPERTY = "journey_points"
+
+
+def ensure_points_property(session: Session, workspace_id: int) -> None:
+    """Declare the number property that journeys' score points add to (filterable like any property)."""
+    from suppilo.contacts.models import PropertyDefinition
+
+    exists = session.scalar(
+        select(PropertyDefinition.id).where(
+            PropertyDefinition.workspace_id == workspace_id,
+            PropertyDefinition.object_type == "contact",
+            PropertyDefinition.name == POINTS_PROPERTY,
+        )
+    )
+    if exists is None:
+        now = utcnow()
+        session.add(
+            PropertyDefinition(
+                workspace_id=workspace_id,
+                object_type="contact",
+                name=POINTS_PROPERTY,
+                label="Journey points",
+                type="number",
+                options=[],
+                description="Points added or taken by journey steps (update_contact.score_points).",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.flush()
 
 
 def owner_name(session: Session, contact_id: int) -> str | None:
@@ -313,7 +358,7 @@ def commerce_context(session: Session, workspace_id: int, contact_id: int, root:
         lines = session.scalars(select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.id))
         return {
             "number": order.external_id,
-            "placed_at": order.placed_at,
+            "placed_at": order.placed_at.isoformat(),
             "currency": order.currency,
             "total_minor": order.total_minor,
             "lines": [

@@ -117,3 +117,59 @@ def test_invalid_definitions_are_refused_with_the_path(session_factory, ws):
     with session_factory() as s, pytest.raises(DomainError) as err:
         service.create_journey(s, ws.id, bad_filter)
     assert err.value.field.startswith("definition.steps.tagged.arms[0].filter")
+
+
+def test_update_contact_sets_properties_stage_and_points_and_issues_a_tiered_coupon(session_factory, ws):
+    from sqlalchemy import select
+
+    from suppilo.contacts.models import Contact
+    from suppilo.offers import service as offers_service
+    from suppilo.offers.schemas import OfferCreate
+
+    with session_factory() as s:
+        offers_service.create_offer(
+            s,
+            ws.id,
+            OfferCreate(
+                key="winback",
+                name="Win-back",
+                kind="percent",
+                percent=10,
+                valid_days=30,
+                value_rule={"by": "ltv", "tiers": [{"min": 0, "percent": 10}, {"min": 50000, "percent": 20}]},
+            ),
+        )
+        s.commit()
+    definition = {
+        "name": "Update",
+        "trigger": {"type": "manual"},
+        "start": "up",
+        "steps": {
+            "up": {
+                "type": "update_contact",
+                "set": {"job_title": "Buyer"},
+                "stage": "interest",
+                "score_points": 15,
+                "next": "again",
+            },
+            "again": {"type": "update_contact", "score_points": -5, "next": "coupon"},
+            "coupon": {"type": "coupon", "offer": "winback", "next": "mail"},
+            "mail": {"type": "send_email", "template": "win_back"},
+        },
+    }
+    jid = journey(session_factory, ws.id, definition)
+    cid = contact(session_factory, ws.id, "kaisa@example.fi", country="US")
+    with session_factory() as s:
+        service.enrol_contacts(s, ws.id, jid, [cid], key="x")
+        s.commit()
+    tick(session_factory)
+    with session_factory() as s:
+        c = s.scalar(select(Contact).where(Contact.id == cid))
+        assert c.job_title == "Buyer" and c.lifecycle_stage == "interest"
+        assert c.properties["journey_points"] == 10
+    [mail] = messages(session_factory, ws.id, cid)
+    assert mail.template_key == "win_back"
+    offer = mail.extra["offer"]
+    assert offer["discount_percent"] == 0.1 and len(offer["coupon_code"]) >= 8
+    row = enrollments(session_factory, jid)[0]
+    assert row.status == "ended" and row.end_reason == "completed"
