@@ -242,3 +242,32 @@ def test_dashboard_explains_a_report_it_cannot_compute(client, session_factory, 
     assert res.status_code == 200
     assert 'id="money-error"' in res.text and "SEK" in res.text
     assert 'id="funnel-table"' in res.text  # the rest still shows
+
+
+def test_dashboard_serves_recent_figures_and_refreshes_them_in_the_background(
+    client, session_factory, workspace
+) -> None:
+    import time
+
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    url = f"/app/w/{workspace.slug}/"
+    contact(client, workspace, email="one@example.com")
+    assert 'id="kpi-contacts">1<' in client.get(url).text
+    contact(client, workspace, email="two@example.com")
+    assert 'id="kpi-contacts">1<' in client.get(url).text  # fresh enough: from the cache
+
+    def age(seconds: float) -> None:
+        with dashboard_route._lock:
+            for key, (stamp, data) in list(dashboard_route._cache.items()):
+                if key[0] == workspace.id:
+                    dashboard_route._cache[key] = (stamp - seconds, data)
+
+    age(dashboard_route.FRESH_SECONDS + 1)
+    assert 'id="kpi-contacts">1<' in client.get(url).text  # stale: served at once, recomputed behind
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and 'id="kpi-contacts">2<' not in client.get(url).text:
+        time.sleep(0.05)
+    assert 'id="kpi-contacts">2<' in client.get(url).text
+    contact(client, workspace, email="three@example.com")
+    age(dashboard_route.STALE_SECONDS + 1)
+    assert 'id="kpi-contacts">3<' in client.get(url).text  # too old: recomputed before answering

@@ -1,8 +1,9 @@
 """The dashboard: lifecycle funnel with conversion, leads and customers per month, cost and return by channel,
-the funnel by country. Figures come from the analytics services; they are cached per workspace for a minute."""
+the funnel by country. Figures come from the analytics services; they are cached per process (see FRESH_SECONDS)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -12,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.http.deps import ReadSession
 from suppilo.adapters.web import charts
@@ -23,30 +25,28 @@ from suppilo.db.base import utcnow
 from suppilo.errors import DomainError
 
 router = APIRouter()
+log = logging.getLogger("suppilo.web")
 
 PERIODS = (30, 90, 365)
-CACHE_SECONDS = 60.0
+# Figures younger than FRESH_SECONDS are served as they are; older ones up to STALE_SECONDS are served at once
+# while one background thread recomputes them (the page says how old they are); older ones are recomputed inline.
+FRESH_SECONDS = 60.0
+STALE_SECONDS = 600.0
 _cache: dict[tuple[int, int, date], tuple[float, dict[str, Any]]] = {}
+_refreshing: set[tuple[int, int, date]] = set()
 _lock = threading.Lock()
 
 
-def figures(session: Any, workspace_id: int, days: int) -> dict[str, Any]:
-    """The dashboard's numbers for the ``days`` up to today (served from a per-process cache for a minute)."""
-    today = utcnow().date()
-    key = (workspace_id, days, today)
-    now = time.monotonic()
-    with _lock:
-        hit = _cache.get(key)
-    if hit is not None and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
+def compute(session: Session, workspace_id: int, days: int, today: date) -> dict[str, Any]:
+    """The dashboard's numbers for the ``days`` up to ``today``, from the analytics and contacts services."""
     start = today - timedelta(days=days - 1)
     errors: dict[str, str] = {}
 
-    def report(name: str, compute: Callable[[], dict[str, Any]], empty: dict[str, Any]) -> dict[str, Any]:
+    def report(name: str, run: Callable[[], dict[str, Any]], empty: dict[str, Any]) -> dict[str, Any]:
         # A report that cannot be computed (e.g. an order currency without exchange rates) is explained on its
         # card; the rest of the dashboard still shows.
         try:
-            return compute()
+            return run()
         except DomainError as exc:
             errors[name] = exc.message
             return empty
@@ -61,33 +61,67 @@ def figures(session: Any, workspace_id: int, days: int) -> dict[str, Any]:
         "money", lambda: analytics.spend_report(session, workspace_id, start, today, "channel"), no_money
     )
     by_month = report("money", lambda: analytics.spend_report(session, workspace_id, start, today, "month"), no_money)
-    stages = contacts_service.list_stages(session, workspace_id)
-    data = {
+    return {
         "funnel": funnel,
         "channel": by_channel,
         "month": by_month,
-        "stages": stages,
+        "stages": contacts_service.list_stages(session, workspace_id),
         "from": start,
         "to": today,
         "errors": errors,
+        "computed_at": utcnow(),
     }
+
+
+def _store(key: tuple[int, int, date], data: dict[str, Any]) -> None:
     with _lock:
         if len(_cache) > 1000:
             _cache.clear()
-        _cache[key] = (now, data)
+        _cache[key] = (time.monotonic(), data)
+
+
+def _refresh(factory: sessionmaker[Session], key: tuple[int, int, date]) -> None:
+    try:
+        with factory() as session:
+            _store(key, compute(session, key[0], key[1], key[2]))
+    except Exception:
+        log.exception("dashboard refresh failed for workspace %s", key[0])
+    finally:
+        with _lock:
+            _refreshing.discard(key)
+
+
+def figures(session: Session, factory: sessionmaker[Session], workspace_id: int, days: int) -> dict[str, Any]:
+    """The dashboard's numbers, from the per-process cache when recent enough (see FRESH_SECONDS)."""
+    today = utcnow().date()
+    key = (workspace_id, days, today)
+    now = time.monotonic()
+    with _lock:
+        hit = _cache.get(key)
+        age = now - hit[0] if hit is not None else None
+        start_refresh = age is not None and FRESH_SECONDS <= age < STALE_SECONDS and key not in _refreshing
+        if start_refresh:
+            _refreshing.add(key)
+    if hit is not None and age is not None and age < STALE_SECONDS:
+        if start_refresh:
+            threading.Thread(target=_refresh, args=(factory, key), daemon=True).start()
+        return hit[1]
+    data = compute(session, workspace_id, days, today)
+    _store(key, data)
     return data
 
 
 def clear_cache() -> None:
     with _lock:
         _cache.clear()
+        _refreshing.clear()
 
 
 @router.get("/w/{slug}/")
 def dashboard(request: Request, ctx: Workspace_, session: ReadSession, days: int = 90) -> Response:
     ctx.require("view")
     days = days if days in PERIODS else 90
-    data = figures(session, ctx.workspace_id, days)
+    data = figures(session, request.app.state.read_session_factory, ctx.workspace_id, days)
     labels = {s.key: s.label for s in data["stages"]}
     funnel_all = data["funnel"]["all"]
     funnel_rows = funnel_all.get("stages", [])
