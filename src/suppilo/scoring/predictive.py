@@ -36,7 +36,7 @@ from suppilo.engine.scoring import (
 from suppilo.errors import DomainError
 from suppilo.events.models import Event
 from suppilo.scoring import service
-from suppilo.scoring.models import ContactScore
+from suppilo.scoring.models import ContactScore, ScoringSettings
 
 MAX_CONTACTS = 50_000
 RETRAIN_AFTER = timedelta(days=7)
@@ -239,14 +239,15 @@ def train(
 
 def model_of(session: Session, workspace_id: int) -> PredictiveModel | None:
     """The workspace's stored model, if one was trained."""
-    settings = service._settings(session, workspace_id)
-    stored = (settings.predictive or {}).get("model")
+    settings = session.get(ScoringSettings, workspace_id)
+    stored = (settings.predictive or {}).get("model") if settings is not None else None
     return PredictiveModel.model_validate(stored) if stored else None
 
 
 def status(session: Session, workspace_id: int) -> dict[str, Any]:
     """The stored model's target, training time and validation report (or the last training error)."""
-    p = service._settings(session, workspace_id).predictive or {}
+    settings = session.get(ScoringSettings, workspace_id)
+    p = (settings.predictive if settings is not None else None) or {}
     model = p.get("model")
     return {
         "trained": model is not None,

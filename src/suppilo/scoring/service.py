@@ -7,13 +7,15 @@ re-evaluates, for the contacts concerned, the segments whose filters read that k
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Table, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -352,34 +354,83 @@ def _existing(session: Session, workspace_id: int, kind: str, ids: Sequence[int]
     }
 
 
+_SCORE_COLUMNS = (
+    "workspace_id",
+    "contact_id",
+    "kind",
+    "score",
+    "grade",
+    "icp_id",
+    "explanation",
+    "state",
+    "decay_key",
+    "half_life_seconds",
+    "as_of",
+    "computed_at",
+)
+_HISTORY_COLUMNS = ("workspace_id", "contact_id", "kind", "score", "previous", "grade", "at", "reason")
+_JSON_COLUMNS = frozenset({"explanation", "state"})
+_TIME_COLUMNS = frozenset({"as_of", "computed_at", "at"})
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, default=str)
+
+
+def _driver_rows(session: Session, columns: Sequence[str], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows as the driver takes them (JSON as text, SQLite times as naive UTC text as SQLAlchemy stores them):
+    SQLAlchemy's per-row type processing costs more than the statement on the bulk paths."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    out = []
+    for r in rows:
+        values = []
+        for c in columns:
+            v = r.get(c)
+            if c in _JSON_COLUMNS:
+                v = _dumps(v)
+            elif c in _TIME_COLUMNS and v is not None:
+                if v.tzinfo is None:
+                    raise ValueError("naive datetime given where a timezone-aware one is required")
+                if sqlite:
+                    v = v.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            values.append(v)
+        out.append(tuple(values))
+    return out
+
+
+def _bulk(session: Session, table: str, columns: Sequence[str], rows: list[dict[str, Any]], tail: str = "") -> None:
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    marks = ", ".join(
+        ("?" if sqlite else "%s") if c not in _JSON_COLUMNS else ("?" if sqlite else "CAST(%s AS jsonb)")
+        for c in columns
+    )
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}){tail}"
+    session.flush()
+    conn = session.connection()
+    for i in range(0, len(rows), 2000):
+        conn.exec_driver_sql(sql, _driver_rows(session, columns, rows[i : i + 2000]))
+
+
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    table = cast(Table, ContactScore.__table__)
-    ins = _insert(session)(table)
-    cols = (
-        "score",
-        "grade",
-        "icp_id",
-        "explanation",
-        "state",
-        "decay_key",
-        "half_life_seconds",
-        "as_of",
-        "computed_at",
-    )
-    stmt = ins.on_conflict_do_update(
-        index_elements=["workspace_id", "contact_id", "kind"], set_={c: ins.excluded[c] for c in cols}
-    )
-    for chunk in _chunks(list(range(len(rows))), 500):
-        session.execute(stmt, [rows[i] for i in chunk])
+    """Insert or replace score rows (unique per workspace, contact and kind)."""
+    if rows:
+        keep = ("workspace_id", "contact_id", "kind")
+        sets = ", ".join(f"{c} = excluded.{c}" for c in _SCORE_COLUMNS if c not in keep)
+        _bulk(
+            session,
+            "contact_scores",
+            _SCORE_COLUMNS,
+            rows,
+            f" ON CONFLICT (workspace_id, contact_id, kind) DO UPDATE SET {sets}",
+        )
 
 
 def _history(session: Session, workspace_id: int, entries: list[dict[str, Any]]) -> None:
     if entries:
-        session.execute(
-            _insert(session)(cast(Table, ScoreChange.__table__)), [{"workspace_id": workspace_id, **e} for e in entries]
-        )
+        _bulk(session, "score_changes", _HISTORY_COLUMNS, [{"workspace_id": workspace_id, **e} for e in entries])
 
 
 def _segments(session: Session, workspace_id: int, ids: list[int], kind: str, now: datetime) -> None:
