@@ -64,6 +64,24 @@ def test_demo_loads_prints_credentials_and_reuses_on_restart(demo_env) -> None:
         password = next(u["password"] for u in out["users"] if u["role"] == "admin")
         assert PasswordHasher().verify(admin.password_hash, password)
 
+    # the playbooks are on, and the fresh activity starts them at once: welcome mails, thank-yous, sales tasks
+    from suppilo.deals.models import Task
+    from suppilo.demo.journeys import PLAYBOOKS, SIGN_UPS
+    from suppilo.journeys import runner as journey_runner
+    from suppilo.journeys import triggers
+    from suppilo.journeys.models import Journey
+    from suppilo.messaging.outbox_models import OutboxMessage
+
+    triggers.run_scanners(factory)
+    journey_runner.run_due(factory)
+    with factory() as s:
+        journeys = list(s.scalars(select(Journey).where(Journey.workspace_id == out["workspace_id"])))
+        assert {j.playbook for j in journeys} == set(PLAYBOOKS) and {j.status for j in journeys} == {"active"}
+        queued = list(s.scalars(select(OutboxMessage.template_key).where(OutboxMessage.workspace_id == ws.id)))
+        assert queued.count("welcome") == len(SIGN_UPS)
+        assert queued.count("order_thank_you") >= 1 and queued.count("sales_handoff_ack") >= 1
+        assert s.scalar(select(func.count()).select_from(Task).where(Task.workspace_id == ws.id)) >= 1
+
     # a restart with the same parameters reuses everything, keys included
     res = _run(runner, "--contacts", "150", "--seed", "4")
     assert res.exit_code == 0, res.output
@@ -87,8 +105,8 @@ def test_demo_loads_prints_credentials_and_reuses_on_restart(demo_env) -> None:
         known = s.scalar(
             select(func.count()).where(Contact.workspace_id == rebuilt["workspace_id"], Contact.is_anonymous.is_(False))
         )
-        assert known == 100
-        assert s.scalar(select(func.count()).select_from(Contact)) == 300
+        assert known == 100 + len(SIGN_UPS)  # the demo's live sign-ups come on top
+        assert s.scalar(select(func.count()).select_from(Contact)) == 300 + len(SIGN_UPS)
     engine.dispose()
 
 

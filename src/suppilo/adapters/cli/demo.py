@@ -129,6 +129,12 @@ def demo(
             result = loader.load_data(engine, setup.workspace_id, params, progress=advance)
         with unit_of_work(factory) as session:
             loader.mark_complete(session, setup.workspace_id, params, result)
+        from suppilo.demo import journeys as demo_journeys
+
+        with unit_of_work(factory) as session:
+            demo_journeys.enable_journeys(session, setup.workspace_id)
+        with unit_of_work(factory) as session:
+            demo_journeys.live_activity(session, setup.workspace_id)
         counts = result.counts
         seconds = result.seconds
         entry = {

@@ -9,6 +9,7 @@ from suppilo.adapters.cli import (
     data,
     deals,
     demo,
+    journeys,
     mail,
     offers,
     outbox,
@@ -24,6 +25,7 @@ admin.register(app)
 data.register(app)
 deals.register(app)
 demo.register(app)
+journeys.register(app)
 mail.register(app)
 offers.register(app)
 outbox.register(app)
