@@ -295,3 +295,34 @@ def test_passwords_are_argon2_and_short_ones_refused(session_factory) -> None:
         with pytest.raises(accounts.AccountError):
             accounts.create_user(s, email="short@example.com", password="short")
         s.rollback()
+
+
+def test_login_returns_to_the_page_asked_for(client, session_factory, workspace) -> None:
+    email = make_user(session_factory, workspace.id)
+    wanted = f"/app/w/{workspace.slug}/contacts?q=ann&stage=interest"
+    res = client.get(wanted, follow_redirects=False)
+    assert res.status_code == 303 and res.headers["location"].startswith("/app/login?next=")
+    form = client.get(res.headers["location"])
+    assert 'name="next" value="' + wanted.replace("&", "&amp;") + '"' in form.text
+    res = client.post(
+        "/app/login",
+        data={"email": email, "password": PASSWORD, "csrf_token": csrf_of(form.text), "next": wanted},
+        follow_redirects=False,
+    )
+    assert res.headers["location"] == wanted
+    client.cookies.clear()
+    form = client.get("/app/login")
+    res = client.post(
+        "/app/login",
+        data={"email": email, "password": PASSWORD, "csrf_token": csrf_of(form.text), "next": "//evil.example/"},
+        follow_redirects=False,
+    )
+    assert res.headers["location"] == "/app/"
+
+
+def test_unknown_pages_under_app_are_html_404(client) -> None:
+    res = client.get("/app/no/such/page")
+    assert res.status_code == 404 and "text/html" in res.headers["content-type"] and "Not found" in res.text
+    assert res.headers["content-security-policy"] == CSP
+    assert client.get("/app/static/app.css").status_code == 200
+    assert client.get("/api/v1/contacts").status_code == 401  # the API keeps its JSON errors

@@ -25,6 +25,12 @@ def mount_web(app: FastAPI) -> None:
     """Add the web interface to the FastAPI app."""
     app.include_router(router)
     app.mount("/app/static", StaticFiles(directory=STATIC_DIR), name="web-static")
+
+    # Added after the static mount so that it only answers what nothing else under /app did: an HTML 404.
+    @app.get("/app/{rest:path}", include_in_schema=False)
+    def not_found(rest: str) -> Response:
+        raise WebError(404, "not_found")
+
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(LoginRequired)

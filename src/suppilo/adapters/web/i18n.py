@@ -7,9 +7,9 @@ docs/web.md). A message missing from a catalogue falls back to the English text.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from dataclasses import dataclass
-from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -119,38 +119,38 @@ class Formatter:
         digits = int(get_currency_precision(currency))
         return format_currency(Decimal(int(minor)).scaleb(-digits), currency, locale=self.locale)
 
-    def datetime(self, value: datetime | str | None) -> str:
+    def datetime(self, value: dt.datetime | str | None) -> str:
         if value is None or value == "":
             return "–"
         if isinstance(value, str):
             try:
-                value = datetime.fromisoformat(value)
+                value = dt.datetime.fromisoformat(value)
             except ValueError:
-                return value
+                return str(value)
         if value.tzinfo is None:
             value = value.replace(tzinfo=ZoneInfo("UTC"))
-        return format_datetime(value, format="medium", tzinfo=_zone(self.timezone), locale=self.locale)
+        return str(format_datetime(value, format="medium", tzinfo=_zone(self.timezone), locale=self.locale))
 
-    def date(self, value: date | datetime | str | None) -> str:
+    def date(self, value: dt.date | dt.datetime | str | None) -> str:
         if value is None or value == "":
             return "–"
         if isinstance(value, str):
             try:
-                value = date.fromisoformat(value[:10])
+                value = dt.date.fromisoformat(value[:10])
             except ValueError:
-                return value
-        if isinstance(value, datetime):
+                return str(value)
+        if isinstance(value, dt.datetime):
             value = value.astimezone(_zone(self.timezone)).date()
-        return format_date(value, format="medium", locale=self.locale)
+        return str(format_date(value, format="medium", locale=self.locale))
 
     def month(self, value: str) -> str:
         """``YYYY-MM`` as a short month name and year."""
         try:
-            d = date.fromisoformat(value + "-01")
+            d = dt.date.fromisoformat(value + "-01")
         except ValueError:
             return value
         return format_date(d, format="MMM yyyy", locale=self.locale)
 
-    def iso(self, value: datetime | None) -> str:
+    def iso(self, value: dt.datetime | None) -> str:
         """Machine-readable time for ``<time datetime=...>``."""
         return value.isoformat() if value is not None else ""

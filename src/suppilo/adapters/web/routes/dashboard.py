@@ -51,7 +51,7 @@ def compute(session: Session, workspace_id: int, days: int, today: date) -> dict
             errors[name] = exc.message
             return empty
 
-    no_money = {"currency": None, "rows": [], "totals": {}}
+    no_money: dict[str, Any] = {"currency": None, "rows": [], "totals": {}}
     funnel = report(
         "funnel",
         lambda: analytics.funnel_report(session, workspace_id, start, today, "country"),
@@ -133,7 +133,9 @@ def dashboard(request: Request, ctx: Workspace_, session: ReadSession, days: int
         for metric in ("leads", "qualified_leads", "new_customers"):
             months[row["month"]][metric] += int(row[metric] or 0)
     month_keys = sorted(months)
-    series = [[months[m][metric] for m in month_keys] for metric in ("leads", "qualified_leads", "new_customers")]
+    series: list[list[float]] = [
+        [float(months[m][metric]) for m in month_keys] for metric in ("leads", "qualified_leads", "new_customers")
+    ]
     columns, col_labels, ticks, _ = charts.grouped_columns(month_keys, series)
     countries = sorted(data["funnel"].get("groups", {}).items(), key=lambda kv: kv[1].get("contacts", 0), reverse=True)[
         :10
