@@ -12,9 +12,11 @@ baseline = a trivial transaction per request with the same threads and pool: ``U
 ratio    = figure / baseline. Target (issue 9): ≥ 1,000 redemptions/s on PostgreSQL. The run also checks that every
 code was redeemed exactly once.
 
+``--points`` measures loyalty point redemptions instead (``loyalty.service.redeem_points`` of 1 point, 1,000 members
+with a balance, requests spread over them): the run checks that every cached balance still equals its ledger.
 ``--procs N`` splits the threads, connections and codes over N processes (as N API worker processes would).
 
-    .venv/bin/python bench/bench_coupons.py [--ops 20000] [--threads 200] [--pool 40] [--procs 1]
+    .venv/bin/python bench/bench_coupons.py [--ops 20000] [--threads 200] [--pool 40] [--procs 1] [--points]
                                             [--postgres URL | --sqlite]
 """
 
@@ -29,15 +31,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from suppilo.contacts.models import Contact
 from suppilo.db.registry import Base
 from suppilo.db.session import make_engine, make_session_factory
+from suppilo.loyalty import service as loyalty
+from suppilo.loyalty.models import LoyaltyBalance, LoyaltyEntry
 from suppilo.offers import service as offers
 from suppilo.offers.models import Coupon, Redemption
 from suppilo.offers.schemas import OfferCreate
@@ -91,6 +97,12 @@ def child(url: str, kind: str, ws_id: int, items: list[object], threads: int, po
             offers.redeem(s, ws_id, str(code), contact_id=None, order_total_minor=5000, currency="EUR")
             s.commit()
 
+    def spend(item: object) -> None:
+        contact_id, i = cast(tuple[int, int], item)
+        with factory() as s:
+            loyalty.redeem_points(s, ws_id, contact_id, points=1, idempotency_key=f"bench:{i}")
+            s.commit()
+
     def trivial(row: object) -> None:
         with factory() as s:
             s.execute(text("UPDATE bench_rows SET n = n + 1 WHERE id = :i"), {"i": row})
@@ -99,7 +111,8 @@ def child(url: str, kind: str, ws_id: int, items: list[object], threads: int, po
     with factory() as s:  # open the connections before the clock starts
         s.execute(text("SELECT 1"))
     ready.wait()
-    out.put(run_concurrently(items, threads, redeem if kind == "redeem" else trivial))
+    work = {"redeem": redeem, "points": spend, "trivial": trivial}[kind]
+    out.put(run_concurrently(items, threads, work))
     engine.dispose()
 
 
@@ -125,6 +138,85 @@ def measure(url: str, kind: str, ws_id: int, items: list[object], args: argparse
     return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
+MEMBERS = 1_000
+START_POINTS = 1_000_000
+
+
+def setup_members(engine: Engine, ws_id: int, n: int) -> list[int]:
+    """``n`` contacts with START_POINTS each (one bonus entry and its cached balance), in bulk."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Contact.__table__),
+            [
+                {
+                    "workspace_id": ws_id,
+                    "email": f"m{i}@bench.example",
+                    "lifecycle_stage": "customer",
+                    "properties": {},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(n)
+            ],
+        )
+        ids = list(conn.scalars(select(Contact.id).where(Contact.workspace_id == ws_id).order_by(Contact.id)))
+        conn.execute(
+            insert(LoyaltyEntry.__table__),
+            [
+                {
+                    "workspace_id": ws_id,
+                    "contact_id": c,
+                    "kind": "bonus",
+                    "points": START_POINTS,
+                    "reason": "bench",
+                    "idempotency_key": f"seed:{c}",
+                    "occurred_at": now,
+                }
+                for c in ids
+            ],
+        )
+        conn.execute(
+            insert(LoyaltyBalance.__table__),
+            [
+                {"workspace_id": ws_id, "contact_id": c, "points": START_POINTS, "tier": "member", "updated_at": now}
+                for c in ids
+            ],
+        )
+    return ids
+
+
+def check_points(s: Session, ws_id: int, ops: int) -> None:
+    """Every redemption was written once and every cached balance equals its ledger."""
+    spent = s.scalar(
+        select(func.count())
+        .select_from(LoyaltyEntry)
+        .where(LoyaltyEntry.workspace_id == ws_id, LoyaltyEntry.kind == "redeem")
+    )
+    ledger = dict(
+        s.execute(
+            select(LoyaltyEntry.contact_id, func.sum(LoyaltyEntry.points))
+            .where(LoyaltyEntry.workspace_id == ws_id)
+            .group_by(LoyaltyEntry.contact_id)
+        ).all()
+    )
+    cached = dict(
+        s.execute(
+            select(LoyaltyBalance.contact_id, LoyaltyBalance.points).where(LoyaltyBalance.workspace_id == ws_id)
+        ).all()
+    )
+    if spent != ops or ledger != cached or sum(cached.values()) != START_POINTS * len(cached) - ops:
+        raise SystemExit(f"points: {spent} redemptions for {ops}, ledger and balances agree: {ledger == cached}")
+
+
+def check_coupons(s: Session, ws_id: int, ops: int) -> None:
+    """Every code was redeemed exactly once."""
+    redeemed = s.scalar(select(func.count()).select_from(Redemption).where(Redemption.workspace_id == ws_id))
+    distinct = s.scalar(select(func.count(func.distinct(Redemption.coupon_id))).where(Redemption.workspace_id == ws_id))
+    if redeemed != ops or distinct != ops:
+        raise SystemExit(f"expected {ops} redemptions of distinct coupons, got {redeemed} ({distinct} distinct)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ops", type=int, default=20_000)
@@ -133,6 +225,7 @@ def main() -> None:
     ap.add_argument("--postgres", default=DEFAULT_PG)
     ap.add_argument("--procs", type=int, default=1, help="server processes sharing the threads and connections")
     ap.add_argument("--sqlite", action="store_true")
+    ap.add_argument("--points", action="store_true", help="measure loyalty point redemptions instead of coupons")
     args = ap.parse_args()
     pg_name = ""
     if args.sqlite:
@@ -152,29 +245,32 @@ def main() -> None:
             ws = workspaces_service.create_workspace(
                 s, WorkspaceCreate(slug=f"bench-{uuid.uuid4().hex[:6]}", name="Bench", currency="EUR")
             )
-            offers.create_offer(s, ws.id, OfferCreate(key="bench", name="Bench 10 %", kind="percent", percent=10))
-            batch, _n = offers.generate_codes(s, ws.id, offer_key="bench", count=args.ops)
             s.commit()
             ws_id = ws.id
-            codes = list(s.scalars(select(Coupon.code).where(Coupon.workspace_id == ws_id, Coupon.batch == batch)))
+        if args.points:
+            members = setup_members(engine, ws_id, MEMBERS)
+            items: list[object] = [(members[i % MEMBERS], i) for i in range(args.ops)]
+        else:
+            with factory() as s:
+                offers.create_offer(s, ws_id, OfferCreate(key="bench", name="Bench 10 %", kind="percent", percent=10))
+                batch, _n = offers.generate_codes(s, ws_id, offer_key="bench", count=args.ops)
+                s.commit()
+                items = list(s.scalars(select(Coupon.code).where(Coupon.workspace_id == ws_id, Coupon.batch == batch)))
         with engine.begin() as conn:
             conn.execute(text("CREATE TABLE bench_rows (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"))
             conn.execute(text("INSERT INTO bench_rows (id, n) VALUES (:i, 0)"), [{"i": i} for i in range(args.ops)])
             conn.execute(text("ANALYZE"))
 
         baseline_s = measure(url, "trivial", ws_id, list(range(args.ops)), args)
-        figure_s = measure(url, "redeem", ws_id, list(codes), args)
+        figure_s = measure(url, "points" if args.points else "redeem", ws_id, items, args)
         with factory() as s:
-            redeemed = s.scalar(select(func.count()).select_from(Redemption).where(Redemption.workspace_id == ws_id))
-            distinct = s.scalar(
-                select(func.count(func.distinct(Redemption.coupon_id))).where(Redemption.workspace_id == ws_id)
-            )
-        if redeemed != args.ops or distinct != args.ops:
-            raise SystemExit(
-                f"expected {args.ops} redemptions of distinct coupons, got {redeemed} ({distinct} distinct)"
-            )
+            if args.points:
+                check_points(s, ws_id, args.ops)
+            else:
+                check_coupons(s, ws_id, args.ops)
         figure, baseline = args.ops / figure_s, args.ops / baseline_s
-        name = f"coupon_redeem_{engine.dialect.name}_{args.threads}req_{args.pool}conn_{args.procs}proc"
+        what = "points_redeem" if args.points else "coupon_redeem"
+        name = f"{what}_{engine.dialect.name}_{args.threads}req_{args.pool}conn_{args.procs}proc"
         print(
             json.dumps(
                 {

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from suppilo.analytics.rates import minor_exponent, rate_book, workspace_currency
 from suppilo.analytics.service import REVENUE_STATUSES
@@ -354,6 +354,111 @@ def _reward(program: LoyaltyProgram, key: str) -> dict[str, Any]:
     raise LoyaltyError("reward", f"no reward {key!r} (rewards: {known})", "unknown_reward")
 
 
+_SPEND_PG = text(
+    """
+    WITH debited AS (
+        UPDATE loyalty_balances SET points = points - :n, updated_at = :now
+        WHERE workspace_id = :ws AND contact_id = :contact AND points >= :n
+        RETURNING contact_id
+    ), entry AS (
+        INSERT INTO loyalty_ledger (workspace_id, contact_id, kind, points, reason, idempotency_key, occurred_at)
+        SELECT :ws, contact_id, 'redeem', -CAST(:n AS BIGINT), :reason, :key, :now FROM debited
+        ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
+        RETURNING id
+    )
+    SELECT (SELECT count(*) FROM debited) AS debited, (SELECT id FROM entry) AS entry_id
+    """
+)
+
+
+def _replayed(
+    session: Session, workspace_id: int, contact_id: int, key: str
+) -> tuple[LoyaltyEntry, Coupon | None] | None:
+    """The redemption already stored under ``key`` (a retry), or None; another kind of entry is a conflict."""
+    existing = _by_key(session, workspace_id, key)
+    if existing is None:
+        return None
+    if existing.contact_id != contact_id or existing.kind != "redeem":
+        raise LoyaltyError("idempotency_key", f"idempotency key {key!r} was used for another entry", "key_reused")
+    return existing, (session.get(Coupon, existing.coupon_id) if existing.coupon_id else None)
+
+
+def _short(
+    session: Session, workspace_id: int, contact_id: int, key: str, points: int
+) -> tuple[LoyaltyEntry, Coupon | None]:
+    """Why a debit changed nothing: a retry of a stored redemption (returned), an unknown contact, or too few points."""
+    replay = _replayed(session, workspace_id, contact_id, key)
+    if replay is not None:
+        return replay
+    _require_contact(session, workspace_id, contact_id)
+    raise LoyaltyError("points", f"the balance is less than {points} points", "insufficient_points")
+
+
+def _attached(session: Session, entry_id: int, values: dict[str, Any]) -> LoyaltyEntry:
+    """The stored entry as a persistent object, without reading it back."""
+    entry = LoyaltyEntry(id=entry_id, order_id=None, lot_id=None, expires_at=None, **values)
+    make_transient_to_detached(entry)
+    session.add(entry)
+    return entry
+
+
+def _spend_plain(
+    session: Session, workspace_id: int, contact_id: int, points: int, key: str, label: str, now: datetime
+) -> tuple[LoyaltyEntry, Coupon | None]:
+    values: dict[str, Any] = {
+        "workspace_id": workspace_id,
+        "contact_id": contact_id,
+        "kind": "redeem",
+        "points": -points,
+        "reason": (label or "redemption")[:500],
+        "coupon_id": None,
+        "idempotency_key": key,
+        "occurred_at": now,
+    }
+    session.flush()
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        # One round trip: debit only if the balance has the points, and store the entry from the debited row.
+        row = conn.execute(
+            _SPEND_PG,
+            {
+                "n": points,
+                "now": now,
+                "ws": workspace_id,
+                "contact": contact_id,
+                "reason": values["reason"],
+                "key": key,
+            },
+        ).one()
+        if row.entry_id is not None:
+            return _attached(session, int(row.entry_id), values), None
+        if row.debited:
+            # the key was stored meanwhile by a retry of the same request: give the points back, answer the first
+            _credit(session, workspace_id, contact_id, points, now)
+            replay = _replayed(session, workspace_id, contact_id, key)
+            assert replay is not None
+            return replay
+        return _short(session, workspace_id, contact_id, key, points)
+    ledger = cast(Table, LoyaltyEntry.__table__)
+    try:
+        with session.begin_nested():
+            if not _debit(session, workspace_id, contact_id, points, now):
+                raise _NoDebit
+            entry_id = conn.execute(insert(ledger).values(**values).returning(ledger.c.id)).scalar_one()
+    except _NoDebit:
+        return _short(session, workspace_id, contact_id, key, points)
+    except IntegrityError:
+        replay = _replayed(session, workspace_id, contact_id, key)
+        if replay is None:
+            raise
+        return replay
+    return _attached(session, int(entry_id), values), None
+
+
+class _NoDebit(Exception):
+    """The conditional debit changed nothing (rolls the savepoint back)."""
+
+
 def redeem_points(
     session: Session,
     workspace_id: int,
@@ -374,57 +479,53 @@ def redeem_points(
     """
     now = now or utcnow()
     key = _check_key(idempotency_key)
-    program = get_program(session, workspace_id)
     label = reason
     if reward is not None:
         if offer_key is not None or points is not None:
             raise LoyaltyError("reward", "give a reward alone: its points and offer come from the programme")
-        item = _reward(program, reward)
+        item = _reward(get_program(session, workspace_id), reward)
         points, offer_key, label = int(item["points"]), item.get("offer_key"), reason or str(item["name"])
     if points is None:
         raise LoyaltyError("points", "give the points to spend (or a reward)", "missing_points")
     if points <= 0:
         raise LoyaltyError("points", "points must be positive", "invalid_points")
-    existing = _by_key(session, workspace_id, key)
-    if existing is not None:
-        if existing.contact_id != contact_id or existing.kind != "redeem":
-            raise LoyaltyError("idempotency_key", f"idempotency key {key!r} was used for another entry", "key_reused")
-        return existing, (session.get(Coupon, existing.coupon_id) if existing.coupon_id else None)
+    if offer_key is None:
+        return _spend_plain(session, workspace_id, contact_id, points, key, label, now)
+    replay = _replayed(session, workspace_id, contact_id, key)
+    if replay is not None:
+        return replay
     _require_contact(session, workspace_id, contact_id)
-    if offer_key is not None:
-        offers_service.check_issuable(offers_service.get_offer(session, workspace_id, offer_key), now)
+    offers_service.check_issuable(offers_service.get_offer(session, workspace_id, offer_key), now)
     coupon: Coupon | None = None
     try:
         with session.begin_nested():
             if not _debit(session, workspace_id, contact_id, points, now):
                 raise LoyaltyError("points", f"the balance is less than {points} points", "insufficient_points")
-            if offer_key is not None:
-                coupon = offers_service.issue_coupon(
-                    session,
-                    workspace_id,
-                    offer_key=offer_key,
-                    contact_id=contact_id,
-                    idempotency_key=f"loyalty:{key}",
-                    now=now,
-                )
-                label = label or f"coupon of {offer_key}"
+            coupon = offers_service.issue_coupon(
+                session,
+                workspace_id,
+                offer_key=offer_key,
+                contact_id=contact_id,
+                idempotency_key=f"loyalty:{key}",
+                now=now,
+            )
             entry = LoyaltyEntry(
                 workspace_id=workspace_id,
                 contact_id=contact_id,
                 kind="redeem",
                 points=-points,
-                reason=(label or "redemption")[:500],
-                coupon_id=coupon.id if coupon else None,
+                reason=(label or f"coupon of {offer_key}")[:500],
+                coupon_id=coupon.id,
                 idempotency_key=key,
                 occurred_at=now,
             )
             session.add(entry)
             session.flush()
     except IntegrityError:
-        raced = _by_key(session, workspace_id, key)
+        raced = _replayed(session, workspace_id, contact_id, key)
         if raced is None:
             raise
-        return raced, session.get(Coupon, raced.coupon_id) if raced.coupon_id else None
+        return raced
     return entry, coupon
 
 

@@ -124,7 +124,22 @@ def test_redeeming_for_rewards_and_coupons_never_exceeds_the_balance(session, wo
         loyalty.redeem_points(session, ws, cid, reward="ten", idempotency_key="r2", now=NOW)
     assert (err.value.field, err.value.code) == ("points", "insufficient_points")
     assert _points(session, ws, cid) == 400  # the refused redemption left nothing behind
-    loyalty.redeem_points(session, ws, cid, reward="bag", idempotency_key="r3", now=NOW)
+    bag, _ = loyalty.redeem_points(session, ws, cid, reward="bag", idempotency_key="r3", now=NOW)
+    retry, _ = loyalty.redeem_points(session, ws, cid, reward="bag", idempotency_key="r3", now=NOW)
+    assert retry.id == bag.id and bag.points == -300 and _points(session, ws, cid) == 100
+    plain, _ = loyalty.redeem_points(session, ws, cid, points=1, idempotency_key="p1", now=NOW)
+    again, _ = loyalty.redeem_points(session, ws, cid, points=1, idempotency_key="p1", now=NOW)
+    assert again.id == plain.id and _points(session, ws, cid) == 99
+    other = _contact(session, ws, "other@example.fi")
+    loyalty.award_points(session, ws, other, points=10, idempotency_key="o", now=NOW)
+    with pytest.raises(DomainError) as err:
+        loyalty.redeem_points(session, ws, other, points=1, idempotency_key="p1", now=NOW)
+    assert err.value.code == "key_reused"
+    assert _points(session, ws, other) == 10
+    with pytest.raises(DomainError) as err:
+        loyalty.redeem_points(session, ws, 10**9, points=1, idempotency_key="nobody", now=NOW)
+    assert err.value.field == "contact_id"
+    loyalty.award_points(session, ws, cid, points=1, idempotency_key="top-up", now=NOW)
     entry, coupon = loyalty.redeem_points(
         session, ws, cid, offer_key="ten-off", points=100, idempotency_key="r4", now=NOW
     )
