@@ -72,3 +72,21 @@ def test_per_customer_limit_holds_when_one_customer_redeems_many_codes_at_once(s
     assert set(outcomes) == {"ok", "limit_reached"}
     with session_factory() as s:
         assert s.scalar(select(func.count()).select_from(Redemption).where(Redemption.workspace_id == ws)) == 2
+
+
+def test_the_same_idempotency_key_issued_from_many_threads_gives_one_coupon(session_factory, workspace) -> None:
+    ws = workspace.id
+    with session_factory() as s:
+        offers.create_offer(s, ws, OfferCreate(key="journey", name="Journey", kind="percent", percent=15))
+        s.commit()
+    ids: list[int] = []
+
+    def issue(s, i: int) -> None:
+        coupon = offers.issue_coupon(s, ws, offer_key="journey", contact_id=None, idempotency_key="journey:1:step-4")
+        ids.append(coupon.id)
+
+    outcomes = _race(session_factory, issue, n=30)
+    assert outcomes == ["ok"] * 30
+    assert len(set(ids)) == 1
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Coupon).where(Coupon.workspace_id == ws)) == 1
