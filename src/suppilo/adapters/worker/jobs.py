@@ -45,7 +45,7 @@ def run_journey_goals(factory: sessionmaker[Session]) -> Any:
 
 JOBS: list[JobEntry] = [
     ("abandoned_carts", 60.0, run_abandoned_carts),
-    ("send_outbox", 5.0, run_outbox_sender),
+    ("send_outbox", 1.0, run_outbox_sender),
     ("segments_refresh", 300.0, run_time_refresh),
     ("scoring", 60.0, run_scoring),
     ("journeys", 0.25, run_journeys),
