@@ -271,3 +271,51 @@ def test_dashboard_serves_recent_figures_and_refreshes_them_in_the_background(
     contact(client, workspace, email="three@example.com")
     age(dashboard_route.STALE_SECONDS + 1)
     assert 'id="kpi-contacts">3<' in client.get(url).text  # too old: recomputed before answering
+
+
+def test_contact_timeline_pages_with_older_link(client, session_factory, workspace) -> None:
+    from datetime import timedelta
+
+    from suppilo.db.base import utcnow
+    from suppilo.events.models import Event
+
+    c = contact(client, workspace, email="busy@example.com")
+    now = utcnow()
+    with session_factory() as s:
+        s.add_all(
+            Event(
+                workspace_id=workspace.id,
+                contact_id=c["id"],
+                kind="track",
+                name=f"Step {i:02d}",
+                occurred_at=now - timedelta(minutes=i),
+                received_at=now - timedelta(minutes=i),
+                message_id=f"busy-{workspace.id}-{i}",
+                properties={},
+                context={},
+            )
+            for i in range(40)
+        )
+        s.commit()
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    first = client.get(f"/app/w/{workspace.slug}/contacts/{c['id']}").text
+    older = first.split('id="timeline-older"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    second = client.get(older).text
+    on_first = {i for i in range(40) if f"Step {i:02d}<" in first}
+    on_second = {i for i in range(40) if f"Step {i:02d}<" in second}
+    # 30 items a page (the contact's creation is one of them), newest first, nothing twice or lost.
+    assert on_first == set(range(len(on_first))) and 28 <= len(on_first) <= 30
+    assert on_second == set(range(len(on_first), 40)) and not on_first & on_second
+    assert "Newest first" in second and 'id="timeline-older"' not in second
+
+
+def test_mail_catcher_says_when_mail_goes_to_a_real_server(test_settings, db_engine, session_factory, workspace):
+    from fastapi.testclient import TestClient
+
+    from suppilo.adapters.http.app import create_app
+
+    app = create_app(test_settings.model_copy(update={"smtp_host": "smtp.example.net"}))
+    with TestClient(app) as other:
+        login(other, make_user(session_factory, workspace.id, "admin"))
+        html = other.get(f"/app/w/{workspace.slug}/mail").text
+    assert 'id="smtp-note"' in html and "smtp.example.net" in html

@@ -76,6 +76,7 @@ def mail_list(request: Request, ctx: Workspace_) -> Response:
         csrf=ctx.user.info.csrf_token,
         messages=messages[:LIST_LIMIT],
         total=len(messages),
+        smtp_host=request.app.state.settings.smtp_host,
     )
 
 
