@@ -49,6 +49,7 @@ def _fresh_client_state(client):
     throttle._failures.clear()
     yield
     client.cookies.clear()
+    throttle._failures.clear()  # other modules log in from the same test client address
 
 
 def test_login_page_sends_strict_security_headers(client) -> None:
