@@ -401,17 +401,39 @@ def _driver_rows(session: Session, columns: Sequence[str], rows: list[dict[str, 
     return out
 
 
+_PG_TYPES = {
+    "workspace_id": "bigint",
+    "contact_id": "bigint",
+    "icp_id": "bigint",
+    "score": "float8",
+    "previous": "float8",
+    "decay_key": "float8",
+    "half_life_seconds": "float8",
+    "as_of": "timestamptz",
+    "computed_at": "timestamptz",
+    "at": "timestamptz",
+}
+
+
 def _bulk(session: Session, table: str, columns: Sequence[str], rows: list[dict[str, Any]], tail: str = "") -> None:
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    marks = ", ".join(
-        ("?" if sqlite else "%s") if c not in _JSON_COLUMNS else ("?" if sqlite else "CAST(%s AS jsonb)")
-        for c in columns
-    )
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}){tail}"
+    """INSERT many rows: ``executemany`` on SQLite; on PostgreSQL one statement per 5,000 rows over ``unnest`` of
+    typed arrays (psycopg's executemany sends a statement per row, and a long VALUES list costs its parser more)."""
     session.flush()
     conn = session.connection()
-    for i in range(0, len(rows), 2000):
-        conn.exec_driver_sql(sql, _driver_rows(session, columns, rows[i : i + 2000]))
+    cols = ", ".join(columns)
+    if session.get_bind().dialect.name == "sqlite":
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in columns)}){tail}"
+        for i in range(0, len(rows), 2000):
+            conn.exec_driver_sql(sql, _driver_rows(session, columns, rows[i : i + 2000]))
+        return
+    arrays = ", ".join(f"%s::{_PG_TYPES.get(c, 'text')}[]" for c in columns)
+    picks = ", ".join(f"{c}::jsonb" if c in _JSON_COLUMNS else c for c in columns)
+    sql = f"INSERT INTO {table} ({cols}) SELECT {picks} FROM unnest({arrays}) AS u({cols}){tail}"
+    driver: Any = conn.connection.driver_connection
+    with driver.cursor(binary=True) as cur:  # binary arrays: dumped in C, not parsed as text
+        for i in range(0, len(rows), 5000):
+            values = _driver_rows(session, columns, rows[i : i + 5000])
+            cur.execute(sql, tuple(list(col) for col in zip(*values, strict=True)))
 
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
