@@ -10,6 +10,7 @@ from suppilo.contacts import models as contacts_models
 from suppilo.db.base import Base
 from suppilo.deals import models as deals_models  # noqa: F401
 from suppilo.events import models as events_models
+from suppilo.events import stream as events_stream  # noqa: F401
 from suppilo.journeys import models as journeys_models  # noqa: F401
 from suppilo.loyalty import models as loyalty_models  # noqa: F401
 from suppilo.messaging import models as messaging_models

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, BigId, TenantMixin, TimestampMixin
@@ -111,15 +111,3 @@ class EnrollmentStep(TenantMixin, Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     outbox_id: Mapped[int | None] = mapped_column(BigId)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
-
-
-class StreamCursor(Base):
-    """How far a background scanner has read an append-only table (events, stage changes), with the ids it skipped
-    that may still appear (a PostgreSQL transaction that took an id earlier can commit later)."""
-
-    __tablename__ = "stream_cursors"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    position: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    pending: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -25,7 +25,6 @@ from suppilo.journeys.models import (
     EnrollmentStep,
     Journey,
     JourneyVersion,
-    StreamCursor,
 )
 from suppilo.messaging import service as messaging_service
 from suppilo.messaging.outbox_models import OutboxMessage
@@ -224,16 +223,6 @@ def _next_schedule(session: Session, workspace_id: int, trig: jengine.ScheduleTr
 STREAMS = ("journeys.events", "journeys.stage_changes")
 
 
-def ensure_cursor(session: Session, name: str, table: Any) -> None:
-    """Create a scanner's cursor at the table's end if it has none: journeys react to what happens after they are
-    switched on, not to history."""
-    if session.get(StreamCursor, name) is not None:
-        return
-    ins = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(StreamCursor)
-    start = int(session.scalar(select(func.max(table.c.id))) or 0)
-    session.execute(ins.values(name=name, position=start, pending={}, updated_at=utcnow()).on_conflict_do_nothing())
-
-
 def set_status(session: Session, workspace_id: int, journey_id: int, status: str) -> Journey:
     """Activate, pause or archive; archiving ends every active enrollment."""
     if status not in JOURNEY_STATES or status == "draft":
@@ -245,6 +234,7 @@ def set_status(session: Session, workspace_id: int, journey_id: int, status: str
     if status == "active":
         from suppilo.contacts.models import StageChange
         from suppilo.events.models import Event
+        from suppilo.events.stream import ensure_cursor
 
         ensure_cursor(session, STREAMS[0], Event.__table__)
         ensure_cursor(session, STREAMS[1], StageChange.__table__)

@@ -2,10 +2,8 @@
 (schedules, date properties).
 
 A scanner reads an append-only table in id order from a stored cursor, after the rows were committed (work is handed
-on only after commit). On PostgreSQL a transaction that took a smaller id can commit after a larger one: an id
-skipped by a scan is remembered as pending and looked up again on later scans until it appears or is older than
-``PENDING_TTL`` (ids of rolled-back inserts never appear). Everything a scanner does is keyed (the entry key of an
-enrollment is the event's id), so reading a row twice changes nothing.
+on only after commit; see ``suppilo.events.stream`` for ids that commit out of order). Everything a scanner does is
+keyed (the entry key of an enrollment is the event's id), so reading a row twice changes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.contacts.models import Contact, StageChange
@@ -25,12 +23,12 @@ from suppilo.db.base import utcnow
 from suppilo.engine import journey as jengine
 from suppilo.engine.filter_eval import event_property_matches
 from suppilo.events.models import Event
-from suppilo.journeys.models import Enrollment, Journey, JourneyVersion, StreamCursor
-from suppilo.journeys.service import _next_schedule, definition_of, enrol, ensure_cursor
+from suppilo.events.stream import lock_cursor, read
+from suppilo.journeys.models import Enrollment, Journey, JourneyVersion
+from suppilo.journeys.service import _next_schedule, definition_of, enrol
 from suppilo.segments.models import SegmentMembership
 from suppilo.workspaces.models import Workspace
 
-PENDING_TTL = 120.0
 SCAN_LIMIT = 5000
 
 
@@ -75,47 +73,11 @@ def _interest(session: Session) -> _Interest:
     return out
 
 
-def _cursor(session: Session, name: str, table: Any) -> StreamCursor:
-    """The cursor row, locked on PostgreSQL (one scanner per stream at a time)."""
-    ensure_cursor(session, name, table)
-    row = session.get(StreamCursor, name, with_for_update=session.get_bind().dialect.name == "postgresql")
-    assert row is not None
-    return row
-
-
-def _read(
-    session: Session, cursor: StreamCursor, table: Table, columns: list[Any], limit: int, clock: Callable[[], float]
-) -> list[Any]:
-    """New rows after the cursor plus pending ids that appeared; updates the cursor (the caller commits)."""
-    id_col = table.c.id
-    rows = list(session.execute(select(id_col, *columns).where(id_col > cursor.position).order_by(id_col).limit(limit)))
-    pending: dict[str, float] = {k: float(v) for k, v in (cursor.pending or {}).items()}
-    now = clock()
-    found: list[Any] = []
-    if pending:
-        ids = [int(k) for k in pending]
-        for start in range(0, len(ids), 1000):
-            found.extend(session.execute(select(id_col, *columns).where(id_col.in_(ids[start : start + 1000]))))
-        for r in found:
-            pending.pop(str(r[0]), None)
-    if rows:
-        expected = cursor.position + 1
-        for r in rows:
-            for missing in range(expected, r[0]):
-                if missing - cursor.position < 100_000:
-                    pending[str(missing)] = now
-            expected = r[0] + 1
-        cursor.position = rows[-1][0]
-    cursor.pending = {k: v for k, v in pending.items() if now - v < PENDING_TTL}
-    cursor.updated_at = utcnow()
-    return found + rows
-
-
 def scan_events(session: Session, *, limit: int = SCAN_LIMIT, clock: Callable[[], float] = _time.time) -> int:
     """Enrol contacts whose events trigger journeys, wake those waiting for an event, mark goals; returns rows read."""
     events_t = Event.__table__
-    cursor = _cursor(session, "journeys.events", events_t)
-    rows = _read(
+    cursor = lock_cursor(session, "journeys.events", events_t)
+    rows = read(
         session,
         cursor,
         events_t,
@@ -213,9 +175,9 @@ def _goal(session: Session, journey: Journey, contact_id: int, at: datetime, now
 def scan_stage_changes(session: Session, *, limit: int = SCAN_LIMIT, clock: Callable[[], float] = _time.time) -> int:
     """Enrol contacts whose lifecycle stage changed into journeys with a stage trigger; returns rows read."""
     t = StageChange.__table__
-    cursor = _cursor(session, "journeys.stage_changes", t)
+    cursor = lock_cursor(session, "journeys.stage_changes", t)
     cols = [t.c.workspace_id, t.c.contact_id, t.c.from_stage, t.c.to_stage, t.c.changed_at]
-    rows = _read(session, cursor, t, cols, limit, clock)  # type: ignore[arg-type]
+    rows = read(session, cursor, t, cols, limit, clock)  # type: ignore[arg-type]
     if not rows:
         return 0
     interest = _interest(session)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from suppilo.commerce.tasks import run_abandoned_carts
 from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.scoring.tasks import run_scoring
-from suppilo.segments.tasks import run_time_refresh
+from suppilo.segments.tasks import run_live_updates, run_time_refresh
 
 JobEntry = tuple[str, float, Any]
 
@@ -47,6 +47,7 @@ JOBS: list[JobEntry] = [
     ("abandoned_carts", 60.0, run_abandoned_carts),
     ("send_outbox", 1.0, run_outbox_sender),
     ("segments_refresh", 300.0, run_time_refresh),
+    ("segments_live", 1.0, run_live_updates),
     ("scoring", 60.0, run_scoring),
     ("journeys", 0.25, run_journeys),
     ("journey_goals", 60.0, run_journey_goals),
