@@ -168,6 +168,16 @@ def test_cli_define_recompute_explain(cli_env: CliRunner, client, workspace, tmp
     assert "Nordic heads" in res.output
     res = cli_env.invoke(cli_app, ["scoring", "run", *wopt, "--json"])
     assert res.exit_code == 0 and set(json.loads(res.stdout)) == {"fit", "companies", "engagement"}
+    # the run scored the contact's company (linked by its email domain): location is a company criterion too
+    company_id = client.get(f"{API}/contacts/{person}", headers=workspace.auth("read")).json()["company_id"]
+    res = client.get(f"{API}/companies/{company_id}/score", headers=workspace.auth("read"))
+    assert res.status_code == 200, res.text
+    company = res.json()
+    assert company["grade"] == "D" and [c["detail"] for c in company["criteria"]] == [
+        "country unknown",
+        "job title unknown",
+    ]
+    assert client.get(f"{API}/companies/999999999/score", headers=workspace.auth("read")).status_code == 404
 
 
 def test_predictive_over_http_refuses_without_history(client, workspace, cli_env: CliRunner):
