@@ -770,7 +770,8 @@ def apply_engagement(
 ) -> float:
     """Add one event's points to the contact's stored engagement (decayed forward, caps kept); the score at ``now``.
 
-    The live path for an event that was just stored; the scoring run recomputes from events and agrees with it.
+    The live path for an event that was just stored in the events table (after a half-life change the row is rebuilt
+    from the stored events, this one included); the scoring run recomputes from events and agrees with it.
     """
     now = now or utcnow()
     contacts_service.get_contact(session, workspace_id, contact_id)
@@ -778,9 +779,9 @@ def apply_engagement(
     hl = config.half_life
     prev = _existing(session, workspace_id, "engagement", [contact_id]).get(contact_id)
     if prev is not None and prev.half_life_seconds != hl.total_seconds():
-        # the half-life changed since this row was written: rebuild it from the events first
+        # the half-life changed since this row was written: rebuild it from the stored events, this one included
         recompute_engagement(session, workspace_id, [contact_id], now)
-        prev = _existing(session, workspace_id, "engagement", [contact_id]).get(contact_id)
+        return _now_value(_existing(session, workspace_id, "engagement", [contact_id]).get(contact_id), now)
     before = _now_value(prev, now)
     old_as_of = prev.as_of if prev is not None else None
     score, as_of, state, applied = apply_event(

@@ -342,3 +342,45 @@ def test_other_workspaces_contacts_are_not_found(session, workspace, other_works
     icp = _icp(session, workspace.id)
     with pytest.raises(NotFound):
         service.get_icp(session, other_workspace.id, icp)
+
+
+def test_merge_moves_engagement_to_the_kept_contact_on_the_next_run(session, workspace):
+    from suppilo.contacts.merge import merge_contacts
+
+    ws = workspace.id
+    keep = _contact(session, ws, None, n=1)
+    gone = _contact(session, ws, None, n=2)
+    _event(session, ws, keep, "Form Submitted", NOW)
+    _event(session, ws, gone, "Order Completed", NOW)
+    service.run_workspace(session, ws, NOW)
+    session.commit()
+    merge_contacts(session, ws, keep, gone, reason="duplicate", actor=None)
+    session.commit()
+    run = service.run_workspace(session, ws, NOW + timedelta(minutes=1))
+    assert keep in run.engagement.changed
+    rows = dict(
+        session.execute(
+            select(ContactScore.contact_id, ContactScore.score).where(
+                ContactScore.workspace_id == ws, ContactScore.kind == "engagement"
+            )
+        ).all()
+    )
+    assert set(rows) == {keep} and rows[keep] == pytest.approx(30, abs=0.01)
+
+
+def test_a_new_half_life_rebuilds_the_stored_engagement(session, workspace):
+    ws = workspace.id
+    person = _contact(session, ws, None, n=1)
+    _event(session, ws, person, "Form Submitted", NOW - 7 * DAY)
+    service.recompute_engagement(session, ws, [person], NOW)
+    rules = {**service.engagement_to_json(service.engagement_config(session, ws)), "half_life_days": 7}
+    service.set_engagement_config(session, ws, rules)
+    _event(session, ws, person, "Form Submitted", NOW)
+    now_value = service.apply_engagement(session, ws, person, "Form Submitted", NOW, now=NOW)
+    assert now_value == pytest.approx(10 + 5)  # the old event at the new half-life, plus the new one
+    row = session.execute(
+        select(ContactScore.half_life_seconds).where(
+            ContactScore.contact_id == person, ContactScore.kind == "engagement"
+        )
+    ).scalar_one()
+    assert row == 7 * 86_400
