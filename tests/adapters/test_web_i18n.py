@@ -17,9 +17,10 @@ WEB = Path(i18n.__file__).parent
 PLACEHOLDER = re.compile(r"%\([a-z_]+\)s")
 
 
-def used_messages() -> set[str]:
+def used_messages() -> set[str | tuple[str, ...]]:
+    """Every message the templates and the code translate (a tuple for a singular/plural pair)."""
     method_map = [("templates/**.html", "jinja2.ext:babel_extract"), ("**.py", "python")]
-    return {str(m[2]) for m in extract_from_dir(str(WEB), method_map=method_map) if isinstance(m[2], str)}
+    return {m[2] if isinstance(m[2], str) else tuple(m[2]) for m in extract_from_dir(str(WEB), method_map=method_map)}
 
 
 def test_pages_use_plenty_of_messages() -> None:
@@ -32,13 +33,19 @@ def test_every_message_is_translated(language: str) -> None:
     with i18n.catalogue_path(language).open("rb") as fh:
         catalog = read_po(fh, locale=language)
     missing, fuzzy, bad = [], [], []
-    for msgid in sorted(used_messages()):
-        message = catalog.get(msgid)
-        if message is None or not message.string:
+    for msgid in sorted(used_messages(), key=str):
+        singular = msgid if isinstance(msgid, str) else msgid[0]
+        message = catalog.get(singular)
+        strings = (message.string,) if message is not None and isinstance(message.string, str) else ()
+        if message is not None and isinstance(message.string, tuple):
+            strings = message.string
+            if len(strings) != catalog.num_plurals:
+                bad.append(msgid)
+        if message is None or not strings or not all(strings):
             missing.append(msgid)
         elif message.fuzzy:
             fuzzy.append(msgid)
-        elif sorted(PLACEHOLDER.findall(msgid)) != sorted(PLACEHOLDER.findall(str(message.string))):
+        elif any(sorted(PLACEHOLDER.findall(singular)) != sorted(PLACEHOLDER.findall(t)) for t in strings):
             bad.append(msgid)
     assert missing == [] and fuzzy == [] and bad == []
 
@@ -46,7 +53,8 @@ def test_every_message_is_translated(language: str) -> None:
 def test_english_catalogue_lists_every_message() -> None:
     with i18n.catalogue_path("en").open("rb") as fh:
         catalog = read_po(fh, locale="en")
-    assert used_messages() <= {str(m.id) for m in catalog if m.id}
+    listed = {m.id if isinstance(m.id, str) else tuple(m.id) for m in catalog if m.id}
+    assert used_messages() <= listed
 
 
 def test_translations_load_from_the_po_files() -> None:
@@ -54,6 +62,13 @@ def test_translations_load_from_the_po_files() -> None:
     assert i18n.translations("lv").gettext("Password") == "Parole"
     assert i18n.translations("en").gettext("Log out") == "Log out"
     assert i18n.translations("sv").gettext("a text nobody translated") == "a text nobody translated"
+    lv = i18n.translations("lv")
+    assert [lv.ngettext("%(num)s event", "%(num)s events", n) % {"num": n} for n in (0, 1, 2, 21)] == [
+        "0 notikumu",
+        "1 notikums",
+        "2 notikumi",
+        "21 notikums",
+    ]
 
 
 def test_money_numbers_and_dates_follow_the_locale() -> None:

@@ -319,3 +319,68 @@ def test_mail_catcher_says_when_mail_goes_to_a_real_server(test_settings, db_eng
         login(other, make_user(session_factory, workspace.id, "admin"))
         html = other.get(f"/app/w/{workspace.slug}/mail").text
     assert 'id="smtp-note"' in html and "smtp.example.net" in html
+
+
+def test_contact_page_explains_scores_and_customer_value(client, session_factory, workspace) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from suppilo.contacts.models import Contact
+    from suppilo.db.base import utcnow
+    from suppilo.events.models import Event
+    from suppilo.scoring import service as scoring_service
+    from suppilo.scoring.models import ContactScore
+
+    c = contact(client, workspace, email="scored@example.com")
+    now = utcnow()
+    with session_factory() as s:
+        # What the CLV fit (analytics.fit_clv) writes onto a contact.
+        s.execute(
+            update(Contact)
+            .where(Contact.workspace_id == workspace.id, Contact.id == c["id"])
+            .values(properties={"predicted_clv_12m": 45678.9, "p_alive": 0.8125, "clv_tier": "high"})
+        )
+        s.add_all(
+            Event(
+                workspace_id=workspace.id,
+                contact_id=c["id"],
+                kind="page",
+                name="Product",
+                occurred_at=now - timedelta(hours=i),
+                received_at=now - timedelta(hours=i),
+                message_id=f"score-{workspace.id}-{i}",
+                properties={},
+                context={},
+            )
+            for i in range(3)
+        )
+        s.flush()
+        scoring_service.recompute(s, workspace.id, [c["id"]], kinds=("engagement",), now=now)
+        s.add(
+            ContactScore(
+                workspace_id=workspace.id,
+                contact_id=c["id"],
+                kind="fit",
+                score=72.5,
+                grade="B",
+                explanation=[
+                    {"criterion": "country", "matched": True, "points": 30, "max_points": 30, "detail": "FI is in"},
+                    {"criterion": "employees", "matched": False, "points": 0, "max_points": 40, "detail": SCRIPT},
+                ],
+                as_of=now,
+                computed_at=now,
+            )
+        )
+        s.commit()
+    login(client, make_user(session_factory, workspace.id, "sales"))
+    html = client.get(f"/app/w/{workspace.slug}/contacts/{c['id']}").text
+    assert 'id="scores"' in html and "Fit</h3>" not in html  # the heading carries the score
+    assert "Fit: 73 / 100" in html or "Fit: 72 / 100" in html
+    fit = html[html.index('id="fit-explanation"') :]
+    assert "country: FI is in" in fit and "&lt;script&gt;" in fit and SCRIPT not in html
+    engagement = html[html.index('id="engagement-explanation"') :]
+    assert "3 events" in engagement
+    assert 'id="priority">Nurture: good fit, not engaged yet' in html or 'id="priority">Contact now' in html
+    value = html[html.index('id="clv"') :]
+    assert "€456.79" in value and "81.2%" in value and "high" in value

@@ -20,12 +20,15 @@ from suppilo.contacts import service as contacts_service
 from suppilo.contacts.schemas import ContactFilter
 from suppilo.deals import service as deals_service
 from suppilo.errors import DomainError, NotFound
+from suppilo.scoring import service as scoring_service
 from suppilo.segments import service as segments_service
 from suppilo.workspaces import service as workspaces_service
 
 router = APIRouter()
 PAGE_SIZE = 50
 TIMELINE_PAGE = 30
+# Written onto contacts by the CLV fit (analytics.fit_clv).
+CLV_PROPERTIES = ("predicted_clv_12m", "p_alive", "predicted_purchases_90d", "clv_tier")
 
 
 def _query(**params: Any) -> str:
@@ -122,6 +125,7 @@ def contact_page(
         except NotFound:
             company = None
     members = {u.id: u.name or u.email for u, _ in workspaces_service.list_members(session, ctx.workspace_id)}
+    scores = scoring_service.explain(session, ctx.workspace_id, contact.id)
     older_url = None
     if timeline.next_before is not None:
         older_url = f"{ctx.base}/contacts/{contact.id}?{_query(before=timeline.next_before.isoformat())}#timeline"
@@ -147,6 +151,9 @@ def contact_page(
         segments=segments,
         deals=deals,
         deal_stages=deal_stages,
+        scores=scores["scores"],
+        priority=scores["priority"],
+        clv={k: read.properties.get(k) for k in CLV_PROPERTIES},
         done=done,
     )
 
