@@ -106,7 +106,7 @@ def scan_events(session: Session, *, limit: int = SCAN_LIMIT, clock: Callable[[]
     journeys: dict[int, tuple[Journey, jengine.Definition]] = {}
     for eid, ws, contact_id, name in hits:
         properties = props.get(eid) or {}
-        occurred_at, received_at = times.get(eid, (now, now))
+        _, received_at = times.get(eid, (now, now))
         for journey, defn in interest.triggers.get((ws, name), []):
             if journey.activated_at is not None and received_at < journey.activated_at:
                 continue  # an event from before the journey was switched on
@@ -123,7 +123,7 @@ def scan_events(session: Session, *, limit: int = SCAN_LIMIT, clock: Callable[[]
             _wake(session, ws, contact_id, name, properties, waits, now)
         for journey, goal in interest.goals.get((ws, name), []):
             if all(event_property_matches(f, properties) for f in goal.where):
-                _goal(session, journey, contact_id, occurred_at, now)
+                _goal(session, journey, goal, contact_id, received_at, now)
     for jid, pairs in to_enrol.items():
         journey, defn = journeys[jid]
         enrol(session, journey, pairs, now, defn=defn)
@@ -162,14 +162,22 @@ def _wake(
         )
 
 
-def _goal(session: Session, journey: Journey, contact_id: int, at: datetime, now: datetime) -> None:
+def _goal(session: Session, journey: Journey, goal: jengine.Goal, contact_id: int, at: datetime, now: datetime) -> None:
+    """The goal event arrived: an active treatment enrollment ends as converted; a holdout one, or one that already
+    finished its steps, is counted as converted when the event falls within the goal window of its entry."""
     base = (
         update(Enrollment)
         .where(Enrollment.workspace_id == journey.workspace_id, Enrollment.journey_id == journey.id)
-        .where(Enrollment.contact_id == contact_id, Enrollment.status == "active", Enrollment.converted_at.is_(None))
+        .where(Enrollment.contact_id == contact_id, Enrollment.converted_at.is_(None))
     )
-    session.execute(base.where(Enrollment.group == "treatment").values(goal_reached=True, converted_at=at, due_at=now))
-    session.execute(base.where(Enrollment.group == "holdout").values(converted_at=at))
+    session.execute(
+        base.where(Enrollment.status == "active", Enrollment.group == "treatment").values(
+            goal_reached=True, converted_at=at, due_at=now
+        )
+    )
+    window = base.where(Enrollment.entered_at >= at - timedelta(days=goal.window_days), Enrollment.entered_at <= at)
+    session.execute(window.where(Enrollment.status == "active", Enrollment.group == "holdout").values(converted_at=at))
+    session.execute(window.where(Enrollment.status == "ended").values(converted_at=at))
 
 
 def scan_stage_changes(session: Session, *, limit: int = SCAN_LIMIT, clock: Callable[[], float] = _time.time) -> int:
