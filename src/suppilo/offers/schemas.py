@@ -17,8 +17,8 @@ MAX_BULK = 1_000_000
 
 class OfferCreate(BaseModel):
     """An offer definition. ``kind`` decides which value fields apply: ``percent`` (1–100), ``fixed``
-    (``amount_minor`` + ``currency``) or ``free_product`` (``product_sku``). ``value_rule`` optionally sets the
-    value per contact at issue time, e.g. ``{"by": "ltv", "tiers": [{"min": 0, "percent": 10},
+    (``amount_minor`` + ``currency``) or ``free_product`` (``product_sku`` or ``product_id``). ``value_rule``
+    optionally sets the value per contact at issue time, e.g. ``{"by": "ltv", "tiers": [{"min": 0, "percent": 10},
     {"min": 50000, "percent": 15}]}`` (``min`` in minor units of the workspace currency) or
     ``{"by": "clv_tier", "groups": {"A": {"percent": 20}, "B": {"percent": 15}}}``."""
 
@@ -32,6 +32,7 @@ class OfferCreate(BaseModel):
     amount_minor: int | None = Field(default=None, ge=1, le=10**15)
     currency: Currency | None = None
     product_sku: str | None = Field(default=None, min_length=1, max_length=100)
+    product_id: int | None = None
     min_order_minor: int | None = Field(default=None, ge=0, le=10**15)
     min_order_currency: Currency | None = None
     valid_from: AwareDatetime | None = None
@@ -54,6 +55,7 @@ class OfferUpdate(BaseModel):
     amount_minor: int | None = Field(default=None, ge=1, le=10**15)
     currency: Currency | None = None
     product_sku: str | None = Field(default=None, min_length=1, max_length=100)
+    product_id: int | None = None
     min_order_minor: int | None = Field(default=None, ge=0, le=10**15)
     min_order_currency: Currency | None = None
     valid_from: AwareDatetime | None = None

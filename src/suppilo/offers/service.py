@@ -196,11 +196,17 @@ def _check_offer(session: Session, workspace_id: int, offer: Offer) -> None:
         offer.product_sku = None
         offer.product_id = None
     else:
-        if not offer.product_sku:
-            raise OfferError("product_sku", "a free_product offer needs product_sku", "missing_value")
-        product = commerce_repo.get_product_by_sku(session, workspace_id, offer.product_sku)
-        if product is None:
-            raise OfferError("product_sku", f"no product has SKU {offer.product_sku!r}", "unknown_product")
+        if offer.product_sku:
+            product = commerce_repo.get_product_by_sku(session, workspace_id, offer.product_sku)
+            if product is None:
+                raise OfferError("product_sku", f"no product has SKU {offer.product_sku!r}", "unknown_product")
+        elif offer.product_id is not None:
+            product = commerce_repo.get_product(session, workspace_id, offer.product_id)
+            if product is None:
+                raise OfferError("product_id", f"product {offer.product_id} not found", "unknown_product")
+        else:
+            raise OfferError("product_sku", "a free_product offer needs product_sku or product_id", "missing_value")
+        offer.product_sku = product.sku
         offer.product_id = product.id
         offer.percent = offer.amount_minor = None
         offer.currency = None
@@ -253,6 +259,8 @@ def update_offer(session: Session, workspace_id: int, key: str, data: OfferUpdat
     for required in ("name", "kind", "active", "description"):
         if required in changes and changes[required] is None:
             raise OfferError(required, f"{required} cannot be null")
+    if "product_id" in changes and "product_sku" not in changes:
+        changes["product_sku"] = None  # the product named by id replaces the one named by SKU
     with session.no_autoflush:
         for name, value in changes.items():
             setattr(offer, name, value)

@@ -239,7 +239,13 @@ def test_bulk_codes_are_unique_valid_and_counted(session, workspace) -> None:
 
 def test_an_order_with_a_coupon_redeems_it_and_a_bad_code_never_rejects_the_order(session, workspace) -> None:
     ws = workspace.id
-    commerce.create_product(session, ws, ProductCreate(sku="MUG", name="Mug", price_minor=2500, currency="EUR"))
+    mug = commerce.create_product(session, ws, ProductCreate(sku="MUG", name="Mug", price_minor=2500, currency="EUR"))
+    _offer(session, ws, key="mug-by-id", kind="free_product", percent=None, product_id=mug.id)
+    assert offers.get_offer(session, ws, "mug-by-id").product_sku == "MUG"
+    assert _refusal(_offer, session, ws, kind="free_product", percent=None, product_id=10**9) == (
+        "product_id",
+        "unknown_product",
+    )
     _offer(session, ws, kind="free_product", percent=None, product_sku="MUG")
     buyer = _contact(session, ws, "buyer@example.fi")
     coupon = offers.issue_coupon(session, ws, offer_key="winback", contact_id=buyer, idempotency_key="o", now=NOW)
