@@ -549,6 +549,14 @@ def _discount(
         if currency != claim.currency:
             amount = rate_book(session, workspace_id).convert(amount, claim.currency, currency, now.date())
         return min(amount, total)
+    if claim.kind == "free_product" and claim.product_sku and total is not None and currency is not None:
+        product = commerce_repo.get_product_by_sku(session, workspace_id, claim.product_sku)
+        if product is None:
+            return None
+        price = product.price_minor
+        if product.currency != currency:
+            price = rate_book(session, workspace_id).convert(price, product.currency, currency, now.date())
+        return min(price, total)
     return None
 
 
@@ -566,6 +574,7 @@ _LOOKUP = (
         _COUPONS.c.percent,
         _COUPONS.c.amount_minor,
         _COUPONS.c.currency,
+        _COUPONS.c.product_sku,
         _COUPONS.c.offer_id,
         _OFFERS.c.key.label("offer_key"),
         _OFFERS.c.valid_from,

@@ -265,6 +265,7 @@ def test_an_order_with_a_coupon_redeems_it_and_a_bad_code_never_rejects_the_orde
     first = order("A-1", codes.display(coupon.code))
     red = session.scalar(select(Redemption).where(Redemption.order_id == first.id))
     assert red is not None and red.coupon_id == coupon.id
+    assert red.discount_minor == 2500  # the free mug's price
     commerce.upsert_order(
         session,
         ws,
