@@ -195,3 +195,30 @@ def test_holdout_gets_nothing_and_the_report_compares_conversion(session_factory
     # After the goal window the holdout ends as holdout
     tick(session_factory, utcnow() + timedelta(days=15))
     assert {r.end_reason for r in enrollments(session_factory, jid) if r.group == "holdout"} == {"holdout"}
+
+
+def test_enrolling_a_segment_applies_the_entry_rules_in_sql(session_factory, ws):
+    with session_factory() as s:
+        members = segments_service.create_segment(s, ws.id, SegmentCreate(name="all", kind="static"))
+        staff = segments_service.create_segment(s, ws.id, SegmentCreate(name="staff", kind="static"))
+        s.commit()
+    ids = [contact(session_factory, ws.id, f"m{i}@example.com") for i in range(30)]
+    with session_factory() as s:
+        segments_service.add_members(s, ws.id, members.id, ids)
+        segments_service.add_members(s, ws.id, staff.id, ids[:5])
+        s.commit()
+    jid = journey(
+        session_factory,
+        ws.id,
+        _define({"type": "manual"}, entry={"reentry": "never", "exclusion_segment_id": staff.id, "max_entries": 20}),
+    )
+    with session_factory() as s:
+        service.enrol_contacts(s, ws.id, jid, [ids[5]], key="first")  # already inside
+        assert service.enrol_segment(s, ws.id, jid, members.id, key="bulk") == 19  # 20 minus the one inside
+        assert service.enrol_segment(s, ws.id, jid, members.id, key="bulk2") == 0  # the limit is used up
+        s.commit()
+    rows = enrollments(session_factory, jid)
+    assert len(rows) == 20 and not {r.contact_id for r in rows} & set(ids[:5])
+    assert len({r.contact_id for r in rows}) == 20
+    tick(session_factory)
+    assert all(r.status == "ended" for r in enrollments(session_factory, jid))
