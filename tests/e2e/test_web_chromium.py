@@ -256,3 +256,39 @@ def test_language_switch_in_the_browser(app_url, watched, session_factory) -> No
     assert page.locator("html").get_attribute("lang") == "sv"
     page.get_by_role("button", name="Logga ut").click()
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+def test_move_deals_on_the_board_by_drag_and_by_keyboard(app_url, watched, session_factory) -> None:
+    ws = make_workspace(session_factory)
+    with httpx.Client(base_url=app_url, headers=ws.auth()) as http:
+        dragged = http.post("/api/v1/deals", json={"name": "Drag me", "amount_minor": 50000, "currency": "EUR"}).json()
+        keyed = http.post("/api/v1/deals", json={"name": "Key me", "amount_minor": 70000, "currency": "EUR"}).json()
+        stages = {s["key"]: s["id"] for s in http.get("/api/v1/pipelines").json()[0]["stages"]}
+    log_in(watched, app_url, make_user(session_factory, ws.id, "sales"))
+    page = watched.page
+    page.get_by_role("link", name="Pipeline").click()
+    demo = page.locator(f'[data-stage-id="{stages["demo"]}"]')
+    page.locator(f"#deal-{dragged['id']}").drag_to(demo)
+    expect(page.locator("[role=status]")).to_have_text("Deal moved.")
+    expect(page.locator(f'[data-stage-id="{stages["demo"]}"]')).to_contain_text("Drag me")
+    # Without a mouse: open the card's Move menu, choose the stage, press the button, all from the keyboard.
+    card = page.locator(f"#deal-{keyed['id']}")
+    card.locator("summary").focus()
+    page.keyboard.press("Enter")
+    card.get_by_label("Move to stage").focus()
+    card.get_by_label("Move to stage").select_option(str(stages["proposal"]))
+    card.locator("form button[type=submit]").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(f'[data-stage-id="{stages["proposal"]}"]')).to_contain_text("Key me")
+    # Dropping on Lost asks for the reason instead of moving at once.
+    lost = page.locator(f'[data-stage-id="{stages["lost"]}"]')
+    page.locator(f"#deal-{dragged['id']}").drag_to(lost)
+    reason = page.locator(f"#lost-{dragged['id']}")
+    expect(reason).to_be_focused()
+    reason.fill("went with a competitor")
+    page.keyboard.press("Enter")
+    expect(page.locator(f'[data-stage-id="{stages["lost"]}"]')).to_contain_text("went with a competitor")
+    with httpx.Client(base_url=app_url, headers=ws.auth()) as http:
+        assert http.get(f"/api/v1/deals/{dragged['id']}").json()["status"] == "lost"
+        assert http.get(f"/api/v1/deals/{keyed['id']}").json()["stage_id"] == stages["proposal"]
+    assert watched.csp_violations() == [] and watched.dialogs == []
