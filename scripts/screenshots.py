@@ -28,6 +28,8 @@ from suppilo.config import Settings
 from suppilo.contacts.models import Contact
 from suppilo.db.registry import Base
 from suppilo.db.session import make_engine, make_session_factory
+from suppilo.deals import service as deals_service
+from suppilo.deals.schemas import DealCreate, DealMove
 from suppilo.demo import loader
 from suppilo.demo.generator import DemoParams
 from suppilo.demo.params import CHANNEL_COST_PER_CONTACT_EUR, CHANNEL_CPC_EUR
@@ -79,6 +81,36 @@ def record_spend(factory, workspace_id: int, today: date, days: int = 365) -> No
         s.commit()
 
 
+def open_deals(factory, workspace_id: int) -> None:
+    """A few wholesale deals for contacts in the decision stage, spread over the pipeline."""
+    with factory() as s:
+        pipeline = deals_service.ensure_default_pipeline(s, workspace_id)
+        stages = deals_service.pipeline_stages(s, workspace_id, [pipeline.id])[pipeline.id]
+        open_stages = [st for st in stages if st.kind == "open"]
+        rows = s.execute(
+            select(Contact.id, Contact.company_id, Contact.last_name)
+            .where(Contact.workspace_id == workspace_id, Contact.lifecycle_stage == "decision")
+            .order_by(Contact.id)
+            .limit(14)
+        ).all()
+        for i, (cid, company_id, last) in enumerate(rows):
+            deal = deals_service.create_deal(
+                s,
+                workspace_id,
+                DealCreate(
+                    name=f"Wholesale order {last or cid}",
+                    contact_id=cid,
+                    company_id=company_id,
+                    amount_minor=(i % 5 + 1) * 125_000,
+                    currency="EUR",
+                ),
+            )
+            target = open_stages[i % len(open_stages)]
+            if target.id != deal.stage_id:
+                deals_service.move_deal(s, workspace_id, deal.id, DealMove(stage_id=target.id))
+        s.commit()
+
+
 def catch_welcome_mail(data_dir: Path, slug: str) -> None:
     raw = mime.build_message(
         outbox_id=1,
@@ -122,6 +154,7 @@ def main() -> None:
         s.commit()
     record_spend(factory, setup.workspace_id, params.today)
     catch_welcome_mail(tmp, "demo")
+    open_deals(factory, setup.workspace_id)
     admin = next(u for u in setup.users if u["role"] == "admin")
     with factory() as s:
         customer = s.scalar(
@@ -150,6 +183,7 @@ def main() -> None:
         "dashboard": "/app/w/demo/?days=365",
         "contacts": "/app/w/demo/contacts?q=a",
         "contact": f"/app/w/demo/contacts/{customer}",
+        "pipeline": "/app/w/demo/pipeline",
         "mail": "/app/w/demo/mail",
         "mail-message": "/app/w/demo/mail/1",
     }
