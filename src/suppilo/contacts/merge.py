@@ -74,6 +74,20 @@ def merge_contacts(
             .execution_options(synchronize_session=False)
         )
     contacts_service.repoint_stage_history(session, workspace_id, merge_id, keep_id)
+    from suppilo.journeys import service as journeys_service
+    from suppilo.loyalty import service as loyalty_service
+    from suppilo.messaging.outbox_models import OutboxMessage
+    from suppilo.offers import service as offers_service
+
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.workspace_id == workspace_id, OutboxMessage.contact_id == merge_id)
+        .values(contact_id=keep_id)
+        .execution_options(synchronize_session=False)
+    )
+    journeys_service.move_contact(session, workspace_id, keep_id, merge_id)
+    offers_service.move_contact(session, workspace_id, keep_id, merge_id)
+    loyalty_service.move_contact(session, workspace_id, keep_id, merge_id)
     keep_tags = set(
         session.scalars(
             select(ContactTag.tag).where(ContactTag.workspace_id == workspace_id, ContactTag.contact_id == keep_id)

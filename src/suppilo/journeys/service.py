@@ -585,6 +585,28 @@ def migrate(
     return moved
 
 
+def move_contact(session: Session, workspace_id: int, keep_id: int, merge_id: int) -> None:
+    """A merge: the merged contact's enrollments move to the kept one; where both are inside the same journey,
+    the merged one's walk ends (``merged``) so the kept contact is never twice in a journey."""
+    now = utcnow()
+    keep_active = select(Enrollment.journey_id).where(
+        Enrollment.workspace_id == workspace_id, Enrollment.contact_id == keep_id, Enrollment.status == "active"
+    )
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.workspace_id == workspace_id, Enrollment.contact_id == merge_id)
+        .where(Enrollment.status == "active", Enrollment.journey_id.in_(keep_active.scalar_subquery()))
+        .values(status="ended", end_reason="merged", ended_at=now, due_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.workspace_id == workspace_id, Enrollment.contact_id == merge_id)
+        .values(contact_id=keep_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def exit_contact(session: Session, workspace_id: int, contact_id: int, reason: str) -> int:
     """End every active enrollment of a contact (erasure, objection, manual removal)."""
     now = utcnow()

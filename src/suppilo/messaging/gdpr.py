@@ -166,6 +166,9 @@ def erase_contact(session: Session, workspace_id: int, contact_id: int, *, actor
 
     session.flush()
     counts["messages_skipped"] = outbox.skip_for_contact(session, workspace_id, cid, "erased")
+    from suppilo.journeys import service as journeys_service
+
+    counts["journeys_exited"] = journeys_service.exit_contact(session, workspace_id, cid, "erased")
     run(
         "messages",
         update(OutboxMessage)

@@ -173,3 +173,35 @@ def test_update_contact_sets_properties_stage_and_points_and_issues_a_tiered_cou
     assert offer["discount_percent"] == 0.1 and len(offer["coupon_code"]) >= 8
     row = enrollments(session_factory, jid)[0]
     assert row.status == "ended" and row.end_reason == "completed"
+
+
+def test_merging_contacts_moves_enrollments_and_erasure_ends_them(session_factory, ws):
+    from suppilo.contacts.merge import merge_contacts
+    from suppilo.messaging.gdpr import erase_contact
+
+    definition = {**WELCOME, "trigger": {"type": "manual"}}
+    jid = journey(session_factory, ws.id, definition)
+    keep = contact(session_factory, ws.id, "keep@example.fi")
+    dup = contact(session_factory, ws.id, "dup@example.fi")
+    other = contact(session_factory, ws.id, "other@example.fi")
+    with session_factory() as s:
+        service.enrol_contacts(s, ws.id, jid, [keep, dup, other], key="m")
+        s.commit()
+    tick(session_factory)
+    with session_factory() as s:
+        merge_contacts(s, ws.id, keep, dup, reason="duplicate", actor="test")
+        s.commit()
+    rows = enrollments(session_factory, jid)
+    assert {r.contact_id for r in rows} == {keep, other}
+    assert sorted((r.status, r.end_reason) for r in rows if r.contact_id == keep) == [
+        ("active", None),
+        ("ended", "merged"),
+    ]
+    assert len(messages(session_factory, ws.id, keep)) == 2  # the duplicate's welcome mail moved with it
+    with session_factory() as s:
+        counts = erase_contact(s, ws.id, other)
+        s.commit()
+    assert counts["journeys_exited"] == 1
+    assert [(r.status, r.end_reason) for r in enrollments(session_factory, jid) if r.contact_id == other] == [
+        ("ended", "erased")
+    ]

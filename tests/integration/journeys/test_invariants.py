@@ -156,7 +156,14 @@ def test_journey_invariants_hold_after_every_step(session_factory):
                         if e.status == "active":
                             assert e.due_at is not None and e.end_reason is None
                         else:
-                            assert e.status == "ended" and e.end_reason in ("completed", "goal", "failed", "archived")
+                            assert e.status == "ended" and e.end_reason in (
+                                "completed",
+                                "goal",
+                                "failed",
+                                "archived",
+                                "merged",
+                                "erased",
+                            )
                             assert e.due_at is None and e.ended_at is not None
 
         run_state_machine_as_test(
