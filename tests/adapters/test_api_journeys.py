@@ -120,3 +120,26 @@ def test_playbook_gallery_and_enable(client, session_factory, workspace):
         "/api/v1/playbooks/abandoned_cart", json={"settings": {"first_after_hours": 0}}, headers=workspace.auth("write")
     )
     assert r.status_code == 422 and r.json()["error"]["path"] == "settings.first_after_hours"
+
+
+def test_stuck_enrollments_are_reported(client, session_factory, workspace):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from suppilo.db.base import utcnow
+    from suppilo.journeys.models import Enrollment
+
+    cid = _setup(client, session_factory, workspace)
+    h = workspace.auth("write")
+    jid = client.post("/api/v1/journeys", content=YAML, headers={**h, "content-type": "application/yaml"}).json()["id"]
+    client.post(f"/api/v1/journeys/{jid}/status", json={"status": "active"}, headers=h)
+    client.post(f"/api/v1/journeys/{jid}/enrollments", json={"contact_ids": [cid], "key": "s"}, headers=h)
+    assert client.get("/api/v1/journeys/stuck", headers=workspace.auth("read")).json() == []
+    with session_factory() as s:  # as if no runner had looked at it for an hour
+        s.execute(update(Enrollment).where(Enrollment.journey_id == jid).values(due_at=utcnow() - timedelta(hours=1)))
+        s.commit()
+    stuck = client.get("/api/v1/journeys/stuck", headers=workspace.auth("read")).json()
+    assert [e["contact_id"] for e in stuck] == [cid]
+    runner.run_due(session_factory)
+    assert client.get("/api/v1/journeys/stuck", headers=workspace.auth("read")).json() == []

@@ -38,10 +38,20 @@ def run_journeys(factory: sessionmaker[Session]) -> Any:
 
 
 def run_journey_goals(factory: sessionmaker[Session]) -> Any:
-    """End enrollments whose journey's goal filter has become true."""
-    from suppilo.journeys import runner
+    """End enrollments whose journey's goal filter has become true; report stuck enrollments in the log."""
+    import logging
 
-    return run_job_in_unit_of_work(factory, runner.check_goals)
+    from suppilo.journeys import runner, service
+
+    marked = run_job_in_unit_of_work(factory, runner.check_goals)
+    with factory() as session:
+        late = service.stuck(session)
+    if late:
+        logging.getLogger("suppilo.journeys").warning(
+            "%d journey enrollments are stuck (overdue > 10 min or ended as stuck); see `suppilo journeys stuck`",
+            len(late),
+        )
+    return marked
 
 
 JOBS: list[JobEntry] = [

@@ -79,6 +79,12 @@ def list_journeys(principal: Reader, session: ReadSession, status: str | None = 
     )
 
 
+@router.get("/journeys/stuck", response_model=list[EnrollmentRead])
+def stuck(principal: Reader, session: ReadSession) -> list[EnrollmentRead]:
+    """Enrollments overdue by more than 10 minutes (the runner is down or a step keeps failing) or ended as stuck."""
+    return [EnrollmentRead.model_validate(e) for e in service.stuck(session, principal.workspace_id)]
+
+
 @router.get("/journeys/{journey_id}", response_model=JourneyDetail)
 def read_journey(journey_id: int, principal: Reader, session: ReadSession) -> JourneyDetail:
     """A journey with its current definition."""
