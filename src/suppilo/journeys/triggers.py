@@ -25,8 +25,7 @@ from suppilo.engine.filter_eval import event_property_matches
 from suppilo.events.models import Event
 from suppilo.events.stream import lock_cursor, read
 from suppilo.journeys.models import Enrollment, Journey, JourneyVersion
-from suppilo.journeys.service import _next_schedule, definition_of, enrol
-from suppilo.segments.models import SegmentMembership
+from suppilo.journeys.service import _next_schedule, definition_of, enrol, enrol_segment
 from suppilo.workspaces.models import Workspace
 
 SCAN_LIMIT = 5000
@@ -272,23 +271,14 @@ def run_date_trigger(session: Session, journey: Journey, defn: jengine.Definitio
 
 
 def run_schedule_trigger(session: Session, journey: Journey, defn: jengine.Definition, now: datetime) -> int:
-    """At a schedule's occurrence, enrol its segment's members once for that occurrence."""
+    """At a schedule's occurrence, enrol its segment's members once for that occurrence (set-based)."""
     trig = defn.trigger
     assert isinstance(trig, jengine.ScheduleTrigger)
     occurrence = journey.next_run_at or now
-    ids = list(
-        session.scalars(
-            select(SegmentMembership.contact_id)
-            .where(
-                SegmentMembership.workspace_id == journey.workspace_id, SegmentMembership.segment_id == trig.segment_id
-            )
-            .order_by(SegmentMembership.contact_id)
-        )
-    )
     stamp = occurrence.strftime("%Y%m%dT%H%M")
-    entered = enrol(session, journey, [(cid, f"schedule:{stamp}:{cid}") for cid in ids], now, defn=defn)
+    entered = enrol_segment(session, journey.workspace_id, journey.id, trig.segment_id, key=f"schedule:{stamp}")
     journey.next_run_at = _next_schedule(session, journey.workspace_id, trig, max(now, occurrence))
-    return len(entered)
+    return entered
 
 
 DATE_INTERVAL = timedelta(minutes=15)
