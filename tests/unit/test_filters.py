@@ -380,3 +380,31 @@ def test_segment_cycles_are_refused_including_indirect_ones():
         check_segment_refs(seg(4), None, get)
     with pytest.raises(FilterError, match="does not exist"):
         check_segment_refs(seg(99), None, get)
+
+
+def test_consent_conditions_read_the_latest_statement_of_the_topic():
+    from suppilo.engine.filter_eval import ConsentSnapshot
+
+    t0 = NOW - timedelta(days=2)
+    granted_then_withdrawn = (
+        ConsentSnapshot("marketing", "granted", t0, 1),
+        ConsentSnapshot("marketing", "withdrawn", t0, 2),  # same time: the later id wins
+        ConsentSnapshot("news", "granted", t0, 3),
+    )
+    snap = contact(consents=granted_then_withdrawn)
+
+    def c(op, topic="marketing"):
+        return {"type": "consent", "op": op, "topic": topic}
+
+    assert matches(c("withdrawn"), snap) and not matches(c("granted"), snap)
+    assert matches(c("granted", "news"), snap) and matches(c("no_record", "offers"), snap)
+    objected = contact(consents=(*granted_then_withdrawn, ConsentSnapshot("*", "objection", NOW, 4)))
+    assert matches(c("objected"), objected) and not matches(c("granted", "news"), objected)
+    assert matches({"not": c("granted", "news")}, objected)
+    assert dependencies(parse_filter(c("granted"))) == {"consent"}
+    with pytest.raises(FilterError) as exc:
+        parse_filter(c("granted", "*"))
+    assert exc.value.path == "topic"
+    with pytest.raises(FilterError) as exc:
+        parse_filter(c("maybe"))
+    assert exc.value.path == "op"

@@ -11,11 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from suppilo.engine.filters import (
+    CONSENT_OBJECTION,
+    CONSENT_STATEMENTS,
     DATE_OPS,
     DATE_PREFIX_RE,
     TRUE_WHEN_UNSET,
     And,
     BoughtProductCondition,
+    ConsentCondition,
     EventCondition,
     EventPropertyFilter,
     Filter,
@@ -92,6 +95,16 @@ class ScoreSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsentSnapshot:
+    """One consent ledger record of the contact."""
+
+    topic: str
+    action: str
+    recorded_at: datetime
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ContactSnapshot:
     """What a filter can read about one contact.
 
@@ -110,6 +123,7 @@ class ContactSnapshot:
     orders: tuple[OrderSnapshot, ...] = ()
     events: tuple[EventSnapshot, ...] = ()
     scores: Mapping[str, ScoreSnapshot] = field(default_factory=dict)
+    consents: tuple[ConsentSnapshot, ...] = ()
 
 
 def _in(r: Range[datetime] | None, t: datetime) -> bool:
@@ -309,6 +323,8 @@ def evaluate(node: Filter, snapshot: ContactSnapshot, now: datetime, in_segment:
         return in_segment(node.value) == (node.op == "in_segment")
     if isinstance(node, ScoreCondition):
         return score_matches(node, snapshot.scores.get(node.kind), now)
+    if isinstance(node, ConsentCondition):
+        return consent_matches(node, snapshot.consents)
     raise TypeError(f"not a filter node: {node!r}")
 
 
@@ -332,3 +348,20 @@ def score_matches(node: ScoreCondition, row: ScoreSnapshot | None, now: datetime
             sign, key, half_life, "lte", hi, now_s
         )
     return decayed_compare(sign, key, half_life, node.op, node.value, now_s)
+
+
+def consent_matches(node: ConsentCondition, records: tuple[ConsentSnapshot, ...]) -> bool:
+    """Whether the contact's consent records pass a ``consent`` condition."""
+    objected = any(r.action == CONSENT_OBJECTION for r in records)
+    if node.op == "objected":
+        return objected
+    latest = max(
+        (r for r in records if r.topic == node.topic and r.action in CONSENT_STATEMENTS),
+        key=lambda r: (r.recorded_at, r.id),
+        default=None,
+    )
+    if node.op == "no_record":
+        return latest is None
+    if node.op == "withdrawn":
+        return latest is not None and latest.action == "withdrawn"
+    return latest is not None and latest.action == "granted" and not objected

@@ -20,7 +20,9 @@ in / not in), ``stage_history`` (``was_ever_in`` a stage, or ``entered`` it with
 ``tag``, ``order_count``, ``order_total`` (in one ``currency``), ``first_order`` / ``last_order`` (the date of
 the first / last order), ``bought_product`` (a line with one of the SKUs), ``event``, ``segment`` and ``score``
 (``{"type": "score", "kind": "fit", "op": "gte", "value": 60}``, ``{"type": "score", "kind": "fit", "op":
-"grade_in", "value": ["A", "B"]}``; kinds ``fit``, ``engagement``, ``predictive``).
+"grade_in", "value": ["A", "B"]}``; kinds ``fit``, ``engagement``, ``predictive``) and ``consent``
+(``{"type": "consent", "topic": "marketing", "op": "granted"}``; ops ``granted``, ``withdrawn``, ``no_record``,
+``objected``).
 A ``window`` is ``{"last_days": N}`` (now − N days ≤ t ≤ now) or ``{"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}``
 (whole UTC days, both ends included); without one, all time counts. Orders with status ``cancelled`` are not
 orders for any condition.
@@ -54,6 +56,11 @@ identically; hypothesis tests compare the two):
   between; unset without a score row, so every operator but ``is_not_set`` is false there) or its grade
   (``grade_in``). ``engagement`` compares the score **decayed to now**; a contact without an engagement row has
   0. The decayed comparison is made on ``decay_key`` (see ``decayed_compare``) so SQL needs no exponentials.
+- **Consent** reads the consent ledger (``suppilo.consent``): the latest ``granted`` / ``withdrawn`` record of the
+  topic (by recorded time, then id) decides ``granted`` (and no objection on record) and ``withdrawn``;
+  ``no_record``: the topic has neither; ``objected``: the contact objected to marketing (GDPR Art. 21). This is the
+  ledger's state, not the sending decision (country rules, double opt-in confirmation and CASL expiry are the
+  sender's).
 
 Dependencies (``dependencies``) name the data a filter reads, so the incremental updater re-evaluates only
 the segments that something changed could affect.
@@ -144,6 +151,8 @@ TAG_OPS = frozenset({"has_tag", "has_no_tag", "has_any_tags", "has_all_tags"})
 SCORE_KINDS = ("fit", "engagement", "predictive")
 SCORE_RANGE_OPS = frozenset({"gt", "gte", "lt", "lte", "between"})
 SCORE_GRADES = ("A", "B", "C", "D")
+CONSENT_STATEMENTS = ("granted", "withdrawn")
+CONSENT_OBJECTION = "objection"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$")
 _PATH_SEGMENT_RE = re.compile(r'^[^".\\\x00-\x1f]{1,100}$')
@@ -294,6 +303,14 @@ class ScoreCondition(_Frozen):
     value: Any = None
 
 
+class ConsentCondition(_Frozen):
+    """The consent ledger's state of ``topic`` for the contact (see the module docstring)."""
+
+    type: Literal["consent"]
+    op: Literal["granted", "withdrawn", "no_record", "objected"]
+    topic: str = Field(default="marketing", min_length=1, max_length=64)
+
+
 Leaf = (
     PropertyCondition
     | StageCondition
@@ -306,6 +323,7 @@ Leaf = (
     | EventCondition
     | SegmentCondition
     | ScoreCondition
+    | ConsentCondition
 )
 
 
@@ -347,6 +365,7 @@ _LEAF_CLASSES: dict[str, type[BaseModel]] = {
     "event": EventCondition,
     "segment": SegmentCondition,
     "score": ScoreCondition,
+    "consent": ConsentCondition,
 }
 
 
@@ -633,6 +652,10 @@ class _Parser:
             return leaf
         if isinstance(leaf, ScoreCondition):
             return self.score(leaf, path)
+        if isinstance(leaf, ConsentCondition):
+            if leaf.topic == "*":
+                raise FilterError(_join(path, "topic"), "'*' is the objection record; use op objected")
+            return leaf
         raise FilterError(path, "unknown condition")  # pragma: no cover - the union is closed
 
     def score(self, leaf: ScoreCondition, path: str) -> ScoreCondition:
@@ -886,7 +909,8 @@ def _is_relative(leaf: Leaf) -> bool:
 
 
 def dependencies(node: Filter) -> set[str]:
-    """The data a filter reads: contact, company, tags, stages, orders, events:<name>, segment:<id>, score:<kind>.
+    """The data a filter reads: contact, company, tags, stages, orders, events:<name>, segment:<id>, score:<kind>,
+    consent.
 
     Also "time": the result can change with nothing but the clock (relative dates, windows, engagement decay).
     """
@@ -908,6 +932,8 @@ def dependencies(node: Filter) -> set[str]:
             deps.add(f"events:{leaf.name}")
         elif isinstance(leaf, SegmentCondition):
             deps.add(f"segment:{leaf.value}")
+        elif isinstance(leaf, ConsentCondition):
+            deps.add("consent")
         elif isinstance(leaf, ScoreCondition):
             deps.add(f"score:{leaf.kind}")
             if leaf.kind == "engagement":  # the score decays with the clock

@@ -41,12 +41,16 @@ from sqlalchemy.types import Text
 
 from suppilo.commerce.models import Order, OrderLine
 from suppilo.companies.models import Company
+from suppilo.consent.models import ConsentRecord
 from suppilo.contacts.models import Contact, ContactTag, StageChange
 from suppilo.db.types import UTCDateTime
 from suppilo.engine.filter_eval import CANCELLED
 from suppilo.engine.filters import (
+    CONSENT_OBJECTION,
+    CONSENT_STATEMENTS,
     And,
     BoughtProductCondition,
+    ConsentCondition,
     EventCondition,
     EventPropertyFilter,
     Filter,
@@ -83,6 +87,7 @@ orders = Order.__table__
 order_lines = OrderLine.__table__
 events = Event.__table__
 contact_scores = ContactScore.__table__
+consent_records = ConsentRecord.__table__
 
 SegmentSelect = Callable[[int], Select[Any]]
 
@@ -277,6 +282,8 @@ class _Compiler:
             return self.member(contacts.c.id, self.segment_select(n.value), neg != (n.op == "not_in_segment"))
         if isinstance(n, ScoreCondition):
             return self.score(n, neg)
+        if isinstance(n, ConsentCondition):
+            return self.consent(n, neg)
         raise TypeError(f"not a filter node: {n!r}")
 
     def property(self, n: PropertyCondition, neg: bool) -> ColumnElement[bool]:
@@ -483,6 +490,41 @@ class _Compiler:
             return self.member(contacts.c.id, base.where(not_(decayed)), not neg)
         return self.member(contacts.c.id, base.where(decayed), neg)
 
+    def consent(self, n: ConsentCondition, neg: bool) -> ColumnElement[bool]:
+        cr = consent_records.alias("cr")
+        objected = select(cr.c.contact_id).where(cr.c.workspace_id == self.ws, cr.c.action == CONSENT_OBJECTION)
+        if n.op == "objected":
+            return self.member(contacts.c.id, objected, neg)
+        stated = select(cr.c.contact_id).where(
+            cr.c.workspace_id == self.ws, cr.c.topic == n.topic, cr.c.action.in_(CONSENT_STATEMENTS)
+        )
+        if n.op == "no_record":
+            return self.member(contacts.c.id, stated, not neg)
+        later = consent_records.alias("later")
+        newer = exists(
+            select(literal(1))
+            .select_from(later)
+            .where(
+                later.c.workspace_id == self.ws,
+                later.c.contact_id == cr.c.contact_id,
+                later.c.topic == n.topic,
+                later.c.action.in_(CONSENT_STATEMENTS),
+                or_(
+                    later.c.recorded_at > cr.c.recorded_at,
+                    and_(later.c.recorded_at == cr.c.recorded_at, later.c.id > cr.c.id),
+                ),
+            )
+        )
+        latest = stated.where(cr.c.action == ("withdrawn" if n.op == "withdrawn" else "granted"), not_(newer))
+        if n.op == "withdrawn":
+            return self.member(contacts.c.id, latest, neg)
+        objection = select(consent_records.c.contact_id).where(
+            consent_records.c.workspace_id == self.ws, consent_records.c.action == CONSENT_OBJECTION
+        )
+        if neg:
+            return or_(self.member(contacts.c.id, latest, True), self.member(contacts.c.id, objection, False))
+        return and_(self.member(contacts.c.id, latest, False), self.member(contacts.c.id, objection, True))
+
     def decayed(self, op: str, value: Any) -> ColumnElement[bool]:
         """``engine.filters.decayed_compare`` over a score row, two-valued, with the same float arithmetic."""
         t = contact_scores
@@ -522,4 +564,4 @@ def compile_filter(
     return _Compiler(dialect, workspace_id, now, segment_select).node(node, False)
 
 
-__all__ = ["FilterCompileError", "SegmentSelect", "compile_filter", "contact_scores", "contacts"]
+__all__ = ["FilterCompileError", "SegmentSelect", "compile_filter", "consent_records", "contact_scores", "contacts"]

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from suppilo.engine.filter_eval import (
+    ConsentSnapshot,
     ContactSnapshot,
     EventSnapshot,
     OrderLineSnapshot,
@@ -20,6 +21,7 @@ from suppilo.engine.filter_eval import (
 from suppilo.engine.filters import COMPANY_FIELDS, CONTACT_FIELDS
 from suppilo.segments.compiler import (
     companies,
+    consent_records,
     contact_scores,
     contact_tags,
     contacts,
@@ -57,6 +59,7 @@ def load_snapshots(
     order_rows: list[Any] = []
     event_rows: dict[int, list[EventSnapshot]] = defaultdict(list)
     scores: dict[int, dict[str, ScoreSnapshot]] = defaultdict(dict)
+    consents: dict[int, list[ConsentSnapshot]] = defaultdict(list)
     for chunk in _chunks(ids):
         for r in session.execute(
             select(*contact_cols).where(contacts.c.workspace_id == workspace_id, contacts.c.id.in_(chunk))
@@ -79,6 +82,16 @@ def load_snapshots(
             ).where(contact_scores.c.workspace_id == workspace_id, contact_scores.c.contact_id.in_(chunk))
         ):
             scores[r.contact_id][r.kind] = ScoreSnapshot(r.score, r.grade, r.decay_key, r.half_life_seconds)
+        for r in session.execute(
+            select(
+                consent_records.c.contact_id,
+                consent_records.c.topic,
+                consent_records.c.action,
+                consent_records.c.recorded_at,
+                consent_records.c.id,
+            ).where(consent_records.c.workspace_id == workspace_id, consent_records.c.contact_id.in_(chunk))
+        ):
+            consents[r.contact_id].append(ConsentSnapshot(r.topic, r.action, r.recorded_at, r.id))
         for r in session.execute(
             select(
                 stage_changes.c.contact_id,
@@ -153,5 +166,6 @@ def load_snapshots(
             orders=tuple(contact_orders[cid]),
             events=tuple(event_rows[cid]),
             scores=scores.get(cid, {}),
+            consents=tuple(consents[cid]),
         )
     return result

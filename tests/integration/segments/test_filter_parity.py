@@ -14,6 +14,7 @@ from suppilo.engine.filter_eval import evaluate
 from suppilo.engine.filters import PropertyDef, decay_key, parse_filter, to_json
 from suppilo.segments.compiler import (
     companies,
+    consent_records,
     contact_scores,
     contact_tags,
     contacts,
@@ -109,6 +110,16 @@ def contact_rows(draw: st.DrawFn) -> dict[str, Any]:
                 draw(instants),
                 draw(st.sampled_from([86_400.0, 30 * 86_400.0, 3_600.0])),
             )
+    consent_list = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["marketing", "news"]),
+                st.sampled_from(["granted", "granted", "withdrawn", "objection"]),
+                st.sampled_from([NOW - timedelta(days=3), NOW - timedelta(days=1), NOW]),
+            ),
+            max_size=4,
+        )
+    )
     return {
         "email": draw(st.none() | st.sampled_from(["ann@ex.fi", "Bob@Shop.SE", "ärla@ex.fi"])),
         "first_name": draw(st.none() | words),
@@ -127,6 +138,7 @@ def contact_rows(draw: st.DrawFn) -> dict[str, Any]:
         "events": event_list,
         "segments": draw(st.sets(st.sampled_from([1, 2]))),
         "scores": score_rows,
+        "consents": consent_list,
     }
 
 
@@ -394,7 +406,12 @@ def leaves_strategy(company_ids: list[int]) -> st.SearchStrategy[dict[str, Any]]
             st.sampled_from(["is_set", "is_not_set"]),
         ),
     )
-    return st.one_of(contact, company, stage, tag, order, event, segment, score)
+    consent = st.builds(
+        lambda op, topic: {"type": "consent", "op": op, "topic": topic},
+        st.sampled_from(["granted", "withdrawn", "no_record", "objected"]),
+        st.sampled_from(["marketing", "news"]),
+    )
+    return st.one_of(contact, company, stage, tag, order, event, segment, score, consent)
 
 
 def filters(company_ids: list[int]) -> st.SearchStrategy[dict[str, Any]]:
@@ -529,6 +546,20 @@ def insert_data(session: Any, ws_id: int, company_data: list[dict[str, Any]], pe
                     "as_of": as_of,
                     "computed_at": as_of,
                 },
+            )
+        if p["consents"]:
+            session.execute(
+                insert(consent_records),
+                [
+                    {
+                        "workspace_id": ws_id,
+                        "contact_id": cid,
+                        "topic": "*" if action == "objection" else topic,
+                        "action": action,
+                        "recorded_at": at,
+                    }
+                    for topic, action, at in p["consents"]
+                ],
             )
     # An anonymous event (no contact) must never count for anyone, nor make NOT IN go NULL.
     session.execute(
