@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, BigId, TenantMixin, TimestampMixin
-from suppilo.db.types import UTCDateTime
+from suppilo.db.types import JSONType, UTCDateTime
 
 
 class Pipeline(TenantMixin, TimestampMixin, Base):
@@ -107,6 +108,9 @@ class Task(TenantMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_tasks_ws_owner_due", "workspace_id", "owner_id", "due_at"),
         Index("ix_tasks_deal", "workspace_id", "deal_id"),
+        # The reminder job walks unsent reminders by time across workspaces.
+        Index("ix_tasks_reminder_due", "reminder_sent_at", "reminder_at"),
+        Index("ix_tasks_ws_handoff", "workspace_id", "handoff_at"),
     )
 
     deal_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deals.id", ondelete="CASCADE"))
@@ -117,6 +121,11 @@ class Task(TenantMixin, TimestampMixin, Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reminder_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminder_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A hand-off task (an owner was assigned automatically): when, and when the owner first responded (the task
+    # done or the first activity on its contact or deal after the hand-off).
+    handoff_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Activity(TenantMixin, Base):
@@ -167,3 +176,82 @@ class ProposalLine(TenantMixin, Base):
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
     unit_price_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
     line_total_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class SalesTeam(TenantMixin, TimestampMixin, Base):
+    """A team of sales users; ``rr_counter`` is the round-robin pointer (advanced by one atomic UPDATE)."""
+
+    __tablename__ = "sales_teams"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    rr_counter: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class SalesTeamMember(TenantMixin, Base):
+    """A user in a team; ``active`` false keeps them out of the distribution (holiday, full pipeline)."""
+
+    __tablename__ = "sales_team_members"
+    __table_args__ = (UniqueConstraint("team_id", "user_id"), Index("ix_sales_team_members_ws", "workspace_id"))
+
+    team_id: Mapped[int] = mapped_column(BigId, ForeignKey("sales_teams.id", ondelete="CASCADE"), nullable=False)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+
+class AssignmentRule(TenantMixin, Base):
+    """An ordered owner-assignment rule: conditions (country, region, industry, company size) and a target user,
+    or a team with round-robin or load-balanced distribution. The first matching rule wins."""
+
+    __tablename__ = "assignment_rules"
+    __table_args__ = (Index("ix_assignment_rules_ws", "workspace_id", "position"),)
+
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    conditions: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    user_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
+    team_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("sales_teams.id", ondelete="CASCADE"))
+    distribution: Mapped[str] = mapped_column(String(16), nullable=False, default="round_robin")
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+
+class OwnerAssignment(TenantMixin, Base):
+    """Who was made owner of a contact or deal, by which rule and how (the assignment log)."""
+
+    __tablename__ = "owner_assignments"
+    __table_args__ = (Index("ix_owner_assignments_subject", "workspace_id", "subject_type", "subject_id"),)
+
+    subject_type: Mapped[str] = mapped_column(String(8), nullable=False)
+    subject_id: Mapped[int] = mapped_column(BigId, nullable=False)
+    user_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="SET NULL"))
+    rule_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("assignment_rules.id", ondelete="SET NULL"))
+    rule_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    team_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("sales_teams.id", ondelete="SET NULL"))
+    distribution: Mapped[str] = mapped_column(String(16), nullable=False)
+    trigger: Mapped[str] = mapped_column(String(64), nullable=False)
+    task_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("tasks.id", ondelete="SET NULL"))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class SalesSettings(TenantMixin, Base):
+    """A workspace's hand-off settings: the lifecycle stage that triggers assignment, the response target in working
+    hours, the default working hours, and the scanner's position in ``stage_changes``."""
+
+    __tablename__ = "sales_settings"
+    __table_args__ = (UniqueConstraint("workspace_id"),)
+
+    assign_on_stage: Mapped[str | None] = mapped_column(String(32))
+    response_hours: Mapped[int] = mapped_column(Integer, nullable=False, default=4)
+    handoff_task_title: Mapped[str] = mapped_column(String(300), nullable=False, default="First contact")
+    working_hours: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    stage_cursor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class UserWorkingHours(TenantMixin, Base):
+    """A user's own working hours in a workspace (overrides the workspace's)."""
+
+    __tablename__ = "user_working_hours"
+    __table_args__ = (UniqueConstraint("workspace_id", "user_id"),)
+
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    working_hours: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)

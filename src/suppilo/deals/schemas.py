@@ -242,6 +242,9 @@ class TaskRead(BaseModel):
     contact_id: int | None
     owner_id: int | None
     created_at: datetime
+    reminder_sent_at: datetime | None = None
+    handoff_at: datetime | None = None
+    responded_at: datetime | None = None
 
 
 class ActivityCreate(BaseModel):
@@ -417,3 +420,143 @@ class ProposalRead(BaseModel):
     lines: list[ProposalLineRead]
     created_at: datetime
     updated_at: datetime
+
+
+# --- assignment, hand-offs ------------------------------------------------------------------------------------------
+
+Distribution = Literal["round_robin", "load_balanced"]
+
+
+class TeamIn(BaseModel):
+    """A sales team: a name and its members (user ids of workspace members); ``inactive`` members stay in the team
+    but get no new assignments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = Field(min_length=1, max_length=200)
+    members: list[int] = Field(default_factory=list, max_length=500)
+    inactive: list[int] = Field(default_factory=list, max_length=500)
+
+
+class TeamMemberRead(BaseModel):
+    """A member of a team."""
+
+    user_id: int
+    active: bool
+
+
+class TeamRead(BaseModel):
+    """A team with its members."""
+
+    id: int
+    name: str
+    members: list[TeamMemberRead]
+
+
+class AssignmentRuleIn(BaseModel):
+    """An owner-assignment rule. ``conditions`` (all must hold; an empty object matches everyone):
+    ``country`` / ``region`` / ``industry`` (lists, case-insensitive), ``company_size_min`` /
+    ``company_size_max`` (employees, inclusive). The target is ``user_id`` or ``team_id`` (with ``distribution``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = Field(min_length=1, max_length=200)
+    conditions: dict[str, object] = Field(default_factory=dict)
+    user_id: int | None = None
+    team_id: int | None = None
+    distribution: Distribution = "round_robin"
+    active: bool = True
+
+
+class AssignmentRulesIn(BaseModel):
+    """The workspace's rules in order (replaces the set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[AssignmentRuleIn] = Field(max_length=500)
+
+
+class AssignmentRuleRead(BaseModel):
+    """A stored rule."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    position: int
+    name: str
+    conditions: dict[str, object]
+    user_id: int | None
+    team_id: int | None
+    distribution: str
+    active: bool
+
+
+class SalesSettingsIn(BaseModel):
+    """Hand-off settings: ``assign_on_stage`` (a lifecycle stage such as ``decision``; null turns the contact
+    trigger off), ``response_hours`` (working hours to the first-contact task's due time) and the workspace's
+    working hours (without ``timezone`` each owner's own zone is used)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    assign_on_stage: str | None = Field(default=None, max_length=32)
+    response_hours: int = Field(default=4, ge=0, le=1000)
+    handoff_task_title: Text = Field(default="First contact", min_length=1, max_length=200)
+    working_hours: dict[str, object] = Field(default_factory=dict)
+
+
+class SalesSettingsRead(BaseModel):
+    """The stored hand-off settings."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    assign_on_stage: str | None
+    response_hours: int
+    handoff_task_title: str
+    working_hours: dict[str, object]
+
+
+class WorkingHoursIn(BaseModel):
+    """A user's own working hours (see docs/sales.md for the forms); an empty object removes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    working_hours: dict[str, object]
+
+
+class AssignRequest(BaseModel):
+    """Assign an owner to a contact or a deal by the rules (``dry_run``: only say who it would be)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contact_id: int | None = None
+    deal_id: int | None = None
+    dry_run: bool = False
+    force: bool = False
+
+
+class AssignmentRead(BaseModel):
+    """An owner assignment and the rule that made it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int | None = None
+    subject_type: str
+    subject_id: int
+    user_id: int | None
+    rule_id: int | None
+    rule_name: str
+    team_id: int | None
+    distribution: str
+    trigger: str
+    task_id: int | None = None
+    assigned_at: datetime | None = None
+
+
+class HandoffRead(BaseModel):
+    """A hand-off task with its response: ``status`` is open, overdue, met or late; response times in seconds
+    (elapsed, and within the owner's working hours)."""
+
+    task: TaskRead
+    status: Literal["open", "overdue", "met", "late"]
+    response_seconds: int | None
+    response_working_seconds: int | None

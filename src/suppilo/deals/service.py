@@ -350,8 +350,23 @@ def create_deal(session: Session, workspace_id: int, data: DealCreate, *, actor:
     session.add(deal)
     session.flush()
     _record_change(session, deal, None, stage.id, now, actor, "opened")
+    if deal.owner_id is None:
+        _assign_new_deal(session, deal, actor, now)
     _apply_deal_opened(session, deal, now)
     return deal
+
+
+def _assign_new_deal(session: Session, deal: Deal, actor: str | None, now: datetime) -> None:
+    """A deal opened without an owner takes its contact's owner, else one from the assignment rules (with a
+    first-contact hand-off task)."""
+    from suppilo.deals import assignment
+
+    contact = _contact(session, deal)
+    if contact is not None and contact.owner_id is not None:
+        deal.owner_id = contact.owner_id
+        session.flush()
+        return
+    assignment.assign_deal(session, deal.workspace_id, deal, trigger="deal_created", actor=actor or "system", now=now)
 
 
 def _apply_deal_opened(session: Session, deal: Deal, at: datetime) -> None:
@@ -710,6 +725,8 @@ def complete_task(session: Session, workspace_id: int, task_id: int) -> Task:
     task = get_task(session, workspace_id, task_id)
     if task.done_at is None:
         task.done_at = utcnow()
+        if task.handoff_at is not None and task.responded_at is None:
+            task.responded_at = task.done_at
         session.flush()
     return task
 
@@ -728,11 +745,14 @@ def list_tasks(
     deal_id: int | None = None,
     overdue: bool = False,
     done: bool | None = None,
+    handoff: bool | None = None,
     now: datetime | None = None,
     limit: int = 200,
 ) -> list[Task]:
-    """Tasks by due time; ``overdue``: not done and due before now."""
+    """Tasks by due time; ``overdue``: not done and due before now; ``handoff``: only (or no) hand-off tasks."""
     query = select(Task).where(Task.workspace_id == workspace_id)
+    if handoff is not None:
+        query = query.where(Task.handoff_at.is_not(None) if handoff else Task.handoff_at.is_(None))
     if owner_id is not None:
         query = query.where(Task.owner_id == owner_id)
     if deal_id is not None:
@@ -765,6 +785,9 @@ def create_activity(session: Session, workspace_id: int, data: ActivityCreate) -
     )
     session.add(row)
     session.flush()
+    from suppilo.deals import assignment
+
+    assignment.mark_responded(session, workspace_id, row.occurred_at, contact_id=contact_id, deal_id=data.deal_id)
     return row
 
 

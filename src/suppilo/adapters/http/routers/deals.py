@@ -10,15 +10,19 @@ from fastapi import APIRouter, Query, Response
 from fastapi import status as http
 from sqlalchemy.orm import Session
 
-from suppilo.adapters.http.deps import DbSession, Reader, ReadSession, Writer
+from suppilo.adapters.http.deps import Admin, DbSession, Reader, ReadSession, Writer
 from suppilo.adapters.http.routers.contacts import actor_of
 from suppilo.commerce.money import is_currency
+from suppilo.deals import assignment, proposals, service
 from suppilo.deals import forecast as deals_forecast
-from suppilo.deals import proposals, service
-from suppilo.deals.models import Pipeline
+from suppilo.deals.models import Pipeline, SalesTeam
 from suppilo.deals.schemas import (
     ActivityCreate,
     ActivityRead,
+    AssignmentRead,
+    AssignmentRuleRead,
+    AssignmentRulesIn,
+    AssignRequest,
     Board,
     BoardColumn,
     BoardMoney,
@@ -30,6 +34,7 @@ from suppilo.deals.schemas import (
     DealUpdate,
     ForecastRead,
     GroupBy,
+    HandoffRead,
     ObjectionCreate,
     ObjectionRead,
     PipelineCreate,
@@ -38,13 +43,19 @@ from suppilo.deals.schemas import (
     ProposalCreate,
     ProposalRead,
     ProposalUpdate,
+    SalesSettingsIn,
+    SalesSettingsRead,
     StageChangeRead,
     StageRead,
     TaskCreate,
     TaskRead,
     TaskUpdate,
+    TeamIn,
+    TeamMemberRead,
+    TeamRead,
+    WorkingHoursIn,
 )
-from suppilo.errors import DomainError
+from suppilo.errors import Conflict, DomainError, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["deals"])
 
@@ -225,11 +236,19 @@ def list_tasks(
     deal_id: int | None = None,
     overdue: bool = False,
     done: bool | None = None,
+    handoff: bool | None = None,
     limit: Limit = 200,
 ) -> list[TaskRead]:
-    """Tasks by due time; ``overdue=true``: open tasks due before now."""
+    """Tasks by due time; ``overdue=true``: open tasks due before now; ``handoff=true``: only hand-off tasks."""
     tasks = service.list_tasks(
-        session, principal.workspace_id, owner_id=owner_id, deal_id=deal_id, overdue=overdue, done=done, limit=limit
+        session,
+        principal.workspace_id,
+        owner_id=owner_id,
+        deal_id=deal_id,
+        overdue=overdue,
+        done=done,
+        handoff=handoff,
+        limit=limit,
     )
     return [TaskRead.model_validate(t) for t in tasks]
 
@@ -366,3 +385,158 @@ def accept_proposal(proposal_id: int, principal: Writer, session: DbSession) -> 
 def reject_proposal(proposal_id: int, principal: Writer, session: DbSession) -> ProposalRead:
     """Reject a proposal."""
     return proposals.read(session, proposals.reject_proposal(session, principal.workspace_id, proposal_id))
+
+
+# --- assignment and hand-offs ---------------------------------------------------------------------------------------
+
+
+def _team_read(session: Session, workspace_id: int, team: SalesTeam) -> TeamRead:
+    members = assignment.team_members(session, workspace_id, [team.id])[team.id]
+    return TeamRead(
+        id=team.id, name=team.name, members=[TeamMemberRead(user_id=m.user_id, active=m.active) for m in members]
+    )
+
+
+@router.get("/sales/teams", response_model=list[TeamRead])
+def list_teams(principal: Reader, session: ReadSession) -> list[TeamRead]:
+    """Sales teams with their members."""
+    return [
+        _team_read(session, principal.workspace_id, t) for t in assignment.list_teams(session, principal.workspace_id)
+    ]
+
+
+@router.post("/sales/teams", response_model=TeamRead, status_code=http.HTTP_201_CREATED)
+def create_team(data: TeamIn, principal: Admin, session: DbSession) -> TeamRead:
+    """A team of workspace members (round-robin and load-balanced rules distribute among its active members)."""
+    return _team_read(session, principal.workspace_id, assignment.create_team(session, principal.workspace_id, data))
+
+
+@router.put("/sales/teams/{team_id}", response_model=TeamRead)
+def update_team(team_id: int, data: TeamIn, principal: Admin, session: DbSession) -> TeamRead:
+    """Rename a team and replace its members."""
+    team = assignment.update_team(session, principal.workspace_id, team_id, data)
+    return _team_read(session, principal.workspace_id, team)
+
+
+@router.delete("/sales/teams/{team_id}", status_code=http.HTTP_204_NO_CONTENT)
+def delete_team(team_id: int, principal: Admin, session: DbSession) -> Response:
+    """Remove a team no rule names."""
+    assignment.delete_team(session, principal.workspace_id, team_id)
+    return Response(status_code=http.HTTP_204_NO_CONTENT)
+
+
+@router.get("/sales/assignment-rules", response_model=list[AssignmentRuleRead])
+def list_assignment_rules(principal: Reader, session: ReadSession) -> list[AssignmentRuleRead]:
+    """The owner-assignment rules in order (the first matching active rule wins)."""
+    return [AssignmentRuleRead.model_validate(r) for r in assignment.list_rules(session, principal.workspace_id)]
+
+
+@router.put("/sales/assignment-rules", response_model=list[AssignmentRuleRead])
+def put_assignment_rules(data: AssignmentRulesIn, principal: Admin, session: DbSession) -> list[AssignmentRuleRead]:
+    """Replace the rules; errors name the field (``rules.2.conditions.country.0``)."""
+    rows = assignment.replace_rules(session, principal.workspace_id, data.rules)
+    return [AssignmentRuleRead.model_validate(r) for r in rows]
+
+
+@router.get("/sales/settings", response_model=SalesSettingsRead)
+def read_sales_settings(principal: Reader, session: DbSession) -> SalesSettingsRead:
+    """Hand-off settings: trigger stage, response target in working hours, workspace working hours."""
+    return SalesSettingsRead.model_validate(assignment.get_settings(session, principal.workspace_id))
+
+
+@router.put("/sales/settings", response_model=SalesSettingsRead)
+def put_sales_settings(data: SalesSettingsIn, principal: Admin, session: DbSession) -> SalesSettingsRead:
+    """Store the hand-off settings."""
+    return SalesSettingsRead.model_validate(assignment.put_settings(session, principal.workspace_id, data))
+
+
+@router.put("/sales/working-hours/{user_id}")
+def put_user_working_hours(
+    user_id: int, data: WorkingHoursIn, principal: Admin, session: DbSession
+) -> dict[str, object]:
+    """A user's own working hours (an empty object removes them); answers the schedule that now applies."""
+    return assignment.set_user_working_hours(session, principal.workspace_id, user_id, data.working_hours)
+
+
+@router.get("/sales/working-hours/{user_id}")
+def read_user_working_hours(user_id: int, principal: Reader, session: DbSession) -> dict[str, object]:
+    """The working hours that apply to a user (their own, the workspace's or the default)."""
+    return assignment.schedule_for(session, principal.workspace_id, user_id).as_dict()
+
+
+@router.post("/sales/assign", response_model=AssignmentRead)
+def assign_owner(data: AssignRequest, principal: Writer, session: DbSession) -> AssignmentRead:
+    """Assign an owner by the rules to a contact or a deal (``force``: even if it has one; ``dry_run``: only say
+    who). 404 ``no_rule`` when no rule matches."""
+    from suppilo.contacts import service as contacts_service
+
+    if (data.contact_id is None) == (data.deal_id is None):
+        raise DomainError("contact_id", "give contact_id or deal_id", code="missing_subject")
+    ws = principal.workspace_id
+    actor = actor_of(session, principal)
+    if data.contact_id is not None:
+        contact = contacts_service.get_contact(session, ws, data.contact_id)
+        subject_type, subject_id, owner = "contact", contact.id, contact.owner_id
+        facts = assignment._facts(session, ws, contact, None)
+    else:
+        deal = service.get_deal(session, ws, data.deal_id or 0, lock=True)
+        subject_type, subject_id, owner = "deal", deal.id, deal.owner_id
+        facts = assignment._facts(session, ws, service._contact(session, deal), deal.company_id)
+    if owner is not None and not data.force:
+        raise Conflict("owner_id", f"the {subject_type} has an owner (user {owner}); send force to reassign", "owned")
+    if data.dry_run:
+        choice = assignment.choose_owner(session, ws, facts, dry_run=True)
+        if choice is None:
+            raise NotFound("rules", "no assignment rule matches", code="no_rule")
+        return AssignmentRead(
+            subject_type=subject_type,
+            subject_id=subject_id,
+            user_id=choice.user_id,
+            rule_id=choice.rule.id,
+            rule_name=choice.rule.name,
+            team_id=choice.rule.team_id,
+            distribution=choice.rule.distribution,
+            trigger="dry_run",
+        )
+    if data.contact_id is not None:
+        row = assignment.assign_contact(session, ws, contact, trigger="api", actor=actor, force=True)
+    else:
+        row = assignment.assign_deal(session, ws, deal, trigger="api", actor=actor, force=True)
+    if row is None:
+        raise NotFound("rules", "no assignment rule matches", code="no_rule")
+    return AssignmentRead.model_validate(row)
+
+
+@router.get("/sales/assignments", response_model=list[AssignmentRead])
+def list_assignments(
+    principal: Reader,
+    session: ReadSession,
+    subject_type: Annotated[str | None, Query(pattern="^(contact|deal)$")] = None,
+    subject_id: int | None = None,
+) -> list[AssignmentRead]:
+    """The assignment log (who got what, by which rule), newest first."""
+    rows = assignment.list_assignments(
+        session, principal.workspace_id, subject_type=subject_type, subject_id=subject_id
+    )
+    return [AssignmentRead.model_validate(r) for r in rows]
+
+
+@router.get("/sales/handoffs", response_model=list[HandoffRead])
+def list_handoffs(
+    principal: Reader,
+    session: ReadSession,
+    status: Annotated[str | None, Query(pattern="^(open|overdue|met|late)$")] = None,
+    owner_id: int | None = None,
+    limit: Limit = 200,
+) -> list[HandoffRead]:
+    """Hand-off tasks with their response status (open, overdue, met, late) and measured response time."""
+    rows = assignment.list_handoffs(session, principal.workspace_id, status=status, owner_id=owner_id, limit=limit)
+    return [
+        HandoffRead(
+            task=TaskRead.model_validate(task),
+            status=state,
+            response_seconds=None if elapsed is None else int(elapsed.total_seconds()),
+            response_working_seconds=None if working is None else int(working.total_seconds()),
+        )
+        for task, state, elapsed, working in rows
+    ]
