@@ -16,6 +16,7 @@ from suppilo.loyalty import models as loyalty_models  # noqa: F401
 from suppilo.messaging import models as messaging_models
 from suppilo.messaging import outbox_models as messaging_outbox_models
 from suppilo.offers import models as offers_models  # noqa: F401
+from suppilo.recommendations import models as recommendations_models  # noqa: F401
 from suppilo.scoring import models as scoring_models  # noqa: F401
 from suppilo.segments import models as segments_models  # noqa: F401
 from suppilo.workspaces import models as workspaces_models

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from suppilo.commerce.tasks import run_abandoned_carts
 from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.loyalty.tasks import run_loyalty
+from suppilo.recommendations.tasks import run_recommendations
 from suppilo.scoring.tasks import run_scoring
 from suppilo.segments.tasks import run_live_updates, run_time_refresh
 
@@ -64,6 +65,7 @@ JOBS: list[JobEntry] = [
     ("journey_goals", 60.0, run_journey_goals),
     ("journey_lapse_dates", 3600.0, run_lapse_refresh),
     ("loyalty", 3600.0, run_loyalty),
+    ("recommendations", 3600.0, run_recommendations),
 ]
 
 

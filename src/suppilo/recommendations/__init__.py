@@ -1,0 +1,1 @@
+"""Product recommendations: often bought together, customers like you also bought, best-sellers."""
