@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from suppilo.analytics import columnar
 from suppilo.analytics.models import ClvFit, ExchangeRate, MarketingSpend
 from suppilo.analytics.rates import RateBook, minor_exponent, rate_book, workspace_currency
 from suppilo.analytics.schemas import RateCreate, SpendCreate
@@ -499,13 +500,37 @@ def event_funnel_report(
     date_to: date | None,
     *,
     min_contacts: int = funnel.MIN_CONTACTS,
+    engine: str = "sql",
+    store: columnar.ColumnarStore | None = None,
 ) -> dict[str, Any]:
-    """An ordered funnel over events of the period: a step is an event name or ``page:/path`` (a page view)."""
+    """An ordered funnel over events of the period: a step is an event name or ``page:/path`` (a page view).
+
+    ``engine``: ``sql`` reads the matching events from the operational database into ``engine.funnel``;
+    ``columnar`` answers from the DuckDB copy (``store``, synced first); ``auto`` picks by size.
+    """
     steps = [s.strip() for s in steps]
     for i, s in enumerate(steps):
         if not s or s == PAGE_PREFIX:
             raise DomainError(f"steps.{i}", "a step is an event name or page:/path")
+    if not steps:
+        raise DomainError("steps", "a funnel needs at least one step")
     frm, to, start, end = period(date_from, date_to)
+    engine = columnar.resolve_engine(session, engine, store)
+    if engine == "columnar":
+        if store is None:
+            raise DomainError("engine", "the columnar engine needs a data directory")
+        with store.connect(session) as con:
+            columnar.sync(session, con, workspace_id)
+            res = columnar.ordered_funnel(
+                con, workspace_id, steps, window_days * 86_400.0, start, end, min_contacts=min_contacts
+            )
+        return {
+            "from": frm.isoformat(),
+            "to": to.isoformat(),
+            "window_days": window_days,
+            "engine": engine,
+            **_clean_dict(res),
+        }
     names = sorted({s for s in steps if not s.startswith(PAGE_PREFIX)})
     paths = sorted({s[len(PAGE_PREFIX) :] for s in steps if s.startswith(PAGE_PREFIX)})
     path_expr = Event.properties["path"].as_string()
@@ -546,7 +571,13 @@ def event_funnel_report(
         window_days * 86_400.0,
         min_contacts=min_contacts,
     )
-    return {"from": frm.isoformat(), "to": to.isoformat(), "window_days": window_days, **_clean_dict(res)}
+    return {
+        "from": frm.isoformat(),
+        "to": to.isoformat(),
+        "window_days": window_days,
+        "engine": engine,
+        **_clean_dict(res),
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------------
