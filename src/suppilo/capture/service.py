@@ -434,6 +434,12 @@ def submit_form(session: Session, form: Form, data: SubmissionInput) -> Submissi
             at=now,
         )
     _record_form_event(session, form, contact.id, submission, clean, at=now)
+    # issue 9 (referrals): a `ref` field, or a `ref` parameter of the page, attributes the contact to a referrer
+    from suppilo.advocacy import service as advocacy_service
+
+    advocacy_service.attribute_from_form(
+        session, form.workspace_id, contact.id, ref=_text(data.values.get("ref"))[:40] or None, page_url=clean.page_url
+    )
     return SubmissionOutcome(
         stored=True,
         contact_id=contact.id,

@@ -1,6 +1,7 @@
 """Imports every domain's models so that ``Base.metadata`` knows all tables (Alembic, tests)."""
 
 from suppilo.accounts import models as accounts_models  # noqa: F401
+from suppilo.advocacy import models as advocacy_models  # noqa: F401
 from suppilo.analytics import models as analytics_models  # noqa: F401
 from suppilo.capture import models as capture_models
 from suppilo.commerce import models as commerce_models

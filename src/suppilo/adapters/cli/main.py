@@ -6,6 +6,7 @@ import typer
 
 from suppilo.adapters.cli import (
     admin,
+    advocacy,
     data,
     deals,
     demo,
@@ -22,6 +23,7 @@ from suppilo.adapters.cli import (
 
 app = typer.Typer(name="suppilo", help="suppilo: customer acquisition and lifecycle platform.", no_args_is_help=True)
 admin.register(app)
+advocacy.register(app)
 data.register(app)
 deals.register(app)
 demo.register(app)

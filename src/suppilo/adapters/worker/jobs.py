@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from suppilo.advocacy.tasks import run_advocacy
 from suppilo.commerce.tasks import run_abandoned_carts
 from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.loyalty.tasks import run_loyalty
@@ -65,6 +66,7 @@ JOBS: list[JobEntry] = [
     ("journey_goals", 60.0, run_journey_goals),
     ("journey_lapse_dates", 3600.0, run_lapse_refresh),
     ("loyalty", 3600.0, run_loyalty),
+    ("advocacy", 5.0, run_advocacy),
     ("recommendations", 3600.0, run_recommendations),
 ]
 

@@ -3,6 +3,8 @@
 from fastapi import APIRouter
 
 from suppilo.adapters.http.routers import (
+    advocacy,
+    advocacy_public,
     commerce,
     companies,
     consent,
@@ -44,6 +46,8 @@ ROUTERS: list[APIRouter] = [
     messages.router,
     consent.router,
     public_mail.router,
+    advocacy_public.router,
+    advocacy.router,
     reports.router,
     segments.router,
     scoring.router,
