@@ -51,3 +51,17 @@ class RecomputeResult(BaseModel):
     similar_pairs: int
     best_sellers: int
     duration_ms: int
+
+
+class RecommendationStatus(BaseModel):
+    """The last computation of the workspace (``computed_at`` null: never computed; run recompute or wait for the
+    hourly job)."""
+
+    computed_at: datetime | None = None
+    lines: int = 0
+    orders: int = 0
+    customers: int = 0
+    together_rules: int = 0
+    similar_pairs: int = 0
+    best_sellers: int = 0
+    duration_ms: int = 0

@@ -15,6 +15,7 @@ from suppilo.adapters.cli import (
     offers,
     outbox,
     privacy,
+    recommendations,
     reports,
     scoring,
     segments,
@@ -32,6 +33,7 @@ mail.register(app)
 offers.register(app)
 outbox.register(app)
 privacy.register(app)
+recommendations.register(app)
 reports.register(app)
 scoring.register(app)
 segments.register(app)
