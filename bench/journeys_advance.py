@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--contacts", type=int, default=20_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--postgres", default=None)
+    ap.add_argument("--enrol-only", action="store_true", help="measure enrolment only (e.g. with 1,000,000)")
     args = ap.parse_args()
     if args.postgres:
         name = f"bench_journeys_{uuid.uuid4().hex[:8]}"
@@ -170,6 +171,11 @@ def main() -> None:
             s.commit()
         enrol_rate = entered / (time.perf_counter() - started)
         assert entered == n, entered
+        if args.enrol_only:
+            db = "postgres" if args.postgres else "sqlite"
+            print(json.dumps({"bench": f"journeys_enrol_{db}", "figure": round(enrol_rate), "unit": "contacts/s",
+                              "contacts": n, "seconds": round(n / enrol_rate, 1)}))  # fmt: skip
+            return
         ctx = mp.get_context("spawn")
         q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
         started = time.perf_counter()

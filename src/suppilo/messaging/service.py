@@ -376,8 +376,30 @@ def render_for_contact(
     ``DomainError`` (code ``variant_missing``) when no variant fits, ``DomainError`` (``template_unpublished``)
     for a draft when ``require_published``, and ``TemplateRenderError`` when rendering fails.
     """
-    template = get_template_by_key(session, workspace_id, template_key)
+    template = _cached(
+        session,
+        ("template", workspace_id, template_key),
+        lambda: get_template_by_key(session, workspace_id, template_key),
+    )
     return _render(session, template, contact_id, extra=extra, language=language, require_published=require_published)
+
+
+CACHE_SECONDS = 5.0
+
+
+def _cached(session: Session, key: tuple[Any, ...], load: Any) -> Any:
+    """A value kept on the session for a few seconds: a sender batch renders many messages of one template for one
+    workspace, and reading the template (with its variants) and the workspace once per batch is enough."""
+    import time
+
+    cache: dict[tuple[Any, ...], tuple[float, Any]] = session.info.setdefault("suppilo_render_cache", {})
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    value = load()
+    cache[key] = (now, value)
+    return value
 
 
 def preview(
@@ -411,7 +433,7 @@ def _render(
     workspace_id = template.workspace_id
     context: dict[str, Any] = _extra_context(extra)
     contact, company = contact_context(session, workspace_id, contact_id)
-    workspace = workspace_context(session, workspace_id)
+    workspace = _cached(session, ("workspace", workspace_id), lambda: workspace_context(session, workspace_id))
     variant = choose_language(template, [language, contact.get("language"), workspace["default_language"]])
     context.update(contact=contact, company=company, workspace=workspace)
     rendered = render_message(variant, language=variant.language, context=context)

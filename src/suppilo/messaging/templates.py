@@ -708,6 +708,12 @@ def _plain(value: Any, depth: int = 0) -> Any:
 
 def locale_for(language: str, country: str | None = None) -> Locale:
     """The Babel locale of a language and country (``fi`` + ``FI`` → ``fi_FI``), falling back to the language."""
+    return _locale_for(language or "en", country.upper() if country else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _locale_for(language: str, country: str | None) -> Locale:
+    # Locale.parse reads Babel's data files: parsed once per (language, country) for the process.
     lang = (language or "en").replace("-", "_").split("_")[0].lower()
     for candidate in ([f"{lang}_{country.upper()}"] if country else []) + [lang, "en"]:
         try:

@@ -1,0 +1,169 @@
+"""Benchmark: a journey's send step for N contacts, from due enrollments to messages accepted by a local SMTP server.
+
+    .venv/bin/python bench/journeys_send.py [--contacts 100000] [--connections 8] [--postgres URL]
+
+N contacts are enrolled in a journey whose first step sends the default ``welcome`` template (rendered per contact
+in the contact's language, CSS inlined, links tracked, unsubscribe headers). The clock starts when the runner starts;
+the runner (one process) advances the enrollments into outbox rows while the sender (this process) drains them to
+an aiosmtpd server in its own process.
+
+figure   = N / seconds until the server accepted the N-th message, messages/s (target >= 0.70 of the baseline);
+baseline = a bare aiosmtplib loop with the same connections sending N pre-built messages of the same size to the same
+           server, same run, messages/s;
+ratio    = figure / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sqlalchemy as sa
+from outbox_send import _baseline, _free_port, _server
+from sqlalchemy import insert, select
+
+from suppilo.contacts.models import Contact
+from suppilo.db.base import utcnow
+from suppilo.db.registry import Base
+from suppilo.db.session import make_engine, make_session_factory
+from suppilo.journeys import runner, service
+from suppilo.messaging import service as messaging_service
+from suppilo.messaging.sender import Sender, SenderConfig
+from suppilo.messaging.transport import SmtpConfig, SmtpTransport
+from suppilo.workspaces import service as workspaces_service
+from suppilo.workspaces.schemas import WorkspaceCreate
+
+
+def _setup(url: str, n: int) -> tuple[int, int]:
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    with factory() as s:
+        ws = workspaces_service.create_workspace(
+            s,
+            WorkspaceCreate(
+                slug=f"bench-{uuid.uuid4().hex[:6]}", name="Pohjola Outdoor", address_line1="Mannerheimintie 1",
+                postal_code="00100", city="Helsinki", address_country="FI", site_domains=["shop.example.fi"],
+            ),
+        )  # fmt: skip
+        messaging_service.install_default_templates(s, ws.id)
+        s.commit()
+        ws_id = ws.id
+    now = utcnow()
+    langs = ["en", "fi", "sv", "da", "lv"]
+    for start in range(0, n, 10_000):
+        with factory() as s:
+            s.execute(
+                insert(Contact),
+                [{"workspace_id": ws_id, "email": f"c{i}@ex{i % 50}.example.com", "country": "US", "first_name": "Lee",
+                  "language": langs[i % 5], "created_at": now, "updated_at": now}
+                 for i in range(start, min(n, start + 10_000))],
+            )  # fmt: skip
+            s.commit()
+    with factory() as s:
+        jid = service.create_journey(
+            s,
+            ws_id,
+            {"name": "Send", "trigger": {"type": "manual"}, "start": "hello",
+             "steps": {"hello": {"type": "send_email", "template": "welcome"}}},
+        ).id  # fmt: skip
+        service.set_status(s, ws_id, jid, "active")
+        ids = list(s.scalars(select(Contact.id).where(Contact.workspace_id == ws_id)))
+        for start in range(0, len(ids), 10_000):
+            service.enrol_contacts(s, ws_id, jid, ids[start : start + 10_000], key="bench")
+        s.commit()
+    engine.dispose()
+    return ws_id, jid
+
+
+def _advance(url: str) -> None:
+    engine = make_engine(url)
+    runner.run_due(make_session_factory(engine), limit=500, max_batches=1_000_000)
+    engine.dispose()
+
+
+async def _drain(url: str, ws_id: int, port: int, connections: int, n: int, count: mp.Value) -> float:  # type: ignore[type-arg]
+    engine = make_engine(url)
+    config = SenderConfig(
+        secret="bench-secret-" + "x" * 32, public_url="https://mail.example.fi", from_address="news@shop.example.fi",
+        envelope_from="bounces@shop.example.fi", concurrency=connections, chunk_size=500, flush_every=250,
+        poll_interval=0.05, workspace_ids=(ws_id,),
+    )  # fmt: skip
+    transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=port, start_tls=False, pool_size=connections))
+    sender = Sender(make_session_factory(engine), transport, config)
+    start_count = count.value
+    ctx = mp.get_context("spawn")
+    started = time.perf_counter()
+    adv = ctx.Process(target=_advance, args=(url,))
+    adv.start()
+    while count.value - start_count < n:
+        before = count.value
+        runner_done = not adv.is_alive()
+        await sender.run(until_empty=True, max_seconds=30)
+        if runner_done and count.value == before:
+            break  # nothing left to send
+    elapsed = time.perf_counter() - started
+    adv.join()
+    await transport.close()
+    engine.dispose()
+    assert count.value - start_count == n, f"accepted {count.value - start_count} of {n}"
+    return n / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--contacts", type=int, default=100_000)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--postgres", default=None)
+    args = ap.parse_args()
+    port = _free_port()
+    count = mp.Value("q", 0)
+    ready = mp.Event()
+    server = mp.Process(target=_server, args=(port, count, ready), daemon=True)
+    server.start()
+    ready.wait(10)
+    if args.postgres:
+        name = f"bench_jsend_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = sa.engine.make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.sqlite3'}"
+    try:
+        ws_id, _ = _setup(url, args.contacts)
+        from suppilo.messaging import mime
+
+        message = mime.message_bytes(
+            mime.build_message(
+                outbox_id=12345, workspace_slug="bench", domain="shop.example.fi", from_email="news@shop.example.fi",
+                to_email="someone@example.com", subject="Welcome to Pohjola Outdoor", text="Hello Lee " * 60,
+                html="<html><body>" + "<p>Welcome to the shop, Lee.</p>" * 60 + "</body></html>",
+                headers={"List-Unsubscribe": "<https://mail.example.fi/u/" + "x" * 60 + ">"},
+            )
+        )  # fmt: skip
+        baseline = asyncio.run(_baseline(port, args.connections, args.contacts, message))
+        figure = asyncio.run(_drain(url, ws_id, port, args.connections, args.contacts, count))
+    finally:
+        server.terminate()
+        if args.postgres:
+            with admin.connect() as c:
+                c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    db = "postgres" if args.postgres else "sqlite"
+    print(json.dumps({"bench": f"journeys_send_{db}", "figure": round(figure, 1), "unit": "messages/s",
+                      "baseline": round(baseline, 1), "ratio": round(figure / baseline, 3),
+                      "contacts": args.contacts, "connections": args.connections}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
