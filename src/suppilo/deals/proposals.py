@@ -3,15 +3,16 @@ proposal sets the deal's amount to its total."""
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from suppilo.commerce import service as commerce_service
 from suppilo.commerce.models import Product
 from suppilo.db.base import utcnow
-from suppilo.deals.models import Proposal, ProposalLine
+from suppilo.deals.models import Activity, Proposal, ProposalLine
 from suppilo.deals.schemas import ProposalCreate, ProposalLineIn, ProposalLineRead, ProposalRead, ProposalUpdate
 from suppilo.deals.service import DealError, _claim_version, get_deal
 from suppilo.errors import NotFound
@@ -229,3 +230,38 @@ def read(session: Session, proposal: Proposal) -> ProposalRead:
         created_at=proposal.created_at,
         updated_at=proposal.updated_at,
     )
+
+
+def expire_proposals(session: Session, *, today: date | None = None, workspace_id: int | None = None) -> int:
+    """Mark draft and sent proposals whose validity ended before ``today`` (UTC) as expired, each with a line in its
+    deal's activity history. Idempotent: a proposal changes only while it is still draft or sent (one conditional
+    UPDATE each, so two runs never both record it)."""
+    today = today or utcnow().date()
+    query = select(Proposal.id, Proposal.workspace_id, Proposal.deal_id, Proposal.title, Proposal.valid_until).where(
+        Proposal.status.in_(("draft", "sent")), Proposal.valid_until < today
+    )
+    if workspace_id is not None:
+        query = query.where(Proposal.workspace_id == workspace_id)
+    now = utcnow()
+    expired = 0
+    for pid, ws_id, deal_id, title, valid_until in list(session.execute(query.order_by(Proposal.id).limit(5000))):
+        result = session.execute(
+            update(Proposal)
+            .where(Proposal.workspace_id == ws_id, Proposal.id == pid, Proposal.status.in_(("draft", "sent")))
+            .values(status="expired", updated_at=now)
+            .execution_options(synchronize_session="fetch")
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            continue
+        session.add(
+            Activity(
+                workspace_id=ws_id,
+                deal_id=deal_id,
+                kind="system",
+                body=f"Proposal {pid} ({title}) expired: valid until {valid_until.isoformat()}",
+                occurred_at=now,
+            )
+        )
+        expired += 1
+    session.flush()
+    return expired

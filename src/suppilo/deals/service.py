@@ -712,6 +712,8 @@ def update_task(session: Session, workspace_id: int, task_id: int, data: TaskUpd
         raise DealError("due_at", f"due_at {fields['due_at'].isoformat()} is in the past", code="due_in_past")
     if fields.get("owner_id") is not None:
         _check_owner(session, workspace_id, fields["owner_id"])
+    if "reminder_at" in fields and fields["reminder_at"] != task.reminder_at:
+        task.reminder_sent_at = None  # a new reminder time gets its own message
     for key, value in fields.items():
         setattr(task, key, value)
     if task.reminder_at is not None and task.reminder_at > task.due_at:

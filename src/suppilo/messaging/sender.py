@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.header import Header
 from email.utils import format_datetime, formataddr
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -148,6 +148,27 @@ class TokenBucket:
                 self.tokens -= 1.0
                 return
             await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+
+class UserRecipient(NamedTuple):
+    """The recipient of a message to a workspace user (no contact): only the address is known."""
+
+    id: int | None
+    email: str
+    country: str | None
+    timezone: str | None
+
+
+def _is_user_message(row: OutboxMessage) -> bool:
+    """A pre-rendered transactional message to a workspace user: no contact, ``extra.to_user_id`` and the address in
+    ``to_address`` (set when it was queued)."""
+    return (
+        row.contact_id is None
+        and bool((row.extra or {}).get("to_user_id"))
+        and bool(row.to_address)
+        and row.kind == "transactional"
+        and bool(row.rendered)
+    )
 
 
 def backoff_delay(attempts: int, base: float, cap: float) -> float:
@@ -367,7 +388,11 @@ class Sender:
             ):
                 contacts[c.id] = c
         hashes = {cid: suppression.address_hash(c.email) for cid, c in contacts.items() if c.email}
-        reasons = suppression.reasons_for_hashes(session, workspace_id, hashes.values())
+        # A pre-rendered transactional message without a contact goes to its stored address (a workspace user, e.g.
+        # a task reminder); suppression applies to that address as to any other.
+        to_users = {r.id: r.to_address for r in rows if _is_user_message(r)}
+        user_hashes = {rid: suppression.address_hash(addr) for rid, addr in to_users.items() if addr}
+        reasons = suppression.reasons_for_hashes(session, workspace_id, [*hashes.values(), *user_hashes.values()])
         decisions = consent_service.marketing_decisions(
             session,
             workspace_id,
@@ -378,11 +403,17 @@ class Sender:
         workspace = session.get(Workspace, workspace_id)
         ready: list[tuple[OutboxMessage, Any]] = []
         for row in rows:
-            contact = contacts.get(row.contact_id) if row.contact_id is not None else None
-            if contact is None or not contact.email:
-                self._close(row, "skipped", "the contact has no email address", now)
-                continue
-            blocked = suppression.blocking_reason(reasons.get(hashes[contact.id]), row.kind)
+            contact: Any
+            if row.id in user_hashes:
+                contact = UserRecipient(id=None, email=to_users[row.id] or "", country=None, timezone=None)
+                address_hash = user_hashes[row.id]
+            else:
+                contact = contacts.get(row.contact_id) if row.contact_id is not None else None
+                if contact is None or not contact.email:
+                    self._close(row, "skipped", "the contact has no email address", now)
+                    continue
+                address_hash = hashes[contact.id]
+            blocked = suppression.blocking_reason(reasons.get(address_hash), row.kind)
             if blocked:
                 self._close(row, "suppressed", blocked, now)
                 continue
