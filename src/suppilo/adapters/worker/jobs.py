@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.advocacy.tasks import run_advocacy
 from suppilo.commerce.tasks import run_abandoned_carts
+from suppilo.deals.tasks import run_sales
 from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.loyalty.tasks import run_loyalty
 from suppilo.recommendations.tasks import run_recommendations
@@ -68,6 +69,7 @@ JOBS: list[JobEntry] = [
     ("loyalty", 3600.0, run_loyalty),
     ("advocacy", 5.0, run_advocacy),
     ("recommendations", 3600.0, run_recommendations),
+    ("sales", 30.0, run_sales),
 ]
 
 
