@@ -15,9 +15,16 @@ PUBLIC = "http://testserver"
 def contact(session, ws: int, email: str | None, *, stage: str = "interest", **fields: Any) -> Contact:
     now = utcnow()
     c = Contact(
-        workspace_id=ws, email=email, lifecycle_stage=stage, lifecycle_stage_at=now, created_at=now, updated_at=now,
-        version=1, properties=fields.pop("properties", {}), **fields,
-    )  # fmt: skip
+        workspace_id=ws,
+        email=email,
+        lifecycle_stage=stage,
+        lifecycle_stage_at=now,
+        created_at=now,
+        updated_at=now,
+        version=1,
+        properties=fields.pop("properties", {}),
+        **fields,
+    )
     session.add(c)
     session.flush()
     return c
