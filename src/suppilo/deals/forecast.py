@@ -7,11 +7,13 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, literal, select
 from sqlalchemy.orm import Session
 
 from suppilo.analytics import rates as analytics_rates
 from suppilo.commerce.money import exponent
+from suppilo.companies.models import Company
+from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.deals.models import Deal, DealStageChange, PipelineStage
 from suppilo.deals.schemas import (
@@ -25,6 +27,36 @@ from suppilo.deals.schemas import (
 from suppilo.engine import forecast as fc
 from suppilo.errors import DomainError
 from suppilo.workspaces.service import get_workspace
+
+GROUPS = ("month", "owner", "stage", "team", "country", "region")
+
+
+def group_column(group_by: str) -> Any:
+    """The SQL key of a deal's country (its company's, else its contact's) or region (its contact's); needs the
+    outer joins of ``with_subject_joins``."""
+    if group_by == "country":
+        return func.coalesce(Company.country, Contact.country)
+    if group_by == "region":
+        return Contact.region
+    return None
+
+
+def with_subject_joins(query: Any) -> Any:
+    """Outer-join a deal's company (the deal's own, else its contact's) and contact (workspace-scoped)."""
+    return query.outerjoin(
+        Contact, (Contact.workspace_id == Deal.workspace_id) & (Contact.id == Deal.contact_id)
+    ).outerjoin(
+        Company,
+        (Company.workspace_id == Deal.workspace_id)
+        & (Company.id == func.coalesce(Deal.company_id, Contact.company_id)),
+    )
+
+
+def team_of(session: Session, workspace_id: int) -> dict[int, str]:
+    """Each user's team for grouping: the first of their teams by name (a user in several teams counts once)."""
+    from suppilo.deals.assignment import user_teams
+
+    return {user: names[0] for user, names in user_teams(session, workspace_id).items()}
 
 
 def workspace_forecast(
@@ -40,8 +72,8 @@ def workspace_forecast(
     ``currency`` (default: the workspace's). ``rates[c]`` converts one major unit of ``c`` into ``currency``;
     without ``rates`` the workspace's exchange-rate table (analytics) gives today's rates. Deals in currencies
     without a rate are reported per currency. Velocity and conversion per stage come from the stage histories."""
-    if group_by not in ("month", "owner", "stage"):
-        raise DomainError("group_by", "group_by must be month, owner or stage", code="invalid_group_by")
+    if group_by not in GROUPS:
+        raise DomainError("group_by", f"group_by must be one of {', '.join(GROUPS)}", code="invalid_group_by")
     target = currency or get_workspace(session, workspace_id).currency
     given = dict(rates or {})
     stage_rows = list(
@@ -61,19 +93,30 @@ def workspace_forecast(
     else:
         month = func.strftime("%Y-%m", Deal.expected_close_date)
         epoch = (func.julianday(DealStageChange.changed_at) - 2440587.5) * 86400.0
-    # Open deals summed per stage, currency, close month and owner: the forecast adds these sums.
+    # Open deals summed per stage, currency, close month and owner (and country or region when grouped by it): the
+    # forecast adds these sums.
+    place = group_column(group_by)
+    extra = place if place is not None else literal(None)
     query = (
-        select(Deal.stage_id, Deal.currency, month, Deal.owner_id, func.count(), func.sum(Deal.amount_minor))
+        select(Deal.stage_id, Deal.currency, month, Deal.owner_id, extra, func.count(), func.sum(Deal.amount_minor))
         .where(Deal.workspace_id == workspace_id, Deal.status == "open", Deal.amount_minor.is_not(None))
-        .group_by(Deal.stage_id, Deal.currency, month, Deal.owner_id)
+        .group_by(Deal.stage_id, Deal.currency, month, Deal.owner_id, *([place] if place is not None else []))
     )
+    if place is not None:
+        query = with_subject_joins(query)
+    teams = team_of(session, workspace_id) if group_by == "team" else {}
     if pipeline_id is not None:
         query = query.where(Deal.pipeline_id == pipeline_id)
     open_deals = []
     currencies = {target}
-    for stage_id, code, close_month, owner_id, count, total in session.connection().execute(query):
+    for stage_id, code, close_month, owner_id, place_key, count, total in session.connection().execute(query):
         stage = stages[stage_id]
         currencies.add(code)
+        key = stage.key
+        if group_by == "team":
+            key = teams.get(owner_id) if owner_id is not None else None  # type: ignore[assignment]
+        elif place is not None:
+            key = place_key
         open_deals.append(
             fc.ForecastDeal(
                 amount_minor=int(total),
@@ -81,7 +124,9 @@ def workspace_forecast(
                 probability=stage.probability,
                 close_month=close_month,
                 owner_id=owner_id,
-                stage_key=stage.key,
+                # The engine groups by month, owner or stage key; team, country and region groups travel in the
+                # stage key (the stage's probability is already applied per deal).
+                stage_key=key,
                 count=int(count),
             )
         )
@@ -91,7 +136,8 @@ def workspace_forecast(
     else:
         rates = table_rates(session, workspace_id, target, currencies - {target}, utcnow().date())
         rates_source = "exchange_rates" if rates else "none"
-    groups = fc.forecast(open_deals, group_by, target, rates, exponents)
+    engine_group = group_by if group_by in ("month", "owner", "stage") else "stage"
+    groups = fc.forecast(open_deals, engine_group, target, rates, exponents)
 
     changes = select(DealStageChange.deal_id, DealStageChange.to_stage_id, epoch).where(
         DealStageChange.workspace_id == workspace_id
@@ -218,3 +264,39 @@ def table_rates(session: Session, workspace_id: int, target: str, currencies: se
         except analytics_rates.MissingRate:
             continue
     return out
+
+
+def board_groups(
+    session: Session, workspace_id: int, pipeline_id: int, group_by: str
+) -> dict[int, list[tuple[str | None, int, list[tuple[str, int]]]]]:
+    """Per stage of a pipeline: deal counts and amount sums per currency for each owner, team, country or region
+    (groups sorted by key, the group without a key last)."""
+    if group_by not in ("owner", "team", "country", "region"):
+        raise DomainError("group_by", "group_by must be owner, team, country or region", code="invalid_group_by")
+    place = group_column(group_by)
+    key_col: Any = place if place is not None else Deal.owner_id
+    query = (
+        select(Deal.stage_id, key_col, Deal.currency, func.count(), func.coalesce(func.sum(Deal.amount_minor), 0))
+        .where(Deal.workspace_id == workspace_id, Deal.pipeline_id == pipeline_id)
+        .group_by(Deal.stage_id, key_col, Deal.currency)
+    )
+    if place is not None:
+        query = with_subject_joins(query)
+    teams = team_of(session, workspace_id) if group_by == "team" else {}
+    acc: dict[int, dict[str | None, tuple[int, dict[str, int]]]] = {}
+    for stage_id, raw_key, currency, count, total in session.execute(query):
+        if group_by == "team":
+            key = teams.get(raw_key) if raw_key is not None else None
+        else:
+            key = None if raw_key is None else str(raw_key)
+        groups = acc.setdefault(stage_id, {})
+        n, sums = groups.get(key, (0, {}))
+        sums[currency] = sums.get(currency, 0) + int(total or 0)
+        groups[key] = (n + int(count), sums)
+    return {
+        stage_id: [
+            (key, n, sorted(sums.items()))
+            for key, (n, sums) in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+        ]
+        for stage_id, groups in acc.items()
+    }

@@ -14,7 +14,8 @@ DealStatus = Literal["open", "won", "lost"]
 QualificationStatus = Literal["unqualified", "qualified", "disqualified"]
 TaskKind = Literal["call", "meeting", "email", "todo"]
 ActivityKind = Literal["call", "meeting", "email", "note"]
-GroupBy = Literal["month", "owner", "stage"]
+GroupBy = Literal["month", "owner", "stage", "team", "country", "region"]
+BoardGroupBy = Literal["owner", "team", "country", "region"]
 
 
 def _strip(value: str) -> str:
@@ -279,13 +280,23 @@ class BoardMoney(BaseModel):
     amount_minor: int
 
 
+class BoardGroup(BaseModel):
+    """The deals of a stage that share an owner, team, country or region (``key`` null: none)."""
+
+    key: str | None
+    count: int
+    sums: list[BoardMoney]
+
+
 class BoardColumn(BaseModel):
-    """One stage of the board: its deal count, sums per currency and the first deals."""
+    """One stage of the board: its deal count, sums per currency, the first deals and (with ``group_by``) the
+    same per group."""
 
     stage: StageRead
     count: int
     sums: list[BoardMoney]
     deals: list[DealRead]
+    groups: list[BoardGroup] | None = None
 
 
 class Board(BaseModel):
@@ -293,6 +304,7 @@ class Board(BaseModel):
 
     pipeline_id: int
     columns: list[BoardColumn]
+    group_by: str | None = None
 
 
 class ForecastTotals(BaseModel):
@@ -307,7 +319,8 @@ class ForecastTotals(BaseModel):
 
 
 class ForecastGroupRead(BaseModel):
-    """One group (a month ``YYYY-MM``, an owner id or a stage key; null: no month / no owner)."""
+    """One group (a month ``YYYY-MM``, an owner id, a stage key, a team name, a country code or a region; null:
+    none known)."""
 
     key: str | None
     totals: list[ForecastTotals]

@@ -174,7 +174,7 @@ def list_tasks(
 
 
 def forecast(
-    group_by: str = typer.Option("month", "--group-by", help="month, owner or stage."),
+    group_by: str = typer.Option("month", "--group-by", help="month, owner, stage, team, country or region."),
     workspace: str | None = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:

@@ -25,6 +25,8 @@ from suppilo.deals.schemas import (
     AssignRequest,
     Board,
     BoardColumn,
+    BoardGroup,
+    BoardGroupBy,
     BoardMoney,
     DealCreate,
     DealMove,
@@ -120,17 +122,27 @@ def pipeline_board(
     principal: Reader,
     session: ReadSession,
     per_stage: Annotated[int, Query(ge=0, le=200)] = 20,
+    group_by: BoardGroupBy | None = None,
 ) -> Board:
-    """Per stage: the number of deals, the amounts summed per currency and the newest ``per_stage`` deals."""
+    """Per stage: the number of deals, the amounts summed per currency and the newest ``per_stage`` deals; with
+    ``group_by`` (owner, team, country, region) also the counts and sums per group."""
     columns = service.board(session, principal.workspace_id, pipeline_id, per_stage=per_stage)
+    grouped = deals_forecast.board_groups(session, principal.workspace_id, pipeline_id, group_by) if group_by else None
     return Board(
         pipeline_id=pipeline_id,
+        group_by=group_by,
         columns=[
             BoardColumn(
                 stage=StageRead.model_validate(stage),
                 count=count,
                 sums=[BoardMoney(currency=c, amount_minor=a) for c, a in sums],
                 deals=[DealRead.model_validate(d) for d in deals],
+                groups=None
+                if grouped is None
+                else [
+                    BoardGroup(key=k, count=n, sums=[BoardMoney(currency=c, amount_minor=a) for c, a in group_sums])
+                    for k, n, group_sums in grouped.get(stage.id, [])
+                ],
             )
             for stage, count, sums, deals in columns
         ],
@@ -330,7 +342,8 @@ def forecast(
     ] = [],  # noqa: B006
 ) -> ForecastRead:
     """Weighted pipeline (amount × stage probability), commit (probability ≥ 80) and best case of open deals,
-    grouped by expected-close month, owner or stage, plus average days per stage and conversion per stage.
+    grouped by expected-close month, owner, stage, team (the owner's first team by name), country (the company's,
+    else the contact's) or region (the contact's), plus average days per stage and conversion per stage.
     Without ``rate`` the workspace's exchange-rate table gives today's rates. Deals in a currency without a rate
     are reported in their own currency, never summed across currencies."""
     if currency is not None and not is_currency(currency.upper()):

@@ -1,0 +1,114 @@
+"""Forecast and board grouped by owner, team, country (company, else contact) and region."""
+
+from __future__ import annotations
+
+import secrets
+
+from suppilo.workspaces import service as workspaces_service
+
+API = "/api/v1"
+
+
+def _member(session_factory, ws) -> int:
+    with session_factory() as s:
+        user = workspaces_service.create_user(
+            s, email=f"rep-{secrets.token_hex(4)}@example.fi", name="Rep", password_hash=None
+        )
+        workspaces_service.add_member(s, ws.id, user.id, "sales")
+        s.commit()
+        return user.id
+
+
+def _ok(res, code=200):
+    assert res.status_code == code, res.text
+    return res.json()
+
+
+def _setup(client, ws, session_factory):
+    north, south, lone = (_member(session_factory, ws) for _ in range(3))
+    for name, members in (("North", [north]), ("South", [south])):
+        _ok(client.post(f"{API}/sales/teams", json={"name": name, "members": members}, headers=ws.auth("admin")), 201)
+    co_se = _ok(
+        client.post(f"{API}/companies", json={"name": "Sverige AB", "country": "SE"}, headers=ws.auth("write")), 201
+    )
+    fi = _ok(
+        client.post(
+            f"{API}/contacts",
+            json={"email": f"a{secrets.token_hex(3)}@x.org", "country": "FI", "region": "Uusimaa"},
+            headers=ws.auth("write"),
+        ),
+        201,
+    )
+    se_person = _ok(
+        client.post(
+            f"{API}/contacts",
+            json={
+                "email": f"b{secrets.token_hex(3)}@x.org",
+                "country": "FI",
+                "region": "Lappi",
+                "company_id": co_se["id"],
+            },
+            headers=ws.auth("write"),
+        ),
+        201,
+    )
+    pipeline = _ok(client.get(f"{API}/pipelines", headers=ws.auth("read")))[0]
+    demo = next(s for s in pipeline["stages"] if s["key"] == "demo")  # 40 %
+    deals = [
+        {"name": "a", "owner_id": north, "contact_id": fi["id"], "amount_minor": 100_000},
+        {"name": "b", "owner_id": north, "contact_id": se_person["id"], "amount_minor": 50_000},
+        # The deal's own company wins over the contact's.
+        {"name": "c", "owner_id": south, "contact_id": fi["id"], "company_id": co_se["id"], "amount_minor": 20_000},
+        {"name": "d", "owner_id": lone, "amount_minor": 10_000},
+    ]
+    for d in deals:
+        _ok(
+            client.post(
+                f"{API}/deals", json={**d, "currency": "EUR", "stage_id": demo["id"]}, headers=ws.auth("write")
+            ),
+            201,
+        )
+    return pipeline, demo, north, south, lone
+
+
+def _totals(forecast):
+    return {
+        g["key"]: (g["totals"][0]["count"], g["totals"][0]["best_case_minor"], g["totals"][0]["weighted_minor"])
+        for g in forecast["groups"]
+    }
+
+
+def test_forecast_by_team_country_and_region(client, workspace, session_factory):
+    _setup(client, workspace, session_factory)
+    by_team = _totals(_ok(client.get(f"{API}/forecast?group_by=team&currency=EUR", headers=workspace.auth("read"))))
+    assert by_team == {"North": (2, 150_000, 60_000), "South": (1, 20_000, 8_000), None: (1, 10_000, 4_000)}
+    by_country = _totals(
+        _ok(client.get(f"{API}/forecast?group_by=country&currency=EUR", headers=workspace.auth("read")))
+    )
+    assert by_country == {"FI": (1, 100_000, 40_000), "SE": (2, 70_000, 28_000), None: (1, 10_000, 4_000)}
+    by_region = _totals(_ok(client.get(f"{API}/forecast?group_by=region&currency=EUR", headers=workspace.auth("read"))))
+    assert by_region == {"Lappi": (1, 50_000, 20_000), "Uusimaa": (2, 120_000, 48_000), None: (1, 10_000, 4_000)}
+    res = client.get(f"{API}/forecast?group_by=galaxy", headers=workspace.auth("read"))
+    assert res.status_code == 422
+
+
+def test_board_groups_per_stage(client, workspace, session_factory):
+    pipeline, demo, north, south, lone = _setup(client, workspace, session_factory)
+    board = _ok(client.get(f"{API}/pipelines/{pipeline['id']}/board?group_by=owner", headers=workspace.auth("read")))
+    assert board["group_by"] == "owner"
+    column = next(c for c in board["columns"] if c["stage"]["id"] == demo["id"])
+    assert {g["key"]: (g["count"], g["sums"][0]["amount_minor"]) for g in column["groups"]} == {
+        str(north): (2, 150_000),
+        str(south): (1, 20_000),
+        str(lone): (1, 10_000),
+    }
+    empty = next(c for c in board["columns"] if c["stage"]["key"] == "won")
+    assert empty["groups"] == []
+    board = _ok(client.get(f"{API}/pipelines/{pipeline['id']}/board?group_by=country", headers=workspace.auth("read")))
+    column = next(c for c in board["columns"] if c["stage"]["id"] == demo["id"])
+    assert [(g["key"], g["count"]) for g in column["groups"]] == [("FI", 1), ("SE", 2), (None, 1)]
+    board = _ok(client.get(f"{API}/pipelines/{pipeline['id']}/board?group_by=team", headers=workspace.auth("read")))
+    column = next(c for c in board["columns"] if c["stage"]["id"] == demo["id"])
+    assert [(g["key"], g["count"]) for g in column["groups"]] == [("North", 2), ("South", 1), (None, 1)]
+    plain = _ok(client.get(f"{API}/pipelines/{pipeline['id']}/board", headers=workspace.auth("read")))
+    assert all(c["groups"] is None for c in plain["columns"])
