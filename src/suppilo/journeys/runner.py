@@ -659,7 +659,8 @@ def run_webhooks(
                     enrollment_id=row.id,
                     journey_id=row.journey_id,
                     step_id=row.step,
-                    outcome=f"webhook:{outcome}",
+                    # The decision (webhook:ok / webhook:failed) is logged by the step machine when it moves on.
+                    outcome="webhook:retry" if outcome == "retry" else "webhook:call",
                     at=t,
                     detail={"status": result.status, "error": result.error, "attempt": visit},
                 )

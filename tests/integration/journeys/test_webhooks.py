@@ -132,7 +132,7 @@ def test_a_refused_address_fails_at_once_without_holding_up_others(session_facto
     with session_factory() as s:
         detail = s.scalar(
             select(EnrollmentStep.detail).where(
-                EnrollmentStep.enrollment_id == row.id, EnrollmentStep.outcome == "webhook:failed"
+                EnrollmentStep.enrollment_id == row.id, EnrollmentStep.outcome == "webhook:call"
             )
         )
     assert "169.254.169.254" in detail["error"]  # the reason is on the enrollment's timeline
