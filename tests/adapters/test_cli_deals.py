@@ -70,7 +70,7 @@ def test_list_move_and_forecast(cli_env: CliRunner, client, workspace, other_wor
     totals = [t for g in data["groups"] for t in g["totals"]]
     assert data["group_by"] == "month" and sum(t["count"] for t in totals) == 1
     assert sum(t["best_case_minor"] for t in totals) == 120000
-    res = cli_env.invoke(cli_app, ["forecast", "--group-by", "region", *w])
+    res = cli_env.invoke(cli_app, ["forecast", "--group-by", "galaxy", *w])
     assert res.exit_code == 1 and "group_by" in res.output
 
 
@@ -97,3 +97,39 @@ def test_tasks_list_overdue(cli_env: CliRunner, client, workspace, session_facto
     assert [t["title"] for t in json.loads(res.stdout)] == ["Call back"]
     res = cli_env.invoke(cli_app, ["tasks", "list", "--overdue", *w])
     assert res.exit_code == 0 and "Call back" in res.stdout and "Send deck" not in res.stdout
+
+
+def test_assign_and_handoffs(cli_env: CliRunner, client, workspace, session_factory) -> None:
+    import secrets
+
+    from suppilo.workspaces import service as workspaces_service
+
+    with session_factory() as s:
+        user = workspaces_service.create_user(
+            s, email=f"r-{secrets.token_hex(4)}@example.fi", name="R", password_hash=None
+        )
+        workspaces_service.add_member(s, workspace.id, user.id, "sales")
+        s.commit()
+        rep = user.id
+    w = ["--workspace", workspace.slug]
+    deal = _deal(client, workspace, name="Unowned")  # no rules yet: stays unowned
+    assert deal["owner_id"] is None
+    res = cli_env.invoke(cli_app, ["deals", "assign", "--deal", str(deal["id"]), *w])
+    assert res.exit_code == 1 and "no assignment rule" in res.output
+    res = client.put(
+        "/api/v1/sales/assignment-rules",
+        json={"rules": [{"name": "All", "conditions": {}, "user_id": rep}]},
+        headers=workspace.auth("admin"),
+    )
+    assert res.status_code == 200, res.text
+    res = cli_env.invoke(cli_app, ["deals", "assign", "--deal", str(deal["id"]), *w, "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["user_id"] == rep and got["rule_name"] == "All" and got["task_id"]
+    res = cli_env.invoke(cli_app, ["tasks", "handoffs", "--status", "open", *w, "--json"])
+    assert res.exit_code == 0, res.output
+    assert [h["task"]["id"] for h in json.loads(res.stdout)] == [got["task_id"]]
+    res = cli_env.invoke(cli_app, ["tasks", "handoffs", "--status", "overdue", *w, "--json"])
+    assert json.loads(res.stdout) == []
+    res = cli_env.invoke(cli_app, ["tasks", "handoffs", "--status", "sideways", *w])
+    assert res.exit_code == 1 and "status" in res.output

@@ -10,10 +10,10 @@ from rich.table import Table
 from sqlalchemy import select
 
 from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, emit_json, fail, resolve_workspace
+from suppilo.deals import assignment, service
 from suppilo.deals import forecast as deals_forecast
-from suppilo.deals import service
 from suppilo.deals.models import Pipeline, PipelineStage
-from suppilo.deals.schemas import DealMove, DealRead, TaskRead
+from suppilo.deals.schemas import AssignmentRead, DealMove, DealRead, TaskRead
 from suppilo.errors import DomainError
 
 deals_app = typer.Typer(help="Deals of the sales pipeline.", no_args_is_help=True)
@@ -203,3 +203,81 @@ def forecast(
                 _money(t["commit_minor"], None),
             )
     out.print(table)
+
+
+@tasks_app.command("handoffs")
+def list_handoffs(
+    status: str | None = typer.Option(None, "--status", help="open, overdue, met or late."),
+    owner: int | None = typer.Option(None, "--owner", help="Owner user id."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Hand-off tasks (automatic owner assignments) with their response status and measured response time."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            rows = assignment.list_handoffs(session, ws.id, status=status, owner_id=owner)
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        data = [
+            {
+                "task": TaskRead.model_validate(task).model_dump(mode="json"),
+                "status": state,
+                "response_seconds": None if elapsed is None else int(elapsed.total_seconds()),
+                "response_working_seconds": None if working is None else int(working.total_seconds()),
+            }
+            for task, state, elapsed, working in rows
+        ]
+    if as_json:
+        emit_json(data)
+        return
+    table = Table(title=f"Hand-offs ({len(data)})")
+    for col in ("task", "title", "owner", "due", "status", "response (working h)"):
+        table.add_column(col)
+    for h in data:
+        working = h["response_working_seconds"]
+        table.add_row(
+            str(h["task"]["id"]),
+            h["task"]["title"],
+            str(h["task"]["owner_id"] or "–"),
+            h["task"]["due_at"],
+            h["status"],
+            "–" if working is None else f"{working / 3600:.1f}",
+        )
+    out.print(table)
+
+
+@deals_app.command("assign")
+def assign(
+    deal_id: int | None = typer.Option(None, "--deal", help="Deal id."),
+    contact_id: int | None = typer.Option(None, "--contact", help="Contact id."),
+    force: bool = typer.Option(False, "--force", help="Reassign even if it has an owner."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Give a deal or a contact an owner by the workspace's assignment rules (with a first-contact task)."""
+    from suppilo.contacts import service as contacts_service
+
+    if (deal_id is None) == (contact_id is None):
+        fail("give --deal or --contact")
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            if contact_id is not None:
+                contact = contacts_service.get_contact(session, ws.id, contact_id)
+                row = assignment.assign_contact(session, ws.id, contact, trigger="cli", actor="cli", force=force)
+            else:
+                deal = service.get_deal(session, ws.id, deal_id or 0, lock=True)
+                row = assignment.assign_deal(session, ws.id, deal, trigger="cli", actor="cli", force=force)
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        if row is None:
+            fail("it has an owner (use --force) or no assignment rule matches")
+            return
+        data = AssignmentRead.model_validate(row).model_dump(mode="json")
+    if as_json:
+        emit_json(data)
+    else:
+        out.print(f"{data['subject_type']} {data['subject_id']} → user {data['user_id']} (rule {data['rule_name']!r})")
