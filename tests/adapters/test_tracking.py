@@ -573,3 +573,32 @@ def test_concurrent_single_calls_are_all_stored_with_their_own_errors(send, work
     assert sorted(names) == ["Order Completed"] + ["Viewed"] * 11
     n = db.scalar(select(func.count()).select_from(Contact).where(Contact.workspace_id == workspace.id))
     assert n == 1
+
+
+def test_analytics_js_one_letter_paths_are_served(send, workspace, db) -> None:
+    anon = mid()
+    body = {
+        "messageId": mid(),
+        "anonymousId": anon,
+        "event": "Signed Up",
+        "context": context(),
+        "writeKey": workspace.track_key,
+    }
+    res = send("POST", "/v1/t", json=body, headers=basic(workspace.track_key))
+    assert res.status_code == 200 and res.json() == {"success": True}
+    res = send("POST", "/v1/p", json=page(anon), headers=basic(workspace.track_key))
+    assert res.status_code == 200
+    res = send(
+        "POST",
+        "/v1/i",
+        json={"messageId": mid(), "anonymousId": anon, "userId": "u-77", "traits": {"email": "t77@example.fi"}},
+        headers=basic(workspace.track_key),
+    )
+    assert res.status_code == 200
+    contact = contact_of(db, workspace.id, anon)
+    db.refresh(contact)
+    names = set(
+        db.scalars(select(Event.name).where(Event.workspace_id == workspace.id, Event.contact_id == contact.id))
+    )
+    assert {"Signed Up", "Home"} <= names and contact.email == "t77@example.fi"
+    assert send("OPTIONS", "/v1/t", headers={"Origin": "https://shop.example.fi"}).status_code in (200, 204)

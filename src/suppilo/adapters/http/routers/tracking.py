@@ -291,6 +291,12 @@ for _kind in sorted(TYPES):
     router.add_api_route(f"/v1/{_kind}", _endpoint(_kind), methods=["POST"], name=f"segment_{_kind}")
 router.add_api_route("/v1/batch", _endpoint(None), methods=["POST"], name="segment_batch")
 router.add_api_route("/v1/import", _endpoint(None), methods=["POST"], name="segment_import")
+# analytics.js (Segment's browser library, "analytics-next") posts to one-letter paths.
+for _short, _kind in {"t": "track", "p": "page", "i": "identify", "g": "group", "a": "alias", "s": "screen"}.items():
+    router.add_api_route(
+        f"/v1/{_short}", _endpoint(_kind), methods=["POST"], name=f"segment_{_kind}_short", include_in_schema=False
+    )
+router.add_api_route("/v1/b", _endpoint(None), methods=["POST"], name="segment_batch_short", include_in_schema=False)
 
 
 @router.options("/v1/{path:path}", include_in_schema=False)
