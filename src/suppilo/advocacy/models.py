@@ -28,12 +28,13 @@ class ReferralProgram(TenantMixin, Base):
 
 
 class ReferralCode(TenantMixin, Base):
-    """An advocate's personal referral code."""
+    """An advocate's personal referral code. No foreign key: a code shared before its owner was merged into another
+    contact keeps working for the contact it became (``contact_merges``)."""
 
     __tablename__ = "referral_codes"
     __table_args__ = (UniqueConstraint("workspace_id", "code"), UniqueConstraint("workspace_id", "contact_id"))
 
-    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False)
+    contact_id: Mapped[int] = mapped_column(BigId, nullable=False)
     code: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 

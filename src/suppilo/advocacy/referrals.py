@@ -139,10 +139,17 @@ def referral_url(public_url: str, code: str) -> str:
 
 
 def get_or_create_code(session: Session, workspace_id: int, contact_id: int) -> ReferralCode:
-    """The contact's personal code, created on first use (unguessable, with check characters)."""
+    """The contact's personal code, created on first use (unguessable, with check characters); a contact that
+    absorbed merged contacts keeps the oldest code among them, so links already shared stay the same."""
     contact = contacts_service.get_contact(session, workspace_id, contact_id)
     existing = session.scalar(
-        select(ReferralCode).where(ReferralCode.workspace_id == workspace_id, ReferralCode.contact_id == contact.id)
+        select(ReferralCode)
+        .where(
+            ReferralCode.workspace_id == workspace_id,
+            ReferralCode.contact_id.in_(_merged_into(session, workspace_id, contact.id)),
+        )
+        .order_by(ReferralCode.id)
+        .limit(1)
     )
     if existing is not None:
         return existing
@@ -188,7 +195,28 @@ def find_code(session: Session, code: str) -> ReferralCode | None:
 def referral_context(session: Session, workspace_id: int, contact_id: int, *, public_url: str) -> dict[str, Any]:
     """The ``referral`` template variable for a contact: its code, printable code and link."""
     row = get_or_create_code(session, workspace_id, contact_id)
-    return {"code": codes.display(row.code), "url": referral_url(public_url, row.code)}
+    program = get_program(session, workspace_id)
+    return {
+        "code": codes.display(row.code),
+        "url": referral_url(public_url, row.code),
+        "reward": reward_text(session, workspace_id, program.referrer_reward) if program.enabled else None,
+    }
+
+
+def reward_text(session: Session, workspace_id: int, spec: dict[str, Any] | None) -> str | None:
+    """A reward in words for mails ("500 points", or the offer's name)."""
+    if not spec:
+        return None
+    if spec["kind"] == "coupon":
+        from suppilo.offers import service as offers_service
+
+        return str(offers_service.get_offer(session, workspace_id, spec["offer_key"]).name)
+    points = spec.get("points")
+    if points is None:
+        from suppilo.loyalty import service as loyalty_service
+
+        points = (loyalty_service.get_program(session, workspace_id).bonus_events or {}).get("referral")
+    return f"{points} points" if points else None
 
 
 def ref_from_url(url: str | None) -> str | None:
@@ -352,7 +380,14 @@ def attribute(
     referred = contacts_service.get_contact(
         session, workspace_id, current_contact_id(session, workspace_id, referred_contact_id)
     )
-    referrer = contacts_service.get_contact(session, workspace_id, owner.contact_id)
+    referrer = session.scalar(
+        select(Contact).where(
+            Contact.workspace_id == workspace_id,
+            Contact.id == current_contact_id(session, workspace_id, owner.contact_id),
+        )
+    )
+    if referrer is None:
+        raise NotFound("code", "the owner of this referral code no longer exists")
     existing = session.scalar(
         select(Referral).where(
             Referral.workspace_id == workspace_id,

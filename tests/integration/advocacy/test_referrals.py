@@ -276,3 +276,23 @@ def test_tenant_isolation(session, workspace, other_workspace) -> None:
         service.attribute(session, workspace.id, code=code, referred_contact_id=stranger.id, source="api")
     assert service.leaderboard(session, other_workspace.id) == []
     assert utcnow() - owner.created_at < timedelta(minutes=5)
+
+
+def test_code_of_a_merged_referrer_keeps_working_and_mail_context(session, workspace) -> None:
+    from suppilo.contacts.merge import merge_contacts
+
+    ws = workspace.id
+    loyalty.put_program(session, ws, ProgramIn(enabled=True, bonus_events={"referral": 250}))
+    service.put_program(
+        session, ws, ReferralProgramIn.model_validate({"referrer_reward": {"kind": "points"}, "enabled": True})
+    )
+    old = contact(session, ws, unique_email("old"))
+    kept = contact(session, ws, unique_email("kept"))
+    code = service.get_or_create_code(session, ws, old.id).code
+    merge_contacts(session, ws, kept.id, old.id, reason="duplicate", actor="test")
+    assert service.get_or_create_code(session, ws, kept.id).code == code  # the shared link stays the same
+    friend = contact(session, ws, unique_email("friend"))
+    ref = service.attribute(session, ws, code=code, referred_contact_id=friend.id, source="api")
+    assert (ref.status, ref.referrer_id) == ("attributed", kept.id)
+    ctx = service.referral_context(session, ws, kept.id, public_url="https://crm.example.fi/")
+    assert ctx == {"code": codes.display(code), "url": f"https://crm.example.fi/r/{code}", "reward": "250 points"}

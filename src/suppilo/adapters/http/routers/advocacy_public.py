@@ -17,7 +17,9 @@ from suppilo.adapters.http.deps import DbSession
 from suppilo.adapters.http.routers.public_mail import PAGE_HEADERS
 from suppilo.advocacy import service
 from suppilo.advocacy.schemas import ReviewCreate
-from suppilo.advocacy.surveys import SCALES, SurveyClaim
+from suppilo.advocacy.surveys import SCALES, SurveyClaim, resolve_claim
+from suppilo.db.base import utcnow
+from suppilo.messaging import tracking
 from suppilo.workspaces import service as workspaces_service
 
 router = APIRouter(tags=["public advocacy"])
@@ -81,19 +83,31 @@ def _comment_form(token: str, claim: SurveyClaim, ask_review: bool) -> str:
 
 @router.get("/s/{token}", include_in_schema=False)
 def answer(token: str, request: Request, session: DbSession, score: str | None = None) -> HTMLResponse:
-    """Record the score of a signed link (the first click counts) and thank the respondent."""
+    """Record the score of a signed link (the first click counts) and thank the respondent. A request that looks
+    like a link scanner (scanner user agent, no user agent) records nothing and gets a button that confirms."""
     claim = service.parse_link(_secret(request), token, score)
     if claim is None:
         return _invalid()
+    found = resolve_claim(session, claim)
+    if found is None:
+        return _invalid()
+    survey = found[0]
+    ip = request.client.host if request.client else None
+    if tracking.machine_click_reason(request.headers.get("user-agent"), ip, request.method, None, utcnow()):
+        action = f"/s/{html.escape(token)}?score={claim.score}"
+        return _page(
+            "Confirm your answer",
+            f"<p>Your answer: <strong>{claim.score} / {SCALES[survey.kind][1]}</strong></p>"
+            f"<form method='post' action='{action}'><button type='submit'>Send my answer</button></form>",
+        )
     recorded = service.record_answer(session, claim)
     if recorded is None:
         return _invalid()
     response, created = recorded
-    survey = service.get_survey(session, claim.workspace_id, claim.survey_id)
     note = (
         ""
         if created
-        else (f"<p>You had already answered {response.score} / {SCALES[survey.kind][1]}; that answer is kept.</p>")
+        else f"<p>You had already answered {response.score} / {SCALES[survey.kind][1]}; that answer is kept.</p>"
     )
     return _page("Thank you!", f"<p>Thanks for your answer.</p>{note}" + _comment_form(token, claim, survey.ask_review))
 
