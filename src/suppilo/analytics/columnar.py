@@ -267,64 +267,50 @@ def _us(dt: datetime) -> int:
 
 def funnel_sql(steps: Sequence[str], *, table: str = "events", with_workspace: bool = True) -> str:
     """The DuckDB query for an ordered funnel; parameters ``$ws`` (when ``with_workspace``), ``$start``, ``$end``
-    (microseconds), ``$window`` (microseconds) and ``$s1``..``$sN`` (step labels), ``$names`` and ``$paths``."""
+    (microseconds), ``$window`` (microseconds), ``$s1``..``$sN`` (step labels), ``$names`` and ``$paths``.
+
+    Rows are ordered per contact by (time, event id, name-before-page) through one HUGEINT key; every step-1 event is
+    a start and each next step is found with an ASOF join (the first step-k event after the previous step's key),
+    which is the engine's "earliest occurrence after the previous step" rule.
+    """
     n = len(steps)
     ws = "workspace_id = $ws AND " if with_workspace else ""
-    nexts = ",\n".join(
-        f"min(CASE WHEN label = $s{k} THEN pos END) OVER w AS p{k}, "
-        f"min(CASE WHEN label = $s{k} THEN ts END) OVER w AS t{k}"
-        for k in range(2, n + 1)
-    )
-    # Chain: step k is the first step-k event after step k-1's position; it counts while within the window.
-    joins = []
-    cols = ["s.c", "s.pos", "s.ts AS t1"]
-    if n > 1:
-        cols += ["s.p2", "s.t2"]
-    prev = "s"
-    for k in range(3, n + 1):
-        joins.append(f"LEFT JOIN nx r{k} ON r{k}.pos = {prev}.p{k - 1}")
-        cols += [f"r{k}.p{k}", f"r{k}.t{k}"]
-        prev = f"r{k}"
+    key = "(ts::HUGEINT * 4398046511104 + id * 2 + {sub})"
     branches = []
     if any(not st.startswith(PAGE_PREFIX) for st in steps):
         branches.append(
-            f"SELECT contact_id AS c, ts, id, 0 AS sub, name AS label FROM {table}"
+            f"SELECT contact_id AS c, ts, {key.format(sub=0)} AS k, name AS label FROM {table}"
             f" WHERE {ws}ts >= $start AND ts < $end AND list_contains($names, name)"
         )
     if any(st.startswith(PAGE_PREFIX) for st in steps):
         branches.append(
-            f"SELECT contact_id AS c, ts, id, 1 AS sub, '{PAGE_PREFIX}' || path AS label FROM {table}"
+            f"SELECT contact_id AS c, ts, {key.format(sub=1)} AS k, '{PAGE_PREFIX}' || path AS label FROM {table}"
             f" WHERE {ws}ts >= $start AND ts < $end AND kind = 'page' AND list_contains($paths, path)"
         )
-    level_terms = []
+    ctes = [f"base AS ({' UNION ALL '.join(branches)})"]
+    for k in range(1, n + 1):
+        ctes.append(f"st{k} AS (SELECT c, k, ts FROM base WHERE label = $s{k})")
+    ctes.append("j1 AS (SELECT c, k AS p1, ts AS t1 FROM st1)")
+    for k in range(2, n + 1):
+        ctes.append(
+            f"j{k} AS (SELECT a.*, b.k AS p{k}, b.ts AS t{k} FROM j{k - 1} a "
+            f"ASOF LEFT JOIN st{k} b ON a.c = b.c AND a.p{k - 1} < b.k)"
+        )
     cond = "TRUE"
+    terms = []
     for k in range(2, n + 1):
         cond = f"{cond} AND p{k} IS NOT NULL AND t{k} - t1 <= $window"
-        level_terms.append(f"CASE WHEN {cond} THEN 1 ELSE 0 END")
-    level = "1" + "".join(f" + {t}" for t in level_terms)
+        terms.append(f"CASE WHEN {cond} THEN 1 ELSE 0 END")
+    level = "1" + "".join(f" + {t}" for t in terms)
+    ctes.append(f"lv AS (SELECT *, {level} AS level FROM j{n})")
+    ctes.append("best AS (SELECT * FROM lv QUALIFY row_number() OVER (PARTITION BY c ORDER BY level DESC, p1) = 1)")
     aggs = ["count(*) AS entered"]
     for k in range(2, n + 1):
         aggs.append(f"count(*) FILTER (WHERE level >= {k}) AS n{k}")
         aggs.append(f"median((t{k} - t{k - 1}) / 1e6) FILTER (WHERE level >= {k}) AS mp{k}")
         aggs.append(f"median((t{k} - t1) / 1e6) FILTER (WHERE level >= {k}) AS ms{k}")
-    return f"""
-WITH base AS (
-    {" UNION ALL ".join(branches)}
-),
-ordered AS (SELECT c, ts, label, row_number() OVER (ORDER BY c, ts, id, sub) AS pos FROM base),
-nx AS (
-    SELECT c, ts, label, pos{"," if n > 1 else ""}
-    {nexts}
-    FROM ordered
-    WINDOW w AS (PARTITION BY c ORDER BY pos ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
-),
-chains AS (
-    SELECT {", ".join(cols)} FROM nx s {" ".join(joins)} WHERE s.label = $s1
-),
-levelled AS (SELECT *, {level} AS level FROM chains),
-best AS (SELECT * FROM levelled QUALIFY row_number() OVER (PARTITION BY c ORDER BY level DESC, pos) = 1)
-SELECT {", ".join(aggs)} FROM best
-"""
+    # Only step numbers, a fixed table name and fixed expressions are interpolated; values are parameters.
+    return "WITH " + ",\n".join(ctes) + f"\nSELECT {', '.join(aggs)} FROM best"
 
 
 def funnel_params(
