@@ -458,11 +458,19 @@ class EngagementRule(_Model):
 
 
 class StageThreshold(_Model):
-    """Move a contact in one of ``from_stages`` to ``to_stage`` once its engagement score reaches ``min_score``."""
+    """Move a contact in one of ``from_stages`` to ``to_stage`` once its engagement score reaches ``min_score``
+    (and, with ``min_fit_grade``, its fit grade is that good or better: an MQL rule)."""
 
     min_score: float = Field(gt=0, le=1e9, allow_inf_nan=False)
     from_stages: tuple[str, ...] = Field(min_length=1, max_length=50)
     to_stage: str = Field(min_length=1, max_length=32)
+    min_fit_grade: Literal["A", "B", "C", "D"] | None = None
+
+    def holds(self, engagement_now: float, fit_grade: str | None) -> bool:
+        """Whether a contact with this engagement (now) and fit grade passes the threshold."""
+        if engagement_now < self.min_score:
+            return False
+        return self.min_fit_grade is None or (fit_grade is not None and fit_grade <= self.min_fit_grade)
 
     @model_validator(mode="after")
     def _distinct(self) -> StageThreshold:

@@ -537,6 +537,9 @@ def recompute_fit(
         _upsert(session, rows)
         _history(session, workspace_id, history)
     session.flush()
+    config = engagement_config(session, workspace_id)
+    if any(t.min_fit_grade is not None for t in config.stage_thresholds):  # a better fit can complete an MQL rule
+        _stage_thresholds(session, workspace_id, result.changed, config, now)
     _segments(session, workspace_id, result.changed, "fit", now)
     return result
 
@@ -840,17 +843,20 @@ def _stage_thresholds(
     stages = contacts_service.stage_specs(session, workspace_id)
     for chunk in _chunks(sorted(set(contact_ids))):
         scores = _existing(session, workspace_id, "engagement", chunk)
+        grades = {cid: r.grade for cid, r in _existing(session, workspace_id, "fit", list(scores)).items()}
         for contact in session.scalars(
             select(Contact).where(Contact.workspace_id == workspace_id, Contact.id.in_(list(scores)))
         ):
             value = _now_value(scores[contact.id], now)
+            grade = grades.get(contact.id)
             for t in config.stage_thresholds:
-                if contact.lifecycle_stage in t.from_stages and value >= t.min_score:
+                if contact.lifecycle_stage in t.from_stages and t.holds(value, grade):
+                    fit_note = f" with fit grade {grade}" if t.min_fit_grade is not None else ""
                     change = contacts_service.change_stage(
                         session,
                         contact,
                         t.to_stage,
-                        reason=f"engagement score {value:.1f} reached {t.min_score:g}",
+                        reason=f"engagement score {value:.1f} reached {t.min_score:g}{fit_note}",
                         source="score",
                         at=now,
                         stages=stages,

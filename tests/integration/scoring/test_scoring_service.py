@@ -13,7 +13,7 @@ from suppilo.companies.schemas import CompanyCreate, CompanyUpdate
 from suppilo.contacts import service as contacts_service
 from suppilo.contacts.models import StageChange
 from suppilo.contacts.properties import create_definition
-from suppilo.contacts.schemas import ContactCreate, PropertyDefinitionCreate
+from suppilo.contacts.schemas import ContactCreate, ContactUpdate, PropertyDefinitionCreate
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.events.models import Event
 from suppilo.events.service import record_event
@@ -384,3 +384,29 @@ def test_a_new_half_life_rebuilds_the_stored_engagement(session, workspace):
         )
     ).scalar_one()
     assert row == 7 * 86_400
+
+
+def test_mql_rule_needs_both_engagement_and_fit(session, workspace):
+    ws = workspace.id
+    person = _contact(session, ws, None, n=1, lifecycle_stage="interest", job_title="Intern", country="BR")
+    service.set_engagement_config(
+        session,
+        ws,
+        {
+            "rules": [{"key": "demo", "event": "Demo Requested", "points": 40}],
+            "stage_thresholds": [
+                {"min_score": 30, "min_fit_grade": "B", "from_stages": ["interest"], "to_stage": "consideration"}
+            ],
+        },
+    )
+    _icp(session, ws, {"seniority": {"keywords": ["head"]}, "location": {"regions": ["nordics"]}})
+    service.recompute_fit(session, ws, [person], NOW)
+    _event(session, ws, person, "Demo Requested", NOW)
+    service.apply_engagement(session, ws, person, "Demo Requested", NOW, now=NOW)
+    assert contacts_service.get_contact(session, ws, person).lifecycle_stage == "interest"  # engaged, poor fit
+    # the profile improves: the fit recomputation completes the rule
+    contacts_service.update_contact(session, ws, person, ContactUpdate(job_title="Head of Buying", country="FI"))
+    service.recompute_fit(session, ws, [person], NOW + DAY)
+    assert contacts_service.get_contact(session, ws, person).lifecycle_stage == "consideration"
+    change = session.scalar(select(StageChange).where(StageChange.contact_id == person, StageChange.source == "score"))
+    assert change.reason == "engagement score 39.1 reached 30 with fit grade A"

@@ -214,6 +214,10 @@ def explain(contact_id: int, workspace: str | None = WorkspaceOpt, as_json: bool
         for c in eng["contributions"]:
             table.add_row(c["rule"], str(c["events"]), f"{c['points']:g}", f"{c['points_now']:.1f}")
         console.print(table)
+    if "predictive" in scores:
+        pred = scores["predictive"]
+        reasons = "; ".join(str(r["detail"]) for r in pred["reasons"])
+        console.print(f"predictive {pred['score']:.1f} ({pred['grade']}): {reasons}")
     if data["priority"]:
         console.print(f"priority: {data['priority']}")
 
