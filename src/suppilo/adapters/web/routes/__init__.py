@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from suppilo.adapters.web.routes import contacts, dashboard, journeys, mail, pipeline, session
+from suppilo.adapters.web.routes import contacts, dashboard, journeys, mail, pipeline, segments, session
 
 router = APIRouter(prefix="/app", include_in_schema=False)
-for module in (session, dashboard, contacts, pipeline, mail, journeys):
+for module in (session, dashboard, contacts, pipeline, mail, journeys, segments):
     router.include_router(module.router)
