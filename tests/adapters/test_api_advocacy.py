@@ -182,8 +182,11 @@ def _survey_links(client, ws, session_factory, contact_id: int) -> list[str]:
     return [u.replace("&amp;", "&") for u in re.findall(r'href="http://testserver(/s/[^"]+)"', mail.html)]
 
 
-def test_survey_answered_by_one_click_forged_links_write_nothing(client, workspace, session_factory) -> None:
+def test_survey_answered_by_one_click_forged_links_write_nothing(
+    client, workspace, other_workspace, session_factory
+) -> None:
     ws = workspace
+    other_ws_headers = other_workspace.auth("read")
     promoter = _contact(client, ws, "fan@example.fi", first_name="Fanni", last_name="Nieminen")
     critic = _contact(client, ws, "critic@example.fi")
     res = client.post(f"{API}/surveys", json={"name": "NPS 2030", "kind": "nps"}, headers=ws.auth("write"))
@@ -235,6 +238,11 @@ def test_survey_answered_by_one_click_forged_links_write_nothing(client, workspa
     tasks = client.get(f"{API}/tasks", headers=ws.auth("read")).json()
     assert [(t["contact_id"], t["kind"]) for t in tasks] == [(critic, "call")]
     assert tasks[0]["title"].startswith("NPS 2/10 from critic@example.fi")
+    answers = client.get(f"{API}/surveys/{sid}/responses", headers=ws.auth("read")).json()
+    assert sorted((a["contact_id"], a["score"], a["comment"]) for a in answers) == sorted(
+        [(promoter, 10, "Lovely shop"), (critic, 2, None)]
+    )
+    assert client.get(f"{API}/surveys/{sid}/responses", headers=other_ws_headers).status_code == 404
     results = client.get(f"{API}/surveys/{sid}/results?period=day", headers=ws.auth("read")).json()
     assert (results["sent"], results["responses"], results["response_rate"], results["nps"]) == (2, 2, 100.0, 0.0)
     reviews = client.get(f"{API}/reviews?status=pending", headers=ws.auth("read")).json()

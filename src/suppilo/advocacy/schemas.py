@@ -128,6 +128,15 @@ class SurveyRead(BaseModel):
     created_at: datetime
 
 
+class ResponseRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    contact_id: int
+    score: int
+    comment: str | None
+    answered_at: datetime
+
+
 class SendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

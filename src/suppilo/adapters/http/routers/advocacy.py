@@ -19,6 +19,7 @@ from suppilo.advocacy.schemas import (
     ReferralProgramIn,
     ReferralProgramRead,
     ReferralRead,
+    ResponseRead,
     ReviewCreate,
     ReviewRead,
     RewardRead,
@@ -146,6 +147,13 @@ def results(
     """NPS = % promoters − % detractors (or the CSAT average), response rate, overall and per period."""
     out = service.results(session, principal.workspace_id, survey_id, period=period, since=since, until=until)
     return SurveyResults.model_validate(out)
+
+
+@router.get("/surveys/{survey_id}/responses", response_model=list[ResponseRead])
+def responses(survey_id: int, principal: Reader, session: ReadSession, limit: Limit = 500) -> list[ResponseRead]:
+    """The answers with their comments, newest first."""
+    rows = service.list_responses(session, principal.workspace_id, survey_id, limit=limit)
+    return [ResponseRead.model_validate(r) for r in rows]
 
 
 # --- reviews ----------------------------------------------------------------------------------------------------
