@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from suppilo.adapters.web.routes import contacts, dashboard, journeys, mail, pipeline, segments, session
+from suppilo.adapters.web.routes import contacts, dashboard, journeys, mail, pipeline, session
+from suppilo.adapters.web.routes import reports, segments, settings, templates
 
 router = APIRouter(prefix="/app", include_in_schema=False)
-for module in (session, dashboard, contacts, pipeline, mail, journeys, segments):
+for module in (session, dashboard, contacts, pipeline, mail, journeys, segments, templates, reports, settings):
     router.include_router(module.router)

@@ -1,0 +1,169 @@
+"""Report pages: attribution side by side, spend and ROI, cohorts, CLV and experiments, each with its chart, table and
+CSV download (formulas neutralised); every role reads them, only editors fit the CLV model; other workspaces 404."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from suppilo.db.base import utcnow
+from tests.adapters.test_web_shell import csrf_of, login, make_user
+
+FORMULA = '=HYPERLINK("http://evil.example","x")'
+
+
+@pytest.fixture(autouse=True)
+def _fresh(client):
+    client.cookies.clear()
+    yield
+    client.cookies.clear()
+
+
+def rows_of(res) -> list[list[str]]:
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")
+    assert "attachment" in res.headers["content-disposition"]
+    return list(csv.reader(io.StringIO(res.content.decode("utf-8-sig"))))
+
+
+def seed(session_factory, workspace_id: int) -> None:
+    """Two customers from two channels (one with a formula as its campaign), spend, and stage changes."""
+    from suppilo.analytics import service as analytics
+    from suppilo.analytics.schemas import SpendCreate
+    from suppilo.commerce.models import Order
+    from suppilo.contacts import service as contacts_service
+    from suppilo.contacts.models import Contact
+    from suppilo.events.models import Touch
+
+    now = utcnow()
+    with session_factory() as s:
+        for i, (channel, campaign) in enumerate((("email", FORMULA), ("paid_search", "spring"))):
+            c = Contact(
+                workspace_id=workspace_id,
+                email=f"buyer{i}@example.com",
+                first_touch_channel=channel,
+                first_touch_campaign=campaign,
+                region="Uusimaa",
+                country="FI",
+            )
+            s.add(c)
+            s.flush()
+            contacts_service.move_contact_stage(s, workspace_id, c.id, "customer", reason="test", actor="test")
+            s.add(
+                Touch(
+                    workspace_id=workspace_id,
+                    contact_id=c.id,
+                    occurred_at=now - timedelta(days=5),
+                    channel=channel,
+                    campaign=campaign,
+                )
+            )
+            for k in range(2):
+                s.add(
+                    Order(
+                        workspace_id=workspace_id,
+                        contact_id=c.id,
+                        external_id=f"o-{i}-{k}",
+                        status="completed",
+                        currency="EUR",
+                        total_minor=10000 + 5000 * i,
+                        placed_at=now - timedelta(days=4 - k),
+                    )
+                )
+        analytics.add_spend(
+            s,
+            workspace_id,
+            SpendCreate(date=date.today(), channel="email", campaign=FORMULA, amount_minor=2500, currency="EUR"),
+        )
+        s.commit()
+
+
+def test_attribution_and_spend_pages_with_charts_tables_and_csv(client, session_factory, workspace) -> None:
+    seed(session_factory, workspace.id)
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    base = f"/app/w/{workspace.slug}/reports"
+    page = client.get(f"{base}/attribution")
+    assert page.status_code == 200
+    assert "<svg" in page.text and 'id="attribution-table"' in page.text and "Markov" in page.text
+    assert "paid_search" in page.text and "2 conversions" in page.text
+    rows = rows_of(client.get(f"{base}/attribution.csv"))
+    assert rows[0][0] == "channel" and "markov_conversions" in rows[0]
+    assert {r[0] for r in rows[1:]} == {"email", "paid_search"}
+    # By campaign: the formula is text on the page and neutralised in the CSV.
+    page = client.get(f"{base}/attribution", params={"level": "campaign"})
+    assert "=HYPERLINK(&#34;" in page.text or "=HYPERLINK(&quot;" in page.text
+    rows = rows_of(client.get(f"{base}/attribution.csv", params={"level": "campaign"}))
+    assert "'" + FORMULA in [r[0] for r in rows] and FORMULA not in [r[0] for r in rows]
+    spend = client.get(f"{base}/spend")
+    assert spend.status_code == 200 and 'id="spend-table"' in spend.text and "<svg" in spend.text
+    assert "€25.00" in spend.text and "Uusimaa" in spend.text
+    rows = rows_of(client.get(f"{base}/spend.csv", params={"group_by": "campaign"}))
+    assert rows[0][:3] == ["channel", "campaign", "spend_minor"]
+    assert rows[1][:3] == ["email", "'" + FORMULA, "2500"]
+    # A bad date is explained, with the typed value kept.
+    bad = client.get(f"{base}/spend", params={"from": "2024-13-01"})
+    assert bad.status_code == 200 and "YYYY-MM-DD" in bad.text and 'value="2024-13-01"' in bad.text
+    assert client.get(f"{base}/spend.csv", params={"from": "nope"}).status_code == 422
+
+
+def test_cohorts_clv_and_roles(client, session_factory, workspace) -> None:
+    seed(session_factory, workspace.id)
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    base = f"/app/w/{workspace.slug}/reports"
+    page = client.get(f"{base}/cohorts")
+    assert page.status_code == 200 and 'id="cohort-table"' in page.text and "<svg" in page.text
+    rows = rows_of(client.get(f"{base}/cohorts.csv"))
+    this_month = datetime.now(UTC)
+    assert rows[0][:3] == ["cohort", "customers", "retention_m0"]
+    assert any(r[1] == "2" for r in rows[1:]) or sum(int(r[1]) for r in rows[1:]) == 2, (rows, this_month)
+    clv = client.get(f"{base}/clv")
+    assert 'id="no-fit"' in clv.text and 'id="fit-clv"' not in clv.text  # analysts read, do not fit
+    token = csrf_of(client.get(f"/app/w/{workspace.slug}/contacts").text)
+    assert client.post(f"{base}/clv/fit", data={"csrf_token": token}).status_code == 403
+    assert client.get(f"{base}/clv.csv").status_code == 404
+    client.cookies.clear()
+    login(client, make_user(session_factory, workspace.id, "marketer"))
+    page = client.get(f"{base}/clv")
+    token = csrf_of(page.text)
+    assert client.post(f"{base}/clv/fit").status_code == 403  # no CSRF token
+    fitted = client.post(f"{base}/clv/fit", data={"csrf_token": token})
+    assert fitted.status_code == 200 and 'id="clv-customers">2<' in fitted.text and 'id="tier-table"' in fitted.text
+    rows = rows_of(client.get(f"{base}/clv.csv"))
+    assert rows[0] == ["parameter", "value"] and ["customers", "2"] in rows
+
+
+def test_experiments_calculator_and_csv(client, session_factory, workspace) -> None:
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    base = f"/app/w/{workspace.slug}/reports"
+    page = client.get(f"{base}/experiments")
+    assert page.status_code == 200 and 'id="no-experiments"' in page.text
+    params = {
+        "name0": "A",
+        "conversions0": "100",
+        "trials0": "1000",
+        "name1": "<b>B</b>",
+        "conversions1": "150",
+        "trials1": "1000",
+    }
+    page = client.get(f"{base}/experiments", params=params)
+    assert page.status_code == 200 and "experiment-table" in page.text and "&lt;b&gt;B&lt;/b&gt;" in page.text
+    assert "<b>B</b>" not in page.text and "<svg" in page.text
+    rows = rows_of(client.get(f"{base}/experiments.csv", params=params))
+    by_arm = {r[1]: r for r in rows[1:]}
+    assert by_arm["<b>B</b>"][10] == "True" and float(by_arm["<b>B</b>"][7]) < 0.01
+    bad = client.get(f"{base}/experiments", params={"name0": "A", "conversions0": "x", "trials0": "10"})
+    assert "whole numbers" in bad.text and 'value="x"' in bad.text
+    bad = client.get(f"{base}/experiments", params={**params, "conversions1": "2000"})
+    assert "cannot exceed" in bad.text
+
+
+def test_reports_of_another_workspace_are_not_found(client, session_factory, workspace, other_workspace) -> None:
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    for name in ("attribution", "spend", "cohorts", "clv", "experiments"):
+        assert client.get(f"/app/w/{other_workspace.slug}/reports/{name}").status_code == 404
+        assert client.get(f"/app/w/{other_workspace.slug}/reports/{name}.csv").status_code == 404
+    # The analyst's own pages list every report and the navigation offers no settings.
+    page = client.get(f"/app/w/{workspace.slug}/reports/attribution")
+    assert "/reports/experiments" in page.text and "/settings" not in page.text
