@@ -602,3 +602,51 @@ def test_analytics_js_one_letter_paths_are_served(send, workspace, db) -> None:
     )
     assert {"Signed Up", "Home"} <= names and contact.email == "t77@example.fi"
     assert send("OPTIONS", "/v1/t", headers={"Origin": "https://shop.example.fi"}).status_code in (200, 204)
+
+
+def test_identify_joins_the_contact_known_only_by_the_users_email(send, workspace, db, client) -> None:
+    # A lead arrived through a form (email only); the same person signs in on the site later (user id, no email yet).
+    r = client.post(
+        "/api/v1/contacts", json={"email": "lead@example.fi", "first_name": "Lea"}, headers=workspace.auth("write")
+    )
+    lead_id = r.json()["id"]
+    send(
+        "POST",
+        "/v1/track",
+        json={"messageId": mid(), "userId": "u-500", "event": "Signed In"},
+        headers=basic(workspace.track_key),
+    )
+    res = send(
+        "POST",
+        "/v1/identify",
+        json={"messageId": mid(), "userId": "u-500", "traits": {"email": "Lead@Example.fi"}},
+        headers=basic(workspace.track_key),
+    )
+    assert res.status_code == 200
+    db.expire_all()
+    user_contact = db.scalar(
+        select(Contact).where(Contact.workspace_id == workspace.id, Contact.external_id == "u-500")
+    )
+    assert user_contact.email == "lead@example.fi" and user_contact.first_name == "Lea"
+    assert db.get(Contact, lead_id) is None or lead_id == user_contact.id  # one person now
+    names = set(db.scalars(select(Event.name).where(Event.contact_id == user_contact.id)))
+    assert "Signed In" in names
+
+
+def test_identify_never_takes_an_email_from_another_user(send, workspace, db) -> None:
+    for uid, email in (("u-1", "one@example.fi"), ("u-2", None)):
+        traits = {"email": email} if email else {}
+        send(
+            "POST",
+            "/v1/identify",
+            json={"messageId": mid(), "userId": uid, "traits": traits},
+            headers=basic(workspace.track_key),
+        )
+    send(
+        "POST", "/v1/identify", json={"messageId": mid(), "userId": "u-2", "traits": {"email": "one@example.fi"}},
+        headers=basic(workspace.track_key),
+    )  # fmt: skip
+    db.expire_all()
+    one = db.scalar(select(Contact).where(Contact.workspace_id == workspace.id, Contact.external_id == "u-1"))
+    two = db.scalar(select(Contact).where(Contact.workspace_id == workspace.id, Contact.external_id == "u-2"))
+    assert one.email == "one@example.fi" and two is not None and two.id != one.id and two.email is None

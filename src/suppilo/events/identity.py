@@ -273,6 +273,21 @@ class Resolver:
         by_anon = self._lookup(self.anon, anonymous_id)
         by_user = self._lookup(self.users, user_id)
         by_email = self._lookup(self.emails, email)
+        if (
+            by_user is not None
+            and by_email is not None
+            and by_user is not by_email
+            and by_email.external_id is None
+            and by_user.email is None
+        ):
+            # The user's email belongs to a contact known only by that address (a form lead, an import): they are
+            # one person; the address's contact is merged into the user's, its history moving along.
+            self._join(by_email, by_user)
+            # The merge moves the address onto the user's contact (after the other row lets go of it), so it is
+            # not written as a change here: that would collide with the merged row's address.
+            by_user.email = email
+            self.emails[email] = by_user
+            by_email = by_user
         known = by_user or by_email
         if known is None and (user_id or email):
             if by_anon is not None and (by_anon.external_id is None or by_anon.external_id == user_id):
