@@ -260,7 +260,7 @@ async def enable_playbook(request: Request, ctx: Workspace_, session: DbSession,
             try:
                 settings[name] = int(text)
             except ValueError:
-                errors[name] = "a whole number is needed"
+                errors[name] = N_("a whole number is needed")
                 continue
         else:
             settings[name] = text
