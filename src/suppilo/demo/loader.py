@@ -30,6 +30,7 @@ from suppilo.contacts.models import (
 from suppilo.db.base import utcnow
 from suppilo.db.registry import Base
 from suppilo.db.session import make_session_factory
+from suppilo.deals.demo import load_demo_pipeline
 from suppilo.demo import catalog
 from suppilo.demo.generator import (
     FORMS,
@@ -343,5 +344,6 @@ def mark_complete(session: Session, workspace_id: int, params: DemoParams, resul
         **(ws.settings or {}),
         "demo": {"params": demo_settings(params), "complete": True, "counts": result.counts},
     }
+    load_demo_pipeline(session, workspace_id, params.anchor, params.seed)
     scoring_service.score_all_fit(session, workspace_id)
     session.flush()
