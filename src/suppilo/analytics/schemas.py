@@ -69,6 +69,8 @@ class EventFunnelRequest(BaseModel):
     window_days: float = Field(default=30, gt=0, le=3650)
     date_from: date | None = Field(default=None, alias="from")
     date_to: date | None = Field(default=None, alias="to")
+    # auto: the columnar copy (DuckDB) once the event log is large, else SQL on the operational database.
+    engine: Literal["auto", "sql", "columnar"] = "auto"
 
 
 class Counts(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -486,6 +487,117 @@ def funnel_report(
         out["group_by"] = group_by
         out["groups"] = {g: run(sel) for g, sel in sorted(groups.items())}
     return out
+
+
+def _period_key(interval: str, d: date) -> tuple[int, str, date]:
+    """The period number, label and first day of a day: ISO week (Monday) or calendar month."""
+    if interval == "month":
+        return d.year * 12 + d.month - 1, f"{d.year:04d}-{d.month:02d}", date(d.year, d.month, 1)
+    monday = d - timedelta(days=d.weekday())
+    iso = monday.isocalendar()
+    return monday.toordinal(), f"{iso.year:04d}-W{iso.week:02d}", monday
+
+
+def funnel_trends(
+    session: Session,
+    workspace_id: int,
+    date_from: date | None,
+    date_to: date | None,
+    interval: str = "month",
+    *,
+    min_contacts: int = funnel.MIN_CONTACTS,
+) -> dict[str, Any]:
+    """Stage conversion per week or month: the contacts whose first funnel stage change falls in each period, their
+    lifecycle funnel with their history up to the end of the report (so a late period has had less time to
+    convert). ``series[stage]`` is that stage's conversion to the next one per period (``None`` where undefined)."""
+    if interval not in ("week", "month"):
+        raise DomainError("interval", "interval must be week or month")
+    frm, to, start, end = period(date_from, date_to)
+    stages = _funnel_stages(session, workspace_id)
+    first = (
+        select(StageChange.contact_id.label("cid"), func.min(StageChange.changed_at).label("at"))
+        .where(StageChange.workspace_id == workspace_id, StageChange.to_stage.in_(stages))
+        .group_by(StageChange.contact_id)
+        .subquery()
+    )
+    entered = {
+        cid: _as_dt(at)
+        for cid, at in session.execute(select(first.c.cid, first.c.at).where(first.c.at >= start, first.c.at < end))
+    }
+    by_contact: dict[int, list[Any]] = defaultdict(list)
+    for chunk in _chunks(sorted(entered)):
+        for row in session.execute(
+            select(StageChange.contact_id, StageChange.to_stage, StageChange.changed_at)
+            .where(
+                StageChange.workspace_id == workspace_id,
+                StageChange.contact_id.in_(chunk),
+                StageChange.changed_at < end,
+            )
+            .order_by(StageChange.contact_id, StageChange.changed_at, StageChange.id)
+        ):
+            by_contact[row[0]].append(row)
+    groups: dict[int, list[Any]] = defaultdict(list)
+    labels: dict[int, tuple[str, date]] = {}
+    for cid, at in entered.items():
+        key, label, first_day = _period_key(interval, at.date())
+        labels[key] = (label, first_day)
+        groups[key] += by_contact.get(cid, [])
+    # Every period of the range appears, empty ones too, so the series line up with the calendar.
+    k1, _l, _f = _period_key(interval, to)
+    keys: list[int] = []
+    d = frm
+    while True:
+        key, label, first_day = _period_key(interval, d)
+        if key not in keys:
+            keys.append(key)
+            labels.setdefault(key, (label, first_day))
+        if key == k1:
+            break
+        d = (
+            first_day + timedelta(days=7)
+            if interval == "week"
+            else date(first_day.year + first_day.month // 12, first_day.month % 12 + 1, 1)
+        )
+    periods = []
+    series: dict[str, list[float | None]] = {f"{a} → {b}": [] for a, b in itertools.pairwise(stages)}
+    for key in keys:
+        sel = groups.get(key, [])
+        res = funnel.stage_funnel(
+            np.array([r[0] for r in sel], dtype=np.int64),
+            np.array([r[1] for r in sel], dtype=object),
+            np.array([r[2].timestamp() for r in sel], dtype=np.float64),
+            stages,
+            min_contacts=min_contacts,
+        )
+        label, first_day = labels[key]
+        periods.append(
+            {
+                "period": label,
+                "start": first_day.isoformat(),
+                "contacts": res.contacts,
+                "stages": [
+                    {"stage": st.stage, "reached": st.reached, "conversion_to_next": st.conversion_to_next}
+                    for st in res.stages
+                ],
+                "insufficient_data": res.insufficient_data,
+                "reason": res.reason,
+            }
+        )
+        for a, b, st in zip(stages, stages[1:], res.stages, strict=False):
+            series[f"{a} → {b}"].append(st.conversion_to_next)
+    empty = not entered
+    return _clean_dict(
+        {
+            "from": frm.isoformat(),
+            "to": to.isoformat(),
+            "interval": interval,
+            "stages": stages,
+            "periods": periods,
+            "series": series,
+            "insufficient_data": empty,
+            "reason": "no contact entered the funnel in the period" if empty else "",
+        }
+    )
 
 
 PAGE_PREFIX = "page:"

@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, console, emit_json, fail, resolve_workspace
-from suppilo.analytics import service
+from suppilo.analytics import charts, event_cohorts, service
+from suppilo.analytics.columnar import ColumnarStore
+from suppilo.config import get_settings
 from suppilo.errors import DomainError
 
 report_app = typer.Typer(help="Analytics reports in the workspace currency.", no_args_is_help=True)
@@ -22,6 +24,22 @@ report_app = typer.Typer(help="Analytics reports in the workspace currency.", no
 FromOpt = typer.Option(None, "--from", help="First day (YYYY-MM-DD); default 90 days before --to.")
 ToOpt = typer.Option(None, "--to", help="Last day (YYYY-MM-DD); default today.")
 CsvOpt = typer.Option(None, "--csv", help="Also write the table as CSV to this file.")
+SvgOpt = typer.Option(None, "--chart", help="Also write the chart to this file (.svg, or .png).")
+EngineOpt = typer.Option("auto", "--engine", help="auto, sql or columnar (DuckDB copy of the event log).")
+
+
+def _store() -> ColumnarStore:
+    return ColumnarStore(get_settings().data_dir / "columnar")
+
+
+def _chart(path: Path | None, data: dict[str, Any], draw: Callable[[dict[str, Any]], str]) -> None:
+    if path is None:
+        return
+    svg = draw(data)
+    if path.suffix.lower() == ".png":
+        path.write_bytes(charts.svg_to_png(svg))
+    else:
+        path.write_text(svg, encoding="utf-8")
 
 
 def register(app: typer.Typer) -> None:
@@ -122,10 +140,12 @@ def funnel(
     group_by: str | None = typer.Option(None, "--group-by", help="channel, country or region"),
     as_json: bool = JsonOpt,
     csv_file: Path | None = CsvOpt,
+    chart: Path | None = SvgOpt,
 ) -> None:
     """The lifecycle-stage funnel: reached, conversion to the next stage, drop-off, median time in stage."""
     frm, to = _day(date_from, "--from"), _day(date_to, "--to")
     data = _run(workspace, lambda s, ws: service.funnel_report(s, ws, frm, to, group_by))
+    _chart(chart, data, charts.lifecycle_funnel_chart)
     rows = [{"group": "all", **st} for st in data["all"]["stages"]]
     for g, res in data.get("groups", {}).items():
         rows += [{"group": g, **st} for st in res["stages"]]
@@ -142,10 +162,12 @@ def attribution_cmd(
     level: str = typer.Option("channel", "--level", help="channel or campaign"),
     as_json: bool = JsonOpt,
     csv_file: Path | None = CsvOpt,
+    chart: Path | None = SvgOpt,
 ) -> None:
     """Conversions per channel (or campaign) under the six attribution models."""
     frm, to = _day(date_from, "--from"), _day(date_to, "--to")
     data = _run(workspace, lambda s, ws: service.attribution_report(s, ws, frm, to, level))
+    _chart(chart, data, charts.attribution_chart)
     models = list(data["models"])
     rows = [
         {"key": r["key"], **{m: (r.get(m) or {}).get("conversions", 0.0) for m in models}} for r in data["side_by_side"]
@@ -198,5 +220,100 @@ def cohorts(
         csv_file,
         "Retention by acquisition month",
         ["cohort", "customers", *(f"m{k}" for k in range(width))],
+        rows,
+    )
+
+
+@report_app.command("funnel-trends")
+def funnel_trends_cmd(
+    workspace: str | None = WorkspaceOpt,
+    date_from: str | None = FromOpt,
+    date_to: str | None = ToOpt,
+    interval: str = typer.Option("month", "--interval", help="week or month"),
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+    chart: Path | None = SvgOpt,
+) -> None:
+    """Stage-to-stage conversion per week or month of funnel entry."""
+    frm, to = _day(date_from, "--from"), _day(date_to, "--to")
+    data = _run(workspace, lambda s, ws: service.funnel_trends(s, ws, frm, to, interval))
+    _chart(chart, data, charts.funnel_trend_chart)
+    names = list(data["series"])
+    rows = [
+        {"period": p["period"], "contacts": p["contacts"], **{n: data["series"][n][i] for n in names}}
+        for i, p in enumerate(data["periods"])
+    ]
+    _output(data, as_json, csv_file, f"Stage conversion per {interval}", ["period", "contacts", *names], rows)
+
+
+@report_app.command("event-funnel")
+def event_funnel_cmd(
+    steps: list[str] = typer.Argument(..., help="Event names or page:/path, in order (at least two)."),
+    workspace: str | None = WorkspaceOpt,
+    window_days: float = typer.Option(30.0, "--window-days"),
+    date_from: str | None = FromOpt,
+    date_to: str | None = ToOpt,
+    engine: str = EngineOpt,
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+    chart: Path | None = SvgOpt,
+) -> None:
+    """An ordered event funnel with a conversion window."""
+    if len(steps) < 2:
+        fail("a funnel needs at least two steps")
+    frm, to = _day(date_from, "--from"), _day(date_to, "--to")
+    data = _run(
+        workspace,
+        lambda s, ws: service.event_funnel_report(s, ws, steps, window_days, frm, to, engine=engine, store=_store()),
+    )
+    _chart(chart, data, charts.event_funnel_chart)
+    cols = ["step", "count", "drop_off", "conversion_from_previous", "conversion_from_start"]
+    cols += ["median_seconds_from_previous"]
+    _output(
+        data, as_json, csv_file, f"Ordered funnel ({data['engine']}) {data['from']} – {data['to']}", cols, data["steps"]
+    )
+
+
+@report_app.command("event-cohorts")
+def event_cohorts_cmd(
+    workspace: str | None = WorkspaceOpt,
+    by: str = typer.Option("month", "--by", help="week or month"),
+    start_event: str | None = typer.Option(None, "--start-event", help="Acquisition event (default: any event)."),
+    return_event: str | None = typer.Option(None, "--return-event", help="Activity event (default: any event)."),
+    date_from: str | None = typer.Option(None, "--from", help="First acquisition day (default: all)."),
+    date_to: str | None = ToOpt,
+    max_periods: int = typer.Option(12, "--max-periods"),
+    engine: str = EngineOpt,
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+) -> None:
+    """Retention of acquisition cohorts over events, by week or month since the first event."""
+    frm, to = _day(date_from, "--from"), _day(date_to, "--to")
+    data = _run(
+        workspace,
+        lambda s, ws: event_cohorts.event_cohort_report(
+            s,
+            ws,
+            by=by,
+            start_event=start_event,
+            return_event=return_event,
+            date_from=frm,
+            date_to=to,
+            max_periods=max_periods,
+            engine=engine,
+            store=_store(),
+        ),
+    )
+    width = max((len(r["retention"]) for r in data["cohorts"]), default=0)
+    rows = [
+        {"cohort": r["cohort"], "contacts": r["contacts"], **{f"p{k}": v for k, v in enumerate(r["retention"])}}
+        for r in data["cohorts"]
+    ]
+    _output(
+        data,
+        as_json,
+        csv_file,
+        f"Retention by acquisition {by} ({data['engine']})",
+        ["cohort", "contacts", *(f"p{k}" for k in range(width))],
         rows,
     )

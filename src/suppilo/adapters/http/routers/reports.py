@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi import status as http
 
 from suppilo.adapters.http.deps import DbSession, Reader, ReadSession, Writer
-from suppilo.analytics import service
+from suppilo.analytics import charts, event_cohorts, service
+from suppilo.analytics.columnar import ColumnarStore
 from suppilo.analytics.schemas import (
     ClvFitRequest,
     EventFunnelRequest,
@@ -26,6 +27,23 @@ router = APIRouter(prefix="/api/v1", tags=["analytics"])
 
 From = Annotated[date | None, Query(alias="from")]
 To = Annotated[date | None, Query(alias="to")]
+Format = Literal["json", "svg", "png"]
+Engine = Literal["auto", "sql", "columnar"]
+
+
+def _store(request: Request) -> ColumnarStore:
+    """The columnar copies of the event log live under the data directory."""
+    return ColumnarStore(request.app.state.settings.data_dir / "columnar")
+
+
+def _render(data: dict[str, Any], fmt: str, chart: Any) -> Any:
+    """JSON as is, or the report's chart as SVG or PNG."""
+    if fmt == "json":
+        return data
+    svg = chart(data)
+    if fmt == "png":
+        return Response(charts.svg_to_png(svg), media_type="image/png")
+    return Response(svg, media_type="image/svg+xml")
 
 
 def _csv_text(file: UploadFile) -> str:
@@ -104,16 +122,75 @@ def funnel_report(
     date_from: From = None,
     date_to: To = None,
     group_by: Literal["channel", "country", "region"] | None = None,
-) -> dict[str, Any]:
-    """The lifecycle-stage funnel (overall and per first-touch channel, country or region)."""
-    return service.funnel_report(session, principal.workspace_id, date_from, date_to, group_by)
+    format: Format = "json",
+) -> Any:
+    """The lifecycle-stage funnel (overall and per first-touch channel, country or region); ``format=svg|png``
+    draws its bars."""
+    data = service.funnel_report(session, principal.workspace_id, date_from, date_to, group_by)
+    return _render(data, format, charts.lifecycle_funnel_chart)
+
+
+@router.get("/reports/funnel-trends")
+def funnel_trends(
+    principal: Reader,
+    session: ReadSession,
+    date_from: From = None,
+    date_to: To = None,
+    interval: Literal["week", "month"] = "month",
+    format: Format = "json",
+) -> Any:
+    """Stage-to-stage conversion per week or month of funnel entry; ``format=svg|png`` draws the trend lines."""
+    data = service.funnel_trends(session, principal.workspace_id, date_from, date_to, interval)
+    return _render(data, format, charts.funnel_trend_chart)
 
 
 @router.post("/reports/event-funnel")
-def event_funnel(data: EventFunnelRequest, principal: Reader, session: ReadSession) -> dict[str, Any]:
-    """An ordered event funnel; steps are event names or ``page:/path``."""
-    return service.event_funnel_report(
-        session, principal.workspace_id, data.steps, data.window_days, data.date_from, data.date_to
+def event_funnel(
+    data: EventFunnelRequest,
+    principal: Reader,
+    session: ReadSession,
+    request: Request,
+    format: Format = "json",
+) -> Any:
+    """An ordered event funnel; steps are event names or ``page:/path``; ``engine`` auto, sql or columnar."""
+    out = service.event_funnel_report(
+        session,
+        principal.workspace_id,
+        data.steps,
+        data.window_days,
+        data.date_from,
+        data.date_to,
+        engine=data.engine,
+        store=_store(request),
+    )
+    return _render(out, format, charts.event_funnel_chart)
+
+
+@router.get("/reports/event-cohorts")
+def event_cohort_report(
+    principal: Reader,
+    session: ReadSession,
+    request: Request,
+    by: Literal["week", "month"] = "month",
+    start_event: str | None = None,
+    return_event: str | None = None,
+    date_from: From = None,
+    date_to: To = None,
+    max_periods: Annotated[int, Query(ge=1, le=520)] = event_cohorts.MAX_PERIODS,
+    engine: Engine = "auto",
+) -> dict[str, Any]:
+    """Retention of acquisition cohorts (first event, or first ``start_event``) by week or month since."""
+    return event_cohorts.event_cohort_report(
+        session,
+        principal.workspace_id,
+        by=by,
+        start_event=start_event,
+        return_event=return_event,
+        date_from=date_from,
+        date_to=date_to,
+        max_periods=max_periods,
+        engine=engine,
+        store=_store(request),
     )
 
 
@@ -124,9 +201,13 @@ def attribution_report(
     date_from: From = None,
     date_to: To = None,
     level: Literal["channel", "campaign"] = "channel",
-) -> dict[str, Any]:
-    """First/last touch, linear, position-based, time-decay and Markov attribution side by side."""
-    return service.attribution_report(session, principal.workspace_id, date_from, date_to, level)
+    format: Format = "json",
+    metric: Literal["conversions", "revenue_minor"] = "conversions",
+) -> Any:
+    """First/last touch, linear, position-based, time-decay and Markov attribution side by side; ``format=svg|png``
+    compares the models' ``metric`` per channel or campaign."""
+    data = service.attribution_report(session, principal.workspace_id, date_from, date_to, level)
+    return _render(data, format, lambda d: charts.attribution_chart(d, metric))
 
 
 @router.post("/reports/clv/fit")
