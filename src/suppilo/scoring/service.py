@@ -55,6 +55,10 @@ from suppilo.segments import service as segments_service
 CHUNK = 1000
 # How far back the scoring run looks again for rows committed late (ids and timestamps are taken before commit).
 LOOKBACK = timedelta(minutes=5)
+# ... and how many ids below the cursor it looks among (late commits are that close to the cursor).
+LOOKBACK_IDS = 100_000
+# An event dated up to this far in the future (a client clock ahead) counts as of now; later ones are ignored.
+FUTURE_SKEW = timedelta(days=1)
 # Engagement history is written when the score moves by at least this much.
 ENGAGEMENT_HISTORY_STEP = 1.0
 ENGAGEMENT_BANDS = (("high", 40.0), ("medium", 15.0), ("low", 0.0))
@@ -716,11 +720,12 @@ def recompute_engagement(
                     Event.workspace_id == workspace_id,
                     Event.contact_id.in_(chunk),
                     Event.occurred_at >= start,
-                    Event.occurred_at <= now,
+                    Event.occurred_at <= now + FUTURE_SKEW,
                     flt,
                 )
             ):
-                events[r.contact_id].append(ScoredEvent(r.name, r.kind, r.occurred_at, r.properties or {}, r.id))
+                at = min(r.occurred_at, now)
+                events[r.contact_id].append(ScoredEvent(r.name, r.kind, at, r.properties or {}, r.id))
         known = set(
             session.scalars(select(Contact.id).where(Contact.workspace_id == workspace_id, Contact.id.in_(chunk)))
         )
@@ -1062,6 +1067,8 @@ def run_workspace(session: Session, workspace_id: int, now: datetime | None = No
                 .where(
                     Event.workspace_id == workspace_id,
                     Event.contact_id.isnot(None),
+                    # a primary-key range: the new ids, and recent ids below the cursor that arrived lately
+                    Event.id > settings.event_cursor - LOOKBACK_IDS,
                     or_(Event.id > settings.event_cursor, Event.received_at >= late),
                 )
                 .distinct()

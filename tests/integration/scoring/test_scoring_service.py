@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from suppilo.companies import service as companies_service
 from suppilo.companies.schemas import CompanyCreate, CompanyUpdate
@@ -202,32 +202,38 @@ def test_live_engagement_equals_recomputation_and_decays(session, workspace):
 
 
 def test_run_picks_up_new_and_late_committed_events_idempotently(session, workspace):
+    from suppilo.companies.models import Company
+    from suppilo.contacts.models import Contact
+
     ws = workspace.id
+    t = datetime.now(UTC)
     a = _contact(session, ws, None, n=1)
     b = _contact(session, ws, None, n=2)
-    service.run_workspace(session, ws, NOW)
+    # profiles untouched for a day: only events make these contacts due
+    session.execute(update(Contact).where(Contact.workspace_id == ws).values(updated_at=t - DAY))
+    session.execute(update(Company).where(Company.workspace_id == ws).values(updated_at=t - DAY))
+    service.run_workspace(session, ws, t)
     session.commit()
-    _event(session, ws, a, "Form Submitted", NOW)
+    _event(session, ws, a, "Form Submitted", t)
     session.commit()
-    run = service.run_workspace(session, ws, NOW + timedelta(minutes=1))
+    run = service.run_workspace(session, ws, t + timedelta(seconds=1))
     assert run.engagement.changed == [a]
     session.commit()
-    # an event whose id is below the cursor (its transaction committed after a later one was scanned)
-    _event(session, ws, b, "Form Submitted", NOW)
-    session.execute(update(ScoringSettings).where(ScoringSettings.workspace_id == ws).values(event_cursor=10**12))
+    # b's event committed after a later id had been seen: its id is below the cursor
+    _event(session, ws, b, "Form Submitted", t)
+    top = session.scalar(select(func.max(Event.id)).where(Event.workspace_id == ws))
+    session.execute(update(ScoringSettings).where(ScoringSettings.workspace_id == ws).values(event_cursor=top + 50))
     session.commit()
-    run = service.run_workspace(session, ws, NOW + timedelta(minutes=2))
+    run = service.run_workspace(session, ws, t + timedelta(seconds=2))
     assert run.engagement.changed == [b]
     session.commit()
-    # scanning the same events again changes nothing
-    session.execute(update(ScoringSettings).where(ScoringSettings.workspace_id == ws).values(event_cursor=0))
-    session.commit()
-    run = service.run_workspace(session, ws, NOW + timedelta(minutes=3))
-    assert run.engagement.changed == []
+    # looking at the same events again changes nothing
+    run = service.run_workspace(session, ws, t + timedelta(seconds=3))
+    assert run.engagement.scored >= 1 and run.engagement.changed == []
     score = session.scalar(
         select(ContactScore.score).where(ContactScore.contact_id == b, ContactScore.kind == "engagement")
     )
-    assert score == pytest.approx(10 * 2 ** (-(3 / 60 / 24) / 30))
+    assert score == pytest.approx(10, abs=1e-3)
 
 
 def test_run_scoring_job_commits_per_workspace(session_factory, workspace, other_workspace):
@@ -410,3 +416,13 @@ def test_mql_rule_needs_both_engagement_and_fit(session, workspace):
     assert contacts_service.get_contact(session, ws, person).lifecycle_stage == "consideration"
     change = session.scalar(select(StageChange).where(StageChange.contact_id == person, StageChange.source == "score"))
     assert change.reason == "engagement score 39.1 reached 30 with fit grade A"
+
+
+def test_an_event_dated_slightly_in_the_future_counts_as_of_now(session, workspace):
+    ws = workspace.id
+    person = _contact(session, ws, None, n=1)
+    _event(session, ws, person, "Form Submitted", NOW + timedelta(minutes=10))  # the client's clock is ahead
+    _event(session, ws, person, "Order Completed", NOW + 3 * DAY)  # bogus: ignored
+    result = service.recompute_engagement(session, ws, [person], NOW)
+    assert result.changed == [person]
+    assert service.explain(session, ws, person, NOW)["scores"]["engagement"]["score"] == pytest.approx(10)
