@@ -116,6 +116,11 @@ def test_score_candidates_sums_neighbours_and_excludes_history() -> None:
     assert ids.tolist() == []
 
 
+def test_distinct_count() -> None:
+    assert recommend.distinct_count(np.array([5, 3, 5, 9, 3], dtype=np.int64)) == 3
+    assert recommend.distinct_count(np.array([], dtype=np.int64)) == 0
+
+
 def test_best_sellers_count_orders_not_lines() -> None:
     products = [A, A, A, B, B, C, C]
     orders = [1, 1, 1, 1, 2, 3, 4]

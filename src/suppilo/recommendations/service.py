@@ -287,7 +287,7 @@ def recompute(
     session.execute(delete(BestSeller).where(BestSeller.workspace_id == workspace_id))
     _insert(session, RecommendationRule, rule_rows + similar_rows)
     _insert(session, BestSeller, best_rows)
-    customers = int(np.unique(lines.contact[with_contact]).size)
+    customers = recommend.distinct_count(lines.contact[with_contact])
     stats = {
         "computed_at": now,
         "order_count": order_count,
