@@ -78,27 +78,31 @@ def test_fit_score_grade_and_explanation(session, workspace):
 
 
 def test_company_change_rescoring_on_the_run_with_history(session, workspace):
+    from suppilo.contacts.models import Contact
+
     ws = workspace.id
+    t = datetime.now(UTC)
     company = _company(session, ws)
     person = _contact(session, ws, company, n=1)
     _icp(session, ws)
-    first = service.run_workspace(session, ws, NOW)
+    first = service.run_workspace(session, ws, t)
     assert person in first.fit.changed and company in first.companies.changed
     assert service.company_score(session, ws, company).score == 80.0  # seniority is a person's criterion
+    session.execute(update(Contact).where(Contact.id == person).values(updated_at=t - DAY))  # profile untouched
     session.commit()
 
     # the company grows out of the range: its contacts are rescored on the next run
     companies_service.update_company(session, ws, company, CompanyUpdate(employees=5000))
     session.commit()
-    second = service.run_workspace(session, ws, NOW + DAY)
-    assert second.fit.changed == [person]
-    fit = service.explain(session, ws, person, NOW + DAY)["scores"]["fit"]
+    second = service.run_workspace(session, ws, t + timedelta(seconds=1))
+    assert second.fit.changed == [person] and second.companies.changed == [company]
+    fit = service.explain(session, ws, person, t + timedelta(seconds=1))["scores"]["fit"]
     assert (fit["score"], fit["grade"]) == (70.0, "B")
     assert fit["criteria"][1]["detail"] == "5000 employees (outside 10–500)"
     history = service.score_history(session, ws, person, "fit")
     assert [(h.score, h.previous, h.grade) for h in history] == [(70.0, 100.0, "B"), (100.0, None, "A")]
     # a third run with nothing new changes nothing
-    assert service.run_workspace(session, ws, NOW + 2 * DAY).fit.changed == []
+    assert service.run_workspace(session, ws, t + timedelta(seconds=2)).fit.changed == []
 
 
 def test_icp_validation_names_the_field_and_names_are_unique(session, workspace):
