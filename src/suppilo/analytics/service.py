@@ -900,6 +900,7 @@ def fit_clv(
         result["holdout"] = _holdout(ids, t, v, obs_end, holdout_days, min_repeat_customers)
         result["predicted_clv_12m_total_minor"] = int(np.nansum(preds.clv))
         result["tiers"] = {k: tiers.count(k) for k in "ABCD"}
+        result["segments"] = _segment_split(session, workspace_id, summary, preds, ids, min_repeat_customers)
     session.add(
         ClvFit(
             workspace_id=workspace_id,
@@ -912,6 +913,75 @@ def fit_clv(
     )
     session.flush()
     return _clean_dict(result)
+
+
+SEGMENTS = ("B2B", "B2C")
+
+
+def customer_segments(session: Session, workspace_id: int, contact_ids: Sequence[int]) -> dict[int, str]:
+    """``B2B`` for a contact linked to a company or whose ``customer_type`` property is B2B; else ``B2C``."""
+    kind = Contact.properties["customer_type"].as_string()
+    out: dict[int, str] = {}
+    for chunk in _chunks(list(contact_ids)):
+        for cid, company_id, ctype in session.execute(
+            select(Contact.id, Contact.company_id, kind).where(
+                Contact.workspace_id == workspace_id, Contact.id.in_(chunk)
+            )
+        ):
+            out[int(cid)] = "B2B" if company_id is not None or (ctype or "").upper() == "B2B" else "B2C"
+    return out
+
+
+def _segment_split(
+    session: Session,
+    workspace_id: int,
+    summary: clv.CustomerSummary,
+    preds: clv.ClvPredictions,
+    ids: np.ndarray,
+    min_repeat: int,
+) -> dict[str, Any]:
+    """Per B2B/B2C: its own BG/NBD + Gamma-Gamma fit (parameters differ between companies and individuals) and the
+    segment's share of the workspace fit's predictions."""
+    seg_of = customer_segments(session, workspace_id, [int(c) for c in summary.customer_ids])
+    labels = np.array([seg_of.get(int(c), "B2C") for c in summary.customer_ids], dtype=object)
+    out: dict[str, Any] = {}
+    for seg in SEGMENTS:
+        mask = labels == seg
+        n = int(mask.sum())
+        if n == 0:
+            out[seg] = {"customers": 0, "insufficient_data": True, "reason": f"no {seg} customers with orders"}
+            continue
+        sub = clv.CustomerSummary(
+            summary.customer_ids[mask],
+            summary.frequency[mask],
+            summary.recency[mask],
+            summary.age[mask],
+            summary.monetary[mask],
+            summary.unit_days,
+        )
+        model = clv.fit_clv(sub, min_repeat_customers=min_repeat)
+        seg_preds = model.predict(sub, months=12)
+        member = np.isin(ids, summary.customer_ids[mask])
+        out[seg] = _clean_dict(
+            {
+                "customers": n,
+                "orders": int(member.sum()),
+                "repeat_customers": int((sub.frequency > 0).sum()),
+                "bg_nbd": model.bg_nbd,
+                "gamma_gamma": model.gamma_gamma,
+                "converged": model.converged,
+                "method": model.bg_nbd.method,
+                "fallback": model.bg_nbd.fallback or model.gamma_gamma.fallback,
+                "mean_p_alive": float(np.nanmean(seg_preds.p_alive)) if model.bg_nbd.converged else None,
+                "mean_predicted_clv_12m_minor": float(np.nanmean(seg_preds.clv)),
+                "predicted_clv_12m_total_minor": int(np.nansum(seg_preds.clv)),
+                # The workspace-wide fit's predictions (those written to the contacts) summed over the segment.
+                "workspace_fit_clv_12m_total_minor": int(np.nansum(preds.clv[mask])),
+                "insufficient_data": not model.converged,
+                "reason": "; ".join(model.reasons),
+            }
+        )
+    return out
 
 
 def _holdout(
