@@ -112,3 +112,50 @@ def test_board_groups_per_stage(client, workspace, session_factory):
     assert [(g["key"], g["count"]) for g in column["groups"]] == [("North", 2), ("South", 1), (None, 1)]
     plain = _ok(client.get(f"{API}/pipelines/{pipeline['id']}/board", headers=workspace.auth("read")))
     assert all(c["groups"] is None for c in plain["columns"])
+
+
+def test_board_counts_overdue_tasks_and_filters_on_them(client, workspace, session_factory):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from suppilo.deals.models import Task
+
+    pipeline = _ok(client.get(f"{API}/pipelines", headers=workspace.auth("read")))[0]
+    first = pipeline["stages"][0]
+    late = _ok(
+        client.post(
+            f"{API}/deals",
+            json={"name": "late", "amount_minor": 500, "currency": "EUR"},
+            headers=workspace.auth("write"),
+        ),
+        201,
+    )
+    fine = _ok(
+        client.post(
+            f"{API}/deals",
+            json={"name": "fine", "amount_minor": 700, "currency": "EUR"},
+            headers=workspace.auth("write"),
+        ),
+        201,
+    )
+    soon = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    for deal in (late, fine):
+        _ok(
+            client.post(
+                f"{API}/tasks",
+                json={"title": "call", "due_at": soon, "deal_id": deal["id"]},
+                headers=workspace.auth("write"),
+            ),
+            201,
+        )
+    with session_factory() as s:  # a day passes for the late deal's task
+        s.execute(update(Task).where(Task.deal_id == late["id"]).values(due_at=datetime.now(UTC) - timedelta(hours=2)))
+        s.commit()
+    board = _ok(client.get(f"{API}/pipelines/{pipeline['id']}/board", headers=workspace.auth("read")))
+    column = next(c for c in board["columns"] if c["stage"]["id"] == first["id"])
+    assert column["count"] == 2 and column["overdue_tasks"] == 1
+    board = _ok(client.get(f"{API}/pipelines/{pipeline['id']}/board?overdue=true", headers=workspace.auth("read")))
+    column = next(c for c in board["columns"] if c["stage"]["id"] == first["id"])
+    assert column["count"] == 1 and [d["id"] for d in column["deals"]] == [late["id"]]
+    assert column["sums"] == [{"currency": "EUR", "amount_minor": 500}]

@@ -36,6 +36,7 @@ from suppilo.deals.models import (
 from suppilo.deals.schemas import AssignmentRuleIn, SalesSettingsIn, TeamIn
 from suppilo.engine import working_hours as wh
 from suppilo.errors import Conflict, DomainError, NotFound
+from suppilo.events.stream import ensure_cursor, lock_cursor, read
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import Membership, User
 
@@ -253,7 +254,6 @@ def get_settings(session: Session, workspace_id: int) -> SalesSettings:
         response_hours=4,
         handoff_task_title="First contact",
         working_hours={},
-        stage_cursor=0,
     )
     try:
         with session.begin_nested():
@@ -288,14 +288,8 @@ def put_settings(session: Session, workspace_id: int, data: SalesSettingsIn) -> 
             raise AssignmentError(
                 "assign_on_stage", f"{data.assign_on_stage!r} is not a lifecycle stage ({', '.join(keys)})"
             )
-        if row.assign_on_stage != data.assign_on_stage:
-            # Only stage changes from now on trigger assignment, not the whole history.
-            row.stage_cursor = int(
-                session.scalar(
-                    select(func.coalesce(func.max(StageChange.id), 0)).where(StageChange.workspace_id == workspace_id)
-                )
-                or 0
-            )
+        # The scan starts where the stage-change history ends when first set up: only changes from now on count.
+        ensure_cursor(session, STAGE_STREAM, StageChange.__table__)
     row.assign_on_stage = data.assign_on_stage
     row.response_hours = data.response_hours
     row.handoff_task_title = data.handoff_task_title
@@ -638,46 +632,36 @@ def list_assignments(
     return list(session.scalars(query.order_by(OwnerAssignment.id.desc()).limit(500)))
 
 
-def scan_stage_changes(session: Session, workspace_id: int, *, limit: int = 500) -> int:
-    """Assign owners to contacts that reached the workspace's ``assign_on_stage`` since the last scan; returns how
-    many were assigned. The scan position is stored, so each stage change is looked at once."""
-    settings = get_settings(session, workspace_id)
-    if not settings.assign_on_stage:
-        return 0
-    rows = list(
-        session.execute(
-            select(StageChange.id, StageChange.contact_id)
-            .where(
-                StageChange.workspace_id == workspace_id,
-                StageChange.id > settings.stage_cursor,
-                StageChange.to_stage == settings.assign_on_stage,
-            )
-            .order_by(StageChange.id)
-            .limit(limit)
-        )
-    )
+STAGE_STREAM = "sales.stage_changes"
+
+
+def run_assignment_scan(session: Session, *, limit: int = 2000) -> int:
+    """Assign owners to contacts that reached their workspace's ``assign_on_stage`` (the worker job): follows the
+    stage-change history after commit with a stored cursor (``events.stream``, which also catches ids committed out of
+    order). Seeing a change twice does nothing: a contact that has an owner is left alone. Returns how many contacts
+    were assigned."""
+    table = StageChange.__table__
+    cursor = lock_cursor(session, STAGE_STREAM, table)
+    rows = read(session, cursor, table, [table.c.workspace_id, table.c.contact_id, table.c.to_stage], limit)
+    triggers: dict[int, str | None] = {}
     assigned = 0
-    for change_id, contact_id in rows:
+    for _id, workspace_id, contact_id, to_stage in rows:
+        if workspace_id not in triggers:
+            triggers[workspace_id] = session.scalar(
+                select(SalesSettings.assign_on_stage).where(SalesSettings.workspace_id == workspace_id)
+            )
+        stage = triggers[workspace_id]
+        if stage is None or to_stage != stage:
+            continue
         contact = session.scalar(select(Contact).where(Contact.workspace_id == workspace_id, Contact.id == contact_id))
         if (
             contact is not None
-            and contact.lifecycle_stage == settings.assign_on_stage
-            and assign_contact(session, workspace_id, contact, trigger=f"stage:{settings.assign_on_stage}")
+            and contact.lifecycle_stage == stage
+            and assign_contact(session, workspace_id, contact, trigger=f"stage:{stage}")
         ):
             assigned += 1
-        settings.stage_cursor = change_id
     session.flush()
     return assigned
-
-
-def run_assignment_scan(session: Session) -> int:
-    """One pass over every workspace with a stage trigger (the worker job)."""
-    total = 0
-    for workspace_id in list(
-        session.scalars(select(SalesSettings.workspace_id).where(SalesSettings.assign_on_stage.is_not(None)))
-    ):
-        total += scan_stage_changes(session, workspace_id)
-    return total
 
 
 def handoff_status(task: Task, now: datetime) -> str:

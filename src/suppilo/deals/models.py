@@ -235,7 +235,7 @@ class OwnerAssignment(TenantMixin, Base):
 
 class SalesSettings(TenantMixin, Base):
     """A workspace's hand-off settings: the lifecycle stage that triggers assignment, the response target in working
-    hours, the default working hours, and the scanner's position in ``stage_changes``."""
+    hours and the default working hours."""
 
     __tablename__ = "sales_settings"
     __table_args__ = (UniqueConstraint("workspace_id"),)
@@ -244,7 +244,6 @@ class SalesSettings(TenantMixin, Base):
     response_hours: Mapped[int] = mapped_column(Integer, nullable=False, default=4)
     handoff_task_title: Mapped[str] = mapped_column(String(300), nullable=False, default="First contact")
     working_hours: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
-    stage_cursor: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
 
 
 class UserWorkingHours(TenantMixin, Base):

@@ -296,6 +296,7 @@ class BoardColumn(BaseModel):
     count: int
     sums: list[BoardMoney]
     deals: list[DealRead]
+    overdue_tasks: int = 0
     groups: list[BoardGroup] | None = None
 
 

@@ -596,33 +596,57 @@ def delete_deal(session: Session, workspace_id: int, deal_id: int) -> None:
     session.flush()
 
 
+def _overdue_deal_ids(workspace_id: int, now: datetime) -> Any:
+    """Deals with an open task past its due time (a subquery)."""
+    return select(Task.deal_id).where(
+        Task.workspace_id == workspace_id, Task.deal_id.is_not(None), Task.done_at.is_(None), Task.due_at < now
+    )
+
+
+def overdue_tasks_per_stage(session: Session, workspace_id: int, pipeline_id: int) -> dict[int, int]:
+    """Open tasks past their due time on the deals of each stage of a pipeline."""
+    rows = session.execute(
+        select(Deal.stage_id, func.count())
+        .join(Task, (Task.workspace_id == Deal.workspace_id) & (Task.deal_id == Deal.id))
+        .where(
+            Deal.workspace_id == workspace_id,
+            Deal.pipeline_id == pipeline_id,
+            Task.done_at.is_(None),
+            Task.due_at < utcnow(),
+        )
+        .group_by(Deal.stage_id)
+    )
+    return {stage_id: int(n) for stage_id, n in rows}
+
+
 def board(
-    session: Session, workspace_id: int, pipeline_id: int, *, per_stage: int = 20
+    session: Session, workspace_id: int, pipeline_id: int, *, per_stage: int = 20, overdue: bool = False
 ) -> list[tuple[PipelineStage, int, list[tuple[str, int]], list[Deal]]]:
-    """Per stage of a pipeline: the deal count, amount sums per currency and the newest ``per_stage`` deals."""
+    """Per stage of a pipeline: the deal count, amount sums per currency and the newest ``per_stage`` deals;
+    ``overdue``: only deals with an open task past its due time."""
     pipeline = get_pipeline(session, workspace_id, pipeline_id)
     stages = pipeline_stages(session, workspace_id, [pipeline.id])[pipeline.id]
     sums: dict[int, list[tuple[str, int]]] = {s.id: [] for s in stages}
     counts: dict[int, int] = {s.id: 0 for s in stages}
-    rows = session.execute(
+    late = _overdue_deal_ids(workspace_id, utcnow()) if overdue else None
+    totals = (
         select(Deal.stage_id, Deal.currency, func.count(), func.coalesce(func.sum(Deal.amount_minor), 0))
         .where(Deal.workspace_id == workspace_id, Deal.pipeline_id == pipeline.id)
         .group_by(Deal.stage_id, Deal.currency)
         .order_by(Deal.stage_id, Deal.currency)
     )
+    if late is not None:
+        totals = totals.where(Deal.id.in_(late))
+    rows = session.execute(totals)
     for stage_id, currency, count, total in rows:
         counts[stage_id] += int(count)
         sums[stage_id].append((currency, int(total or 0)))
     out = []
     for stage in stages:
-        deals = list(
-            session.scalars(
-                select(Deal)
-                .where(Deal.workspace_id == workspace_id, Deal.stage_id == stage.id)
-                .order_by(Deal.id.desc())
-                .limit(per_stage)
-            )
-        )
+        newest = select(Deal).where(Deal.workspace_id == workspace_id, Deal.stage_id == stage.id)
+        if late is not None:
+            newest = newest.where(Deal.id.in_(late))
+        deals = list(session.scalars(newest.order_by(Deal.id.desc()).limit(per_stage)))
         out.append((stage, counts[stage.id], sums[stage.id], deals))
     return out
 

@@ -123,10 +123,13 @@ def pipeline_board(
     session: ReadSession,
     per_stage: Annotated[int, Query(ge=0, le=200)] = 20,
     group_by: BoardGroupBy | None = None,
+    overdue: bool = False,
 ) -> Board:
-    """Per stage: the number of deals, the amounts summed per currency and the newest ``per_stage`` deals; with
-    ``group_by`` (owner, team, country, region) also the counts and sums per group."""
-    columns = service.board(session, principal.workspace_id, pipeline_id, per_stage=per_stage)
+    """Per stage: the number of deals, the amounts summed per currency, the newest ``per_stage`` deals and the
+    number of overdue open tasks on them; with ``group_by`` (owner, team, country, region) also the counts and sums
+    per group. ``overdue=true``: only deals with an overdue open task (counts and sums too)."""
+    columns = service.board(session, principal.workspace_id, pipeline_id, per_stage=per_stage, overdue=overdue)
+    late = service.overdue_tasks_per_stage(session, principal.workspace_id, pipeline_id)
     grouped = deals_forecast.board_groups(session, principal.workspace_id, pipeline_id, group_by) if group_by else None
     return Board(
         pipeline_id=pipeline_id,
@@ -137,6 +140,7 @@ def pipeline_board(
                 count=count,
                 sums=[BoardMoney(currency=c, amount_minor=a) for c, a in sums],
                 deals=[DealRead.model_validate(d) for d in deals],
+                overdue_tasks=late.get(stage.id, 0),
                 groups=None
                 if grouped is None
                 else [
