@@ -1177,3 +1177,31 @@ def sample_size(
         "per_arm": n,
         "total_two_arms": 2 * n,
     }
+
+
+def journey_holdouts(session: Session, workspace_id: int) -> dict[str, Any]:
+    """Journeys with a holdout group: treatment against holdout conversion to the journey's goal and the incremental
+    lift with its interval and p-value, read from each journey's own report."""
+    from suppilo.journeys import service as journeys_service
+
+    rows = []
+    for journey in journeys_service.list_journeys(session, workspace_id):
+        rep = journeys_service.report(session, workspace_id, journey.id)
+        conv = rep["conversion"]
+        if not conv["holdout"]["contacts"]:
+            continue
+        rows.append(
+            {
+                "journey_id": rep["journey_id"],
+                "name": rep["name"],
+                "status": rep["status"],
+                "treatment": conv["treatment"],
+                "holdout": conv["holdout"],
+                "lift": clean(conv["lift"]),
+            }
+        )
+    return {
+        "journeys": rows,
+        "insufficient_data": not rows,
+        "reason": "" if rows else "no journey has a holdout group with contacts",
+    }

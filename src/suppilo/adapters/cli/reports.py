@@ -323,3 +323,28 @@ def event_cohorts_cmd(
         ["cohort", "contacts", *(f"p{k}" for k in range(width))],
         rows,
     )
+
+
+@report_app.command("journey-lift")
+def journey_lift_cmd(
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+    csv_file: Path | None = CsvOpt,
+) -> None:
+    """Journeys with a holdout: treatment against holdout conversion and the incremental lift."""
+    data = _run(workspace, lambda s, ws: service.journey_holdouts(s, ws))
+    rows = []
+    for j in data["journeys"]:
+        lift = j["lift"] or {}
+        rows.append(
+            {
+                "journey": j["name"],
+                "treatment": f"{j['treatment']['converted']}/{j['treatment']['contacts']}",
+                "holdout": f"{j['holdout']['converted']}/{j['holdout']['contacts']}",
+                "absolute_lift": lift.get("absolute"),
+                "relative_lift": lift.get("relative"),
+                "p_value": lift.get("p_value"),
+            }
+        )
+    cols = ["journey", "treatment", "holdout", "absolute_lift", "relative_lift", "p_value"]
+    _output(data, as_json, csv_file, "Journey holdout lift", cols, rows)

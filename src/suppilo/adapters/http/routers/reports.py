@@ -250,6 +250,12 @@ def experiment(data: ExperimentRequest, principal: Reader) -> dict[str, Any]:
     )
 
 
+@router.get("/reports/experiments/journeys")
+def journey_holdouts(principal: Reader, session: ReadSession) -> dict[str, Any]:
+    """Journeys with a holdout: treatment vs holdout conversion and the incremental lift."""
+    return service.journey_holdouts(session, principal.workspace_id)
+
+
 @router.get("/reports/sample-size")
 def sample_size(
     principal: Reader,
