@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, BigId, TenantMixin, TimestampMixin
@@ -111,6 +111,14 @@ class Task(TenantMixin, TimestampMixin, Base):
         # The reminder job walks unsent reminders by time across workspaces.
         Index("ix_tasks_reminder_due", "reminder_sent_at", "reminder_at"),
         Index("ix_tasks_ws_handoff", "workspace_id", "handoff_at"),
+        # Overdue lists and the board's overdue counts: open tasks by due time.
+        Index(
+            "ix_tasks_ws_open_due",
+            "workspace_id",
+            "due_at",
+            sqlite_where=text("done_at IS NULL"),
+            postgresql_where=text("done_at IS NULL"),
+        ),
     )
 
     deal_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("deals.id", ondelete="CASCADE"))
