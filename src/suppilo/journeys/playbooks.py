@@ -216,7 +216,7 @@ def promoter_advocacy(s: dict[str, Any]) -> dict[str, Any]:
             "advocate": {"type": "update_contact", "stage": "advocate", "next": "review"},
             "review": {"type": "send_email", "template": "review_request", "include": ["order"], "next": "week"},
             "week": {"type": "wait", "duration": {"days": 7}, "next": "refer"},
-            "refer": {"type": "send_email", "template": "referral_request", "next": None},
+            "refer": {"type": "send_email", "template": "referral_request", "include": ["referral"], "next": None},
         },
     }
 

@@ -141,6 +141,17 @@ class _Effects:
                             owner = owner_name(self.session, row.contact_id)
                             if owner:
                                 extra["message"]["owner_name"] = owner
+                        elif root == "referral":
+                            from suppilo.advocacy import service as advocacy_service
+                            from suppilo.config import get_settings
+
+                            extra["referral"] = {
+                                k: v
+                                for k, v in advocacy_service.referral_context(
+                                    self.session, row.workspace_id, row.contact_id, public_url=get_settings().public_url
+                                ).items()
+                                if v is not None
+                            }
                         else:
                             extra[root] = commerce_context(self.session, row.workspace_id, row.contact_id, root)
                     self.mail.append(

@@ -205,3 +205,22 @@ def test_merging_contacts_moves_enrollments_and_erasure_ends_them(session_factor
     assert [(r.status, r.end_reason) for r in enrollments(session_factory, jid) if r.contact_id == other] == [
         ("ended", "erased")
     ]
+
+
+def test_a_survey_promoter_gets_the_review_then_the_referral_mail_with_a_personal_link(session_factory, ws):
+    from suppilo.journeys import playbooks
+
+    with session_factory() as s:
+        jid = playbooks.enable(s, ws.id, "promoter_advocacy").id
+        s.commit()
+    fan = contact(session_factory, ws.id, "fan@example.com", country="US")
+    critic = contact(session_factory, ws.id, "critic@example.com", country="US")
+    event(session_factory, ws.id, fan, "Survey Answered", score=10, survey_id=1, kind="nps")
+    event(session_factory, ws.id, critic, "Survey Answered", score=3, survey_id=1, kind="nps")
+    tick(session_factory)
+    assert [e.contact_id for e in enrollments(session_factory, jid)] == [fan]
+    tick(session_factory, later(days=7, minutes=1))
+    mails = messages(session_factory, ws.id, fan)
+    assert [m.template_key for m in mails] == ["review_request", "referral_request"]
+    referral = mails[1].extra["referral"]
+    assert "/r/" in referral["url"] and referral["code"]
