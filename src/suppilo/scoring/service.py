@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from suppilo.analytics.models import ExchangeRate
+from suppilo.analytics import service as analytics_service
 from suppilo.companies.models import Company
 from suppilo.contacts import service as contacts_service
 from suppilo.contacts.models import Contact, ContactTag
@@ -213,12 +213,8 @@ def set_engagement_config(session: Session, workspace_id: int, raw: object) -> E
 def _converter(session: Session, workspace_id: int) -> Convert:
     """Money conversion with the workspace's latest exchange rate of each pair (either direction)."""
     latest: dict[tuple[str, str], Decimal] = {}
-    for base, quote, rate in session.execute(
-        select(ExchangeRate.base, ExchangeRate.quote, ExchangeRate.rate)
-        .where(ExchangeRate.workspace_id == workspace_id)
-        .order_by(ExchangeRate.rate_date)
-    ):
-        latest[(base, quote)] = Decimal(rate)
+    for rate in analytics_service.list_rates(session, workspace_id):  # by pair, then date: the latest wins
+        latest[(rate.base, rate.quote)] = Decimal(rate.rate)
 
     def convert(amount: int, src: str, dst: str) -> int | None:
         if (src, dst) in latest:
