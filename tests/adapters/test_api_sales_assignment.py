@@ -350,3 +350,27 @@ def test_stage_trigger_assigns_and_overdue_handoffs_are_reported(client, workspa
         h["task"]["contact_id"]
         for h in _ok(client.get(f"{API}/sales/handoffs?status=late", headers=workspace.auth("read")))
     ] == [late["id"]]
+
+
+def test_task_due_in_working_hours_of_its_owner(client, workspace, session_factory):
+    rep = _member(session_factory, workspace, timezone="Europe/Riga")
+    hours = {"weekdays": [1, 2, 3, 4, 5], "start": "10:00", "end": "14:00"}
+    _ok(client.put(f"{API}/sales/working-hours/{rep}", json={"working_hours": hours}, headers=workspace.auth("admin")))
+    before = datetime.now(UTC)
+    task = _ok(
+        client.post(
+            f"{API}/tasks",
+            json={"title": "Call back", "due_in_working_hours": 6, "owner_id": rep},
+            headers=workspace.auth("write"),
+        ),
+        201,
+    )
+    schedule = parse_working_hours({**hours, "timezone": "Europe/Riga"})
+    due = datetime.fromisoformat(task["due_at"])
+    # 6 working hours of a 4-hour day: at least one full working day later, inside the owner's hours.
+    low = due_in_working_hours(before - timedelta(seconds=5), 6, schedule)
+    high = due_in_working_hours(datetime.now(UTC), 6, schedule)
+    assert low <= due <= high
+    for body in ({"title": "x"}, {"title": "x", "due_in_working_hours": 2, "due_at": "2030-01-01T00:00:00Z"}):
+        res = client.post(f"{API}/tasks", json=body, headers=workspace.auth("write"))
+        assert res.status_code == 422 and res.json()["error"]["code"] == "due_missing"

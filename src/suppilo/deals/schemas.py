@@ -207,11 +207,13 @@ class ObjectionRead(BaseModel):
 
 
 class TaskCreate(BaseModel):
-    """A follow-up task; ``due_at`` must not be in the past."""
+    """A follow-up task; ``due_at`` must not be in the past. Instead of ``due_at``, ``due_in_working_hours`` counts
+    that many working hours of the owner (their working hours and zone) from now."""
 
     title: Text = Field(min_length=1, max_length=300)
     kind: TaskKind = "todo"
-    due_at: AwareDatetime
+    due_at: AwareDatetime | None = None
+    due_in_working_hours: float | None = Field(default=None, gt=0, le=10_000)
     reminder_at: AwareDatetime | None = None
     deal_id: int | None = None
     contact_id: int | None = None

@@ -695,13 +695,21 @@ def _task_links(session: Session, workspace_id: int, deal_id: int | None, contac
 def create_task(session: Session, workspace_id: int, data: TaskCreate, *, now: datetime | None = None) -> Task:
     """A follow-up task; a due time in the past is refused."""
     now = now or utcnow()
-    if data.due_at < now:
-        raise DealError("due_at", f"due_at {data.due_at.isoformat()} is in the past", code="due_in_past")
-    if data.reminder_at is not None and data.reminder_at > data.due_at:
-        raise DealError("reminder_at", "the reminder comes after the task is due", code="reminder_after_due")
-    contact_id = _task_links(session, workspace_id, data.deal_id, data.contact_id)
+    if (data.due_at is None) == (data.due_in_working_hours is None):
+        raise DealError("due_at", "give due_at or due_in_working_hours (one of them)", code="due_missing")
     if data.owner_id is not None:
         _check_owner(session, workspace_id, data.owner_id)
+    if data.due_at is None:
+        from suppilo.deals import assignment
+
+        due_at = assignment.due_for_owner(session, workspace_id, data.owner_id, now, data.due_in_working_hours or 0)
+    else:
+        due_at = data.due_at
+    if due_at < now:
+        raise DealError("due_at", f"due_at {due_at.isoformat()} is in the past", code="due_in_past")
+    if data.reminder_at is not None and data.reminder_at > due_at:
+        raise DealError("reminder_at", "the reminder comes after the task is due", code="reminder_after_due")
+    contact_id = _task_links(session, workspace_id, data.deal_id, data.contact_id)
     task = Task(
         workspace_id=workspace_id,
         deal_id=data.deal_id,
@@ -709,7 +717,7 @@ def create_task(session: Session, workspace_id: int, data: TaskCreate, *, now: d
         owner_id=data.owner_id,
         kind=data.kind,
         title=data.title,
-        due_at=data.due_at,
+        due_at=due_at,
         reminder_at=data.reminder_at,
     )
     session.add(task)
