@@ -374,3 +374,28 @@ def test_task_due_in_working_hours_of_its_owner(client, workspace, session_facto
     for body in ({"title": "x"}, {"title": "x", "due_in_working_hours": 2, "due_at": "2030-01-01T00:00:00Z"}):
         res = client.post(f"{API}/tasks", json=body, headers=workspace.auth("write"))
         assert res.status_code == 422 and res.json()["error"]["code"] == "due_missing"
+
+
+def test_users_who_left_the_workspace_get_no_leads(client, workspace, session_factory):
+    from sqlalchemy import delete
+
+    from suppilo.workspaces.models import Membership
+
+    gone, stays = sorted(_member(session_factory, workspace) for _ in range(2))
+    team = _team(client, workspace, "Pair", [gone, stays])
+    _ok(
+        _rules(
+            client,
+            workspace,
+            [
+                {"name": "Named", "conditions": {"country": ["EE"]}, "user_id": gone},
+                {"name": "Team", "conditions": {}, "team_id": team["id"]},
+            ],
+        )
+    )
+    with session_factory() as s:
+        s.execute(delete(Membership).where(Membership.workspace_id == workspace.id, Membership.user_id == gone))
+        s.commit()
+    for _ in range(3):
+        got = _ok(_assign(client, workspace, contact_id=_contact(client, workspace, country="EE")["id"]))
+        assert (got["user_id"], got["rule_name"]) == (stays, "Team")

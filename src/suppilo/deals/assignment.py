@@ -431,15 +431,23 @@ class Choice:
 
 
 def choose_owner(session: Session, workspace_id: int, facts: Facts, *, dry_run: bool = False) -> Choice | None:
-    """The owner the first matching active rule gives (a team rule without active members is passed over).
+    """The owner the first matching active rule gives (a rule whose user left the workspace, or a team rule without
+    active members, is passed over).
     A dry run does not advance round-robin pointers (it names who is next)."""
+    current = set(session.scalars(select(Membership.user_id).where(Membership.workspace_id == workspace_id)))
     for rule in list_rules(session, workspace_id):
         if not rule.active or not matches(rule.conditions, facts):
             continue
         if rule.user_id is not None:
-            return Choice(rule.user_id, rule)
+            if rule.user_id in current:  # a user who left the workspace gets nothing
+                return Choice(rule.user_id, rule)
+            continue
         team = get_team(session, workspace_id, rule.team_id or 0)
-        members = [m.user_id for m in team_members(session, workspace_id, [team.id])[team.id] if m.active]
+        members = [
+            m.user_id
+            for m in team_members(session, workspace_id, [team.id])[team.id]
+            if m.active and m.user_id in current
+        ]
         if not members:
             continue
         if rule.distribution == "load_balanced":
