@@ -54,14 +54,19 @@ def create_broadcast(
     topic: str = "marketing",
     contact_ids: list[int] | None = None,
     tag: str | None = None,
+    segment_id: int | None = None,
     send_at: datetime | None = None,
     local_date: date | None = None,
     local_time: time | None = None,
 ) -> Broadcast:
-    """A scheduled broadcast; audience is ``contact_ids`` or ``tag``, timing ``send_at`` (UTC moment, default
-    now) or ``local_date`` + ``local_time`` (each contact's zone)."""
-    if (contact_ids is None) == (tag is None):
-        raise BroadcastError("audience", "give either contact_ids or tag", code="invalid_audience")
+    """A scheduled broadcast; audience is ``contact_ids``, ``tag`` or ``segment_id`` (its members when queued),
+    timing ``send_at`` (UTC moment, default now) or ``local_date`` + ``local_time`` (each contact's zone)."""
+    if sum(x is not None for x in (contact_ids, tag, segment_id)) != 1:
+        raise BroadcastError("audience", "give one of contact_ids, tag or segment_id", code="invalid_audience")
+    if segment_id is not None:
+        from suppilo.segments import service as segments_service
+
+        segments_service.get_segment(session, workspace_id, segment_id)
     if contact_ids is not None and not contact_ids:
         raise BroadcastError("contact_ids", "the contact list is empty", code="empty_audience")
     if (local_date is None) != (local_time is None):
@@ -89,6 +94,7 @@ def create_broadcast(
         topic=topic,
         contact_ids=contact_ids,
         tag=tag,
+        segment_id=segment_id,
         send_at=send_at if (send_at or local_date) else utcnow(),
         local_date=local_date.isoformat() if local_date else None,
         local_time=local_time.strftime("%H:%M") if local_time else None,
@@ -132,6 +138,22 @@ def _audience(session: Session, row: Broadcast, limit: int) -> tuple[list[tuple[
         )
         # Contacts deleted since scheduling are passed over.
         return [(cid, zones[cid]) for cid in ids if cid in zones], ids[-1]
+    if row.segment_id is not None:
+        from suppilo.segments.models import SegmentMembership
+
+        seg_query = (
+            select(SegmentMembership.contact_id, Contact.timezone)
+            .join(Contact, Contact.id == SegmentMembership.contact_id)
+            .where(
+                SegmentMembership.workspace_id == row.workspace_id,
+                SegmentMembership.segment_id == row.segment_id,
+                SegmentMembership.contact_id > row.cursor,
+            )
+            .order_by(SegmentMembership.contact_id)
+            .limit(limit)
+        )
+        members = [(cid, tz) for cid, tz in session.execute(seg_query)]
+        return members, (members[-1][0] if members else None)
     query = (
         select(ContactTag.contact_id, Contact.timezone)
         .join(Contact, Contact.id == ContactTag.contact_id)

@@ -99,7 +99,7 @@ class MailEvent(TenantMixin, Base):
 
 
 class Broadcast(TenantMixin, Base):
-    """A one-off send of a template to a list of contacts or a tag, at a moment or a local time of day."""
+    """A one-off send of a template to a list of contacts, a tag or a segment, at a moment or a local time of day."""
 
     __tablename__ = "broadcasts"
     __table_args__ = (Index("ix_broadcasts_ws_status", "workspace_id", "status", "id"),)
@@ -110,6 +110,8 @@ class Broadcast(TenantMixin, Base):
     topic: Mapped[str] = mapped_column(String(64), nullable=False, default="marketing")
     contact_ids: Mapped[list[int] | None] = mapped_column(JSONType)
     tag: Mapped[str | None] = mapped_column(String(100))
+    # A segment or static list: its members when the broadcast is queued (not when it was scheduled).
+    segment_id: Mapped[int | None] = mapped_column(BigId)
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     local_date: Mapped[str | None] = mapped_column(String(10))
     local_time: Mapped[str | None] = mapped_column(String(5))

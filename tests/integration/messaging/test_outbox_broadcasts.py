@@ -111,3 +111,35 @@ def test_broadcast_validation(session_factory, workspace, other_workspace):
             broadcasts.create_broadcast(
                 s, workspace.id, name="x", template_key="welcome", tag="a", local_date=date(2025, 1, 1)
             )
+
+
+def test_segment_broadcast_reaches_the_members_at_queue_time(session_factory, workspace, other_workspace):
+    from suppilo.segments import service as segments_service
+    from suppilo.segments.schemas import SegmentCreate
+
+    ws = workspace.id
+    with session_factory() as s:
+        install_default_templates(s, ws)
+        seg = segments_service.create_segment(
+            s,
+            ws,
+            SegmentCreate(name="hikers", filter={"type": "contact", "field": "city", "op": "eq", "value": "Oulu"}),
+        )
+        s.commit()
+    early = add_contact(session_factory, ws, "early@example.com", country="US", city="Oulu")
+    add_contact(session_factory, ws, "elsewhere@example.com", country="US", city="Turku")
+    with session_factory() as s:
+        segments_service.refresh_segment(s, ws, seg.id, datetime.now(UTC))
+        b = broadcasts.create_broadcast(s, ws, name="Hikers", template_key="welcome", segment_id=seg.id)
+        s.commit()
+        bid = b.id
+    late = add_contact(session_factory, ws, "late@example.com", country="US", city="Oulu")
+    with session_factory() as s:
+        segments_service.refresh_segment(s, ws, seg.id, datetime.now(UTC))
+        s.commit()
+    assert broadcasts.run_due_broadcasts(session_factory) == 2
+    assert sorted(r.contact_id for r in _rows(session_factory, ws, bid)) == sorted([early, late])
+    with session_factory() as s, pytest.raises(DomainError) as exc:
+        other = segments_service.create_segment(s, other_workspace.id, SegmentCreate(name="x", kind="static"))
+        broadcasts.create_broadcast(s, ws, name="x", template_key="welcome", segment_id=other.id)
+    assert exc.value.status == 404

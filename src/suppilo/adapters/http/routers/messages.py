@@ -59,7 +59,8 @@ class MessageCreate(BaseModel):
 
 
 class BroadcastCreate(BaseModel):
-    """A one-off send to ``contact_ids`` or ``tag``, at ``send_at`` or at ``local_time`` on ``local_date``."""
+    """A one-off send to ``contact_ids``, ``tag`` or ``segment_id`` (a segment or static list: its members when the
+    broadcast is queued), at ``send_at`` or at ``local_time`` on ``local_date``."""
 
     name: str = Field(min_length=1, max_length=200)
     template_key: str = Field(min_length=1, max_length=100)
@@ -67,6 +68,7 @@ class BroadcastCreate(BaseModel):
     topic: str = Field(default="marketing", max_length=64)
     contact_ids: list[int] | None = Field(default=None, max_length=100_000)
     tag: str | None = Field(default=None, max_length=100)
+    segment_id: int | None = None
     send_at: datetime | None = None
     local_date: date | None = None
     local_time: time | None = None
@@ -83,6 +85,7 @@ class BroadcastRead(BaseModel):
     kind: str
     topic: str
     tag: str | None
+    segment_id: int | None
     send_at: datetime | None
     local_date: str | None
     local_time: str | None
