@@ -133,3 +133,61 @@ def test_assign_and_handoffs(cli_env: CliRunner, client, workspace, session_fact
     assert json.loads(res.stdout) == []
     res = cli_env.invoke(cli_app, ["tasks", "handoffs", "--status", "sideways", *w])
     assert res.exit_code == 1 and "status" in res.output
+
+
+def test_sales_settings_teams_and_rules(cli_env: CliRunner, client, workspace, session_factory, tmp_path) -> None:
+    import secrets
+
+    from suppilo.workspaces import service as workspaces_service
+
+    with session_factory() as s:
+        users = []
+        for _ in range(2):
+            u = workspaces_service.create_user(
+                s, email=f"r-{secrets.token_hex(4)}@example.fi", name="R", password_hash=None
+            )
+            workspaces_service.add_member(s, workspace.id, u.id, "sales")
+            users.append(u.id)
+        s.commit()
+    w = ["--workspace", workspace.slug]
+    res = cli_env.invoke(
+        cli_app,
+        [
+            "sales",
+            "settings",
+            "--stage",
+            "decision",
+            "--response-hours",
+            "2",
+            "--working-hours",
+            '{"weekdays": [1, 2, 3]}',
+            *w,
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["assign_on_stage"] == "decision" and got["response_hours"] == 2
+    assert set(got["working_hours"]["days"]) == {"mon", "tue", "wed"}
+    res = cli_env.invoke(cli_app, ["sales", "settings", "--working-hours", '{"weekdays": [9]}', *w])
+    assert res.exit_code == 1 and "weekdays.0" in res.output
+    res = cli_env.invoke(
+        cli_app, ["sales", "team", "Inbound", "--member", str(users[0]), "--member", str(users[1]), *w, "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    team = json.loads(res.stdout)
+    assert [m["user_id"] for m in team["members"]] == sorted(users)
+    res = cli_env.invoke(cli_app, ["sales", "team", "Inbound", "--member", str(users[0]), *w, "--json"])
+    assert json.loads(res.stdout)["id"] == team["id"] and len(json.loads(res.stdout)["members"]) == 1
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [{"name": "All", "conditions": {"country": ["FI"]}, "team_id": team["id"]}]}))
+    res = cli_env.invoke(cli_app, ["sales", "rules", "--file", str(rules), *w, "--json"])
+    assert res.exit_code == 0, res.output
+    assert [r["name"] for r in json.loads(res.stdout)] == ["All"]
+    res = cli_env.invoke(cli_app, ["sales", "rules", *w])
+    assert res.exit_code == 0 and "All" in res.stdout and "round_robin" in res.stdout
+    rules.write_text(
+        json.dumps({"rules": [{"name": "Bad", "conditions": {"country": ["Finland"]}, "team_id": team["id"]}]})
+    )
+    res = cli_env.invoke(cli_app, ["sales", "rules", "--file", str(rules), *w])
+    assert res.exit_code == 1 and "rules.0.conditions.country.0" in res.output

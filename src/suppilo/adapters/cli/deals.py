@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
@@ -13,7 +15,17 @@ from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, emit
 from suppilo.deals import assignment, service
 from suppilo.deals import forecast as deals_forecast
 from suppilo.deals.models import Pipeline, PipelineStage
-from suppilo.deals.schemas import AssignmentRead, DealMove, DealRead, TaskRead
+from suppilo.deals.schemas import (
+    AssignmentRead,
+    AssignmentRuleRead,
+    AssignmentRulesIn,
+    DealMove,
+    DealRead,
+    SalesSettingsIn,
+    SalesSettingsRead,
+    TaskRead,
+    TeamIn,
+)
 from suppilo.errors import DomainError
 
 deals_app = typer.Typer(help="Deals of the sales pipeline.", no_args_is_help=True)
@@ -22,9 +34,10 @@ out = Console()
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``suppilo deals``, ``suppilo tasks`` and ``suppilo forecast`` to the root app."""
+    """Add ``suppilo deals``, ``suppilo tasks``, ``suppilo sales`` and ``suppilo forecast`` to the root app."""
     app.add_typer(deals_app, name="deals")
     app.add_typer(tasks_app, name="tasks")
+    app.add_typer(sales_app, name="sales")
     app.command("forecast")(forecast)
 
 
@@ -220,7 +233,7 @@ def list_handoffs(
         except DomainError as exc:
             _domain_fail(exc)
             return
-        data = [
+        data: list[dict[str, Any]] = [
             {
                 "task": TaskRead.model_validate(task).model_dump(mode="json"),
                 "status": state,
@@ -281,3 +294,119 @@ def assign(
         emit_json(data)
     else:
         out.print(f"{data['subject_type']} {data['subject_id']} → user {data['user_id']} (rule {data['rule_name']!r})")
+
+
+sales_app = typer.Typer(help="Sales setup: hand-off settings, teams, assignment rules.", no_args_is_help=True)
+
+
+def _settings_data(row: Any) -> dict[str, Any]:
+    return SalesSettingsRead.model_validate(row).model_dump(mode="json")
+
+
+@sales_app.command("settings")
+def sales_settings(
+    stage: str | None = typer.Option(
+        None, "--stage", help="Lifecycle stage that triggers assignment ('' turns it off)."
+    ),
+    response_hours: int | None = typer.Option(None, "--response-hours", min=0, help="Working hours to the hand-off."),
+    working_hours: str | None = typer.Option(None, "--working-hours", help='JSON, e.g. {"weekdays":[1,2,3,4,5]}.'),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show the hand-off settings, or change the ones given."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        row = assignment.get_settings(session, ws.id)
+        if stage is not None or response_hours is not None or working_hours is not None:
+            try:
+                hours = json.loads(working_hours) if working_hours is not None else row.working_hours
+                data = SalesSettingsIn(
+                    assign_on_stage=(stage or None) if stage is not None else row.assign_on_stage,
+                    response_hours=row.response_hours if response_hours is None else response_hours,
+                    handoff_task_title=row.handoff_task_title,
+                    working_hours=hours,
+                )
+                row = assignment.put_settings(session, ws.id, data)
+            except DomainError as exc:
+                _domain_fail(exc)
+                return
+            except (ValueError, ValidationError) as exc:
+                fail(f"working_hours: {exc}")
+                return
+        data_out = _settings_data(row)
+    if as_json:
+        emit_json(data_out)
+    else:
+        for key, value in data_out.items():
+            out.print(f"{key}: {value}")
+
+
+@sales_app.command("team")
+def sales_team(
+    name: str = typer.Argument(..., help="Team name (created or updated)."),
+    member: list[int] = typer.Option([], "--member", help="User id; repeat for each member."),
+    inactive: list[int] = typer.Option([], "--inactive", help="A member who gets no new leads."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a team or replace its members."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            data = TeamIn(name=name, members=member, inactive=inactive)
+            existing = next((t for t in assignment.list_teams(session, ws.id) if t.name == name), None)
+            team = (
+                assignment.create_team(session, ws.id, data)
+                if existing is None
+                else assignment.update_team(session, ws.id, existing.id, data)
+            )
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        members = assignment.team_members(session, ws.id, [team.id])[team.id]
+        result: dict[str, Any] = {
+            "id": team.id,
+            "name": team.name,
+            "members": [{"user_id": m.user_id, "active": m.active} for m in members],
+        }
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(f"team {result['id']} {result['name']}: {len(result['members'])} member(s)")
+
+
+@sales_app.command("rules")
+def sales_rules(
+    file: str | None = typer.Option(None, "--file", help='Replace the rules with a JSON file: {"rules": [...]}.'),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show the assignment rules in order, or replace them from a file."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            if file is not None:
+                with open(file, encoding="utf-8") as fh:
+                    data = AssignmentRulesIn.model_validate(json.load(fh))
+                rows = assignment.replace_rules(session, ws.id, data.rules)
+            else:
+                rows = assignment.list_rules(session, ws.id)
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        except (OSError, ValueError, ValidationError) as exc:
+            fail(f"{file}: {exc}")
+            return
+        rules = [AssignmentRuleRead.model_validate(r).model_dump(mode="json") for r in rows]
+    if as_json:
+        emit_json(rules)
+        return
+    table = Table(title=f"Assignment rules ({len(rules)})")
+    for col in ("#", "name", "conditions", "target", "distribution", "active"):
+        table.add_column(col)
+    for r in rules:
+        target = f"user {r['user_id']}" if r["user_id"] is not None else f"team {r['team_id']}"
+        table.add_row(
+            str(r["position"]), r["name"], json.dumps(r["conditions"]), target, r["distribution"], str(r["active"])
+        )
+    out.print(table)
