@@ -117,7 +117,15 @@ def record_consent(
             priority=10,
             extra={"confirm_consent_id": record.id},
         )
+    _segments_follow(session, workspace_id, contact_id, now)
     return record
+
+
+def _segments_follow(session: Session, workspace_id: int, contact_id: int, now: datetime) -> None:
+    """Segments with consent conditions move with the ledger, in the same transaction."""
+    from suppilo.segments import service as segments_service
+
+    segments_service.update_for_contacts(session, workspace_id, [contact_id], {"consent"}, now, reason="consent")
 
 
 def confirm_double_opt_in(
@@ -160,6 +168,7 @@ def confirm_double_opt_in(
     )
     session.add(record)
     session.flush()
+    _segments_follow(session, workspace_id, signup.contact_id, now)
     return record
 
 

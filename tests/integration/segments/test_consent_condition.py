@@ -45,3 +45,20 @@ def test_consent_segments_follow_the_ledger(session, workspace):
         assert {c for c, s in snaps.items() if evaluate(node, s, NOW, lambda _: False)} == members, op
     # the objector still has a granted statement, but an objection overrides it; consent service agrees
     assert not consent_service.can_send_marketing(session, ws, objector, now=NOW).allowed
+
+
+def test_a_consent_segment_moves_when_consent_is_given_and_withdrawn(session, workspace):
+    ws = workspace.id
+    cid = contacts_service.create_contact(session, ws, ContactCreate(email="moves@shop.example", country="US")).id
+    seg = service.create_segment(
+        session, ws, SegmentCreate(name="mailable", filter={"type": "consent", "topic": "marketing", "op": "granted"})
+    )
+
+    def members() -> set[int]:
+        return {m.contact_id for m in service.list_members(session, ws, seg.id)[0]}
+
+    assert members() == set()
+    consent_service.record_consent(session, ws, cid, action="granted")
+    assert members() == {cid}  # at once, without a refresh
+    consent_service.record_consent(session, ws, cid, action="withdrawn")
+    assert members() == set()
