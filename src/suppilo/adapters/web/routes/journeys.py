@@ -280,6 +280,19 @@ async def enable_playbook(request: Request, ctx: Workspace_, session: DbSession,
 # --- one journey ----------------------------------------------------------------------------------------------------
 
 
+def walk_order(defn: jengine.Definition) -> list[str]:
+    """Step ids in the order a contact meets them (breadth first from ``start``), then any others."""
+    order: list[str] = []
+    queue = [defn.start]
+    while queue:
+        sid = queue.pop(0)
+        if sid in order or sid not in defn.steps:
+            continue
+        order.append(sid)
+        queue.extend(t for _, t in jengine.successors(defn.steps[sid]) if t is not None)
+    return order + [sid for sid in defn.steps if sid not in order]
+
+
 def _flow(defn: jengine.Definition, report: dict[str, Any]) -> list[dict[str, Any]]:
     """The steps in definition order with where each leads and its counts (the diagram, as a list)."""
     counts = {s["step"]: s for s in report["steps"]}
@@ -289,7 +302,8 @@ def _flow(defn: jengine.Definition, report: dict[str, Any]) -> list[dict[str, An
             if target is not None:
                 incoming.setdefault(target, []).append(sid)
     flow = []
-    for sid, step in defn.steps.items():
+    for sid in walk_order(defn):
+        step = defn.steps[sid]
         exits = []
         for where, target in jengine.successors(step):
             label = ""
@@ -346,6 +360,7 @@ def journey_page(request: Request, ctx: Workspace_, session: ReadSession, journe
     journey = _journey_or_404(session, ctx.workspace_id, journey_id)
     defn = journeys_service.current_definition(session, journey)
     rep = journeys_service.report(session, ctx.workspace_id, journey.id)
+    order = walk_order(defn)
     return _page(
         request,
         ctx,
@@ -355,6 +370,7 @@ def journey_page(request: Request, ctx: Workspace_, session: ReadSession, journe
         defn=defn,
         trigger=_trigger_text(defn),
         report=rep,
+        step_rows=sorted(rep["steps"], key=lambda row: order.index(row["step"])),
         flow=_flow(defn, rep),
         lift=rep["conversion"]["lift"],
         versions=list(reversed(journeys_service.versions(session, ctx.workspace_id, journey.id))),
