@@ -644,10 +644,15 @@ STAGE_STREAM = "sales.stage_changes"
 
 
 def run_assignment_scan(session: Session, *, limit: int = 2000) -> int:
+    """One batch of ``scan_batch``; returns how many contacts were assigned."""
+    return scan_batch(session, limit=limit)[1]
+
+
+def scan_batch(session: Session, *, limit: int = 2000) -> tuple[int, int]:
     """Assign owners to contacts that reached their workspace's ``assign_on_stage`` (the worker job): follows the
     stage-change history after commit with a stored cursor (``events.stream``, which also catches ids committed out of
     order). Seeing a change twice does nothing: a contact that has an owner is left alone. Returns how many contacts
-    were assigned."""
+    were assigned. Returns (stage changes read, contacts assigned)."""
     table = StageChange.__table__
     cursor = lock_cursor(session, STAGE_STREAM, table)
     rows = read(session, cursor, table, [table.c.workspace_id, table.c.contact_id, table.c.to_stage], limit)
@@ -669,7 +674,7 @@ def run_assignment_scan(session: Session, *, limit: int = 2000) -> int:
         ):
             assigned += 1
     session.flush()
-    return assigned
+    return len(rows), assigned
 
 
 def handoff_status(task: Task, now: datetime) -> str:
