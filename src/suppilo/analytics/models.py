@@ -39,6 +39,8 @@ class MarketingSpend(TenantMixin, Base):
     campaign: Mapped[str | None] = mapped_column(String(200))
     amount_minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    country: Mapped[str | None] = mapped_column(String(2))  # the market the money was spent on (ISO 3166-1)
+    region: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SpendGroup = Literal["channel", "campaign", "month"]
+SpendGroup = Literal["channel", "campaign", "month", "country", "region"]
 FunnelGroup = Literal["channel", "country", "region"]
 AttributionLevel = Literal["channel", "campaign"]
 
@@ -47,8 +47,20 @@ class SpendCreate(BaseModel):
     campaign: str | None = Field(default=None, max_length=200)
     amount_minor: int = Field(ge=0)
     currency: str
+    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2 market of the spend")
+    region: str | None = Field(default=None, max_length=100)
 
     _v_ccy = field_validator("currency")(_ccy)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip().upper()
+        if len(v) != 2 or not v.isalpha():
+            raise ValueError("must be a two-letter ISO 3166 country code")
+        return v
 
 
 class SpendRead(SpendCreate):

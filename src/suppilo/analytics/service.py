@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -158,6 +159,10 @@ def list_rates(session: Session, workspace_id: int) -> list[ExchangeRate]:
     )
 
 
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
 def _parse_date(text: str) -> date:
     return date.fromisoformat(text.strip())
 
@@ -200,6 +205,8 @@ def add_spend(session: Session, workspace_id: int, data: SpendCreate) -> Marketi
         campaign=(data.campaign or "").strip() or None,
         amount_minor=data.amount_minor,
         currency=data.currency,
+        country=data.country,
+        region=(data.region or "").strip() or None,
     )
     session.add(row)
     session.flush()
@@ -207,7 +214,8 @@ def add_spend(session: Session, workspace_id: int, data: SpendCreate) -> Marketi
 
 
 def import_spend_csv(session: Session, workspace_id: int, text: str) -> tuple[int, list[dict[str, Any]]]:
-    """``date,channel,campaign,amount,currency`` (amount in major units, e.g. ``12.50``); bad rows reported by line."""
+    """``date,channel,campaign,amount,currency[,country,region]`` (amount in major units, e.g. ``12.50``; country an
+    ISO 3166 code); bad rows reported by line."""
     reader = csv.DictReader(io.StringIO(text))
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
     missing = [c for c in ("date", "channel", "amount", "currency") if c not in fields]
@@ -230,7 +238,12 @@ def import_spend_csv(session: Session, workspace_id: int, text: str) -> tuple[in
                 campaign=rec.get("campaign") or None,
                 amount_minor=int(amount),
                 currency=ccy,
+                country=rec.get("country") or None,
+                region=rec.get("region") or None,
             )
+        except ValidationError as exc:
+            errors.append({"line": line, "message": _validation_message(exc)})
+            continue
         except (ValueError, InvalidOperation) as exc:
             errors.append({"line": line, "message": str(exc).splitlines()[0]})
             continue
@@ -242,6 +255,8 @@ def import_spend_csv(session: Session, workspace_id: int, text: str) -> tuple[in
                 "campaign": data.campaign,
                 "amount_minor": data.amount_minor,
                 "currency": data.currency,
+                "country": data.country,
+                "region": (data.region or "").strip() or None,
                 "created_at": utcnow(),
             }
         )
@@ -265,7 +280,14 @@ def _first_reach(session: Session, workspace_id: int, stages: list[str], start: 
         .subquery()
     )
     return session.execute(
-        select(sub.c.cid, sub.c.at, Contact.first_touch_channel, Contact.first_touch_campaign)
+        select(
+            sub.c.cid,
+            sub.c.at,
+            Contact.first_touch_channel,
+            Contact.first_touch_campaign,
+            Contact.country,
+            Contact.region,
+        )
         .join(Contact, and_(Contact.id == sub.c.cid, Contact.workspace_id == workspace_id))
         .where(sub.c.at >= start, sub.c.at < end)
     ).all()
@@ -288,23 +310,40 @@ def _as_dt(value: Any) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+GROUPS: dict[str, list[str]] = {
+    "channel": ["channel"],
+    "campaign": ["channel", "campaign"],
+    "month": ["month", "channel"],
+    "country": ["country", "channel"],
+    "region": ["region", "channel"],
+}
+
+
 def spend_report(
     session: Session, workspace_id: int, date_from: date | None, date_to: date | None, group_by: str = "channel"
 ) -> dict[str, Any]:
-    """Spend, leads, qualified leads, new customers and their revenue per channel, campaign or month × channel."""
-    if group_by not in ("channel", "campaign", "month"):
-        raise DomainError("group_by", "group_by must be channel, campaign or month")
+    """Spend, leads, qualified leads, new customers and their revenue per channel, campaign, month × channel,
+    country × channel or region × channel (spend rows carry their market; contacts are keyed by their own country
+    and region; ``(unknown)`` where either is missing)."""
+    if group_by not in GROUPS:
+        raise DomainError("group_by", "group_by must be channel, campaign, month, country or region")
     frm, to, start, end = period(date_from, date_to)
     book = rate_book(session, workspace_id)
     home = book.home
     stages = _funnel_stages(session, workspace_id)
 
-    def key(channel: str | None, campaign: str | None, when: date) -> tuple[str, ...]:
+    def key(
+        channel: str | None, campaign: str | None, when: date, country: str | None, region: str | None
+    ) -> tuple[str, ...]:
         ch = channel or UNKNOWN
         if group_by == "channel":
             return (ch,)
         if group_by == "campaign":
             return (ch, campaign or NO_CAMPAIGN)
+        if group_by == "country":
+            return ((country or "").upper() or UNKNOWN, ch)
+        if group_by == "region":
+            return (region or UNKNOWN, ch)
         return (f"{when.year:04d}-{when.month:02d}", ch)
 
     acc: dict[tuple[str, ...], dict[str, int]] = defaultdict(
@@ -318,35 +357,44 @@ def spend_report(
             "clv_customers": 0,
         }
     )
-    for d, ch, camp, amount, ccy in session.execute(
+    for d, ch, camp, amount, ccy, country, region in session.execute(
         select(
             MarketingSpend.spend_date,
             MarketingSpend.channel,
             MarketingSpend.campaign,
             MarketingSpend.amount_minor,
             MarketingSpend.currency,
+            MarketingSpend.country,
+            MarketingSpend.region,
         ).where(
             MarketingSpend.workspace_id == workspace_id,
             MarketingSpend.spend_date >= frm,
             MarketingSpend.spend_date <= to,
         )
     ):
-        acc[key(ch, camp, d)]["spend_minor"] += book.convert(amount, ccy, home, d)
+        acc[key(ch, camp, d, country, region)]["spend_minor"] += book.convert(amount, ccy, home, d)
     for metric, first in (("leads", "interest"), ("qualified_leads", "consideration")):
         reach = _stages_from(stages, first)
         if not reach:
             continue
-        for _cid, at, ch, camp in _first_reach(session, workspace_id, reach, start, end):
-            acc[key(ch, camp, _as_dt(at).date())][metric] += 1
+        for _cid, at, ch, camp, country, region in _first_reach(session, workspace_id, reach, start, end):
+            acc[key(ch, camp, _as_dt(at).date(), country, region)][metric] += 1
     fo = _first_orders_subquery(workspace_id)
     customers = session.execute(
-        select(fo.c.cid, fo.c.first_at, Contact.first_touch_channel, Contact.first_touch_campaign)
+        select(
+            fo.c.cid,
+            fo.c.first_at,
+            Contact.first_touch_channel,
+            Contact.first_touch_campaign,
+            Contact.country,
+            Contact.region,
+        )
         .join(Contact, and_(Contact.id == fo.c.cid, Contact.workspace_id == workspace_id))
         .where(fo.c.first_at >= start, fo.c.first_at < end)
     ).all()
     keys_by_contact: dict[int, tuple[str, ...]] = {}
-    for cid, first_at, ch, camp in customers:
-        k = key(ch, camp, _as_dt(first_at).date())
+    for cid, first_at, ch, camp, country, region in customers:
+        k = key(ch, camp, _as_dt(first_at).date(), country, region)
         keys_by_contact[cid] = k
         acc[k]["new_customers"] += 1
     ids = list(keys_by_contact)
@@ -375,7 +423,7 @@ def spend_report(
                 _order_value(total, refunded), ccy, home, placed.date()
             )
 
-    names = {"channel": ["channel"], "campaign": ["channel", "campaign"], "month": ["month", "channel"]}[group_by]
+    names = GROUPS[group_by]
     rows = [_spend_metrics(dict(zip(names, k, strict=True)), v) for k, v in sorted(acc.items())]
     totals = {
         m: sum(v[m] for v in acc.values())
@@ -932,6 +980,11 @@ def customer_segments(session: Session, workspace_id: int, contact_ids: Sequence
     return out
 
 
+def _finite_mean(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
+
+
 def _segment_split(
     session: Session,
     workspace_id: int,
@@ -972,8 +1025,8 @@ def _segment_split(
                 "converged": model.converged,
                 "method": model.bg_nbd.method,
                 "fallback": model.bg_nbd.fallback or model.gamma_gamma.fallback,
-                "mean_p_alive": float(np.nanmean(seg_preds.p_alive)) if model.bg_nbd.converged else None,
-                "mean_predicted_clv_12m_minor": float(np.nanmean(seg_preds.clv)),
+                "mean_p_alive": _finite_mean(seg_preds.p_alive) if model.bg_nbd.converged else None,
+                "mean_predicted_clv_12m_minor": _finite_mean(seg_preds.clv),
                 "predicted_clv_12m_total_minor": int(np.nansum(seg_preds.clv)),
                 # The workspace-wide fit's predictions (those written to the contacts) summed over the segment.
                 "workspace_fit_clv_12m_total_minor": int(np.nansum(preds.clv[mask])),

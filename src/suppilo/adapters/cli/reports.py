@@ -110,16 +110,14 @@ def spend(
     workspace: str | None = WorkspaceOpt,
     date_from: str | None = FromOpt,
     date_to: str | None = ToOpt,
-    group_by: str = typer.Option("channel", "--group-by", help="channel, campaign or month"),
+    group_by: str = typer.Option("channel", "--group-by", help="channel, campaign, month, country or region"),
     as_json: bool = JsonOpt,
     csv_file: Path | None = CsvOpt,
 ) -> None:
     """Spend, leads, CPL, cost per qualified lead, CAC, ROI and ROAS."""
     frm, to = _day(date_from, "--from"), _day(date_to, "--to")
     data = _run(workspace, lambda s, ws: service.spend_report(s, ws, frm, to, group_by))
-    head = {"channel": ["channel"], "campaign": ["channel", "campaign"], "month": ["month", "channel"]}.get(
-        group_by, []
-    )
+    head = service.GROUPS.get(group_by, [])
     cols = [*head, "spend_minor", "leads", "qualified_leads", "new_customers", "revenue_minor"]
     cols += ["cost_per_lead_minor", "cost_per_qualified_lead_minor", "cac_minor", "roi", "roas", "ltv_cac"]
     _output(

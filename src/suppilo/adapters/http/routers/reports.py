@@ -90,12 +90,15 @@ def add_spend(data: SpendCreate, principal: Writer, session: DbSession) -> Spend
         campaign=row.campaign,
         amount_minor=row.amount_minor,
         currency=row.currency,
+        country=row.country,
+        region=row.region,
     )
 
 
 @router.post("/spend/import", response_model=ImportResult)
 def import_spend(principal: Writer, session: DbSession, file: UploadFile = File(...)) -> ImportResult:
-    """CSV ``date,channel,campaign,amount,currency`` (amount in major units); bad lines are reported and skipped."""
+    """CSV ``date,channel,campaign,amount,currency[,country,region]`` (amount in major units); bad lines are reported
+    and skipped."""
     n, errors = service.import_spend_csv(session, principal.workspace_id, _csv_text(file))
     return ImportResult(imported=n, errors=errors)
 
@@ -109,7 +112,7 @@ def spend_report(
     session: ReadSession,
     date_from: From = None,
     date_to: To = None,
-    group_by: Literal["channel", "campaign", "month"] = "channel",
+    group_by: Literal["channel", "campaign", "month", "country", "region"] = "channel",
 ) -> dict[str, Any]:
     """Spend, leads, qualified leads, new customers, revenue, CPL, CPQL, CAC, ROI and ROAS."""
     return service.spend_report(session, principal.workspace_id, date_from, date_to, group_by)
