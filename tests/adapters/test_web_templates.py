@@ -229,6 +229,38 @@ def test_schedule_broadcasts_and_list_them_with_counts(client, session_factory, 
         },
     )
     assert res.status_code == 200 and "09:30" in res.text and "2 contacts" in res.text
+    # At a moment, typed in the workspace's time zone (Europe/Helsinki): stored as the UTC instant.
+    bad = client.post(
+        f"{base}/broadcasts",
+        data={
+            "name": "Later",
+            "template_key": "news",
+            "tag": "vip",
+            "timing": "at",
+            "send_at": "soon",
+            "csrf_token": token,
+        },
+    )
+    assert bad.status_code == 422 and "give a date and time" in bad.text and 'value="soon"' in bad.text
+    res = client.post(
+        f"{base}/broadcasts",
+        data={
+            "name": "Later",
+            "template_key": "news",
+            "tag": "vip",
+            "timing": "at",
+            "send_at": "2031-06-01T09:00",
+            "csrf_token": token,
+        },
+    )
+    assert res.status_code == 200
+    from sqlalchemy import select
+
+    from suppilo.messaging.outbox_models import Broadcast
+
+    with session_factory() as s:
+        later = s.scalar(select(Broadcast).where(Broadcast.workspace_id == workspace.id, Broadcast.name == "Later"))
+        assert later is not None and later.send_at.isoformat() == "2031-06-01T06:00:00+00:00"
     # The worker queues the due one; the list shows how many were queued.
     from suppilo.messaging.broadcasts import run_due_broadcasts
 
