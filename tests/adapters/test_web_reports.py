@@ -167,3 +167,46 @@ def test_reports_of_another_workspace_are_not_found(client, session_factory, wor
     # The analyst's own pages list every report and the navigation offers no settings.
     page = client.get(f"/app/w/{workspace.slug}/reports/attribution")
     assert "/reports/experiments" in page.text and "/settings" not in page.text
+
+
+def test_a_journey_with_a_holdout_is_an_experiment(client, session_factory, workspace) -> None:
+    from suppilo.journeys import service as journeys_service
+    from tests.integration.journeys.support import contact, enrollments, event, install_templates, journey, tick
+
+    install_templates(session_factory, workspace.id)
+    definition = {
+        "name": "Welcome test <b>1</b>",
+        "trigger": {"type": "manual"},
+        "goal": {"event": "Order Completed", "window_days": 14},
+        "start": "split",
+        "steps": {
+            "split": {
+                "type": "split",
+                "variants": [{"name": "mail", "weight": 1, "next": "hello"}],
+                "holdout_percent": 30,
+            },
+            "hello": {"type": "send_email", "template": "welcome"},
+        },
+    }
+    jid = journey(session_factory, workspace.id, definition)
+    ids = [contact(session_factory, workspace.id, f"x{i}@example.com") for i in range(60)]
+    with session_factory() as s:
+        journeys_service.enrol_contacts(s, workspace.id, jid, ids, key="x")
+        s.commit()
+    tick(session_factory)
+    for r in enrollments(session_factory, jid)[:12]:
+        event(session_factory, workspace.id, r.contact_id, "Order Completed")
+    tick(session_factory)
+    with session_factory() as s:
+        conv = journeys_service.report(s, workspace.id, jid)["conversion"]
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    base = f"/app/w/{workspace.slug}/reports"
+    page = client.get(f"{base}/experiments")
+    assert page.status_code == 200 and 'id="no-experiments"' not in page.text
+    assert "Welcome test &lt;b&gt;1&lt;/b&gt;" in page.text and "experiment-table" in page.text
+    rows = rows_of(client.get(f"{base}/experiments.csv"))
+    by_arm = {r[1]: r for r in rows[1:] if r[0] == "Welcome test <b>1</b>"}
+    assert set(by_arm) == {"holdout", "treatment"}
+    assert int(by_arm["holdout"][3]) == conv["holdout"]["contacts"]
+    assert int(by_arm["treatment"][2]) == conv["treatment"]["converted"]
+    assert by_arm["treatment"][7] != "" and by_arm["holdout"][7] == ""  # the control has no test against itself
