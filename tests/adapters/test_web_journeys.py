@@ -5,12 +5,15 @@ timelines; roles, CSRF, other workspaces and stored script shown as text."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from suppilo.db.base import utcnow
 from suppilo.journeys import playbooks
 from suppilo.journeys import service as journeys_service
+from suppilo.journeys.models import Enrollment
 from suppilo.journeys.runner import run_due
 from suppilo.messaging import service as messaging_service
 from tests.adapters.test_web_shell import csrf_of, login, make_user
@@ -197,3 +200,21 @@ def test_analyst_cannot_enable_and_other_workspaces_are_404(
     assert client.get(f"/app/w/{other_workspace.slug}/journeys").status_code == 404
     foreign = enrol(session_factory, other_workspace.id, other, contact(client, other_workspace, "o@example.com"))
     assert client.get(f"/app/w/{workspace.slug}/enrollments/{foreign}").status_code == 404
+
+
+def test_stuck_enrollments_are_listed_with_their_error(client, session_factory, workspace) -> None:
+    jid = welcome(session_factory, workspace.id)
+    enrollment = enrol(session_factory, workspace.id, jid, contact(client, workspace, "stuck@example.com"))
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    assert 'id="stuck-table"' not in client.get(f"/app/w/{workspace.slug}/journeys").text
+    with session_factory() as s:
+        s.execute(
+            update(Enrollment)
+            .where(Enrollment.id == enrollment)
+            .values(due_at=utcnow() - timedelta(hours=1), last_error=f"SMTP down {SCRIPT}")
+        )
+        s.commit()
+    html = client.get(f"/app/w/{workspace.slug}/journeys").text
+    stuck = html[html.index('id="stuck-table"') :]
+    assert f"/enrollments/{enrollment}" in stuck and "Welcome series" in stuck
+    assert "SMTP down &lt;script&gt;" in stuck and SCRIPT not in html

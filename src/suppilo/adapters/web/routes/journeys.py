@@ -28,6 +28,7 @@ router = APIRouter()
 MANAGERS = frozenset({"admin", "marketer"})
 ENROLLMENT_PAGE = 50
 EDITOR_MAX = 200_000
+STUCK_SHOWN = 50
 
 
 def N_(text: str) -> str:
@@ -166,7 +167,18 @@ def _rows(session: Any, workspace_id: int) -> list[dict[str, Any]]:
 @router.get("/w/{slug}/journeys")
 def journeys(request: Request, ctx: Workspace_, session: ReadSession, done: str = "") -> Response:
     ctx.require("view")
-    return _page(request, ctx, "journeys.html", active="journeys", rows=_rows(session, ctx.workspace_id), done=done)
+    rows = _rows(session, ctx.workspace_id)
+    stuck = journeys_service.stuck(session, ctx.workspace_id)[:STUCK_SHOWN]
+    return _page(
+        request,
+        ctx,
+        "journeys.html",
+        active="journeys",
+        rows=rows,
+        names={row["journey"].id: row["journey"].name for row in rows},
+        stuck=stuck,
+        done=done,
+    )
 
 
 # --- playbooks ------------------------------------------------------------------------------------------------------
