@@ -191,9 +191,7 @@ def test_roles_and_other_workspaces(client, session_factory, workspace, other_wo
         mine = segments_service.create_segment(
             s,
             workspace.id,
-            SegmentCreate(
-                name=SCRIPT, filter={"type": "contact", "field": "country", "op": "eq", "value": "FI"}
-            ),
+            SegmentCreate(name=SCRIPT, filter={"type": "contact", "field": "country", "op": "eq", "value": "FI"}),
         )
         theirs = segments_service.create_segment(s, other_workspace.id, SegmentCreate(name="Theirs", kind="static"))
         s.commit()
@@ -214,3 +212,32 @@ def test_roles_and_other_workspaces(client, session_factory, workspace, other_wo
     res = client.post(f"/app/w/{workspace.slug}/segments/{theirs_id}/members", data={"csrf_token": token})
     assert res.status_code == 404
     assert client.get(f"/app/w/{workspace.slug}/segments/{theirs_id}/edit").status_code == 404
+
+
+def test_delete_a_segment_unless_another_uses_it(client, session_factory, workspace) -> None:
+    with session_factory() as s:
+        base = segments_service.create_segment(
+            s,
+            workspace.id,
+            SegmentCreate(name="Finns", filter={"type": "contact", "field": "city", "op": "eq", "value": SCRIPT}),
+        )
+        user = segments_service.create_segment(
+            s,
+            workspace.id,
+            SegmentCreate(name="Uses Finns", filter={"type": "segment", "op": "in_segment", "value": base.id}),
+        )
+        s.commit()
+        base_id, user_id = base.id, user.id
+    login(client, make_user(session_factory, workspace.id, "marketer"))
+    page = client.get(f"/app/w/{workspace.slug}/segments/{base_id}").text
+    assert SCRIPT not in page and "&lt;script&gt;alert(&#39;segment&#39;)&lt;/script&gt;" in page  # the filter as text
+    edit = client.get(f"/app/w/{workspace.slug}/segments/{base_id}/edit").text
+    assert SCRIPT not in edit and 'value="&lt;script&gt;' in edit
+    token = csrf_of(page)
+    refused = client.post(f"/app/w/{workspace.slug}/segments/{base_id}/delete", data={"csrf_token": token})
+    assert refused.status_code == 409 and f"segments {user_id} use this segment" in refused.text
+    res = client.post(f"/app/w/{workspace.slug}/segments/{user_id}/delete", data={"csrf_token": token})
+    assert res.status_code == 200 and "Segment deleted." in res.text and "Uses Finns" not in res.text
+    res = client.post(f"/app/w/{workspace.slug}/segments/{base_id}/delete", data={"csrf_token": token})
+    assert "Segment deleted." in res.text and f'id="segment-{base_id}"' not in res.text
+    assert client.get(f"/app/w/{workspace.slug}/segments/{base_id}").status_code == 404

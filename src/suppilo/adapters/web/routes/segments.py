@@ -25,7 +25,7 @@ from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
 from suppilo.adapters.web.templating import render
 from suppilo.contacts.models import Contact, PropertyDefinition
 from suppilo.engine import filters as F
-from suppilo.errors import DomainError, NotFound
+from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.segments import service as segments_service
 from suppilo.segments.models import Segment
 from suppilo.segments.schemas import SegmentCreate, SegmentUpdate
@@ -498,7 +498,8 @@ def _page(request: Request, ctx: Ctx, template: str, status_code: int = 200, **c
 @router.get("/w/{slug}/segments")
 def segments(request: Request, ctx: Workspace_, session: ReadSession, done: str = "") -> Response:
     ctx.require("view")
-    return _page(request, ctx, "segments.html", items=segments_service.list_segments(session, ctx.workspace_id))
+    items = segments_service.list_segments(session, ctx.workspace_id)
+    return _page(request, ctx, "segments.html", items=items, done=done)
 
 
 @dataclass
@@ -827,3 +828,16 @@ async def add_members(request: Request, ctx: Workspace_, session: DbSession, seg
 @router.post("/w/{slug}/segments/{segment_id}/members/remove")
 async def remove_members(request: Request, ctx: Workspace_, session: DbSession, segment_id: int) -> Response:
     return await _members(request, ctx, session, segment_id, remove=True)
+
+
+@router.post("/w/{slug}/segments/{segment_id}/delete")
+async def delete_segment(request: Request, ctx: Workspace_, session: DbSession, segment_id: int) -> Response:
+    """Delete a segment with its membership and history; refused (409) while another segment uses it."""
+    await csrf.check(request, ctx.user.info.csrf_token)
+    _manage(ctx)
+    seg = _segment_or_404(session, ctx.workspace_id, segment_id)
+    try:
+        segments_service.delete_segment(session, ctx.workspace_id, seg.id)
+    except Conflict as exc:
+        raise WebError(409, exc.message) from exc
+    return RedirectResponse(f"{ctx.base}/segments?done=deleted", status_code=303)
