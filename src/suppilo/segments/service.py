@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from suppilo.contacts import service as contacts_service
@@ -393,6 +393,7 @@ def refresh_segment(
     session: Session, workspace_id: int, segment_id: int, now: datetime, *, reason: str = "refresh"
 ) -> DiffResult:
     """Evaluate a dynamic segment in full (compiled SQL) and store the difference to its stored membership."""
+    serialize(session, workspace_id)
     seg = get_segment(session, workspace_id, segment_id)
     result = DiffResult()
     if seg.kind != "dynamic" or seg.filter is None:
@@ -432,6 +433,16 @@ def refresh_all(
     return total
 
 
+SEGMENTS_LOCK = 73_010
+
+
+def serialize(session: Session, workspace_id: int) -> None:
+    """Membership changes of one workspace take turns (PostgreSQL: a transaction-scoped advisory lock; SQLite's
+    writers take turns anyway): two refreshes at once would both see a contact as new and both store it."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": SEGMENTS_LOCK, "b": workspace_id})
+
+
 def _affected(deps: list[str], changed: set[str]) -> bool:
     return any(dep in changed or dep.split(":", 1)[0] in changed for dep in deps)
 
@@ -463,6 +474,7 @@ def update_for_contacts(
     seeds = {sid for sid, deps in segs.items() if _affected(deps, changed)}
     if not ids or not seeds:
         return result
+    serialize(session, workspace_id)
     order = _order(segs, _closure(segs, seeds))
     event_names: set[str] = set()
     for sid in order:
@@ -541,6 +553,7 @@ def add_members(
 ) -> int:
     """Add contacts to a static list; returns how many were not members yet."""
     now = now or utcnow()
+    serialize(session, workspace_id)
     seg = _static(session, workspace_id, segment_id)
     _check_contacts(session, workspace_id, contact_ids)
     stored = _members_among(session, workspace_id, seg.id, contact_ids)
@@ -556,6 +569,7 @@ def remove_members(
 ) -> int:
     """Remove contacts from a static list; returns how many were members."""
     now = now or utcnow()
+    serialize(session, workspace_id)
     seg = _static(session, workspace_id, segment_id)
     gone = sorted(_members_among(session, workspace_id, seg.id, contact_ids))
     _apply_diff(session, workspace_id, seg, [], gone, now, "removed")
