@@ -100,3 +100,28 @@ def test_reports_over_the_demo(client, demo, session) -> None:
     cohorts = client.get("/api/v1/reports/cohorts", params={"to": "2025-05-31"}, headers=h).json()
     assert sum(r["customers"] for r in cohorts["cohorts"]) == customers
     assert all(r["retention"][0] == 1.0 for r in cohorts["cohorts"])
+
+
+def test_new_reports_over_the_demo(client, demo) -> None:
+    _ws, key = demo
+    h = {"Authorization": f"Bearer {key}"}
+    trends = client.get("/api/v1/reports/funnel-trends", params={**YEAR, "interval": "month"}, headers=h).json()
+    assert len(trends["periods"]) == 12 and sum(p["contacts"] for p in trends["periods"]) > 0
+    assert any(v is not None for series in trends["series"].values() for v in series)
+    svg = client.get("/api/v1/reports/funnel-trends", params={**YEAR, "format": "svg"}, headers=h)
+    assert svg.headers["content-type"].startswith("image/svg+xml") and "<title" in svg.text
+    body = {"steps": ["Product Added", "Order Completed"], "window_days": 30, **YEAR}
+    sql = client.post("/api/v1/reports/event-funnel", json={**body, "engine": "sql"}, headers=h).json()
+    col = client.post("/api/v1/reports/event-funnel", json={**body, "engine": "columnar"}, headers=h).json()
+    assert sql["steps"] == col["steps"] and sql["steps"][1]["count"] > 0
+    q = {"by": "month", "to": "2025-05-31"}
+    a = client.get("/api/v1/reports/event-cohorts", params={**q, "engine": "sql"}, headers=h).json()
+    b = client.get("/api/v1/reports/event-cohorts", params={**q, "engine": "columnar"}, headers=h).json()
+    assert a["cohorts"] and a["cohorts"] == b["cohorts"]
+    by_country = client.get("/api/v1/reports/spend", params={**YEAR, "group_by": "country"}, headers=h).json()
+    assert sum(r["leads"] for r in by_country["rows"]) > 0
+    att = client.get("/api/v1/reports/attribution", params={**YEAR, "format": "svg"}, headers=h)
+    assert att.status_code == 200 and "aria-label" in att.text
+    fit = client.post("/api/v1/reports/clv/fit", json={"as_of": "2025-05-31"}, headers=h).json()
+    assert fit["segments"]["B2B"]["customers"] + fit["segments"]["B2C"]["customers"] == fit["customers"]
+    assert client.get("/api/v1/reports/experiments/journeys", headers=h).status_code == 200
