@@ -88,3 +88,26 @@ def test_a_refused_edit_keeps_the_typed_text(app_url, watched: Watched, session_
     expect(page.get_by_label("Subject")).to_have_value("Hej {{ contact.first_name")
     expect(page.get_by_label("HTML", exact=True)).to_have_value("<p>{{ contact.shoe_size }}</p>")
     assert watched.csp_violations() == [] and watched.dialogs == []
+
+
+def test_reports_and_settings_pages_run_under_the_policy(app_url, watched: Watched, session_factory) -> None:  # noqa: F811
+    slug, ws_id, _contact_id, _template_id = seed(session_factory)
+    email = make_user(session_factory, ws_id, "admin")
+    page = watched.page
+    log_in(watched, app_url, email)
+    page.goto(
+        f"{app_url}/app/w/{slug}/reports/experiments?name0=A&conversions0=10&trials0=100&name1=B&conversions1=30&trials1=100"
+    )
+    expect(page.locator(".experiment-table")).to_be_visible()
+    expect(page.locator("svg.chart").first).to_be_visible()
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name="Settings")).to_be_visible()
+    page.get_by_label("Time zone").fill("Nowhere/Else")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#form-error")).to_be_visible()
+    expect(page.get_by_label("Time zone")).to_have_value("Nowhere/Else")
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_label("read", exact=True).check()
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#raw-key")).to_contain_text("sk_")
+    assert watched.csp_violations() == [] and watched.dialogs == []
