@@ -49,6 +49,7 @@ def test_new_workspace_gets_the_default_templates_in_five_languages(session, wor
         "cross_sell",
         "referral_request",
         "sales_handoff_ack",
+        "task_reminder",
     }
     for template in templates.values():
         assert {v.language for v in template.variants} == {"en", "sv", "fi", "da", "lv"}

@@ -11,6 +11,7 @@ from suppilo.commerce.tasks import run_abandoned_carts
 from suppilo.deals.tasks import run_sales
 from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.loyalty.tasks import run_loyalty
+from suppilo.scoring.rfm import run_rfm
 from suppilo.recommendations.tasks import run_recommendations
 from suppilo.scoring.tasks import run_scoring
 from suppilo.segments.tasks import run_live_updates, run_time_refresh
@@ -67,9 +68,10 @@ JOBS: list[JobEntry] = [
     ("journey_goals", 60.0, run_journey_goals),
     ("journey_lapse_dates", 3600.0, run_lapse_refresh),
     ("loyalty", 3600.0, run_loyalty),
-    ("advocacy", 5.0, run_advocacy),
-    ("recommendations", 3600.0, run_recommendations),
+    ("rfm", 86400.0, run_rfm),
     ("sales", 30.0, run_sales),
+    ("recommendations", 3600.0, run_recommendations),
+    ("advocacy", 5.0, run_advocacy),
 ]
 
 

@@ -114,6 +114,15 @@ def recompute(data: RecomputeIn, principal: Writer, session: DbSession) -> Recom
     )
 
 
+@router.post("/scoring/rfm")
+def compute_rfm(principal: Writer, session: DbSession) -> dict[str, Any]:
+    """Score every customer by recency, frequency and monetary value (1-5 each) and store ``rfm_code`` and
+    ``rfm_group`` on the contacts; returns how many customers each group holds."""
+    from suppilo.scoring import rfm
+
+    return rfm.compute(session, principal.workspace_id)
+
+
 @router.get("/scoring/matrix", response_model=MatrixOut)
 def matrix(principal: Reader, session: ReadSession) -> MatrixOut:
     """Contacts by fit grade × engagement band: where sales should spend its time."""
