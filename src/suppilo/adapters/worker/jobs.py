@@ -11,8 +11,8 @@ from suppilo.commerce.tasks import run_abandoned_carts
 from suppilo.deals.tasks import run_sales
 from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.loyalty.tasks import run_loyalty
-from suppilo.scoring.rfm import run_rfm
 from suppilo.recommendations.tasks import run_recommendations
+from suppilo.scoring.rfm import run_rfm
 from suppilo.scoring.tasks import run_scoring
 from suppilo.segments.tasks import run_live_updates, run_time_refresh
 
