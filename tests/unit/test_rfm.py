@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +30,7 @@ def test_scores_are_1_to_5_monotone_and_ties_share_a_score(values):
     scores = rfm.quintile_scores(values).tolist()
     assert all(1 <= s <= 5 for s in scores)
     pairs = sorted(zip(values, scores, strict=True))
-    assert all(a[1] <= b[1] for a, b in zip(pairs, pairs[1:], strict=False))
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(pairs))
     by_value: dict[int, set[int]] = {}
     for v, s in zip(values, scores, strict=True):
         by_value.setdefault(v, set()).add(s)
