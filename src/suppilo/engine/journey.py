@@ -291,12 +291,14 @@ class UpdateContact(_M):
 
 
 class CreateTask(_M):
-    """A follow-up task for the contact's owner (the hand-off to sales), due after ``due_in``."""
+    """A follow-up task for the contact's owner (the hand-off to sales), due after ``due_in`` — counted in the
+    owner's working hours when ``working_hours`` (a 4-hour target set on Friday at 16:00 is due Monday at 12:00)."""
 
     type: Literal["create_task"]
     title: str = Field(min_length=1, max_length=300)
     kind: Literal["call", "meeting", "email", "todo"] = "call"
     due_in: Duration = Field(default_factory=lambda: Duration(hours=4))
+    working_hours: bool = False
     next: str | None = None
 
 

@@ -106,6 +106,7 @@ def sales_handoff(s: dict[str, Any]) -> dict[str, Any]:
                 "title": "Call the qualified lead",
                 "kind": "call",
                 "due_in": {"hours": hours},
+                "working_hours": True,
                 "next": "note",
             },
             "note": {

@@ -254,13 +254,14 @@ class _Effects:
             TaskCreate(
                 title=step.title,
                 kind=step.kind,
-                due_at=self.now + step.due_in.delta(),
+                due_at=None if step.working_hours else self.now + step.due_in.delta(),
+                due_in_working_hours=step.due_in.delta().total_seconds() / 3600 if step.working_hours else None,
                 contact_id=row.contact_id,
                 owner_id=owner,
             ),
             now=self.now,
         )
-        return {"task_id": task.id, "owner_id": owner, "journey": journey.name}
+        return {"task_id": task.id, "owner_id": owner, "due_at": task.due_at.isoformat(), "journey": journey.name}
 
     def _list(self, row: Enrollment, step: jengine.ListChange) -> dict[str, Any]:
         fn = segments_service.add_members if step.action == "add" else segments_service.remove_members

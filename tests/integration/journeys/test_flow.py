@@ -224,3 +224,31 @@ def test_a_survey_promoter_gets_the_review_then_the_referral_mail_with_a_persona
     assert [m.template_key for m in mails] == ["review_request", "referral_request"]
     referral = mails[1].extra["referral"]
     assert "/r/" in referral["url"] and referral["code"]
+
+
+def test_hand_off_task_is_due_in_the_owners_working_hours(session_factory, ws):
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from suppilo.contacts.models import Contact
+    from suppilo.deals.models import Task
+    from suppilo.journeys import playbooks
+
+    with session_factory() as s:
+        jid = playbooks.enable(s, ws.id, "sales_handoff", {"response_hours": 4}).id
+        s.commit()
+    cid = contact(session_factory, ws.id, "lead@example.com", country="US", lifecycle_stage="consideration")
+    from suppilo.contacts import service as contacts_service
+
+    with session_factory() as s:
+        contacts_service.change_stage(s, s.get(Contact, cid), "decision", reason="qualified", source="api")
+        s.commit()
+    friday = datetime(2026, 11, 27, 13, 0, tzinfo=UTC)  # 15:00 in Helsinki, the workspace's zone; default hours 9-17
+    tick(session_factory, friday)
+    with session_factory() as s:
+        task = s.scalar(select(Task).where(Task.workspace_id == ws.id, Task.contact_id == cid))
+    assert task is not None and task.kind == "call"
+    assert task.due_at == datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # Monday 11:00 Helsinki: 2 h on Friday + 2 h
+    assert [m.template_key for m in messages(session_factory, ws.id, cid)] == ["sales_handoff_ack"]
+    assert enrollments(session_factory, jid)[0].end_reason == "completed"
