@@ -23,7 +23,8 @@ from suppilo.offers.schemas import OfferCreate
 PLAYBOOKS: dict[str, dict[str, object]] = {
     "welcome_series": {},
     "lead_nurture": {"interest": "hiking"},
-    "sales_handoff": {"response_hours": 4},
+    # Not "sales_handoff": the demo's sales settings assign an owner and create the hand-off task when a lead
+    # reaches "decision" (suppilo.deals.assignment); the playbook would create a second task.
     "thank_you_onboarding": {},
     "cross_sell": {},
     "abandoned_cart": {},
