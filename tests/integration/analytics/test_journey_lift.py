@@ -64,3 +64,29 @@ def test_journeys_with_a_holdout_are_listed_with_their_lift(client, session, wor
     assert r.status_code == 200 and r.json() == rep
     other = client.get("/api/v1/reports/experiments/journeys", headers=other_workspace.auth("read")).json()
     assert other["journeys"] == [] and other["insufficient_data"]
+
+
+def test_cli_journey_lift(monkeypatch, database_url, db_engine, tmp_path, session, workspace) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from suppilo.adapters.cli.main import app as cli_app
+    from suppilo.config import get_settings
+
+    ws = workspace.id
+    held = journeys_service.create_journey(session, ws, DEFINITION, actor="test")
+    _enrol(session, ws, held.id, "treatment", 50, 10)
+    _enrol(session, ws, held.id, "holdout", 50, 5)
+    session.commit()
+    monkeypatch.setenv("SUPPILO_DATABASE_URL", database_url)
+    monkeypatch.setenv("SUPPILO_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        res = CliRunner().invoke(cli_app, ["report", "journey-lift", "-w", workspace.slug])
+        assert res.exit_code == 0, res.output
+        assert "Win-back" in res.output and "10/50" in res.output and "5/50" in res.output
+        res = CliRunner().invoke(cli_app, ["report", "journey-lift", "-w", workspace.slug, "--json"])
+        assert json.loads(res.output)["journeys"][0]["lift"]["absolute"] == pytest.approx(0.1)
+    finally:
+        get_settings.cache_clear()
