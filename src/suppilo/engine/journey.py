@@ -174,7 +174,8 @@ class SendEmail(_M):
 
     ``kind`` defaults to the template's kind (a transactional mail skips marketing consent; the template must agree).
     ``include`` puts the contact's latest order or cart into the template's context (``owner``: the contact owner's
-    name as ``message.owner_name``; ``referral``: the contact's referral code and link); ``message`` adds fixed values
+    name as ``message.owner_name``; ``referral``: the contact's referral code and link; ``recommendations``:
+    products for the contact); ``message`` adds fixed values
     the template reads as ``message.<name>`` (e.g. the interest a nurture mail is about).
     """
 
@@ -183,7 +184,7 @@ class SendEmail(_M):
     kind: Literal["marketing", "transactional"] | None = None
     topic: str = Field(default="marketing", min_length=1, max_length=64)
     priority: int = Field(default=0, ge=-100, le=100)
-    include: tuple[Literal["order", "cart", "owner", "referral"], ...] = ()
+    include: tuple[Literal["order", "cart", "owner", "referral", "recommendations"], ...] = ()
     message: dict[str, str | int | float | bool] = Field(default_factory=dict)
     next: str | None = None
 

@@ -155,7 +155,12 @@ def cross_sell(s: dict[str, Any]) -> dict[str, Any]:
         "start": "pause",
         "steps": {
             "pause": {"type": "wait", "duration": {"days": _int(s, "after_days", 14, 1, 90)}, "next": "suggest"},
-            "suggest": {"type": "send_email", "template": "cross_sell", "include": ["order"], "next": None},
+            "suggest": {
+                "type": "send_email",
+                "template": "cross_sell",
+                "include": ["order", "recommendations"],
+                "next": None,
+            },
         },
     }
 

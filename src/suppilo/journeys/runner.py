@@ -141,6 +141,15 @@ class _Effects:
                             owner = owner_name(self.session, row.contact_id)
                             if owner:
                                 extra["message"]["owner_name"] = owner
+                        elif root == "recommendations":
+                            from suppilo.recommendations import service as recommendations_service
+
+                            extra["recommendations"] = [
+                                {k: v for k, v in item.items() if v is not None}
+                                for item in recommendations_service.for_contact(
+                                    self.session, row.workspace_id, row.contact_id, limit=4
+                                )
+                            ]
                         elif root == "referral":
                             from suppilo.advocacy import service as advocacy_service
                             from suppilo.config import get_settings

@@ -252,3 +252,42 @@ def test_hand_off_task_is_due_in_the_owners_working_hours(session_factory, ws):
     assert task.due_at == datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # Monday 11:00 Helsinki: 2 h on Friday + 2 h
     assert [m.template_key for m in messages(session_factory, ws.id, cid)] == ["sales_handoff_ack"]
     assert enrollments(session_factory, jid)[0].end_reason == "completed"
+
+
+def test_cross_sell_mail_carries_products_bought_together(session_factory, ws):
+    from datetime import UTC, datetime, timedelta
+
+    from suppilo.commerce.models import Order, OrderLine, Product
+    from suppilo.journeys import playbooks
+    from suppilo.recommendations import service as recommendations_service
+
+    now = datetime.now(UTC)
+    buyers = [contact(session_factory, ws.id, f"b{i}@example.com", country="US") for i in range(6)]
+    with session_factory() as s:
+        for sku, name in (("TENT", "Tent"), ("STOVE", "Stove"), ("MAP", "Map")):
+            s.add(Product(workspace_id=ws.id, sku=sku, name=name, price_minor=5000, currency="EUR", url=f"https://shop.example.fi/{sku}",
+                          created_at=now, updated_at=now))  # fmt: skip
+        s.flush()
+        for i, cid in enumerate(buyers):
+            skus = ["TENT", "STOVE"] if i < 5 else ["TENT"]
+            o = Order(workspace_id=ws.id, external_id=f"x{i}", contact_id=cid, status="completed",
+                      placed_at=now - timedelta(days=30 - i), currency="EUR", total_minor=10000)  # fmt: skip
+            s.add(o)
+            s.flush()
+            for sku in skus:
+                s.add(
+                    OrderLine(
+                        workspace_id=ws.id, order_id=o.id, sku=sku, name=sku.title(), quantity=1, unit_price_minor=5000
+                    )
+                )
+        recommendations_service.recompute(s, ws.id, now)
+        jid = playbooks.enable(s, ws.id, "cross_sell", {"after_days": 1}).id
+        s.commit()
+    event(session_factory, ws.id, buyers[5], "Order Completed", order_id="x5")
+    tick(session_factory)
+    tick(session_factory, later(days=1, minutes=1))
+    [mail] = messages(session_factory, ws.id, buyers[5])
+    names = [p.get("name") for p in mail.extra["recommendations"]]
+    assert mail.template_key == "cross_sell" and names and names[0] == "Stove"  # bought with the tent
+    assert "Tent" not in names  # never what the contact already has
+    assert enrollments(session_factory, jid)[0].status == "ended"
