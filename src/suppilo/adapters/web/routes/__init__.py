@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from suppilo.adapters.web.routes import contacts, dashboard, journeys, mail, pipeline, session
-from suppilo.adapters.web.routes import reports, segments, settings, templates
+from suppilo.adapters.web.routes import (
+    contacts,
+    dashboard,
+    journeys,
+    mail,
+    pipeline,
+    reports,
+    segments,
+    session,
+    settings,
+    templates,
+)
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 for module in (session, dashboard, contacts, pipeline, mail, journeys, segments, templates, reports, settings):
