@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Row, and_, case, delete, func, insert, select
+from sqlalchemy import and_, case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from suppilo.analytics.service import BUYING_STATUSES, REVENUE_STATUSES
@@ -114,6 +114,7 @@ def _pg_copy(session: Session, sql: str, params: dict[str, Any], width: int, pro
     """Rows of bigint columns (no NULLs) through ``COPY … TO STDOUT (FORMAT binary)``, decoded with one
     ``np.frombuffer``: every row is an int16 field count, then per field an int32 length and the big-endian int64."""
     raw = session.connection().connection.driver_connection
+    assert raw is not None
     chunks: list[bytes] = []
     with raw.cursor() as cur, cur.copy(sql, params) as copy:
         for data in copy:
@@ -410,12 +411,14 @@ def _products(session: Session, workspace_id: int, ids: Iterable[int]) -> dict[i
     return found
 
 
-def _rules_of(
-    session: Session, workspace_id: int, kind: str, product_ids: Sequence[int]
-) -> Sequence[Row[tuple[int, int, float, float, float, float, int]]]:
+RuleRow = tuple[int, int, float, float, float, float, int]
+
+
+def _rules_of(session: Session, workspace_id: int, kind: str, product_ids: Sequence[int]) -> list[RuleRow]:
+    """(product, recommended, score, support, confidence, lift, pair count) of the products' rules, best first."""
     if not product_ids:
         return []
-    return session.execute(
+    rows = session.execute(
         select(
             RecommendationRule.product_id,
             RecommendationRule.recommended_product_id,
@@ -432,6 +435,7 @@ def _rules_of(
         )
         .order_by(RecommendationRule.product_id, RecommendationRule.rank)
     ).all()
+    return [(int(a), int(b), float(sc), float(su), float(c), float(li), int(n)) for a, b, sc, su, c, li, n in rows]
 
 
 def for_product(session: Session, workspace_id: int, product_id: int, limit: int = 10) -> list[dict[str, Any]]:
@@ -440,7 +444,7 @@ def for_product(session: Session, workspace_id: int, product_id: int, limit: int
     product = session.scalar(select(Product).where(Product.workspace_id == workspace_id, Product.id == product_id))
     if product is None:
         raise NotFound("product_id", f"product {product_id} not found")
-    picked: list[tuple[str, Any]] = []
+    picked: list[tuple[str, RuleRow]] = []
     seen = {product_id}
     for kind in ("together", "similar"):
         for row in _rules_of(session, workspace_id, kind, [product_id]):
