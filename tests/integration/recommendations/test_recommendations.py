@@ -260,6 +260,9 @@ def test_the_cross_sell_template_renders_the_picks(session, workspace) -> None:
 
 
 def test_the_job_recomputes_when_due(session_factory, workspace) -> None:
+    from suppilo.adapters.worker.jobs import JOBS
+
+    assert ("recommendations", 3600.0, run_recommendations) in JOBS
     ws = workspace.id
     with session_factory() as s:
         shop = _shop(s, ws)
