@@ -286,3 +286,12 @@ def test_the_job_recomputes_when_due(session_factory, workspace) -> None:
     with session_factory() as s:
         run = s.scalar(select(RecommendationRun).where(RecommendationRun.workspace_id == ws))
         assert run.computed_at == later and run.order_count == 14
+
+
+def test_a_workspace_without_orders_recomputes_to_nothing(session, workspace) -> None:
+    quiet = _contact(session, workspace.id, "quiet")
+    _catalogue(session, workspace.id)
+    result = service.recompute(session, workspace.id, NOW)
+    assert (result["lines"], result["orders"], result["together_rules"], result["best_sellers"]) == (0, 0, 0, 0)
+    assert service.for_contact(session, workspace.id, quiet) == []
+    assert not service.needs_recompute(session, workspace.id, NOW)
