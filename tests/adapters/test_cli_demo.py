@@ -79,6 +79,14 @@ def test_demo_loads_prints_credentials_and_reuses_on_restart(demo_env) -> None:
         queued = list(s.scalars(select(OutboxMessage.template_key).where(OutboxMessage.workspace_id == ws.id)))
         assert queued.count("welcome") == len(SIGN_UPS)
         assert queued.count("order_thank_you") >= 1
+        # retention: points earned, referrals, an NPS survey with answers, reviews, recommendations
+        from suppilo.advocacy.models import Referral, Review, SurveyResponse
+        from suppilo.loyalty.models import LoyaltyEntry
+        from suppilo.recommendations.models import RecommendationRule
+
+        for model in (LoyaltyEntry, Referral, SurveyResponse, Review, RecommendationRule):
+            assert s.scalar(select(func.count()).select_from(model).where(model.workspace_id == ws.id)) > 0, model
+        assert queued.count("nps_survey") >= 1
 
     # a restart with the same parameters reuses everything, keys included
     res = _run(runner, "--contacts", "150", "--seed", "4")

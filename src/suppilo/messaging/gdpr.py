@@ -147,11 +147,33 @@ def export_contact(session: Session, workspace_id: int, contact_id: int, *, acto
             session, ContactMerge, ContactMerge.workspace_id == workspace_id, ContactMerge.contact_id == cid
         ),
     }
+    data.update(_retention_rows(session, workspace_id, cid))
     workspaces_service.record_audit(
         session, workspace_id, actor=actor, action="privacy.export", subject_type="contact", subject_id=cid
     )
     session.flush()
     return data
+
+
+def _retention_rows(session: Session, workspace_id: int, cid: int) -> dict[str, Any]:
+    """Journeys, coupons, loyalty points, referrals, survey answers and reviews of the person."""
+    from suppilo.advocacy.models import Referral, ReferralCode, Review, SurveyResponse
+    from suppilo.journeys.models import Enrollment
+    from suppilo.loyalty.models import LoyaltyEntry
+    from suppilo.offers.models import Coupon
+
+    def rows(model: Any, *where: Any) -> list[dict[str, Any]]:
+        return _rows(session, model, model.workspace_id == workspace_id, *where, order=model.id)
+
+    return {
+        "journey_enrollments": rows(Enrollment, Enrollment.contact_id == cid),
+        "coupons": rows(Coupon, Coupon.contact_id == cid),
+        "loyalty_points": rows(LoyaltyEntry, LoyaltyEntry.contact_id == cid),
+        "referral_code": rows(ReferralCode, ReferralCode.contact_id == cid),
+        "referrals": rows(Referral, (Referral.referrer_id == cid) | (Referral.referred_id == cid)),
+        "survey_answers": rows(SurveyResponse, SurveyResponse.contact_id == cid),
+        "reviews": rows(Review, Review.contact_id == cid),
+    }
 
 
 def erase_contact(session: Session, workspace_id: int, contact_id: int, *, actor: str = "system") -> dict[str, int]:
@@ -197,6 +219,21 @@ def erase_contact(session: Session, workspace_id: int, contact_id: int, *, actor
         "consent_records",
         delete(ConsentRecord).where(ConsentRecord.workspace_id == workspace_id, ConsentRecord.contact_id == cid),
     )
+    from suppilo.advocacy.models import ReferralCode, Review, SurveyResponse
+
+    # Advocacy: the personal referral code goes (links shared earlier stop working), survey comments and the
+    # person's reviews (their words, published with their name) are removed; referral rows keep ids only.
+    run(
+        "referral_codes",
+        delete(ReferralCode).where(ReferralCode.workspace_id == workspace_id, ReferralCode.contact_id == cid),
+    )
+    run(
+        "survey_comments",
+        update(SurveyResponse)
+        .where(SurveyResponse.workspace_id == workspace_id, SurveyResponse.contact_id == cid)
+        .values(comment=None),
+    )
+    run("reviews", delete(Review).where(Review.workspace_id == workspace_id, Review.contact_id == cid))
     run(
         "identities",
         delete(ContactIdentity).where(ContactIdentity.workspace_id == workspace_id, ContactIdentity.contact_id == cid),

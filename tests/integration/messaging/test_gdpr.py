@@ -157,3 +157,31 @@ def test_outbox_cli_reports_and_resends_uncertain(cli, session_factory, workspac
     assert out.exit_code == 0 and json.loads(out.stdout) == {"id": mid, "status": "queued"}
     assert cli.invoke(cli_app, ["outbox", "resend", str(mid), "--workspace", workspace.slug]).exit_code == 1
     assert len(_audit(session_factory, ws, "outbox.resend")) == 1
+
+
+def test_erasure_removes_the_referral_code_reviews_and_survey_comments(session_factory, workspace):
+    from sqlalchemy import select
+
+    from suppilo.advocacy import service as advocacy_service
+    from suppilo.advocacy.models import ReferralCode, Review, SurveyResponse
+    from suppilo.advocacy.schemas import ReviewCreate
+    from suppilo.messaging.gdpr import erase_contact
+
+    cid = add_contact(session_factory, workspace.id, "fan@example.com", country="US")
+    with session_factory() as s:
+        advocacy_service.get_or_create_code(s, workspace.id, cid)
+        advocacy_service.create_review(s, workspace.id, ReviewCreate(contact_id=cid, rating=5, text="Love it, Anna"))
+        s.commit()
+    from suppilo.messaging.gdpr import export_contact
+
+    with session_factory() as s:
+        exported = export_contact(s, workspace.id, cid)
+        assert len(exported["referral_code"]) == 1 and exported["reviews"][0]["text"] == "Love it, Anna"
+        assert {"journey_enrollments", "coupons", "loyalty_points", "referrals", "survey_answers"} <= set(exported)
+        json.dumps(exported, default=str)
+        counts = erase_contact(s, workspace.id, cid)
+        s.commit()
+        assert counts["referral_codes"] == 1 and counts["reviews"] == 1
+        assert s.scalar(select(ReferralCode).where(ReferralCode.contact_id == cid)) is None
+        assert s.scalar(select(Review).where(Review.contact_id == cid)) is None
+        assert all(r.comment is None for r in s.scalars(select(SurveyResponse).where(SurveyResponse.contact_id == cid)))

@@ -135,6 +135,10 @@ def demo(
             demo_journeys.enable_journeys(session, setup.workspace_id)
         with unit_of_work(factory) as session:
             demo_journeys.live_activity(session, setup.workspace_id)
+        from suppilo.demo import retention as demo_retention
+
+        with unit_of_work(factory) as session:
+            demo_retention.load_retention(session, setup.workspace_id, seed=params.seed)
         counts = result.counts
         seconds = result.seconds
         entry = {
