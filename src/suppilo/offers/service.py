@@ -27,6 +27,7 @@ from suppilo.commerce.models import Order
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.db.types import UTCDateTime
+from suppilo.engine.rfm import GROUPS as RFM_GROUPS
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.events import service as events_service
 from suppilo.offers import codes
@@ -78,7 +79,9 @@ def validate_value_rule(rule: Any, kind: str, path: str = "value_rule") -> dict[
     """The rule in its stored form, or OfferError naming the offending field (e.g. ``value_rule.tiers[1].min``).
 
     ``{"by": "ltv", "tiers": [{"min": <minor units of the workspace currency>, "percent"|"amount_minor": n}, ...]}``
-    with strictly increasing ``min``; or ``{"by": "clv_tier", "groups": {"A": {...}, ...}, "default": {...}}``.
+    with strictly increasing ``min``; or ``{"by": "clv_tier", "groups": {"A": {...}, ...}, "default": {...}}``; or
+    ``{"by": "rfm_group", "groups": {"champions": {...}, "at_risk": {...}, ...}, "default": {...}}`` (the RFM groups
+    the daily RFM run writes onto contacts).
     """
     if rule is None:
         return None
@@ -89,10 +92,10 @@ def validate_value_rule(rule: Any, kind: str, path: str = "value_rule") -> dict[
     by = rule.get("by")
     if by == "ltv":
         allowed = {"by", "tiers"}
-    elif by == "clv_tier":
+    elif by in ("clv_tier", "rfm_group"):
         allowed = {"by", "groups", "default"}
     else:
-        raise OfferError(f"{path}.by", "must be 'ltv' or 'clv_tier'", "invalid_value_rule")
+        raise OfferError(f"{path}.by", "must be 'ltv', 'clv_tier' or 'rfm_group'", "invalid_value_rule")
     for name in rule:
         if name not in allowed:
             raise OfferError(f"{path}.{name}", "unknown field", "invalid_value_rule")
@@ -116,12 +119,17 @@ def validate_value_rule(rule: Any, kind: str, path: str = "value_rule") -> dict[
             out.append({"min": minimum, **value})
         return {"by": "ltv", "tiers": out}
     groups = rule.get("groups")
+    known, what = (
+        (CLV_GROUPS, "CLV tiers are A, B, C and D")
+        if by == "clv_tier"
+        else (RFM_GROUPS, "RFM groups are " + ", ".join(RFM_GROUPS))
+    )
     if not isinstance(groups, dict) or not groups:
-        raise OfferError(f"{path}.groups", "must be a non-empty object keyed by CLV tier A–D", "invalid_value_rule")
-    stored: dict[str, Any] = {"by": "clv_tier", "groups": {}}
+        raise OfferError(f"{path}.groups", f"must be a non-empty object keyed by group ({what})", "invalid_value_rule")
+    stored: dict[str, Any] = {"by": by, "groups": {}}
     for name, item in groups.items():
-        if name not in CLV_GROUPS:
-            raise OfferError(f"{path}.groups.{name}", "CLV tiers are A, B, C and D", "invalid_value_rule")
+        if name not in known:
+            raise OfferError(f"{path}.groups.{name}", what, "invalid_value_rule")
         stored["groups"][name] = _tier_value(item, kind, f"{path}.groups.{name}")
     if "default" in rule:
         stored["default"] = _tier_value(rule["default"], kind, f"{path}.default")
@@ -162,11 +170,11 @@ def resolve_value(session: Session, workspace_id: int, offer: Offer, contact_id:
         for tier in rule["tiers"]:
             if ltv >= tier["min"]:
                 chosen = tier
-    elif rule.get("by") == "clv_tier":
+    elif rule.get("by") in ("clv_tier", "rfm_group"):
         props = session.scalar(
             select(Contact.properties).where(Contact.workspace_id == workspace_id, Contact.id == contact_id)
         )
-        group = (props or {}).get("clv_tier")
+        group = (props or {}).get(rule["by"])
         chosen = rule["groups"].get(group) if isinstance(group, str) else None
         if chosen is None:
             chosen = rule.get("default")

@@ -320,3 +320,22 @@ def test_bulk_generation_draws_again_when_a_code_is_taken(session, workspace, mo
     assert n == 10 and draws == [10, 3]
     fresh = set(session.scalars(select(Coupon.code).where(Coupon.batch == batch)))
     assert len(fresh) == 10 and not fresh & set(taken)
+
+
+def test_rfm_group_rule_gives_champions_the_bigger_coupon(session, workspace) -> None:
+    ws = workspace.id
+    rule = {
+        "by": "rfm_group",
+        "groups": {"champions": {"percent": 5}, "at_risk": {"percent": 25}},
+        "default": {"percent": 10},
+    }
+    _offer(session, ws, value_rule=rule)
+    ids = {g: _contact(session, ws, f"{g}@example.fi", rfm_group=g) for g in ("champions", "at_risk", "lost")}
+    got = {
+        g: offers.issue_coupon(session, ws, offer_key="winback", contact_id=cid, idempotency_key=g, now=NOW).percent
+        for g, cid in ids.items()
+    }
+    assert got == {"champions": 5, "at_risk": 25, "lost": 10}
+    with pytest.raises(DomainError) as err:
+        offers.validate_value_rule({"by": "rfm_group", "groups": {"vip": {"percent": 5}}}, "percent")
+    assert err.value.field == "value_rule.groups.vip"
