@@ -113,6 +113,10 @@ def after_swap(page, action) -> None:
     page.evaluate("document.getElementById('builder').dataset.stale = '1'")
     action()
     page.wait_for_selector("#builder:not([data-stale])")
+    # htmx wires the new content up when it settles: act on it only after that (and with no request in flight).
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-settling, .htmx-swapping, .htmx-added, .htmx-request')"
+    )
 
 
 def test_build_a_segment_and_watch_its_count(app_url, watched, session_factory) -> None:  # noqa: F811
