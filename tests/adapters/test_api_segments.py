@@ -127,3 +127,26 @@ def test_segments_cli(cli_env: CliRunner, client, workspace):
     assert json.loads(res.stdout) == [{"segment_id": sid, "entered": 0, "exited": 0, "member_count": 2}]
     res = cli_env.invoke(cli_app, ["segments", "count", "--filter", '{"type": "tag", "op": "nope", "value": "x"}', *ws])
     assert res.exit_code == 1 and "filter.op" in res.output
+
+
+def test_segment_edits_are_in_the_audit_log(client, workspace, session_factory):
+    from sqlalchemy import select
+
+    from suppilo.workspaces.models import AuditLog
+
+    h = workspace.auth("write")
+    flt = {"type": "tag", "op": "has_tag", "value": "vip"}
+    sid = client.post("/api/v1/segments", json={"name": "VIPs", "filter": flt}, headers=h).json()["id"]
+    client.patch(f"/api/v1/segments/{sid}", json={"name": "Top VIPs"}, headers=h)
+    client.delete(f"/api/v1/segments/{sid}", headers=h)
+    with session_factory() as s:
+        rows = list(
+            s.scalars(
+                select(AuditLog)
+                .where(AuditLog.workspace_id == workspace.id, AuditLog.subject_type == "segment")
+                .order_by(AuditLog.id)
+            )
+        )
+    assert [r.action for r in rows] == ["segment.created", "segment.updated", "segment.deleted"]
+    assert all(r.actor.startswith("key:") and r.subject_id == sid for r in rows)
+    assert rows[1].details["before"]["name"] == "VIPs" and rows[1].details["name"] == "Top VIPs"

@@ -87,6 +87,12 @@ def test_demo_loads_prints_credentials_and_reuses_on_restart(demo_env) -> None:
         for model in (LoyaltyEntry, Referral, SurveyResponse, Review, RecommendationRule):
             assert s.scalar(select(func.count()).select_from(model).where(model.workspace_id == ws.id)) > 0, model
         assert queued.count("nps_survey") >= 1
+        from suppilo.demo.journeys import SEGMENTS
+        from suppilo.segments.models import Segment
+
+        segments = {g.name: g.member_count for g in s.scalars(select(Segment).where(Segment.workspace_id == ws.id))}
+        assert set(segments) >= {name for name, _, _ in SEGMENTS}
+        assert segments["Nordic newsletter"] > 0
 
     # a restart with the same parameters reuses everything, keys included
     res = _run(runner, "--contacts", "150", "--seed", "4")

@@ -110,3 +110,42 @@ def live_activity(session: Session, workspace_id: int) -> dict[str, int]:
                 moved[target] += 1
     session.flush()
     return {"sign_ups": signed, "customers": moved["customer"], "qualified": moved["decision"]}
+
+
+SEGMENTS: list[tuple[str, str, dict[str, object]]] = [
+    ("Hot leads", "Good fit (A or B) and not yet customers", {
+        "and": [
+            {"type": "score", "kind": "fit", "op": "grade_in", "value": ["A", "B"]},
+            {"type": "stage", "op": "in", "value": ["awareness", "interest", "consideration", "decision"]},
+        ]
+    }),
+    ("Customers at risk", "Used to buy, gone quiet (RFM)", {
+        "type": "contact", "field": "properties.rfm_group", "op": "in",
+        "value": ["at_risk", "cannot_lose", "about_to_sleep"],
+    }),
+    ("Nordic newsletter", "Marketing consent, Finland, Sweden, Denmark", {
+        "and": [
+            {"type": "consent", "topic": "marketing", "op": "granted"},
+            {"type": "contact", "field": "country", "op": "in", "value": ["FI", "SE", "DK"]},
+        ]
+    }),
+    ("Carts left this week", "Abandoned a cart in the last 7 days", {
+        "type": "event", "name": "Cart Abandoned", "op": "at_least", "value": 1, "window": {"last_days": 7}
+    }),
+]  # fmt: skip
+
+
+def create_segments(session: Session, workspace_id: int) -> list[int]:
+    """The demo's segments (after RFM has run, so the RFM group exists on contacts)."""
+    from suppilo.scoring import rfm
+    from suppilo.segments import service as segments_service
+    from suppilo.segments.schemas import SegmentCreate
+
+    rfm.compute(session, workspace_id)
+    ids = [
+        segments_service.create_segment(
+            session, workspace_id, SegmentCreate(name=name, description=text, filter=flt), actor="demo"
+        ).id
+        for name, text, flt in SEGMENTS
+    ]
+    return ids

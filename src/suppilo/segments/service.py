@@ -175,8 +175,19 @@ def list_segments(session: Session, workspace_id: int) -> list[Segment]:
     return list(session.scalars(select(Segment).where(Segment.workspace_id == workspace_id).order_by(Segment.id)))
 
 
-def create_segment(session: Session, workspace_id: int, data: SegmentCreate, now: datetime | None = None) -> Segment:
-    """Create a segment; a dynamic one is validated and evaluated at once."""
+def _audit(session: Session, workspace_id: int, actor: str, action: str, seg: Segment, **details: Any) -> None:
+    from suppilo.workspaces import service as workspaces_service
+
+    workspaces_service.record_audit(
+        session, workspace_id, actor=actor, action=action, subject_type="segment", subject_id=seg.id,
+        details={"name": seg.name, "kind": seg.kind, **details},
+    )  # fmt: skip
+
+
+def create_segment(
+    session: Session, workspace_id: int, data: SegmentCreate, now: datetime | None = None, *, actor: str = "system"
+) -> Segment:
+    """Create a segment; a dynamic one is validated and evaluated at once. The audit log records who did it."""
     now = now or utcnow()
     if data.kind == "dynamic":
         if data.filter is None:
@@ -199,16 +210,24 @@ def create_segment(session: Session, workspace_id: int, data: SegmentCreate, now
     )
     session.add(seg)
     session.flush()
+    _audit(session, workspace_id, actor, "segment.created", seg, filter=flt)
     if seg.kind == "dynamic":
         refresh_segment(session, workspace_id, seg.id, now, reason="created")
     return seg
 
 
 def update_segment(
-    session: Session, workspace_id: int, segment_id: int, data: SegmentUpdate, now: datetime | None = None
+    session: Session,
+    workspace_id: int,
+    segment_id: int,
+    data: SegmentUpdate,
+    now: datetime | None = None,
+    *,
+    actor: str = "system",
 ) -> Segment:
     """Change a segment; a new filter is validated (cycles refused) and the segment and its users re-evaluated."""
     seg = get_segment(session, workspace_id, segment_id)
+    before = {"name": seg.name, "filter": seg.filter}
     if data.name is not None:
         seg.name = data.name
     if data.description is not None:
@@ -223,11 +242,12 @@ def update_segment(
         segs = _dynamic_segments(session, workspace_id)
         for sid in _order(segs, _closure(segs, {seg.id})):
             refresh_segment(session, workspace_id, sid, now or utcnow(), reason="filter_changed")
+    _audit(session, workspace_id, actor, "segment.updated", seg, before=before, filter=seg.filter)
     session.flush()
     return seg
 
 
-def delete_segment(session: Session, workspace_id: int, segment_id: int) -> None:
+def delete_segment(session: Session, workspace_id: int, segment_id: int, *, actor: str = "system") -> None:
     """Remove a segment with its membership and history; refused while another segment uses it."""
     seg = get_segment(session, workspace_id, segment_id)
     users = [s.id for s in list_segments(session, workspace_id) if f"segment:{seg.id}" in (s.dependencies or [])]
@@ -235,6 +255,7 @@ def delete_segment(session: Session, workspace_id: int, segment_id: int) -> None
         raise Conflict("segment_id", f"segments {', '.join(map(str, users))} use this segment", code="in_use")
     for table in (SegmentMembership, SegmentMembershipChange):
         session.execute(delete(table).where(table.workspace_id == workspace_id, table.segment_id == seg.id))
+    _audit(session, workspace_id, actor, "segment.deleted", seg, filter=seg.filter)
     session.delete(seg)
     session.flush()
 

@@ -132,6 +132,8 @@ def demo(
         from suppilo.demo import journeys as demo_journeys
 
         with unit_of_work(factory) as session:
+            demo_journeys.create_segments(session, setup.workspace_id)
+        with unit_of_work(factory) as session:
             demo_journeys.enable_journeys(session, setup.workspace_id)
         with unit_of_work(factory) as session:
             demo_journeys.live_activity(session, setup.workspace_id)

@@ -35,7 +35,9 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 @router.post("/segments", response_model=SegmentRead, status_code=http.HTTP_201_CREATED)
 def create_segment(data: SegmentCreate, principal: Writer, session: DbSession) -> SegmentRead:
     """Create a dynamic segment (evaluated at once) or a static list; a bad filter is answered with its path."""
-    return SegmentRead.model_validate(service.create_segment(session, principal.workspace_id, data))
+    return SegmentRead.model_validate(
+        service.create_segment(session, principal.workspace_id, data, actor=f"key:{principal.key_id}")
+    )
 
 
 @router.get("/segments", response_model=SegmentPage)
@@ -61,13 +63,15 @@ def read_segment(segment_id: int, principal: Reader, session: ReadSession) -> Se
 @router.patch("/segments/{segment_id}", response_model=SegmentRead)
 def update_segment(segment_id: int, data: SegmentUpdate, principal: Writer, session: DbSession) -> SegmentRead:
     """Rename, describe or re-filter a segment (re-evaluated with the segments that use it)."""
-    return SegmentRead.model_validate(service.update_segment(session, principal.workspace_id, segment_id, data))
+    return SegmentRead.model_validate(
+        service.update_segment(session, principal.workspace_id, segment_id, data, actor=f"key:{principal.key_id}")
+    )
 
 
 @router.delete("/segments/{segment_id}", status_code=http.HTTP_204_NO_CONTENT)
 def delete_segment(segment_id: int, principal: Writer, session: DbSession) -> Response:
     """Remove a segment with its membership and history (409 while another segment uses it)."""
-    service.delete_segment(session, principal.workspace_id, segment_id)
+    service.delete_segment(session, principal.workspace_id, segment_id, actor=f"key:{principal.key_id}")
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
