@@ -23,10 +23,9 @@ from suppilo.capture.schemas import FormCreate
 from suppilo.contacts.models import Contact
 from suppilo.events.models import Event
 from tests.conftest import make_workspace
+from tests.e2e.chromium import CHROMIUM, require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 

@@ -8,7 +8,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,11 +17,10 @@ from suppilo.messaging import mime
 from suppilo.messaging.catcher import MailStore
 from tests.adapters.test_web_shell import PASSWORD, make_user
 from tests.conftest import make_workspace
+from tests.e2e.chromium import CHROMIUM, require_chromium
 from tests.e2e.test_snippet_chromium import CHROMIUM_ARGS, free_port, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 

@@ -181,6 +181,33 @@ def create_definition(session: Session, workspace_id: int, data: PropertyDefinit
     return row
 
 
+def ensure_definition(
+    session: Session,
+    workspace_id: int,
+    *,
+    name: str,
+    type: str,
+    label: str,
+    description: str,
+    options: list[str] | None = None,
+    object_type: str = "contact",
+) -> None:
+    """Declare a property suppilo itself writes (``lapse_at``, ``rfm_group`` ...) unless the workspace has it."""
+    if name not in definitions(session, workspace_id, object_type):
+        session.add(
+            PropertyDefinition(
+                workspace_id=workspace_id,
+                object_type=object_type,
+                name=name,
+                label=label,
+                type=type,
+                options=list(options or []),
+                description=description,
+            )
+        )
+        session.flush()
+
+
 def update_definition(
     session: Session, workspace_id: int, definition_id: int, data: PropertyDefinitionUpdate
 ) -> PropertyDefinition:

@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.commerce.models import Order
-from suppilo.contacts.models import Contact, PropertyDefinition
-from suppilo.db.base import utcnow
+from suppilo.contacts import properties
+from suppilo.contacts.models import Contact
 from suppilo.journeys.models import Journey
 
 PROPERTY = "lapse_at"
@@ -28,29 +28,14 @@ DEFAULT_GAP_DAYS = 90
 
 def ensure_lapse_property(session: Session, workspace_id: int) -> None:
     """Declare the ``lapse_at`` date property of contacts if the workspace lacks it."""
-    exists = session.scalar(
-        select(PropertyDefinition.id).where(
-            PropertyDefinition.workspace_id == workspace_id,
-            PropertyDefinition.object_type == "contact",
-            PropertyDefinition.name == PROPERTY,
-        )
+    properties.ensure_definition(
+        session,
+        workspace_id,
+        name=PROPERTY,
+        type="date",
+        label="Lapses on",
+        description="When this customer is overdue by their own buying cycle (kept by suppilo).",
     )
-    if exists is None:
-        now = utcnow()
-        session.add(
-            PropertyDefinition(
-                workspace_id=workspace_id,
-                object_type="contact",
-                name=PROPERTY,
-                label="Lapses on",
-                type="date",
-                options=[],
-                description="When this customer is overdue by their own buying cycle (kept by suppilo).",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        session.flush()
 
 
 def lapse_dates(orders: dict[int, list[datetime]]) -> dict[int, date]:

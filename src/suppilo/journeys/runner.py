@@ -86,7 +86,7 @@ def _evaluate(
     session: Session, workspace_id: int, raw: dict[str, Any], contact_ids: list[int], now: datetime
 ) -> set[int]:
     """The contacts among ``contact_ids`` that match a (stored, validated) filter now."""
-    node = segments_service.parse_filter_json(session, workspace_id, raw)
+    node = segments_service.parse_stored_filter(session, workspace_id, raw)
     where = segments_service.matching_clause(session, workspace_id, node, now)
     from suppilo.segments.compiler import contacts as contacts_t
 
@@ -95,6 +95,27 @@ def _evaluate(
         chunk = contact_ids[start : start + 1000]
         out |= set(session.scalars(select(contacts_t.c.id).where(where, contacts_t.c.id.in_(chunk))))
     return out
+
+
+def _line(
+    row: Enrollment,
+    step_id: str,
+    outcome: str,
+    at: datetime,
+    detail: dict[str, Any] | None = None,
+    outbox_id: int | None = None,
+) -> dict[str, Any]:
+    """One row of the enrollment's timeline (``journey_steps_log``), written in bulk at the end of the batch."""
+    return {
+        "workspace_id": row.workspace_id,
+        "enrollment_id": row.id,
+        "journey_id": row.journey_id,
+        "step_id": step_id,
+        "outcome": outcome[:64],
+        "at": at,
+        "outbox_id": outbox_id,
+        "detail": detail or {},
+    }
 
 
 class _Effects:
@@ -194,16 +215,7 @@ class _Effects:
     def _log(
         self, row: Enrollment, step_id: str, outcome: str, detail: dict[str, Any], outbox_id: int | None = None
     ) -> dict[str, Any]:
-        return {
-            "workspace_id": row.workspace_id,
-            "enrollment_id": row.id,
-            "journey_id": row.journey_id,
-            "step_id": step_id,
-            "outcome": outcome[:64],
-            "at": self.now,
-            "outbox_id": outbox_id,
-            "detail": detail,
-        }
+        return _line(row, step_id, outcome, self.now, detail, outbox_id)
 
     def _update_contact(self, row: Enrollment, step: jengine.UpdateContact) -> dict[str, Any]:
         session = self.session
@@ -326,31 +338,16 @@ POINTS_PROPERTY = "journey_points"
 
 def ensure_points_property(session: Session, workspace_id: int) -> None:
     """Declare the number property that journeys' score points add to (filterable like any property)."""
-    from suppilo.contacts.models import PropertyDefinition
+    from suppilo.contacts import properties
 
-    exists = session.scalar(
-        select(PropertyDefinition.id).where(
-            PropertyDefinition.workspace_id == workspace_id,
-            PropertyDefinition.object_type == "contact",
-            PropertyDefinition.name == POINTS_PROPERTY,
-        )
+    properties.ensure_definition(
+        session,
+        workspace_id,
+        name=POINTS_PROPERTY,
+        type="number",
+        label="Journey points",
+        description="Points added or taken by journey steps (update_contact.score_points).",
     )
-    if exists is None:
-        now = utcnow()
-        session.add(
-            PropertyDefinition(
-                workspace_id=workspace_id,
-                object_type="contact",
-                name=POINTS_PROPERTY,
-                label="Journey points",
-                type="number",
-                options=[],
-                description="Points added or taken by journey steps (update_contact.score_points).",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        session.flush()
 
 
 def owner_name(session: Session, contact_id: int) -> str | None:
@@ -424,19 +421,7 @@ def _finish(item: _Item, now: datetime) -> None:
     row.webhook_outcome = None
     row.last_error = None
     row.wait_event = None
-    for entry in res.log:
-        item.logs.append(
-            {
-                "workspace_id": row.workspace_id,
-                "enrollment_id": row.id,
-                "journey_id": row.journey_id,
-                "step_id": entry.step_id,
-                "outcome": entry.outcome[:64],
-                "at": entry.at,
-                "outbox_id": None,
-                "detail": {},
-            }
-        )
+    item.logs.extend(_line(row, e.step_id, e.outcome, e.at) for e in res.log)
     if res.status == "waiting":
         row.due_at = res.due_at
         row.wait_event = res.wait_event.event if res.wait_event is not None else None
@@ -473,18 +458,7 @@ def _holdout_done(session: Session, item: _Item, now: datetime) -> None:
     row.end_reason = "holdout"
     row.ended_at = now
     row.due_at = None
-    item.logs.append(
-        {
-            "workspace_id": row.workspace_id,
-            "enrollment_id": row.id,
-            "journey_id": row.journey_id,
-            "step_id": row.step,
-            "outcome": "holdout:converted" if row.converted_at else "holdout:ended",
-            "at": now,
-            "outbox_id": None,
-            "detail": {},
-        }
-    )
+    item.logs.append(_line(row, row.step, "holdout:converted" if row.converted_at else "holdout:ended", now))
 
 
 def advance_batch(session: Session, now: datetime | None = None, *, limit: int = 500) -> int:
@@ -531,19 +505,7 @@ def advance_batch(session: Session, now: datetime | None = None, *, limit: int =
             )
             effects.apply(item, res.effects)
             if res.status == "needs_filters":
-                for entry in res.log:
-                    item.logs.append(
-                        {
-                            "workspace_id": item.row.workspace_id,
-                            "enrollment_id": item.row.id,
-                            "journey_id": item.row.journey_id,
-                            "step_id": entry.step_id,
-                            "outcome": entry.outcome[:64],
-                            "at": entry.at,
-                            "outbox_id": None,
-                            "detail": {},
-                        }
-                    )
+                item.logs.extend(_line(item.row, e.step_id, e.outcome, e.at) for e in res.log)
                 item.pos = res.position
                 item.result = res
                 needs.append(item)

@@ -103,6 +103,11 @@ def _parse_stored(journey_id: int, version: int, text: str) -> Definition:
     return jengine.parse_definition(json.loads(text))
 
 
+def parse_stored(journey_id: int, version: int, raw: dict[str, Any]) -> Definition:
+    """A stored version's definition, parsed once per process (versions never change)."""
+    return _parse_stored(journey_id, version, json.dumps(raw, sort_keys=True))
+
+
 def definition_of(session: Session, journey_id: int, version: int) -> Definition:
     """The parsed definition of a stored version (cached: versions never change)."""
     row = session.scalar(
@@ -112,7 +117,7 @@ def definition_of(session: Session, journey_id: int, version: int) -> Definition
     )
     if row is None:
         raise NotFound("version", f"journey {journey_id} has no version {version}")
-    return _parse_stored(journey_id, version, json.dumps(row, sort_keys=True))
+    return parse_stored(journey_id, version, row)
 
 
 def create_journey(
@@ -263,8 +268,29 @@ def set_status(session: Session, workspace_id: int, journey_id: int, status: str
 
 
 def _insert_ignore(session: Session):  # type: ignore[no-untyped-def]
+    """INSERT into the enrollments table that skips rows colliding with a unique key (entry key, one active)."""
     name = session.get_bind().dialect.name
-    return (postgresql.insert if name == "postgresql" else sqlite.insert)(Enrollment).on_conflict_do_nothing()
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(Enrollment.__table__).on_conflict_do_nothing()
+
+
+def _log_entered(session: Session, journey: Journey, step_id: str, enrollment_ids: list[int], now: datetime) -> None:
+    """The first line of each new enrollment's timeline."""
+    for start in range(0, len(enrollment_ids), 5000):
+        session.execute(
+            insert(EnrollmentStep),
+            [
+                {
+                    "workspace_id": journey.workspace_id,
+                    "enrollment_id": eid,
+                    "journey_id": journey.id,
+                    "step_id": step_id,
+                    "outcome": "entered",
+                    "at": now,
+                    "detail": {},
+                }
+                for eid in enrollment_ids[start : start + 5000]
+            ],
+        )
 
 
 def _entered_since(session: Session, journey_id: int, since: datetime | None) -> int:
@@ -363,24 +389,10 @@ def enrol(
         if not rows:
             continue
         session.flush()
-        stmt = _insert_ignore(session).returning(Enrollment.id, Enrollment.contact_id)
+        table = Enrollment.__table__
+        stmt = _insert_ignore(session).returning(table.c.id, table.c.contact_id)
         new = session.execute(stmt, rows).all() if len(rows) > 1 else session.execute(stmt.values(rows[0])).all()
-        if new:
-            session.execute(
-                insert(EnrollmentStep),
-                [
-                    {
-                        "workspace_id": ws,
-                        "enrollment_id": eid,
-                        "journey_id": journey.id,
-                        "step_id": defn.start,
-                        "outcome": "entered",
-                        "at": now,
-                        "detail": {},
-                    }
-                    for eid, _ in new
-                ],
-            )
+        _log_entered(session, journey, defn.start, [eid for eid, _ in new], now)
         entered.extend(cid for _, cid in new)
         if room is not None:
             room -= len(new)
@@ -508,30 +520,10 @@ def _enrol_range(
     ]  # fmt: skip
     session.flush()
     table = Enrollment.__table__
-    stmt = _insert_table(session).from_select(cols, source).on_conflict_do_nothing().returning(table.c.id)
+    stmt = _insert_ignore(session).from_select(cols, source).returning(table.c.id)
     ids = [int(i) for i in session.scalars(stmt)]
-    for start in range(0, len(ids), 5000):
-        session.execute(
-            insert(EnrollmentStep),
-            [
-                {
-                    "workspace_id": journey.workspace_id,
-                    "enrollment_id": eid,
-                    "journey_id": journey.id,
-                    "step_id": defn.start,
-                    "outcome": "entered",
-                    "at": now,
-                    "detail": {},
-                }
-                for eid in ids[start : start + 5000]
-            ],
-        )
+    _log_entered(session, journey, defn.start, ids, now)
     return len(ids)
-
-
-def _insert_table(session: Session):  # type: ignore[no-untyped-def]
-    name = session.get_bind().dialect.name
-    return (postgresql.insert if name == "postgresql" else sqlite.insert)(Enrollment.__table__)
 
 
 def migrate(

@@ -25,7 +25,7 @@ from suppilo.engine.filter_eval import event_property_matches
 from suppilo.events.models import Event
 from suppilo.events.stream import lock_cursor, read
 from suppilo.journeys.models import Enrollment, Journey, JourneyVersion
-from suppilo.journeys.service import _next_schedule, definition_of, enrol, enrol_segment
+from suppilo.journeys.service import _next_schedule, definition_of, enrol, enrol_segment, parse_stored
 from suppilo.workspaces.models import Workspace
 
 SCAN_LIMIT = 5000
@@ -51,8 +51,17 @@ class _Interest:
 def _interest(session: Session) -> _Interest:
     out = _Interest()
     journeys = list(session.scalars(select(Journey).where(Journey.status.in_(("active", "paused")))))
+    # Every version of these journeys in one read (contacts can wait in any version still in use).
+    defs: dict[tuple[int, int], jengine.Definition] = {
+        (jid, v): parse_stored(jid, v, raw)
+        for jid, v, raw in session.execute(
+            select(JourneyVersion.journey_id, JourneyVersion.version, JourneyVersion.definition).where(
+                JourneyVersion.journey_id.in_([j.id for j in journeys])
+            )
+        )
+    }
     for j in journeys:
-        defn = definition_of(session, j.id, j.current_version)
+        defn = defs[(j.id, j.current_version)]
         if j.status == "active":
             trig = defn.trigger
             if isinstance(trig, jengine.EventTrigger):
@@ -64,11 +73,10 @@ def _interest(session: Session) -> _Interest:
                 out.stage[j.workspace_id].append((j, defn))
         if defn.goal is not None and defn.goal.event is not None:
             out.goals[(j.workspace_id, defn.goal.event)].append((j, defn.goal))
-        # Contacts can wait in any version still in use: every version's wait steps count.
-        for (v,) in session.execute(select(JourneyVersion.version).where(JourneyVersion.journey_id == j.id)):
-            vdef = definition_of(session, j.id, v)
-            for sid, step in jengine.wait_steps(vdef).items():
-                out.waits[(j.workspace_id, step.event)].append((j.id, v, sid, step))
+    workspace_of = {j.id: j.workspace_id for j in journeys}
+    for (jid, v), vdef in defs.items():
+        for sid, step in jengine.wait_steps(vdef).items():
+            out.waits[(workspace_of[jid], step.event)].append((jid, v, sid, step))
     return out
 
 

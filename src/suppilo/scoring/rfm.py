@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.analytics import rates
 from suppilo.commerce.models import Order
-from suppilo.contacts.models import Contact, PropertyDefinition
+from suppilo.contacts import properties
+from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.engine import rfm as rfm_engine
 from suppilo.workspaces.models import Workspace
@@ -29,25 +30,10 @@ PROPERTIES = {
 
 
 def _ensure_properties(session: Session, workspace_id: int) -> None:
-    have = set(
-        session.scalars(
-            select(PropertyDefinition.name).where(
-                PropertyDefinition.workspace_id == workspace_id,
-                PropertyDefinition.object_type == "contact",
-                PropertyDefinition.name.in_(list(PROPERTIES)),
-            )
-        )
-    )
-    now = utcnow()
     for name, (kind, options, label, description) in PROPERTIES.items():
-        if name not in have:
-            session.add(
-                PropertyDefinition(
-                    workspace_id=workspace_id, object_type="contact", name=name, label=label, type=kind,
-                    options=options, description=description, created_at=now, updated_at=now,
-                )
-            )  # fmt: skip
-    session.flush()
+        properties.ensure_definition(
+            session, workspace_id, name=name, type=kind, label=label, description=description, options=options
+        )
 
 
 def compute(session: Session, workspace_id: int, now: datetime | None = None) -> dict[str, Any]:

@@ -144,8 +144,8 @@ def _parse_cached(
     )
 
 
-def _validate(session: Session, workspace_id: int, raw: object, segment_id: int | None) -> Filter:
-    node = _parse(session, workspace_id, raw)
+def _validate(session: Session, workspace_id: int, raw: object, segment_id: int | None, path: str = "filter") -> Filter:
+    node = _parse(session, workspace_id, raw, path)
 
     def get_filter(sid: int) -> Filter | None:
         seg = session.scalar(select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == sid))
@@ -158,7 +158,7 @@ def _validate(session: Session, workspace_id: int, raw: object, segment_id: int 
     try:
         check_segment_refs(node, segment_id, get_filter)
     except FilterError as exc:
-        raise DomainError(f"filter.{exc.path}", exc.reason, code="invalid_filter") from None
+        raise DomainError(f"{path}.{exc.path}", exc.reason, code="invalid_filter") from None
     return node
 
 
@@ -680,24 +680,12 @@ def contact_segments(session: Session, workspace_id: int, contact_id: int) -> li
     return [(seg, at) for seg, at in rows]
 
 
+def parse_stored_filter(session: Session, workspace_id: int, raw: object) -> Filter:
+    """A filter validated when it was saved (a journey's branch or goal): parsed against the current property
+    definitions, without walking its segment references again."""
+    return _parse(session, workspace_id, raw)
+
+
 def parse_filter_json(session: Session, workspace_id: int, raw: object, path: str = "filter") -> Filter:
     """Validate filter JSON for the workspace (properties, segment references); DomainError names the bad node."""
-    return _validate_at(session, workspace_id, raw, path)
-
-
-def _validate_at(session: Session, workspace_id: int, raw: object, path: str) -> Filter:
-    node = _parse(session, workspace_id, raw, path)
-
-    def get_filter(sid: int) -> Filter | None:
-        seg = session.scalar(select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == sid))
-        if seg is None:
-            raise KeyError(sid)
-        if seg.kind != "dynamic" or seg.filter is None:
-            return None
-        return _parse(session, workspace_id, seg.filter)
-
-    try:
-        check_segment_refs(node, None, get_filter)
-    except FilterError as exc:
-        raise DomainError(f"{path}.{exc.path}", exc.reason, code="invalid_filter") from None
-    return node
+    return _validate(session, workspace_id, raw, None, path)
