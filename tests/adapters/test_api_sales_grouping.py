@@ -159,3 +159,111 @@ def test_board_counts_overdue_tasks_and_filters_on_them(client, workspace, sessi
     column = next(c for c in board["columns"] if c["stage"]["id"] == first["id"])
     assert column["count"] == 1 and [d["id"] for d in column["deals"]] == [late["id"]]
     assert column["sums"] == [{"currency": "EUR", "amount_minor": 500}]
+
+
+def _backdate(session_factory, deal_id: int, days: float) -> None:
+    """The deal entered its current stage ``days`` ago."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from suppilo.deals.models import Deal
+
+    with session_factory() as s:
+        s.execute(
+            update(Deal).where(Deal.id == deal_id).values(stage_entered_at=datetime.now(UTC) - timedelta(days=days))
+        )
+        s.commit()
+
+
+def _stall_setup(client, ws, session_factory):
+    """Four open deals in demo (a, b: North; c: South; d: no team); demo's average completed stay is 2 days (a
+    fifth deal went demo → proposal), so a deal in demo for more than 4 days is stalled: a (North, Uusimaa, FI) and
+    c (South, Uusimaa, SE)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select, update
+
+    from suppilo.deals.models import DealStageChange
+
+    pipeline, demo, north, south, _lone = _setup(client, ws, session_factory)
+    stages = {s["key"]: s["id"] for s in pipeline["stages"]}
+    fast = _ok(
+        client.post(
+            f"{API}/deals",
+            json={"name": "fast", "amount_minor": 1, "currency": "EUR", "stage_id": demo["id"]},
+            headers=ws.auth("write"),
+        ),
+        201,
+    )
+    _ok(client.post(f"{API}/deals/{fast['id']}/move", json={"stage_id": stages["proposal"]}, headers=ws.auth("write")))
+    now = datetime.now(UTC)
+    with session_factory() as s:
+        ids = s.scalars(
+            select(DealStageChange.id).where(DealStageChange.deal_id == fast["id"]).order_by(DealStageChange.id)
+        ).all()
+        s.execute(update(DealStageChange).where(DealStageChange.id == ids[0]).values(changed_at=now - timedelta(3)))
+        s.execute(update(DealStageChange).where(DealStageChange.id == ids[1]).values(changed_at=now - timedelta(1)))
+        s.commit()
+    deals = _ok(client.get(f"{API}/deals?limit=50", headers=ws.auth("read")))["items"]
+    by_name = {d["name"]: d["id"] for d in deals}
+    _backdate(session_factory, by_name["a"], 10)
+    _backdate(session_factory, by_name["c"], 6)
+    _backdate(session_factory, by_name["b"], 3)  # under the 4-day threshold
+    return north, south
+
+
+def test_stalled_deals_by_team_and_territory(client, workspace, session_factory):
+    _stall_setup(client, workspace, session_factory)
+
+    def stalls(by):
+        res = _ok(client.get(f"{API}/forecast?stalls_by={by}", headers=workspace.auth("read")))
+        assert res["stalls_by"] == by
+        demo = next(s for s in res["stalls"] if s["stage_key"] == "demo")
+        assert (demo["open_deals"], demo["stalled"], demo["threshold_days"]) == (4, 2, 4.0)
+        return [(g["key"], g["open_deals"], g["stalled"]) for g in demo["groups"]], [
+            (g["key"], g["open_deals"], g["stalled"]) for g in res["stall_totals"]
+        ]
+
+    by_team, team_totals = stalls("team")
+    assert by_team == [("North", 2, 1), ("South", 1, 1), (None, 1, 0)]
+    # Over all stages the fast deal (proposal, no team, no completed stay there) is open and not stalled.
+    assert team_totals == [("North", 2, 1), ("South", 1, 1), (None, 2, 0)]
+    by_region, _ = stalls("region")
+    assert by_region == [("Uusimaa", 2, 2), ("Lappi", 1, 0), (None, 1, 0)]
+    by_country, _ = stalls("country")
+    assert by_country == [("FI", 1, 1), ("SE", 2, 1), (None, 1, 0)]
+    # Without stalls_by the per-stage counts stay as they were, without groups.
+    plain = _ok(client.get(f"{API}/forecast", headers=workspace.auth("read")))
+    demo = next(s for s in plain["stalls"] if s["stage_key"] == "demo")
+    assert (demo["stalled"], demo["groups"], plain["stall_totals"]) == (2, None, None)
+    res = client.get(f"{API}/forecast?stalls_by=planet", headers=workspace.auth("read"))
+    assert res.status_code == 422 and "stalls_by" in res.text
+
+
+def test_cli_forecast_stalls_by_team(client, workspace, session_factory, monkeypatch, database_url, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from suppilo.adapters.cli.main import app as cli_app
+    from suppilo.config import get_settings
+
+    _stall_setup(client, workspace, session_factory)
+    monkeypatch.setenv("SUPPILO_DATABASE_URL", database_url)
+    monkeypatch.setenv("SUPPILO_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        w = ["--workspace", workspace.slug]
+        res = runner.invoke(cli_app, ["forecast", "--stalls-by", "team", *w, "--json"])
+        assert res.exit_code == 0, res.output
+        totals = json.loads(res.stdout)["stall_totals"]
+        assert [(g["key"], g["stalled"]) for g in totals] == [("North", 1), ("South", 1), (None, 0)]
+        res = runner.invoke(cli_app, ["forecast", "--stalls-by", "region", *w])
+        assert res.exit_code == 0, res.output
+        assert "Stalled deals by region" in res.stdout and "Uusimaa" in res.stdout
+        res = runner.invoke(cli_app, ["forecast", "--stalls-by", "planet", *w])
+        assert res.exit_code == 1 and "stalls_by must be one of" in res.output
+    finally:
+        get_settings.cache_clear()

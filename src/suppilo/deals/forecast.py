@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy import ColumnElement, and_, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from suppilo.analytics import rates as analytics_rates
@@ -21,6 +21,7 @@ from suppilo.deals.schemas import (
     ForecastGroupRead,
     ForecastRead,
     ForecastTotals,
+    StallGroupRead,
     StallRead,
     VelocityRead,
 )
@@ -67,13 +68,17 @@ def workspace_forecast(
     currency: str | None = None,
     rates: Mapping[str, Decimal] | None = None,
     pipeline_id: int | None = None,
+    stalls_by: str | None = None,
 ) -> ForecastRead:
     """Weighted pipeline, commit and best case of open deals grouped by close month, owner or stage, in
     ``currency`` (default: the workspace's). ``rates[c]`` converts one major unit of ``c`` into ``currency``;
     without ``rates`` the workspace's exchange-rate table (analytics) gives today's rates. Deals in currencies
-    without a rate are reported per currency. Velocity and conversion per stage come from the stage histories."""
+    without a rate are reported per currency. Velocity and conversion per stage come from the stage histories;
+    ``stalls_by`` (owner, team, country or region) splits the stalled deals per group."""
     if group_by not in GROUPS:
         raise DomainError("group_by", f"group_by must be one of {', '.join(GROUPS)}", code="invalid_group_by")
+    if stalls_by is not None and stalls_by not in STALL_GROUPS:
+        raise DomainError("stalls_by", f"stalls_by must be one of {', '.join(STALL_GROUPS)}", code="invalid_stalls_by")
     target = currency or get_workspace(session, workspace_id).currency
     given = dict(rates or {})
     stage_rows = list(
@@ -180,7 +185,7 @@ def workspace_forecast(
             ConversionRead(pipeline_id=pid, stage_key=c.stage_key, entered=c.entered, advanced=c.advanced, rate=c.rate)
             for c in fc.conversion(key_histories, order)
         ]
-    stalls = _stalls(session, workspace_id, stage_rows, velocity)
+    stalls, stall_totals = _stalls(session, workspace_id, stage_rows, velocity, stalls_by)
     return ForecastRead(
         group_by=group_by,
         currency=target,
@@ -205,51 +210,81 @@ def workspace_forecast(
         velocity=velocity,
         conversion=conversion,
         stalls=stalls,
+        stalls_by=stalls_by,
+        stall_totals=stall_totals,
     )
 
 
+STALL_GROUPS = ("owner", "team", "country", "region")
+
+
 def _stalls(
-    session: Session, workspace_id: int, stage_rows: list[PipelineStage], velocity: list[VelocityRead]
-) -> list[StallRead]:
-    """Per open stage: open deals, and those in it for longer than twice the stage's average stay."""
+    session: Session,
+    workspace_id: int,
+    stage_rows: list[PipelineStage],
+    velocity: list[VelocityRead],
+    stalls_by: str | None = None,
+) -> tuple[list[StallRead], list[StallGroupRead] | None]:
+    """Per open stage: open deals, and those in it for longer than twice the stage's average stay; with
+    ``stalls_by`` (owner, team, country or region) also per group, and the groups' totals over all stages."""
     stage_ids = {(s.pipeline_id, s.key): s.id for s in stage_rows}
-    wanted = [stage_ids[(v.pipeline_id, v.stage_key)] for v in velocity]
-    open_counts: dict[int, int] = {}
-    if wanted:
-        rows = session.execute(
-            select(Deal.stage_id, func.count())
-            .where(Deal.workspace_id == workspace_id, Deal.status == "open", Deal.stage_id.in_(wanted))
-            .group_by(Deal.stage_id)
-        )
-        open_counts = {stage_id: int(n) for stage_id, n in rows}
     now = utcnow()
+    thresholds = {stage_ids[(v.pipeline_id, v.stage_key)]: fc.stall_threshold(v.average_days) for v in velocity}
+    # One grouped read: per stage (and group) the open deals and those that entered the stage before its cutoff.
+    cutoffs = [
+        (and_(Deal.stage_id == stage_id, Deal.stage_entered_at < now - timedelta(days=t)), 1)
+        for stage_id, t in thresholds.items()
+        if t is not None
+    ]
+    stalled_expr: Any = func.sum(case(*cutoffs, else_=0)) if cutoffs else literal(0)
+    place = group_column(stalls_by) if stalls_by else None
+    key_col: Any = place if place is not None else (Deal.owner_id if stalls_by else literal(None))
+    per: dict[int, dict[str | None, tuple[int, int]]] = {}
+    if thresholds:
+        query = (
+            select(Deal.stage_id, key_col, func.count(), stalled_expr)
+            .where(Deal.workspace_id == workspace_id, Deal.status == "open", Deal.stage_id.in_(list(thresholds)))
+            .group_by(Deal.stage_id, *([key_col] if stalls_by else []))
+        )
+        if place is not None:
+            query = with_subject_joins(query)
+        teams = team_of(session, workspace_id) if stalls_by == "team" else {}
+        for stage_id, raw_key, count, stalled in session.execute(query):
+            if stalls_by == "team":
+                key = teams.get(raw_key) if raw_key is not None else None
+            else:
+                key = None if raw_key is None else str(raw_key)
+            groups = per.setdefault(stage_id, {})
+            n, k = groups.get(key, (0, 0))
+            groups[key] = (n + int(count), k + int(stalled or 0))
     out = []
+    totals: dict[str | None, tuple[int, int]] = {}
     for v in velocity:
         stage_id = stage_ids[(v.pipeline_id, v.stage_key)]
-        threshold = fc.stall_threshold(v.average_days)
-        stalled = 0
-        if threshold is not None and open_counts.get(stage_id):
-            stalled = int(
-                session.scalar(
-                    select(func.count()).where(
-                        Deal.workspace_id == workspace_id,
-                        Deal.stage_id == stage_id,
-                        Deal.status == "open",
-                        Deal.stage_entered_at < now - timedelta(days=threshold),
-                    )
-                )
-                or 0
-            )
+        threshold = thresholds[stage_id]
+        groups = per.get(stage_id, {})
+        for key, (n, k) in groups.items():
+            t_n, t_k = totals.get(key, (0, 0))
+            totals[key] = (t_n + n, t_k + k)
         out.append(
             StallRead(
                 pipeline_id=v.pipeline_id,
                 stage_key=v.stage_key,
-                open_deals=open_counts.get(stage_id, 0),
-                stalled=stalled,
+                open_deals=sum(n for n, _ in groups.values()),
+                stalled=sum(k for _, k in groups.values()),
                 threshold_days=None if threshold is None else round(threshold, 2),
+                groups=_stall_groups(groups) if stalls_by else None,
             )
         )
-    return out
+    return out, (_stall_groups(totals) if stalls_by else None)
+
+
+def _stall_groups(groups: dict[str | None, tuple[int, int]]) -> list[StallGroupRead]:
+    """Groups with the most stalled deals first (then by key, the group without a key last)."""
+    return [
+        StallGroupRead(key=key, open_deals=n, stalled=k)
+        for key, (n, k) in sorted(groups.items(), key=lambda kv: (-kv[1][1], kv[0] is None, kv[0] or ""))
+    ]
 
 
 def table_rates(session: Session, workspace_id: int, target: str, currencies: set[str], on: date) -> dict[str, Decimal]:

@@ -16,6 +16,7 @@ TaskKind = Literal["call", "meeting", "email", "todo"]
 ActivityKind = Literal["call", "meeting", "email", "note"]
 GroupBy = Literal["month", "owner", "stage", "team", "country", "region"]
 BoardGroupBy = Literal["owner", "team", "country", "region"]
+StallGroupBy = Literal["owner", "team", "country", "region"]
 
 
 def _strip(value: str) -> str:
@@ -348,6 +349,15 @@ class ConversionRead(BaseModel):
     rate: float | None
 
 
+class StallGroupRead(BaseModel):
+    """Open and stalled deals (of one stage, or of all stages) that share an owner, team or territory (country or
+    region); ``key`` null: none known."""
+
+    key: str | None
+    open_deals: int
+    stalled: int
+
+
 class StallRead(BaseModel):
     """Where deals stall: open deals in a stage, and those in it longer than ``threshold_days`` (twice the
     stage's average stay; null without completed stays)."""
@@ -357,6 +367,7 @@ class StallRead(BaseModel):
     open_deals: int
     stalled: int
     threshold_days: float | None
+    groups: list[StallGroupRead] | None = None
 
 
 class ForecastRead(BaseModel):
@@ -369,6 +380,8 @@ class ForecastRead(BaseModel):
     velocity: list[VelocityRead]
     conversion: list[ConversionRead]
     stalls: list[StallRead]
+    stalls_by: str | None = None
+    stall_totals: list[StallGroupRead] | None = None
 
 
 # --- proposals --------------------------------------------------------------------------------------------------------

@@ -188,14 +188,19 @@ def list_tasks(
 
 def forecast(
     group_by: str = typer.Option("month", "--group-by", help="month, owner, stage, team, country or region."),
+    stalls_by: str | None = typer.Option(
+        None, "--stalls-by", help="Count stalled deals per owner, team, country or region (territory)."
+    ),
     workspace: str | None = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Weighted pipeline, commit and best case of open deals in the workspace currency."""
+    """Weighted pipeline, commit and best case of open deals in the workspace currency, and where deals stall."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
         try:
-            data = deals_forecast.workspace_forecast(session, ws.id, group_by=group_by).model_dump(mode="json")
+            data = deals_forecast.workspace_forecast(session, ws.id, group_by=group_by, stalls_by=stalls_by).model_dump(
+                mode="json"
+            )
         except DomainError as exc:
             _domain_fail(exc)
             return
@@ -216,6 +221,29 @@ def forecast(
                 _money(t["commit_minor"], None),
             )
     out.print(table)
+    _print_stalls(data)
+
+
+def _print_stalls(data: dict[str, Any]) -> None:
+    """Stalled deals per stage (and per group with ``--stalls-by``)."""
+    by = data.get("stalls_by")
+    stalls = Table(title="Stalled deals" + (f" by {by}" if by else ""))
+    for col in ("stage", *([by] if by else []), "open", "stalled", "threshold (days)"):
+        stalls.add_column(col)
+    for s in data["stalls"]:
+        threshold = "–" if s["threshold_days"] is None else f"{s['threshold_days']:g}"
+        rows = s["groups"] if by else [s]
+        for g in rows:
+            key = [str(g["key"] if g["key"] is not None else "–")] if by else []
+            stalls.add_row(s["stage_key"], *key, str(g["open_deals"]), str(g["stalled"]), threshold)
+    out.print(stalls)
+    if by and data.get("stall_totals"):
+        totals = Table(title=f"Stalled deals per {by}, all stages")
+        for col in (by, "open", "stalled"):
+            totals.add_column(col)
+        for g in data["stall_totals"]:
+            totals.add_row(str(g["key"] if g["key"] is not None else "–"), str(g["open_deals"]), str(g["stalled"]))
+        out.print(totals)
 
 
 @tasks_app.command("handoffs")

@@ -49,6 +49,7 @@ from suppilo.deals.schemas import (
     SalesSettingsRead,
     StageChangeRead,
     StageRead,
+    StallGroupBy,
     TaskCreate,
     TaskRead,
     TaskUpdate,
@@ -341,13 +342,18 @@ def forecast(
     group_by: GroupBy = "month",
     currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
     pipeline_id: int | None = None,
+    stalls_by: Annotated[
+        StallGroupBy | None,
+        Query(description="Split the stalled deals per owner, team or territory (country or region)"),
+    ] = None,
     rate: Annotated[
         list[str], Query(description="CODE:RATE, one major unit of CODE in the forecast currency; repeatable")
     ] = [],  # noqa: B006
 ) -> ForecastRead:
     """Weighted pipeline (amount × stage probability), commit (probability ≥ 80) and best case of open deals,
     grouped by expected-close month, owner, stage, team (the owner's first team by name), country (the company's,
-    else the contact's) or region (the contact's), plus average days per stage and conversion per stage.
+    else the contact's) or region (the contact's), plus average days per stage, conversion per stage and where
+    deals stall (per stage; with ``stalls_by`` also per owner, team, country or region, and their totals).
     Without ``rate`` the workspace's exchange-rate table gives today's rates. Deals in a currency without a rate
     are reported in their own currency, never summed across currencies."""
     if currency is not None and not is_currency(currency.upper()):
@@ -361,6 +367,7 @@ def forecast(
         currency=currency.upper() if currency else None,
         rates=_parse_rates(rate),
         pipeline_id=pipeline_id,
+        stalls_by=stalls_by,
     )
 
 
