@@ -194,3 +194,36 @@ def test_predictive_over_http_refuses_without_history(client, workspace, cli_env
     assert status["trained"] is False and status["metrics"] is None
     res = cli_env.invoke(cli_app, ["scoring", "train", "--target", "awareness", "--workspace", workspace.slug])
     assert res.exit_code == 1 and "target_stage" in res.output
+
+
+def test_icp_and_rule_edits_are_in_the_audit_log(client, workspace, session_factory):
+    from sqlalchemy import select
+
+    from suppilo.workspaces.models import AuditLog
+
+    w, admin = workspace.auth("write"), workspace.auth("admin")
+    icp_id = client.post(f"{API}/scoring/icps", json={"name": "Core", "definition": ICP}, headers=w).json()["id"]
+    changed = {**ICP, "location": {"countries": ["SE"], "weight": 30}}
+    assert client.patch(f"{API}/scoring/icps/{icp_id}", json={"definition": changed}, headers=w).status_code == 200
+    rules = {"half_life_days": 14, "rules": [{"key": "form", "event": "Form Submitted", "points": 7}]}
+    assert client.put(f"{API}/scoring/engagement", json=rules, headers=admin).status_code == 200
+    assert client.delete(f"{API}/scoring/icps/{icp_id}", headers=w).status_code == 204
+    with session_factory() as s:
+        rows = list(
+            s.scalars(
+                select(AuditLog)
+                .where(AuditLog.workspace_id == workspace.id, AuditLog.subject_type.in_(["icp", "scoring_rules"]))
+                .order_by(AuditLog.id)
+            )
+        )
+    assert [r.action for r in rows] == ["icp.created", "icp.updated", "scoring_rules.updated", "icp.deleted"]
+    assert all(r.actor.startswith("key:") for r in rows)
+    created, updated, rules_row, deleted = rows
+    assert created.details["before"] is None and created.details["after"]["name"] == "Core"
+    assert updated.details["before"]["definition"]["location"]["regions"] == ["nordics"]
+    assert updated.details["after"]["definition"]["location"]["countries"] == ["SE"]
+    assert updated.details["after"]["definition"]["location"]["regions"] == []
+    assert rules_row.details["before"] is None  # the defaults were in force
+    assert rules_row.details["after"]["half_life_days"] == 14 and rules_row.details["after"]["rules"][0]["points"] == 7
+    assert deleted.subject_id == icp_id and deleted.details["after"] is None
+    assert deleted.details["before"]["definition"]["location"]["countries"] == ["SE"]

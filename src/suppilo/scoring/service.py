@@ -116,8 +116,31 @@ def _check_name(session: Session, workspace_id: int, name: str, icp_id: int | No
         raise Conflict("name", f"an ICP named {name!r} exists", code="duplicate_name")
 
 
-def create_icp(session: Session, workspace_id: int, data: IcpCreate) -> IdealCustomerProfile:
-    """Store a validated ICP; fit scores are recomputed for every contact on the next scoring run."""
+def _icp_state(icp: IdealCustomerProfile) -> dict[str, Any]:
+    return {"name": icp.name, "description": icp.description, "definition": icp.definition, "active": icp.active}
+
+
+def _audit(
+    session: Session,
+    workspace_id: int,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: int | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    from suppilo.workspaces import service as workspaces_service
+
+    workspaces_service.record_audit(
+        session, workspace_id, actor=actor, action=action, subject_type=subject_type, subject_id=subject_id,
+        details={"before": before, "after": after},
+    )  # fmt: skip
+
+
+def create_icp(session: Session, workspace_id: int, data: IcpCreate, *, actor: str = "system") -> IdealCustomerProfile:
+    """Store a validated ICP; fit scores are recomputed for every contact on the next scoring run. The audit log
+    records who did it."""
     definition = _definition(data.definition)
     _check_name(session, workspace_id, data.name, None)
     icp = IdealCustomerProfile(
@@ -130,13 +153,18 @@ def create_icp(session: Session, workspace_id: int, data: IcpCreate) -> IdealCus
     session.add(icp)
     session.flush()
     _settings(session, workspace_id).fit_full_pending = True
+    _audit(session, workspace_id, actor, "icp.created", "icp", icp.id, None, _icp_state(icp))
     session.flush()
     return icp
 
 
-def update_icp(session: Session, workspace_id: int, icp_id: int, data: IcpUpdate) -> IdealCustomerProfile:
-    """Change an ICP; fit scores are recomputed for every contact on the next scoring run."""
+def update_icp(
+    session: Session, workspace_id: int, icp_id: int, data: IcpUpdate, *, actor: str = "system"
+) -> IdealCustomerProfile:
+    """Change an ICP; fit scores are recomputed for every contact on the next scoring run. The audit log records
+    who did it, with the ICP before and after."""
     icp = get_icp(session, workspace_id, icp_id)
+    before = _icp_state(icp)
     if data.definition is not None:
         icp.definition = icp_to_json(_definition(data.definition))
     if data.name is not None:
@@ -147,13 +175,15 @@ def update_icp(session: Session, workspace_id: int, icp_id: int, data: IcpUpdate
     if data.active is not None:
         icp.active = data.active
     _settings(session, workspace_id).fit_full_pending = True
+    _audit(session, workspace_id, actor, "icp.updated", "icp", icp.id, before, _icp_state(icp))
     session.flush()
     return icp
 
 
-def delete_icp(session: Session, workspace_id: int, icp_id: int) -> None:
-    """Remove an ICP; fit scores are recomputed on the next scoring run."""
+def delete_icp(session: Session, workspace_id: int, icp_id: int, *, actor: str = "system") -> None:
+    """Remove an ICP; fit scores are recomputed on the next scoring run. The audit log keeps what it was."""
     icp = get_icp(session, workspace_id, icp_id)
+    _audit(session, workspace_id, actor, "icp.deleted", "icp", icp.id, _icp_state(icp), None)
     session.delete(icp)
     _settings(session, workspace_id).fit_full_pending = True
     session.flush()
@@ -186,8 +216,11 @@ def engagement_config(session: Session, workspace_id: int) -> EngagementConfig:
     return parse_engagement(row.engagement if row is not None and row.engagement is not None else DEFAULT_ENGAGEMENT)
 
 
-def set_engagement_config(session: Session, workspace_id: int, raw: object) -> EngagementConfig:
-    """Replace the engagement rules (validated; unknown stages refused); scores are recomputed on the next run."""
+def set_engagement_config(
+    session: Session, workspace_id: int, raw: object, *, actor: str = "system"
+) -> EngagementConfig:
+    """Replace the engagement rules (validated; unknown stages refused); scores are recomputed on the next run.
+    The audit log records who did it, with the rules before (null: the defaults) and after."""
     try:
         config = parse_engagement(raw)
     except ScoringError as exc:
@@ -200,8 +233,10 @@ def set_engagement_config(session: Session, workspace_id: int, raw: object) -> E
         if t.to_stage not in known:
             raise DomainError(f"stage_thresholds[{i}].to_stage", f"unknown lifecycle stage {t.to_stage!r}")
     row = _settings(session, workspace_id)
+    before = row.engagement
     row.engagement = engagement_to_json(config)
     row.engagement_full_pending = True
+    _audit(session, workspace_id, actor, "scoring_rules.updated", "scoring_rules", None, before, row.engagement)
     row.updated_at = utcnow()
     session.flush()
     return config

@@ -71,11 +71,12 @@ def define_icp(
                     session,
                     ws.id,
                     IcpCreate(name=icp_name, description=description, definition=definition, active=not inactive),
+                    actor="cli",
                 )
                 action = "created"
             else:
                 icp = service.update_icp(
-                    session, ws.id, existing.id, IcpUpdate(definition=definition, active=not inactive)
+                    session, ws.id, existing.id, IcpUpdate(definition=definition, active=not inactive), actor="cli"
                 )
                 action = "updated"
             out = {"id": icp.id, "name": icp.name, "active": icp.active, "action": action}
@@ -116,7 +117,7 @@ def set_rules(
     try:
         with cli_session() as session:
             ws = resolve_workspace(session, workspace)
-            config = service.set_engagement_config(session, ws.id, raw)
+            config = service.set_engagement_config(session, ws.id, raw, actor="cli")
     except DomainError as exc:
         fail(f"{exc.field}: {exc.message}")
     console.print(f"{len(config.rules)} rules, half-life {config.half_life_days:g} days.")

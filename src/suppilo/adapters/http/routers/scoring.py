@@ -30,7 +30,9 @@ router = APIRouter(prefix="/api/v1", tags=["scoring"])
 @router.post("/scoring/icps", response_model=IcpRead, status_code=http.HTTP_201_CREATED)
 def create_icp(data: IcpCreate, principal: Writer, session: DbSession) -> IcpRead:
     """Define an ICP; a bad criterion is answered with its path (``definition.employees.min``)."""
-    return IcpRead.model_validate(service.create_icp(session, principal.workspace_id, data))
+    return IcpRead.model_validate(
+        service.create_icp(session, principal.workspace_id, data, actor=f"key:{principal.key_id}")
+    )
 
 
 @router.get("/scoring/icps", response_model=IcpPage)
@@ -48,13 +50,15 @@ def read_icp(icp_id: int, principal: Reader, session: ReadSession) -> IcpRead:
 @router.patch("/scoring/icps/{icp_id}", response_model=IcpRead)
 def update_icp(icp_id: int, data: IcpUpdate, principal: Writer, session: DbSession) -> IcpRead:
     """Change an ICP (fit scores follow on the next scoring run, or POST /scoring/recompute)."""
-    return IcpRead.model_validate(service.update_icp(session, principal.workspace_id, icp_id, data))
+    return IcpRead.model_validate(
+        service.update_icp(session, principal.workspace_id, icp_id, data, actor=f"key:{principal.key_id}")
+    )
 
 
 @router.delete("/scoring/icps/{icp_id}", status_code=http.HTTP_204_NO_CONTENT)
 def delete_icp(icp_id: int, principal: Writer, session: DbSession) -> Response:
     """Remove an ICP."""
-    service.delete_icp(session, principal.workspace_id, icp_id)
+    service.delete_icp(session, principal.workspace_id, icp_id, actor=f"key:{principal.key_id}")
     return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
@@ -67,7 +71,9 @@ def read_engagement(principal: Reader, session: ReadSession) -> dict[str, Any]:
 @router.put("/scoring/engagement")
 def replace_engagement(principal: Admin, session: DbSession, data: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     """Replace the engagement rules; rules that could give NaN or overflow are refused with their path."""
-    return engagement_to_json(service.set_engagement_config(session, principal.workspace_id, data))
+    return engagement_to_json(
+        service.set_engagement_config(session, principal.workspace_id, data, actor=f"key:{principal.key_id}")
+    )
 
 
 @router.get("/contacts/{contact_id}/scores", response_model=ContactScoresOut)

@@ -243,6 +243,7 @@ async def icp_save(request: Request, ctx: Workspace_, session: DbSession, icp_ke
                     definition=definition,
                     active=bool(typed["active"]),
                 ),
+                actor=f"user:{ctx.user.info.user_id} ({ctx.user.info.email})",
             )
         elif icp_key.isdigit():
             scoring_service.update_icp(
@@ -255,6 +256,7 @@ async def icp_save(request: Request, ctx: Workspace_, session: DbSession, icp_ke
                     definition=definition,
                     active=bool(typed["active"]),
                 ),
+                actor=f"user:{ctx.user.info.user_id} ({ctx.user.info.email})",
             )
         else:
             raise WebError(404, "not_found")
@@ -283,7 +285,9 @@ async def engagement_save(request: Request, ctx: Workspace_, session: DbSession)
             request, ctx, session, typed={"engagement": typed}, errors={"engagement": {"definition": json_error}}
         )
     try:
-        scoring_service.set_engagement_config(session, ctx.workspace_id, raw)
+        scoring_service.set_engagement_config(
+            session, ctx.workspace_id, raw, actor=f"user:{ctx.user.info.user_id} ({ctx.user.info.email})"
+        )
     except DomainError as exc:
         session.rollback()
         message = f"{exc.field}: {exc.message}" if exc.field else exc.message
