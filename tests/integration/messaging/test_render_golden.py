@@ -1,0 +1,155 @@
+"""Every shipped template, in every shipped language, renders byte for byte as it did before the sender's batch
+rendering was introduced, for a set of generated contacts (names with quotes, ampersands, non-ASCII letters and
+no-break spaces, missing values) with and without the optional context (order, cart, offer, ...).
+
+The digests in ``data/render_golden.json`` were written from the renderer as it was (commit 1d7190b). When a shipped
+template is edited on purpose, regenerate them with
+``.venv/bin/python -m tests.integration.messaging.test_render_golden``
+and review the diff of the rendered output, not only of the digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from suppilo.messaging import service, templates
+
+GOLDEN = Path(__file__).parent / "data" / "render_golden.json"
+LANGUAGES = ("en", "sv", "fi", "da", "lv")
+
+WORKSPACE = {
+    "name": "Pohjola Outdoor & Co",
+    "postal_address": "Mannerheimintie 1, 00100 Helsinki, Finland",
+    "address_line1": "Mannerheimintie 1",
+    "postal_code": "00100",
+    "city": "Helsinki",
+    "country": "FI",
+    "website": "https://shop.example.fi",
+    "currency": "EUR",
+    "timezone": "Europe/Helsinki",
+    "default_language": "en",
+}
+URLS = {
+    "unsubscribe_url": "https://mail.example.fi/u/tok-123",
+    "preferences_url": "https://mail.example.fi/u/tok-123",
+}
+EXTRA: dict[str, Any] = {
+    "order": {
+        "number": "PO-1001",
+        "total_minor": 123456,
+        "currency": "EUR",
+        "placed_at": "2024-05-02T21:30:00+00:00",
+        "review_url": "https://shop.example.fi/review?o=1001&x=1",
+        "lines": [
+            {"name": 'Tent <2p> "Lite"', "quantity": 1, "unit_price_minor": 29900},
+            {"name": "Stove & pot", "quantity": 2, "unit_price_minor": 4950},
+        ],
+    },
+    "cart": {"value_minor": 5990, "currency": "SEK", "url": "https://shop.example.fi/cart/9"},
+    "offer": {
+        "coupon_code": "WB-7K2Q-9XJ3",
+        "discount_percent": 0.15,
+        "expires_at": "2024-06-30T20:00:00+00:00",
+        "url": "https://shop.example.fi/offer",
+    },
+    "recommendations": [
+        {"name": "Sleeping bag", "price_minor": 19900, "currency": "EUR", "url": "https://shop.example.fi/p/1"},
+        {"name": "Mat 'Air'", "price_minor": 7900, "url": ""},
+    ],
+    "survey": {"url": "https://shop.example.fi/nps/1"},
+    "referral": {"url": "https://shop.example.fi/r/ABC", "code": "ABC", "reward": "10 €"},
+    "message": {
+        "interest": " hiking ",
+        "confirm_url": "https://mail.example.fi/consent/confirm/tok",
+        "owner_name": "Mikko Ö'Hara",
+        "task_title": "Call back <today>",
+        "task_url": "https://app.example.fi/tasks/5",
+        "task_kind": "call",
+        "due_at": "2024-03-31T00:30:00+00:00",
+        "deal_name": "Big & tall",
+        "contact_name": "Anna",
+        "response_hours": 4,
+    },
+}
+FIRST = ["Lee", "O'Brien", "Zoë", "Jörg & Ann", 'Anna "A"', "Ilze\u00a0Marta", "", "Åsa", "<b>Bob</b>", "Mikko"]
+LAST = ["Smith", "Kõiv", "", "Virtanen", "Bērziņa", "D'Angelo"]
+COUNTRIES = ["FI", "SE", "DK", "LV", "US", "DE", None]
+ZONES = ["Europe/Helsinki", "America/New_York", None, "Europe/Riga", "Nowhere/Unknown"]
+
+
+def generated_contacts(n: int = 12, seed: int = 7) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        first, last = rnd.choice(FIRST), rnd.choice(LAST)
+        out.append(
+            {
+                "id": 1000 + i,
+                "first_name": first or None,
+                "last_name": last or None,
+                "full_name": " ".join(x for x in (first, last) if x) or None,
+                "email": f"c{i}@example.com",
+                "language": LANGUAGES[i % 5],
+                "country": rnd.choice(COUNTRIES),
+                "city": rnd.choice(["Helsinki", "Tartu & Co", None]),
+                "region": None,
+                "timezone": rnd.choice(ZONES),
+                "job_title": rnd.choice(["CEO", None]),
+                "lifecycle_stage": "lead",
+                "properties": {},
+            }
+        )
+    return out
+
+
+def cases() -> list[tuple[str, str, int, str, Any, dict[str, Any]]]:
+    out = []
+    for spec in service.default_templates():
+        for variant in spec["variants"]:
+            lang = variant["language"]
+            content = SimpleNamespace(
+                subject=variant["subject"], preheader=variant["preheader"], html=variant["html"], text=None
+            )
+            for contact in generated_contacts():
+                for label, extra in (("bare", {}), ("full", EXTRA)):
+                    context = {**extra, **URLS, "contact": contact, "company": {}, "workspace": WORKSPACE}
+                    out.append((spec["key"], lang, contact["id"], label, content, context))
+    return out
+
+
+def digest(message: templates.RenderedMessage) -> str:
+    joined = "\x00".join((message.subject, message.preheader, message.html, message.text))
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
+
+
+def render_all() -> dict[str, str]:
+    return {
+        f"{key}/{lang}/{cid}/{label}": digest(templates.render_message(content, language=lang, context=context))
+        for key, lang, cid, label, content, context in cases()
+    }
+
+
+def test_every_shipped_template_renders_as_before() -> None:
+    expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    got = render_all()
+    assert set(got) == set(expected)
+    changed = sorted(k for k in got if got[k] != expected[k])
+    assert not changed, f"{len(changed)} rendered messages changed, e.g. {changed[:5]}"
+
+
+@pytest.mark.parametrize("key", sorted({spec["key"] for spec in service.default_templates()}))
+def test_the_golden_cases_cover_every_language_of_each_template(key: str) -> None:
+    langs = {lang for k, lang, *_ in cases() if k == key}
+    assert langs == set(LANGUAGES)
+
+
+if __name__ == "__main__":
+    GOLDEN.write_text(json.dumps(render_all(), indent=0, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {GOLDEN}")
