@@ -140,3 +140,34 @@ def test_stage_funnel_on_nothing() -> None:
     assert all(s.reached == 0 and s.conversion_to_next is None and s.drop_off_rate is None for s in r.stages)
     with pytest.raises(ValueError):
         fn.stage_funnel([], [], [], ["a", "a"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_funnel_equals_the_sorting_one_on_random_data(seed: int) -> None:
+    # Integer times with many ties, repeated step labels, contacts in a shuffled (but contiguous) order.
+    rng = np.random.default_rng(seed)
+    n = 4000
+    contact = rng.integers(0, 300, n)
+    t = rng.integers(0, 60, n) * 3600
+    names = np.array(["visit", "form", "demo", "order", "other"])[rng.integers(0, 5, n)]
+    order = np.lexsort((np.arange(n), t, contact))  # the row order the grouped function expects
+    perm = rng.permutation(300)  # contacts in any order: relabel the sort key, keep each contact contiguous
+    order = order[np.argsort(perm[contact[order]], kind="stable")]
+    for steps, window in [(STEPS, 7 * DAY), (["visit", "visit", "order"], 2 * DAY), (["form"], 0.0), (STEPS, 0.0)]:
+        code = {s: i for i, s in enumerate(dict.fromkeys(steps))}
+        lab = np.array([code.get(x, -1) for x in names[order]])
+        grouped = fn.ordered_funnel_grouped(
+            contact[order], t[order], lab, [code[s] for s in steps], steps, window, min_contacts=1
+        )
+        reference = fn.ordered_funnel(contact, t.astype(float), names, steps, window, min_contacts=1)
+        assert grouped.entered > 0
+        assert grouped == reference, (seed, steps)
+
+
+def test_grouped_funnel_on_no_rows_and_bad_input() -> None:
+    empty = fn.ordered_funnel_grouped([], [], [], [0, 1], ["a", "b"], DAY)
+    assert empty.entered == 0 and empty.insufficient_data and empty.overall_conversion is None
+    with pytest.raises(ValueError, match="same length"):
+        fn.ordered_funnel_grouped([1], [1, 2], [0], [0], ["a"], DAY)
+    with pytest.raises(ValueError, match="window"):
+        fn.ordered_funnel_grouped([1], [1], [0], [0], ["a"], -1.0)

@@ -2,24 +2,38 @@
 
 DuckDB's SQLite and PostgreSQL scanner extensions are downloaded from the network on first use, which a self-hosted
 install cannot count on, so the route keeps its own copy instead: one DuckDB file per source database under
-``<data dir>/columnar/`` holding, per workspace, the columns the event reports need (event id, contact id, time in
-microseconds since the epoch, kind, name and a page's path) for events of known contacts. The operational database
-stays the source of truth; :func:`sync` brings the copy up to date before every columnar report:
+``<data dir>/columnar/`` holding, per workspace, the columns the event reports need for events of known contacts.
+
+Layout (``LAYOUT`` in the file name; an older file is simply ignored and can be deleted):
+
+* ``names(code, name)`` and ``paths(code, path)``: dictionaries of event names and page paths, so rows carry small
+  integers and a step filter is an integer comparison;
+* ``main_<workspace>(id, contact_id, ts, name_id, path_id)``: the bulk of the workspace's events, **stored sorted by
+  (contact, time, event id)**, so a scan returns every contact's events together and in order;
+* ``tail_<workspace>``: the same columns, rows appended since the last compaction, unsorted. A report reads the main
+  part in stored order and re-sorts only the contacts that have tail rows; :func:`sync` folds the tail into the
+  main part (one sorted rewrite) once it holds more than ``COMPACT_MIN_ROWS`` rows and ``COMPACT_SHARE`` of the
+  main part.
+
+The operational database stays the source of truth; :func:`sync` brings the copy up to date before every columnar
+report:
 
 * new events are appended by id (above the copied high-water id; on PostgreSQL a tail of ids below it is re-read
   because sequences can commit out of order, and rows already copied are skipped);
-* contact merges recorded since the last sync (``contact_merges``) repoint the copied events, as the merge did in the
-  source;
+* contact merges recorded since the last sync (``contact_merges``) move the merged contact's rows to the tail under
+  the surviving contact, as the merge did in the source;
 * deleted contacts (their events cascade away) are detected by a count and their events dropped from the copy;
 * a copy whose high-water event no longer matches the source (a recreated database) is rebuilt from scratch.
 
-The two reports here — the ordered event funnel with a conversion window and acquisition-cohort retention over
-events — give the same answers as the row-store versions in ``service.event_funnel_report`` and
+The reports read only the needed integer columns in stored order (no sort, no join) and finish in numpy with linear
+passes: the ordered funnel through ``engine.funnel.ordered_funnel_grouped`` and the cohort grid through
+:func:`cohort_counts`. They give the same answers as the row-store versions in ``service.event_funnel_report`` and
 ``event_cohorts.event_cohort_report`` (tests compare both on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 from collections.abc import Iterator, Sequence
@@ -31,6 +45,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import BigInteger, String, case, cast, func, select
 from sqlalchemy.orm import Session
 
@@ -39,21 +54,39 @@ from suppilo.engine import funnel
 from suppilo.errors import DomainError
 from suppilo.events.models import Event
 
+LAYOUT = "v2"
 FETCH_CHUNK = 200_000
 PG_TAIL_IDS = 50_000  # PostgreSQL ids can commit out of order: re-read this many ids below the high-water mark
+COMPACT_MIN_ROWS = 50_000  # fold the tail into the sorted main part once it is at least this long ...
+COMPACT_SHARE = 0.02  # ... and this share of the main part
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86_400 * US_PER_SECOND
 PAGE_PREFIX = "page:"
 
 _SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS events (
-        workspace_id INTEGER NOT NULL, id BIGINT NOT NULL, contact_id BIGINT NOT NULL, ts BIGINT NOT NULL,
-        kind VARCHAR NOT NULL, name VARCHAR NOT NULL, path VARCHAR)""",
+    "CREATE TABLE IF NOT EXISTS names (code INTEGER PRIMARY KEY, name VARCHAR NOT NULL UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS paths (code INTEGER PRIMARY KEY, path VARCHAR NOT NULL UNIQUE)",
     """CREATE TABLE IF NOT EXISTS sync_state (
         workspace_id INTEGER PRIMARY KEY, high_water BIGINT NOT NULL, high_water_message VARCHAR,
         merge_high_water BIGINT NOT NULL, contact_max BIGINT NOT NULL, contacts_le_max BIGINT NOT NULL,
         rows BIGINT NOT NULL)""",
 )
+_COLUMNS = (
+    "id BIGINT NOT NULL, contact_id BIGINT NOT NULL, ts BIGINT NOT NULL, name_id INTEGER NOT NULL, path_id INTEGER"
+)
+
+
+def main_table(workspace_id: int) -> str:
+    return f"main_{int(workspace_id)}"
+
+
+def tail_table(workspace_id: int) -> str:
+    return f"tail_{int(workspace_id)}"
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection, workspace_id: int) -> None:
+    for table in (main_table(workspace_id), tail_table(workspace_id)):
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_COLUMNS})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +98,20 @@ class SyncStats:
     purged: int
     rebuilt: bool
     rows: int  # events of the workspace in the copy afterwards
+    compacted: bool = False
 
 
 class ColumnarStore:
     """The directory holding the DuckDB copies (``<data dir>/columnar``); one file per source database."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, threads: int | None = None) -> None:
         self.directory = Path(directory)
+        self.threads = threads
 
     def file_for(self, session: Session) -> Path:
         url = session.get_bind().engine.url.render_as_string(hide_password=True)
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-        return self.directory / f"events-{digest}.duckdb"
+        return self.directory / f"events-{LAYOUT}-{digest}.duckdb"
 
     @contextmanager
     def connect(self, session: Session) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -85,14 +120,22 @@ class ColumnarStore:
         path = self.file_for(session)
         with open(path.with_suffix(".lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            con = duckdb.connect(str(path))
+            con = open_store(path, self.threads)
             try:
-                for ddl in _SCHEMA:
-                    con.execute(ddl)
                 yield con
             finally:
                 con.close()
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_store(path: Path | str, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to a copy with its schema in place; ``threads`` (default: DuckDB's, one per core)."""
+    con = duckdb.connect(str(path))
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    for ddl in _SCHEMA:
+        con.execute(ddl)
+    return con
 
 
 AUTO_THRESHOLD = 250_000
@@ -116,14 +159,90 @@ def resolve_engine(session: Session, engine: str, store: ColumnarStore | None) -
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Sync
+# Writing: append, compact, sync
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> int:
+    row = con.execute(sql, params).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def workspace_rows(con: duckdb.DuckDBPyConnection, workspace_id: int) -> int:
+    ensure_tables(con, workspace_id)
+    return _count(con, f"SELECT count(*) FROM {main_table(workspace_id)}") + _count(
+        con, f"SELECT count(*) FROM {tail_table(workspace_id)}"
+    )
+
+
+def append_arrays(
+    con: duckdb.DuckDBPyConnection,
+    workspace_id: int,
+    ids: npt.ArrayLike,
+    contact_ids: npt.ArrayLike,
+    ts_us: npt.ArrayLike,
+    names: npt.ArrayLike,
+    paths: npt.ArrayLike,
+    *,
+    skip_above: int | None = None,
+) -> int:
+    """Append events (time in microseconds since the epoch; ``paths`` None except for page views) to the tail,
+    coding names and paths through the dictionaries; with ``skip_above`` rows whose id above it is already in the
+    copy are skipped. Returns how many rows were added."""
+    ensure_tables(con, workspace_id)
+    main, tail = main_table(workspace_id), tail_table(workspace_id)
+    batch = {  # noqa: F841 - DuckDB scans this local by name
+        "id": np.asarray(ids, dtype=np.int64),
+        "contact_id": np.asarray(contact_ids, dtype=np.int64),
+        "ts": np.asarray(ts_us, dtype=np.int64),
+        "name": np.asarray(names, dtype=object),
+        "path": np.asarray(paths, dtype=object),
+    }
+    for table, col in (("names", "name"), ("paths", "path")):
+        con.execute(
+            f"INSERT INTO {table} SELECT (SELECT coalesce(max(code), 0) FROM {table})"
+            " + row_number() OVER (ORDER BY v), v"
+            f" FROM (SELECT DISTINCT {col} AS v FROM batch WHERE {col} IS NOT NULL"
+            f" AND {col} NOT IN (SELECT {col} FROM {table}))"
+        )
+    skip = ""
+    params: dict[str, Any] = {}
+    if skip_above is not None:
+        skip = (
+            f" WHERE b.id <= $above OR b.id NOT IN (SELECT id FROM {main} WHERE id > $above"
+            f" UNION ALL SELECT id FROM {tail} WHERE id > $above)"
+        )
+        params["above"] = skip_above
+    before = _count(con, f"SELECT count(*) FROM {tail}")
+    con.execute(
+        f"INSERT INTO {tail} SELECT b.id, b.contact_id, b.ts, n.code, p.code FROM batch b"
+        f" JOIN names n ON n.name = b.name LEFT JOIN paths p ON p.path = b.path{skip}",
+        params or None,
+    )
+    return _count(con, f"SELECT count(*) FROM {tail}") - before
+
+
+def compact(con: duckdb.DuckDBPyConnection, workspace_id: int) -> None:
+    """Fold the tail into the main part: one rewrite sorted by (contact, time, event id)."""
+    ensure_tables(con, workspace_id)
+    main, tail = main_table(workspace_id), tail_table(workspace_id)
+    con.execute(
+        f"CREATE OR REPLACE TABLE {main} AS SELECT * FROM (SELECT * FROM {main} UNION ALL SELECT * FROM {tail})"
+        " ORDER BY contact_id, ts, id"
+    )
+    con.execute(f"DELETE FROM {tail}")
+
+
+def needs_compaction(con: duckdb.DuckDBPyConnection, workspace_id: int) -> bool:
+    tail_rows = _count(con, f"SELECT count(*) FROM {tail_table(workspace_id)}")
+    main_rows = _count(con, f"SELECT count(*) FROM {main_table(workspace_id)}")
+    return tail_rows > 0 and tail_rows >= COMPACT_MIN_ROWS and tail_rows >= COMPACT_SHARE * main_rows
 
 
 def _ts_expr(session: Session) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return cast(func.extract("epoch", Event.occurred_at) * US_PER_SECOND, BigInteger)
-    return cast(Event.occurred_at, String)  # SQLite keeps naive UTC text; DuckDB parses it
+    return cast(Event.occurred_at, String)  # SQLite keeps naive UTC text
 
 
 def _state(con: duckdb.DuckDBPyConnection, workspace_id: int) -> dict[str, Any] | None:
@@ -140,37 +259,31 @@ def _append(con: duckdb.DuckDBPyConnection, session: Session, workspace_id: int,
     pg = session.get_bind().dialect.name == "postgresql"
     path = case((Event.kind == "page", Event.properties["path"].as_string()), else_=None)
     q = (
-        select(Event.id, Event.contact_id, _ts_expr(session), Event.kind, Event.name, path)
+        select(Event.id, Event.contact_id, _ts_expr(session), Event.name, path)
         .where(Event.workspace_id == workspace_id, Event.contact_id.is_not(None), Event.id > above)
         .order_by(Event.id)
     )
     result = session.execute(q.execution_options(yield_per=FETCH_CHUNK))
     added = 0
     for part in result.partitions(FETCH_CHUNK):
-        ids, cids, tss, kinds, names, paths = zip(*part, strict=True)
-        batch = {  # noqa: F841 - DuckDB scans this local by name
-            "id": np.fromiter(ids, dtype=np.int64, count=len(ids)),
-            "contact_id": np.fromiter(cids, dtype=np.int64, count=len(ids)),
-            "ts": np.fromiter(tss, dtype=np.int64, count=len(ids)) if pg else np.array(tss, dtype=object),
-            "kind": np.array(kinds, dtype=object),
-            "name": np.array(names, dtype=object),
-            "path": np.array(paths, dtype=object),
-        }
-        ts_sql = "b.ts" if pg else "epoch_us(CAST(b.ts AS TIMESTAMP))"
-        skip = " WHERE b.id NOT IN (SELECT id FROM events WHERE workspace_id = $ws AND id > $above)" if dedupe else ""
-        before = con.execute("SELECT count(*) FROM events WHERE workspace_id = ?", [workspace_id]).fetchone()
-        con.execute(
-            f"INSERT INTO events SELECT $ws, b.id, b.contact_id, {ts_sql}, b.kind, b.name, b.path FROM batch b{skip}",
-            {"ws": workspace_id, "above": above} if dedupe else {"ws": workspace_id},
-        )
-        after = con.execute("SELECT count(*) FROM events WHERE workspace_id = ?", [workspace_id]).fetchone()
-        added += int(after[0] if after else 0) - int(before[0] if before else 0)
+        ids, cids, tss, names, paths = zip(*part, strict=True)
+        if pg:
+            ts = np.fromiter(tss, dtype=np.int64, count=len(ids))
+        else:  # "YYYY-MM-DD HH:MM:SS[.ffffff]" naive UTC
+            ts = np.array(tss, dtype="datetime64[us]").astype(np.int64)
+        added += append_arrays(
+            con, workspace_id, np.fromiter(ids, dtype=np.int64, count=len(ids)),
+            np.fromiter(cids, dtype=np.int64, count=len(ids)), ts, names, paths,
+            skip_above=above if dedupe else None,
+        )  # fmt: skip
     return added
 
 
 def sync(session: Session, con: duckdb.DuckDBPyConnection, workspace_id: int) -> SyncStats:
     """Bring the workspace's copy up to date with the source database (see the module docstring)."""
     pg = session.get_bind().dialect.name == "postgresql"
+    ensure_tables(con, workspace_id)
+    main, tail = main_table(workspace_id), tail_table(workspace_id)
     state = _state(con, workspace_id)
     rebuilt = False
     if state is not None and state["high_water"] > 0:
@@ -183,9 +296,11 @@ def sync(session: Session, con: duckdb.DuckDBPyConnection, workspace_id: int) ->
     con.execute("BEGIN")
     try:
         if state is None:
-            con.execute("DELETE FROM events WHERE workspace_id = ?", [workspace_id])
+            con.execute(f"DELETE FROM {main}")
+            con.execute(f"DELETE FROM {tail}")
             state = {"high_water": 0, "merge_high_water": 0, "contact_max": 0, "contacts_le_max": 0}
-        # Merges since the last sync repoint the merged contact's events, in the order they happened.
+        # Merges since the last sync move the merged contact's rows to the tail under the surviving contact (in the
+        # order the merges happened), which keeps the main part sorted.
         merges = session.execute(
             select(ContactMerge.id, ContactMerge.contact_id, ContactMerge.merged_id)
             .where(ContactMerge.workspace_id == workspace_id, ContactMerge.id > state["merge_high_water"])
@@ -193,9 +308,11 @@ def sync(session: Session, con: duckdb.DuckDBPyConnection, workspace_id: int) ->
         ).all()
         for _mid, keep, merged in merges:
             con.execute(
-                "UPDATE events SET contact_id = ? WHERE workspace_id = ? AND contact_id = ?",
-                [keep, workspace_id, merged],
+                f"INSERT INTO {tail} SELECT id, ?, ts, name_id, path_id FROM {main} WHERE contact_id = ?",
+                [keep, merged],
             )
+            con.execute(f"DELETE FROM {main} WHERE contact_id = ?", [merged])
+            con.execute(f"UPDATE {tail} SET contact_id = ? WHERE contact_id = ?", [keep, merged])
         merge_hw = max([state["merge_high_water"], *(m[0] for m in merges)])
         # Deleted contacts: fewer contacts at or below the last seen id than merges explain.
         purged = 0
@@ -209,51 +326,79 @@ def sync(session: Session, con: duckdb.DuckDBPyConnection, workspace_id: int) ->
                 session.scalars(select(Contact.id).where(Contact.workspace_id == workspace_id)), dtype=np.int64
             )
             alive_ids = {"id": alive}  # noqa: F841 - scanned by DuckDB below
-            before = con.execute("SELECT count(*) FROM events WHERE workspace_id = ?", [workspace_id]).fetchone()
-            con.execute(
-                "DELETE FROM events WHERE workspace_id = ? AND contact_id NOT IN (SELECT id FROM alive_ids)",
-                [workspace_id],
-            )
-            after = con.execute("SELECT count(*) FROM events WHERE workspace_id = ?", [workspace_id]).fetchone()
-            purged = int(before[0] if before else 0) - int(after[0] if after else 0)
+            before = workspace_rows(con, workspace_id)
+            for table in (main, tail):
+                con.execute(f"DELETE FROM {table} WHERE contact_id NOT IN (SELECT id FROM alive_ids)")
+            purged = before - workspace_rows(con, workspace_id)
         contact_max = int(session.scalar(select(func.max(Contact.id)).where(Contact.workspace_id == workspace_id)) or 0)
         contacts_le_max = int(
             session.scalar(select(func.count()).where(Contact.workspace_id == workspace_id, Contact.id <= contact_max))
             or 0
         )
         hw = int(state["high_water"])
-        tail = max(hw - PG_TAIL_IDS, 0) if pg and hw else hw
-        appended = _append(con, session, workspace_id, tail, dedupe=pg and hw > 0)
+        tail_from = max(hw - PG_TAIL_IDS, 0) if pg and hw else hw
+        appended = _append(con, session, workspace_id, tail_from, dedupe=pg and hw > 0)
         new_hw_row = session.execute(
             select(Event.id, Event.message_id)
             .where(Event.workspace_id == workspace_id, Event.contact_id.is_not(None))
             .order_by(Event.id.desc())
             .limit(1)
         ).first()
-        rows_now = con.execute("SELECT count(*) FROM events WHERE workspace_id = ?", [workspace_id]).fetchone()
+        compacted = needs_compaction(con, workspace_id)
+        if compacted:
+            compact(con, workspace_id)
+        rows_now = workspace_rows(con, workspace_id)
         new_hw, new_msg = (int(new_hw_row[0]), str(new_hw_row[1])) if new_hw_row else (0, None)
         con.execute(
             "INSERT OR REPLACE INTO sync_state VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                workspace_id,
-                max(new_hw, hw),
-                new_msg,
-                merge_hw,
-                contact_max,
-                contacts_le_max,
-                rows_now[0] if rows_now else 0,
-            ],
+            [workspace_id, max(new_hw, hw), new_msg, merge_hw, contact_max, contacts_le_max, rows_now],
         )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return SyncStats(appended, len(merges), purged, rebuilt, int(rows_now[0] if rows_now else 0))
+    return SyncStats(appended, len(merges), purged, rebuilt, rows_now, compacted)
 
 
 def copied_rows(con: duckdb.DuckDBPyConnection, workspace_id: int) -> int:
     row = con.execute("SELECT rows FROM sync_state WHERE workspace_id = ?", [workspace_id]).fetchone()
     return int(row[0]) if row else 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading rows grouped by contact, in event order
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def grouped_rows(
+    con: duckdb.DuckDBPyConnection, workspace_id: int, columns: str, where: str, params: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """``SELECT contact_id AS c, {columns} … WHERE {where}`` over the workspace's copy, every contact's rows
+    together and in (time, event id) order: the main part in stored order, plus — re-sorted by DuckDB — the rows of
+    the (few) contacts that also have tail rows. ``columns``/``where`` are fixed SQL text of the caller; values are
+    parameters."""
+    ensure_tables(con, workspace_id)
+    main, tail = main_table(workspace_id), tail_table(workspace_id)
+    select_sql = f"SELECT contact_id AS c, {columns} FROM {{src}} WHERE {where}"
+    got = con.execute(select_sql.format(src=main), params).fetchnumpy()
+    out = {k: np.asarray(v) for k, v in got.items()}
+    if _count(con, f"SELECT count(*) FROM {tail}") == 0:
+        return out
+    touched = np.asarray(con.execute(f"SELECT DISTINCT contact_id FROM {tail}").fetchnumpy()["contact_id"])
+    src = (
+        f"(SELECT * FROM {main} WHERE contact_id IN (SELECT contact_id FROM {tail}) UNION ALL SELECT * FROM {tail})"
+        " AS both_parts"
+    )
+    extra = con.execute(select_sql.format(src=src) + " ORDER BY contact_id, ts, id", params).fetchnumpy()
+    keep = ~np.isin(out["c"], touched)
+    return {k: np.concatenate([out[k][keep], np.asarray(extra[k])]) for k in out}
+
+
+def _codes(con: duckdb.DuckDBPyConnection, table: str, col: str, values: Sequence[str]) -> dict[str, int]:
+    if not values:
+        return {}
+    got = con.execute(f"SELECT {col}, code FROM {table} WHERE list_contains(?, {col})", [list(values)]).fetchall()
+    return {str(v): int(code) for v, code in got}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -265,108 +410,12 @@ def _us(dt: datetime) -> int:
     return int(dt.timestamp()) * US_PER_SECOND + dt.microsecond
 
 
-def funnel_sql(steps: Sequence[str], *, table: str = "events", with_workspace: bool = True) -> str:
-    """The DuckDB query for an ordered funnel; parameters ``$ws`` (when ``with_workspace``), ``$start``, ``$end``
-    (microseconds), ``$window`` (microseconds), ``$s1``..``$sN`` (step labels), ``$names`` and ``$paths``.
-
-    Rows are ordered per contact by (time, event id, name-before-page) through one HUGEINT key; every step-1 event is
-    a start and each next step is found with an ASOF join (the first step-k event after the previous step's key),
-    which is the engine's "earliest occurrence after the previous step" rule.
-    """
-    n = len(steps)
-    ws = "workspace_id = $ws AND " if with_workspace else ""
-    key = "(ts::HUGEINT * 4398046511104 + id * 2 + {sub})"
-    branches = []
-    if any(not st.startswith(PAGE_PREFIX) for st in steps):
-        branches.append(
-            f"SELECT contact_id AS c, ts, {key.format(sub=0)} AS k, name AS label FROM {table}"
-            f" WHERE {ws}ts >= $start AND ts < $end AND list_contains($names, name)"
-        )
-    if any(st.startswith(PAGE_PREFIX) for st in steps):
-        branches.append(
-            f"SELECT contact_id AS c, ts, {key.format(sub=1)} AS k, '{PAGE_PREFIX}' || path AS label FROM {table}"
-            f" WHERE {ws}ts >= $start AND ts < $end AND kind = 'page' AND list_contains($paths, path)"
-        )
-    ctes = [f"base AS ({' UNION ALL '.join(branches)})"]
-    for k in range(1, n + 1):
-        ctes.append(f"st{k} AS (SELECT c, k, ts FROM base WHERE label = $s{k})")
-    ctes.append("j1 AS (SELECT c, k AS p1, ts AS t1 FROM st1)")
-    for k in range(2, n + 1):
-        ctes.append(
-            f"j{k} AS (SELECT a.*, b.k AS p{k}, b.ts AS t{k} FROM j{k - 1} a "
-            f"ASOF LEFT JOIN st{k} b ON a.c = b.c AND a.p{k - 1} < b.k)"
-        )
-    cond = "TRUE"
-    terms = []
-    for k in range(2, n + 1):
-        cond = f"{cond} AND p{k} IS NOT NULL AND t{k} - t1 <= $window"
-        terms.append(f"CASE WHEN {cond} THEN 1 ELSE 0 END")
-    level = "1" + "".join(f" + {t}" for t in terms)
-    ctes.append(f"lv AS (SELECT *, {level} AS level FROM j{n})")
-    ctes.append("best AS (SELECT * FROM lv QUALIFY row_number() OVER (PARTITION BY c ORDER BY level DESC, p1) = 1)")
-    aggs = ["count(*) AS entered"]
-    for k in range(2, n + 1):
-        aggs.append(f"count(*) FILTER (WHERE level >= {k}) AS n{k}")
-        aggs.append(f"median((t{k} - t{k - 1}) / 1e6) FILTER (WHERE level >= {k}) AS mp{k}")
-        aggs.append(f"median((t{k} - t1) / 1e6) FILTER (WHERE level >= {k}) AS ms{k}")
-    # Only step numbers, a fixed table name and fixed expressions are interpolated; values are parameters.
-    return "WITH " + ",\n".join(ctes) + f"\nSELECT {', '.join(aggs)} FROM best"
-
-
-def funnel_params(
-    steps: Sequence[str], window_seconds: float, start_us: int, end_us: int, workspace_id: int | None
-) -> dict[str, Any]:
-    params: dict[str, Any] = {"start": start_us, "end": end_us, "window": window_seconds * US_PER_SECOND}
-    names = sorted({s for s in steps if not s.startswith(PAGE_PREFIX)})
-    paths = sorted({s[len(PAGE_PREFIX) :] for s in steps if s.startswith(PAGE_PREFIX)})
-    if names:
-        params["names"] = names
-    if paths:
-        params["paths"] = paths
-    for k, s in enumerate(steps, start=1):
-        params[f"s{k}"] = s
-    if workspace_id is not None:
-        params["ws"] = workspace_id
-    return params
-
-
-def funnel_result(
-    row: Sequence[Any], steps: Sequence[str], window_seconds: float, min_contacts: int
-) -> funnel.FunnelResult:
-    """The engine's result type from the query's single row (so both routes answer in the same shape)."""
-    entered = int(row[0])
-    counts = [entered] + [int(row[1 + 3 * (k - 2)]) for k in range(2, len(steps) + 1)]
-    out: list[funnel.FunnelStep] = []
-    prev = entered
-    for i, name in enumerate(steps):
-        count = counts[i]
-        mp = row[2 + 3 * (i - 1)] if i else None
-        ms = row[3 + 3 * (i - 1)] if i else None
-        out.append(
-            funnel.FunnelStep(
-                name,
-                count,
-                prev - count,
-                (count / prev if prev else None) if i else None,
-                count / entered if entered else None,
-                float(mp) if mp is not None else None,
-                float(ms) if ms is not None else None,
-            )
-        )
-        prev = count
-    converted = counts[-1]
-    if entered == 0:
-        flag, reason = True, "no contact entered the funnel"
-    elif entered < min_contacts:
-        flag, reason = (
-            True,
-            f"only {entered} contacts entered the funnel (fewer than {min_contacts}): rates are not reliable",
-        )
-    else:
-        flag, reason = False, ""
-    return funnel.FunnelResult(
-        tuple(out), window_seconds, entered, converted, converted / entered if entered else None, flag, reason
-    )
+def _case(col: str, mapping: dict[int, int]) -> str:
+    """``CASE col WHEN code THEN label … ELSE -1 END`` over integer codes and labels (integers only: no injection)."""
+    if not mapping:
+        return "-1"
+    whens = " ".join(f"WHEN {int(code)} THEN {int(label)}" for code, label in mapping.items())
+    return f"CASE {col} {whens} ELSE -1 END"
 
 
 def ordered_funnel(
@@ -379,11 +428,51 @@ def ordered_funnel(
     *,
     min_contacts: int = funnel.MIN_CONTACTS,
 ) -> funnel.FunnelResult:
-    """The ordered funnel over the copy (call :func:`sync` first)."""
-    sql = funnel_sql(steps)
-    row = con.execute(sql, funnel_params(steps, window_seconds, _us(start), _us(end), workspace_id)).fetchone()
-    assert row is not None  # an aggregate without GROUP BY always answers one row
-    return funnel_result(row, steps, window_seconds, min_contacts)
+    """The ordered funnel over the copy (call :func:`sync` first): the engine's "every start, earliest next step"
+    rule, with ties in time broken by event id and, for one event matching both, the name step before the page step.
+    """
+    labels = list(dict.fromkeys(steps))
+    label_of = {s: i for i, s in enumerate(labels)}
+    names = [s for s in labels if not s.startswith(PAGE_PREFIX)]
+    paths = [s[len(PAGE_PREFIX) :] for s in labels if s.startswith(PAGE_PREFIX)]
+    name_codes = _codes(con, "names", "name", names)
+    path_codes = _codes(con, "paths", "path", paths)
+    by_name = {code: label_of[n] for n, code in name_codes.items()}
+    by_path = {code: label_of[PAGE_PREFIX + p] for p, code in path_codes.items()}
+    match = []
+    if by_name:
+        match.append(f"name_id IN ({', '.join(str(int(c)) for c in by_name)})")
+    if by_path:
+        match.append(f"path_id IN ({', '.join(str(int(c)) for c in by_path)})")
+    if match:
+        rows = grouped_rows(
+            con,
+            workspace_id,
+            f"ts, ({_case('name_id', by_name)})::SMALLINT AS ln,"
+            f" (coalesce({_case('path_id', by_path)}, -1))::SMALLINT AS lp",
+            f"ts >= $start AND ts < $end AND ({' OR '.join(match)})",
+            {"start": _us(start), "end": _us(end)},
+        )
+        ln, lp = rows["ln"], rows["lp"]
+        # One row per (event, label): an event matching a name step and a page step counts as both, name first.
+        reps = (ln >= 0).astype(np.int64) + (lp >= 0)
+        src = np.repeat(np.arange(ln.size), reps)
+        second = np.r_[False, src[1:] == src[:-1]] if src.size else np.zeros(0, dtype=np.bool_)
+        lab = np.where(second | (ln[src] < 0), lp[src], ln[src])
+        c, t = rows["c"][src], rows["ts"][src]
+    else:
+        c = t = lab = np.zeros(0, dtype=np.int64)
+    res = funnel.ordered_funnel_grouped(
+        c,
+        t,
+        lab,
+        [label_of[s] for s in steps],
+        list(steps),
+        window_seconds * US_PER_SECOND,
+        time_scale=US_PER_SECOND,
+        min_contacts=min_contacts,
+    )
+    return dataclasses.replace(res, window_seconds=window_seconds)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -391,11 +480,11 @@ def ordered_funnel(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def bucket_sql(by: str, col: str = "ts") -> str:
-    """The period number of a microsecond timestamp: months since year 0, or weeks (Monday-based) since the epoch."""
+def buckets(by: str, ts_us: np.ndarray) -> np.ndarray:
+    """The period number of microsecond timestamps: months since year 0, or weeks (Monday-based) since the epoch."""
     if by == "month":
-        return f"(year(make_timestamp({col})) * 12 + month(make_timestamp({col})) - 1)"
-    return f"(({col} // {US_PER_DAY}) + 3) // 7"
+        return ts_us.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    return (ts_us // US_PER_DAY + 3) // 7
 
 
 def cohort_counts(
@@ -409,42 +498,42 @@ def cohort_counts(
     last_bucket: int,
     max_periods: int,
 ) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
-    """Cohort sizes by acquisition period and active contacts by (cohort, periods since)."""
-    b = bucket_sql(by)
-    start_f = "AND name = $start_event" if start_event else ""
-    ret_f = "AND name = $return_event" if return_event else ""
-    params: dict[str, Any] = {
-        "ws": workspace_id,
-        "end": _us(end),
-        "lo": first_bucket if first_bucket is not None else -(2**62),
-        "hi": last_bucket,
-        "maxk": max_periods,
+    """Cohort sizes by acquisition period and active contacts by (cohort, periods since), in linear passes over the
+    workspace's rows grouped by contact in time order: a contact's first (start) row gives its cohort, and
+    consecutive rows of one contact in one period are one active (contact, period) pair."""
+    codes = _codes(con, "names", "name", [e for e in (start_event, return_event) if e])
+    if start_event and start_event not in codes:
+        return {}, {}  # no contact ever had the start event
+    start_code = codes.get(start_event, -1) if start_event else None
+    return_code = codes.get(return_event, -1) if return_event else None
+    rows = grouped_rows(con, workspace_id, "ts, name_id", "ts < $end", {"end": _us(end)})
+    c, b, name = rows["c"], buckets(by, rows["ts"]), rows["name_id"]
+    if not c.size:
+        return {}, {}
+    seg = np.cumsum(np.r_[True, c[1:] != c[:-1]]) - 1
+    n_seg = int(seg[-1]) + 1
+    none = np.iinfo(np.int64).min
+    acq = np.full(n_seg, none, dtype=np.int64)
+    s_mask = name == start_code if start_code is not None else np.ones(c.size, dtype=np.bool_)
+    s_seg, s_b = seg[s_mask], b[s_mask]
+    first = np.r_[True, s_seg[1:] != s_seg[:-1]] if s_seg.size else np.zeros(0, dtype=np.bool_)
+    acq[s_seg[first]] = s_b[first]  # rows are in time order: a contact's first start row is its earliest period
+    lo = first_bucket if first_bucket is not None else -(2**62)
+    kept = (acq != none) & (acq >= lo) & (acq <= last_bucket)
+    cohorts, sizes_n = np.unique(acq[kept], return_counts=True)
+    sizes = {int(k): int(v) for k, v in zip(cohorts, sizes_n, strict=True)}
+    r_mask = name == return_code if return_code is not None else np.ones(c.size, dtype=np.bool_)
+    r_seg, r_b = seg[r_mask], b[r_mask]
+    distinct = np.r_[True, (r_seg[1:] != r_seg[:-1]) | (r_b[1:] != r_b[:-1])] if r_seg.size else r_mask[:0]
+    r_seg, r_b = r_seg[distinct], r_b[distinct]
+    b0 = acq[r_seg]
+    off = r_b - b0
+    ok = kept[r_seg] & (off >= 0) & (off <= max_periods)
+    pairs, counts = np.unique(b0[ok] * (max_periods + 1) + off[ok], return_counts=True)
+    active = {
+        (int(p // (max_periods + 1)), int(p % (max_periods + 1))): int(n)
+        for p, n in zip(pairs.tolist(), counts.tolist(), strict=True)
     }
-    if start_event:
-        params["start_event"] = start_event
-    if return_event:
-        params["return_event"] = return_event
-    sql = f"""
-WITH acq AS (
-    SELECT contact_id AS c, min({b}) AS b0 FROM events
-     WHERE workspace_id = $ws AND ts < $end {start_f} GROUP BY contact_id
-),
-kept AS (SELECT * FROM acq WHERE b0 >= $lo AND b0 <= $hi),
-act AS (
-    SELECT DISTINCT contact_id AS c, {b} AS b1 FROM events WHERE workspace_id = $ws AND ts < $end {ret_f}
-)
-SELECT k.b0, a.b1 - k.b0 AS off, count(*) FROM kept k JOIN act a ON a.c = k.c
- WHERE a.b1 >= k.b0 AND a.b1 - k.b0 <= $maxk GROUP BY ALL
-UNION ALL
-SELECT b0, -1, count(*) FROM kept GROUP BY b0
-"""
-    sizes: dict[int, int] = {}
-    active: dict[tuple[int, int], int] = {}
-    for b0, off, n in con.execute(sql, params).fetchall():
-        if off == -1:
-            sizes[int(b0)] = int(n)
-        else:
-            active[(int(b0), int(off))] = int(n)
     return sizes, active
 
 

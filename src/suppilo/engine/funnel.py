@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -172,6 +173,108 @@ def ordered_funnel(
     flag, reason = _insufficient(entered, min_contacts, "entered the funnel")
     return FunnelResult(
         tuple(result_steps), window_seconds, entered, converted, _rate(converted, entered), flag, reason
+    )
+
+
+def ordered_funnel_grouped(
+    contact_ids: npt.ArrayLike,
+    times: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    step_labels: Sequence[int],
+    step_names: Sequence[str],
+    window: float,
+    *,
+    time_scale: float = 1.0,
+    min_contacts: int = MIN_CONTACTS,
+) -> FunnelResult:
+    """The same funnel as :func:`ordered_funnel` over rows that are already **grouped by contact** (each contact's
+    rows contiguous, in any contact order) and **in event order within a contact**; one row per (event, step label)
+    with the label as a small integer, ``step_labels[k]`` the label of step ``k``. ``times`` and ``window`` share a
+    unit; ``time_scale`` units make a second (the medians are in seconds).
+
+    One linear pass per distinct label finds, for every row, the next row of that label (a reversed running
+    minimum), so each start follows its chain by array lookups: no sort and no search, O(rows x steps).
+    """
+    if not step_labels or len(step_labels) != len(step_names):
+        raise ValueError("step_labels and step_names must be non-empty and of the same length")
+    if window < 0:
+        raise ValueError("window must not be negative")
+    c = np.asarray(contact_ids, dtype=np.int64).reshape(-1)
+    t = np.asarray(times).reshape(-1)
+    lab = np.asarray(labels).reshape(-1)
+    if not (c.shape == t.shape == lab.shape):
+        raise ValueError("contact_ids, times and labels must have the same length")
+    n = c.size
+    index_type = np.int32 if n < 2**31 - 1 else np.int64
+    sentinel = np.int64(c.min() - 1) if n else np.int64(0)
+    c_ext = np.append(c, sentinel)  # position n is "no next row": never the same contact
+    t_ext = np.append(t, t[:1] if n else np.zeros(1, dtype=t.dtype))
+    nxt: dict[int, npt.NDArray[Any]] = {}
+    for label in dict.fromkeys(int(x) for x in step_labels[1:]):
+        pos = np.where(lab == label, np.arange(n, dtype=index_type), index_type(n))
+        after = np.empty(n + 1, dtype=index_type)
+        if n:
+            after[: n - 1] = np.minimum.accumulate(pos[:0:-1])[::-1]  # first row of the label strictly after i
+        after[n - 1 :] = n
+        nxt[label] = after
+
+    starts = np.flatnonzero(lab == step_labels[0])
+    cs = c[starts]
+    t1 = t[starts]
+    cur = starts.astype(index_type)
+    level = np.ones(starts.size, dtype=np.int64)
+    step_times = [t1]
+    active = np.ones(starts.size, dtype=np.bool_)
+    for k in range(1, len(step_labels)):
+        if not active.any():
+            step_times.append(t1)
+            continue
+        p = nxt[int(step_labels[k])][cur]
+        tp = t_ext[p]
+        ok = active & (c_ext[p] == cs) & (tp - t1 <= window)
+        cur = np.where(ok, p, cur)
+        level[ok] = k + 1
+        step_times.append(tp)
+        active = ok
+
+    if starts.size:
+        new = np.r_[True, cs[1:] != cs[:-1]]
+        seg = np.cumsum(new) - 1
+        deepest = np.maximum.reduceat(level, np.flatnonzero(new))
+        hit = np.flatnonzero(level == deepest[seg])
+        best = hit[np.r_[True, seg[hit][1:] != seg[hit][:-1]]]  # the earliest start reaching the contact's deepest
+    else:
+        best = np.zeros(0, dtype=np.int64)
+    best_level = level[best]
+    entered = int(best.size)
+    result_steps: list[FunnelStep] = []
+    prev_count = entered
+    for k, name in enumerate(step_names):
+        reached = best_level >= k + 1
+        count = int(np.count_nonzero(reached))
+        if k:
+            sel = best[reached]
+            tk, tprev, tfirst = step_times[k][sel], step_times[k - 1][sel], step_times[0][sel]
+            from_prev = _median((tk - tprev) / time_scale)
+            from_start = _median((tk - tfirst) / time_scale)
+        else:
+            from_prev = from_start = None
+        result_steps.append(
+            FunnelStep(
+                name,
+                count,
+                prev_count - count,
+                _rate(count, prev_count) if k else None,
+                _rate(count, entered),
+                from_prev,
+                from_start,
+            )
+        )
+        prev_count = count
+    converted = result_steps[-1].count
+    flag, reason = _insufficient(entered, min_contacts, "entered the funnel")
+    return FunnelResult(
+        tuple(result_steps), window / time_scale, entered, converted, _rate(converted, entered), flag, reason
     )
 
 

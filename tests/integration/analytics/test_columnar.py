@@ -96,7 +96,13 @@ def _compare(session, ws: int, store: columnar.ColumnarStore) -> None:
         assert sql_c["cohorts"] and sql_c["cohorts"] == col_c["cohorts"], (by, start_event, return_event)
 
 
-def test_columnar_equals_row_store_and_follows_changes(session, workspace, other_workspace, tmp_path) -> None:
+@pytest.mark.parametrize("compact_at", [0, 10**9], ids=["sorted-main", "unsorted-tail"])
+def test_columnar_equals_row_store_and_follows_changes(
+    session, workspace, other_workspace, tmp_path, monkeypatch, compact_at
+) -> None:
+    # Both storage paths: every sync folds new rows into the sorted main part, or they all stay in the tail.
+    monkeypatch.setattr(columnar, "COMPACT_MIN_ROWS", compact_at)
+    monkeypatch.setattr(columnar, "COMPACT_SHARE", 0.0)
     rng = random.Random(7)
     ws = workspace.id
     store = columnar.ColumnarStore(tmp_path / "columnar")
@@ -118,10 +124,18 @@ def test_columnar_equals_row_store_and_follows_changes(session, workspace, other
     with store.connect(session) as con:
         stats = columnar.sync(session, con, ws)
         assert stats.appended > 0 and stats.repointed_merges == 1 and stats.purged > 0
-        moved = con.execute(
-            "SELECT count(*) FROM events WHERE workspace_id = ? AND contact_id IN (?, ?)", [ws, ids[1], ids[2]]
-        ).fetchone()
-        assert moved == (0,)
+        assert stats.compacted == (compact_at == 0)
+        for table in (columnar.main_table(ws), columnar.tail_table(ws)):
+            moved = con.execute(f"SELECT count(*) FROM {table} WHERE contact_id IN (?, ?)", [ids[1], ids[2]]).fetchone()
+            assert moved == (0,)
+        # The main part stays sorted by (contact, time, id): what the reports rely on.
+        main = con.execute(f"SELECT contact_id, ts, id FROM {columnar.main_table(ws)}").fetchall()
+        assert main == sorted(main) and (len(main) > 0) == (compact_at == 0)
+    _compare(session, ws, store)
+    # A merge after compaction: the merged contact's rows leave the sorted part and join the survivor's.
+    merge_contacts(session, ws, ids[3], ids[4], reason="test", actor=None)
+    session.commit()
+    monkeypatch.setattr(columnar, "COMPACT_MIN_ROWS", 10**9)
     _compare(session, ws, store)
 
 
