@@ -243,3 +243,74 @@ def test_proposals_past_validity_expire_once_and_cannot_be_accepted(
     assert lines == [
         f"Proposal {old['id']} (Offer) expired: valid until {(date.today() - timedelta(days=1)).isoformat()}"
     ]
+
+
+def test_reminder_links_to_the_task_in_the_web_interface(
+    client, workspace, other_workspace, session_factory, monkeypatch
+):
+    """The mailed reminder carries an absolute link under SUPPILO_PUBLIC_URL; opened by its owner it shows the deal
+    page at the task; a task without a deal links to the owner's task list."""
+    import re
+
+    from suppilo.accounts import service as accounts
+    from suppilo.config import get_settings
+    from tests.adapters.test_web_shell import login, make_user
+
+    monkeypatch.setenv("SUPPILO_PUBLIC_URL", "http://testserver/")
+    get_settings.cache_clear()
+    email = make_user(session_factory, workspace.id, "sales", name="Rita")
+    with session_factory() as s:
+        owner = accounts.get_user_by_email(s, email).id
+    deal = _ok(
+        client.post(f"{API}/deals", json={"name": "Canoes for the camp", "owner_id": owner}, headers=workspace.auth()),
+        201,
+    )
+    tasks = []
+    for body in ({"title": "Send the price list", "deal_id": deal["id"]}, {"title": "Plan the week"}):
+        tasks.append(
+            _ok(
+                client.post(
+                    f"{API}/tasks",
+                    json={
+                        **body,
+                        "owner_id": owner,
+                        "due_at": "2030-03-01T10:00:00Z",
+                        "reminder_at": "2030-03-01T09:00:00Z",
+                    },
+                    headers=workspace.auth(),
+                ),
+                201,
+            )
+        )
+        _due_reminder(session_factory, tasks[-1]["id"])
+    try:
+        run_sales(session_factory)
+    finally:
+        get_settings.cache_clear()
+    with SmtpSink() as sink:
+        sender, transport = make_sender(session_factory, sink, workspace.id)
+        asyncio.run(drain(sender, transport))
+    assert len(sink.received) == 2 and all(r.rcpt_tos == [email] for r in sink.received)
+    links = {}
+    for received in sink.received:
+        html = received.message.get_body(("html",)).get_content()
+        found = re.findall(r'href="(http://testserver/app/[^"]+)"', html)
+        assert len(found) == 1, html
+        links[str(received.message["Subject"])] = found[0].replace("&amp;", "&")
+    deal_link = links["Reminder: Send the price list"]
+    assert deal_link == f"http://testserver/app/w/{workspace.slug}/deals/{deal['id']}#task-{tasks[0]['id']}"
+    list_link = links["Reminder: Plan the week"]
+    assert list_link == f"http://testserver/app/w/{workspace.slug}/tasks#task-{tasks[1]['id']}"
+
+    client.cookies.clear()
+    # Not signed in: the link asks for a login and comes back to the page.
+    res = client.get(deal_link.split("#")[0], follow_redirects=False)
+    assert res.status_code in (302, 303) and "/app/login" in res.headers["location"]
+    login(client, email)
+    page = client.get(deal_link.split("#")[0])
+    assert page.status_code == 200
+    assert "<h1>Canoes for the camp" in page.text and f'id="task-{tasks[0]["id"]}"' in page.text
+    assert "Send the price list" in page.text
+    page = client.get(list_link.split("#")[0])
+    assert page.status_code == 200 and f'id="task-{tasks[1]["id"]}"' in page.text and "Plan the week" in page.text
+    client.cookies.clear()

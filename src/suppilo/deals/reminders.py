@@ -5,6 +5,10 @@ Effectively once: the outbox row is keyed ``task-reminder:{task_id}:{reminder_at
 transaction that marks the task's ``reminder_sent_at``; a job that dies before its commit leaves neither, and a
 second run (or a second worker) finds the key taken. Moving the reminder to another time clears
 ``reminder_sent_at``, so the new time gets its own message. Reminders of done tasks are not sent.
+
+Each reminder links to the task in the web interface (``message.task_url``): the deal's page (at the task) for a
+task on a deal, else the owner's task list, as an absolute URL under the configured ``SUPPILO_PUBLIC_URL`` — the
+same base the unsubscribe and survey links use.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,7 +28,7 @@ from suppilo.messaging import outbox
 from suppilo.messaging import service as messaging_service
 from suppilo.messaging.models import Template
 from suppilo.messaging.templates import render_message
-from suppilo.workspaces.models import Membership, User
+from suppilo.workspaces.models import Membership, User, Workspace
 
 TEMPLATE_KEY = "task_reminder"
 
@@ -60,8 +65,27 @@ def _variant(session: Session, workspace_id: int, languages: list[str | None]) -
     raise LookupError("the shipped task_reminder template has no English variant")
 
 
-def render_reminder(session: Session, task: Task, user: User) -> Any:
-    """The reminder for ``task`` rendered for its owner ``user`` (their language and zone)."""
+def public_base(public_url: str | None) -> str:
+    """The public base URL without a trailing slash (the configured one unless given)."""
+    if public_url is None:
+        from suppilo.config import get_settings
+
+        public_url = get_settings().public_url
+    return str(public_url).rstrip("/")
+
+
+def task_url(session: Session, task: Task, public_url: str | None = None) -> str:
+    """The absolute web-interface link of a task: its deal's page at the task, else the task list at the task."""
+    slug = session.scalar(select(Workspace.slug).where(Workspace.id == task.workspace_id))
+    base = f"{public_base(public_url)}/app/w/{quote(str(slug), safe='')}"
+    if task.deal_id is not None:
+        return f"{base}/deals/{task.deal_id}#task-{task.id}"
+    return f"{base}/tasks#task-{task.id}"
+
+
+def render_reminder(session: Session, task: Task, user: User, *, public_url: str | None = None) -> Any:
+    """The reminder for ``task`` rendered for its owner ``user`` (their language and zone), with the link to the
+    task in the web interface under ``public_url`` (default: the configured public URL)."""
     workspace = messaging_service.workspace_context(session, task.workspace_id)
     deal_name = None
     if task.deal_id is not None:
@@ -89,14 +113,18 @@ def render_reminder(session: Session, task: Task, user: User) -> Any:
             "owner_name": user.name or None,
             "deal_name": deal_name,
             "contact_name": contact_name,
+            "task_url": task_url(session, task, public_url),
         },
     }
     zone = user.timezone if user.timezone and user.timezone != "UTC" else workspace["timezone"]
     return render_message(variant, language=language, context=context, timezone=zone)
 
 
-def queue_due_reminders(session: Session, *, now: datetime | None = None, limit: int = 500) -> int:
-    """Queue the reminders that are due (all workspaces); returns how many messages were queued."""
+def queue_due_reminders(
+    session: Session, *, now: datetime | None = None, limit: int = 500, public_url: str | None = None
+) -> int:
+    """Queue the reminders that are due (all workspaces); returns how many messages were queued. Links point under
+    ``public_url`` (default: the configured public URL)."""
     now = now or utcnow()
     query = (
         select(Task)
@@ -118,7 +146,7 @@ def queue_due_reminders(session: Session, *, now: datetime | None = None, limit:
         )
         if user is None or not user.email:
             continue
-        rendered = render_reminder(session, task, user)
+        rendered = render_reminder(session, task, user, public_url=public_url)
         row = outbox.enqueue(
             session,
             task.workspace_id,

@@ -838,3 +838,26 @@ def list_activities(
     return list(
         session.scalars(query.order_by(Activity.occurred_at.desc(), Activity.id.desc()).limit(check_limit(limit)))
     )
+
+
+def open_tasks_of(
+    session: Session,
+    workspace_id: int,
+    owner_ids: list[int],
+    *,
+    overdue: bool = False,
+    now: datetime | None = None,
+    limit: int = 200,
+) -> list[tuple[Task, str | None]]:
+    """Open tasks of these owners by due time (``overdue``: only those due before now), each with its deal's name."""
+    if not owner_ids:
+        return []
+    query = (
+        select(Task, Deal.name)
+        .outerjoin(Deal, (Deal.workspace_id == Task.workspace_id) & (Deal.id == Task.deal_id))
+        .where(Task.workspace_id == workspace_id, Task.owner_id.in_(owner_ids), Task.done_at.is_(None))
+    )
+    if overdue:
+        query = query.where(Task.due_at < (now or utcnow()))
+    rows = session.execute(query.order_by(Task.due_at, Task.id).limit(check_limit(limit)))
+    return [(task, name) for task, name in rows]
