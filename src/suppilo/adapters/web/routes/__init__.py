@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from suppilo.adapters.web.routes import (
     contacts,
     dashboard,
+    deals,
     journeys,
     mail,
     pipeline,
@@ -18,5 +19,5 @@ from suppilo.adapters.web.routes import (
 )
 
 router = APIRouter(prefix="/app", include_in_schema=False)
-for module in (session, dashboard, contacts, pipeline, mail, journeys, segments, templates, reports, settings):
+for module in (session, dashboard, contacts, pipeline, deals, mail, journeys, segments, templates, reports, settings):
     router.include_router(module.router)
