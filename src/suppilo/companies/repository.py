@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from suppilo.companies.models import Company
@@ -40,3 +40,44 @@ def list_statement(
     if before_id is not None:
         stmt = stmt.where(Company.id < before_id)
     return stmt.order_by(Company.id.desc()).limit(limit)
+
+
+def browse_statement(
+    workspace_id: int,
+    *,
+    prefix: str | None = None,
+    industry: str | None = None,
+    country: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> Select[tuple[Company]]:
+    """Companies newest first (keyset on id) whose lower-cased name or domain starts with ``prefix`` (two index
+    range scans), of an industry and a country."""
+    stmt = select(Company).where(Company.workspace_id == workspace_id)
+    if prefix:
+        upper = prefix_upper_bound(prefix)
+        stmt = stmt.where(
+            or_(
+                and_(Company.name_lower >= prefix, Company.name_lower < upper),
+                and_(Company.domain >= prefix, Company.domain < upper),
+            )
+        )
+    if industry:
+        stmt = stmt.where(Company.industry == industry)
+    if country:
+        stmt = stmt.where(Company.country == country)
+    if before_id is not None:
+        stmt = stmt.where(Company.id < before_id)
+    return stmt.order_by(Company.id.desc()).limit(limit)
+
+
+def industries(session: Session, workspace_id: int) -> list[str]:
+    """Distinct non-empty industries of the workspace's companies, sorted."""
+    rows = session.scalars(
+        select(Company.industry)
+        .where(Company.workspace_id == workspace_id, Company.industry.is_not(None))
+        .group_by(Company.industry)
+        .order_by(Company.industry)
+        .limit(500)
+    )
+    return [r for r in rows if r]

@@ -210,3 +210,85 @@ def list_companies(
         items=[CompanyRead.model_validate(r) for r in rows],
         next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
     )
+
+
+def browse_companies(
+    session: Session,
+    workspace_id: int,
+    *,
+    q: str | None = None,
+    industry: str | None = None,
+    country: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> CompanyPage:
+    """A page of companies newest first for the web list: ``q`` is a case-insensitive prefix of the name or of
+    the domain (``nor`` finds "Nordic Hotels" and ``nordhotel.fi``), ``industry`` exact, ``country`` ISO 3166-1
+    alpha-2. Raises DomainError on ``country`` or ``cursor`` when they are not valid."""
+    check_limit(limit)
+    before_id = decode_cursor(cursor)
+    code = None
+    if country and country.strip():
+        try:
+            code = normalize_country(country)
+        except InvalidValue as exc:
+            raise CompanyError("country", exc.message, code="invalid_country") from exc
+    prefix = q.strip().lower() if q and q.strip() else None
+    rows = list(
+        session.scalars(
+            repository.browse_statement(
+                workspace_id,
+                prefix=prefix,
+                industry=industry.strip() if industry and industry.strip() else None,
+                country=code,
+                before_id=before_id,
+                limit=limit + 1,
+            )
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return CompanyPage(
+        items=[CompanyRead.model_validate(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+    )
+
+
+def industries(session: Session, workspace_id: int) -> list[str]:
+    """The industries the workspace's companies name, sorted (for the list's filter)."""
+    return repository.industries(session, workspace_id)
+
+
+def company_contacts(
+    session: Session, workspace_id: int, company_id: int, *, limit: int = 50
+) -> tuple[list[Any], bool]:
+    """The newest ``limit`` contacts linked to the company, and whether there are more."""
+    from suppilo.contacts.models import Contact
+
+    rows = list(
+        session.scalars(
+            select(Contact)
+            .where(Contact.workspace_id == workspace_id, Contact.company_id == company_id)
+            .order_by(Contact.id.desc())
+            .limit(limit + 1)
+        )
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def company_deals(
+    session: Session, workspace_id: int, company_id: int, contact_ids: list[int], *, limit: int = 50
+) -> list[Any]:
+    """Deals of the company or of these contacts of it, newest first."""
+    from sqlalchemy import or_
+
+    from suppilo.deals.models import Deal
+
+    cond = Deal.company_id == company_id
+    if contact_ids:
+        cond = or_(cond, Deal.contact_id.in_(contact_ids))
+    return list(
+        session.scalars(
+            select(Deal).where(Deal.workspace_id == workspace_id, cond).order_by(Deal.id.desc()).limit(limit)
+        )
+    )

@@ -51,7 +51,8 @@ def merge_contacts(
 ) -> Contact:
     """Merge contact ``merge_id`` into ``keep_id`` and delete it; returns the kept contact.
 
-    Events, touches, stage history, orders, carts, form submissions, identities and tags move to the kept
+    Events, touches, stage history, orders, carts, form submissions, deals, tasks, activities, consent records,
+    identities and tags move to the kept
     contact; its empty fields are filled from the merged one; the earliest first touch and the latest touch
     win; a merged contact further along the funnel takes the kept one there (stage change reason "merge").
     """
@@ -74,11 +75,21 @@ def merge_contacts(
             .execution_options(synchronize_session=False)
         )
     contacts_service.repoint_stage_history(session, workspace_id, merge_id, keep_id)
+    from suppilo.consent.models import ConsentRecord
+    from suppilo.deals.models import Activity, Deal, Task
     from suppilo.journeys import service as journeys_service
     from suppilo.loyalty import service as loyalty_service
     from suppilo.messaging.outbox_models import OutboxMessage
     from suppilo.offers import service as offers_service
 
+    # Deals, tasks, activities and the consent ledger would otherwise lose their contact (or be deleted with it).
+    for owned in (Deal, Task, Activity, ConsentRecord):
+        session.execute(
+            update(owned)
+            .where(owned.workspace_id == workspace_id, owned.contact_id == merge_id)
+            .values(contact_id=keep_id)
+            .execution_options(synchronize_session=False)
+        )
     session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.workspace_id == workspace_id, OutboxMessage.contact_id == merge_id)
@@ -167,3 +178,69 @@ def merge_contacts(
     )
     session.flush()
     return keep
+
+
+# Shown side by side before a merge (owner_id and company_id are shown by the caller with names).
+PREVIEW_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "job_title",
+    "company_id",
+    "owner_id",
+    "language",
+    "country",
+    "region",
+    "city",
+    "timezone",
+    "external_id",
+)
+
+
+def preview(session: Session, workspace_id: int, keep: Contact, merged: Contact) -> dict[str, Any]:
+    """What ``merge_contacts(keep.id, merged.id)`` would leave on the kept contact, without changing anything:
+    ``fields`` rows of ``(field, kept value, merged value, result, from)`` where ``from`` is ``keep``, ``merged``
+    or ``""`` (both empty), and the resulting lifecycle stage, tags, properties and first/latest touch."""
+    rows = []
+    for f in PREVIEW_FIELDS:
+        a, b = getattr(keep, f), getattr(merged, f)
+        if a is not None:
+            rows.append((f, a, b, a, "keep"))
+        elif b is not None:
+            rows.append((f, a, b, b, "merged"))
+        else:
+            rows.append((f, a, b, None, ""))
+    stages = contacts_service.stage_specs(session, workspace_id)
+    keep_pos = position_of(stages, keep.lifecycle_stage)
+    merged_pos = position_of(stages, merged.lifecycle_stage)
+    stage = keep.lifecycle_stage
+    if keep_pos is not None and merged_pos is not None and merged_pos > keep_pos:
+        stage = merged.lifecycle_stage
+    tags = sorted(
+        set(
+            session.scalars(
+                select(ContactTag.tag).where(
+                    ContactTag.workspace_id == workspace_id, ContactTag.contact_id.in_([keep.id, merged.id])
+                )
+            )
+        )
+    )
+    first = keep
+    if merged.first_touch_at is not None and (
+        keep.first_touch_at is None or merged.first_touch_at < keep.first_touch_at
+    ):
+        first = merged
+    latest = keep
+    if merged.latest_touch_at is not None and (
+        keep.latest_touch_at is None or merged.latest_touch_at > keep.latest_touch_at
+    ):
+        latest = merged
+    return {
+        "fields": rows,
+        "lifecycle_stage": stage,
+        "tags": tags,
+        "properties": {**(merged.properties or {}), **(keep.properties or {})},
+        "first_touch": (first.first_touch_channel, first.first_touch_source, first.first_touch_at),
+        "latest_touch": (latest.latest_touch_channel, latest.latest_touch_source, latest.latest_touch_at),
+    }

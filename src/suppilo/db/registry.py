@@ -20,6 +20,7 @@ from suppilo.offers import models as offers_models  # noqa: F401
 from suppilo.recommendations import models as recommendations_models  # noqa: F401
 from suppilo.scoring import models as scoring_models  # noqa: F401
 from suppilo.segments import models as segments_models  # noqa: F401
+from suppilo.transfer import models as transfer_models  # noqa: F401
 from suppilo.workspaces import models as workspaces_models
 
 __all__ = [

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from suppilo.adapters.web.routes import (
+    companies,
     contacts,
     dashboard,
     deals,
+    imports,
     journeys,
     mail,
     pipeline,
@@ -19,5 +21,19 @@ from suppilo.adapters.web.routes import (
 )
 
 router = APIRouter(prefix="/app", include_in_schema=False)
-for module in (session, dashboard, contacts, pipeline, deals, mail, journeys, segments, templates, reports, settings):
+for module in (
+    session,
+    dashboard,
+    contacts,
+    companies,
+    imports,
+    pipeline,
+    deals,
+    mail,
+    journeys,
+    segments,
+    templates,
+    reports,
+    settings,
+):
     router.include_router(module.router)

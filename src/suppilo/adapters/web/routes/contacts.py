@@ -3,6 +3,7 @@ timeline, consent, segments, deals); editors can tag a contact and move its life
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -16,6 +17,7 @@ from suppilo.adapters.web.auth import WebError, Workspace_
 from suppilo.adapters.web.templating import render
 from suppilo.companies import service as companies_service
 from suppilo.consent import service as consent_service
+from suppilo.contacts import merge as merge_service
 from suppilo.contacts import service as contacts_service
 from suppilo.contacts.schemas import ContactFilter
 from suppilo.deals import service as deals_service
@@ -200,3 +202,101 @@ async def move_stage(
     except DomainError as exc:
         raise WebError(422, exc.message) from exc
     return RedirectResponse(f"{ctx.base}/contacts/{contact.id}?done=stage", status_code=303)
+
+
+def _merge_page(
+    request: Request,
+    ctx: Any,
+    session: Any,
+    contact: Any,
+    *,
+    q: str = "",
+    other: Any = None,
+    error: str = "",
+    status_code: int = 200,
+) -> Response:
+    candidates: list[Any] = []
+    if q.strip() and other is None:
+        flt = ContactFilter(q=q.strip()[:200], include_anonymous=True)
+        try:
+            page = contacts_service.list_contacts(session, ctx.workspace_id, flt, limit=20)
+            candidates = [c for c in page.items if c.id != contact.id]
+        except DomainError as exc:
+            error = error or exc.message
+    plan = merge_service.preview(session, ctx.workspace_id, contact, other) if other is not None else None
+    names: dict[str, dict[int, str]] = {"company_id": {}, "owner_id": {}}
+    if plan is not None:
+        for cid in {contact.company_id, other.company_id} - {None}:
+            with contextlib.suppress(NotFound):
+                names["company_id"][cid] = companies_service.get_company(session, ctx.workspace_id, cid).name
+        members = {u.id: u.name or u.email for u, _ in workspaces_service.list_members(session, ctx.workspace_id)}
+        names["owner_id"] = members
+    stages = contacts_service.stage_specs(session, ctx.workspace_id)
+    return render(
+        request,
+        "contact_merge.html",
+        language=ctx.language,
+        timezone=ctx.timezone,
+        status_code=status_code,
+        ctx=ctx,
+        csrf=ctx.user.info.csrf_token,
+        contact=contact,
+        other=other,
+        q=q,
+        candidates=candidates,
+        plan=plan,
+        names=names,
+        labels={s.key: s.label for s in stages},
+        error=error,
+    )
+
+
+@router.get("/w/{slug}/contacts/{contact_id}/merge")
+def merge_form(
+    request: Request,
+    ctx: Workspace_,
+    session: ReadSession,
+    contact_id: int,
+    q: str = "",
+    other: str = "",
+) -> Response:
+    ctx.require("edit")
+    contact = _contact_or_404(session, ctx.workspace_id, contact_id)
+    if contact.id != contact_id:
+        return RedirectResponse(f"{ctx.base}/contacts/{contact.id}/merge", status_code=303)
+    if not other.strip():
+        return _merge_page(request, ctx, session, contact, q=q)
+    if not other.strip().isdigit():
+        return _merge_page(request, ctx, session, contact, q=q, error="not_a_number", status_code=422)
+    other_contact = _contact_or_404(session, ctx.workspace_id, int(other))
+    if other_contact.id == contact.id:
+        return _merge_page(request, ctx, session, contact, q=q, error="same_contact", status_code=422)
+    return _merge_page(request, ctx, session, contact, q=q, other=other_contact)
+
+
+@router.post("/w/{slug}/contacts/{contact_id}/merge")
+async def merge(
+    request: Request,
+    ctx: Workspace_,
+    session: DbSession,
+    contact_id: int,
+    other_id: Annotated[str, Form(max_length=20)] = "",
+    reason: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    await csrf.check(request, ctx.user.info.csrf_token)
+    ctx.require("edit")
+    contact = _contact_or_404(session, ctx.workspace_id, contact_id)
+    if not other_id.strip().isdigit():
+        return _merge_page(request, ctx, session, contact, error="not_a_number", status_code=422)
+    other = _contact_or_404(session, ctx.workspace_id, int(other_id))
+    if other.id == contact.id:
+        return _merge_page(request, ctx, session, contact, error="same_contact", status_code=422)
+    merge_service.merge_contacts(
+        session,
+        ctx.workspace_id,
+        contact.id,
+        other.id,
+        reason=reason.strip() or "merged in the web interface",
+        actor=f"user:{ctx.user.info.user_id} ({ctx.user.info.email})",
+    )
+    return RedirectResponse(f"{ctx.base}/contacts/{contact.id}?done=merged", status_code=303)
