@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -102,6 +103,74 @@ def message_hash(raw: dict[str, Any]) -> str:
     return "sha256-" + hashlib.sha256(data).hexdigest()[:48]
 
 
+# An RFC 3339 timestamp that ``datetime.fromisoformat`` and pydantic read alike (anything else goes to pydantic).
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})?")
+_COMMON = ("messageId", "anonymousId", "userId", "timestamp", "originalTimestamp", "sentAt", "context")
+_FAST_FIELDS: dict[str, tuple[tuple[str, int, bool], ...]] = {
+    # (field, max length of a string / -1 for an object, required) beyond the common ones
+    "track": (("event", 200, True), ("properties", -1, False)),
+    "page": (("name", 200, False), ("category", 200, False), ("properties", -1, False)),
+    "screen": (("name", 200, False), ("category", 200, False), ("properties", -1, False)),
+    "identify": (("traits", -1, False),),
+    "group": (("groupId", 200, True), ("traits", -1, False)),
+    "alias": (("previousId", 200, True), ("userId", 200, True)),
+}
+
+
+def _fast_time(value: Any) -> datetime | None:
+    if type(value) is not str or not _TIMESTAMP.fullmatch(value):
+        raise ValueError
+    return datetime.fromisoformat(value)
+
+
+def _fast_fields(raw: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The fields of a call in the plain shape every library sends, checked without pydantic.
+
+    Returns None for anything else (numbers where strings belong, other time formats, invalid values): those
+    calls go through the pydantic model, which accepts or refuses them with its messages, so the result never
+    depends on which path read the call.
+    """
+    get = raw.get
+    out: dict[str, Any] = {}
+    try:
+        for name in ("messageId", "anonymousId", "userId"):
+            value = get(name)
+            if value is not None and (type(value) is not str or len(value) > 200):
+                return None
+            out[name] = value
+        for name in ("timestamp", "originalTimestamp", "sentAt"):
+            value = get(name)
+            out[name] = None if value is None else _fast_time(value)
+    except ValueError:
+        return None
+    context = get("context")
+    if context is not None and (type(context) is not dict or not all(type(k) is str for k in context)):
+        return None
+    out["context"] = context
+    for name, limit, required in _FAST_FIELDS[kind]:
+        value = get(name)
+        if value is None:
+            if required:
+                return None
+        elif limit < 0:
+            if type(value) is not dict or not all(type(k) is str for k in value):
+                return None
+        elif type(value) is not str or len(value) > limit or (required and not value):
+            return None
+        out[name] = value
+    return out
+
+
+def _model_fields(raw: dict[str, Any], kind: str, prefix: str) -> dict[str, Any]:
+    """The fields of a call validated by its pydantic model; raises ItemError with the first error's path."""
+    try:
+        msg = MESSAGE_MODELS[kind].model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise ItemError(_join(prefix, tuple(first["loc"])), str(first["msg"])) from None
+    return {name: getattr(msg, name) for name in (*_COMMON, *(f[0] for f in _FAST_FIELDS[kind]))}
+
+
 def parse_message(
     raw: Any,
     index: int,
@@ -122,35 +191,34 @@ def parse_message(
             raise ItemError(
                 _join(prefix, ("type",)), f"type must be one of {', '.join(sorted(TYPES))}; got {declared!r}"
             )
-    try:
-        msg = MESSAGE_MODELS[kind].model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise ItemError(_join(prefix, tuple(first["loc"])), str(first["msg"])) from None
-    if not (msg.anonymousId or msg.userId):
+    f = _fast_fields(raw, kind)
+    if f is None:
+        f = _model_fields(raw, kind, prefix)
+    anonymous_id = f["anonymousId"]
+    user_id = f["userId"]
+    if not (anonymous_id or user_id):
         raise ItemError(_join(prefix, ("userId",)), "anonymousId or userId is required")
-    timestamp = _aware(msg.timestamp or msg.originalTimestamp)
-    sent = _aware(msg.sentAt) or sent_at
+    timestamp = _aware(f["timestamp"] or f["originalTimestamp"])
+    sent = _aware(f["sentAt"]) or sent_at
     if timestamp is not None and sent is not None:
         occurred = received_at - (sent - timestamp)
     else:
         occurred = timestamp or received_at
-    context = dict(msg.context or {})
+    context = dict(f["context"] or {})
     if ip and "ip" not in context:
         context["ip"] = ip
-    # Only identify and group have traits (a missing attribute goes through pydantic's slow __getattr__).
-    traits: dict[str, Any] = dict(msg.traits or {}) if kind in ("identify", "group") else {}  # type: ignore[attr-defined]
+    traits: dict[str, Any] = dict(f["traits"] or {}) if kind in ("identify", "group") else {}
     properties: dict[str, Any]
     email: str | None = None
     group_id = previous_id = None
     if kind == "track":
-        name = msg.event  # type: ignore[attr-defined]
-        properties = dict(msg.properties or {})  # type: ignore[attr-defined]
+        name = f["event"]
+        properties = dict(f["properties"] or {})
     elif kind in ("page", "screen"):
-        properties = dict(msg.properties or {})  # type: ignore[attr-defined]
-        name = msg.name or (str(properties["name"])[:200] if properties.get("name") else kind)  # type: ignore[attr-defined]
-        if msg.category and "category" not in properties:  # type: ignore[attr-defined]
-            properties["category"] = msg.category  # type: ignore[attr-defined]
+        properties = dict(f["properties"] or {})
+        name = f["name"] or (str(properties["name"])[:200] if properties.get("name") else kind)
+        if f["category"] and "category" not in properties:
+            properties["category"] = f["category"]
     elif kind == "identify":
         name = "identify"
         properties = traits
@@ -164,20 +232,20 @@ def parse_message(
                 raise ItemError(_join(prefix, ("traits", "email")), exc.message) from None
     elif kind == "group":
         name = "group"
-        group_id = msg.groupId  # type: ignore[attr-defined]
+        group_id = f["groupId"]
         properties = {"groupId": group_id, "traits": traits}
     else:
         name = "alias"
-        previous_id = msg.previousId  # type: ignore[attr-defined]
-        properties = {"previousId": previous_id, "userId": msg.userId}
-    message_id = msg.messageId or message_hash({**raw, "type": kind})
+        previous_id = f["previousId"]
+        properties = {"previousId": previous_id, "userId": user_id}
+    message_id = f["messageId"] or message_hash({**raw, "type": kind})
     return Message(
         index=index,
         kind=kind,
         name=name,
         message_id=message_id,
-        anonymous_id=msg.anonymousId,
-        user_id=msg.userId,
+        anonymous_id=anonymous_id,
+        user_id=user_id,
         occurred_at=occurred,
         properties=properties,
         context=context,
@@ -541,7 +609,7 @@ def store(
     )
     touches = [t for t in touches if t[0].message_id in stored]
     if touches:
-        event_ids = stored if db.pg else repo.event_ids(db, workspace_id, [t[0].message_id for t in touches])
+        event_ids = stored
         repo.insert_touches(
             db,
             [

@@ -74,6 +74,8 @@ def _sqlite_dt(value: datetime | None) -> str | None:
     """A UTC timestamp as SQLAlchemy stores it on SQLite (naive UTC text, so text order is time order)."""
     if value is None:
         return None
+    if value.tzinfo is UTC:  # the common case: isoformat ends in "+00:00" (the year always has four digits)
+        return value.isoformat(" ", "microseconds")[:26]
     if value.tzinfo is None:
         raise ValueError("naive datetime given where a timezone-aware one is required")
     if value.utcoffset():
@@ -92,7 +94,7 @@ def _read_dt(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)  # SQLite: naive UTC text
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -173,6 +175,10 @@ class Raw:
         lacking statistics on a young table, scans every row of the workspace instead.
         """
         out: list[Any] = []
+        if key in _PARTIAL_KEYS:
+            # Partial unique indexes (``WHERE key IS NOT NULL``) cover these columns; stating their predicate keeps
+            # them usable without the planner having to prove it.
+            extra += f" AND {key} IS NOT NULL"
         for chunk in _chunks(values, _SQLITE_LIMIT):
             if self.pg:
                 kind = "bigint[]" if isinstance(chunk[0], int) else "text[]"
@@ -203,6 +209,7 @@ def raw(conn: Connection) -> Raw:
     return Raw(conn)
 
 
+_PARTIAL_KEYS = frozenset({"email", "external_id"})
 _SQLITE_LIMIT = 30_000  # bound parameters per statement (SQLite's default limit is 32,766)
 
 
@@ -316,7 +323,7 @@ def contact_states(db: Raw, workspace_id: int, ids: Iterable[int]) -> dict[int, 
         values = list(row)
         values[1] = bool(values[1])
         if isinstance(values[6], str):
-            values[6] = json.loads(values[6])
+            values[6] = orjson.loads(values[6])
         for i in _STATE_DT:
             values[i] = _read_dt(values[i])
         out[values[0]] = ContactState(*values)
@@ -428,8 +435,8 @@ def insert_identities(db: Raw, rows: list[dict[str, Any]]) -> None:
     _insert(db, IDENTITIES, rows, "ON CONFLICT (workspace_id, kind, value) DO NOTHING")
 
 
-def insert_event_rows(db: Raw, workspace_id: int, rows: list[dict[str, Any]]) -> dict[str, int | None]:
-    """Insert events not stored before; returns message id -> event id of those stored now (id None on SQLite).
+def insert_event_rows(db: Raw, workspace_id: int, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert events not stored before; returns message id -> event id of those stored now.
 
     The caller holds the workspace's ingest lock (PostgreSQL advisory lock, SQLite's single writer) and has left out
     message ids already stored, so a conflict can only come from a writer outside the ingest path (system events);
@@ -444,7 +451,10 @@ def insert_event_rows(db: Raw, workspace_id: int, rows: list[dict[str, Any]]) ->
         return dict(db.cur.fetchall())
     if _insert(db, EVENTS, rows, tail) != len(rows):
         raise RuntimeError("events appeared under the ingest lock; retry the batch")
-    return dict.fromkeys((r["message_id"] for r in rows), None)
+    # Every row went in, in order, under the write lock: a rowid table gives each insert the largest id plus one,
+    # so the ids are the consecutive run ending at the last one.
+    last = int(db.all("SELECT last_insert_rowid()", [])[0][0])
+    return {r["message_id"]: last - len(rows) + 1 + i for i, r in enumerate(rows)}
 
 
 def insert_touches(db: Raw, rows: list[dict[str, Any]]) -> None:
