@@ -4,19 +4,23 @@
 
 Events are generated with numpy (one event per row: a contact among size/10, a time uniform over 2025, the name
 Visit 45 %, Form Submitted 20 %, Demo Booked 10 %, Order Completed 5 %, else a page view of one of three paths) and
-written straight into the columnar store's table. Up to ``--sqlite-max`` events they are also written into a fresh
-SQLite database with the application's schema (all indexes in place), so the row-store route and the first sync of
-the columnar copy can be timed; 10,000,000 rows are not loaded into SQLite (about a minute and a half of inserts on
-this machine), only into the columnar store.
+written into the columnar store through ``columnar.append_arrays`` (the tail), then ``columnar.compact`` (the sorted
+rewrite a sync does once the tail is long). Up to ``--sqlite-max`` events they are also written into a fresh SQLite
+database with the application's schema (all indexes in place), so the row-store route and the first sync of the
+columnar copy can be timed; 10,000,000 rows are not loaded into SQLite, only into the columnar store.
 
-Cases (one JSON line each, the last line is the 4-step funnel at the largest size):
-* ``funnel_4step_w7`` / ``funnel_4step_w30``: figure = ``columnar.ordered_funnel`` (every step-1 event tried as a
+Cases (one JSON line each, the last line is the issue's case: 4 steps, 30-day window, at the largest size):
+* ``funnel_4step_w30`` / ``funnel_4step_w7``: figure = ``columnar.ordered_funnel`` (every step-1 event tried as a
   start, exact equal of the row-store answer), s; baseline = a hand-written DuckDB funnel over the same table (first
-  start per contact, one join per step — what one would write by hand), s.
-* ``funnel_engine_numpy``: the same funnel through ``engine.funnel.ordered_funnel`` over in-memory numpy arrays of
-  the matching events (the row-store route's computation without its fetch), s.
-* ``cohorts_month_12``: figure = ``columnar.cohort_counts`` (12x12 monthly grid), s; baseline = numpy groupby over the
-  same arrays (np.unique of contact x month), s.
+  start per contact, one join per step — what one would write by hand; it answers a smaller question), s.
+* ``funnel_4step_w30_with_tail``: the same after 0.5 % more events landed in the unsorted tail (a freshly synced
+  copy); baseline: the hand-written query over main and tail.
+* ``funnel_engine_numpy_w30`` (up to 2M events): ``engine.funnel.ordered_funnel`` over in-memory arrays; the bench
+  checks the columnar answer equals it.
+* ``cohorts_month_12``: figure = ``columnar.cohort_counts`` (12x12 monthly grid), s; baseline = a hand-written
+  DuckDB cohort query over the same table (first month per contact joined to distinct months); the bench checks
+  both grids are equal.
+* ``compact_sorted_rewrite``: the sorted rewrite of the whole copy, s.
 * at sizes loaded into SQLite: ``sqlite_route_funnel`` (``service.event_funnel_report`` with engine=sql: query,
   fetch and numpy), ``sqlite_route_cohorts`` (``event_cohort_report`` engine=sql), ``columnar_first_sync`` (copying
   the event log into DuckDB) and ``columnar_route_funnel`` (the full columnar report: sync check + query).
@@ -82,15 +86,18 @@ def timed(fn, repeat: int | None = None):  # type: ignore[no-untyped-def]
     return best, out
 
 
-def hand_written_funnel(con: duckdb.DuckDBPyConnection, window_us: int) -> tuple[int, ...]:
-    sql = """
-    WITH e AS (SELECT contact_id c, ts, name FROM events WHERE workspace_id = 1 AND ts >= $s AND ts < $e),
-    s1 AS (SELECT c, min(ts) t1 FROM e WHERE name = 'Visit' GROUP BY c),
-    s2 AS (SELECT s1.c, t1, min(e.ts) t2 FROM s1 JOIN e ON e.c = s1.c AND e.name = 'Form Submitted'
+def hand_written_funnel(con: duckdb.DuckDBPyConnection, window_us: int, table: str = "") -> tuple[int, ...]:
+    """First start per contact, one join per step, over the same table (with the names' integer codes)."""
+    codes = dict(con.execute("SELECT name, code FROM names").fetchall())
+    table = table or columnar.main_table(WS)
+    sql = f"""
+    WITH e AS (SELECT contact_id c, ts, name_id n FROM {table} WHERE ts >= $s AND ts < $e),
+    s1 AS (SELECT c, min(ts) t1 FROM e WHERE n = {codes[STEPS[0]]} GROUP BY c),
+    s2 AS (SELECT s1.c, t1, min(e.ts) t2 FROM s1 JOIN e ON e.c = s1.c AND e.n = {codes[STEPS[1]]}
            AND e.ts > t1 AND e.ts <= t1 + $w GROUP BY ALL),
-    s3 AS (SELECT s2.c, t1, min(e.ts) t3 FROM s2 JOIN e ON e.c = s2.c AND e.name = 'Demo Booked'
+    s3 AS (SELECT s2.c, t1, min(e.ts) t3 FROM s2 JOIN e ON e.c = s2.c AND e.n = {codes[STEPS[2]]}
            AND e.ts > t2 AND e.ts <= t1 + $w GROUP BY ALL),
-    s4 AS (SELECT s3.c FROM s3 JOIN e ON e.c = s3.c AND e.name = 'Order Completed'
+    s4 AS (SELECT s3.c FROM s3 JOIN e ON e.c = s3.c AND e.n = {codes[STEPS[3]]}
            AND e.ts > t3 AND e.ts <= t1 + $w GROUP BY ALL)
     SELECT (SELECT count(*) FROM s1), (SELECT count(*) FROM s2), (SELECT count(*) FROM s3), (SELECT count(*) FROM s4)
     """
@@ -100,17 +107,18 @@ def hand_written_funnel(con: duckdb.DuckDBPyConnection, window_us: int) -> tuple
     return tuple(int(x) for x in row)
 
 
-def numpy_cohorts(ev: dict[str, np.ndarray]) -> int:
-    month = ev["ts"].astype("datetime64[us]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
-    c = ev["contact_id"]
-    pairs = np.unique(c * 100_000 + month)
-    pc, pm = pairs // 100_000, pairs % 100_000
-    first = np.full(int(c.max()) + 1, np.iinfo(np.int64).max)
-    np.minimum.at(first, pc, pm)
-    off = pm - first[pc]
-    keep = off <= 12
-    grid = np.unique(first[pc][keep] * 100 + off[keep], return_counts=True)
-    return int(grid[1].sum())
+def hand_written_cohorts(con: duckdb.DuckDBPyConnection) -> dict[tuple[int, int], int]:
+    """A 12x12 monthly grid as one would write it in DuckDB: first month per contact joined to distinct months."""
+    sql = f"""
+    WITH r AS (SELECT contact_id c, year(make_timestamp(ts)) * 12 + month(make_timestamp(ts)) - 1 b
+               FROM {columnar.main_table(WS)} WHERE ts < $e),
+    acq AS (SELECT c, min(b) b0 FROM r GROUP BY c),
+    act AS (SELECT DISTINCT c, b FROM r)
+    SELECT b0, b - b0 AS k, count(*) FROM acq JOIN act USING (c) WHERE b - b0 BETWEEN 0 AND 12 GROUP BY ALL
+    """
+    return {
+        (int(b), int(k)): int(n) for b, k, n in con.execute(sql, {"e": int(END.timestamp()) * 1_000_000}).fetchall()
+    }
 
 
 LINES: list[dict[str, object]] = []
@@ -167,16 +175,18 @@ def run(size: int, rng: np.random.Generator, sqlite_max: int) -> None:
     ev = generate(rng, size)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        con = duckdb.connect(str(tmp / "store.duckdb"))
-        for ddl in columnar._SCHEMA:
-            con.execute(ddl)
-        batch = {"ws": np.full(size, WS, dtype=np.int32), **ev}  # noqa: F841 - scanned by DuckDB
+        con = columnar.open_store(tmp / "store.duckdb")
         t0 = time.perf_counter()
-        con.execute("INSERT INTO events SELECT ws, id, contact_id, ts, kind, name, path FROM batch")
+        columnar.append_arrays(con, WS, ev["id"], ev["contact_id"], ev["ts"], ev["name"], ev["path"])
         load_s = time.perf_counter() - t0
-        print(f"# {size:,} events into the columnar store in {load_s:.2f} s", file=sys.stderr)
+        t0 = time.perf_counter()
+        columnar.compact(con, WS)
+        compact_s = time.perf_counter() - t0
+        print(f"# {size:,} events appended in {load_s:.1f} s, compacted (sorted rewrite) in {compact_s:.1f} s",
+              file=sys.stderr)  # fmt: skip
+        emit("compact_sorted_rewrite", size, compact_s, None)
 
-        for window_days in (7, 30):
+        for window_days in (30, 7):
             w = window_days * 86_400.0
             fig, res = timed(lambda w=w: columnar.ordered_funnel(con, WS, STEPS, w, START, END))
             base, hand = timed(lambda w=w: hand_written_funnel(con, int(w * 1_000_000)))
@@ -191,13 +201,27 @@ def run(size: int, rng: np.random.Generator, sqlite_max: int) -> None:
         if size <= 2_000_000:
             sel = np.isin(ev["name"], STEPS)
             ids, ts, names = ev["contact_id"][sel], ev["ts"][sel] / 1e6, ev["name"][sel].astype(str)
-            np_s, np_res = timed(lambda: funnel_engine.ordered_funnel(ids, ts, names, STEPS, 7 * 86_400.0), repeat=1)
-            emit("funnel_engine_numpy_w7", size, np_s, None, counts=[s.count for s in np_res.steps])
+            np_s, np_res = timed(lambda: funnel_engine.ordered_funnel(ids, ts, names, STEPS, 30 * 86_400.0), repeat=1)
+            emit("funnel_engine_numpy_w30", size, np_s, None, counts=[s.count for s in np_res.steps])
+            col_res = columnar.ordered_funnel(con, WS, STEPS, 30 * 86_400.0, START, END)
+            assert [(x.count, round(x.median_seconds_from_start or 0, 3)) for x in col_res.steps] == [
+                (x.count, round(x.median_seconds_from_start or 0, 3)) for x in np_res.steps
+            ], "columnar and in-memory engine disagree"
 
         last = columnar.month_bucket(date(2025, 12, 31))
-        fig, (sizes, _active) = timed(lambda: columnar.cohort_counts(con, WS, "month", END, None, None, None, last, 12))
-        base, _ = timed(lambda: numpy_cohorts(ev), repeat=1)
+        fig, (sizes, active) = timed(lambda: columnar.cohort_counts(con, WS, "month", END, None, None, None, last, 12))
+        base, cells = timed(lambda: hand_written_cohorts(con))
+        assert cells == active, "columnar and hand-written cohort grids disagree"
         emit("cohorts_month_12", size, fig, base, cohorts=len(sizes))
+
+        # A copy just synced: 0.5 % new events of random contacts in the unsorted tail.
+        extra = generate(rng, max(size // 200, 1))
+        extra["id"] += size
+        columnar.append_arrays(con, WS, extra["id"], extra["contact_id"], extra["ts"], extra["name"], extra["path"])
+        fig, res = timed(lambda: columnar.ordered_funnel(con, WS, STEPS, 30 * 86_400.0, START, END))
+        both = f"(SELECT * FROM {columnar.main_table(WS)} UNION ALL SELECT * FROM {columnar.tail_table(WS)})"
+        base, hand = timed(lambda: hand_written_funnel(con, 30 * 86_400_000_000, both))
+        emit("funnel_4step_w30_with_tail", size, fig, base, counts=[s.count for s in res.steps])
         con.close()
 
         if size <= sqlite_max:

@@ -379,7 +379,9 @@ def grouped_rows(
     parameters."""
     ensure_tables(con, workspace_id)
     main, tail = main_table(workspace_id), tail_table(workspace_id)
-    select_sql = f"SELECT contact_id AS c, {columns} FROM {{src}} WHERE {where}"
+    top = _count(con, f"SELECT greatest((SELECT max(contact_id) FROM {main}), (SELECT max(contact_id) FROM {tail}))")
+    contact = "contact_id::INTEGER" if top < 2**31 else "contact_id"  # half the bytes to fetch when ids allow
+    select_sql = f"SELECT {contact} AS c, {columns} FROM {{src}} WHERE {where}"
     got = con.execute(select_sql.format(src=main), params).fetchnumpy()
     out = {k: np.asarray(v) for k, v in got.items()}
     if _count(con, f"SELECT count(*) FROM {tail}") == 0:
@@ -453,13 +455,22 @@ def ordered_funnel(
             f"ts >= $start AND ts < $end AND ({' OR '.join(match)})",
             {"start": _us(start), "end": _us(end)},
         )
-        ln, lp = rows["ln"], rows["lp"]
-        # One row per (event, label): an event matching a name step and a page step counts as both, name first.
-        reps = (ln >= 0).astype(np.int64) + (lp >= 0)
-        src = np.repeat(np.arange(ln.size), reps)
-        second = np.r_[False, src[1:] == src[:-1]] if src.size else np.zeros(0, dtype=np.bool_)
-        lab = np.where(second | (ln[src] < 0), lp[src], ln[src])
-        c, t = rows["c"][src], rows["ts"][src]
+        ln, lp, c, t = rows["ln"], rows["lp"], rows["c"], rows["ts"]
+        if not by_path:
+            lab = ln
+        elif not by_name:
+            lab = lp
+        else:
+            both = (ln >= 0) & (lp >= 0)
+            if not both.any():
+                lab = np.where(ln >= 0, ln, lp)
+            else:
+                # One row per (event, label): an event matching a name step and a page step counts as both, name
+                # first.
+                src = np.repeat(np.arange(ln.size), 1 + both)
+                second = np.r_[False, src[1:] == src[:-1]]
+                lab = np.where(second | (ln[src] < 0), lp[src], ln[src])
+                c, t = c[src], t[src]
     else:
         c = t = lab = np.zeros(0, dtype=np.int64)
     res = funnel.ordered_funnel_grouped(
@@ -480,11 +491,16 @@ def ordered_funnel(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def buckets(by: str, ts_us: np.ndarray) -> np.ndarray:
-    """The period number of microsecond timestamps: months since year 0, or weeks (Monday-based) since the epoch."""
-    if by == "month":
-        return ts_us.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
-    return (ts_us // US_PER_DAY + 3) // 7
+def day_buckets(by: str, days: np.ndarray) -> np.ndarray:
+    """The period number of UTC day numbers (days since the epoch): months since year 0 (through a lookup table over
+    the days present, cheaper than calendar arithmetic per row), or Monday-based weeks since the epoch."""
+    if by == "week":
+        return (days + 3) // 7
+    if not days.size:
+        return days.astype(np.int64)
+    lo, hi = int(days.min()), int(days.max())
+    lut = np.arange(lo, hi + 1).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    return lut[days - lo]
 
 
 def cohort_counts(
@@ -504,36 +520,52 @@ def cohort_counts(
     codes = _codes(con, "names", "name", [e for e in (start_event, return_event) if e])
     if start_event and start_event not in codes:
         return {}, {}  # no contact ever had the start event
-    start_code = codes.get(start_event, -1) if start_event else None
+    start_code = codes[start_event] if start_event else None
     return_code = codes.get(return_event, -1) if return_event else None
-    rows = grouped_rows(con, workspace_id, "ts, name_id", "ts < $end", {"end": _us(end)})
-    c, b, name = rows["c"], buckets(by, rows["ts"]), rows["name_id"]
+    cols = f"(ts // {US_PER_DAY})::INTEGER AS d" + (", name_id" if start_event or return_event else "")
+    rows = grouped_rows(con, workspace_id, cols, "ts < $end", {"end": _us(end)})
+    c = rows["c"]
     if not c.size:
         return {}, {}
-    seg = np.cumsum(np.r_[True, c[1:] != c[:-1]]) - 1
+    b = day_buckets(by, rows["d"])
+    new = np.empty(c.size, dtype=np.bool_)
+    new[0] = True
+    np.not_equal(c[1:], c[:-1], out=new[1:])
+    seg = np.cumsum(new, dtype=np.int64 if c.size >= 2**31 else np.int32) - 1
     n_seg = int(seg[-1]) + 1
     none = np.iinfo(np.int64).min
-    acq = np.full(n_seg, none, dtype=np.int64)
-    s_mask = name == start_code if start_code is not None else np.ones(c.size, dtype=np.bool_)
-    s_seg, s_b = seg[s_mask], b[s_mask]
-    first = np.r_[True, s_seg[1:] != s_seg[:-1]] if s_seg.size else np.zeros(0, dtype=np.bool_)
-    acq[s_seg[first]] = s_b[first]  # rows are in time order: a contact's first start row is its earliest period
+    if start_code is None:
+        acq = b[new].astype(np.int64)  # rows are in time order: a contact's first row is its earliest period
+    else:
+        acq = np.full(n_seg, none, dtype=np.int64)
+        s_at = np.flatnonzero(rows["name_id"] == start_code)
+        s_seg = seg[s_at]
+        first = np.r_[True, s_seg[1:] != s_seg[:-1]]
+        acq[s_seg[first]] = b[s_at[first]]
     lo = first_bucket if first_bucket is not None else -(2**62)
     kept = (acq != none) & (acq >= lo) & (acq <= last_bucket)
-    cohorts, sizes_n = np.unique(acq[kept], return_counts=True)
-    sizes = {int(k): int(v) for k, v in zip(cohorts, sizes_n, strict=True)}
-    r_mask = name == return_code if return_code is not None else np.ones(c.size, dtype=np.bool_)
-    r_seg, r_b = seg[r_mask], b[r_mask]
-    distinct = np.r_[True, (r_seg[1:] != r_seg[:-1]) | (r_b[1:] != r_b[:-1])] if r_seg.size else r_mask[:0]
-    r_seg, r_b = r_seg[distinct], r_b[distinct]
+    if not kept.any():
+        return {}, {}
+    base = int(acq[kept].min())
+    span = max_periods + 1
+    sizes_n = np.bincount(acq[kept] - base)
+    sizes = {base + i: int(v) for i, v in enumerate(sizes_n.tolist()) if v}
+    # Active (contact, period) pairs: the first row of each run of one contact in one period.
+    if return_code is None:
+        distinct = new.copy()
+        distinct[1:] |= b[1:] != b[:-1]
+        r_at = np.flatnonzero(distinct)
+    else:
+        r_at = np.flatnonzero(rows["name_id"] == return_code)
+        r_seg0, r_b0 = seg[r_at], b[r_at]
+        r_at = r_at[np.r_[True, (r_seg0[1:] != r_seg0[:-1]) | (r_b0[1:] != r_b0[:-1])]] if r_at.size else r_at
+    r_seg = seg[r_at]
     b0 = acq[r_seg]
-    off = r_b - b0
+    off = b[r_at] - b0
     ok = kept[r_seg] & (off >= 0) & (off <= max_periods)
-    pairs, counts = np.unique(b0[ok] * (max_periods + 1) + off[ok], return_counts=True)
-    active = {
-        (int(p // (max_periods + 1)), int(p % (max_periods + 1))): int(n)
-        for p, n in zip(pairs.tolist(), counts.tolist(), strict=True)
-    }
+    grid = np.bincount((b0[ok] - base) * span + off[ok])
+    cells = np.flatnonzero(grid)
+    active = {(base + i // span, i % span): n for i, n in zip(cells.tolist(), grid[cells].tolist(), strict=True)}
     return sizes, active
 
 

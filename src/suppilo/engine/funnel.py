@@ -199,47 +199,52 @@ def ordered_funnel_grouped(
         raise ValueError("step_labels and step_names must be non-empty and of the same length")
     if window < 0:
         raise ValueError("window must not be negative")
-    c = np.asarray(contact_ids, dtype=np.int64).reshape(-1)
+    c = np.asarray(contact_ids).reshape(-1)
+    if c.size and c.dtype.kind not in "iu":
+        c = c.astype(np.int64)
     t = np.asarray(times).reshape(-1)
     lab = np.asarray(labels).reshape(-1)
     if not (c.shape == t.shape == lab.shape):
         raise ValueError("contact_ids, times and labels must have the same length")
     n = c.size
     index_type = np.int32 if n < 2**31 - 1 else np.int64
-    sentinel = np.int64(c.min() - 1) if n else np.int64(0)
-    c_ext = np.append(c, sentinel)  # position n is "no next row": never the same contact
-    t_ext = np.append(t, t[:1] if n else np.zeros(1, dtype=t.dtype))
+    rows = np.arange(n, dtype=index_type)
     nxt: dict[int, npt.NDArray[Any]] = {}
     for label in dict.fromkeys(int(x) for x in step_labels[1:]):
-        pos = np.where(lab == label, np.arange(n, dtype=index_type), index_type(n))
-        after = np.empty(n + 1, dtype=index_type)
+        pos = np.where(lab == label, rows, index_type(n))
+        after = np.empty(n, dtype=index_type)
         if n:
             after[: n - 1] = np.minimum.accumulate(pos[:0:-1])[::-1]  # first row of the label strictly after i
-        after[n - 1 :] = n
+            after[n - 1] = n
         nxt[label] = after
 
-    starts = np.flatnonzero(lab == step_labels[0])
+    starts = np.flatnonzero(lab == step_labels[0]).astype(index_type)
+    n_starts = starts.size
     cs = c[starts]
     t1 = t[starts]
-    cur = starts.astype(index_type)
-    level = np.ones(starts.size, dtype=np.int64)
+    # Row n stands for "no next row": its contact matches no one's.
+    c_ext = np.append(c, c.min() - 1 if n else np.zeros(1, dtype=c.dtype))
+    level = np.ones(n_starts, dtype=np.int8)
     step_times = [t1]
-    active = np.ones(starts.size, dtype=np.bool_)
+    live = np.arange(n_starts, dtype=index_type)  # the starts still climbing, and where each one stands
+    cur = starts
     for k in range(1, len(step_labels)):
-        if not active.any():
-            step_times.append(t1)
+        tk = np.empty(n_starts, dtype=t.dtype)
+        step_times.append(tk)
+        if not live.size:
             continue
         p = nxt[int(step_labels[k])][cur]
-        tp = t_ext[p]
-        ok = active & (c_ext[p] == cs) & (tp - t1 <= window)
-        cur = np.where(ok, p, cur)
-        level[ok] = k + 1
-        step_times.append(tp)
-        active = ok
+        inside = c_ext[p] == cs[live]  # the next row of the label is still this contact's
+        live, p = live[inside], p[inside]
+        tp = t[p]
+        ok = tp - t1[live] <= window
+        live, cur = live[ok], p[ok]
+        tk[live] = tp[ok]
+        level[live] = k + 1
 
-    if starts.size:
+    if n_starts:
         new = np.r_[True, cs[1:] != cs[:-1]]
-        seg = np.cumsum(new) - 1
+        seg = np.cumsum(new, dtype=index_type) - 1
         deepest = np.maximum.reduceat(level, np.flatnonzero(new))
         hit = np.flatnonzero(level == deepest[seg])
         best = hit[np.r_[True, seg[hit][1:] != seg[hit][:-1]]]  # the earliest start reaching the contact's deepest
