@@ -191,3 +191,118 @@ def test_sales_settings_teams_and_rules(cli_env: CliRunner, client, workspace, s
     )
     res = cli_env.invoke(cli_app, ["sales", "rules", "--file", str(rules), *w])
     assert res.exit_code == 1 and "rules.0.conditions.country.0" in res.output
+
+
+def test_the_whole_deal_from_the_cli(cli_env: CliRunner, client, workspace, other_workspace) -> None:
+    """Create, qualify, log objections and activities, add and complete a task, propose and accept — then read it
+    all back with ``deals show``; bad input is refused with the field named."""
+    ws = workspace
+    w = ["--workspace", ws.slug]
+
+    def run(*args: str, code: int = 0) -> str:
+        res = cli_env.invoke(cli_app, [*args, *w])
+        assert res.exit_code == code, res.output
+        return res.stdout if code == 0 else res.output
+
+    pipelines = json.loads(run("deals", "pipelines", "--json"))
+    assert [s["key"] for s in pipelines[0]["stages"]][:2] == ["qualification", "discovery_call"]
+    contact = client.post(f"{API}/contacts", json={"email": "cli-buyer@example.fi"}, headers=ws.auth("write")).json()
+    sku = "CLI-TENT-" + str(contact["id"])
+    client.post(
+        f"{API}/products",
+        json={"sku": sku, "name": "Tent", "price_minor": 20000, "currency": "EUR"},
+        headers=ws.auth("write"),
+    )
+    assert "currency" in run("deals", "create", "Bad", "--currency", "EURO", code=1)
+    deal = json.loads(
+        run(
+            "deals",
+            "create",
+            "Club tents",
+            "--contact",
+            str(contact["id"]),
+            "--stage",
+            "demo",
+            "--currency",
+            "EUR",
+            "--json",
+        )
+    )
+    assert deal["contact_id"] == contact["id"]
+    assert "budget_currency" in run("deals", "qualify", str(deal["id"]), "--budget", "500000", code=1)
+    q = json.loads(
+        run(
+            "deals",
+            "qualify",
+            str(deal["id"]),
+            "--budget",
+            "500000",
+            "--budget-currency",
+            "eur",
+            "--authority",
+            "Board",
+            "--decision-maker",
+            "--need",
+            "40 tents",
+            "--status",
+            "qualified",
+            "--json",
+        )
+    )
+    assert (q["budget_minor"], q["budget_currency"], q["decision_maker"], q["qualification_status"]) == (
+        500000,
+        "EUR",
+        True,
+        "qualified",
+    )
+    stale = run("deals", "qualify", str(deal["id"]), "--version", "1", "--timeline", "May", code=1)
+    assert "changed meanwhile" in stale
+    run("deals", "objection", str(deal["id"]), "Too expensive", "--response", "Volume discount")
+    run("deals", "activity", str(deal["id"]), "call", "Talked to the board")
+    assert "in the past" in run(
+        "tasks", "add", "Late", "--due", "2020-01-01T10:00:00+00:00", "--deal", str(deal["id"]), code=1
+    )
+    due = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    task = json.loads(
+        run("tasks", "add", "Send the offer", "--due", due, "--deal", str(deal["id"]), "--kind", "email", "--json")
+    )
+    assert task["contact_id"] == contact["id"]
+    assert json.loads(run("tasks", "complete", str(task["id"]), "--json"))["done_at"] is not None
+    valid = (datetime.now(UTC).date() + timedelta(days=20)).isoformat()
+    assert "line.0" in run(
+        "deals", "propose", str(deal["id"]), "--title", "Offer", "--valid-until", valid, "--line", "nope", code=1
+    )
+    assert "no product with sku" in run(
+        "deals", "propose", str(deal["id"]), "--title", "Offer", "--valid-until", valid, "--line", "NOPE:1", code=1
+    )
+    proposal = json.loads(
+        run(
+            "deals",
+            "propose",
+            str(deal["id"]),
+            "--title",
+            "Offer",
+            "--valid-until",
+            valid,
+            "--line",
+            f"{sku}:3",
+            "--discount-bp",
+            "1000",
+            "--json",
+        )
+    )
+    assert (proposal["subtotal_minor"], proposal["discount_minor"], proposal["total_minor"]) == (60000, 6000, 54000)
+    assert json.loads(run("deals", "proposal", str(proposal["id"]), "accept", "--json"))["status"] == "accepted"
+    shown = json.loads(run("deals", "show", str(deal["id"]), "--json"))
+    assert shown["amount_minor"] == 54000 and shown["stage_key"] == "demo"
+    assert [h["to"] for h in shown["history"]] == ["demo"]
+    assert [o["text"] for o in shown["objections"]] == ["Too expensive"]
+    assert [a["body"] for a in shown["activities"] if a["kind"] == "call"] == ["Talked to the board"]
+    assert [t["title"] for t in shown["tasks"]] == ["Send the offer"]
+    assert [p["status"] for p in shown["proposals"]] == ["accepted"]
+    text = run("deals", "show", str(deal["id"]))
+    assert "Club tents" in text and "Too expensive" in text
+    # Another workspace's deal is not found from this one.
+    theirs = client.post(f"{API}/deals", json={"name": "Theirs"}, headers=other_workspace.auth("write")).json()
+    assert "not found" in run("deals", "show", str(theirs["id"]), code=1)
+    assert "not found" in run("deals", "objection", str(theirs["id"]), "x", code=1)

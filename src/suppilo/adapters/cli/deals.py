@@ -12,17 +12,27 @@ from rich.table import Table
 from sqlalchemy import select
 
 from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, emit_json, fail, resolve_workspace
-from suppilo.deals import assignment, service
+from suppilo.deals import assignment, proposals, service
 from suppilo.deals import forecast as deals_forecast
 from suppilo.deals.models import Pipeline, PipelineStage
 from suppilo.deals.schemas import (
+    ActivityCreate,
+    ActivityRead,
     AssignmentRead,
     AssignmentRuleRead,
     AssignmentRulesIn,
+    DealCreate,
     DealMove,
     DealRead,
+    DealUpdate,
+    ObjectionCreate,
+    ObjectionRead,
+    ProposalCreate,
+    ProposalUpdate,
     SalesSettingsIn,
     SalesSettingsRead,
+    StageChangeRead,
+    TaskCreate,
     TaskRead,
     TeamIn,
 )
@@ -438,3 +448,377 @@ def sales_rules(
             str(r["position"]), r["name"], json.dumps(r["conditions"]), target, r["distribution"], str(r["active"])
         )
     out.print(table)
+
+
+# --- the rest of the pipeline from the terminal: pipelines, creating and qualifying deals, objections, activities,
+# tasks and proposals (the same service calls as the API) ---------------------------------------------------------
+
+
+def _invalid(exc: ValidationError) -> None:
+    first = exc.errors()[0]
+    fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+
+
+def _emit(data: Any, as_json: bool, line: str) -> None:
+    if as_json:
+        emit_json(data)
+    else:
+        out.print(line)
+
+
+@deals_app.command("pipelines")
+def list_pipelines(workspace: str | None = WorkspaceOpt, as_json: bool = JsonOpt) -> None:
+    """Pipelines with their stages (key, probability, kind) in order."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        pipelines = service.list_pipelines(session, ws.id)
+        stages = service.pipeline_stages(session, ws.id, [p.id for p in pipelines])
+        data = [
+            {
+                "id": p.id,
+                "name": p.name,
+                "is_default": p.is_default,
+                "requires_amount_to_win": p.requires_amount_to_win,
+                "stages": [
+                    {"id": s.id, "key": s.key, "label": s.label, "probability": s.probability, "kind": s.kind}
+                    for s in stages[p.id]
+                ],
+            }
+            for p in pipelines
+        ]
+    if as_json:
+        emit_json(data)
+        return
+    for p in data:
+        stage_text = " → ".join(f"{s['key']} {s['probability']}%" for s in p["stages"])
+        out.print(f"{p['id']} {p['name']}{' (default)' if p['is_default'] else ''}: {stage_text}")
+
+
+@deals_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="Deal name."),
+    contact: int | None = typer.Option(None, "--contact", help="Contact id."),
+    company: int | None = typer.Option(None, "--company", help="Company id."),
+    owner: int | None = typer.Option(None, "--owner", help="Owner user id (default: the contact's, else the rules)."),
+    amount: int | None = typer.Option(None, "--amount", help="Amount in minor units (cents)."),
+    currency: str | None = typer.Option(None, "--currency", help="ISO 4217 code (default: the workspace's)."),
+    close: str | None = typer.Option(None, "--close", help="Expected close date, YYYY-MM-DD."),
+    source: str | None = typer.Option(None, "--source", help="Source channel."),
+    pipeline: str | None = typer.Option(None, "--pipeline", help="Pipeline id or name (default: the default one)."),
+    stage: str | None = typer.Option(None, "--stage", help="Open stage key (default: the first)."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Open a deal (its contact moves to decision)."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        pipeline_id = _pipeline_id(session, ws.id, pipeline)
+        stage_id = None
+        if stage is not None:
+            pid = pipeline_id or service.list_pipelines(session, ws.id)[0].id
+            found = session.scalar(
+                select(PipelineStage).where(
+                    PipelineStage.workspace_id == ws.id, PipelineStage.pipeline_id == pid, PipelineStage.key == stage
+                )
+            )
+            if found is None:
+                fail(f"stage: the pipeline has no stage {stage!r}")
+                return
+            stage_id = found.id
+        try:
+            body = DealCreate.model_validate(
+                {
+                    "name": name,
+                    "pipeline_id": pipeline_id,
+                    "stage_id": stage_id,
+                    "contact_id": contact,
+                    "company_id": company,
+                    "owner_id": owner,
+                    "amount_minor": amount,
+                    "currency": currency.upper() if currency else None,
+                    "expected_close_date": close,
+                    "source_channel": source,
+                }
+            )
+            deal = service.create_deal(session, ws.id, body, actor="cli")
+        except ValidationError as exc:
+            _invalid(exc)
+            return
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        data = DealRead.model_validate(deal).model_dump(mode="json")
+    _emit(data, as_json, f"deal {data['id']} opened: {data['name']}")
+
+
+@deals_app.command("qualify")
+def qualify(
+    deal_id: int = typer.Argument(..., help="Deal id."),
+    version: int | None = typer.Option(None, "--version", help="The version last read (refused if it changed)."),
+    budget: int | None = typer.Option(None, "--budget", help="Budget in minor units."),
+    budget_currency: str | None = typer.Option(None, "--budget-currency", help="ISO 4217 code of the budget."),
+    authority: str | None = typer.Option(None, "--authority", help="Who decides."),
+    decision_maker: bool | None = typer.Option(None, "--decision-maker/--not-decision-maker"),
+    need: str | None = typer.Option(None, "--need"),
+    timeline: str | None = typer.Option(None, "--timeline"),
+    status: str | None = typer.Option(None, "--status", help="unqualified, qualified or disqualified."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Set a deal's BANT fields and qualification status (only the options given change)."""
+    given = {
+        "budget_minor": budget,
+        "budget_currency": budget_currency.upper() if budget_currency else None,
+        "authority": authority,
+        "decision_maker": decision_maker,
+        "need": need,
+        "timeline": timeline,
+        "qualification_status": status,
+    }
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            current = service.get_deal(session, ws.id, deal_id)
+            body = DealUpdate.model_validate(
+                {"version": version or current.version, **{k: v for k, v in given.items() if v is not None}}
+            )
+            deal = service.update_deal(session, ws.id, deal_id, body)
+        except ValidationError as exc:
+            _invalid(exc)
+            return
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        data = DealRead.model_validate(deal).model_dump(mode="json")
+    _emit(data, as_json, f"deal {deal_id}: {data['qualification_status']} (version {data['version']})")
+
+
+@deals_app.command("show")
+def show(
+    deal_id: int = typer.Argument(..., help="Deal id."), workspace: str | None = WorkspaceOpt, as_json: bool = JsonOpt
+) -> None:
+    """A deal with its stage history, objections, tasks, activities and proposals."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            deal = service.get_deal(session, ws.id, deal_id)
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        keys = {s.id: s.key for s in session.scalars(select(PipelineStage).where(PipelineStage.workspace_id == ws.id))}
+        data = DealRead.model_validate(deal).model_dump(mode="json")
+        data["stage_key"] = keys.get(deal.stage_id)
+        data["history"] = [
+            {**StageChangeRead.model_validate(c).model_dump(mode="json"), "to": keys.get(c.to_stage_id)}
+            for c in service.stage_history(session, ws.id, deal_id)
+        ]
+        data["objections"] = [
+            ObjectionRead.model_validate(o).model_dump(mode="json")
+            for o in service.list_objections(session, ws.id, deal_id)
+        ]
+        data["tasks"] = [
+            TaskRead.model_validate(t).model_dump(mode="json")
+            for t in service.list_tasks(session, ws.id, deal_id=deal_id)
+        ]
+        data["activities"] = [
+            ActivityRead.model_validate(a).model_dump(mode="json")
+            for a in service.list_activities(session, ws.id, deal_id=deal_id)
+        ]
+        data["proposals"] = [
+            proposals.read(session, p).model_dump(mode="json")
+            for p in proposals.list_proposals(session, ws.id, deal_id)
+        ]
+    if as_json:
+        emit_json(data)
+        return
+    out.print(
+        f"[bold]{data['name']}[/bold] · {data['stage_key']} ({data['status']}) · "
+        f"{_money(data['amount_minor'], data['currency'])} · owner {data['owner_id'] or '–'} · "
+        f"{data['qualification_status']}"
+    )
+    for h in data["history"]:
+        out.print(f"  {h['changed_at']} → {h['to']} {h['reason']}".rstrip())
+    for o in data["objections"]:
+        out.print(f"  objection: {o['text']}" + (f" — {o['response']}" if o["response"] else ""))
+    for t in data["tasks"]:
+        out.print(f"  task {t['id']}: {t['title']} due {t['due_at']}{' (done)' if t['done_at'] else ''}")
+    for p in data["proposals"]:
+        out.print(f"  proposal {p['id']}: {p['title']} {p['status']} {_money(p['total_minor'], p['currency'])}")
+
+
+@deals_app.command("objection")
+def objection(
+    deal_id: int = typer.Argument(..., help="Deal id."),
+    text: str = typer.Argument(..., help="What the prospect objected."),
+    response: str | None = typer.Option(None, "--response", help="How it was answered."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Log an objection on a deal."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            row = service.add_objection(
+                session, ws.id, deal_id, ObjectionCreate.model_validate({"text": text, "response": response})
+            )
+        except ValidationError as exc:
+            _invalid(exc)
+            return
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        data = ObjectionRead.model_validate(row).model_dump(mode="json")
+    _emit(data, as_json, f"objection {data['id']} logged on deal {deal_id}")
+
+
+@deals_app.command("activity")
+def activity(
+    deal_id: int = typer.Argument(..., help="Deal id."),
+    kind: str = typer.Argument(..., help="call, meeting, email or note."),
+    body: str = typer.Argument("", help="What happened."),
+    owner: int | None = typer.Option(None, "--owner", help="User id who did it."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Log a call, meeting, email or note on a deal."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            row = service.create_activity(
+                session,
+                ws.id,
+                ActivityCreate.model_validate({"kind": kind, "body": body, "deal_id": deal_id, "owner_id": owner}),
+            )
+        except ValidationError as exc:
+            _invalid(exc)
+            return
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        data = ActivityRead.model_validate(row).model_dump(mode="json")
+    _emit(data, as_json, f"{kind} logged on deal {deal_id}")
+
+
+@tasks_app.command("add")
+def add_task(
+    title: str = typer.Argument(..., help="What to do."),
+    due: str | None = typer.Option(None, "--due", help="Due time, ISO 8601 with a zone (not in the past)."),
+    due_in_hours: float | None = typer.Option(
+        None, "--due-in-working-hours", help="Due this many working hours of the owner from now."
+    ),
+    reminder: str | None = typer.Option(None, "--reminder", help="Mail the owner at this time (ISO 8601)."),
+    kind: str = typer.Option("todo", "--kind", help="call, meeting, email or todo."),
+    deal: int | None = typer.Option(None, "--deal", help="Deal id."),
+    contact: int | None = typer.Option(None, "--contact", help="Contact id (default: the deal's)."),
+    owner: int | None = typer.Option(None, "--owner", help="Owner user id."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a follow-up task."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            body = TaskCreate.model_validate(
+                {
+                    "title": title,
+                    "kind": kind,
+                    "due_at": due,
+                    "due_in_working_hours": due_in_hours,
+                    "reminder_at": reminder,
+                    "deal_id": deal,
+                    "contact_id": contact,
+                    "owner_id": owner,
+                }
+            )
+            task = service.create_task(session, ws.id, body)
+        except ValidationError as exc:
+            _invalid(exc)
+            return
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        data = TaskRead.model_validate(task).model_dump(mode="json")
+    _emit(data, as_json, f"task {data['id']} due {data['due_at']}")
+
+
+@tasks_app.command("complete")
+def complete_task(
+    task_id: int = typer.Argument(..., help="Task id."), workspace: str | None = WorkspaceOpt, as_json: bool = JsonOpt
+) -> None:
+    """Mark a task done."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            task = service.complete_task(session, ws.id, task_id)
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+        data = TaskRead.model_validate(task).model_dump(mode="json")
+    _emit(data, as_json, f"task {task_id} done at {data['done_at']}")
+
+
+@deals_app.command("propose")
+def propose(
+    deal_id: int = typer.Argument(..., help="Deal id."),
+    title: str = typer.Option(..., "--title"),
+    valid_until: str = typer.Option(..., "--valid-until", help="YYYY-MM-DD, in the future."),
+    line: list[str] = typer.Option(..., "--line", help="SKU:QUANTITY from the catalogue; repeatable."),
+    discount_bp: int | None = typer.Option(None, "--discount-bp", help="Discount in basis points (1000 = 10 %)."),
+    discount: int | None = typer.Option(None, "--discount", help="Fixed discount in minor units."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """A draft proposal on a deal with catalogue lines; totals are computed."""
+    lines = []
+    for i, item in enumerate(line):
+        sku, _, qty = item.rpartition(":")
+        if not sku or not qty.isdigit():
+            fail(f"line.{i}: {item!r} is not SKU:QUANTITY")
+        lines.append({"sku": sku, "quantity": int(qty)})
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            body = ProposalCreate.model_validate(
+                {
+                    "title": title,
+                    "valid_until": valid_until,
+                    "discount_bp": discount_bp,
+                    "discount_minor": discount,
+                    "lines": lines,
+                }
+            )
+            row = proposals.create_proposal(session, ws.id, deal_id, body)
+            data = proposals.read(session, row).model_dump(mode="json")
+        except ValidationError as exc:
+            _invalid(exc)
+            return
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+    _emit(data, as_json, f"proposal {data['id']}: total {_money(data['total_minor'], data['currency'])}")
+
+
+@deals_app.command("proposal")
+def proposal_action(
+    proposal_id: int = typer.Argument(..., help="Proposal id."),
+    action: str = typer.Argument(..., help="send, accept or reject."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Mark a proposal sent, accept it (the deal's amount becomes its total) or reject it."""
+    if action not in ("send", "accept", "reject"):
+        fail("action: give send, accept or reject")
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            if action == "send":
+                row = proposals.update_proposal(session, ws.id, proposal_id, ProposalUpdate(status="sent"))
+            elif action == "accept":
+                row = proposals.accept_proposal(session, ws.id, proposal_id)
+            else:
+                row = proposals.reject_proposal(session, ws.id, proposal_id)
+            data = proposals.read(session, row).model_dump(mode="json")
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+    _emit(data, as_json, f"proposal {proposal_id}: {data['status']}")
