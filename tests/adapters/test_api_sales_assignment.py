@@ -408,3 +408,56 @@ def test_users_who_left_the_workspace_get_no_leads(client, workspace, session_fa
     for _ in range(3):
         got = _ok(_assign(client, workspace, contact_id=_contact(client, workspace, country="EE")["id"]))
         assert (got["user_id"], got["rule_name"]) == (stays, "Team")
+
+
+def test_rules_on_segment_membership(client, workspace, other_workspace, session_factory):
+    """A rule can name stored segments: contacts in any of them (now) match; unknown or foreign segments are refused
+    at their path."""
+    vip_rep, rest = _member(session_factory, workspace), _member(session_factory, workspace)
+    seg = _ok(
+        client.post(
+            f"{API}/segments", json={"name": "Key accounts", "kind": "static"}, headers=workspace.auth("write")
+        ),
+        201,
+    )
+    theirs = _ok(
+        client.post(
+            f"{API}/segments", json={"name": "Theirs", "kind": "static"}, headers=other_workspace.auth("write")
+        ),
+        201,
+    )
+    vip, plain = _contact(client, workspace, country="FI"), _contact(client, workspace, country="FI")
+    _ok(
+        client.post(
+            f"{API}/segments/{seg['id']}/members", json={"contact_ids": [vip["id"]]}, headers=workspace.auth("write")
+        )
+    )
+    rules = [
+        {"name": "Key accounts", "conditions": {"segment": [seg["id"]], "country": ["FI"]}, "user_id": vip_rep},
+        {"name": "Everyone else", "conditions": {}, "user_id": rest},
+    ]
+    _ok(_rules(client, workspace, rules))
+    assert _ok(_assign(client, workspace, contact_id=vip["id"]))["user_id"] == vip_rep
+    assert _ok(_assign(client, workspace, contact_id=plain["id"]))["user_id"] == rest
+    # A deal opened for an unowned segment member gets the segment's rep (the contact too).
+    member = _contact(client, workspace, country="FI")
+    _ok(
+        client.post(
+            f"{API}/segments/{seg['id']}/members", json={"contact_ids": [member["id"]]}, headers=workspace.auth("write")
+        )
+    )
+    deal = _ok(
+        client.post(
+            f"{API}/deals", json={"name": "Renewal", "contact_id": member["id"]}, headers=workspace.auth("write")
+        ),
+        201,
+    )
+    assert deal["owner_id"] == vip_rep
+    assert _ok(client.get(f"{API}/contacts/{member['id']}", headers=workspace.auth("read")))["owner_id"] == vip_rep
+    for bad, path in (
+        ({"segment": [theirs["id"]]}, "rules.0.conditions.segment.0"),
+        ({"segment": ["x"]}, "rules.0.conditions.segment.0"),
+        ({"segment": []}, "rules.0.conditions.segment"),
+    ):
+        res = _rules(client, workspace, [{"name": "r", "conditions": bad, "user_id": rest}])
+        assert res.status_code == 422 and res.json()["error"]["path"] == path, res.text

@@ -1,6 +1,6 @@
-"""Owner assignment and hand-offs: teams, ordered territory rules (country, region, industry, company size) that
-name a user or a team (round-robin or load-balanced), the hand-off settings and working hours, and the first-contact
-task whose due time is counted in the owner's working hours.
+"""Owner assignment and hand-offs: teams, ordered territory rules (country, region, industry, segment membership,
+company size) that name a user or a team (round-robin or load-balanced), the hand-off settings and working hours,
+and the first-contact task whose due time is counted in the owner's working hours.
 
 Teams are their own table (``sales_teams`` + ``sales_team_members``) rather than a field of memberships: a user can
 be in several teams (a territory team and a product team) and a team carries its round-robin pointer. The pointer is
@@ -42,6 +42,8 @@ from suppilo.workspaces.models import Membership, User
 
 LIST_CONDITIONS = ("country", "region", "industry")
 SIZE_CONDITIONS = ("company_size_min", "company_size_max")
+# The contact is a member of any of these stored segments (ids) now.
+SEGMENT_CONDITION = "segment"
 
 
 class AssignmentError(DomainError):
@@ -185,17 +187,36 @@ def _check_conditions(conditions: Mapping[str, Any], path: str) -> dict[str, Any
                     raise AssignmentError(f"{where}.{i}", f"{item!r} is not a two-letter ISO country code")
                 items.append(item.upper() if key == "country" else item)
             out[key] = items
+        elif key == SEGMENT_CONDITION:
+            if not isinstance(value, list) or not value:
+                raise AssignmentError(where, "segment is a non-empty list of segment ids")
+            for i, item in enumerate(value):
+                if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                    raise AssignmentError(f"{where}.{i}", f"{item!r} is not a segment id")
+            out[key] = sorted(set(value))
         elif key in SIZE_CONDITIONS:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise AssignmentError(where, f"{key} is a whole number of employees (0 or more)")
             out[key] = value
         else:
-            known = ", ".join(LIST_CONDITIONS + SIZE_CONDITIONS)
+            known = ", ".join((*LIST_CONDITIONS, SEGMENT_CONDITION, *SIZE_CONDITIONS))
             raise AssignmentError(where, f"unknown condition {key!r}; known: {known}", code="unknown_condition")
     low, high = out.get("company_size_min"), out.get("company_size_max")
     if low is not None and high is not None and high < low:
         raise AssignmentError(f"{path}.company_size_max", "company_size_max is below company_size_min")
     return out
+
+
+def _check_segments(session: Session, workspace_id: int, ids: list[int], path: str) -> None:
+    """Every segment a rule names exists in this workspace."""
+    if not ids:
+        return
+    from suppilo.segments.models import Segment
+
+    found = set(session.scalars(select(Segment.id).where(Segment.workspace_id == workspace_id, Segment.id.in_(ids))))
+    for i, sid in enumerate(ids):
+        if sid not in found:
+            raise AssignmentError(f"{path}.{i}", f"segment {sid} not found", code="unknown_segment")
 
 
 def replace_rules(session: Session, workspace_id: int, rules: list[AssignmentRuleIn]) -> list[AssignmentRule]:
@@ -209,7 +230,9 @@ def replace_rules(session: Session, workspace_id: int, rules: list[AssignmentRul
             _check_member(session, workspace_id, rule.user_id, f"{path}.user_id")
         if rule.team_id is not None:
             get_team(session, workspace_id, rule.team_id, f"{path}.team_id")
-        checked.append((rule, _check_conditions(rule.conditions, f"{path}.conditions")))
+        conditions = _check_conditions(rule.conditions, f"{path}.conditions")
+        _check_segments(session, workspace_id, conditions.get(SEGMENT_CONDITION, []), f"{path}.conditions.segment")
+        checked.append((rule, conditions))
     for old in session.scalars(select(AssignmentRule).where(AssignmentRule.workspace_id == workspace_id)):
         session.delete(old)
     session.flush()
@@ -360,6 +383,7 @@ class Facts:
     region: str | None
     industry: str | None
     company_size: int | None
+    segments: frozenset[int] = frozenset()
 
 
 def _facts(session: Session, workspace_id: int, contact: Contact | None, company_id: int | None) -> Facts:
@@ -368,11 +392,23 @@ def _facts(session: Session, workspace_id: int, contact: Contact | None, company
     if cid is not None:
         company = session.scalar(select(Company).where(Company.workspace_id == workspace_id, Company.id == cid))
     country = (contact.country if contact is not None else None) or (company.country if company else None)
+    segments: frozenset[int] = frozenset()
+    if contact is not None and contact.id is not None:
+        from suppilo.segments.models import SegmentMembership
+
+        segments = frozenset(
+            session.scalars(
+                select(SegmentMembership.segment_id).where(
+                    SegmentMembership.workspace_id == workspace_id, SegmentMembership.contact_id == contact.id
+                )
+            )
+        )
     return Facts(
         country=country.upper() if country else None,
         region=contact.region if contact is not None else None,
         industry=company.industry if company else None,
         company_size=company.employees if company else None,
+        segments=segments,
     )
 
 
@@ -383,6 +419,8 @@ def matches(conditions: Mapping[str, Any], facts: Facts) -> bool:
             value = getattr(facts, key)
             if value is None or value.casefold() not in {str(v).casefold() for v in conditions[key]}:
                 return False
+    if SEGMENT_CONDITION in conditions and not facts.segments & set(conditions[SEGMENT_CONDITION]):
+        return False
     size = facts.company_size
     if "company_size_min" in conditions and (size is None or size < conditions["company_size_min"]):
         return False
