@@ -23,7 +23,7 @@ from suppilo.db.base import utcnow
 from suppilo.errors import NotFound
 from suppilo.events.models import Event, Touch
 from suppilo.messaging import outbox, suppression
-from suppilo.messaging.outbox_models import OutboxMessage
+from suppilo.messaging.outbox_models import OutboxBody, OutboxMessage
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import AuditLog
 
@@ -142,6 +142,18 @@ def export_contact(session: Session, workspace_id: int, contact_id: int, *, acto
             OutboxMessage.contact_id == cid,
             order=OutboxMessage.id,
         ),
+        # The content of messages queued pre-rendered (templates are rendered at send time and not stored).
+        "message_bodies": _rows(
+            session,
+            OutboxBody,
+            OutboxBody.workspace_id == workspace_id,
+            OutboxBody.outbox_id.in_(
+                select(OutboxMessage.id).where(
+                    OutboxMessage.workspace_id == workspace_id, OutboxMessage.contact_id == cid
+                )
+            ),
+            order=OutboxBody.outbox_id,
+        ),
         "suppression": suppressed,
         "merged_contacts": _rows(
             session, ContactMerge, ContactMerge.workspace_id == workspace_id, ContactMerge.contact_id == cid
@@ -192,10 +204,21 @@ def erase_contact(session: Session, workspace_id: int, contact_id: int, *, actor
 
     counts["journeys_exited"] = journeys_service.exit_contact(session, workspace_id, cid, "erased")
     run(
+        "message_bodies",
+        delete(OutboxBody).where(
+            OutboxBody.workspace_id == workspace_id,
+            OutboxBody.outbox_id.in_(
+                select(OutboxMessage.id).where(
+                    OutboxMessage.workspace_id == workspace_id, OutboxMessage.contact_id == cid
+                )
+            ),
+        ),
+    )
+    run(
         "messages",
         update(OutboxMessage)
         .where(OutboxMessage.workspace_id == workspace_id, OutboxMessage.contact_id == cid)
-        .values(to_address=None, rendered=None, extra={}, links=[], last_error=None, updated_at=now),
+        .values(to_address=None, extra={}, links=[], last_error=None, updated_at=now),
     )
     run(
         "events",

@@ -11,13 +11,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from suppilo.db.base import utcnow
 from suppilo.errors import Conflict, DomainError, NotFound
-from suppilo.messaging.outbox_models import FINAL_STATES, OUTBOX_STATES, OutboxMessage
+from suppilo.messaging.outbox_models import FINAL_STATES, OUTBOX_STATES, OutboxBody, OutboxMessage
 
 KINDS = ("marketing", "transactional")
 
@@ -37,7 +37,7 @@ def _rendered_dict(rendered: Any) -> dict[str, Any] | None:
         data = {k: getattr(rendered, k) for k in ("subject", "preheader", "html", "text")}
     if not data.get("subject") or not (data.get("html") or data.get("text")):
         raise OutboxError("rendered", "a rendered message needs a subject and a body", code="invalid_rendered")
-    return {k: data.get(k) for k in ("subject", "preheader", "html", "text")}
+    return {k: data.get(k) or "" for k in ("subject", "preheader", "html", "text")}
 
 
 def _row(
@@ -54,7 +54,7 @@ def _row(
     extra: dict[str, Any] | None,
     broadcast_id: int | None,
     now: datetime,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if kind not in KINDS:
         raise OutboxError("kind", "kind must be marketing or transactional", code="invalid_kind")
     if not dedupe_key or len(dedupe_key) > 200:
@@ -63,6 +63,7 @@ def _row(
         raise OutboxError("template_key", "a template key or a rendered message is required", code="no_content")
     if not_before is not None and not_before.tzinfo is None:
         raise OutboxError("not_before", "not_before must be timezone-aware", code="naive_datetime")
+    body = _rendered_dict(rendered)
     return {
         "workspace_id": workspace_id,
         "dedupe_key": dedupe_key,
@@ -71,7 +72,6 @@ def _row(
         "kind": kind,
         "topic": topic,
         "template_key": template_key,
-        "rendered": _rendered_dict(rendered),
         "extra": extra or {},
         "status": "queued",
         "priority": priority,
@@ -86,7 +86,7 @@ def _row(
         "machine_clicks": 0,
         "created_at": now,
         "updated_at": now,
-    }
+    }, body
 
 
 def _insert(session: Session):  # type: ignore[no-untyped-def]
@@ -110,7 +110,7 @@ def enqueue(
     broadcast_id: int | None = None,
 ) -> OutboxMessage | None:
     """Queue one message in the caller's transaction; None when a message with ``dedupe_key`` already exists."""
-    row = _row(
+    row, body = _row(
         workspace_id,
         dedupe_key=dedupe_key,
         contact_id=contact_id,
@@ -134,6 +134,8 @@ def enqueue(
     new_id = session.execute(stmt).scalar()
     if new_id is None:
         return None
+    if body is not None:
+        session.execute(insert(OutboxBody.__table__), [{"outbox_id": new_id, "workspace_id": workspace_id, **body}])
     return session.get(OutboxMessage, new_id)
 
 
@@ -141,7 +143,7 @@ def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, 
     """Queue many messages with one statement (each item: the keyword arguments of ``enqueue``); returns how many
     were new (existing dedupe keys are skipped)."""
     now = utcnow()
-    rows = [
+    pairs = [
         _row(
             workspace_id,
             dedupe_key=item["dedupe_key"],
@@ -158,7 +160,7 @@ def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, 
         )
         for item in items
     ]
-    if not rows:
+    if not pairs:
         return 0
     session.flush()
     # On the table, not the entity: Core's insertmanyvalues sends each chunk as one statement with RETURNING.
@@ -167,11 +169,20 @@ def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, 
     stmt = (
         (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
         .on_conflict_do_nothing(index_elements=["workspace_id", "dedupe_key"])
-        .returning(table.c.id)
+        .returning(table.c.id, table.c.dedupe_key)
     )
     inserted = 0
-    for start in range(0, len(rows), 1000):
-        inserted += len(session.execute(stmt, rows[start : start + 1000]).all())
+    for start in range(0, len(pairs), 1000):
+        chunk = pairs[start : start + 1000]
+        new = dict((key, rid) for rid, key in session.execute(stmt, [row for row, _ in chunk]))
+        inserted += len(new)
+        bodies = [
+            {"outbox_id": new[row["dedupe_key"]], "workspace_id": workspace_id, **body}
+            for row, body in chunk
+            if body is not None and row["dedupe_key"] in new
+        ]
+        if bodies:
+            session.execute(insert(OutboxBody.__table__), bodies)
     return inserted
 
 
@@ -195,6 +206,16 @@ def enqueue_many_ids(session: Session, workspace_id: int, items: Iterable[dict[s
             .all()
         )
     return out
+
+
+def body_of(session: Session, workspace_id: int, message_id: int) -> dict[str, str] | None:
+    """The pre-rendered content of a message queued with ``rendered=`` (subject, preheader, html, text), else None."""
+    row = session.scalar(
+        select(OutboxBody).where(OutboxBody.workspace_id == workspace_id, OutboxBody.outbox_id == message_id)
+    )
+    if row is None:
+        return None
+    return {"subject": row.subject, "preheader": row.preheader, "html": row.html, "text": row.text}
 
 
 def get_message(session: Session, workspace_id: int, message_id: int) -> OutboxMessage:

@@ -309,6 +309,18 @@ def contact_context(session: Session, workspace_id: int, contact_id: int) -> tup
     from suppilo.contacts import service as contacts_service
 
     c = contacts_service.get_contact(session, workspace_id, contact_id)
+    co = None
+    if c.company_id is not None:
+        try:
+            co = companies_service.get_company(session, workspace_id, c.company_id)
+        except NotFound:
+            co = None
+    return contact_context_of(c, co)
+
+
+def contact_context_of(c: Any, co: Any | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``contact`` and ``company`` variables from a loaded contact (any object with the contact's columns) and
+    its company (or None)."""
     props = {k: v for k, v in (c.properties or {}).items() if isinstance(k, str) and not k.startswith("_")}
     full_name = " ".join(x for x in (c.first_name, c.last_name) if x)
     contact: dict[str, Any] = {
@@ -329,20 +341,51 @@ def contact_context(session: Session, workspace_id: int, contact_id: int) -> tup
     for key, value in props.items():
         contact.setdefault(key, value)
     company: dict[str, Any] = {}
-    if c.company_id is not None:
-        try:
-            co = companies_service.get_company(session, workspace_id, c.company_id)
-        except NotFound:
-            co = None
-        if co is not None:
-            company = {
-                "name": co.name,
-                "industry": co.industry,
-                "domain": co.domain,
-                "country": co.country,
-                "city": co.city,
-            }
+    if co is not None:
+        company = {
+            "name": co.name,
+            "industry": co.industry,
+            "domain": co.domain,
+            "country": co.country,
+            "city": co.city,
+        }
     return contact, company
+
+
+def contact_contexts(
+    session: Session, workspace_id: int, contact_ids: Sequence[int]
+) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
+    """``contact_context`` for many contacts of one workspace in two queries per 500 (contacts, then their
+    companies); ids that are not a contact of the workspace are left out (merges are not followed)."""
+    from suppilo.companies.models import Company
+    from suppilo.contacts.models import Contact
+
+    contact_cols = (
+        Contact.id, Contact.first_name, Contact.last_name, Contact.email, Contact.language, Contact.country,
+        Contact.city, Contact.region, Contact.timezone, Contact.job_title, Contact.lifecycle_stage,
+        Contact.properties, Contact.company_id,
+    )  # fmt: skip
+    company_cols = (Company.id, Company.name, Company.industry, Company.domain, Company.country, Company.city)
+    ids = sorted(set(contact_ids))
+    out: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(*contact_cols).where(Contact.workspace_id == workspace_id, Contact.id.in_(ids[start : start + 500]))
+        ).all()
+        company_ids = sorted({r.company_id for r in rows if r.company_id is not None})
+        companies = (
+            {
+                co.id: co
+                for co in session.execute(
+                    select(*company_cols).where(Company.workspace_id == workspace_id, Company.id.in_(company_ids))
+                )
+            }
+            if company_ids
+            else {}
+        )
+        for r in rows:
+            out[r.id] = contact_context_of(r, companies.get(r.company_id) if r.company_id is not None else None)
+    return out
 
 
 def _extra_context(extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -431,9 +474,24 @@ def _render(
     if require_published and template.status != "published":
         raise DomainError("template_key", f"template {template.key!r} is not published", code="template_unpublished")
     workspace_id = template.workspace_id
-    context: dict[str, Any] = _extra_context(extra)
     contact, company = contact_context(session, workspace_id, contact_id)
     workspace = _cached(session, ("workspace", workspace_id), lambda: workspace_context(session, workspace_id))
+    return render_loaded(template, contact, company, workspace, extra=extra, language=language)
+
+
+def render_loaded(
+    template: Template,
+    contact: dict[str, Any],
+    company: dict[str, Any],
+    workspace: dict[str, Any],
+    *,
+    extra: Mapping[str, Any] | None,
+    language: str | None = None,
+) -> RenderedMessage:
+    """Render a loaded template with contexts already read (``contact_contexts``, ``workspace_context``): no
+    database access, so the sender renders a claimed batch from a few bulk reads. Same output as
+    ``render_for_contact``; the caller checks ``template.status``."""
+    context: dict[str, Any] = _extra_context(extra)
     variant = choose_language(template, [language, contact.get("language"), workspace["default_language"]])
     context.update(contact=contact, company=company, workspace=workspace)
     rendered = render_message(variant, language=variant.language, context=context)

@@ -8,6 +8,7 @@ verifies as None and changes nothing.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ UNSUBSCRIBE_VALID_DAYS = 365
 DEFAULT_TOPICS = ("newsletter", "offers", "product_updates")
 
 
+@functools.lru_cache(maxsize=64)
 def _key(secret: str, purpose: str) -> bytes:
     return hmac.new(secret.encode(), f"suppilo-mail-token:{purpose}".encode(), hashlib.sha256).digest()
 

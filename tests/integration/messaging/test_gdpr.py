@@ -16,7 +16,7 @@ from suppilo.db.base import utcnow
 from suppilo.events import service as events_service
 from suppilo.events.models import Event
 from suppilo.messaging import outbox, suppression
-from suppilo.messaging.outbox_models import OutboxMessage
+from suppilo.messaging.outbox_models import OutboxBody, OutboxMessage
 from suppilo.workspaces.models import AuditLog
 from tests.integration.messaging.outbox_support import RENDERED, add_contact
 
@@ -53,6 +53,7 @@ def test_export_holds_everything_about_the_person(client, session_factory, works
     assert [e["name"] for e in data["events"]] == ["Viewed Product"]
     assert data["consent_records"][0]["ip"] == "203.0.113.5"
     assert len(data["messages"]) == 2 and data["suppression"] == ["complaint"]
+    assert [b["subject"] for b in data["message_bodies"]] == [RENDERED["subject"]] * 2
     for key in ("identities", "touches", "stage_changes", "orders", "form_submissions", "carts"):
         assert key in data
     assert [a.subject_id for a in _audit(session_factory, workspace.id, "privacy.export")] == [cid]
@@ -75,7 +76,8 @@ def test_erasure_removes_personal_data_and_keeps_the_suppression_hash(client, se
             s.scalars(select(OutboxMessage).where(OutboxMessage.workspace_id == ws, OutboxMessage.contact_id == cid))
         )
         assert sorted(m.status for m in messages) == ["sent", "skipped"]
-        assert all(m.to_address is None and m.rendered is None for m in messages)
+        assert all(m.to_address is None for m in messages)
+        assert s.scalar(select(func.count()).where(OutboxBody.workspace_id == ws)) == 0  # the content is gone
         assert consent_service.list_records(s, ws, cid) == []
         assert suppression.check(s, ws, "ADA@example.com") == "complaint"  # the hash outlives the person
         blob = json.dumps([[e.properties, e.context] for e in events] + [m.to_address for m in messages])

@@ -153,3 +153,42 @@ def test_the_golden_cases_cover_every_language_of_each_template(key: str) -> Non
 if __name__ == "__main__":
     GOLDEN.write_text(json.dumps(render_all(), indent=0, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {GOLDEN}")
+
+
+def test_batch_rendering_equals_rendering_one_contact_at_a_time(session, workspace) -> None:
+    """The sender renders a claimed batch from bulk reads (``contact_contexts`` + ``render_loaded``); every shipped
+    template gives exactly what ``render_for_contact`` gives for the same stored contact."""
+    from suppilo.companies.models import Company
+    from suppilo.contacts import service as contacts_service
+    from suppilo.contacts.schemas import ContactCreate
+
+    company = Company(
+        workspace_id=workspace.id, name="Tunturi & Sons", name_lower="tunturi & sons", domain="tunturi.fi"
+    )
+    session.add(company)
+    session.flush()
+    ids = []
+    for i, c in enumerate(generated_contacts()):
+        data = ContactCreate(
+            email=c["email"],
+            first_name=c["first_name"],
+            last_name=c["last_name"],
+            language=c["language"],
+            country=c["country"] if c["country"] != "US" else None,
+            company_id=company.id if i % 2 else None,
+        )
+        ids.append(contacts_service.create_contact(session, workspace.id, data).id)
+    session.flush()
+    contexts = service.contact_contexts(session, workspace.id, ids)
+    assert set(contexts) == set(ids)
+    ws_context = service.workspace_context(session, workspace.id)
+    compared = 0
+    for spec in service.default_templates():
+        template = service.get_template_by_key(session, workspace.id, spec["key"])
+        for cid in ids:
+            for extra in ({**URLS}, {**EXTRA, **URLS}):
+                one = service.render_for_contact(session, workspace.id, spec["key"], cid, extra=extra)
+                batch = service.render_loaded(template, *contexts[cid], ws_context, extra=extra)
+                assert batch == one, (spec["key"], cid)
+                compared += 1
+    assert compared == len(service.default_templates()) * len(ids) * 2

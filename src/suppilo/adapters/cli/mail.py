@@ -13,10 +13,10 @@ import typer
 from rich.table import Table
 
 from suppilo.adapters.cli.common import JsonOpt, console, emit_json, fail
-from suppilo.adapters.cli.outbox import SenderSettings
 from suppilo.config import get_settings
 from suppilo.messaging.catcher import MailStore
 from suppilo.messaging.mime import DkimRecord, dkim_dns_record, dkim_public_key_pem, generate_dkim_private_key
+from suppilo.messaging.settings import configured_dkim_record
 
 mail_app = typer.Typer(help="Mail received by the built-in mail catcher.", no_args_is_help=True)
 
@@ -83,15 +83,6 @@ def mail_show(
     if body is None:
         body = _part(msg, "plain" if html else "html") or ""
     sys.stdout.write("\n" + body + ("" if body.endswith("\n") else "\n"))
-
-
-def configured_dkim_record(settings: SenderSettings | None = None) -> DkimRecord | None:
-    """The TXT record for the DKIM key the sender signs with, or None when DKIM is not configured."""
-    s = settings or SenderSettings()
-    if not (s.dkim_selector and s.dkim_domain and s.dkim_private_key_file):
-        return None
-    public = dkim_public_key_pem(s.dkim_private_key_file.read_bytes())
-    return dkim_dns_record(public, s.dkim_selector, s.dkim_domain)
 
 
 def _print_record(record: DkimRecord, as_json: bool) -> None:

@@ -3,103 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from pathlib import Path
 
 import typer
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.table import Table
-from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, console, emit_json, fail, resolve_workspace
-from suppilo.config import Settings, get_settings
+from suppilo.config import get_settings
 from suppilo.db.session import make_engine, make_session_factory
 from suppilo.errors import DomainError
 from suppilo.messaging import outbox as outbox_service
-from suppilo.messaging.sender import RunStats, Sender, SenderConfig
+from suppilo.messaging.settings import SenderSettings, run_sender, sender_config
+
+# The sender's settings and runner live in suppilo.messaging.settings (shared with the worker and the web);
+# the names stay importable from here.
+__all__ = ["SenderSettings", "outbox_app", "register", "run_sender", "sender_config"]
 
 outbox_app = typer.Typer(help="The outbox: send, inspect, resend uncertain messages.", no_args_is_help=True)
-
-
-class SenderSettings(BaseSettings):
-    """Sender settings (prefix ``SUPPILO_``): from address, rates, DKIM, lease."""
-
-    model_config = SettingsConfigDict(env_prefix="SUPPILO_", env_file=None, extra="ignore")
-
-    mail_from: str = Field(default="no-reply@suppilo.localhost", description="From address of outgoing mail.")
-    mail_from_name: str | None = Field(default=None, description="Display name (default: the workspace name).")
-    bounce_address: str | None = Field(default=None, description="Envelope sender (where DSNs go).")
-    unsubscribe_mailto: str | None = Field(default=None, description="mailto address in List-Unsubscribe.")
-    sender_concurrency: int | None = Field(default=None, ge=1, le=64, description="Concurrent sends (pool size).")
-    sender_chunk_size: int = Field(default=200, ge=1, le=5000, description="Rows claimed per transaction.")
-    sender_lease_seconds: float = Field(default=300.0, gt=0, description="After this a claim counts as abandoned.")
-    sender_rate: float = Field(default=0.0, ge=0, description="Global messages per second (0: unlimited).")
-    sender_domain_rate: float = Field(default=0.0, ge=0, description="Per destination domain per second.")
-    sender_domain_burst: int = Field(default=10, ge=1)
-    sender_max_attempts: int = Field(default=8, ge=1)
-    sender_backoff_seconds: float = Field(default=60.0, gt=0, description="First retry delay (doubles).")
-    dkim_selector: str | None = None
-    dkim_domain: str | None = None
-    dkim_private_key_file: Path | None = None
-
-
-def sender_config(settings: Settings, extra: SenderSettings | None = None, **overrides: object) -> SenderConfig:
-    """A SenderConfig from the settings."""
-    s = extra or SenderSettings()
-    key = s.dkim_private_key_file.read_bytes() if s.dkim_private_key_file else None
-    config = SenderConfig(
-        secret=settings.resolved_secret_key(),
-        public_url=settings.public_url,
-        from_address=s.mail_from,
-        from_name=s.mail_from_name,
-        envelope_from=s.bounce_address,
-        unsubscribe_mailto=s.unsubscribe_mailto,
-        concurrency=s.sender_concurrency or settings.smtp_pool_size,
-        chunk_size=s.sender_chunk_size,
-        lease_seconds=s.sender_lease_seconds,
-        global_rate=s.sender_rate,
-        domain_rate=s.sender_domain_rate,
-        domain_burst=s.sender_domain_burst,
-        max_attempts=s.sender_max_attempts,
-        backoff_base=s.sender_backoff_seconds,
-        dkim_selector=s.dkim_selector,
-        dkim_domain=s.dkim_domain,
-        dkim_private_key_pem=key,
-    )
-    for name, value in overrides.items():
-        if value is not None:
-            setattr(config, name, value)
-    return config
-
-
-async def run_sender(
-    factory: sessionmaker[Session],
-    settings: Settings,
-    *,
-    until_empty: bool,
-    max_seconds: float | None = None,
-    **overrides: object,
-) -> RunStats:
-    """Run the sender with the configured transport until stopped (SIGTERM/SIGINT) or empty."""
-    from suppilo.messaging.transport import transport_from_settings
-
-    config = sender_config(settings, **overrides)
-    transport = transport_from_settings(settings)
-    if hasattr(transport, "config"):
-        transport.config.pool_size = max(transport.config.pool_size, config.concurrency)
-    sender = Sender(factory, transport, config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        return await sender.run(until_empty=until_empty, stop=stop, max_seconds=max_seconds)
-    finally:
-        await transport.close()
 
 
 def register(app: typer.Typer) -> None:

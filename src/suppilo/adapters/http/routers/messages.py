@@ -225,7 +225,7 @@ def rotate_webhook_secret(principal: Admin, session: DbSession) -> dict[str, str
 @router.get("/api/v1/mail/dkim")
 def get_dkim_record(principal: Admin) -> dict[str, str]:
     """The DNS TXT record to publish for the DKIM key the sender signs with."""
-    from suppilo.adapters.cli.mail import configured_dkim_record
+    from suppilo.messaging.settings import configured_dkim_record
 
     record = configured_dkim_record()
     if record is None:

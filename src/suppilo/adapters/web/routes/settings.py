@@ -415,8 +415,7 @@ def consent_settings(request: Request, ctx: Workspace_, session: ReadSession) ->
 def sending_settings(request: Request, ctx: Workspace_) -> Response:
     """The From address and the DKIM TXT record to publish (what ``suppilo mail dkim-record`` prints)."""
     _admin(ctx)
-    from suppilo.adapters.cli.mail import configured_dkim_record
-    from suppilo.adapters.cli.outbox import SenderSettings
+    from suppilo.messaging.settings import SenderSettings, configured_dkim_record
 
     sender = SenderSettings()
     error = ""
