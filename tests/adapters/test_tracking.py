@@ -650,3 +650,102 @@ def test_identify_never_takes_an_email_from_another_user(send, workspace, db) ->
     one = db.scalar(select(Contact).where(Contact.workspace_id == workspace.id, Contact.external_id == "u-1"))
     two = db.scalar(select(Contact).where(Contact.workspace_id == workspace.id, Contact.external_id == "u-2"))
     assert one.email == "one@example.fi" and two is not None and two.id != one.id and two.email is None
+
+
+def _contact_by(db: Session, ws: int, **where) -> Contact | None:
+    db.expire_all()
+    return db.scalar(
+        select(Contact).where(Contact.workspace_id == ws, *(getattr(Contact, k) == v for k, v in where.items()))
+    )
+
+
+def test_identify_with_another_contacts_email_merges_it_into_the_user(send, workspace, db, client) -> None:
+    from suppilo.contacts.models import ContactMerge
+
+    # A lead from a form (email only, a name and a page view of its own) ...
+    r = client.post(
+        "/api/v1/contacts", json={"email": "lead2@example.fi", "first_name": "Lea"}, headers=workspace.auth("write")
+    )
+    lead_id = r.json()["id"]
+    anon = mid()
+    send("POST", "/v1/page", json=page(anon), headers=basic(workspace.track_key))
+    send(  # the lead's earlier visit, joined to the lead when it identified with its address
+        "POST",
+        "/v1/identify",
+        json={"anonymousId": anon, "traits": {"email": "lead2@example.fi"}},
+        headers=basic(workspace.track_key),
+    )
+    # ... is the person who signed up earlier with an older address.
+    for body in (
+        {"messageId": mid(), "userId": "u-600", "traits": {"email": "old600@example.fi", "lastName": "Lahti"}},
+        {"messageId": mid(), "userId": "u-600", "event": "Signed In"},
+    ):
+        path = "/v1/identify" if "traits" in body else "/v1/track"
+        assert send("POST", path, json=body, headers=basic(workspace.track_key)).status_code == 200
+    user_id = _contact_by(db, workspace.id, external_id="u-600").id
+    res = send(
+        "POST",
+        "/v1/identify",
+        json={"messageId": mid(), "userId": "u-600", "traits": {"email": "Lead2@example.fi"}},
+        headers=basic(workspace.track_key),
+    )
+    assert res.status_code == 200 and res.json() == {"success": True}
+    user = _contact_by(db, workspace.id, external_id="u-600")
+    assert user.id == user_id and user.email == "lead2@example.fi"
+    assert user.first_name == "Lea" and user.last_name == "Lahti"  # both contacts' fields
+    assert db.get(Contact, lead_id) is None
+    assert _contact_by(db, workspace.id, email="old600@example.fi") is None
+    names = set(db.scalars(select(Event.name).where(Event.workspace_id == workspace.id, Event.contact_id == user.id)))
+    assert {"Signed In", "identify", "Home"} <= names  # the user's history and the lead's page view
+    merge = db.scalar(
+        select(ContactMerge).where(ContactMerge.workspace_id == workspace.id, ContactMerge.merged_id == lead_id)
+    )
+    assert (merge.contact_id, merge.reason) == (user.id, "identity resolution")
+    assert contact_of(db, workspace.id, anon).id == user.id  # the lead's anonymous id names the user now
+
+
+def test_a_new_user_identifying_with_a_leads_email_in_one_batch_becomes_that_contact(
+    send, workspace, db, client
+) -> None:
+    r = client.post(
+        "/api/v1/contacts", json={"email": "lead3@example.fi", "first_name": "Lotta"}, headers=workspace.auth("write")
+    )
+    lead_id = r.json()["id"]
+    batch = [
+        {"type": "track", "messageId": mid(), "userId": "u-700", "event": "Signed Up"},
+        {"type": "identify", "messageId": mid(), "userId": "u-700", "traits": {"email": "lead3@example.fi"}},
+    ]
+    res = send("POST", "/v1/batch", json={"batch": batch}, headers=basic(workspace.track_key))
+    assert res.status_code == 200 and res.json()["errors"] == [] and res.json()["accepted"] == 2
+    contact = _contact_by(db, workspace.id, external_id="u-700")
+    assert contact.id == lead_id and contact.email == "lead3@example.fi" and contact.first_name == "Lotta"
+    names = set(db.scalars(select(Event.name).where(Event.workspace_id == workspace.id, Event.contact_id == lead_id)))
+    assert names == {"Signed Up", "identify"}
+    n = db.scalar(select(func.count()).select_from(Contact).where(Contact.workspace_id == workspace.id))
+    assert n == 1
+
+
+def test_analytics_js_group_alias_and_batch_one_letter_paths(send, workspace, db) -> None:
+    from suppilo.companies.models import Company
+
+    anon = mid()
+    key = basic(workspace.track_key)
+    res = send("POST", "/v1/b", json={"batch": [page(anon), page(anon)]}, headers=key)
+    assert res.status_code == 200 and res.json()["accepted"] == 2
+    res = send("POST", "/v1/a", json={"messageId": mid(), "previousId": anon, "userId": "u-88"}, headers=key)
+    assert res.status_code == 200
+    res = send(
+        "POST",
+        "/v1/g",
+        json={"messageId": mid(), "userId": "u-88", "groupId": "acme-1", "traits": {"name": "Acme Oy"}},
+        headers=key,
+    )
+    assert res.status_code == 200
+    contact = contact_of(db, workspace.id, anon)
+    db.refresh(contact)
+    company = db.scalar(select(Company).where(Company.workspace_id == workspace.id, Company.external_id == "acme-1"))
+    assert contact.external_id == "u-88" and company.name == "Acme Oy" and contact.company_id == company.id
+    kinds = sorted(db.scalars(select(Event.kind).where(Event.workspace_id == workspace.id)))
+    assert kinds == ["alias", "group", "page", "page"]
+    res = send("POST", "/v1/g", json={"messageId": mid(), "userId": "u-88"}, headers=key)
+    assert res.status_code == 422 and res.json()["error"]["path"] == "groupId"

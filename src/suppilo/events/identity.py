@@ -208,6 +208,8 @@ class Resolver:
         self.identities: list[tuple[str, str, Person]] = []
         self.merges: list[Person] = []  # stored persons joined into another
         self.identified: list[Person] = []  # persons an identify gave an email
+        # (person, email): an identify gave a stored contact the address of a contact merged into it
+        self.after_merge_email: list[tuple[Person, str]] = []
 
     def _new(self, *, anonymous: bool) -> Person:
         person = Person(is_anonymous=anonymous)
@@ -222,6 +224,8 @@ class Resolver:
         if src.id is None:
             for key, value in src.changes.items():
                 dst.changes.setdefault(key, value)
+            if src.external_id and dst.external_id is None:
+                dst.external_id = src.external_id
             if src.email and not dst.email and "email" not in dst.changes:
                 dst.changes["email"] = src.email
                 dst.email = src.email
@@ -274,20 +278,35 @@ class Resolver:
         by_user = self._lookup(self.users, user_id)
         by_email = self._lookup(self.emails, email)
         if (
-            by_user is not None
+            email
+            and by_user is not None
             and by_email is not None
             and by_user is not by_email
             and by_email.external_id is None
-            and by_user.email is None
         ):
             # The user's email belongs to a contact known only by that address (a form lead, an import): they are
-            # one person; the address's contact is merged into the user's, its history moving along.
-            self._join(by_email, by_user)
-            # The merge moves the address onto the user's contact (after the other row lets go of it), so it is
-            # not written as a change here: that would collide with the merged row's address.
-            by_user.email = email
-            self.emails[email] = by_user
-            by_email = by_user
+            # one person. (An address held by another user id stays there: two accounts are not one person because
+            # of one identify.)
+            if by_email.id is None:
+                self._join(by_email, by_user)  # the address's contact is new in this batch: it simply joins
+                by_email = by_user
+            elif by_user.id is None:
+                self._join(by_user, by_email)  # the user is new in this batch: it joins the stored contact
+                by_user = by_email
+            else:
+                # Two stored contacts: the address's is merged into the user's, its history moving along. The
+                # address moves only once the merged row has let go of it (``merge_contacts`` fills an empty one,
+                # ``after_merge_email`` replaces an older one), so it is not written as a change here: that would
+                # collide with the merged row's address.
+                self._join(by_email, by_user)
+                if by_user.email is not None and by_user.email != email:
+                    if self.emails.get(by_user.email) is by_user:
+                        del self.emails[by_user.email]
+                    self.after_merge_email.append((by_user, email))
+                by_user.email = email
+                by_user.changes.pop("email", None)
+                self.emails[email] = by_user
+                by_email = by_user
         known = by_user or by_email
         if known is None and (user_id or email):
             if by_anon is not None and (by_anon.external_id is None or by_anon.external_id == user_id):

@@ -693,6 +693,13 @@ def store(
         if keep.id is not None and merged.id is not None and keep.id != merged.id:
             merge_contacts(session, workspace_id, keep.id, merged.id, reason="identity resolution", actor="tracking")
             keep.stage = session.scalar(select(Contact.lifecycle_stage).where(Contact.id == keep.id)) or keep.stage
+    for person, email in resolver.after_merge_email:
+        target = person.find()
+        contact = session.get(Contact, target.id) if target.id is not None else None
+        if contact is not None and contact.workspace_id == workspace_id and contact.email != email:
+            contact.email = email
+            contact.version = (contact.version or 1) + 1
+            session.flush()
 
     candidates: dict[int, tuple[str, datetime]] = {}
     for p, at in identified:
