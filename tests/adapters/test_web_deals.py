@@ -444,3 +444,8 @@ def test_forecast_view_with_chart_csv_and_bad_input(client, session_factory, wor
     assert rows[0] == ["owner", "currency", "converted", "deals", "best_case", "weighted", "commit"]
     assert rows[1][1:] == ["EUR", "no", "2", "1500.00", "1000.00", "1000.00"]
     assert client.get(f"{url}.csv?group_by=galaxy").status_code == 422
+    # Without an exchange rate a USD deal is shown in its own currency, and the page says so.
+    assert "i sin egen valuta" not in client.get(url).text  # the analyst reads Swedish
+    deal(client, workspace, name="C", amount_minor=70_000, currency="USD", stage_id=stages["demo"], owner_id=rep)
+    html = client.get(f"{url}?group_by=owner").text
+    assert "i sin egen valuta" in html and "700,00\xa0US$" in html

@@ -678,8 +678,12 @@ def forecast_page(
             [float(Decimal(getattr(t, field)).scaleb(-digits)) for _, t in converted[:12]]
             for field in ("weighted_minor", "commit_minor", "best_case_minor")
         ]
+        # Large amounts are drawn in thousands so the axis labels fit.
+        thousands = max((v for s in series for v in s), default=0) >= 10_000
+        if thousands:
+            series = [[v / 1000 for v in s] for s in series]
         bars, labels, ticks, top = charts.grouped_columns(keys, series)
-        chart = {"bars": bars, "labels": labels, "ticks": ticks, "top": top}
+        chart = {"bars": bars, "labels": labels, "ticks": ticks, "top": top, "thousands": thousands}
     query = request.url.query
     return render(
         request,
@@ -693,6 +697,7 @@ def forecast_page(
         data=data,
         rows=rows,
         chart=chart,
+        unconverted=any(t.currency != data.currency for g in data.groups for t in g.totals),
         palette=PALETTE,
         errors=errors,
         params={"group_by": data.group_by, "pipeline": str(pipeline_id or ""), "stalls_by": data.stalls_by or "team"},
