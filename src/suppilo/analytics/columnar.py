@@ -371,29 +371,62 @@ def copied_rows(con: duckdb.DuckDBPyConnection, workspace_id: int) -> int:
 
 
 def grouped_rows(
-    con: duckdb.DuckDBPyConnection, workspace_id: int, columns: str, where: str, params: dict[str, Any]
+    con: duckdb.DuckDBPyConnection,
+    workspace_id: int,
+    columns: str,
+    where: str,
+    params: dict[str, Any],
+    *,
+    order: str,
+    ties_by_id: bool,
 ) -> dict[str, np.ndarray]:
     """``SELECT contact_id AS c, {columns} … WHERE {where}`` over the workspace's copy, every contact's rows
-    together and in (time, event id) order: the main part in stored order, plus — re-sorted by DuckDB — the rows of
-    the (few) contacts that also have tail rows. ``columns``/``where`` are fixed SQL text of the caller; values are
-    parameters."""
+    together and in time order: the main part in stored order (sorted by contact, time, id), with the (few) contacts
+    that also have tail rows cut out and merged with their tail rows by the fetched column ``order`` (a time). With
+    ``ties_by_id``, a main row and a tail row of one contact at the same time are ordered by event id (those
+    contacts' rows are read again sorted by DuckDB). ``columns``/``where`` are fixed SQL text of the caller; values
+    are parameters."""
     ensure_tables(con, workspace_id)
     main, tail = main_table(workspace_id), tail_table(workspace_id)
     top = _count(con, f"SELECT greatest((SELECT max(contact_id) FROM {main}), (SELECT max(contact_id) FROM {tail}))")
     contact = "contact_id::INTEGER" if top < 2**31 else "contact_id"  # half the bytes to fetch when ids allow
     select_sql = f"SELECT {contact} AS c, {columns} FROM {{src}} WHERE {where}"
-    got = con.execute(select_sql.format(src=main), params).fetchnumpy()
-    out = {k: np.asarray(v) for k, v in got.items()}
+
+    def fetch(sql: str, extra: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        got = con.execute(sql, {**params, **(extra or {})}).fetchnumpy()
+        return {k: np.asarray(v) for k, v in got.items()}
+
+    out = fetch(select_sql.format(src=main))
     if _count(con, f"SELECT count(*) FROM {tail}") == 0:
         return out
-    touched = np.asarray(con.execute(f"SELECT DISTINCT contact_id FROM {tail}").fetchnumpy()["contact_id"])
-    src = (
-        f"(SELECT * FROM {main} WHERE contact_id IN (SELECT contact_id FROM {tail}) UNION ALL SELECT * FROM {tail})"
-        " AS both_parts"
-    )
-    extra = con.execute(select_sql.format(src=src) + " ORDER BY contact_id, ts, id", params).fetchnumpy()
-    keep = ~np.isin(out["c"], touched)
-    return {k: np.concatenate([out[k][keep], np.asarray(extra[k])]) for k in out}
+    late = fetch(select_sql.format(src=tail) + " ORDER BY contact_id, ts, id")
+    if not late["c"].size:
+        return out
+    # The main part is sorted by contact: each touched contact's rows are one slice of it.
+    touched = np.unique(late["c"])
+    lo = np.searchsorted(out["c"], touched, side="left")
+    hi = np.searchsorted(out["c"], touched, side="right")
+    lengths = hi - lo
+    cut = np.arange(int(lengths.sum())) + np.repeat(lo - np.cumsum(lengths) + lengths, lengths)
+    keep = np.ones(out["c"].size, dtype=np.bool_)
+    keep[cut] = False
+    from_tail = np.r_[np.zeros(cut.size, dtype=np.bool_), np.ones(late["c"].size, dtype=np.bool_)]
+    both = {k: np.concatenate([out[k][cut], late[k]]) for k in out}
+    at = np.lexsort((from_tail, both[order], both["c"]))  # stable: on a tie in time the main row first
+    both = {k: v[at] for k, v in both.items()}
+    if ties_by_id:
+        src, c, t = from_tail[at], both["c"], both[order]
+        tie = (c[1:] == c[:-1]) & (t[1:] == t[:-1]) & (src[1:] != src[:-1])
+        if tie.any():
+            redo = np.unique(c[1:][tie])
+            drop = np.isin(both["c"], redo)
+            union = f"(SELECT * FROM {main} UNION ALL SELECT * FROM {tail}) AS all_rows"
+            exact = fetch(
+                select_sql.format(src=union) + " AND list_contains($redo, contact_id) ORDER BY contact_id, ts, id",
+                {"redo": redo.astype(np.int64).tolist()},
+            )
+            both = {k: np.concatenate([v[~drop], exact[k]]) for k, v in both.items()}
+    return {k: np.concatenate([out[k][keep], both[k]]) for k in out}
 
 
 def _codes(con: duckdb.DuckDBPyConnection, table: str, col: str, values: Sequence[str]) -> dict[str, int]:
@@ -454,6 +487,8 @@ def ordered_funnel(
             f" (coalesce({_case('path_id', by_path)}, -1))::SMALLINT AS lp",
             f"ts >= $start AND ts < $end AND ({' OR '.join(match)})",
             {"start": _us(start), "end": _us(end)},
+            order="ts",
+            ties_by_id=True,
         )
         ln, lp, c, t = rows["ln"], rows["lp"], rows["c"], rows["ts"]
         if not by_path:
@@ -523,7 +558,8 @@ def cohort_counts(
     start_code = codes[start_event] if start_event else None
     return_code = codes.get(return_event, -1) if return_event else None
     cols = f"(ts // {US_PER_DAY})::INTEGER AS d" + (", name_id" if start_event or return_event else "")
-    rows = grouped_rows(con, workspace_id, cols, "ts < $end", {"end": _us(end)})
+    # Only the day matters to a cohort, so rows of one day may come in any order.
+    rows = grouped_rows(con, workspace_id, cols, "ts < $end", {"end": _us(end)}, order="d", ties_by_id=False)
     c = rows["c"]
     if not c.size:
         return {}, {}

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import BigInteger, Date, Float, Index, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, TenantMixin, utcnow
@@ -55,3 +55,18 @@ class ClvFit(TenantMixin, Base):
     customers: Mapped[int] = mapped_column(Integer, nullable=False)
     method: Mapped[str] = mapped_column(String(32), nullable=False)
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+
+
+class DashboardSnapshot(TenantMixin, Base):
+    """The web dashboard's figures for one period length, computed from scratch by ``analytics.dashboard`` (a worker
+    job keeps them current); ``watermark`` names the source rows they were computed from."""
+
+    __tablename__ = "dashboard_snapshots"
+    __table_args__ = (UniqueConstraint("workspace_id", "days"),)
+
+    days: Mapped[int] = mapped_column(Integer, nullable=False)
+    as_of: Mapped[date] = mapped_column(Date, nullable=False)  # the last day of the period (UTC)
+    watermark: Mapped[str] = mapped_column(String(200), nullable=False)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)  # how long the computation took
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)

@@ -207,3 +207,53 @@ def test_recreated_source_rebuilds_the_copy(session, workspace, tmp_path) -> Non
         con.execute("UPDATE sync_state SET high_water_message = 'elsewhere' WHERE workspace_id = ?", [ws])
         again = columnar.sync(session, con, ws)
     assert again.rebuilt and again.rows == first.rows
+
+
+def test_rows_tied_in_time_across_main_and_tail_keep_event_id_order(session, workspace, tmp_path, monkeypatch) -> None:
+    ws = workspace.id
+    keep, merged = _contacts(session, ws, 2)
+    at = datetime(2025, 3, 3, 10, tzinfo=UTC)
+
+    def ev(cid: int, name: str) -> None:
+        session.execute(
+            insert(Event),
+            [
+                {
+                    "workspace_id": ws,
+                    "contact_id": cid,
+                    "kind": "track",
+                    "name": name,
+                    "properties": {},
+                    "context": {},
+                    "occurred_at": at,
+                    "received_at": at,
+                    "message_id": f"tie-{next(_msg)}",
+                }
+            ],
+        )
+        session.flush()
+
+    ev(merged, "Form Submitted")  # the lower id, same instant
+    ev(keep, "Visit")
+    session.commit()
+    store = columnar.ColumnarStore(tmp_path)
+    monkeypatch.setattr(columnar, "COMPACT_MIN_ROWS", 0)
+    monkeypatch.setattr(columnar, "COMPACT_SHARE", 0.0)
+    with store.connect(session) as con:
+        assert columnar.sync(session, con, ws).compacted
+    # The merge moves the form (lower id) into the tail under the kept contact, tied in time with its visit (main).
+    merge_contacts(session, ws, keep, merged, reason="test", actor=None)
+    session.commit()
+    monkeypatch.setattr(columnar, "COMPACT_MIN_ROWS", 10**9)
+    kw = {"min_contacts": 1}
+    sql = service.event_funnel_report(session, ws, ["Visit", "Form Submitted"], 7, FROM, TO, engine="sql", **kw)
+    col = service.event_funnel_report(
+        session, ws, ["Visit", "Form Submitted"], 7, FROM, TO, engine="columnar", store=store, **kw
+    )
+    # By event id the form came first, so the visit is not followed by it.
+    assert [s["count"] for s in sql["steps"]] == [s["count"] for s in col["steps"]] == [1, 0]
+    sql = service.event_funnel_report(session, ws, ["Form Submitted", "Visit"], 7, FROM, TO, engine="sql", **kw)
+    col = service.event_funnel_report(
+        session, ws, ["Form Submitted", "Visit"], 7, FROM, TO, engine="columnar", store=store, **kw
+    )
+    assert [s["count"] for s in sql["steps"]] == [s["count"] for s in col["steps"]] == [1, 1]

@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.advocacy.tasks import run_advocacy
+from suppilo.analytics.dashboard import REFRESH_SECONDS as DASHBOARD_REFRESH_SECONDS
+from suppilo.analytics.dashboard import run_refresh as run_dashboard_refresh
 from suppilo.commerce.tasks import run_abandoned_carts
 from suppilo.deals.tasks import run_sales
 from suppilo.journeys.lapse import run_lapse_refresh
@@ -72,6 +74,7 @@ JOBS: list[JobEntry] = [
     ("sales", 30.0, run_sales),
     ("recommendations", 3600.0, run_recommendations),
     ("advocacy", 5.0, run_advocacy),
+    ("dashboard", DASHBOARD_REFRESH_SECONDS, run_dashboard_refresh),
 ]
 
 
