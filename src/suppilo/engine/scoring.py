@@ -423,6 +423,64 @@ def best_fit(
     return best
 
 
+def _criterion_key(c: Any) -> Callable[[FitFacts], Any]:
+    """The facts one criterion reads (its result is a function of them)."""
+    if isinstance(c, IndustriesCriterion):
+        return lambda f: f.industry
+    if isinstance(c, EmployeesCriterion):
+        return lambda f: f.employees
+    if isinstance(c, RevenueCriterion):
+        return lambda f: (f.revenue_minor, f.revenue_currency)
+    if isinstance(c, LocationCriterion):
+        return lambda f: f.country
+    if isinstance(c, KeywordsCriterion):
+        return lambda f: f.job_title
+    if isinstance(c, PainPointsCriterion):
+        return lambda f: f.tags
+    return lambda f: (f.budget_minor, f.budget_currency)
+
+
+class FitScorer:
+    """``best_fit`` for many contacts (results equal to ``best_fit``): each criterion's result is kept per distinct
+    value of the facts it reads, and ``key(facts)`` gives those values for every criterion, so callers can keep
+    anything derived from the result per key."""
+
+    def __init__(self, icps: Sequence[tuple[int, IcpDefinition]], convert: Convert | None = None) -> None:
+        self._icps = [(icp_id, icp, icp.criteria()) for icp_id, icp in icps]
+        self._convert = convert
+        self._getters = [_criterion_key(c) for _, _, criteria in self._icps for _, c in criteria]
+        self._memo: list[dict[Any, CriterionResult]] = [{} for _ in self._getters]
+
+    def key(self, facts: FitFacts) -> tuple[Any, ...]:
+        """What the result depends on: equal keys, equal results."""
+        return tuple([g(facts) for g in self._getters])
+
+    def __call__(self, facts: FitFacts) -> tuple[int, FitResult] | None:
+        best: tuple[int, FitResult] | None = None
+        i = 0
+        for icp_id, icp, criteria in self._icps:
+            lines: list[CriterionResult] = []
+            total = 0.0
+            got = 0.0
+            for name, c in criteria:
+                memo = self._memo[i]
+                key = self._getters[i](facts)
+                i += 1
+                line = memo.get(key)
+                if line is None:
+                    matched, detail = _criterion(name, c, facts, self._convert)
+                    line = CriterionResult(name, matched, c.weight if matched else 0.0, c.weight, detail)
+                    if len(memo) < 100_000:
+                        memo[key] = line
+                lines.append(line)
+                total += c.weight
+                got += line.points
+            score = round(100.0 * got / total, 2) if total > 0 else 0.0
+            if best is None or score > best[1].score:
+                best = (icp_id, FitResult(score, grade_for(score, icp.grades), lines))
+        return best
+
+
 # --- engagement ----------------------------------------------------------------------------------------------------
 
 
@@ -706,6 +764,51 @@ def engagement(
     return EngagementResult(total, now, contributions[:top], state)
 
 
+def engagement_matched(
+    events: Iterable[tuple[int, int, Sequence[int]]],
+    config: EngagementConfig,
+    now: datetime,
+    now_us: int,
+    top: int = 5,
+    half_life_us: int | None = None,
+) -> EngagementResult:
+    """``engagement`` over events already matched to rules, for bulk rescoring: each event is (its time in
+    microseconds since the epoch, its id, the indices in ``config.rules`` of the rules it matches ignoring caps).
+
+    The same arithmetic in the same order as ``engagement`` (time differences as integer microseconds divided
+    exactly as ``timedelta`` division does), so both give bit-identical scores; events after ``now_us`` are left
+    out.
+    """
+    hl_us = half_life_us if half_life_us is not None else config.half_life // timedelta(microseconds=1)
+    rules = config.rules
+    counts: dict[str, dict[int, int]] = {}
+    per_rule: dict[str, list[float]] = {}
+    total = 0.0
+    for at_us, _id, matched in sorted(e for e in events if e[0] <= now_us):
+        factor = float(2.0 ** (-((now_us - at_us) / hl_us)))
+        for i in matched:
+            rule = rules[i]
+            if rule.max_per_period is not None:
+                periods = counts.setdefault(rule.key, {})
+                p = math.floor(at_us / 1_000_000 / (86_400 * rule.period_days))
+                if periods.get(p, 0) >= rule.max_per_period:
+                    continue
+                periods[p] = periods.get(p, 0) + 1
+            acc = per_rule.setdefault(rule.key, [0.0, 0.0, 0.0])
+            acc[0] += 1
+            acc[1] += rule.points
+            acc[2] += rule.points * factor
+            total += rule.points * factor
+    contributions = sorted(
+        (Contribution(k, int(v[0]), v[1], v[2]) for k, v in per_rule.items()),
+        key=lambda c: (-abs(c.points_now), c.rule),
+    )
+    state = {k: {str(p): n for p, n in v.items()} for k, v in counts.items()}
+    if state:
+        _counts_prune(state, rules, now - config.half_life * HORIZON_HALF_LIVES)
+    return EngagementResult(total, now, contributions[:top], state)
+
+
 # --- predictive score -----------------------------------------------------------------------------------------------
 
 MIN_POSITIVES = 20
@@ -953,6 +1056,7 @@ __all__ = [
     "EngagementRule",
     "FitFacts",
     "FitResult",
+    "FitScorer",
     "IcpDefinition",
     "InsufficientHistory",
     "PredictiveExample",
@@ -969,6 +1073,7 @@ __all__ = [
     "decayed_compare",
     "decayed_threshold",
     "engagement",
+    "engagement_matched",
     "epoch_seconds",
     "fit",
     "grade_for",

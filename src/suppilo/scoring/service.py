@@ -1033,6 +1033,12 @@ def all_contact_ids(session: Session, workspace_id: int) -> list[int]:
     return list(session.scalars(select(Contact.id).where(Contact.workspace_id == workspace_id).order_by(Contact.id)))
 
 
+def _set_based() -> Any:
+    from suppilo.scoring import bulk  # bulk builds on this module
+
+    return bulk
+
+
 def run_workspace(session: Session, workspace_id: int, now: datetime | None = None) -> RunResult:
     """Rescore what changed since the last run: fit for contacts/companies updated since then (all after an ICP
     change), engagement for contacts with new events (by id, plus a look-back by arrival time for events whose
@@ -1060,36 +1066,18 @@ def run_workspace(session: Session, workspace_id: int, now: datetime | None = No
             )
     full_fit = settings.fit_full_pending or since is None
     if full_fit:
-        fit_ids = all_contact_ids(session, workspace_id)
         changed_companies = list(
             session.scalars(select(Company.id).where(Company.workspace_id == workspace_id).order_by(Company.id))
         )
+        fit = _set_based().bulk_fit(session, workspace_id, None, now)  # every contact: set-based
     else:
-        fit_ids = sorted(updated)
-    fit = recompute_fit(session, workspace_id, fit_ids, now)
+        fit = recompute_fit(session, workspace_id, sorted(updated), now)
     companies = recompute_company_fit(session, workspace_id, changed_companies, now)
 
     top = session.scalar(select(func.max(Event.id)).where(Event.workspace_id == workspace_id)) or 0
     if settings.engagement_full_pending:
-        config = engagement_config(session, workspace_id)
-        touched = set(
-            session.scalars(
-                select(Event.contact_id)
-                .where(
-                    Event.workspace_id == workspace_id,
-                    Event.contact_id.isnot(None),
-                    Event.occurred_at >= horizon_start(now, config),
-                )
-                .distinct()
-            )
-        )
-        touched.update(
-            session.scalars(
-                select(ContactScore.contact_id).where(
-                    ContactScore.workspace_id == workspace_id, ContactScore.kind == "engagement"
-                )
-            )
-        )
+        # every contact with events in the horizon or a stored engagement score (the others score nothing)
+        eng = _set_based().bulk_engagement(session, workspace_id, None, now)
     else:
         late = (settings.events_scanned_at or now) - LOOKBACK
         touched = set(
@@ -1106,7 +1094,7 @@ def run_workspace(session: Session, workspace_id: int, now: datetime | None = No
             )
         )
         touched.update(updated)
-    eng = recompute_engagement(session, workspace_id, sorted(int(c) for c in touched if c is not None), now)
+        eng = recompute_engagement(session, workspace_id, sorted(int(c) for c in touched if c is not None), now)
 
     settings.fit_cursor_at = now
     settings.events_scanned_at = now
@@ -1121,7 +1109,7 @@ def run_workspace(session: Session, workspace_id: int, now: datetime | None = No
 def score_all_fit(session: Session, workspace_id: int, now: datetime | None = None) -> ScoreWrite:
     """Fit for every contact and company of the workspace now; the next scoring run continues from here."""
     now = now or utcnow()
-    result = recompute_fit(session, workspace_id, all_contact_ids(session, workspace_id), now)
+    result: ScoreWrite = _set_based().bulk_fit(session, workspace_id, None, now)
     company_ids = list(session.scalars(select(Company.id).where(Company.workspace_id == workspace_id)))
     recompute_company_fit(session, workspace_id, company_ids, now)
     settings = _settings(session, workspace_id)
@@ -1141,7 +1129,8 @@ def recompute(
     """Rescore these contacts (None: all of the workspace) now; unknown ids are refused by path."""
     now = now or utcnow()
     if contact_ids is None:
-        ids = all_contact_ids(session, workspace_id)
+        done: dict[str, ScoreWrite] = _set_based().rescore_all(session, workspace_id, kinds, now)
+        return done
     else:
         ids = list(contact_ids)
         known: set[int] = set()

@@ -15,7 +15,7 @@ from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, cons
 from suppilo.db.base import utcnow
 from suppilo.engine.scoring import engagement_to_json
 from suppilo.errors import DomainError
-from suppilo.scoring import predictive, service
+from suppilo.scoring import bulk, predictive, service
 from suppilo.scoring.schemas import IcpCreate, IcpUpdate
 
 scoring_app = typer.Typer(help="Scoring: ICP fit, engagement rules, recompute and explain.", no_args_is_help=True)
@@ -138,7 +138,8 @@ def recompute(
     workspace: str | None = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Rescore contacts now, committing every 1,000 contacts (safe to interrupt and run again)."""
+    """Rescore contacts now: every contact set-based in one transaction, or the given ones committing every
+    1,000 (safe to interrupt and run again)."""
     bad = [k for k in kind if k not in ("fit", "engagement")]
     if bad:
         fail(f"--kind: {bad[0]!r} is not fit or engagement")
@@ -156,7 +157,14 @@ def recompute(
                 console=console,
                 disable=as_json,
             ) as progress:
-                task = progress.add_task("scoring", total=len(ids))
+                if not contact:  # every contact: the set-based path, one transaction
+                    whole = progress.add_task("scoring", total=len(ids) * len(kind))
+                    for k, r in bulk.rescore_all(
+                        session, ws.id, kind, now, progress=lambda n: progress.advance(whole, n)
+                    ).items():
+                        totals[k] = {"scored": r.scored, "changed": len(r.changed)}
+                    ids = []
+                task = progress.add_task("scoring", total=len(ids), visible=bool(ids))
                 for i in range(0, len(ids), BATCH):
                     chunk = ids[i : i + BATCH]
                     for k, r in service.recompute(session, ws.id, chunk, kind, now).items():

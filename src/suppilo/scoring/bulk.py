@@ -1,0 +1,543 @@
+"""Set-based rescoring: fit and engagement for many contacts at once, equal to the per-contact path.
+
+``service.recompute_fit`` and ``service.recompute_engagement`` read and write 1,000 contacts at a time through
+SQLAlchemy and score each contact on its own. Here the same results come from:
+
+- **reads in large id ranges** on the DBAPI cursor (contacts joined to their company, tags, stored scores, and the
+  engagement events of the horizon with their time as integer microseconds computed by the database), only the
+  columns the active ICPs and rules read;
+- **fit computed once per distinct set of facts** (``best_fit`` is a pure function of ``FitFacts``, so contacts
+  sharing facts share the result and its explanation's JSON text);
+- **rules matched once per distinct (event name, kind)** (and per distinct properties only for rules with a
+  ``where``), and the decay computed by ``engine.scoring.engagement_matched`` with the same arithmetic as
+  ``engagement``, so the scores are bit-identical;
+- **bulk writes** of what changed: SQLite ``executemany`` in the caller's transaction; PostgreSQL ``COPY`` into a
+  temporary table and one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` (history rows are copied straight in).
+
+Explanations, history rows (same reasons and thresholds), stage thresholds and segment updates follow exactly as on
+the per-contact path; when many contacts changed, the segments reading that score are refreshed in full (compiled
+SQL) instead of contact by contact, which stores the same membership.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from suppilo.db.base import utcnow
+from suppilo.engine.filters import decay_key
+from suppilo.engine.scoring import (
+    EngagementConfig,
+    FitFacts,
+    FitScorer,
+    PainPointsCriterion,
+    engagement_matched,
+    horizon_start,
+)
+from suppilo.scoring import service
+from suppilo.segments import service as segments_service
+from suppilo.segments.models import Segment
+
+# Contacts read, scored and written per round.
+RANGE = 50_000
+# With more changed contacts than this, segments reading the score are refreshed in full rather than per contact.
+SEGMENT_FULL_REFRESH = 5_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+Progress = Callable[[int], None]
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _cursor(session: Session) -> Any:
+    session.flush()
+    return session.connection().connection.cursor()
+
+
+def _sql(session: Session, text: str) -> str:
+    return text.replace("?", "%s") if _dialect(session) == "postgresql" else text
+
+
+def _ranges(ids: Sequence[int]) -> Iterator[tuple[int, int, Sequence[int]]]:
+    size = RANGE
+    for i in range(0, len(ids), size):
+        part = ids[i : i + size]
+        yield part[0], part[-1], part
+
+
+def _time_text(session: Session, t: datetime) -> Any:
+    """A time as the driver takes it (SQLite: naive UTC text as SQLAlchemy stores it)."""
+    if _dialect(session) == "sqlite":
+        return t.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return t
+
+
+def _epoch_us_sql(session: Session, column: str) -> str:
+    """SQL giving a stored time as integer microseconds since the epoch (exact on both databases)."""
+    if _dialect(session) == "sqlite":
+        # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's SQLite format, always six fraction digits)
+        return f"(CAST(strftime('%s', {column}) AS INTEGER) * 1000000 + CAST(substr({column}, 21, 6) AS INTEGER))"
+    return f"CAST(extract(epoch FROM {column}) * 1000000 AS BIGINT)"
+
+
+def _json_text(session: Session, column: str) -> str:
+    return f"{column}::text" if _dialect(session) == "postgresql" else column
+
+
+class _JsonCache:
+    """Parsed JSON by its stored text (stored explanations repeat: parsing each distinct text once)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, Any] = {}
+
+    def __call__(self, raw: Any) -> Any:
+        if raw is None or not isinstance(raw, str | bytes):
+            return raw
+        hit = self._seen.get(raw)
+        if hit is None:
+            hit = orjson.loads(raw)
+            if len(self._seen) < 200_000:
+                self._seen[raw] = hit
+        return hit
+
+
+# --- writing ---------------------------------------------------------------------------------------------------------
+
+_SCORE_COLUMNS = service._SCORE_COLUMNS
+_HISTORY_COLUMNS = service._HISTORY_COLUMNS
+_PG_TEMP_TYPES = {
+    "workspace_id": "bigint",
+    "contact_id": "bigint",
+    "kind": "text",
+    "score": "float8",
+    "grade": "text",
+    "icp_id": "bigint",
+    "explanation": "jsonb",
+    "state": "jsonb",
+    "decay_key": "float8",
+    "half_life_seconds": "float8",
+    "as_of": "timestamptz",
+    "computed_at": "timestamptz",
+}
+
+
+def _copy(session: Session, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    driver: Any = session.connection().connection.driver_connection
+    with driver.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row(r)
+
+
+def write_scores(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Insert or replace score rows given as tuples in ``_SCORE_COLUMNS`` order (JSON as text, driver times)."""
+    if not rows:
+        return
+    session.flush()
+    keep = ("workspace_id", "contact_id", "kind")
+    sets = ", ".join(f"{c} = excluded.{c}" for c in _SCORE_COLUMNS if c not in keep)
+    cols = ", ".join(_SCORE_COLUMNS)
+    conflict = f"ON CONFLICT (workspace_id, contact_id, kind) DO UPDATE SET {sets}"
+    if _dialect(session) == "sqlite":
+        sql = f"INSERT INTO contact_scores ({cols}) VALUES ({', '.join('?' for _ in _SCORE_COLUMNS)}) {conflict}"
+        cur = _cursor(session)
+        cur.executemany(sql, rows)
+        return
+    conn = session.connection()
+    decl = ", ".join(f"{c} {_PG_TEMP_TYPES[c]}" for c in _SCORE_COLUMNS)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS bulk_scores ({decl}) ON COMMIT DROP")
+    conn.exec_driver_sql("TRUNCATE bulk_scores")
+    _copy(session, "bulk_scores", _SCORE_COLUMNS, rows)
+    conn.exec_driver_sql(f"INSERT INTO contact_scores ({cols}) SELECT {cols} FROM bulk_scores {conflict}")
+
+
+def write_history(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Append history rows given as tuples in ``_HISTORY_COLUMNS`` order."""
+    if not rows:
+        return
+    if _dialect(session) == "sqlite":
+        cols = ", ".join(_HISTORY_COLUMNS)
+        marks = ", ".join("?" for _ in _HISTORY_COLUMNS)
+        _cursor(session).executemany(f"INSERT INTO score_changes ({cols}) VALUES ({marks})", rows)
+        return
+    session.flush()
+    _copy(session, "score_changes", _HISTORY_COLUMNS, rows)
+
+
+def _after_change(session: Session, workspace_id: int, ids: list[int], kind: str, now: datetime) -> None:
+    """Segments reading ``score:<kind>`` follow the changed contacts (in full when there are many)."""
+    if not ids:
+        return
+    if len(ids) <= SEGMENT_FULL_REFRESH:
+        service._segments(session, workspace_id, ids, kind, now)
+        return
+    dep = f"score:{kind}"
+    seeds = {
+        int(sid)
+        for sid, deps in session.execute(
+            select(Segment.id, Segment.dependencies).where(
+                Segment.workspace_id == workspace_id, Segment.kind == "dynamic"
+            )
+        )
+        if segments_service._affected(list(deps or []), {dep})
+    }
+    if seeds:
+        segments_service.refresh_all(session, workspace_id, now, only=seeds, reason=dep)
+
+
+# --- fit -------------------------------------------------------------------------------------------------------------
+
+
+def _all_ids(session: Session, workspace_id: int) -> list[int]:
+    cur = _cursor(session)
+    cur.execute(_sql(session, "SELECT id FROM contacts WHERE workspace_id = ? ORDER BY id"), (workspace_id,))
+    return [r[0] for r in cur.fetchall()]
+
+
+def _explanation(result: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "criterion": c.criterion,
+            "matched": c.matched,
+            "points": c.points,
+            "max_points": c.max_points,
+            "detail": c.detail,
+        }
+        for c in result.explanation
+    ]
+
+
+def bulk_fit(
+    session: Session,
+    workspace_id: int,
+    contact_ids: Sequence[int] | None = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> service.ScoreWrite:
+    """``service.recompute_fit`` for these contacts (None: every contact of the workspace), set-based."""
+    now = now or utcnow()
+    icps = service.active_icps(session, workspace_id)
+    ids = _all_ids(session, workspace_id) if contact_ids is None else sorted(set(contact_ids))
+    if not icps:
+        result = service.recompute_fit(session, workspace_id, ids, now)
+        if progress is not None:
+            progress(len(ids))
+        return result
+    result = service.ScoreWrite()
+    convert = service._converter(session, workspace_id)
+    budgets = service._budget(icps)
+    uses_tags = any(isinstance(c, PainPointsCriterion) for _, icp in icps for _, c in icp.criteria())
+    uses_titles = any(icp.job_titles is not None or icp.seniority is not None for _, icp in icps)
+    scorer = FitScorer(icps, convert)
+    memo: dict[tuple[Any, ...], tuple[int, float, str, list[dict[str, Any]], str]] = {}
+    parse = _JsonCache()
+    stamp = _time_text(session, now)
+    props = "c.properties, co.properties" if budgets else "NULL, NULL"
+    title = "c.job_title" if uses_titles else "NULL"
+    contacts_sql = _sql(
+        session,
+        f"SELECT c.id, c.country, {title}, co.industry, co.employees, co.annual_revenue_minor, "
+        f"co.revenue_currency, co.country, {props} "
+        "FROM contacts c LEFT JOIN companies co ON co.id = c.company_id AND co.workspace_id = ? "
+        "WHERE c.workspace_id = ? AND c.id BETWEEN ? AND ?",
+    )
+    tags_sql = _sql(
+        session, "SELECT contact_id, tag FROM contact_tags WHERE workspace_id = ? AND contact_id BETWEEN ? AND ?"
+    )
+    old_sql = _sql(
+        session,
+        f"SELECT contact_id, score, grade, icp_id, {_json_text(session, 'explanation')} FROM contact_scores "
+        "WHERE workspace_id = ? AND kind = 'fit' AND contact_id BETWEEN ? AND ?",
+    )
+    for lo, hi, part in _ranges(ids):
+        wanted = None if contact_ids is None else set(part)
+        cur = _cursor(session)
+        tags: dict[int, set[str]] = defaultdict(set)
+        if uses_tags:
+            cur.execute(tags_sql, (workspace_id, lo, hi))
+            for cid, tag in cur.fetchall():
+                tags[cid].add(tag)
+        cur.execute(old_sql, (workspace_id, lo, hi))
+        old = {r[0]: r for r in cur.fetchall()}
+        cur.execute(contacts_sql, (workspace_id, workspace_id, lo, hi))
+        rows: list[tuple[Any, ...]] = []
+        history: list[tuple[Any, ...]] = []
+        for (
+            cid,
+            country,
+            job_title,
+            industry,
+            employees,
+            revenue,
+            currency,
+            co_country,
+            cprops,
+            coprops,
+        ) in cur.fetchall():
+            if wanted is not None and cid not in wanted:
+                continue
+            budget = budget_currency = None
+            if budgets:
+                budget, budget_currency = service._budget_of(parse(cprops) or {}, parse(coprops) or {}, budgets)
+            facts = FitFacts(
+                industry=industry,
+                employees=employees,
+                revenue_minor=revenue,
+                revenue_currency=currency,
+                country=country or co_country,
+                job_title=job_title,
+                tags=frozenset(tags[cid]) if uses_tags else frozenset(),
+                budget_minor=budget,
+                budget_currency=budget_currency,
+            )
+            key = scorer.key(facts)
+            hit = memo.get(key)
+            if hit is None:
+                best = scorer(facts)
+                assert best is not None
+                explanation = _explanation(best[1])
+                hit = (best[0], best[1].score, best[1].grade, explanation, orjson.dumps(explanation).decode())
+                if len(memo) < 500_000:
+                    memo[key] = hit
+            icp_id, score, grade, explanation, text = hit
+            result.scored += 1
+            prev = old.get(cid)
+            if (
+                prev is not None
+                and prev[1] == score
+                and prev[2] == grade
+                and prev[3] == icp_id
+                and parse(prev[4]) == explanation
+            ):
+                continue
+            rows.append((workspace_id, cid, "fit", score, grade, icp_id, text, "{}", None, None, stamp, stamp))
+            if prev is None or prev[1] != score or prev[2] != grade:
+                result.changed.append(cid)
+                history.append(
+                    (
+                        workspace_id,
+                        cid,
+                        "fit",
+                        score,
+                        None if prev is None else prev[1],
+                        grade,
+                        stamp,
+                        "profile or ICP changed",
+                    )
+                )
+        write_scores(session, rows)
+        write_history(session, history)
+        if progress is not None:
+            progress(len(part))
+    result.changed.sort()
+    config = service.engagement_config(session, workspace_id)
+    if any(t.min_fit_grade is not None for t in config.stage_thresholds):
+        service._stage_thresholds(session, workspace_id, result.changed, config, now)
+    _after_change(session, workspace_id, result.changed, "fit", now)
+    return result
+
+
+# --- engagement ------------------------------------------------------------------------------------------------------
+
+
+class _RuleMatcher:
+    """The rules an event matches (caps aside), computed once per distinct name and kind (and properties, for
+    rules with a ``where``)."""
+
+    def __init__(self, config: EngagementConfig) -> None:
+        self.rules = config.rules
+        self._by_name: dict[tuple[str, str], tuple[tuple[int, ...], bool]] = {}
+        self._by_props: dict[tuple[str, str, Any], tuple[int, ...]] = {}
+
+    def __call__(self, name: str, kind: str, raw_properties: Any) -> tuple[int, ...]:
+        key = (name, kind)
+        hit = self._by_name.get(key)
+        if hit is None:
+            candidates = tuple(
+                i
+                for i, r in enumerate(self.rules)
+                if (r.event is None or r.event == name) and (r.kind is None or r.kind == kind)
+            )
+            hit = (candidates, any(self.rules[i].where for i in candidates))
+            self._by_name[key] = hit
+        candidates, needs_properties = hit
+        if not needs_properties:
+            return candidates
+        pkey = (name, kind, raw_properties)
+        matched = self._by_props.get(pkey)
+        if matched is None:
+            raw = raw_properties
+            props = (orjson.loads(raw) if isinstance(raw, str | bytes) else raw) or {}
+            matched = tuple(i for i in candidates if self.rules[i].matches(name, kind, props))
+            if len(self._by_props) < 200_000:
+                self._by_props[pkey] = matched
+        return matched
+
+
+def _contributions(items: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {"rule": c.rule, "events": c.events, "points": c.points, "points_now": round(c.points_now, 4)} for c in items
+    ]
+
+
+def bulk_engagement(
+    session: Session,
+    workspace_id: int,
+    contact_ids: Sequence[int] | None = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> service.ScoreWrite:
+    """``service.recompute_engagement`` for these contacts (None: every contact of the workspace), set-based."""
+    now = now or utcnow()
+    config = service.engagement_config(session, workspace_id)
+    ids = _all_ids(session, workspace_id) if contact_ids is None else sorted(set(contact_ids))
+    result = service.ScoreWrite()
+    names = sorted({r.event for r in config.rules if r.event is not None})
+    kinds = sorted({r.kind for r in config.rules if r.event is None and r.kind is not None})
+    match = _RuleMatcher(config)
+    hl = config.half_life
+    hl_s = hl.total_seconds()
+    now_us = (now - EPOCH) // _US
+    hl_us_config = hl // _US
+    start = horizon_start(now, config)
+    stamp = _time_text(session, now)
+    state_memo: dict[str, str] = {}
+    half_lives: dict[float, int] = {}
+    picks = []
+    params_tail: list[Any] = []
+    if names:
+        picks.append(f"name IN ({', '.join('?' for _ in names)})")
+        params_tail.extend(names)
+    if kinds:
+        picks.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        params_tail.extend(kinds)
+    events_sql = _sql(
+        session,
+        f"SELECT contact_id, id, {_epoch_us_sql(session, 'occurred_at')}, name, kind, "
+        f"{_json_text(session, 'properties')} FROM events "
+        "WHERE workspace_id = ? AND contact_id BETWEEN ? AND ? AND occurred_at >= ? AND occurred_at <= ? "
+        f"AND ({' OR '.join(picks) or '1 = 0'})",
+    )
+    old_sql = _sql(
+        session,
+        f"SELECT contact_id, score, {_epoch_us_sql(session, 'as_of')}, half_life_seconds FROM contact_scores "
+        "WHERE workspace_id = ? AND kind = 'engagement' AND contact_id BETWEEN ? AND ?",
+    )
+    threshold = min((t.min_score for t in config.stage_thresholds), default=None)
+    reached: list[int] = []
+    for lo, hi, part in _ranges(ids):
+        wanted = set(part)
+        cur = _cursor(session)
+        events: dict[int, list[tuple[int, int, tuple[int, ...]]]] = defaultdict(list)
+        if picks:
+            cur.execute(
+                events_sql,
+                (
+                    workspace_id,
+                    lo,
+                    hi,
+                    _time_text(session, start),
+                    _time_text(session, now + service.FUTURE_SKEW),
+                    *params_tail,
+                ),
+            )
+            for cid, eid, at_us, name, kind, raw in cur.fetchall():
+                matched = match(name, kind, raw)
+                if matched:
+                    events[cid].append((at_us if at_us < now_us else now_us, eid, matched))
+        cur.execute(old_sql, (workspace_id, lo, hi))
+        old = {r[0]: r for r in cur.fetchall()}
+        rows: list[tuple[Any, ...]] = []
+        history: list[tuple[Any, ...]] = []
+        for cid in sorted((set(events) | set(old)) & wanted):
+            res = engagement_matched(events.get(cid, ()), config, now, now_us, half_life_us=hl_us_config)
+            prev = old.get(cid)
+            if prev is None and res.score == 0 and not res.contributions:
+                continue
+            result.scored += 1
+            before = 0.0
+            if prev is not None:
+                _, score, as_of_us, hls = prev
+                if hls is None:
+                    before = float(score)
+                elif now_us <= as_of_us:
+                    before = score
+                else:
+                    hl_us = half_lives.get(hls)
+                    if hl_us is None:
+                        hl_us = half_lives[hls] = timedelta(seconds=hls) // _US
+                    before = score * float(2.0 ** (-((now_us - as_of_us) / hl_us)))
+            state = res.state
+            if state:
+                raw_state = orjson.dumps(state).decode()
+                state_text = state_memo.setdefault(raw_state, raw_state)
+            else:
+                state_text = "{}"
+            rows.append(
+                (
+                    workspace_id,
+                    cid,
+                    "engagement",
+                    res.score,
+                    None,
+                    None,
+                    orjson.dumps(_contributions(res.contributions)).decode(),
+                    state_text,
+                    decay_key(res.score, now, hl_s),
+                    hl_s,
+                    stamp,
+                    stamp,
+                )
+            )
+            if abs(res.score - before) > 1e-9 * max(1.0, abs(before)):
+                result.changed.append(cid)
+                if threshold is not None and res.score >= threshold:
+                    reached.append(cid)
+            if prev is None or abs(res.score - before) >= service.ENGAGEMENT_HISTORY_STEP:
+                history.append(
+                    (
+                        workspace_id,
+                        cid,
+                        "engagement",
+                        round(res.score, 4),
+                        None if prev is None else round(before, 4),
+                        None,
+                        stamp,
+                        "recomputed from events",
+                    )
+                )
+        write_scores(session, rows)
+        write_history(session, history)
+        if progress is not None:
+            progress(len(part))
+    # only contacts at or above the lowest threshold can move (the stored score is as of now)
+    service._stage_thresholds(session, workspace_id, reached, config, now)
+    _after_change(session, workspace_id, result.changed, "engagement", now)
+    return result
+
+
+def rescore_all(
+    session: Session,
+    workspace_id: int,
+    kinds: Sequence[str] = ("fit", "engagement"),
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> dict[str, service.ScoreWrite]:
+    """Rescore every contact of the workspace in the caller's transaction (``progress`` gets the contacts done,
+    per kind): what ``service.recompute`` does for all contacts, set-based."""
+    now = now or utcnow()
+    out: dict[str, service.ScoreWrite] = {}
+    if "fit" in kinds:
+        out["fit"] = bulk_fit(session, workspace_id, None, now, progress)
+    if "engagement" in kinds:
+        out["engagement"] = bulk_engagement(session, workspace_id, None, now, progress)
+    session.flush()
+    return out
