@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
+import functools
 import itertools
 import logging
 import re
@@ -270,6 +271,12 @@ def _header(name: str, value: str) -> bytes:
         # A list of <...> items (List-Unsubscribe): folded after each comma (RFC 5322 folding: unfolded, it is the
         # same value), without email.header's general folding, which cost more than the rest of the header block.
         return f"{name}: {value.replace(', ', ',' + chr(13) + chr(10) + ' ')}\r\n".encode("ascii")
+    return _encoded_header(name, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_header(name: str, value: str) -> bytes:
+    """A header RFC 2047-encoded and folded by email.header; the same subject goes to many contacts, so cached."""
     encoded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name).encode(
         linesep="\r\n", maxlinelen=76
     )

@@ -192,3 +192,38 @@ def test_batch_rendering_equals_rendering_one_contact_at_a_time(session, workspa
                 assert batch == one, (spec["key"], cid)
                 compared += 1
     assert compared == len(service.default_templates()) * len(ids) * 2
+
+
+TRICKY_HTML = [
+    "<!DOCTYPE html><html><head><style>p{color:red}</style></head><body><p>a &amp; b &lt;c&gt; \"d\" 'e'</p>"
+    "<!-- a comment -->tail <br> x<br/>y<hr><ul><li>one</li><li>two<ol><li>n</li></ol></li></ul>"
+    '<a href="https://x.example/?a=1&amp;b=&quot;2&quot;&gt;">label &nbsp; here</a><a href="mailto:a@b.c">a@b.c</a>'
+    '<img alt="Logo &amp; co" src="l.png"><div style="display: none">hidden</div><table><tr><td>1</td><th>2</th>'
+    "</tr></table><h1>Title</h1>\n\n  spaced \t text  </body></html>",
+    '<html><body><p data-x="<b>">attribute with markup</p><P CLASS="Up">upper</P></body></html>',
+    "<p>unbalanced <b>bold <i>both</p> & stray < less than</p>",
+    "<p>a single 'quoted' <a href='https://x.example'>link</a></p><script>var x = '<p>';</script>",
+    "plain text with &#39;entities&#x27; and &unknown; &amp",
+]
+
+
+@pytest.mark.parametrize("html", TRICKY_HTML)
+def test_the_fast_html_tokenizer_equals_htmlparser(html: str) -> None:
+    for source in (html, templates.inline_css(html)):
+        assert templates.html_to_text(source) == templates._html_to_text_parser(source)
+
+
+def test_the_fast_html_tokenizer_equals_htmlparser_on_every_shipped_template() -> None:
+    fast_used = 0
+    for _key, lang, _cid, _label, content, context in cases()[::7]:
+        state = templates._RenderState(
+            locale=templates.locale_for(lang, None), timezone=templates.ZoneInfo("UTC"), currency="EUR"
+        )
+        token = templates._state.set(state)
+        try:
+            body = templates.inline_css(templates._render_part(content.html, templates._plain(context), html=True))
+        finally:
+            templates._state.reset(token)
+        fast_used += templates._feed_serialized(templates._TextMaker(), body)
+        assert templates.html_to_text(body) == templates._html_to_text_parser(body)
+    assert fast_used > 100  # the serializer's output takes the fast path
