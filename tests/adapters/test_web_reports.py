@@ -210,3 +210,47 @@ def test_a_journey_with_a_holdout_is_an_experiment(client, session_factory, work
     assert int(by_arm["holdout"][3]) == conv["holdout"]["contacts"]
     assert int(by_arm["treatment"][2]) == conv["treatment"]["converted"]
     assert by_arm["treatment"][7] != "" and by_arm["holdout"][7] == ""  # the control has no test against itself
+
+
+def test_cohort_heatmaps_scale_to_later_months_and_cover_events(client, session_factory, workspace) -> None:
+    import re
+
+    from suppilo.adapters.web.routes.reports import heat
+
+    # Month 0 is always 100 %: the colour scale is set by the best later month, so 30 % shows at full strength.
+    cells = heat([[1.0, 0.3, 0.15], [1.0, 0.0]])
+    assert [c["strength"] for c in cells[0]] == [1.0, 1.0, 0.53] and cells[1][1]["strength"] == 0.06
+    assert cells[0][1]["light_text"] and not cells[0][2]["light_text"]
+    assert heat([]) == [] and heat([[None]])[0][0]["strength"] == 0.06
+
+    seed(session_factory, workspace.id)
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    base = f"/app/w/{workspace.slug}/reports"
+    page = client.get(f"{base}/cohorts").text
+    assert 'id="cohort-heatmap"' in page and 'id="repeat-heatmap"' in page
+    assert re.search(r'class="heat-value"[^>]*>100', page)  # every cohort's first month, labelled in its cell
+    assert 'id="show-event-cohorts"' in page and 'id="event-cohort-table"' not in page
+    with session_factory() as s:
+        from sqlalchemy import select
+
+        from suppilo.contacts.models import Contact
+        from suppilo.events.models import Event
+
+        cid = s.scalar(select(Contact.id).where(Contact.workspace_id == workspace.id).limit(1))
+        s.add(
+            Event(
+                workspace_id=workspace.id,
+                contact_id=cid,
+                kind="track",
+                name="Visit",
+                occurred_at=utcnow(),
+                received_at=utcnow(),
+                message_id=f"heat-{workspace.id}",
+                properties={},
+                context={},
+            )
+        )
+        s.commit()
+    page = client.get(f"{base}/cohorts?events=1").text
+    assert 'id="event-cohort-heatmap"' in page and 'id="event-cohort-table"' in page
+    assert "Engine:" in page and re.search(r'class="heat-value"[^>]*>100', page.split('id="event-cohorts"')[1])

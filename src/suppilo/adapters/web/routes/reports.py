@@ -20,7 +20,9 @@ from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
 from suppilo.adapters.web.templating import render
+from suppilo.analytics import event_cohorts
 from suppilo.analytics import service as analytics
+from suppilo.analytics.columnar import ColumnarStore
 from suppilo.errors import DomainError, NotFound
 from suppilo.journeys import service as journeys_service
 from suppilo.transfer.exporter import neutralise
@@ -247,20 +249,50 @@ def spend_csv(request: Request, ctx: Workspace_, session: ReadSession, group_by:
 # --- cohorts ---------------------------------------------------------------------------------------------------------
 
 
+def heat(rows: list[list[float | None]]) -> list[list[dict[str, Any]]]:
+    """Heat-map cells of a cohort grid: each value with its colour strength (0..1) and whether its label needs light
+    text. Period 0 is 100 % for every cohort by definition, so the scale is set by the largest later value (else
+    every later cell would look empty next to it); values above it (period 0) are shown at full strength."""
+    later = [v for r in rows for v in r[1:] if v is not None]
+    top = max(later, default=0.0) or max((v for r in rows for v in r if v is not None), default=0.0) or 1.0
+    out = []
+    for r in rows:
+        cells = []
+        for v in r:
+            strength = min((v or 0.0) / top, 1.0)
+            cells.append({"value": v, "strength": round(0.06 + 0.94 * strength, 3), "light_text": strength > 0.55})
+        out.append(cells)
+    return out
+
+
 @router.get("/w/{slug}/reports/cohorts")
-def cohorts(request: Request, ctx: Workspace_, session: ReadSession, channel: str = "") -> Response:
+def cohorts(request: Request, ctx: Workspace_, session: ReadSession, channel: str = "", events: str = "") -> Response:
     ctx.require("view")
     frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""))
     data: dict[str, Any] | None = None
+    by_event: dict[str, Any] | None = None
     error = ""
     if not errors:
         try:
             data = analytics.cohort_report(
                 session, ctx.workspace_id, channel=channel.strip() or None, date_from=frm, date_to=to, max_months=12
             )
+            if events:
+                # Retention by first event: the columnar copy answers once the event log is large.
+                by_event = event_cohorts.event_cohort_report(
+                    session,
+                    ctx.workspace_id,
+                    by="month",
+                    date_from=frm,
+                    date_to=to,
+                    max_periods=12,
+                    engine="auto",
+                    store=ColumnarStore(request.app.state.settings.data_dir / "columnar"),
+                )
         except DomainError as exc:
             error = exc.message
     width = max((len(c["retention"]) for c in (data or {}).get("cohorts", [])), default=0)
+    event_width = max((len(c["retention"]) for c in (by_event or {}).get("cohorts", [])), default=0)
     return _page(
         request,
         ctx,
@@ -271,6 +303,12 @@ def cohorts(request: Request, ctx: Workspace_, session: ReadSession, channel: st
         errors=errors,
         channel=channel,
         months=list(range(width)),
+        retention_heat=heat([c["retention"] for c in (data or {}).get("cohorts", [])]),
+        repeat_heat=heat([c["repeat"] for c in (data or {}).get("cohorts", [])]),
+        by_event=by_event,
+        events=bool(events),
+        event_months=list(range(event_width)),
+        event_heat=heat([c["retention"] for c in (by_event or {}).get("cohorts", [])]),
         query=request.url.query,
         params={"from": request.query_params.get("from", ""), "to": request.query_params.get("to", "")},
     )
