@@ -267,7 +267,7 @@ def _header(name: str, value: str) -> bytes:
         raise mime.HeaderInjectionError(f"headers.{name}", f"{name} cannot contain CR, LF or NUL")
     if value.isascii() and len(name) + len(value) < 76:
         return f"{name}: {value}\r\n".encode("ascii")
-    if name.startswith("List-") and value.isascii() and value.startswith("<") and ", " in value:
+    if name.startswith("List-") and value.isascii() and value.startswith("<"):
         # A list of <...> items (List-Unsubscribe): folded after each comma (RFC 5322 folding: unfolded, it is the
         # same value), without email.header's general folding, which cost more than the rest of the header block.
         return f"{name}: {value.replace(', ', ',' + chr(13) + chr(10) + ' ')}\r\n".encode("ascii")

@@ -943,21 +943,24 @@ def _feed_serialized(maker: _TextMaker, html: str) -> bool:
         return False
     calls: list[tuple[int, Any, Any]] = []
     pos = 0
+    unescape = html_lib.unescape
     for m in _SERIAL_MARKUP.finditer(html):
-        if m.start() > pos:
-            chunk = html[pos : m.start()]
+        begin = m.start()
+        if begin > pos:
+            chunk = html[pos:begin]
             if "<" in chunk:
                 return False
-            calls.append((0, html_lib.unescape(chunk), None))
+            calls.append((0, unescape(chunk) if "&" in chunk else chunk, None))
         pos = m.end()
-        start = m.group("start")
+        start, attrs_text, close, end = m.group(1, 2, 3, 4)
         if start is not None:
-            attrs = [(k.lower(), html_lib.unescape(v)) for k, v in _SERIAL_ATTR.findall(m.group("attrs"))]
-            calls.append((1, start.lower(), attrs))
-            if m.group("close"):
-                calls.append((2, start.lower(), None))
-        elif m.group("end") is not None:
-            calls.append((2, m.group("end").lower(), None))
+            tag = start.lower()
+            attrs = [(k.lower(), unescape(v) if "&" in v else v) for k, v in _SERIAL_ATTR.findall(attrs_text)]
+            calls.append((1, tag, attrs))
+            if close:
+                calls.append((2, tag, None))
+        elif end is not None:
+            calls.append((2, end.lower(), None))
     if pos < len(html):
         chunk = html[pos:]
         if "<" in chunk:
@@ -984,9 +987,12 @@ def _html_to_text_parser(html: str) -> str:
 def _strip_line(line: str) -> str:
     line = line.rstrip()
     # Keep the indentation of nested list items, drop any other leading space.
-    if re.match(r"^ +(- |\d+\. )", line):
+    if line[:1] == " " and _LIST_ITEM_LINE.match(line):
         return line
     return line.lstrip()
+
+
+_LIST_ITEM_LINE = re.compile(r"^ +(- |\d+\. )")
 
 
 def _tidy_text(text: str) -> str:
