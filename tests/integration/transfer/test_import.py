@@ -73,11 +73,13 @@ def test_hubspot_export_imports_with_the_right_fields(session_factory, workspace
         company = s.get(Company, aino.company_id)
         assert (company.domain, company.name) == ("nordkraft.fi", "Nordkraft Oy")
         changes = s.scalars(select(StageChange).where(StageChange.contact_id == aino.id)).all()
-        assert [(c.from_stage, c.to_stage, c.reason, c.source) for c in changes] == [
-            (None, "customer", "import hubspot-contacts.csv", "import")
+        assert [(c.from_stage, c.to_stage, c.reason, c.source, c.changed_at) for c in changes] == [
+            (None, "customer", "import hubspot-contacts.csv", "import", aino.created_at)
         ]
         touch = s.scalars(select(Touch).where(Touch.contact_id == erik.id)).one()
         assert touch.channel == "paid_social" and touch.content == "hubspot-contacts.csv"
+        assert (touch.medium, touch.occurred_at, touch.workspace_id) == ("import", erik.created_at, workspace.id)
+        assert touch.source == erik.first_touch_source and touch.event_id is None
 
 
 def test_salesforce_export_imports_with_the_right_fields(session_factory, workspace, tmp_path: Path) -> None:
