@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import uuid
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest_batch import database, send_all, server, setup_workspace
+from ingest_batch import analyze, database, send_all, server, setup_workspace
 
 
 class Noop(BaseModel):
@@ -79,8 +80,11 @@ def main() -> None:
         with server(url, data_dir, app="track_single:make_app", app_dir=app_dir, workers=args.workers) as base:
             send_all(base, "/v1/track", bodies[:50], headers, 1)
             send_all(base, "/bench/noop", bodies[:50], headers, 1)
+            analyze(url)
+            load_before = os.getloadavg()[0]
             baseline = (len(bodies) - 50) / send_all(base, "/bench/noop", bodies[50:], headers, args.connections)
             figure = (len(bodies) - 50) / send_all(base, "/v1/track", bodies[50:], headers, args.connections)
+            load_after = os.getloadavg()[0]
     print(
         json.dumps(
             {
@@ -91,6 +95,7 @@ def main() -> None:
                 "ratio": round(figure / baseline, 3),
                 "workers": args.workers,
                 "connections": args.connections,
+                "load_avg_1min": [round(load_before, 2), round(load_after, 2)],
             }
         )
     )
