@@ -5,7 +5,8 @@ owners, each with an opening and one move in its stage history, into a fresh SQL
 database with ``--postgres URL``). Then:
 
 figure   = median wall time of ``deals.service.board`` (per stage: count, sums per currency, first 20 deals) /
-           of ``deals.forecast.workspace_forecast`` (group by month, velocity, conversion), milliseconds;
+           of ``deals.forecast.workspace_forecast`` (group by month, velocity, conversion, stalls; and again with
+           the stalled deals split by region, which joins each deal's contact and company), milliseconds;
 baseline = the same board as two hand-written SQL statements / the weighted sums per month and currency as one
            hand-written SQL ``GROUP BY`` (no velocity or conversion), same run, milliseconds;
 ratio    = figure / baseline. Targets (issue 7): board ≤ 200 ms, forecast ≤ 1 s.
@@ -179,6 +180,10 @@ def main() -> None:
             with factory() as s:
                 deals_forecast.workspace_forecast(s, ws_id, group_by="month")
 
+        def forecast_stalls() -> None:
+            with factory() as s:
+                deals_forecast.workspace_forecast(s, ws_id, group_by="month", stalls_by="region")
+
         month = (
             "to_char(d.expected_close_date, 'YYYY-MM')"
             if dialect == "postgresql"
@@ -197,7 +202,11 @@ def main() -> None:
                     {"w": ws_id},
                 ).all()
 
-        for name, fn, base in (("board", board, board_sql), ("forecast", forecast, forecast_sql)):
+        for name, fn, base in (
+            ("board", board, board_sql),
+            ("forecast", forecast, forecast_sql),
+            ("forecast_stalls_by_region", forecast_stalls, forecast_sql),
+        ):
             figure = timed(fn)
             baseline = timed(base)
             print(

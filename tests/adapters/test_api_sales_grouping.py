@@ -237,6 +237,12 @@ def test_stalled_deals_by_team_and_territory(client, workspace, session_factory)
     plain = _ok(client.get(f"{API}/forecast", headers=workspace.auth("read")))
     demo = next(s for s in plain["stalls"] if s["stage_key"] == "demo")
     assert (demo["stalled"], demo["groups"], plain["stall_totals"]) == (2, None, None)
+    # Limited to the pipeline (the stage history is then read for its stages only): the same figures.
+    pid = _ok(client.get(f"{API}/pipelines", headers=workspace.auth("read")))[0]["id"]
+    one = _ok(client.get(f"{API}/forecast?stalls_by=team&pipeline_id={pid}", headers=workspace.auth("read")))
+    demo = next(s for s in one["stalls"] if s["stage_key"] == "demo")
+    assert (demo["open_deals"], demo["stalled"], demo["threshold_days"]) == (4, 2, 4.0)
+    assert next(v for v in one["velocity"] if v["stage_key"] == "demo")["average_days"] == 2.0
     res = client.get(f"{API}/forecast?stalls_by=planet", headers=workspace.auth("read"))
     assert res.status_code == 422 and "stalls_by" in res.text
 
