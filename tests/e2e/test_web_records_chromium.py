@@ -117,4 +117,11 @@ def test_merge_duplicates_from_the_contact_page(app_url, watched, session_factor
     expect(page.locator("#company-name")).to_have_text("Nordic Hotels")
     assert page.url.endswith(f"/companies/{company['id']}")
     expect(page.locator("#company-contacts")).to_contain_text("Liisa Laine")
+    # The companies list searches as you type (htmx swaps the results and follows with the address).
+    page.get_by_role("link", name="Companies", exact=True).first.click()
+    page.get_by_label("Search by name or domain").fill("nordh")
+    page.wait_for_url("**/companies?q=nordh*")
+    expect(page.locator("#companies-table")).to_contain_text("nordhotel.fi")
+    page.get_by_label("Search by name or domain").fill("zz-none")
+    expect(page.locator("#companies-table")).to_contain_text("No companies match.")
     assert watched.csp_violations() == [] and watched.dialogs == []
