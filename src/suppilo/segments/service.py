@@ -6,11 +6,11 @@ import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Select, Table, case, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from suppilo.contacts import service as contacts_service
@@ -28,7 +28,7 @@ from suppilo.engine.filters import (
     to_json,
 )
 from suppilo.errors import Conflict, DomainError, NotFound
-from suppilo.events import service as events_service
+from suppilo.events import repository as events_repository
 from suppilo.segments.compiler import SegmentSelect, compile_filter, contacts
 from suppilo.segments.models import Segment, SegmentMembership, SegmentMembershipChange
 from suppilo.segments.schemas import SegmentCreate, SegmentUpdate
@@ -134,14 +134,61 @@ def _parse(
         raise DomainError(f"{path}.{exc.path}" if exc.path else path, exc.reason, code="invalid_filter") from None
 
 
+DefsKey = tuple[tuple[tuple[str, PropertyDef], ...], tuple[tuple[str, PropertyDef], ...]]
+
+
 @lru_cache(maxsize=4096)
-def _parse_cached(
-    filter_json: str, defs_key: tuple[tuple[tuple[str, PropertyDef], ...], tuple[tuple[str, PropertyDef], ...]]
-) -> Filter:
-    """A stored (already validated) filter parsed once per process for the same JSON and property definitions."""
-    return parse_filter(
+def _parse_cached(filter_json: str, defs_key: DefsKey) -> tuple[Filter, frozenset[str]]:
+    """A stored (already validated) filter parsed once per process for the same JSON text and property definitions,
+    with its dependencies."""
+    node = parse_filter(
         json.loads(filter_json), contact_properties=dict(defs_key[0]), company_properties=dict(defs_key[1])
     )
+    return node, frozenset(dependencies(node))
+
+
+@lru_cache(maxsize=4096)
+def _deps_cached(deps_json: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(deps_json) or ()) if deps_json else ()
+
+
+def _raw(session: Session, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """A small read on the DBAPI cursor (no statement building or result processing: the per-event path)."""
+    session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        sql = sql.replace("?", "%s")
+    cur = session.connection().connection.cursor()
+    cur.execute(sql, params)
+    return list(cur.fetchall())
+
+
+def _dynamic_rows(session: Session, workspace_id: int) -> list[tuple[int, str, str | None, str | None]]:
+    """(id, name, filter JSON text, dependencies JSON text) of the workspace's dynamic segments."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    flt, deps = ("filter::text", "dependencies::text") if pg else ("filter", "dependencies")
+    return [
+        (int(r[0]), str(r[1]), r[2], r[3])
+        for r in _raw(
+            session,
+            f"SELECT id, name, {flt}, {deps} FROM segments WHERE workspace_id = ? AND kind = 'dynamic'",
+            (workspace_id,),
+        )
+    ]
+
+
+def _defs_key(session: Session, workspace_id: int) -> DefsKey:
+    contact_defs: dict[str, PropertyDef] = {}
+    company_defs: dict[str, PropertyDef] = {}
+    pg = session.get_bind().dialect.name == "postgresql"
+    for object_type, name, type_, options in _raw(
+        session,
+        f"SELECT object_type, name, type, {'options::text' if pg else 'options'} FROM property_definitions "
+        "WHERE workspace_id = ?",
+        (workspace_id,),
+    ):
+        target = contact_defs if object_type == "contact" else company_defs
+        target[name] = PropertyDef(cast(PropertyType, type_), tuple(_deps_cached(options)))
+    return tuple(sorted(contact_defs.items())), tuple(sorted(company_defs.items()))
 
 
 def _validate(session: Session, workspace_id: int, raw: object, segment_id: int | None, path: str = "filter") -> Filter:
@@ -350,6 +397,66 @@ def _apply_diffs(
     if not diffs:
         return
     session.flush()
+    if sum(len(en) + len(ex) for _, _, en, ex in diffs) <= SMALL_DIFF:
+        _apply_small(session, workspace_id, diffs, now, reason)
+    else:
+        _apply_large(session, workspace_id, diffs, now, reason)
+    _record_changes(session, workspace_id, diffs, now, reason)
+
+
+# Up to this many membership changes (one event's worth) are written with a few driver-level statements.
+SMALL_DIFF = 200
+
+
+def _apply_small(
+    session: Session, workspace_id: int, diffs: list[tuple[int, str, list[int], list[int]]], now: datetime, reason: str
+) -> None:
+    """Memberships, history rows and counts of a small diff in at most four statements on the DBAPI cursor."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    at: Any = now if pg else now.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    wall = utcnow()
+    stamp: Any = wall if pg else wall.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    mark = "%s" if pg else "?"
+    cur = session.connection().connection.cursor()
+
+    def run(sql: str, params: list[Any]) -> None:
+        cur.execute(sql.replace("?", mark), params)
+
+    entered = [(sid, cid) for sid, _, en, _ in diffs for cid in en]
+    exited = [(sid, cid) for sid, _, _, ex in diffs for cid in ex]
+    if entered:
+        run(
+            "INSERT INTO segment_memberships (segment_id, contact_id, workspace_id, entered_at) VALUES "
+            + ", ".join("(?, ?, ?, ?)" for _ in entered),
+            [v for sid, cid in entered for v in (sid, cid, workspace_id, at)],
+        )
+    if exited:
+        run(
+            "DELETE FROM segment_memberships WHERE workspace_id = ? AND ("
+            + " OR ".join("(segment_id = ? AND contact_id = ?)" for _ in exited)
+            + ")",
+            [workspace_id, *(v for pair in exited for v in pair)],
+        )
+    changes = [(sid, cid, "entered") for sid, cid in entered] + [(sid, cid, "exited") for sid, cid in exited]
+    run(
+        "INSERT INTO segment_membership_changes (workspace_id, segment_id, contact_id, change, at, reason) VALUES "
+        + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in changes),
+        [v for sid, cid, change in changes for v in (workspace_id, sid, cid, change, at, reason[:64])],
+    )
+    moved = [(sid, len(en) - len(ex)) for sid, _, en, ex in diffs if len(en) != len(ex)]
+    if moved:
+        run(
+            "UPDATE segments SET updated_at = ?, member_count = member_count + CASE id "
+            + " ".join("WHEN ? THEN ?" for _ in moved)
+            + f" ELSE 0 END WHERE workspace_id = ? AND id IN ({', '.join('?' for _ in moved)})",
+            [stamp, *(v for pair in moved for v in pair), workspace_id, *(sid for sid, _ in moved)],
+        )
+
+
+def _apply_large(
+    session: Session, workspace_id: int, diffs: list[tuple[int, str, list[int], list[int]]], now: datetime, reason: str
+) -> None:
+    """Memberships, history rows and counts of a large diff with bulk Core statements."""
     members_t = cast(Table, SegmentMembership.__table__)
     changes_t = cast(Table, SegmentMembershipChange.__table__)
     segments_t = cast(Table, Segment.__table__)
@@ -360,15 +467,14 @@ def _apply_diffs(
     ]
     if new_rows:
         session.execute(insert(members_t), new_rows)
-    for sid, _, _, exited in diffs:
-        for chunk in _chunks(exited):
-            session.execute(
-                delete(members_t).where(
-                    members_t.c.workspace_id == workspace_id,
-                    members_t.c.segment_id == sid,
-                    members_t.c.contact_id.in_(chunk),
-                )
+    gone = [(sid, cid) for sid, _, _, exited in diffs for cid in exited]
+    for i in range(0, len(gone), CHUNK):
+        session.execute(
+            delete(members_t).where(
+                members_t.c.workspace_id == workspace_id,
+                tuple_(members_t.c.segment_id, members_t.c.contact_id).in_(gone[i : i + CHUNK]),
             )
+        )
     changes = [
         (sid, name, cid, change)
         for sid, name, entered, exited in diffs
@@ -388,23 +494,48 @@ def _apply_diffs(
             for sid, _, cid, change in changes
         ],
     )
-    stamp = now.isoformat()
-    for sid, name, cid, change in changes:
-        events_service.record_event(
-            session,
-            workspace_id,
-            cid,
-            EVENT_ENTERED if change == "entered" else EVENT_EXITED,
-            {"segment_id": sid, "segment_name": name, "reason": reason},
-            now,
-            message_id=f"segment:{sid}:{cid}:{change}:{stamp}",
-        )
-    for sid, _, entered, exited in diffs:
+    moved = {sid: len(entered) - len(exited) for sid, _, entered, exited in diffs if len(entered) != len(exited)}
+    if moved:
+        delta = case(moved, value=segments_t.c.id, else_=0)
         session.execute(
             update(segments_t)
-            .where(segments_t.c.workspace_id == workspace_id, segments_t.c.id == sid)
-            .values(member_count=segments_t.c.member_count + (len(entered) - len(exited)))
+            .where(segments_t.c.workspace_id == workspace_id, segments_t.c.id.in_(sorted(moved)))
+            .values(member_count=segments_t.c.member_count + delta)
         )
+
+
+def _record_changes(
+    session: Session, workspace_id: int, diffs: list[tuple[int, str, list[int], list[int]]], now: datetime, reason: str
+) -> None:
+    """segment.entered / segment.exited events (keyed, so a repeated diff stores them once); loaded segments forget
+    their count."""
+    changes = [
+        (sid, name, cid, change)
+        for sid, name, entered, exited in diffs
+        for cid, change in [*((c, "entered") for c in entered), *((c, "exited") for c in exited)]
+    ]
+    stamp = now.isoformat()
+    received = utcnow()
+    event_rows = [
+        {
+            "workspace_id": workspace_id,
+            "contact_id": cid,
+            "anonymous_id": None,
+            "kind": "track",
+            "name": EVENT_ENTERED if change == "entered" else EVENT_EXITED,
+            "properties": {"segment_id": sid, "segment_name": name, "reason": reason},
+            "context": {"source": "system"},
+            "occurred_at": now,
+            "received_at": received,
+            "message_id": f"segment:{sid}:{cid}:{change}:{stamp}",
+        }
+        for sid, name, cid, change in changes
+    ]
+    for i in range(0, len(event_rows), 1000):  # one statement per 1,000 (duplicates by message id skipped)
+        events_repository.insert_events(session.connection(), event_rows[i : i + 1000])
+    for sid, _, entered, exited in diffs:
+        if len(entered) == len(exited):
+            continue
         loaded = session.identity_map.get(Session.identity_key(Segment, sid))
         if loaded is not None:
             session.expire(loaded, ["member_count"])
@@ -468,6 +599,16 @@ def _affected(deps: list[str], changed: set[str]) -> bool:
     return any(dep in changed or dep.split(":", 1)[0] in changed for dep in deps)
 
 
+# what a dependency needs loaded into the contacts' snapshots (the contact's own row is always loaded)
+_SNAPSHOT_PARTS = {
+    "company": "company",
+    "tags": "tags",
+    "stages": "stages",
+    "orders": "orders",
+    "consent": "consents",
+}
+
+
 def update_for_contacts(
     session: Session,
     workspace_id: int,
@@ -481,52 +622,69 @@ def update_for_contacts(
 
     ``changed`` names what changed like the filter dependencies do: ``contact``, ``company``, ``tags``,
     ``stages``, ``orders``, ``events:<name>`` (or ``events`` for any), ``segment:<id>``. Segments using an
-    affected segment follow, in dependency order. Evaluation is in memory over snapshots of the contacts.
+    affected segment follow, in dependency order. Evaluation is in memory over snapshots of the contacts holding
+    only what those segments read; stored filters are parsed once per process (by their JSON text and the property
+    definitions), and the membership changes are written in a fixed number of statements.
     """
     ids = sorted(set(contact_ids))
     result = DiffResult()
-    rows = session.execute(
-        select(Segment.id, Segment.name, Segment.filter, Segment.dependencies).where(
-            Segment.workspace_id == workspace_id, Segment.kind == "dynamic"
-        )
-    ).all()
-    segs = {int(r.id): list(r.dependencies or []) for r in rows}
-    info = {int(r.id): (str(r.name), r.filter) for r in rows}
+    if not ids:
+        return result
+    rows = _dynamic_rows(session, workspace_id)
+    segs = {sid: list(_deps_cached(deps)) for sid, _, _, deps in rows}
+    info = {sid: (name, flt) for sid, name, flt, _ in rows}
     seeds = {sid for sid, deps in segs.items() if _affected(deps, changed)}
-    if not ids or not seeds:
+    if not seeds:
         return result
     serialize(session, workspace_id)
     order = _order(segs, _closure(segs, seeds))
+    defs_key = _defs_key(session, workspace_id)
+    nodes: dict[int, Filter] = {}
     event_names: set[str] = set()
+    parts: set[str] = set()
     for sid in order:
-        event_names.update(d.split(":", 1)[1] for d in segs[sid] if d.startswith("events:"))
-    snaps = load_snapshots(session, workspace_id, ids, event_names=event_names)
+        raw = info[sid][1]
+        if raw is None:
+            continue
+        node, deps = _parse_cached(raw, defs_key)
+        nodes[sid] = node
+        for dep in deps:
+            if dep.startswith("events:"):
+                event_names.add(dep.split(":", 1)[1])
+                parts.add("events")
+            elif dep.startswith("score:"):
+                parts.add("scores")
+            elif dep in _SNAPSHOT_PARTS:
+                parts.add(_SNAPSHOT_PARTS[dep])
+    snaps = load_snapshots(session, workspace_id, ids, event_names=event_names, parts=parts)
     members: dict[int, set[int]] = defaultdict(set)
     for chunk in _chunks(ids):
-        for sid, cid in session.execute(
-            select(SegmentMembership.segment_id, SegmentMembership.contact_id).where(
-                SegmentMembership.workspace_id == workspace_id, SegmentMembership.contact_id.in_(chunk)
-            )
+        for sid, cid in _raw(
+            session,
+            "SELECT segment_id, contact_id FROM segment_memberships WHERE workspace_id = ? "
+            f"AND contact_id IN ({', '.join('?' for _ in chunk)})",
+            (workspace_id, *chunk),
         ):
             members[int(sid)].add(int(cid))
-    defs = _property_defs(session, workspace_id)
-    defs_key = (tuple(sorted(defs[0].items())), tuple(sorted(defs[1].items())))
     diffs: list[tuple[int, str, list[int], list[int]]] = []
     for sid in order:
-        name, raw = info[sid]
-        node = _parse_cached(json.dumps(raw, sort_keys=True), defs_key)
+        node_or_none = nodes.get(sid)
+        if node_or_none is None:
+            continue
+        node = node_or_none
         entered: list[int] = []
         exited: list[int] = []
+        current = members[sid]
         for cid, snap in snaps.items():
             now_in = evaluate(node, snap, now, lambda ref, c=cid: c in members[ref])  # type: ignore[misc]
-            was_in = cid in members[sid]
+            was_in = cid in current
             if now_in and not was_in:
                 entered.append(cid)
             elif was_in and not now_in:
                 exited.append(cid)
-        diffs.append((sid, name, entered, exited))
-        members[sid].update(entered)
-        members[sid].difference_update(exited)
+        diffs.append((sid, info[sid][0], entered, exited))
+        current.update(entered)
+        current.difference_update(exited)
         result.evaluated.append(sid)
         result.entered[sid] = sorted(entered)
         result.exited[sid] = sorted(exited)

@@ -32,6 +32,7 @@ from suppilo.segments.compiler import (
 )
 
 CHUNK = 500
+PARTS = frozenset({"company", "tags", "scores", "consents", "stages", "orders", "events"})
 
 
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
@@ -45,12 +46,15 @@ def load_snapshots(
     contact_ids: Iterable[int],
     *,
     event_names: Collection[str] | None = None,
+    parts: Collection[str] | None = None,
 ) -> dict[int, ContactSnapshot]:
     """Snapshots of the workspace's contacts among ``contact_ids`` (ids of other workspaces are skipped).
 
     ``event_names`` limits the events loaded to those names (None: all events), e.g. to the ``events:<name>``
-    dependencies of the filters about to be evaluated.
+    dependencies of the filters about to be evaluated. ``parts`` limits what is loaded besides the contact's own
+    row to some of ``PARTS`` (None: everything); what is left out is empty in the snapshots.
     """
+    want = PARTS if parts is None else frozenset(parts)
     ids = sorted(set(contact_ids))
     contact_cols = [contacts.c.id, contacts.c.properties, *(contacts.c[f] for f in CONTACT_FIELDS)]
     rows: dict[int, Any] = {}
@@ -65,46 +69,61 @@ def load_snapshots(
             select(*contact_cols).where(contacts.c.workspace_id == workspace_id, contacts.c.id.in_(chunk))
         ):
             rows[r.id] = r
-        for cid, tag in session.execute(
-            select(contact_tags.c.contact_id, contact_tags.c.tag).where(
-                contact_tags.c.workspace_id == workspace_id, contact_tags.c.contact_id.in_(chunk)
+        if "tags" in want:
+            for cid, tag in session.execute(
+                select(contact_tags.c.contact_id, contact_tags.c.tag).where(
+                    contact_tags.c.workspace_id == workspace_id, contact_tags.c.contact_id.in_(chunk)
+                )
+            ):
+                tags[cid].add(tag)
+        for r in (
+            ()
+            if "scores" not in want
+            else session.execute(
+                select(
+                    contact_scores.c.contact_id,
+                    contact_scores.c.kind,
+                    contact_scores.c.score,
+                    contact_scores.c.grade,
+                    contact_scores.c.decay_key,
+                    contact_scores.c.half_life_seconds,
+                ).where(contact_scores.c.workspace_id == workspace_id, contact_scores.c.contact_id.in_(chunk))
             )
-        ):
-            tags[cid].add(tag)
-        for r in session.execute(
-            select(
-                contact_scores.c.contact_id,
-                contact_scores.c.kind,
-                contact_scores.c.score,
-                contact_scores.c.grade,
-                contact_scores.c.decay_key,
-                contact_scores.c.half_life_seconds,
-            ).where(contact_scores.c.workspace_id == workspace_id, contact_scores.c.contact_id.in_(chunk))
         ):
             scores[r.contact_id][r.kind] = ScoreSnapshot(r.score, r.grade, r.decay_key, r.half_life_seconds)
-        for r in session.execute(
-            select(
-                consent_records.c.contact_id,
-                consent_records.c.topic,
-                consent_records.c.action,
-                consent_records.c.recorded_at,
-                consent_records.c.id,
-            ).where(consent_records.c.workspace_id == workspace_id, consent_records.c.contact_id.in_(chunk))
+        for r in (
+            ()
+            if "consents" not in want
+            else session.execute(
+                select(
+                    consent_records.c.contact_id,
+                    consent_records.c.topic,
+                    consent_records.c.action,
+                    consent_records.c.recorded_at,
+                    consent_records.c.id,
+                ).where(consent_records.c.workspace_id == workspace_id, consent_records.c.contact_id.in_(chunk))
+            )
         ):
             consents[r.contact_id].append(ConsentSnapshot(r.topic, r.action, r.recorded_at, r.id))
-        for r in session.execute(
-            select(
-                stage_changes.c.contact_id,
-                stage_changes.c.from_stage,
-                stage_changes.c.to_stage,
-                stage_changes.c.changed_at,
+        for r in (
+            ()
+            if "stages" not in want
+            else session.execute(
+                select(
+                    stage_changes.c.contact_id,
+                    stage_changes.c.from_stage,
+                    stage_changes.c.to_stage,
+                    stage_changes.c.changed_at,
+                )
+                .where(stage_changes.c.workspace_id == workspace_id, stage_changes.c.contact_id.in_(chunk))
+                .order_by(stage_changes.c.changed_at, stage_changes.c.id)
             )
-            .where(stage_changes.c.workspace_id == workspace_id, stage_changes.c.contact_id.in_(chunk))
-            .order_by(stage_changes.c.changed_at, stage_changes.c.id)
         ):
             changes[r.contact_id].append(StageChangeSnapshot(r.from_stage, r.to_stage, r.changed_at))
         order_rows.extend(
-            session.execute(
+            ()
+            if "orders" not in want
+            else session.execute(
                 select(
                     orders.c.id,
                     orders.c.contact_id,
@@ -117,7 +136,7 @@ def load_snapshots(
                 .order_by(orders.c.placed_at, orders.c.id)
             )
         )
-        if event_names is None or event_names:
+        if "events" in want and (event_names is None or event_names):
             stmt = (
                 select(events.c.contact_id, events.c.name, events.c.occurred_at, events.c.properties)
                 .where(events.c.workspace_id == workspace_id, events.c.contact_id.in_(chunk))
@@ -143,7 +162,7 @@ def load_snapshots(
             OrderSnapshot(r.placed_at, r.currency, r.total_minor, r.status, tuple(lines[r.id]))
         )
 
-    company_ids = sorted({r.company_id for r in rows.values() if r.company_id is not None})
+    company_ids = sorted({r.company_id for r in rows.values() if r.company_id is not None} if "company" in want else ())
     company_rows: dict[int, Any] = {}
     company_cols = [companies.c.id, companies.c.properties, *(companies.c[f] for f in COMPANY_FIELDS)]
     for chunk in _chunks(company_ids):
