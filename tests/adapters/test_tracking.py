@@ -749,3 +749,38 @@ def test_analytics_js_group_alias_and_batch_one_letter_paths(send, workspace, db
     assert kinds == ["alias", "group", "page", "page"]
     res = send("POST", "/v1/g", json={"messageId": mid(), "userId": "u-88"}, headers=key)
     assert res.status_code == 422 and res.json()["error"]["path"] == "groupId"
+
+
+def _hold_writer_lock(path: str, held, release, released_at) -> None:
+    import time
+
+    from suppilo.adapters.http.routers.tracking import _SqliteWriterLock
+
+    with _SqliteWriterLock(path):
+        held.set()
+        release.wait(10)
+        released_at.value = time.monotonic()
+
+
+def test_ingest_writers_of_two_processes_queue_on_the_sqlite_lock_file(tmp_path) -> None:
+    import multiprocessing
+    import time
+
+    from suppilo.adapters.http.routers.tracking import _SqliteWriterLock
+
+    ctx = multiprocessing.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    released_at = ctx.Value("d", 0.0)
+    path = str(tmp_path / "db.sqlite3")
+    other = ctx.Process(target=_hold_writer_lock, args=(path, held, release, released_at))
+    other.start()
+    try:
+        assert held.wait(30)
+        lock = _SqliteWriterLock(path)
+        release.set()
+        with lock:
+            entered = time.monotonic()
+        assert released_at.value > 0 and entered >= released_at.value  # it waited for the other process
+        assert (tmp_path / "db.sqlite3-ingest.lock").exists()
+    finally:
+        other.join(30)

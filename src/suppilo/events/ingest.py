@@ -684,6 +684,10 @@ def store(
     for m in groups:
         company_id = _company_for_group(session, workspace_id, m.group_id or "", m.traits)
         company_changes[m.person.find().id] = {"company_id": company_id}  # type: ignore[union-attr,index]
+    for contact_id, values in trait_changes.items():
+        seen_row = activity.pop(contact_id, None)
+        if seen_row is not None:
+            values.update(seen_row)  # one UPDATE per contact: its traits and its activity
     repo.update_contacts(db, workspace_id, activity)
     repo.update_contacts(db, workspace_id, trait_changes, bump=True)
     repo.update_contacts(db, workspace_id, company_changes)

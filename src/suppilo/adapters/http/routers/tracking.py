@@ -9,6 +9,7 @@ commit once.
 
 from __future__ import annotations
 
+import os
 import threading
 import zlib
 from collections.abc import Callable
@@ -26,15 +27,67 @@ from starlette.concurrency import run_in_threadpool
 from suppilo.adapters.http.deps import basic_user, bearer_key, principal_for_key
 from suppilo.adapters.http.errors import error_body
 from suppilo.db.base import utcnow
-from suppilo.events.ingest import TYPES, ItemError, Message, ingest, parse_message, store
+from suppilo.events.ingest import TYPES, ItemError, Message, parse_batch, parse_message, store
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: there only this process's threads queue on the lock
+    fcntl = None  # type: ignore[assignment]
 
 router = APIRouter(tags=["tracking"])
 
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
-# SQLite has one writer at a time and its busy handler waits by sleeping; queueing this process's ingest
-# transactions on a lock instead keeps them back to back.
-_sqlite_writer = threading.Lock()
 OK = orjson.dumps({"success": True})
+
+
+class _SqliteWriterLock:
+    """Ingest transactions on one SQLite database queue here instead of in SQLite's busy handler.
+
+    SQLite has one writer at a time, and its busy handler waits by sleeping (up to 100 ms a try), so a writer that
+    finds the database locked idles long after the lock is free. This process's threads queue on a thread lock;
+    other server processes on the same database (``--workers``) on an ``flock`` of a file next to it, which the
+    kernel hands over the moment it is released.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        if fcntl is not None and path and path != ":memory:":
+            self._fd = os.open(f"{path}-ingest.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread_lock.release()
+                raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+_sqlite_locks: dict[str, _SqliteWriterLock] = {}
+_sqlite_locks_guard = threading.Lock()
+
+
+def _serial(engine: Any) -> AbstractContextManager[Any]:
+    """What ingest transactions of this engine queue on (nothing on PostgreSQL: its advisory lock serialises)."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    path = engine.url.database
+    lock = _sqlite_locks.get(str(path))
+    if lock is None:
+        with _sqlite_locks_guard:
+            lock = _sqlite_locks.get(str(path))
+            if lock is None:
+                lock = _sqlite_locks[str(path)] = _SqliteWriterLock(path)
+    return lock
 
 
 class TrackingSettings(BaseSettings):
@@ -230,7 +283,7 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
         return _error(403, "forbidden", "this key lacks the 'track' scope", "headers.authorization")
     ip = request.client.host if request.client else None
     factory = request.app.state.session_factory
-    serial = _sqlite_writer if request.app.state.engine.dialect.name == "sqlite" else nullcontext()
+    serial = _serial(request.app.state.engine)
     sync = tracking_settings().synchronous_commit
 
     if kind is None:
@@ -241,18 +294,22 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
             return _error(
                 413, "too_large", f"a batch holds at most {settings.max_batch_items} calls; got {len(items)}", "batch"
             )
+        # Validation needs no lock: only storing waits for the database's writer.
+        messages, errors = parse_batch(
+            items, received_at=received_at, sent_at=_parse_time(payload.get("sentAt")), ip=ip
+        )
         with serial, factory() as session:
-            result = ingest(
+            store(
                 session,
                 principal.workspace_id,
-                items,
+                messages,
                 received_at=received_at,
-                sent_at=_parse_time(payload.get("sentAt")),
-                ip=ip,
+                errors=errors,
                 synchronous_commit=sync,
             )
             session.commit()
-        return _json(200, {"success": True, "accepted": result.accepted, "errors": result.errors})
+        errors.sort(key=lambda e: e["index"])
+        return _json(200, {"success": True, "accepted": len(messages), "errors": errors})
 
     raw = {k: v for k, v in payload.items() if k != "writeKey"}
     try:
