@@ -449,3 +449,22 @@ def test_forecast_view_with_chart_csv_and_bad_input(client, session_factory, wor
     deal(client, workspace, name="C", amount_minor=70_000, currency="USD", stage_id=stages["demo"], owner_id=rep)
     html = client.get(f"{url}?group_by=owner").text
     assert "i sin egen valuta" in html and "700,00\xa0US$" in html
+
+
+def test_my_tasks_counts_all_open_tasks_beyond_the_rows_shown(client, session_factory, workspace, monkeypatch) -> None:
+    from suppilo.adapters.web.routes import deals as deals_route
+
+    email = make_user(session_factory, workspace.id, "sales")
+    me = user_id(session_factory, email)
+    for title in ("First", "Second", "Third"):
+        _ok(
+            client.post(
+                "/api/v1/tasks", json={"title": title, "due_at": later(), "owner_id": me}, headers=workspace.auth()
+            ),
+            201,
+        )
+    monkeypatch.setattr(deals_route, "TASKS_SHOWN", 2)
+    login(client, email)
+    html = client.get(f"/app/w/{workspace.slug}/tasks").text
+    assert "3 open tasks" in html and "The first 2 by due time are shown." in html
+    assert html.count('<tr id="task-') == 2

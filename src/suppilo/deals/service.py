@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -861,3 +861,18 @@ def open_tasks_of(
         query = query.where(Task.due_at < (now or utcnow()))
     rows = session.execute(query.order_by(Task.due_at, Task.id).limit(check_limit(limit)))
     return [(task, name) for task, name in rows]
+
+
+def count_open_tasks(
+    session: Session, workspace_id: int, owner_ids: list[int], *, now: datetime | None = None
+) -> tuple[int, int]:
+    """How many open tasks these owners have, and how many of them are overdue."""
+    if not owner_ids:
+        return 0, 0
+    now = now or utcnow()
+    row = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((Task.due_at < now, 1), else_=0)), 0)).where(
+            Task.workspace_id == workspace_id, Task.owner_id.in_(owner_ids), Task.done_at.is_(None)
+        )
+    ).one()
+    return int(row[0]), int(row[1])

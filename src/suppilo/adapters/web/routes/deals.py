@@ -52,6 +52,7 @@ router = APIRouter()
 # Who may look at another user's or a team's tasks.
 MANAGER_ROLES = frozenset({"admin"})
 PROPOSAL_LINES = 3
+TASKS_SHOWN = 200
 FORECAST_GROUPS = ("month", "owner", "team", "region", "country", "stage")
 STALL_GROUPS = ("team", "region", "country", "owner")
 # Series colours (SVG presentation attributes, which the style-src policy does not govern): weighted, commit, best.
@@ -574,8 +575,8 @@ def tasks_page(
         owners = [int(user)]
     overdue_only = show == "overdue"
     now = utcnow()
-    rows = deals_service.open_tasks_of(session, ws, owners, overdue=overdue_only, now=now)
-    overdue_count = sum(1 for task, _ in rows if task.due_at < now)
+    rows = deals_service.open_tasks_of(session, ws, owners, overdue=overdue_only, now=now, limit=TASKS_SHOWN)
+    open_count, overdue_count = deals_service.count_open_tasks(session, ws, owners, now=now)
     return render(
         request,
         "tasks.html",
@@ -593,7 +594,9 @@ def tasks_page(
         chosen_user=chosen_user,
         chosen_team=chosen_team,
         show="overdue" if overdue_only else "open",
+        open_count=open_count,
         overdue_count=overdue_count,
+        shown=TASKS_SHOWN,
         mine=not (chosen_user or chosen_team) or chosen_user == str(ctx.user.info.user_id),
         back=str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
         done=done,
