@@ -239,10 +239,22 @@ def needs_compaction(con: duckdb.DuckDBPyConnection, workspace_id: int) -> bool:
     return tail_rows > 0 and tail_rows >= COMPACT_MIN_ROWS and tail_rows >= COMPACT_SHARE * main_rows
 
 
-def _ts_expr(session: Session) -> Any:
+def epoch_us_expr(session: Session, col: Any) -> Any:
+    """A UTC time column as microseconds since the epoch (PostgreSQL) or as its stored text (SQLite keeps naive UTC
+    text); :func:`epoch_us_array` turns the fetched values into int64 microseconds."""
     if session.get_bind().dialect.name == "postgresql":
-        return cast(func.extract("epoch", Event.occurred_at) * US_PER_SECOND, BigInteger)
-    return cast(Event.occurred_at, String)  # SQLite keeps naive UTC text
+        return cast(func.extract("epoch", col) * US_PER_SECOND, BigInteger)
+    return cast(col, String)
+
+
+def epoch_us_array(session: Session, values: Sequence[Any]) -> np.ndarray:
+    if session.get_bind().dialect.name == "postgresql":
+        return np.fromiter(values, dtype=np.int64, count=len(values))
+    return np.array(values, dtype="datetime64[us]").astype(np.int64)  # "YYYY-MM-DD HH:MM:SS[.ffffff]"
+
+
+def _ts_expr(session: Session) -> Any:
+    return epoch_us_expr(session, Event.occurred_at)
 
 
 def _state(con: duckdb.DuckDBPyConnection, workspace_id: int) -> dict[str, Any] | None:
@@ -256,7 +268,6 @@ def _state(con: duckdb.DuckDBPyConnection, workspace_id: int) -> dict[str, Any] 
 
 def _append(con: duckdb.DuckDBPyConnection, session: Session, workspace_id: int, above: int, dedupe: bool) -> int:
     """Copy the workspace's events of known contacts with ``id > above``; returns how many rows were added."""
-    pg = session.get_bind().dialect.name == "postgresql"
     path = case((Event.kind == "page", Event.properties["path"].as_string()), else_=None)
     q = (
         select(Event.id, Event.contact_id, _ts_expr(session), Event.name, path)
@@ -267,10 +278,7 @@ def _append(con: duckdb.DuckDBPyConnection, session: Session, workspace_id: int,
     added = 0
     for part in result.partitions(FETCH_CHUNK):
         ids, cids, tss, names, paths = zip(*part, strict=True)
-        if pg:
-            ts = np.fromiter(tss, dtype=np.int64, count=len(ids))
-        else:  # "YYYY-MM-DD HH:MM:SS[.ffffff]" naive UTC
-            ts = np.array(tss, dtype="datetime64[us]").astype(np.int64)
+        ts = epoch_us_array(session, tss)
         added += append_arrays(
             con, workspace_id, np.fromiter(ids, dtype=np.int64, count=len(ids)),
             np.fromiter(cids, dtype=np.int64, count=len(ids)), ts, names, paths,
