@@ -511,3 +511,49 @@ def test_tenant_isolation(client, workspace, other_workspace, session_factory):
     assert (stored.name, stored.stage_id, stored.version) == ("Acme rollout", deal["stage_id"], 1)
     assert _db(session_factory).get(Task, task["id"]).done_at is None
     assert client.get(f"{API}/pipelines/{pipeline['id']}", headers=workspace.auth("read")).json()["name"] == "Sales"
+
+
+def test_a_deal_has_a_buying_group(client, workspace, other_workspace, session_factory):
+    """Several contacts per deal: the primary one plus others with roles; foreign contacts and deals are 404, the
+    primary contact cannot be added twice, adding again changes the role, a merge moves the place."""
+    w = workspace.auth("write")
+
+    def person(email, **extra):
+        res = client.post(f"{API}/contacts", json={"email": email, **extra}, headers=w)
+        assert res.status_code == 201, res.text
+        return res.json()["id"]
+
+    buyer, boss, user = person("buyer@bg.example", first_name="Bea"), person("boss@bg.example"), person("u@bg.example")
+    deal = client.post(f"{API}/deals", json={"name": "Group", "contact_id": buyer}, headers=w).json()
+    url = f"{API}/deals/{deal['id']}/contacts"
+    got = client.post(url, json={"contact_id": boss, "role": "decision maker"}, headers=w)
+    assert got.status_code == 201
+    assert [(c["contact_id"], c["role"], c["primary"]) for c in got.json()] == [
+        (buyer, None, True),
+        (boss, "decision maker", False),
+    ]
+    assert got.json()[0]["name"] == "Bea"
+    client.post(url, json={"contact_id": user, "role": "user"}, headers=w)
+    again = client.post(url, json={"contact_id": user, "role": "champion"}, headers=w).json()
+    assert [(c["contact_id"], c["role"]) for c in again][1:] == [(boss, "decision maker"), (user, "champion")]
+    res = client.post(url, json={"contact_id": buyer}, headers=w)
+    assert res.status_code == 422 and res.json()["error"]["code"] == "primary_contact"
+    theirs = client.post(f"{API}/contacts", json={"email": "x@bg.example"}, headers=other_workspace.auth("write"))
+    res = client.post(url, json={"contact_id": theirs.json()["id"]}, headers=w)
+    assert res.status_code == 404 and res.json()["error"]["path"] == "contact_id"
+    their_deal = client.post(f"{API}/deals", json={"name": "Theirs"}, headers=other_workspace.auth("write")).json()
+    assert client.get(f"{API}/deals/{their_deal['id']}/contacts", headers=w).status_code == 404
+    assert (
+        client.post(f"{API}/deals/{their_deal['id']}/contacts", json={"contact_id": boss}, headers=w).status_code == 404
+    )
+    assert client.delete(f"{url}/{user}", headers=w).status_code == 204
+    assert client.delete(f"{url}/{user}", headers=w).status_code == 404
+    # A merge of the boss into another contact moves the boss's place in the group.
+    from suppilo.deals import service as deals_service
+
+    other = person("boss2@bg.example")
+    with session_factory() as s:
+        deals_service.move_contact(s, workspace.id, other, boss)
+        s.commit()
+    group = client.get(url, headers=workspace.auth("read")).json()
+    assert [(c["contact_id"], c["role"]) for c in group] == [(buyer, None), (other, "decision maker")]

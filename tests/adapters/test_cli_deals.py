@@ -257,6 +257,13 @@ def test_the_whole_deal_from_the_cli(cli_env: CliRunner, client, workspace, othe
     )
     stale = run("deals", "qualify", str(deal["id"]), "--version", "1", "--timeline", "May", code=1)
     assert "changed meanwhile" in stale
+    boss = client.post(f"{API}/contacts", json={"email": "cli-boss@example.fi"}, headers=ws.auth("write")).json()
+    group = json.loads(run("deals", "contact", str(deal["id"]), str(boss["id"]), "--role", "decision maker", "--json"))
+    assert [(c["contact_id"], c["primary"], c["role"]) for c in group] == [
+        (contact["id"], True, None),
+        (boss["id"], False, "decision maker"),
+    ]
+    assert "primary contact" in run("deals", "contact", str(deal["id"]), str(contact["id"]), code=1)
     run("deals", "objection", str(deal["id"]), "Too expensive", "--response", "Volume discount")
     run("deals", "activity", str(deal["id"]), "call", "Talked to the board")
     assert "in the past" in run(
@@ -295,6 +302,7 @@ def test_the_whole_deal_from_the_cli(cli_env: CliRunner, client, workspace, othe
     assert json.loads(run("deals", "proposal", str(proposal["id"]), "accept", "--json"))["status"] == "accepted"
     shown = json.loads(run("deals", "show", str(deal["id"]), "--json"))
     assert shown["amount_minor"] == 54000 and shown["stage_key"] == "demo"
+    assert [c["contact_id"] for c in shown["contacts"]] == [contact["id"], boss["id"]]
     assert [h["to"] for h in shown["history"]] == ["demo"]
     assert [o["text"] for o in shown["objections"]] == ["Too expensive"]
     assert [a["body"] for a in shown["activities"] if a["kind"] == "call"] == ["Talked to the board"]

@@ -468,3 +468,44 @@ def test_my_tasks_counts_all_open_tasks_beyond_the_rows_shown(client, session_fa
     html = client.get(f"/app/w/{workspace.slug}/tasks").text
     assert "3 open tasks" in html and "The first 2 by due time are shown." in html
     assert html.count('<tr id="task-') == 2
+
+
+def test_buying_group_on_the_deal_page(client, session_factory, workspace, other_workspace) -> None:
+    buyer = _ok(
+        client.post(
+            "/api/v1/contacts", json={"email": "bg-buyer@example.com", "first_name": "Bea"}, headers=workspace.auth()
+        ),
+        201,
+    )
+    _ok(
+        client.post(
+            "/api/v1/contacts",
+            json={"email": "bg-boss@example.com", "first_name": "Bo" + SCRIPT},
+            headers=workspace.auth(),
+        ),
+        201,
+    )
+    _ok(client.post("/api/v1/contacts", json={"email": "bg-theirs@example.com"}, headers=other_workspace.auth()), 201)
+    d = deal(client, workspace, name="Group deal", contact_id=buyer["id"])
+    login(client, make_user(session_factory, workspace.id, "sales"))
+    url = f"/app/w/{workspace.slug}/deals/{d['id']}"
+    token = csrf_of(client.get(url).text)
+    res = client.post(f"{url}/contacts", data={"csrf_token": token, "email": "bg-theirs@example.com", "role": "boss"})
+    assert (
+        res.status_code == 422 and 'id="people-email-error"' in res.text and 'value="bg-theirs@example.com"' in res.text
+    )
+    res = client.post(
+        f"{url}/contacts", data={"csrf_token": token, "email": "BG-Boss@example.com", "role": "decision maker"}
+    )
+    assert res.status_code == 200 and "Contact added." in res.text
+    people = res.text[res.text.index('id="people-list"') : res.text.index("</ul>", res.text.index('id="people-list"'))]
+    assert "Bea" in people and "primary contact" in people and "decision maker" in people
+    assert "Bo&lt;script&gt;" in people and SCRIPT not in res.text
+    group = _ok(client.get(f"/api/v1/deals/{d['id']}/contacts", headers=workspace.auth()))
+    boss = group[1]["contact_id"]
+    res = client.post(f"{url}/contacts/{boss}/remove", data={"csrf_token": token})
+    assert (
+        "Contact removed." in res.text
+        and len(_ok(client.get(f"/api/v1/deals/{d['id']}/contacts", headers=workspace.auth()))) == 1
+    )
+    assert client.post(f"{url}/contacts/{boss}/remove", data={"csrf_token": token}).status_code == 404

@@ -75,6 +75,22 @@ class Deal(TenantMixin, TimestampMixin, Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
 
+class DealContact(TenantMixin, Base):
+    """A further person of a deal's buying group (the deal's own ``contact_id`` is its primary contact), with a
+    role such as "decision maker", "champion" or "user"."""
+
+    __tablename__ = "deal_contacts"
+    __table_args__ = (
+        UniqueConstraint("deal_id", "contact_id"),
+        Index("ix_deal_contacts_ws_contact", "workspace_id", "contact_id"),
+    )
+
+    deal_id: Mapped[int] = mapped_column(BigId, ForeignKey("deals.id", ondelete="CASCADE"), nullable=False)
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False)
+    role: Mapped[str | None] = mapped_column(String(100))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
 class DealStageChange(TenantMixin, Base):
     """A move of a deal between stages (the first row, without ``from_stage_id``, is its opening)."""
 

@@ -187,6 +187,22 @@ class StageChangeRead(BaseModel):
     reason: str
 
 
+class DealContactIn(BaseModel):
+    """A contact of the workspace to add to a deal's buying group, with an optional role."""
+
+    contact_id: int
+    role: str | None = Field(default=None, max_length=100)
+
+
+class DealContactRead(BaseModel):
+    """A person of a deal: the primary contact (``primary``) or a further one with its role."""
+
+    contact_id: int
+    role: str | None
+    primary: bool
+    name: str
+
+
 class ObjectionCreate(BaseModel):
     """An objection and, once known, the answer to it."""
 

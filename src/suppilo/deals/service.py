@@ -19,9 +19,20 @@ from suppilo.contacts import service as contacts_service
 from suppilo.contacts.models import Contact
 from suppilo.contacts.schemas import check_limit, decode_cursor, encode_cursor
 from suppilo.db.base import utcnow
-from suppilo.deals.models import Activity, Deal, DealObjection, DealStageChange, Pipeline, PipelineStage, Task
+from suppilo.deals.models import (
+    Activity,
+    Deal,
+    DealContact,
+    DealObjection,
+    DealStageChange,
+    Pipeline,
+    PipelineStage,
+    Task,
+)
 from suppilo.deals.schemas import (
     ActivityCreate,
+    DealContactIn,
+    DealContactRead,
     DealCreate,
     DealMove,
     DealUpdate,
@@ -649,6 +660,110 @@ def board(
         deals = list(session.scalars(newest.order_by(Deal.id.desc()).limit(per_stage)))
         out.append((stage, counts[stage.id], sums[stage.id], deals))
     return out
+
+
+# --- the buying group -----------------------------------------------------------------------------------------------
+
+
+def add_deal_contact(session: Session, workspace_id: int, deal_id: int, data: DealContactIn) -> DealContact:
+    """Add a contact of this workspace to a deal (adding it again changes its role); the primary contact is the
+    deal's own ``contact_id`` and is refused here."""
+    deal = get_deal(session, workspace_id, deal_id)
+    contact = contacts_service.get_contact(session, workspace_id, data.contact_id)
+    if contact.id == deal.contact_id:
+        raise DealError("contact_id", f"contact {contact.id} is the deal's primary contact", code="primary_contact")
+    role = (data.role or "").strip() or None
+    row = session.scalar(
+        select(DealContact).where(
+            DealContact.workspace_id == workspace_id,
+            DealContact.deal_id == deal.id,
+            DealContact.contact_id == contact.id,
+        )
+    )
+    if row is None:
+        row = DealContact(
+            workspace_id=workspace_id, deal_id=deal.id, contact_id=contact.id, role=role, added_at=utcnow()
+        )
+        session.add(row)
+    else:
+        row.role = role
+    session.flush()
+    return row
+
+
+def remove_deal_contact(session: Session, workspace_id: int, deal_id: int, contact_id: int) -> None:
+    """Take a further contact off a deal; NotFound when it is not one of the deal's."""
+    get_deal(session, workspace_id, deal_id)
+    row = session.scalar(
+        select(DealContact).where(
+            DealContact.workspace_id == workspace_id,
+            DealContact.deal_id == deal_id,
+            DealContact.contact_id == contact_id,
+        )
+    )
+    if row is None:
+        raise NotFound("contact_id", f"contact {contact_id} is not on deal {deal_id}")
+    session.delete(row)
+    session.flush()
+
+
+def deal_contacts(session: Session, workspace_id: int, deal_id: int) -> list[DealContactRead]:
+    """The deal's people: the primary contact first, then the others in the order they were added."""
+    deal = get_deal(session, workspace_id, deal_id)
+    rows: list[tuple[int, str | None, bool]] = []
+    if deal.contact_id is not None:
+        rows.append((deal.contact_id, None, True))
+    rows += [
+        (cid, role, False)
+        for cid, role in session.execute(
+            select(DealContact.contact_id, DealContact.role)
+            .where(DealContact.workspace_id == workspace_id, DealContact.deal_id == deal_id)
+            .order_by(DealContact.added_at, DealContact.id)
+        )
+    ]
+    names: dict[int, str] = {}
+    if rows:
+        for cid, first, last, email in session.execute(
+            select(Contact.id, Contact.first_name, Contact.last_name, Contact.email).where(
+                Contact.workspace_id == workspace_id, Contact.id.in_([r[0] for r in rows])
+            )
+        ):
+            names[cid] = " ".join(p for p in (first, last) if p) or email or f"#{cid}"
+    return [
+        DealContactRead(contact_id=cid, role=role, primary=primary, name=names.get(cid, f"#{cid}"))
+        for cid, role, primary in rows
+        if cid in names
+    ]
+
+
+def move_contact(session: Session, workspace_id: int, keep_id: int, merge_id: int) -> None:
+    """A contact merge: the merged contact's places in buying groups go to the kept one (once per deal)."""
+    already = set(
+        session.scalars(
+            select(DealContact.deal_id).where(
+                DealContact.workspace_id == workspace_id, DealContact.contact_id == keep_id
+            )
+        )
+    )
+    for row in session.scalars(
+        select(DealContact).where(DealContact.workspace_id == workspace_id, DealContact.contact_id == merge_id)
+    ):
+        if row.deal_id in already:
+            session.delete(row)
+        else:
+            row.contact_id = keep_id
+    session.flush()
+    # A deal whose primary contact is (or becomes) the kept one does not list it twice.
+    primary_of = select(Deal.id).where(Deal.workspace_id == workspace_id, Deal.contact_id.in_((keep_id, merge_id)))
+    for row in session.scalars(
+        select(DealContact).where(
+            DealContact.workspace_id == workspace_id,
+            DealContact.contact_id == keep_id,
+            DealContact.deal_id.in_(primary_of),
+        )
+    ):
+        session.delete(row)
+    session.flush()
 
 
 # --- objections -----------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from suppilo.deals.schemas import (
     AssignmentRead,
     AssignmentRuleRead,
     AssignmentRulesIn,
+    DealContactIn,
     DealCreate,
     DealMove,
     DealRead,
@@ -608,6 +609,7 @@ def show(
         keys = {s.id: s.key for s in session.scalars(select(PipelineStage).where(PipelineStage.workspace_id == ws.id))}
         data = DealRead.model_validate(deal).model_dump(mode="json")
         data["stage_key"] = keys.get(deal.stage_id)
+        data["contacts"] = [c.model_dump(mode="json") for c in service.deal_contacts(session, ws.id, deal_id)]
         data["history"] = [
             {**StageChangeRead.model_validate(c).model_dump(mode="json"), "to": keys.get(c.to_stage_id)}
             for c in service.stage_history(session, ws.id, deal_id)
@@ -636,6 +638,8 @@ def show(
         f"{_money(data['amount_minor'], data['currency'])} · owner {data['owner_id'] or '–'} · "
         f"{data['qualification_status']}"
     )
+    for c in data["contacts"]:
+        out.print(f"  contact {c['contact_id']}: {c['name']} ({'primary' if c['primary'] else c['role'] or '–'})")
     for h in data["history"]:
         out.print(f"  {h['changed_at']} → {h['to']} {h['reason']}".rstrip())
     for o in data["objections"]:
@@ -644,6 +648,36 @@ def show(
         out.print(f"  task {t['id']}: {t['title']} due {t['due_at']}{' (done)' if t['done_at'] else ''}")
     for p in data["proposals"]:
         out.print(f"  proposal {p['id']}: {p['title']} {p['status']} {_money(p['total_minor'], p['currency'])}")
+
+
+@deals_app.command("contact")
+def deal_contact(
+    deal_id: int = typer.Argument(..., help="Deal id."),
+    contact_id: int = typer.Argument(..., help="Contact id."),
+    role: str | None = typer.Option(None, "--role", help="E.g. decision maker, champion, user."),
+    remove: bool = typer.Option(False, "--remove", help="Take the contact off the deal."),
+    workspace: str | None = WorkspaceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Add a contact to a deal's buying group (or change its role, or remove it)."""
+    with cli_session() as session:
+        ws = resolve_workspace(session, workspace)
+        try:
+            if remove:
+                service.remove_deal_contact(session, ws.id, deal_id, contact_id)
+            else:
+                service.add_deal_contact(
+                    session, ws.id, deal_id, DealContactIn.model_validate({"contact_id": contact_id, "role": role})
+                )
+            data = [c.model_dump(mode="json") for c in service.deal_contacts(session, ws.id, deal_id)]
+        except ValidationError as exc:
+            _invalid(exc)
+            return
+        except DomainError as exc:
+            _domain_fail(exc)
+            return
+    names = ", ".join(f"{c['name']}{' (' + c['role'] + ')' if c['role'] else ''}" for c in data)
+    _emit(data, as_json, f"deal {deal_id}: {names or 'no contacts'}")
 
 
 @deals_app.command("objection")

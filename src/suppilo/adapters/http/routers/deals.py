@@ -28,6 +28,8 @@ from suppilo.deals.schemas import (
     BoardGroup,
     BoardGroupBy,
     BoardMoney,
+    DealContactIn,
+    DealContactRead,
     DealCreate,
     DealMove,
     DealPage,
@@ -222,6 +224,26 @@ def move_deal(deal_id: int, data: DealMove, principal: Writer, session: DbSessio
 def deal_history(deal_id: int, principal: Reader, session: ReadSession) -> list[StageChangeRead]:
     """The deal's stage changes, oldest first (the first is its opening)."""
     return [StageChangeRead.model_validate(c) for c in service.stage_history(session, principal.workspace_id, deal_id)]
+
+
+@router.get("/deals/{deal_id}/contacts", response_model=list[DealContactRead])
+def list_deal_contacts(deal_id: int, principal: Reader, session: ReadSession) -> list[DealContactRead]:
+    """The deal's buying group: its primary contact first, then the others with their roles."""
+    return service.deal_contacts(session, principal.workspace_id, deal_id)
+
+
+@router.post("/deals/{deal_id}/contacts", response_model=list[DealContactRead], status_code=http.HTTP_201_CREATED)
+def add_deal_contact(deal_id: int, data: DealContactIn, principal: Writer, session: DbSession) -> list[DealContactRead]:
+    """Add a contact to the deal (again: change its role); answers the whole group."""
+    service.add_deal_contact(session, principal.workspace_id, deal_id, data)
+    return service.deal_contacts(session, principal.workspace_id, deal_id)
+
+
+@router.delete("/deals/{deal_id}/contacts/{contact_id}", status_code=http.HTTP_204_NO_CONTENT)
+def remove_deal_contact(deal_id: int, contact_id: int, principal: Writer, session: DbSession) -> Response:
+    """Take a further contact off the deal (the primary contact is changed with PATCH /deals/{id})."""
+    service.remove_deal_contact(session, principal.workspace_id, deal_id, contact_id)
+    return Response(status_code=http.HTTP_204_NO_CONTENT)
 
 
 @router.post("/deals/{deal_id}/objections", response_model=ObjectionRead, status_code=http.HTTP_201_CREATED)

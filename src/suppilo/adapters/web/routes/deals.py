@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from suppilo.adapters.http.deps import DbSession, ReadSession
@@ -37,6 +37,7 @@ from suppilo.deals import service as deals_service
 from suppilo.deals.models import Deal, SalesTeam, SalesTeamMember, Task
 from suppilo.deals.schemas import (
     ActivityCreate,
+    DealContactIn,
     DealUpdate,
     ObjectionCreate,
     ProposalCreate,
@@ -194,6 +195,7 @@ def _deal_page(
     forms.setdefault("bant", {"values": _bant_values(deal), "errors": {}})
     forms.setdefault("task", {"values": {"kind": "call", "owner_id": str(ctx.user.info.user_id)}, "errors": {}})
     forms.setdefault("objection", {"values": {}, "errors": {}})
+    forms.setdefault("people", {"values": {}, "errors": {}})
     forms.setdefault("activity", {"values": {"kind": "note"}, "errors": {}})
     forms.setdefault("proposal", {"values": {}, "errors": {}})
     return render(
@@ -210,6 +212,7 @@ def _deal_page(
         stage_label=labels.get(deal.stage_id, ""),
         owner_name=names.get(deal.owner_id) if deal.owner_id is not None else None,
         contact=contact,
+        people=deals_service.deal_contacts(session, ws, deal.id),
         company=company,
         history=history,
         tasks=tasks,
@@ -376,6 +379,47 @@ async def complete_task(request: Request, ctx: Workspace_, session: DbSession, t
         raise WebError(404, "not_found") from exc
     default = f"{ctx.base}/deals/{task.deal_id}" if task.deal_id is not None else f"{ctx.base}/tasks"
     return RedirectResponse(_safe_back(ctx, form.get("next", ""), default), status_code=303)
+
+
+@router.post("/w/{slug}/deals/{deal_id}/contacts")
+async def add_contact(request: Request, ctx: Workspace_, session: DbSession, deal_id: int) -> Response:
+    """Add a contact of this workspace (by email) to the deal's buying group with a role."""
+    form = await _editing(request, ctx)
+    tr = translations(ctx.language)
+    values = {k: form.get(k, "") for k in ("email", "role")}
+    email = values["email"].strip().lower()
+    contact_id = None
+    if email:
+        contact_id = session.scalar(
+            select(Contact.id).where(Contact.workspace_id == ctx.workspace_id, func.lower(Contact.email) == email)
+        )
+    if contact_id is None:
+        message = tr.gettext("No contact with this email in this workspace.")
+        return _refused(request, ctx, session, deal_id, "people", values, {"email": message})
+    try:
+        deals_service.add_deal_contact(
+            session, ctx.workspace_id, deal_id, DealContactIn(contact_id=contact_id, role=values["role"] or None)
+        )
+    except ValidationError as exc:
+        return _refused(request, ctx, session, deal_id, "people", values, _errors_of(exc))
+    except NotFound as exc:
+        raise WebError(404, "not_found") from exc
+    except DomainError as exc:
+        found = {"email" if exc.field == "contact_id" else (exc.field or "email"): exc.message}
+        return _refused(request, ctx, session, deal_id, "people", values, found)
+    return _back(ctx, deal_id, "contact", "#people")
+
+
+@router.post("/w/{slug}/deals/{deal_id}/contacts/{contact_id}/remove")
+async def remove_contact(
+    request: Request, ctx: Workspace_, session: DbSession, deal_id: int, contact_id: int
+) -> Response:
+    await _editing(request, ctx)
+    try:
+        deals_service.remove_deal_contact(session, ctx.workspace_id, deal_id, contact_id)
+    except NotFound as exc:
+        raise WebError(404, "not_found") from exc
+    return _back(ctx, deal_id, "contact_removed", "#people")
 
 
 @router.post("/w/{slug}/deals/{deal_id}/objections")
