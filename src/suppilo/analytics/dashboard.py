@@ -72,10 +72,12 @@ def compute(session: Session, workspace_id: int, days: int, today: date) -> dict
         lambda: analytics.funnel_report(session, workspace_id, start, today, "country"),
         {"stages": [], "all": {"stages": [], "insufficient_data": True}, "groups": {}},
     )
-    by_channel = report(
-        "money", lambda: analytics.spend_report(session, workspace_id, start, today, "channel"), no_money
+    money = report(
+        "money",
+        lambda: analytics.spend_reports(session, workspace_id, start, today, ["channel", "month"]),
+        {"channel": no_money, "month": no_money},
     )
-    by_month = report("money", lambda: analytics.spend_report(session, workspace_id, start, today, "month"), no_money)
+    by_channel, by_month = money["channel"], money["month"]
     return {
         "funnel": funnel,
         "channel": by_channel,

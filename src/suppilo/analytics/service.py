@@ -325,15 +325,24 @@ def spend_report(
     """Spend, leads, qualified leads, new customers and their revenue per channel, campaign, month × channel,
     country × channel or region × channel (spend rows carry their market; contacts are keyed by their own country
     and region; ``(unknown)`` where either is missing)."""
-    if group_by not in GROUPS:
-        raise DomainError("group_by", "group_by must be channel, campaign, month, country or region")
+    return spend_reports(session, workspace_id, date_from, date_to, [group_by])[group_by]
+
+
+def spend_reports(
+    session: Session, workspace_id: int, date_from: date | None, date_to: date | None, group_bys: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """:func:`spend_report` for several groupings at once: the spend, leads, customers and revenue are read once and
+    added into every grouping."""
+    for group_by in group_bys:
+        if group_by not in GROUPS:
+            raise DomainError("group_by", "group_by must be channel, campaign, month, country or region")
     frm, to, start, end = period(date_from, date_to)
     book = rate_book(session, workspace_id)
     home = book.home
     stages = _funnel_stages(session, workspace_id)
 
     def key(
-        channel: str | None, campaign: str | None, when: date, country: str | None, region: str | None
+        group_by: str, channel: str | None, campaign: str | None, when: date, country: str | None, region: str | None
     ) -> tuple[str, ...]:
         ch = channel or UNKNOWN
         if group_by == "channel":
@@ -346,8 +355,8 @@ def spend_report(
             return (region or UNKNOWN, ch)
         return (f"{when.year:04d}-{when.month:02d}", ch)
 
-    acc: dict[tuple[str, ...], dict[str, int]] = defaultdict(
-        lambda: {
+    def fresh() -> dict[str, int]:
+        return {
             "spend_minor": 0,
             "leads": 0,
             "qualified_leads": 0,
@@ -356,7 +365,13 @@ def spend_report(
             "clv_sum_minor": 0,
             "clv_customers": 0,
         }
-    )
+
+    accs: dict[str, dict[tuple[str, ...], dict[str, int]]] = {g: defaultdict(fresh) for g in group_bys}
+
+    def add(args: tuple[Any, ...], metric: str, value: int) -> None:
+        for g, acc in accs.items():
+            acc[key(g, *args)][metric] += value
+
     for d, ch, camp, amount, ccy, country, region in session.execute(
         select(
             MarketingSpend.spend_date,
@@ -372,13 +387,13 @@ def spend_report(
             MarketingSpend.spend_date <= to,
         )
     ):
-        acc[key(ch, camp, d, country, region)]["spend_minor"] += book.convert(amount, ccy, home, d)
+        add((ch, camp, d, country, region), "spend_minor", book.convert(amount, ccy, home, d))
     for metric, first in (("leads", "interest"), ("qualified_leads", "consideration")):
         reach = _stages_from(stages, first)
         if not reach:
             continue
         for _cid, at, ch, camp, country, region in _first_reach(session, workspace_id, reach, start, end):
-            acc[key(ch, camp, _as_dt(at).date(), country, region)][metric] += 1
+            add((ch, camp, _as_dt(at).date(), country, region), metric, 1)
     fo = _first_orders_subquery(workspace_id)
     customers = session.execute(
         select(
@@ -392,12 +407,12 @@ def spend_report(
         .join(Contact, and_(Contact.id == fo.c.cid, Contact.workspace_id == workspace_id))
         .where(fo.c.first_at >= start, fo.c.first_at < end)
     ).all()
-    keys_by_contact: dict[int, tuple[str, ...]] = {}
+    args_by_contact: dict[int, tuple[Any, ...]] = {}
     for cid, first_at, ch, camp, country, region in customers:
-        k = key(ch, camp, _as_dt(first_at).date(), country, region)
-        keys_by_contact[cid] = k
-        acc[k]["new_customers"] += 1
-    ids = list(keys_by_contact)
+        args = (ch, camp, _as_dt(first_at).date(), country, region)
+        args_by_contact[cid] = args
+        add(args, "new_customers", 1)
+    ids = list(args_by_contact)
     # LTV:CAC from the last CLV fit's contact property (minor units of the workspace currency).
     clv_prop = Contact.properties["predicted_clv_12m"].as_float()
     for chunk in _chunks(ids):
@@ -406,9 +421,8 @@ def spend_report(
                 Contact.workspace_id == workspace_id, Contact.id.in_(chunk), clv_prop.is_not(None)
             )
         ):
-            row = acc[keys_by_contact[cid]]
-            row["clv_sum_minor"] += round(value)
-            row["clv_customers"] += 1
+            add(args_by_contact[cid], "clv_sum_minor", round(value))
+            add(args_by_contact[cid], "clv_customers", 1)
     for chunk in _chunks(ids):
         for cid, placed, ccy, total, refunded in session.execute(
             select(Order.contact_id, Order.placed_at, Order.currency, Order.total_minor, Order.refunded_minor).where(
@@ -419,37 +433,31 @@ def spend_report(
                 Order.placed_at < end,
             )
         ):
-            acc[keys_by_contact[cast(int, cid)]]["revenue_minor"] += book.convert(
-                _order_value(total, refunded), ccy, home, placed.date()
+            add(
+                args_by_contact[cast(int, cid)],
+                "revenue_minor",
+                book.convert(_order_value(total, refunded), ccy, home, placed.date()),
             )
 
-    names = GROUPS[group_by]
-    rows = [_spend_metrics(dict(zip(names, k, strict=True)), v) for k, v in sorted(acc.items())]
-    totals = {
-        m: sum(v[m] for v in acc.values())
-        for m in (
-            "spend_minor",
-            "leads",
-            "qualified_leads",
-            "new_customers",
-            "revenue_minor",
-            "clv_sum_minor",
-            "clv_customers",
+    out: dict[str, dict[str, Any]] = {}
+    for group_by, acc in accs.items():
+        names = GROUPS[group_by]
+        rows = [_spend_metrics(dict(zip(names, k, strict=True)), v) for k, v in sorted(acc.items())]
+        totals = {m: sum(v[m] for v in acc.values()) for m in fresh()}
+        empty = not acc
+        out[group_by] = _clean_dict(
+            {
+                "currency": home,
+                "from": frm.isoformat(),
+                "to": to.isoformat(),
+                "group_by": group_by,
+                "rows": rows,
+                "totals": _spend_metrics({}, totals),
+                "insufficient_data": empty,
+                "reason": "no spend, leads or new customers in the period" if empty else "",
+            }
         )
-    }
-    empty = not acc
-    return _clean_dict(
-        {
-            "currency": home,
-            "from": frm.isoformat(),
-            "to": to.isoformat(),
-            "group_by": group_by,
-            "rows": rows,
-            "totals": _spend_metrics({}, totals),
-            "insufficient_data": empty,
-            "reason": "no spend, leads or new customers in the period" if empty else "",
-        }
-    )
+    return out
 
 
 def _spend_metrics(head: dict[str, Any], metrics: dict[str, int]) -> dict[str, Any]:

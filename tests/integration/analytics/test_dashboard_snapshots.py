@@ -79,3 +79,12 @@ def test_rebuild_covers_every_period(demo, session_factory) -> None:
         for days in dashboard.PERIODS:
             row = dashboard.snapshot(s, demo, days)
             assert row is not None and row.days == days and row.seconds >= 0
+
+
+def test_spend_reports_at_once_equal_one_at_a_time(demo, session_factory) -> None:
+    groups = ["channel", "month", "campaign", "country"]
+    with session_factory() as s:
+        together = service.spend_reports(s, demo, date(2024, 6, 1), PARAMS.today, groups)
+        for g in groups:
+            alone = service.spend_report(s, demo, date(2024, 6, 1), PARAMS.today, g)
+            assert alone["rows"] and together[g] == alone, g
