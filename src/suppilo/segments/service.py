@@ -599,6 +599,15 @@ def _affected(deps: list[str], changed: set[str]) -> bool:
     return any(dep in changed or dep.split(":", 1)[0] in changed for dep in deps)
 
 
+@lru_cache(maxsize=1024)
+def _affected_order(graph: tuple[tuple[int, str | None], ...], changed: frozenset[str]) -> tuple[int, ...]:
+    """The segments (id, dependencies JSON) affected by ``changed``, with the segments using them, in dependency
+    order; kept per distinct graph and change (the same for every event of a kind until segments change)."""
+    segs = {sid: list(_deps_cached(deps)) for sid, deps in graph}
+    seeds = {sid for sid, deps in segs.items() if _affected(deps, set(changed))}
+    return tuple(_order(segs, _closure(segs, seeds))) if seeds else ()
+
+
 # what a dependency needs loaded into the contacts' snapshots (the contact's own row is always loaded)
 _SNAPSHOT_PARTS = {
     "company": "company",
@@ -631,13 +640,11 @@ def update_for_contacts(
     if not ids:
         return result
     rows = _dynamic_rows(session, workspace_id)
-    segs = {sid: list(_deps_cached(deps)) for sid, _, _, deps in rows}
     info = {sid: (name, flt) for sid, name, flt, _ in rows}
-    seeds = {sid for sid, deps in segs.items() if _affected(deps, changed)}
-    if not seeds:
+    order = _affected_order(tuple((sid, deps) for sid, _, _, deps in rows), frozenset(changed))
+    if not order:
         return result
     serialize(session, workspace_id)
-    order = _order(segs, _closure(segs, seeds))
     defs_key = _defs_key(session, workspace_id)
     nodes: dict[int, Filter] = {}
     event_names: set[str] = set()
