@@ -88,3 +88,22 @@ def test_spend_reports_at_once_equal_one_at_a_time(demo, session_factory) -> Non
         for g in groups:
             alone = service.spend_report(s, demo, date(2024, 6, 1), PARAMS.today, g)
             assert alone["rows"] and together[g] == alone, g
+
+
+def test_rebuild_command(monkeypatch, database_url, db_engine, tmp_path, session_factory, workspace) -> None:
+    from typer.testing import CliRunner
+
+    from suppilo.adapters.cli.main import app as cli_app
+    from suppilo.config import get_settings
+
+    monkeypatch.setenv("SUPPILO_DATABASE_URL", database_url)
+    monkeypatch.setenv("SUPPILO_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        res = CliRunner().invoke(cli_app, ["report", "dashboard-rebuild", "-w", workspace.slug])
+    finally:
+        get_settings.cache_clear()
+    assert res.exit_code == 0, res.output
+    assert f"recomputed {len(dashboard.PERIODS)} dashboard snapshots" in res.output
+    with session_factory() as s:
+        assert all(dashboard.snapshot(s, workspace.id, d) is not None for d in dashboard.PERIODS)

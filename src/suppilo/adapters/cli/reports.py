@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import select
 
 from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, console, emit_json, fail, resolve_workspace
 from suppilo.analytics import charts, event_cohorts, service
@@ -321,6 +322,28 @@ def event_cohorts_cmd(
         ["cohort", "contacts", *(f"p{k}" for k in range(width))],
         rows,
     )
+
+
+@report_app.command("dashboard-rebuild")
+def dashboard_rebuild_cmd(
+    workspace: str | None = WorkspaceOpt,
+    all_workspaces: bool = typer.Option(False, "--all", help="Every workspace instead of one."),
+) -> None:
+    """Recompute the web dashboard's snapshots (every period) from scratch; the worker keeps them current after."""
+    from suppilo.analytics import dashboard
+    from suppilo.workspaces.models import Workspace
+
+    done = 0
+    with cli_session() as session:
+        if all_workspaces:
+            ids = list(session.scalars(select(Workspace.id).order_by(Workspace.id)))
+        else:
+            ids = [resolve_workspace(session, workspace).id]
+        for ws in ids:
+            for days in dashboard.PERIODS:
+                dashboard.refresh(session, ws, days)
+                done += 1
+    console.print(f"recomputed {done} dashboard snapshots")
 
 
 @report_app.command("journey-lift")
