@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.http.deps import ReadSession
@@ -58,8 +59,13 @@ def figures(session: Session, factory: sessionmaker[Session], workspace_id: int,
                 threading.Thread(target=_refresh, args=(factory, key), daemon=True).start()
         return data
     with factory() as write:
-        data = snapshots.refresh(write, workspace_id, days, today)
-        write.commit()
+        try:
+            data = snapshots.refresh(write, workspace_id, days, today)
+            write.commit()
+        except IntegrityError:  # another request stored the same period first: its figures are as good
+            write.rollback()
+            row = snapshots.snapshot(write, workspace_id, days)
+            data = snapshots.figures_of(row) if row is not None else compute(session, workspace_id, days, today)
     data["stale"] = False
     return data
 
