@@ -396,7 +396,10 @@ def grouped_rows(
     are parameters."""
     ensure_tables(con, workspace_id)
     main, tail = main_table(workspace_id), tail_table(workspace_id)
-    top = _count(con, f"SELECT greatest((SELECT max(contact_id) FROM {main}), (SELECT max(contact_id) FROM {tail}))")
+    top = _count(
+        con,
+        f"SELECT greatest((SELECT coalesce(max(contact_id), 0) FROM {main}), (SELECT coalesce(max(contact_id), 0) FROM {tail}))",
+    )
     contact = "contact_id::INTEGER" if top < 2**31 else "contact_id"  # half the bytes to fetch when ids allow
     select_sql = f"SELECT {contact} AS c, {columns} FROM {{src}} WHERE {where}"
 
