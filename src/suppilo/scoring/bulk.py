@@ -238,17 +238,28 @@ def bulk_fit(
     uses_titles = any(icp.job_titles is not None or icp.seniority is not None for _, icp in icps)
     scorer = FitScorer(icps, convert)
     memo: dict[tuple[Any, ...], tuple[int, float, str, list[dict[str, Any]], str]] = {}
+    by_row: dict[tuple[Any, ...], tuple[int, float, str, list[dict[str, Any]], str]] = {}  # the same, by raw facts
     parse = _JsonCache()
     stamp = _time_text(session, now)
-    props = "c.properties, co.properties" if budgets else "NULL, NULL"
-    title = "c.job_title" if uses_titles else "NULL"
+    title = "job_title" if uses_titles else "NULL"
+    # contacts and companies are read as single-table streams and joined here: no join plan to go wrong on tables
+    # the planner has no statistics for yet (a nested loop over every company per contact)
     contacts_sql = _sql(
         session,
-        f"SELECT c.id, c.country, {title}, co.industry, co.employees, co.annual_revenue_minor, "
-        f"co.revenue_currency, co.country, {props} "
-        "FROM contacts c LEFT JOIN companies co ON co.id = c.company_id AND co.workspace_id = ? "
-        "WHERE c.workspace_id = ? AND c.id BETWEEN ? AND ?",
+        f"SELECT id, company_id, country, {title}, {'properties' if budgets else 'NULL'} FROM contacts "
+        "WHERE workspace_id = ? AND id BETWEEN ? AND ?",
     )
+    cur = _cursor(session)
+    cur.execute(
+        _sql(
+            session,
+            "SELECT id, industry, employees, annual_revenue_minor, revenue_currency, country, "
+            f"{'properties' if budgets else 'NULL'} FROM companies WHERE workspace_id = ?",
+        ),
+        (workspace_id,),
+    )
+    company_rows: dict[int, tuple[Any, ...]] = {r[0]: r[1:] for r in cur.fetchall()}
+    no_company: tuple[Any, ...] = (None, None, None, None, None, None)
     tags_sql = _sql(
         session, "SELECT contact_id, tag FROM contact_tags WHERE workspace_id = ? AND contact_id BETWEEN ? AND ?"
     )
@@ -267,46 +278,45 @@ def bulk_fit(
                 tags[cid].add(tag)
         cur.execute(old_sql, (workspace_id, lo, hi))
         old = {r[0]: r for r in cur.fetchall()}
-        cur.execute(contacts_sql, (workspace_id, workspace_id, lo, hi))
+        cur.execute(contacts_sql, (workspace_id, lo, hi))
         rows: list[tuple[Any, ...]] = []
         history: list[tuple[Any, ...]] = []
-        for (
-            cid,
-            country,
-            job_title,
-            industry,
-            employees,
-            revenue,
-            currency,
-            co_country,
-            cprops,
-            coprops,
-        ) in cur.fetchall():
+        for cid, company_id, country, job_title, cprops in cur.fetchall():
+            industry, employees, revenue, currency, co_country, coprops = (
+                company_rows.get(company_id, no_company) if company_id is not None else no_company
+            )
             if wanted is not None and cid not in wanted:
                 continue
             budget = budget_currency = None
             if budgets:
                 budget, budget_currency = service._budget_of(parse(cprops) or {}, parse(coprops) or {}, budgets)
-            facts = FitFacts(
-                industry=industry,
-                employees=employees,
-                revenue_minor=revenue,
-                revenue_currency=currency,
-                country=country or co_country,
-                job_title=job_title,
-                tags=frozenset(tags[cid]) if uses_tags else frozenset(),
-                budget_minor=budget,
-                budget_currency=budget_currency,
-            )
-            key = scorer.key(facts)
-            hit = memo.get(key)
+            tag_set = frozenset(tags[cid]) if uses_tags else frozenset()
+            raw_key = (industry, employees, revenue, currency, country or co_country, job_title, tag_set, budget,
+                       budget_currency)  # fmt: skip
+            hit = by_row.get(raw_key)
             if hit is None:
-                best = scorer(facts)
-                assert best is not None
-                explanation = _explanation(best[1])
-                hit = (best[0], best[1].score, best[1].grade, explanation, orjson.dumps(explanation).decode())
-                if len(memo) < 500_000:
-                    memo[key] = hit
+                facts = FitFacts(
+                    industry=industry,
+                    employees=employees,
+                    revenue_minor=revenue,
+                    revenue_currency=currency,
+                    country=country or co_country,
+                    job_title=job_title,
+                    tags=tag_set,
+                    budget_minor=budget,
+                    budget_currency=budget_currency,
+                )
+                key = scorer.key(facts)
+                hit = memo.get(key)
+                if hit is None:
+                    best = scorer(facts)
+                    assert best is not None
+                    explanation = _explanation(best[1])
+                    hit = (best[0], best[1].score, best[1].grade, explanation, orjson.dumps(explanation).decode())
+                    if len(memo) < 500_000:
+                        memo[key] = hit
+                if len(by_row) < 500_000:
+                    by_row[raw_key] = hit
             icp_id, score, grade, explanation, text = hit
             result.scored += 1
             prev = old.get(cid)
