@@ -11,6 +11,8 @@ figure   = N / seconds until the server accepted the N-th message, messages/s (t
 baseline = a bare aiosmtplib loop with the same connections sending N pre-built messages of the same size to the same
            server, same run, messages/s;
 ratio    = figure / baseline.
+Also reported: transport_baseline / transport_ratio, the same message through suppilo's SmtpTransport alone (see
+outbox_send.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sqlalchemy as sa
-from outbox_send import _baseline, _free_port, _server
+from outbox_send import _baseline, _baseline_transport, _free_port, _server
 from sqlalchemy import insert, select
 
 from suppilo.contacts.models import Contact
@@ -153,6 +155,7 @@ def main() -> None:
             )
         )  # fmt: skip
         baseline = asyncio.run(_baseline(port, args.connections, args.contacts, message))
+        transport_baseline = asyncio.run(_baseline_transport(port, args.connections, args.contacts, message))
         figure = asyncio.run(_drain(url, ws_id, port, args.connections, args.contacts, count))
     finally:
         server.terminate()
@@ -162,6 +165,8 @@ def main() -> None:
     db = "postgres" if args.postgres else "sqlite"
     print(json.dumps({"bench": f"journeys_send_{db}", "figure": round(figure, 1), "unit": "messages/s",
                       "baseline": round(baseline, 1), "ratio": round(figure / baseline, 3),
+                      "transport_baseline": round(transport_baseline, 1),
+                      "transport_ratio": round(figure / transport_baseline, 3),
                       "contacts": args.contacts, "connections": args.connections}))  # fmt: skip
 
 

@@ -12,7 +12,9 @@ figure   = outbox -> accepted, messages/s, through ``Sender.run`` (claim chunks,
 baseline = a bare aiosmtplib loop with the same number of connections sending the same number of pre-built
            messages of the same size to the same server, same run, messages/s;
 ratio    = figure / baseline.
-Also reported: RSS after 10% and at the end of the send (flat memory: streaming claims in chunks).
+Also reported: transport_baseline = the same message through suppilo's SmtpTransport alone (no database), at most
+20,000 messages, and transport_ratio = figure / transport_baseline (the sender's cost beyond its SMTP side); RSS
+after 10% and at the end of the send (flat memory: streaming claims in chunks).
 """
 
 from __future__ import annotations
@@ -95,6 +97,28 @@ async def _baseline(port: int, connections: int, n: int, message: bytes) -> floa
     started = time.perf_counter()
     await asyncio.gather(*(one(k) for k in per))
     return n / (time.perf_counter() - started)
+
+
+TRANSPORT_BASELINE_MAX = 20_000
+
+
+async def _baseline_transport(port: int, connections: int, n: int, message: bytes) -> float:
+    """The same pre-built message through suppilo's own SmtpTransport alone (no database, no rendering), with as
+    many concurrent senders as connections, over at most TRANSPORT_BASELINE_MAX messages: what the SMTP side of the
+    sender costs by itself (it drives MAIL/RCPT/DATA directly, cheaper per message than aiosmtplib's sendmail)."""
+    n = min(n, TRANSPORT_BASELINE_MAX)
+    transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=port, start_tls=False, pool_size=connections))
+    per = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
+
+    async def one(k: int) -> None:
+        for _ in range(k):
+            await transport.send("bounces@shop.example.fi", ["someone@example.com"], message)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(k) for k in per))
+    rate = n / (time.perf_counter() - started)
+    await transport.close()
+    return rate
 
 
 def _setup(url: str, n: int) -> tuple[sa.Engine, int]:
@@ -234,6 +258,7 @@ def main() -> None:
             )
         )
         baseline = asyncio.run(_baseline(port, args.connections, args.messages, message))
+        transport_baseline = asyncio.run(_baseline_transport(port, args.connections, args.messages, message))
         result = asyncio.run(_send(engine, ws_id, port, args.connections, args.messages, count))
         engine.dispose()
     finally:
@@ -250,6 +275,8 @@ def main() -> None:
                 "unit": "messages/s",
                 "baseline": round(baseline, 1),
                 "ratio": round(result["rate"] / baseline, 3),
+                "transport_baseline": round(transport_baseline, 1),
+                "transport_ratio": round(result["rate"] / transport_baseline, 3),
                 "messages": args.messages,
                 "connections": args.connections,
                 "rss_10pct_mb": round(result.get("rss_10pct_mb", 0.0), 1),
