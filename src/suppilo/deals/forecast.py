@@ -144,6 +144,52 @@ def workspace_forecast(
     engine_group = group_by if group_by in ("month", "owner", "stage") else "stage"
     groups = fc.forecast(open_deals, engine_group, target, rates, exponents)
 
+    # PostgreSQL reduces the stage histories with window functions (half the time of carrying every move into
+    # Python); SQLite's window functions are no faster than the walk in Python, so it keeps the walk.
+    reduce = _velocity_and_conversion if dialect == "postgresql" else _velocity_and_conversion_walk
+    velocity, conversion = reduce(session, workspace_id, stage_rows, pipeline_id, epoch)
+    stalls, stall_totals = _stalls(session, workspace_id, stage_rows, velocity, stalls_by)
+    return ForecastRead(
+        group_by=group_by,
+        currency=target,
+        rates_source=rates_source,
+        groups=[
+            ForecastGroupRead(
+                key=g.key,
+                totals=[
+                    ForecastTotals(
+                        currency=t.currency,
+                        converted=t.converted,
+                        count=t.count,
+                        best_case_minor=t.best_case_minor,
+                        weighted_minor=t.weighted_minor,
+                        commit_minor=t.commit_minor,
+                    )
+                    for t in sorted(g.totals.values(), key=lambda t: (t.currency != target, t.currency))
+                ],
+            )
+            for g in groups
+        ],
+        velocity=velocity,
+        conversion=conversion,
+        stalls=stalls,
+        stalls_by=stalls_by,
+        stall_totals=stall_totals,
+    )
+
+
+STALL_GROUPS = ("owner", "team", "country", "region")
+
+
+def _velocity_and_conversion_walk(
+    session: Session,
+    workspace_id: int,
+    stage_rows: list[PipelineStage],
+    pipeline_id: int | None,
+    epoch: ColumnElement[Any],
+) -> tuple[list[VelocityRead], list[ConversionRead]]:
+    """Average days per stage and conversion per stage by walking every deal's moves in Python with the engine's
+    ``velocity`` and ``conversion`` (SQLite: its window functions over the whole history are no faster)."""
     changes = select(DealStageChange.deal_id, DealStageChange.to_stage_id, epoch).where(
         DealStageChange.workspace_id == workspace_id
     )
@@ -185,37 +231,75 @@ def workspace_forecast(
             ConversionRead(pipeline_id=pid, stage_key=c.stage_key, entered=c.entered, advanced=c.advanced, rate=c.rate)
             for c in fc.conversion(key_histories, order)
         ]
-    stalls, stall_totals = _stalls(session, workspace_id, stage_rows, velocity, stalls_by)
-    return ForecastRead(
-        group_by=group_by,
-        currency=target,
-        rates_source=rates_source,
-        groups=[
-            ForecastGroupRead(
-                key=g.key,
-                totals=[
-                    ForecastTotals(
-                        currency=t.currency,
-                        converted=t.converted,
-                        count=t.count,
-                        best_case_minor=t.best_case_minor,
-                        weighted_minor=t.weighted_minor,
-                        commit_minor=t.commit_minor,
-                    )
-                    for t in sorted(g.totals.values(), key=lambda t: (t.currency != target, t.currency))
-                ],
-            )
-            for g in groups
-        ],
-        velocity=velocity,
-        conversion=conversion,
-        stalls=stalls,
-        stalls_by=stalls_by,
-        stall_totals=stall_totals,
+    return velocity, conversion
+
+
+def _velocity_and_conversion(
+    session: Session,
+    workspace_id: int,
+    stage_rows: list[PipelineStage],
+    pipeline_id: int | None,
+    epoch: ColumnElement[Any],
+) -> tuple[list[VelocityRead], list[ConversionRead]]:
+    """Average days per stage and conversion per stage from the stage histories, reduced in the database: window
+    functions over each deal's moves (in time order) give every visit's next move (a completed stay), whether it is
+    the deal's first visit of that stage, and the furthest not-lost stage the deal entered after it; one GROUP BY per
+    stage sums them. The engine turns the sums into averages and rates (``velocity_from_totals``,
+    ``conversion_from_counts``: the same figures ``engine.forecast.velocity`` / ``conversion`` give from the
+    histories, without carrying every move into Python)."""
+    change = DealStageChange
+    order = (change.changed_at, change.id)
+    by_deal: dict[str, Any] = {"partition_by": change.deal_id, "order_by": order}
+    not_lost_position = case((PipelineStage.kind != "lost", PipelineStage.position), else_=None)
+    visits = (
+        select(
+            change.to_stage_id.label("stage_id"),
+            PipelineStage.position.label("position"),
+            (func.lead(epoch).over(**by_deal) - epoch).label("stay"),
+            func.row_number().over(partition_by=(change.deal_id, change.to_stage_id), order_by=order).label("nth"),
+            func.max(not_lost_position).over(**by_deal, rows=(1, None)).label("later_best"),
+        )
+        .join(
+            PipelineStage,
+            (PipelineStage.workspace_id == change.workspace_id) & (PipelineStage.id == change.to_stage_id),
+        )
+        .where(change.workspace_id == workspace_id)
     )
-
-
-STALL_GROUPS = ("owner", "team", "country", "region")
+    if pipeline_id is not None:
+        visits = visits.where(PipelineStage.pipeline_id == pipeline_id)
+    v = visits.subquery()
+    first = v.c.nth == 1
+    rows = session.execute(
+        select(
+            v.c.stage_id,
+            func.count(v.c.stay),
+            func.coalesce(func.sum(v.c.stay), 0),
+            func.sum(case((first, 1), else_=0)),
+            func.sum(case((first & (v.c.later_best > v.c.position), 1), else_=0)),
+        ).group_by(v.c.stage_id)
+    )
+    stage_key = {s.id: (s.pipeline_id, s.key) for s in stage_rows}
+    stays: dict[int, dict[str, tuple[int, float]]] = {}
+    counts: dict[int, dict[str, tuple[int, int]]] = {}
+    for stage_id, n_stays, seconds, entered, advanced in rows:
+        pid, key = stage_key[stage_id]
+        stays.setdefault(pid, {})[key] = (int(n_stays), float(seconds))
+        counts.setdefault(pid, {})[key] = (int(entered or 0), int(advanced or 0))
+    velocity: list[VelocityRead] = []
+    conversion: list[ConversionRead] = []
+    for pid in sorted({s.pipeline_id for s in stage_rows}):
+        if pipeline_id is not None and pid != pipeline_id:
+            continue
+        order_of = [fc.StageOrder(s.key, s.position, s.kind) for s in stage_rows if s.pipeline_id == pid]
+        velocity += [
+            VelocityRead(pipeline_id=pid, stage_key=x.stage_key, stays=x.stays, average_days=x.average_days)
+            for x in fc.velocity_from_totals(stays.get(pid, {}), order_of)
+        ]
+        conversion += [
+            ConversionRead(pipeline_id=pid, stage_key=c.stage_key, entered=c.entered, advanced=c.advanced, rate=c.rate)
+            for c in fc.conversion_from_counts(counts.get(pid, {}), order_of)
+        ]
+    return velocity, conversion
 
 
 def _stalls(

@@ -154,18 +154,22 @@ def velocity(histories: Iterable[Sequence[tuple[str, float]]], stages: Sequence[
     ``histories`` holds each deal's visits ``(stage_key, entered_at seconds)`` in time order; the stay in a deal's
     current stage is not counted.
     """
-    total_seconds: dict[str, float] = {}
-    stays: dict[str, int] = {}
+    totals: dict[str, tuple[int, float]] = {}
     for visits in histories:
         for (key, at), (_, next_at) in pairwise(visits):
-            total_seconds[key] = total_seconds.get(key, 0.0) + (next_at - at)
-            stays[key] = stays.get(key, 0) + 1
+            n, seconds = totals.get(key, (0, 0.0))
+            totals[key] = (n + 1, seconds + (next_at - at))
+    return velocity_from_totals(totals, stages)
+
+
+def velocity_from_totals(totals: Mapping[str, tuple[int, float]], stages: Sequence[StageOrder]) -> list[StageVelocity]:
+    """Per open stage, in order: ``totals[key]`` = (completed stays, their summed seconds) as average days."""
     out = []
     for stage in sorted(stages, key=lambda s: s.position):
         if stage.kind != "open":
             continue
-        n = stays.get(stage.key, 0)
-        avg = round(total_seconds[stage.key] / n / 86400, 2) if n else None
+        n, seconds = totals.get(stage.key, (0, 0.0))
+        avg = round(seconds / n / 86400, 2) if n else None
         out.append(StageVelocity(stage.key, n, avg))
     return out
 
@@ -196,12 +200,19 @@ def conversion(histories: Iterable[Sequence[str]], stages: Sequence[StageOrder])
             entered[stage.key] = entered.get(stage.key, 0) + times
             if later_best[i] > stage.position:
                 advanced[stage.key] = advanced.get(stage.key, 0) + times
+    return conversion_from_counts({k: (n, advanced.get(k, 0)) for k, n in entered.items()}, stages)
+
+
+def conversion_from_counts(
+    counts: Mapping[str, tuple[int, int]], stages: Sequence[StageOrder]
+) -> list[StageConversion]:
+    """Per open stage, in order: ``counts[key]`` = (deals that entered it, those of them that later entered a
+    further stage that is not lost) with the rate."""
     out = []
     for stage in sorted(stages, key=lambda s: s.position):
         if stage.kind != "open":
             continue
-        n = entered.get(stage.key, 0)
-        a = advanced.get(stage.key, 0)
+        n, a = counts.get(stage.key, (0, 0))
         out.append(StageConversion(stage.key, n, a, round(a / n, 4) if n else None))
     return out
 
