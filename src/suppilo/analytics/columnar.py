@@ -398,7 +398,8 @@ def grouped_rows(
     main, tail = main_table(workspace_id), tail_table(workspace_id)
     top = _count(
         con,
-        f"SELECT greatest((SELECT coalesce(max(contact_id), 0) FROM {main}), (SELECT coalesce(max(contact_id), 0) FROM {tail}))",
+        f"SELECT greatest((SELECT coalesce(max(contact_id), 0) FROM {main}),"
+        f" (SELECT coalesce(max(contact_id), 0) FROM {tail}))",
     )
     contact = "contact_id::INTEGER" if top < 2**31 else "contact_id"  # half the bytes to fetch when ids allow
     select_sql = f"SELECT {contact} AS c, {columns} FROM {{src}} WHERE {where}"
