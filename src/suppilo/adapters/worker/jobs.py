@@ -25,9 +25,9 @@ def run_outbox_sender(factory: sessionmaker[Session]) -> Any:
     """Drain the outbox (and queue due broadcasts) for up to 50 s; the next period continues."""
     import asyncio
 
-    from suppilo.adapters.cli.outbox import run_sender
     from suppilo.config import get_settings
     from suppilo.messaging.broadcasts import run_due_broadcasts
+    from suppilo.messaging.settings import run_sender
 
     run_due_broadcasts(factory)
     return asyncio.run(run_sender(factory, get_settings(), until_empty=True, max_seconds=50.0))
