@@ -898,8 +898,11 @@ class ContactLoader(_Loader):
             missing = []
         if missing:
             ids.update(_lookup(conn, self.select_ids, "emails", missing))
-        # New contacts get their first stage change and import touch from their own rows, set-based (below).
-        new_ids = sorted(ids[e] for e in new_emails if e in ids)
+        # SQLite: new contacts get their first stage change and import touch from their own rows, set-based, by
+        # their consecutive ids (below). PostgreSQL COPYs them: a set-based SELECT by a batch's ids is planned as a
+        # scan of every contact while the table has no statistics.
+        derived = not postgres
+        new_ids = sorted(ids[e] for e in new_emails if e in ids) if derived else []
         del rows, new_rows
         reason = f"import {ctx.filename}"[:500]
         content = ctx.filename[:200]
@@ -917,7 +920,9 @@ class ContactLoader(_Loader):
             old = existing.get(email)
             when = rec["_when"]
             if old is None:
-                pass  # its stage change and touch are derived from the new rows (_derived_rows)
+                if not derived:
+                    # Same order as _CHANGE_COLUMNS.
+                    changes.append((ws_id, cid, None, rec["_stage"] or default_stage, when, reason, "import", None))
             else:
                 target = self._existing_move(old.lifecycle_stage, rec["_stage"])
                 if target is not None:
@@ -932,7 +937,7 @@ class ContactLoader(_Loader):
                             "_at": rec["_created_at"] or now,
                         }
                     )
-            if old is not None and cid not in already_touched:
+            if (old is None and not derived) or (old is not None and cid not in already_touched):
                 # Same order as _TOUCH_COLUMNS.
                 touches.append(
                     (ws_id, cid, None, when, rec["_channel"], rec["_source"], "import", None, None, content, None, None)
@@ -957,40 +962,35 @@ class ContactLoader(_Loader):
         return created, len(items) - created
 
     def _derived_rows(self, conn: Connection, new_ids: list[int], reason: str, content: str) -> None:
-        """The first stage change and the import touch of each new contact, in two INSERT ... SELECTs from its row.
+        """SQLite: the first stage change and the import touch of each new contact, by INSERT ... SELECT from its row.
 
-        A new row's stage, stage time, first touch channel, source and time are exactly what those rows record,
-        so the database copies them instead of receiving every value again (half the rows a batch sends).
+        A new row's stage, stage time, first touch channel, source and time are exactly what those rows record, so
+        the database copies them instead of receiving every value again (a third of the rows a batch sends). The new
+        ids are one consecutive run (``write`` hands them out), read by a range of the primary key.
         """
         if not new_ids:
             return
-        changes = (
-            "INSERT INTO stage_changes (workspace_id, contact_id, from_stage, to_stage, changed_at, reason, source,"
-            " actor) SELECT workspace_id, id, NULL, lifecycle_stage, lifecycle_stage_at, {p}, 'import', NULL"
-            " FROM contacts WHERE {where} ORDER BY id"
+        if new_ids[-1] - new_ids[0] + 1 != len(new_ids):
+            raise RuntimeError("the new contacts of an import batch do not have consecutive ids")
+        # ``+workspace_id``: the rowid range, not a (workspace_id, ...) index over every contact of the workspace.
+        source = "FROM contacts WHERE +workspace_id = ? AND id BETWEEN ? AND ? ORDER BY id"
+        statements = (
+            (
+                "INSERT INTO stage_changes (workspace_id, contact_id, from_stage, to_stage, changed_at, reason,"
+                " source, actor) SELECT workspace_id, id, NULL, lifecycle_stage, lifecycle_stage_at, ?, 'import',"
+                f" NULL {source}",
+                reason,
+            ),
+            (
+                "INSERT INTO touches (workspace_id, contact_id, event_id, occurred_at, channel, source, medium,"
+                " campaign, term, content, referrer, landing_url) SELECT workspace_id, id, NULL, first_touch_at,"
+                f" first_touch_channel, first_touch_source, 'import', NULL, NULL, ?, NULL, NULL {source}",
+                content,
+            ),
         )
-        touches = (
-            "INSERT INTO touches (workspace_id, contact_id, event_id, occurred_at, channel, source, medium, campaign,"
-            " term, content, referrer, landing_url) SELECT workspace_id, id, NULL, first_touch_at,"
-            " first_touch_channel, first_touch_source, 'import', NULL, NULL, {p}, NULL, NULL"
-            " FROM contacts WHERE {where} ORDER BY id"
-        )
-        ws_id = self.ctx.workspace_id
-        if self.ctx.dialect == "postgresql":
-            # The id range lets the primary key answer even before the planner has statistics on the table.
-            where = "workspace_id = %s AND id BETWEEN %s AND %s AND id = ANY(%s)"
-            params: list[Any] = [ws_id, new_ids[0], new_ids[-1], new_ids]
-            p = "%s"
-        else:
-            # SQLite: the new ids are one consecutive run (ContactLoader.write hands them out).
-            if new_ids[-1] - new_ids[0] + 1 != len(new_ids):
-                raise RuntimeError("the new contacts of an import batch do not have consecutive ids")
-            where = "workspace_id = ? AND id BETWEEN ? AND ?"
-            params = [ws_id, new_ids[0], new_ids[-1]]
-            p = "?"
-        for sql, value in ((changes, reason), (touches, content)):
-            text = sql.format(p=p, where=where)
-            _driver_call(conn, text, lambda cursor, text=text, value=value: cursor.execute(text, [value, *params]))
+        params = [self.ctx.workspace_id, new_ids[0], new_ids[-1]]
+        for sql, value in statements:
+            _driver_call(conn, sql, lambda cursor, sql=sql, value=value: cursor.execute(sql, [value, *params]))
 
     def _pg_upsert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, int]:
         """COPY the rows into a temporary table, upsert from it in one statement; ids of inserted or changed rows."""
