@@ -130,11 +130,26 @@ _PG_TEMP_TYPES = {
 }
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _cell(v: Any) -> str:
+    """One value in COPY's text format (floats by ``repr``, which PostgreSQL reads back to the same double)."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, str):
+        return v.translate(_COPY_ESCAPES)
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return repr(v)
+
+
 def _copy(session: Session, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """COPY rows in text format, formatted here in blocks (psycopg's per-row ``write_row`` costs more)."""
     driver: Any = session.connection().connection.driver_connection
     with driver.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for r in rows:
-            copy.write_row(r)
+        for i in range(0, len(rows), 10_000):
+            copy.write("".join("\t".join([_cell(v) for v in r]) + "\n" for r in rows[i : i + 10_000]))
 
 
 def write_scores(session: Session, rows: list[tuple[Any, ...]]) -> None:

@@ -30,7 +30,7 @@ from suppilo.workspaces.schemas import WorkspaceCreate
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(days=3, hours=5, microseconds=17)
 INDUSTRIES = [None, "Software", "software ", "Retail", "Hotels"]
-TITLES = [None, "", "Head of Growth", "Headhunter", "CEO", "marketing manager", "Buyer"]
+TITLES = [None, "", "Head of Growth", "Headhunter", "CEO", "marketing manager", "Buyer", 'Chief "Buyer"\t\\ Nordics']
 COUNTRIES = [None, "FI", "se", "DE", "US", "EE"]
 TAGS = ["pain:attribution", "PAIN:churn", "newsletter"]
 EVENTS = [
