@@ -86,6 +86,21 @@ def timed(fn, repeat: int | None = None):  # type: ignore[no-untyped-def]
     return best, out
 
 
+def timed_pair(fa, fb, repeat: int | None = None):  # type: ignore[no-untyped-def]
+    """Best of ``repeat`` runs of each, interleaved (a, b, a, b, …) so that a change of the machine's load during the
+    measurement hits both alike."""
+    best_a = best_b = float("inf")
+    out_a = out_b = None
+    for _ in range(repeat or REPEAT):
+        t0 = time.perf_counter()
+        out_a = fa()
+        best_a = min(best_a, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        out_b = fb()
+        best_b = min(best_b, time.perf_counter() - t0)
+    return best_a, out_a, best_b, out_b
+
+
 def hand_written_funnel(con: duckdb.DuckDBPyConnection, window_us: int, table: str = "") -> tuple[int, ...]:
     """First start per contact, one join per step, over the same table (with the names' integer codes)."""
     codes = dict(con.execute("SELECT name, code FROM names").fetchall())
@@ -188,8 +203,10 @@ def run(size: int, rng: np.random.Generator, sqlite_max: int) -> None:
 
         for window_days in (30, 7):
             w = window_days * 86_400.0
-            fig, res = timed(lambda w=w: columnar.ordered_funnel(con, WS, STEPS, w, START, END))
-            base, hand = timed(lambda w=w: hand_written_funnel(con, int(w * 1_000_000)))
+            fig, res, base, hand = timed_pair(
+                lambda w=w: columnar.ordered_funnel(con, WS, STEPS, w, START, END),
+                lambda w=w: hand_written_funnel(con, int(w * 1_000_000)),
+            )
             emit(
                 f"funnel_4step_w{window_days}",
                 size,
@@ -209,8 +226,10 @@ def run(size: int, rng: np.random.Generator, sqlite_max: int) -> None:
             ], "columnar and in-memory engine disagree"
 
         last = columnar.month_bucket(date(2025, 12, 31))
-        fig, (sizes, active) = timed(lambda: columnar.cohort_counts(con, WS, "month", END, None, None, None, last, 12))
-        base, cells = timed(lambda: hand_written_cohorts(con))
+        fig, (sizes, active), base, cells = timed_pair(
+            lambda: columnar.cohort_counts(con, WS, "month", END, None, None, None, last, 12),
+            lambda: hand_written_cohorts(con),
+        )
         assert cells == active, "columnar and hand-written cohort grids disagree"
         emit("cohorts_month_12", size, fig, base, cohorts=len(sizes))
 
@@ -218,9 +237,11 @@ def run(size: int, rng: np.random.Generator, sqlite_max: int) -> None:
         extra = generate(rng, max(size // 200, 1))
         extra["id"] += size
         columnar.append_arrays(con, WS, extra["id"], extra["contact_id"], extra["ts"], extra["name"], extra["path"])
-        fig, res = timed(lambda: columnar.ordered_funnel(con, WS, STEPS, 30 * 86_400.0, START, END))
         both = f"(SELECT * FROM {columnar.main_table(WS)} UNION ALL SELECT * FROM {columnar.tail_table(WS)})"
-        base, hand = timed(lambda: hand_written_funnel(con, 30 * 86_400_000_000, both))
+        fig, res, base, hand = timed_pair(
+            lambda: columnar.ordered_funnel(con, WS, STEPS, 30 * 86_400.0, START, END),
+            lambda: hand_written_funnel(con, 30 * 86_400_000_000, both),
+        )
         emit("funnel_4step_w30_with_tail", size, fig, base, counts=[s.count for s in res.steps])
         con.close()
 
@@ -268,7 +289,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--sqlite-max", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs per figure")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="best of this many runs per figure (interleaved with its baseline)"
+    )
     args = ap.parse_args()
     global REPEAT
     REPEAT = args.repeat
