@@ -371,6 +371,7 @@ def test_my_tasks_marks_overdue_and_completes(client, session_factory, workspace
     assert "Late call" in overdue and "Send offer" not in overdue
     # Sales users cannot look at someone else's list.
     assert client.get(f"{base}?user={other}").status_code == 403
+    assert "My tasks" in client.get(f"{base}?user={me}").text  # their own list by id is fine
     res = client.post(
         f"/app/w/{workspace.slug}/tasks/{mine_soon['id']}/complete",
         data={"csrf_token": csrf_of(html), "next": f"{base}?show=open"},
@@ -509,3 +510,11 @@ def test_buying_group_on_the_deal_page(client, session_factory, workspace, other
         and len(_ok(client.get(f"/api/v1/deals/{d['id']}/contacts", headers=workspace.auth()))) == 1
     )
     assert client.post(f"{url}/contacts/{boss}/remove", data={"csrf_token": token}).status_code == 404
+
+
+def test_forecast_of_a_workspace_without_deals_or_pipelines(client, session_factory, workspace) -> None:
+    login(client, make_user(session_factory, workspace.id, "analyst"))
+    res = client.get(f"/app/w/{workspace.slug}/forecast")
+    assert res.status_code == 200 and "No open deals with an amount." in res.text and "<svg" not in res.text
+    csv_res = client.get(f"/app/w/{workspace.slug}/forecast.csv")
+    assert csv_res.status_code == 200 and csv_res.content.decode("utf-8-sig").count("\r\n") == 1  # the header

@@ -34,7 +34,7 @@ from suppilo.db.base import utcnow
 from suppilo.deals import forecast as deals_forecast
 from suppilo.deals import proposals as deals_proposals
 from suppilo.deals import service as deals_service
-from suppilo.deals.models import Deal, SalesTeam, SalesTeamMember, Task
+from suppilo.deals.models import Deal, Pipeline, SalesTeam, SalesTeamMember, Task
 from suppilo.deals.schemas import (
     ActivityCreate,
     DealContactIn,
@@ -591,7 +591,7 @@ def tasks_page(
     ctx.require("pipeline")
     ws = ctx.workspace_id
     manager = ctx.role in MANAGER_ROLES
-    if (user or team) and not manager:
+    if (team or (user and user != str(ctx.user.info.user_id))) and not manager:
         raise WebError(403, "forbidden")
     members = _members(session, ws)
     teams = list(
@@ -690,8 +690,20 @@ def _group_label(ctx: Ctx, group_by: str, key: str | None, names: dict[int, str]
     return key
 
 
+def _pipelines(session: Session, ctx: Ctx) -> list[Pipeline]:
+    """The workspace's pipelines, default first (read only: the forecast pages never write, so they run in a read
+    session that does not hold SQLite's write lock while the forecast is computed)."""
+    return list(
+        session.scalars(
+            select(Pipeline)
+            .where(Pipeline.workspace_id == ctx.workspace_id)
+            .order_by(Pipeline.is_default.desc(), Pipeline.id)
+        )
+    )
+
+
 def _stage_labels(session: Session, ctx: Ctx) -> dict[str, str]:
-    pipelines = deals_service.list_pipelines(session, ctx.workspace_id)
+    pipelines = _pipelines(session, ctx)
     stages = deals_service.pipeline_stages(session, ctx.workspace_id, [p.id for p in pipelines])
     return {s.key: s.label for rows in stages.values() for s in rows}
 
@@ -700,7 +712,7 @@ def _stage_labels(session: Session, ctx: Ctx) -> dict[str, str]:
 def forecast_page(
     request: Request,
     ctx: Workspace_,
-    session: DbSession,
+    session: ReadSession,
     group_by: str = "month",
     pipeline: str = "",
     stalls_by: str = "team",
@@ -750,7 +762,7 @@ def forecast_page(
         params={"group_by": data.group_by, "pipeline": str(pipeline_id or ""), "stalls_by": data.stalls_by or "team"},
         groups=FORECAST_GROUPS,
         stall_groups=STALL_GROUPS,
-        pipelines=deals_service.list_pipelines(session, ctx.workspace_id),
+        pipelines=_pipelines(session, ctx),
         stage_labels=stage_labels,
         names=names,
         query=query,
@@ -759,7 +771,7 @@ def forecast_page(
 
 @router.get("/w/{slug}/forecast.csv")
 def forecast_csv(
-    ctx: Workspace_, session: DbSession, group_by: str = "month", pipeline: str = "", stalls_by: str = "team"
+    ctx: Workspace_, session: ReadSession, group_by: str = "month", pipeline: str = "", stalls_by: str = "team"
 ) -> Response:
     """The forecast's table as CSV (amounts in major units; formula-like text cells neutralised)."""
     ctx.require("pipeline")
