@@ -442,3 +442,89 @@ def test_percentile_grades_by_rank_with_ties_sharing():
     assert grades[99] == "A" and grades[0] == "D"
     tied = percentile_grades({1: 0.5, 2: 0.5, 3: 0.5, 4: 0.1})
     assert tied[1] == tied[2] == tied[3] == "A"
+
+
+# --- the bulk rescoring's building blocks agree with the per-contact functions -----------------------------------
+
+_BULK_NOW = datetime(2026, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
+_BULK_RULES = {
+    "half_life_days": 7.3,
+    "rules": [
+        {"key": "pages", "kind": "page", "points": 0.7, "max_per_period": 2, "period_days": 3},
+        {"key": "careers", "kind": "page", "where": [{"path": "path", "op": "contains", "value": "career"}],
+         "points": -4.1},
+        {"key": "opens", "event": "email_opened", "points": 1.1, "max_per_period": 1},
+        {"key": "order", "event": "Order Completed", "points": 20},
+    ],
+}  # fmt: skip
+_BULK_EVENTS = [
+    ("Pricing", "page", {"path": "/pricing"}),
+    ("Careers", "page", {"path": "/careers"}),
+    ("email_opened", "track", {}),
+    ("Order Completed", "track", {}),
+    ("Other", "track", {}),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    picks=st.lists(
+        st.tuples(
+            st.integers(0, len(_BULK_EVENTS) - 1),
+            st.integers(-200 * 86_400_000_000, 0),
+            st.integers(1, 10_000),
+        ),
+        max_size=40,
+        unique_by=lambda t: t[2],
+    ),
+    custom=st.booleans(),
+)
+def test_engagement_matched_equals_engagement_bit_for_bit(picks, custom):
+    from suppilo.engine.scoring import engagement_matched
+
+    config = parse_engagement(_BULK_RULES if custom else DEFAULT_ENGAGEMENT)
+    now_us = (_BULK_NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    scored, matched = [], []
+    for e, offset_us, eid in picks:
+        name, kind, props = _BULK_EVENTS[e]
+        at = _BULK_NOW + timedelta(microseconds=offset_us)
+        scored.append(ScoredEvent(name, kind, at, props, eid))
+        rules = tuple(i for i, r in enumerate(config.rules) if r.matches(name, kind, props))
+        matched.append((now_us + offset_us, eid, rules))
+    want = engagement(scored, config, _BULK_NOW)
+    got = engagement_matched(matched, config, _BULK_NOW, now_us)
+    assert got == want  # the same floats, contributions, cap state
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    facts=st.builds(
+        FitFacts,
+        industry=st.sampled_from([None, "Software", " software", "Retail"]),
+        employees=st.sampled_from([None, 0, 10, 499, 501]),
+        revenue_minor=st.sampled_from([None, 1, 90_000_000]),
+        revenue_currency=st.sampled_from([None, "EUR", "USD"]),
+        country=st.sampled_from([None, "FI", "de", "US"]),
+        job_title=st.sampled_from([None, "", "Head of Growth", "Headhunter", "VP Sales"]),
+        tags=st.frozensets(st.sampled_from(["pain:churn", "PAIN:attribution", "x"]), max_size=2),
+        budget_minor=st.sampled_from([None, 10, 1_000_000]),
+        budget_currency=st.sampled_from([None, "EUR", "SEK"]),
+    )
+)
+def test_fit_scorer_equals_best_fit(facts):
+    from suppilo.engine.scoring import FitScorer
+
+    icps = [
+        (1, parse_icp({"industries": {"values": ["Software"], "weight": 20}, "employees": {"min": 10, "max": 500},
+                       "location": {"regions": ["nordics"], "countries": ["DE"]}, "seniority": {"keywords": ["head"]},
+                       "pain_points": {"tags": ["pain:churn"]}})),
+        (2, parse_icp({"revenue": {"currency": "EUR", "min_minor": 50}, "job_titles": {"keywords": ["vp", "sales"]},
+                       "budget": {"currency": "EUR", "min_minor": 100}, "grades": {"A": 90, "B": 50, "C": 20}})),
+    ]  # fmt: skip
+
+    def convert(amount: int, src: str, dst: str) -> int | None:
+        return amount * 2 if (src, dst) == ("USD", "EUR") else None
+
+    scorer = FitScorer(icps, convert)
+    assert scorer(facts) == best_fit(icps, facts, convert)
+    assert scorer(facts) == best_fit(icps, facts, convert)  # and again from the per-criterion memo
