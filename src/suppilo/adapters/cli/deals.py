@@ -96,7 +96,8 @@ def list_deals(
                 fail(f"no stage with key {stage!r}")
         try:
             rows: list[Any] = []
-            for sid in stage_ids or [None]:
+            choices: list[int | None] = list(stage_ids) if stage_ids else [None]
+            for sid in choices:
                 items, _ = service.list_deals(
                     session, ws.id, pipeline_id=pipeline_id, stage_id=sid, owner_id=owner, limit=limit
                 )
@@ -474,7 +475,7 @@ def list_pipelines(workspace: str | None = WorkspaceOpt, as_json: bool = JsonOpt
         ws = resolve_workspace(session, workspace)
         pipelines = service.list_pipelines(session, ws.id)
         stages = service.pipeline_stages(session, ws.id, [p.id for p in pipelines])
-        data = [
+        data: list[dict[str, Any]] = [
             {
                 "id": p.id,
                 "name": p.name,

@@ -299,10 +299,10 @@ async def save_bant(request: Request, ctx: Workspace_, session: DbSession, deal_
             budget_minor=budget,
             budget_currency=currency or None,
             authority=values["authority"].strip() or None,
-            decision_maker=decision,  # type: ignore[arg-type]
+            decision_maker=decision,
             need=values["need"].strip() or None,
             timeline=values["timeline"].strip() or None,
-            qualification_status=values["qualification_status"] or None,  # type: ignore[arg-type]
+            qualification_status=values["qualification_status"] or None,
         )
         deals_service.update_deal(session, ctx.workspace_id, deal_id, data)
     except ValidationError as exc:
@@ -346,7 +346,7 @@ async def add_task(request: Request, ctx: Workspace_, session: DbSession, deal_i
     try:
         data = TaskCreate(
             title=values["title"],
-            kind=values["kind"] or "todo",  # type: ignore[arg-type]
+            kind=values["kind"] or "todo",
             due_at=times["due_at"],
             reminder_at=times["reminder_at"],
             deal_id=deal_id,
@@ -449,7 +449,7 @@ async def add_activity(request: Request, ctx: Workspace_, session: DbSession, de
             session,
             ctx.workspace_id,
             ActivityCreate(
-                kind=values["kind"],  # type: ignore[arg-type]
+                kind=values["kind"],
                 body=values["body"].strip(),
                 deal_id=deal_id,
                 owner_id=ctx.user.info.user_id,
@@ -526,7 +526,7 @@ async def add_proposal(request: Request, ctx: Workspace_, session: DbSession, de
     try:
         data = ProposalCreate(
             title=values["title"].strip(),
-            valid_until=valid_until,  # type: ignore[arg-type]
+            valid_until=valid_until,
             discount_bp=discount_bp,
             currency=deal.currency,
             lines=lines,
