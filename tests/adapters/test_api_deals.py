@@ -557,3 +557,14 @@ def test_a_deal_has_a_buying_group(client, workspace, other_workspace, session_f
         s.commit()
     group = client.get(url, headers=workspace.auth("read")).json()
     assert [(c["contact_id"], c["role"]) for c in group] == [(buyer, None), (other, "decision maker")]
+    # Through the API's contact merge: merging the group member away keeps its place under the kept contact, and a
+    # member merged into the primary contact is not listed twice.
+    kept = person("kept@bg.example")
+    assert client.post(f"{API}/contacts/{kept}/merge", json={"other_id": other}, headers=w).status_code == 200
+    group = client.get(url, headers=workspace.auth("read")).json()
+    assert [(c["contact_id"], c["role"], c["primary"]) for c in group] == [
+        (buyer, None, True),
+        (kept, "decision maker", False),
+    ]
+    assert client.post(f"{API}/contacts/{buyer}/merge", json={"other_id": kept}, headers=w).status_code == 200
+    assert [c["contact_id"] for c in client.get(url, headers=workspace.auth("read")).json()] == [buyer]

@@ -76,6 +76,7 @@ def merge_contacts(
         )
     contacts_service.repoint_stage_history(session, workspace_id, merge_id, keep_id)
     from suppilo.consent.models import ConsentRecord
+    from suppilo.deals import service as deals_service
     from suppilo.deals.models import Activity, Deal, Task
     from suppilo.journeys import service as journeys_service
     from suppilo.loyalty import service as loyalty_service
@@ -97,6 +98,7 @@ def merge_contacts(
         .execution_options(synchronize_session=False)
     )
     journeys_service.move_contact(session, workspace_id, keep_id, merge_id)
+    deals_service.move_contact(session, workspace_id, keep_id, merge_id)  # places in deals' buying groups
     offers_service.move_contact(session, workspace_id, keep_id, merge_id)
     loyalty_service.move_contact(session, workspace_id, keep_id, merge_id)
     keep_tags = set(
