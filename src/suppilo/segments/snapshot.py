@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from suppilo.engine.filter_eval import (
@@ -35,6 +35,18 @@ CHUNK = 500
 PARTS = frozenset({"company", "tags", "scores", "consents", "stages", "orders", "events"})
 
 
+# The per-event reads, built once (expanding parameters): building a statement cost more than running it.
+_CONTACTS = select(contacts.c.id, contacts.c.properties, *(contacts.c[f] for f in CONTACT_FIELDS)).where(
+    contacts.c.workspace_id == bindparam("ws"), contacts.c.id.in_(bindparam("ids", expanding=True))
+)
+_EVENTS = (
+    select(events.c.contact_id, events.c.name, events.c.occurred_at, events.c.properties)
+    .where(events.c.workspace_id == bindparam("ws"), events.c.contact_id.in_(bindparam("ids", expanding=True)))
+    .order_by(events.c.occurred_at, events.c.id)
+)
+_EVENTS_NAMED = _EVENTS.where(events.c.name.in_(bindparam("names", expanding=True)))
+
+
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
     for i in range(0, len(ids), CHUNK):
         yield ids[i : i + CHUNK]
@@ -56,7 +68,6 @@ def load_snapshots(
     """
     want = PARTS if parts is None else frozenset(parts)
     ids = sorted(set(contact_ids))
-    contact_cols = [contacts.c.id, contacts.c.properties, *(contacts.c[f] for f in CONTACT_FIELDS)]
     rows: dict[int, Any] = {}
     tags: dict[int, set[str]] = defaultdict(set)
     changes: dict[int, list[StageChangeSnapshot]] = defaultdict(list)
@@ -65,9 +76,7 @@ def load_snapshots(
     scores: dict[int, dict[str, ScoreSnapshot]] = defaultdict(dict)
     consents: dict[int, list[ConsentSnapshot]] = defaultdict(list)
     for chunk in _chunks(ids):
-        for r in session.execute(
-            select(*contact_cols).where(contacts.c.workspace_id == workspace_id, contacts.c.id.in_(chunk))
-        ):
+        for r in session.execute(_CONTACTS, {"ws": workspace_id, "ids": list(chunk)}):
             rows[r.id] = r
         if "tags" in want:
             for cid, tag in session.execute(
@@ -137,14 +146,12 @@ def load_snapshots(
             )
         )
         if "events" in want and (event_names is None or event_names):
-            stmt = (
-                select(events.c.contact_id, events.c.name, events.c.occurred_at, events.c.properties)
-                .where(events.c.workspace_id == workspace_id, events.c.contact_id.in_(chunk))
-                .order_by(events.c.occurred_at, events.c.id)
-            )
-            if event_names is not None:
-                stmt = stmt.where(events.c.name.in_(sorted(event_names)))
-            for r in session.execute(stmt):
+            params: dict[str, Any] = {"ws": workspace_id, "ids": list(chunk)}
+            if event_names is None:
+                stmt = _EVENTS
+            else:
+                stmt, params["names"] = _EVENTS_NAMED, sorted(event_names)
+            for r in session.execute(stmt, params):
                 event_rows[r.contact_id].append(EventSnapshot(r.name, r.occurred_at, r.properties or {}))
 
     lines: dict[int, list[OrderLineSnapshot]] = defaultdict(list)
