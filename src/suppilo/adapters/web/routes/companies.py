@@ -3,6 +3,8 @@ page (firmographics, fit score with its explanation, linked contacts, deals)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +22,25 @@ from suppilo.workspaces import service as workspaces_service
 
 router = APIRouter()
 PAGE_SIZE = 50
+# The industry select's options: a GROUP BY over the workspace's companies (≈ 50 ms at 50,000 companies), kept per
+# process for a minute; a new industry appears in the filter within that time.
+INDUSTRY_CACHE_SECONDS = 60.0
+_industries: dict[int, tuple[float, list[str]]] = {}
+_industries_lock = threading.Lock()
+
+
+def _industry_options(session: Any, workspace_id: int) -> list[str]:
+    now = time.monotonic()
+    with _industries_lock:
+        hit = _industries.get(workspace_id)
+    if hit is not None and now - hit[0] < INDUSTRY_CACHE_SECONDS:
+        return hit[1]
+    values = companies_service.industries(session, workspace_id)
+    with _industries_lock:
+        if len(_industries) > 10_000:
+            _industries.clear()
+        _industries[workspace_id] = (now, values)
+    return values
 
 
 def _query(**params: Any) -> str:
@@ -67,7 +88,7 @@ def companies(
         ctx=ctx,
         csrf=ctx.user.info.csrf_token,
         items=page.items if page is not None else [],
-        industries=companies_service.industries(session, ctx.workspace_id),
+        industries=_industry_options(session, ctx.workspace_id),
         filters=filters,
         errors=errors,
         next_url=next_url,
