@@ -52,7 +52,7 @@ def merge_contacts(
     """Merge contact ``merge_id`` into ``keep_id`` and delete it; returns the kept contact.
 
     Events, touches, stage history, orders, carts, form submissions, deals, tasks, activities, consent records,
-    identities and tags move to the kept
+    reviews, survey answers, identities and tags move to the kept
     contact; its empty fields are filled from the merged one; the earliest first touch and the latest touch
     win; a merged contact further along the funnel takes the kept one there (stage change reason "merge").
     """
@@ -75,6 +75,7 @@ def merge_contacts(
             .execution_options(synchronize_session=False)
         )
     contacts_service.repoint_stage_history(session, workspace_id, merge_id, keep_id)
+    from suppilo.advocacy.merging import move_contact as move_advocacy
     from suppilo.consent.models import ConsentRecord
     from suppilo.deals import service as deals_service
     from suppilo.deals.models import Activity, Deal, Task
@@ -101,6 +102,7 @@ def merge_contacts(
     deals_service.move_contact(session, workspace_id, keep_id, merge_id)  # places in deals' buying groups
     offers_service.move_contact(session, workspace_id, keep_id, merge_id)
     loyalty_service.move_contact(session, workspace_id, keep_id, merge_id)
+    move_advocacy(session, workspace_id, keep_id, merge_id)  # reviews and survey answers
     keep_tags = set(
         session.scalars(
             select(ContactTag.tag).where(ContactTag.workspace_id == workspace_id, ContactTag.contact_id == keep_id)
