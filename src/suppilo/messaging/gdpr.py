@@ -160,6 +160,7 @@ def export_contact(session: Session, workspace_id: int, contact_id: int, *, acto
         ),
     }
     data.update(_retention_rows(session, workspace_id, cid))
+    data.update(_sales_rows(session, workspace_id, cid))
     workspaces_service.record_audit(
         session, workspace_id, actor=actor, action="privacy.export", subject_type="contact", subject_id=cid
     )
@@ -185,6 +186,21 @@ def _retention_rows(session: Session, workspace_id: int, cid: int) -> dict[str, 
         "referrals": rows(Referral, (Referral.referrer_id == cid) | (Referral.referred_id == cid)),
         "survey_answers": rows(SurveyResponse, SurveyResponse.contact_id == cid),
         "reviews": rows(Review, Review.contact_id == cid),
+    }
+
+
+def _sales_rows(session: Session, workspace_id: int, cid: int) -> dict[str, Any]:
+    """Deals the person is the contact of or part of the buying group of, tasks about them, logged activities."""
+    from suppilo.deals.models import Activity, Deal, DealContact, Task
+
+    def rows(model: Any, *where: Any) -> list[dict[str, Any]]:
+        return _rows(session, model, model.workspace_id == workspace_id, *where, order=model.id)
+
+    return {
+        "deals": rows(Deal, Deal.contact_id == cid),
+        "deal_roles": rows(DealContact, DealContact.contact_id == cid),
+        "tasks": rows(Task, Task.contact_id == cid),
+        "activities": rows(Activity, Activity.contact_id == cid),
     }
 
 
@@ -257,6 +273,18 @@ def erase_contact(session: Session, workspace_id: int, contact_id: int, *, actor
         .values(comment=None),
     )
     run("reviews", delete(Review).where(Review.workspace_id == workspace_id, Review.contact_id == cid))
+    from suppilo.deals.models import Activity, DealContact
+
+    # Sales: notes of calls and meetings with the person are their words; the activity stays (kind and time count
+    # in a deal's history) without its text. Their place in buying groups goes; deals keep the anonymised contact.
+    run(
+        "activity_notes",
+        update(Activity).where(Activity.workspace_id == workspace_id, Activity.contact_id == cid).values(body=""),
+    )
+    run(
+        "deal_roles",
+        delete(DealContact).where(DealContact.workspace_id == workspace_id, DealContact.contact_id == cid),
+    )
     run(
         "identities",
         delete(ContactIdentity).where(ContactIdentity.workspace_id == workspace_id, ContactIdentity.contact_id == cid),

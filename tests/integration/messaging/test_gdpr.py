@@ -187,3 +187,40 @@ def test_erasure_removes_the_referral_code_reviews_and_survey_comments(session_f
         assert s.scalar(select(ReferralCode).where(ReferralCode.contact_id == cid)) is None
         assert s.scalar(select(Review).where(Review.contact_id == cid)) is None
         assert all(r.comment is None for r in s.scalars(select(SurveyResponse).where(SurveyResponse.contact_id == cid)))
+
+
+def test_export_and_erasure_cover_the_sales_record(client, session_factory, workspace):
+    from datetime import timedelta
+
+    from suppilo.deals import service as deals_service
+    from suppilo.deals.models import Activity, DealContact
+    from suppilo.deals.schemas import ActivityCreate, DealContactIn, DealCreate, TaskCreate
+
+    ws = workspace.id
+    cid = add_contact(session_factory, ws, "eva@example.com")
+    buyer = add_contact(session_factory, ws, "cfo@example.com")
+    with session_factory() as s:
+        deal = deals_service.create_deal(s, ws, DealCreate(name="Tents for the club", contact_id=buyer))
+        deals_service.add_deal_contact(s, ws, deal.id, DealContactIn(contact_id=cid, role="champion"))
+        own = deals_service.create_deal(s, ws, DealCreate(name="Eva's own order", contact_id=cid))
+        deals_service.create_task(
+            s, ws, TaskCreate(title="Call back", contact_id=cid, due_at=utcnow() + timedelta(days=1))
+        )
+        deals_service.create_activity(
+            s, ws, ActivityCreate(kind="call", body="Eva said her knee hurts after hikes", contact_id=cid)
+        )
+        deal_id, own_id = deal.id, own.id
+        s.commit()
+    data = client.get(f"/api/v1/contacts/{cid}/privacy/export", headers=workspace.auth("admin")).json()
+    assert [d["id"] for d in data["deals"]] == [own_id]
+    assert [(r["deal_id"], r["role"]) for r in data["deal_roles"]] == [(deal_id, "champion")]
+    assert [t["title"] for t in data["tasks"]] == ["Call back"]
+    assert [a["body"] for a in data["activities"]] == ["Eva said her knee hurts after hikes"]
+
+    res = client.post(f"/api/v1/contacts/{cid}/privacy/erase", headers=workspace.auth("admin"))
+    assert res.status_code == 200
+    assert res.json()["counts"]["activity_notes"] == 1 and res.json()["counts"]["deal_roles"] == 1
+    with session_factory() as s:
+        (activity,) = s.scalars(select(Activity).where(Activity.workspace_id == ws, Activity.contact_id == cid))
+        assert activity.body == "" and activity.kind == "call"  # the call still counts, its notes are gone
+        assert s.scalar(select(func.count()).where(DealContact.workspace_id == ws)) == 0
