@@ -70,3 +70,20 @@ class DashboardSnapshot(TenantMixin, Base):
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     seconds: Mapped[float] = mapped_column(Float, nullable=False)  # how long the computation took
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+
+
+class AttributionSnapshot(TenantMixin, Base):
+    """The attribution report (six models side by side) of the ``days`` up to ``as_of`` at one level, computed from
+    scratch by ``analytics.service.attribution_report`` and kept current by the worker's ``attribution`` job
+    (``analytics.attribution_snapshots``); ``watermark`` names the source rows it was computed from."""
+
+    __tablename__ = "attribution_snapshots"
+    __table_args__ = (UniqueConstraint("workspace_id", "level", "days"),)
+
+    level: Mapped[str] = mapped_column(String(16), nullable=False)  # channel or campaign
+    days: Mapped[int] = mapped_column(Integer, nullable=False)
+    as_of: Mapped[date] = mapped_column(Date, nullable=False)  # the last day of the period (UTC)
+    watermark: Mapped[str] = mapped_column(String(200), nullable=False)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)  # how long the computation took
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)

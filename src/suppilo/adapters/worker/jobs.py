@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.advocacy.tasks import run_advocacy
+from suppilo.analytics.attribution_snapshots import REFRESH_SECONDS as ATTRIBUTION_REFRESH_SECONDS
+from suppilo.analytics.attribution_snapshots import run_refresh as run_attribution_refresh
 from suppilo.analytics.dashboard import REFRESH_SECONDS as DASHBOARD_REFRESH_SECONDS
 from suppilo.analytics.dashboard import run_refresh as run_dashboard_refresh
 from suppilo.commerce.tasks import run_abandoned_carts
@@ -75,6 +77,7 @@ JOBS: list[JobEntry] = [
     ("recommendations", 3600.0, run_recommendations),
     ("advocacy", 5.0, run_advocacy),
     ("dashboard", DASHBOARD_REFRESH_SECONDS, run_dashboard_refresh),
+    ("attribution", ATTRIBUTION_REFRESH_SECONDS, run_attribution_refresh),
 ]
 
 

@@ -9,25 +9,31 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import threading
 from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
 from suppilo.adapters.web.templating import render
+from suppilo.analytics import attribution_snapshots as attribution_snaps
 from suppilo.analytics import event_cohorts
 from suppilo.analytics import service as analytics
 from suppilo.analytics.columnar import ColumnarStore
+from suppilo.db.base import utcnow
 from suppilo.errors import DomainError, NotFound
 from suppilo.journeys import service as journeys_service
 from suppilo.transfer.exporter import neutralise
 
 router = APIRouter()
+log = logging.getLogger("suppilo.web")
 REPORTS = ("attribution", "spend", "cohorts", "clv", "experiments")
 MODELS = ("first_touch", "last_touch", "linear", "position_based", "time_decay", "markov")
 # Series colours of the charts (SVG presentation attributes, which the style-src policy does not govern).
@@ -100,6 +106,61 @@ def _attribution(session: Session, ctx: Ctx, frm: date | None, to: date | None, 
     )
 
 
+_refreshing: set[tuple[int, str]] = set()
+_lock = threading.Lock()
+
+
+def _refresh_attribution(factory: sessionmaker[Session], key: tuple[int, str]) -> None:
+    try:
+        with factory() as session:
+            attribution_snaps.refresh(session, key[0], key[1])
+            session.commit()
+    except Exception:
+        log.exception("attribution refresh failed for workspace %s", key[0])
+    finally:
+        with _lock:
+            _refreshing.discard(key)
+
+
+def attribution_figures(
+    session: Session, factory: sessionmaker[Session], workspace_id: int, level: str
+) -> dict[str, Any]:
+    """The report of the default period (the 90 days up to today): today's snapshot (recomputed in the background
+    when new rows overtook it, and shown meanwhile with its time), else computed now and stored."""
+    level = "campaign" if level == "campaign" else "channel"
+    today = utcnow().date()
+    key = (workspace_id, level)
+    row = attribution_snaps.snapshot(session, workspace_id, level, attribution_snaps.DEFAULT_DAYS)
+    if row is not None and row.as_of == today:
+        data = attribution_snaps.figures_of(row)
+        data["stale"] = not attribution_snaps.is_current(session, row, today)
+        if data["stale"]:
+            with _lock:
+                start = key not in _refreshing
+                _refreshing.add(key)
+            if start:
+                threading.Thread(target=_refresh_attribution, args=(factory, key), daemon=True).start()
+        return data
+    with factory() as write:
+        try:
+            data = attribution_snaps.refresh(write, workspace_id, level, attribution_snaps.DEFAULT_DAYS, today)
+            write.commit()
+        except IntegrityError:  # another request stored the same report first: its figures are as good
+            write.rollback()
+            row = attribution_snaps.snapshot(write, workspace_id, level, attribution_snaps.DEFAULT_DAYS)
+            if row is None:
+                raise
+            data = attribution_snaps.figures_of(row)
+    data["stale"] = False
+    return data
+
+
+def clear_attribution_refreshes() -> None:
+    """Forget background refreshes in flight (the figures themselves live in ``attribution_snapshots``)."""
+    with _lock:
+        _refreshing.clear()
+
+
 def _attribution_rows(data: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for row in data["side_by_side"]:
@@ -119,7 +180,10 @@ def attribution(request: Request, ctx: Workspace_, session: ReadSession, level: 
     error = ""
     if not errors:
         try:
-            data = _attribution(session, ctx, frm, to, level)
+            if frm is None and to is None:  # the default period: read from its snapshot
+                data = attribution_figures(session, request.app.state.session_factory, ctx.workspace_id, level)
+            else:
+                data = _attribution(session, ctx, frm, to, level)
         except DomainError as exc:
             error = exc.message
     chart = None
@@ -150,7 +214,10 @@ def attribution_csv(request: Request, ctx: Workspace_, session: ReadSession, lev
     if errors:
         raise WebError(422, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     try:
-        data = _attribution(session, ctx, frm, to, level)
+        if frm is None and to is None:  # the same figures as the page shows
+            data = attribution_figures(session, request.app.state.session_factory, ctx.workspace_id, level)
+        else:
+            data = _attribution(session, ctx, frm, to, level)
     except DomainError as exc:
         raise WebError(422, exc.message) from exc
     header = [data["level"]] + [f"{m}_{x}" for m in MODELS for x in ("conversions", "revenue_minor")]
