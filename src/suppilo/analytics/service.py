@@ -776,50 +776,55 @@ def attribution_report(
     frm, to, start, end = period(date_from, date_to)
     book = rate_book(session, workspace_id)
     home = book.home
-    fo = _first_orders_subquery(workspace_id)
-    first_order: dict[int, datetime] = {
-        cid: _as_dt(at) for cid, at in session.execute(select(fo.c.cid, fo.c.first_at).where(fo.c.first_at < end))
-    }
-    converted = {cid: at for cid, at in first_order.items() if at >= start}
-    values: dict[int, int] = {}
-    conv_ids = list(converted)
-    for chunk in _chunks(conv_ids):
-        for cid, placed, ccy, total, refunded, _oid in session.execute(
-            select(Order.contact_id, Order.placed_at, Order.currency, Order.total_minor, Order.refunded_minor, Order.id)
-            .where(Order.workspace_id == workspace_id, Order.contact_id.in_(chunk), Order.status.in_(BUYING_STATUSES))
-            .order_by(Order.contact_id, Order.placed_at, Order.id)
-        ):
-            c = cast(int, cid)
-            if c in values or placed != converted[c]:
-                continue
-            values[c] = book.convert(_order_value(total, refunded), ccy, home, placed.date())
-    touches: dict[int, list[attribution.Touch]] = defaultdict(list)
-    in_period = (
-        select(Touch.contact_id)
-        .where(Touch.workspace_id == workspace_id, Touch.occurred_at >= start, Touch.occurred_at < end)
-        .distinct()
+    buying = and_(Order.workspace_id == workspace_id, Order.contact_id.is_not(None), Order.status.in_(BUYING_STATUSES))
+    # Set-based: the contacts whose first order is in the period (one grouped query), each with that order's row
+    # (the earliest, the lowest id among orders placed at the same moment).
+    first = (
+        select(Order.contact_id.label("cid"), func.min(Order.placed_at).label("first_at"))
+        .where(buying)
+        .group_by(Order.contact_id)
+        .having(and_(func.min(Order.placed_at) >= start, func.min(Order.placed_at) < end))
+        .cte("first_orders")
     )
+    converted: dict[int, datetime] = {}
+    values: dict[int, int] = {}
+    for cid, placed, ccy, total, refunded in session.execute(
+        select(Order.contact_id, Order.placed_at, Order.currency, Order.total_minor, Order.refunded_minor)
+        .join(first, and_(Order.contact_id == first.c.cid, Order.placed_at == first.c.first_at))
+        .where(buying)
+        .order_by(Order.contact_id, Order.id)
+    ):
+        c = cast(int, cid)
+        if c in converted:
+            continue
+        converted[c] = placed
+        values[c] = book.convert(_order_value(total, refunded), ccy, home, placed.date())
+    # Every path's touches in one query: the contacts touched in the period and the converted ones.
+    in_period = select(Touch.contact_id).where(
+        Touch.workspace_id == workspace_id, Touch.occurred_at >= start, Touch.occurred_at < end
+    )
+    wanted = in_period.union(select(first.c.cid))
+    touches: dict[int, list[attribution.Touch]] = defaultdict(list)
     for cid, at, ch, camp in session.execute(
         select(Touch.contact_id, Touch.occurred_at, Touch.channel, Touch.campaign)
-        .where(Touch.workspace_id == workspace_id, Touch.occurred_at < end, Touch.contact_id.in_(in_period))
+        .where(Touch.workspace_id == workspace_id, Touch.occurred_at < end, Touch.contact_id.in_(wanted))
         .order_by(Touch.contact_id, Touch.occurred_at, Touch.id)
     ):
         touches[cid].append(attribution.Touch(ch, at, camp))
-    # Converted contacts whose touches all came before the period still need their paths.
-    missing = [cid for cid in conv_ids if cid not in touches]
-    for chunk in _chunks(missing):
-        for cid, at, ch, camp in session.execute(
-            select(Touch.contact_id, Touch.occurred_at, Touch.channel, Touch.campaign)
-            .where(Touch.workspace_id == workspace_id, Touch.contact_id.in_(chunk))
-            .order_by(Touch.contact_id, Touch.occurred_at, Touch.id)
-        ):
-            touches[cid].append(attribution.Touch(ch, at, camp))
+    # Customers who first bought before the period are left out (and the converted ones are paths of their own).
+    bought = set(
+        session.scalars(
+            select(Order.contact_id)
+            .where(buying, Order.placed_at < end, Order.contact_id.in_(in_period.distinct()))
+            .distinct()
+        )
+    )
     paths: list[attribution.ConversionPath] = []
     for cid, conv_at in converted.items():
         ts = tuple(t for t in touches.get(cid, ()) if t.at <= conv_at)
-        paths.append(attribution.ConversionPath(ts, True, float(values.get(cid, 0)), conv_at))
+        paths.append(attribution.ConversionPath(ts, True, float(values[cid]), conv_at))
     for cid, ts_list in touches.items():
-        if cid in converted or cid in first_order:
+        if cid in converted or cid in bought:
             continue
         ts = tuple(t for t in ts_list if t.at >= start)
         if ts:
