@@ -188,8 +188,10 @@ def _velocity_and_conversion_walk(
     pipeline_id: int | None,
     epoch: ColumnElement[Any],
 ) -> tuple[list[VelocityRead], list[ConversionRead]]:
-    """Average days per stage and conversion per stage by walking every deal's moves in Python with the engine's
-    ``velocity`` and ``conversion`` (SQLite: its window functions over the whole history are no faster)."""
+    """Average days per stage and conversion per stage by walking every deal's moves in Python (SQLite: its window
+    functions over the whole history are no faster). One pass over the moves, fetched in bulk through the driver's
+    cursor, sums each completed stay into its stage (in the order ``engine.forecast.velocity`` would, so the floats
+    are identical) and collects each deal's path of stage keys for ``engine.forecast.conversion``."""
     changes = select(DealStageChange.deal_id, DealStageChange.to_stage_id, epoch).where(
         DealStageChange.workspace_id == workspace_id
     )
@@ -198,40 +200,61 @@ def _velocity_and_conversion_walk(
             DealStageChange.to_stage_id.in_([s.id for s in stage_rows if s.pipeline_id == pipeline_id])
         )
     changes = changes.order_by(DealStageChange.deal_id, DealStageChange.changed_at, DealStageChange.id)
-    # Rows come ordered by deal: collect each deal's visits (for velocity) and stage keys (for conversion).
     stage_info = {s.id: (s.pipeline_id, s.key) for s in stage_rows}
-    per_pipeline: dict[int, tuple[list[list[tuple[str, float]]], list[list[str]]]] = {}
+    # Per pipeline (of a deal's first visit): completed stays per stage key, and every deal's path of stage keys.
+    stays: dict[int, dict[str, tuple[int, float]]] = {}
+    paths: dict[int, list[list[str]]] = {}
     current_deal: int | None = None
-    deal_visits: list[tuple[str, float]] = []
     deal_keys: list[str] = []
-    for deal_id, stage_id, at in session.connection().execute(changes):
+    deal_stays: dict[str, tuple[int, float]] = {}
+    prev_key = ""
+    prev_at = 0.0
+    for deal_id, stage_id, at in _fetch_all(session, changes):
         info = stage_info.get(stage_id)
         if info is None:
             continue
+        key = info[1]
+        at = float(at)
         if deal_id != current_deal:
             current_deal = deal_id
-            deal_visits, deal_keys = [], []
-            timed_lists, key_lists = per_pipeline.setdefault(info[0], ([], []))
-            timed_lists.append(deal_visits)
-            key_lists.append(deal_keys)
-        deal_visits.append((info[1], float(at)))
-        deal_keys.append(info[1])
+            deal_keys = []
+            paths.setdefault(info[0], []).append(deal_keys)
+            deal_stays = stays.setdefault(info[0], {})
+        else:
+            n, seconds = deal_stays.get(prev_key, (0, 0.0))
+            deal_stays[prev_key] = (n + 1, seconds + (at - prev_at))
+        deal_keys.append(key)
+        prev_key, prev_at = key, at
     velocity: list[VelocityRead] = []
     conversion: list[ConversionRead] = []
     for pid in sorted({s.pipeline_id for s in stage_rows}):
         if pipeline_id is not None and pid != pipeline_id:
             continue
         order = [fc.StageOrder(s.key, s.position, s.kind) for s in stage_rows if s.pipeline_id == pid]
-        histories, key_histories = per_pipeline.get(pid, ([], []))
         velocity += [
             VelocityRead(pipeline_id=pid, stage_key=v.stage_key, stays=v.stays, average_days=v.average_days)
-            for v in fc.velocity(histories, order)
+            for v in fc.velocity_from_totals(stays.get(pid, {}), order)
         ]
         conversion += [
             ConversionRead(pipeline_id=pid, stage_key=c.stage_key, entered=c.entered, advanced=c.advanced, rate=c.rate)
-            for c in fc.conversion(key_histories, order)
+            for c in fc.conversion(paths.get(pid, []), order)
         ]
     return velocity, conversion
+
+
+def _fetch_all(session: Session, query: Any) -> list[Any]:
+    """All rows of ``query`` as plain tuples through the driver's cursor (no per-row result processing: the walk
+    reads ~2 moves per deal, and SQLAlchemy's row handling cost as much as the walk itself)."""
+    conn = session.connection()
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    args: Any = tuple(params[name] for name in compiled.positiontup) if compiled.positiontup is not None else params
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), args)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def _velocity_and_conversion(

@@ -85,3 +85,67 @@ def test_sql_reduction_equals_the_engine_walk(session_factory, workspace) -> Non
                     assert abs(r.average_days - w.average_days) <= 0.01  # float sums in another order
             assert any(c.entered for c in walked[1]) and any(v.stays for v in walked[0])
         s.rollback()
+
+
+def test_the_bulk_walk_equals_the_engine_over_each_deals_moves(session_factory, workspace) -> None:
+    """SQLite's walk (moves fetched in bulk, stays summed in one pass) gives exactly the figures
+    ``engine.forecast.velocity`` / ``conversion`` give from every deal's moves read one by one through the ORM."""
+    from suppilo.engine import forecast as fc
+
+    rng = random.Random(11)
+    with session_factory() as s:
+        main = service.ensure_default_pipeline(s, workspace.id)
+        s.flush()
+        stages = service.pipeline_stages(s, workspace.id, [main.id])[main.id]
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        changes = []
+        for i in range(200):
+            path = [rng.choice(stages) for _ in range(rng.randrange(1, 8))]
+            deal = Deal(
+                workspace_id=workspace.id,
+                pipeline_id=main.id,
+                stage_id=path[-1].id,
+                status=path[-1].kind,
+                name=f"d{i}",
+                currency="EUR",
+                stage_entered_at=t0,
+            )
+            s.add(deal)
+            s.flush()
+            at = t0 + timedelta(hours=rng.randrange(100), seconds=rng.randrange(3600))
+            for stage in path:
+                changes.append(
+                    {"workspace_id": workspace.id, "deal_id": deal.id, "to_stage_id": stage.id, "changed_at": at}
+                )
+                at += timedelta(hours=rng.choice((0, 1, 7, 50)), seconds=rng.randrange(3600))
+        s.execute(insert(DealStageChange), changes)
+        s.flush()
+        rows = list(
+            s.scalars(
+                select(PipelineStage)
+                .where(PipelineStage.workspace_id == workspace.id)
+                .order_by(PipelineStage.pipeline_id, PipelineStage.position)
+            )
+        )
+        key_of = {st.id: st.key for st in rows}
+        histories: dict[int, list[tuple[str, float]]] = {}
+        for change in s.scalars(
+            select(DealStageChange)
+            .where(DealStageChange.workspace_id == workspace.id)
+            .order_by(DealStageChange.deal_id, DealStageChange.changed_at, DealStageChange.id)
+        ):
+            histories.setdefault(change.deal_id, []).append(
+                (key_of[change.to_stage_id], change.changed_at.replace(tzinfo=UTC).timestamp())
+            )
+        order = [fc.StageOrder(st.key, st.position, st.kind) for st in rows]
+        expected_velocity = fc.velocity(list(histories.values()), order)
+        expected_conversion = fc.conversion([[k for k, _ in h] for h in histories.values()], order)
+        velocity, conversion = deals_forecast._velocity_and_conversion_walk(s, workspace.id, rows, None, _epoch(s))
+        assert [(v.stage_key, v.stays, v.average_days) for v in velocity] == [
+            (v.stage_key, v.stays, v.average_days) for v in expected_velocity
+        ]
+        assert [(c.stage_key, c.entered, c.advanced, c.rate) for c in conversion] == [
+            (c.stage_key, c.entered, c.advanced, c.rate) for c in expected_conversion
+        ]
+        assert sum(v.stays for v in velocity) > 100 and any(c.advanced for c in conversion)
+        s.rollback()
