@@ -82,16 +82,18 @@ def is_current(session: Session, row: AttributionSnapshot, today: date, mark: st
     return row.as_of == today and age < MAX_AGE_SECONDS and row.watermark == (mark or watermark(session))
 
 
-def refresh(
-    session: Session, workspace_id: int, level: str, days: int = DEFAULT_DAYS, today: date | None = None
-) -> dict[str, Any]:
-    """Compute the report from scratch and store it as the snapshot (the caller commits); returns the figures."""
-    today = today or utcnow().date()
-    mark = watermark(session)  # read before the computation: rows committed meanwhile move it again
-    computed_at = utcnow()
-    started = time.perf_counter()
-    data = compute(session, workspace_id, level, days, today)
-    seconds = time.perf_counter() - started
+def store(
+    session: Session,
+    workspace_id: int,
+    level: str,
+    days: int,
+    today: date,
+    mark: str,
+    computed_at: datetime,
+    seconds: float,
+    data: dict[str, Any],
+) -> None:
+    """Write a computed report as the snapshot (the caller commits)."""
     row = snapshot(session, workspace_id, level, days)
     if row is None:
         row = AttributionSnapshot(workspace_id=workspace_id, level=level, days=days)
@@ -102,6 +104,49 @@ def refresh(
     row.seconds = round(seconds, 3)
     row.data = data
     session.flush()
+
+
+def _computed(
+    session: Session, workspace_id: int, level: str, days: int, today: date
+) -> tuple[str, datetime, float, dict[str, Any]]:
+    mark = watermark(session)  # read before the computation: rows committed meanwhile move it again
+    computed_at = utcnow()
+    started = time.perf_counter()
+    data = compute(session, workspace_id, level, days, today)
+    return mark, computed_at, time.perf_counter() - started, data
+
+
+def refresh(
+    session: Session, workspace_id: int, level: str, days: int = DEFAULT_DAYS, today: date | None = None
+) -> dict[str, Any]:
+    """Compute the report from scratch and store it as the snapshot in ``session`` (the caller commits)."""
+    today = today or utcnow().date()
+    mark, computed_at, seconds, data = _computed(session, workspace_id, level, days, today)
+    store(session, workspace_id, level, days, today, mark, computed_at, seconds, data)
+    return {**data, "computed_at": computed_at}
+
+
+def refresh_apart(
+    factory: sessionmaker[Session],
+    workspace_id: int,
+    level: str,
+    days: int = DEFAULT_DAYS,
+    today: date | None = None,
+    read: Session | None = None,
+) -> dict[str, Any]:
+    """:func:`refresh` with the computation in a read-only transaction (``read``, else a deferred one of its own) and
+    only the snapshot's write in a unit of work of ``factory``: on SQLite a write transaction takes the database's
+    write lock at its start, and the seconds of a computation must not hold every other writer up."""
+    today = today or utcnow().date()
+    if read is not None:
+        mark, computed_at, seconds, data = _computed(read, workspace_id, level, days, today)
+    else:
+        bind = factory.kw["bind"].execution_options(sqlite_begin="DEFERRED")
+        with Session(bind=bind, expire_on_commit=False) as own:
+            mark, computed_at, seconds, data = _computed(own, workspace_id, level, days, today)
+    with factory() as write:
+        store(write, workspace_id, level, days, today, mark, computed_at, seconds, data)
+        write.commit()
     return {**data, "computed_at": computed_at}
 
 
@@ -118,9 +163,7 @@ def run_refresh(factory: sessionmaker[Session]) -> int:
         ]
     for workspace_id, level, days in due:
         try:
-            with factory() as session:
-                refresh(session, workspace_id, level, days, today)
-                session.commit()
+            refresh_apart(factory, workspace_id, level, days, today)
         except Exception:
             log.exception("attribution refresh failed for workspace %s (%s, %s days)", workspace_id, level, days)
     return len(due)

@@ -112,9 +112,7 @@ _lock = threading.Lock()
 
 def _refresh_attribution(factory: sessionmaker[Session], key: tuple[int, str]) -> None:
     try:
-        with factory() as session:
-            attribution_snaps.refresh(session, key[0], key[1])
-            session.commit()
+        attribution_snaps.refresh_apart(factory, key[0], key[1])
     except Exception:
         log.exception("attribution refresh failed for workspace %s", key[0])
     finally:
@@ -141,13 +139,13 @@ def attribution_figures(
             if start:
                 threading.Thread(target=_refresh_attribution, args=(factory, key), daemon=True).start()
         return data
-    with factory() as write:
-        try:
-            data = attribution_snaps.refresh(write, workspace_id, level, attribution_snaps.DEFAULT_DAYS, today)
-            write.commit()
-        except IntegrityError:  # another request stored the same report first: its figures are as good
-            write.rollback()
-            row = attribution_snaps.snapshot(write, workspace_id, level, attribution_snaps.DEFAULT_DAYS)
+    try:  # computed in this request's read transaction; only the snapshot's write takes the write lock
+        data = attribution_snaps.refresh_apart(
+            factory, workspace_id, level, attribution_snaps.DEFAULT_DAYS, today, read=session
+        )
+    except IntegrityError:  # another request stored the same report first: its figures are as good
+        with factory() as again:
+            row = attribution_snaps.snapshot(again, workspace_id, level, attribution_snaps.DEFAULT_DAYS)
             if row is None:
                 raise
             data = attribution_snaps.figures_of(row)
