@@ -8,6 +8,7 @@ import csv
 import io
 import re
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -404,6 +405,8 @@ def test_my_tasks_marks_overdue_and_completes(client, session_factory, workspace
 
 
 def test_forecast_view_with_chart_csv_and_bad_input(client, session_factory, workspace) -> None:
+    from suppilo.adapters.web.routes import deals as deals_route
+
     email = make_user(session_factory, workspace.id, "analyst", language="sv")
     rep = user_id(session_factory, make_user(session_factory, workspace.id, "sales", name="Rep " + SCRIPT))
     stages = {s["key"]: s["id"] for s in client.get("/api/v1/pipelines", headers=workspace.auth()).json()[0]["stages"]}
@@ -448,8 +451,16 @@ def test_forecast_view_with_chart_csv_and_bad_input(client, session_factory, wor
     # Without an exchange rate a USD deal is shown in its own currency, and the page says so.
     assert "i sin egen valuta" not in client.get(url).text  # the analyst reads Swedish
     deal(client, workspace, name="C", amount_minor=70_000, currency="USD", stage_id=stages["demo"], owner_id=rep)
+    # The page reads its snapshot: the new deal overtook it, so the old figures show, marked as being updated, while
+    # one background refresh runs; then the page shows the new deal.
+    html = client.get(f"{url}?group_by=owner").text
+    assert 'id="forecast-updating"' in html and "700,00\xa0US$" not in html
+    deadline = time.monotonic() + 30
+    while deals_route._refreshing and time.monotonic() < deadline:
+        time.sleep(0.05)
     html = client.get(f"{url}?group_by=owner").text
     assert "i sin egen valuta" in html and "700,00\xa0US$" in html
+    assert 'id="forecast-as-of"' in html and 'id="forecast-updating"' not in html
 
 
 def test_my_tasks_counts_all_open_tasks_beyond_the_rows_shown(client, session_factory, workspace, monkeypatch) -> None:

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, BigId, TenantMixin, TimestampMixin
@@ -278,3 +290,20 @@ class UserWorkingHours(TenantMixin, Base):
 
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     working_hours: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+
+
+class ForecastSnapshot(TenantMixin, Base):
+    """The forecast of one (grouping, pipeline, stalls grouping) as ``deals.forecast.workspace_forecast`` answered it
+    at ``computed_at``; the web forecast page reads it and the worker's ``forecast`` job keeps it current
+    (``deals.forecast_snapshots``). ``watermark`` names the source rows it was computed from."""
+
+    __tablename__ = "forecast_snapshots"
+    __table_args__ = (UniqueConstraint("workspace_id", "group_by", "pipeline_key", "stalls_by"),)
+
+    group_by: Mapped[str] = mapped_column(String(16), nullable=False)
+    pipeline_key: Mapped[int] = mapped_column(BigInteger, nullable=False)  # the pipeline's id, 0 for all pipelines
+    stalls_by: Mapped[str] = mapped_column(String(16), nullable=False)
+    watermark: Mapped[str] = mapped_column(String(200), nullable=False)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)  # how long the computation took
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)

@@ -12,6 +12,8 @@ from suppilo.analytics.attribution_snapshots import run_refresh as run_attributi
 from suppilo.analytics.dashboard import REFRESH_SECONDS as DASHBOARD_REFRESH_SECONDS
 from suppilo.analytics.dashboard import run_refresh as run_dashboard_refresh
 from suppilo.commerce.tasks import run_abandoned_carts
+from suppilo.deals.forecast_snapshots import REFRESH_SECONDS as FORECAST_REFRESH_SECONDS
+from suppilo.deals.forecast_snapshots import run_refresh as run_forecast_refresh
 from suppilo.deals.tasks import run_sales
 from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.loyalty.tasks import run_loyalty
@@ -78,6 +80,7 @@ JOBS: list[JobEntry] = [
     ("advocacy", 5.0, run_advocacy),
     ("dashboard", DASHBOARD_REFRESH_SECONDS, run_dashboard_refresh),
     ("attribution", ATTRIBUTION_REFRESH_SECONDS, run_attribution_refresh),
+    ("forecast", FORECAST_REFRESH_SECONDS, run_forecast_refresh),
 ]
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import threading
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -19,7 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
@@ -32,6 +35,7 @@ from suppilo.companies.models import Company
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.deals import forecast as deals_forecast
+from suppilo.deals import forecast_snapshots
 from suppilo.deals import proposals as deals_proposals
 from suppilo.deals import service as deals_service
 from suppilo.deals.models import Deal, Pipeline, SalesTeam, SalesTeamMember, Task
@@ -50,6 +54,7 @@ from suppilo.transfer.exporter import neutralise
 from suppilo.workspaces.models import Membership, User
 
 router = APIRouter()
+log = logging.getLogger("suppilo.web")
 # Who may look at another user's or a team's tasks.
 MANAGER_ROLES = frozenset({"admin"})
 PROPOSAL_LINES = 3
@@ -650,10 +655,10 @@ def tasks_page(
 # --- forecast --------------------------------------------------------------------------------------------------------
 
 
-def _forecast(
+def _forecast_params(
     session: Session, ctx: Ctx, group_by: str, pipeline: str, stalls_by: str
-) -> tuple[Any, dict[str, str], int | None]:
-    """The forecast for the page and the CSV, with errors per parameter (then the defaults are used)."""
+) -> tuple[str, int | None, str, dict[str, str]]:
+    """The forecast's grouping, pipeline and stalls grouping, with errors per parameter (then the defaults are used)."""
     tr = translations(ctx.language)
     errors: dict[str, str] = {}
     if group_by not in FORECAST_GROUPS:
@@ -671,10 +676,67 @@ def _forecast(
                 pipeline_id = deals_service.get_pipeline(session, ctx.workspace_id, int(pipeline)).id
             except NotFound:
                 errors["pipeline"] = tr.gettext("Choose one of the pipelines offered.")
+    return group_by, pipeline_id, stalls_by, errors
+
+
+def _forecast(
+    session: Session, ctx: Ctx, group_by: str, pipeline: str, stalls_by: str
+) -> tuple[Any, dict[str, str], int | None]:
+    """The forecast computed now (the CSV), with errors per parameter (then the defaults are used)."""
+    group_by, pipeline_id, stalls_by, errors = _forecast_params(session, ctx, group_by, pipeline, stalls_by)
     data = deals_forecast.workspace_forecast(
         session, ctx.workspace_id, group_by=group_by, pipeline_id=pipeline_id, stalls_by=stalls_by
     )
     return data, errors, pipeline_id
+
+
+_refreshing: set[tuple[int, str, int | None, str]] = set()
+_refresh_lock = threading.Lock()
+
+
+def _refresh_forecast(factory: sessionmaker[Session], key: tuple[int, str, int | None, str]) -> None:
+    try:
+        with factory() as session:
+            forecast_snapshots.refresh(session, *key)
+            session.commit()
+    except Exception:
+        log.exception("forecast refresh failed for workspace %s", key[0])
+    finally:
+        with _refresh_lock:
+            _refreshing.discard(key)
+
+
+def forecast_figures(
+    session: Session, factory: sessionmaker[Session], key: tuple[int, str, int | None, str]
+) -> tuple[Any, datetime, bool]:
+    """The forecast page's figures, their time and whether newer data overtook them: the snapshot (recomputed by one
+    background thread when overtaken, and by the worker's ``forecast`` job), else computed and stored now."""
+    row = forecast_snapshots.snapshot(session, *key)
+    if row is not None:
+        stale = not forecast_snapshots.is_current(session, row)
+        if stale:
+            with _refresh_lock:
+                start = key not in _refreshing
+                _refreshing.add(key)
+            if start:
+                threading.Thread(target=_refresh_forecast, args=(factory, key), daemon=True).start()
+        return forecast_snapshots.figures_of(row), forecast_snapshots.computed_at(row), stale
+    with factory() as write:
+        try:
+            row = forecast_snapshots.refresh(write, *key)
+            write.commit()
+        except IntegrityError:  # another request stored the same forecast first: its figures are as good
+            write.rollback()
+            row = forecast_snapshots.snapshot(write, *key)
+        if row is None:
+            return forecast_snapshots.compute(session, *key), utcnow(), False
+        return forecast_snapshots.figures_of(row), forecast_snapshots.computed_at(row), False
+
+
+def clear_forecast_refreshes() -> None:
+    """Forget background refreshes in flight (the figures themselves live in ``forecast_snapshots``)."""
+    with _refresh_lock:
+        _refreshing.clear()
 
 
 def _group_label(ctx: Ctx, group_by: str, key: str | None, names: dict[int, str], stage_labels: dict[str, str]) -> str:
@@ -720,7 +782,10 @@ def forecast_page(
     """Weighted forecast, commit and best case per period, owner, team, region, country or stage, with a chart;
     velocity, conversion and stalled deals per stage and per team or territory."""
     ctx.require("pipeline")
-    data, errors, pipeline_id = _forecast(session, ctx, group_by, pipeline, stalls_by)
+    group_by, pipeline_id, stalls_by, errors = _forecast_params(session, ctx, group_by, pipeline, stalls_by)
+    data, as_of, stale = forecast_figures(
+        session, request.app.state.session_factory, (ctx.workspace_id, group_by, pipeline_id, stalls_by)
+    )
     names = dict(_members(session, ctx.workspace_id))
     stage_labels = _stage_labels(session, ctx)
     digits = exponent(data.currency)
@@ -754,6 +819,8 @@ def forecast_page(
         csrf=ctx.user.info.csrf_token,
         active="pipeline",
         data=data,
+        as_of=as_of,
+        stale=stale,
         rows=rows,
         chart=chart,
         unconverted=any(t.currency != data.currency for g in data.groups for t in g.totals),
