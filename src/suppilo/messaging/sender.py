@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import concurrent.futures
 import contextlib
 import functools
 import itertools
 import logging
+import multiprocessing
 import re
 import time
 import uuid
@@ -82,6 +84,9 @@ class SenderConfig:
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key_pem: bytes | None = None
+    # Processes that render claimed messages (0: render in the sender process). With workers, the claim hands plain
+    # data to them and waits without holding the GIL, so the event loop keeps the connections busy meanwhile.
+    render_workers: int = 0
     # Only these workspaces (None: all). Lets an operator drain one tenant, and tests stay in their own.
     workspace_ids: tuple[int, ...] | None = None
 
@@ -348,6 +353,160 @@ def fast_message_bytes(
     return b"".join(out)
 
 
+class _Variant(NamedTuple):
+    """A template variant as plain data (what ``render_message`` reads), so a render worker process can use it."""
+
+    language: str
+    subject: str
+    preheader: str
+    html: str
+    text: str | None
+
+
+class _TemplateData(NamedTuple):
+    """A published template as plain data (what ``render_loaded`` reads of a ``Template`` row)."""
+
+    id: int
+    key: str
+    kind: str
+    version: int
+    variants: tuple[_Variant, ...]
+
+
+def _template_data(template: Any) -> _TemplateData:
+    return _TemplateData(
+        id=template.id,
+        key=template.key,
+        kind=template.kind,
+        version=template.version,
+        variants=tuple(_Variant(v.language, v.subject, v.preheader or "", v.html, v.text) for v in template.variants),
+    )
+
+
+class _Job(NamedTuple):
+    """Everything one message's bytes depend on, read by the claim: plain data, no session, so it can be built in
+    this process or in a render worker process (``SenderConfig.render_workers``) with the same result."""
+
+    outbox_id: int
+    workspace_id: int
+    kind: str
+    extra: dict[str, Any] | None
+    template_key: str | None
+    body: tuple[str, str, str] | None  # (subject, html, text) of a pre-rendered message
+    contact_id: int | None
+    email: str
+    context: tuple[dict[str, Any], dict[str, Any]] | None
+    template: _TemplateData | None
+    workspace_context: dict[str, Any] | None
+    slug: str
+    from_name: str | None
+    from_header: str
+    now: datetime
+
+
+def _build_job(cfg: SenderConfig, job: _Job) -> tuple[bytes, list[str], str]:
+    """The wire bytes, tracked links and Message-ID of one message (pure: no database)."""
+    base = cfg.public_url.rstrip("/")
+    now = job.now
+    extra: dict[str, Any] = {k: v for k, v in (job.extra or {}).items() if k != "confirm_consent_id"}
+    headers: dict[str, str] = {}
+    unsubscribe_url: str | None = None
+    if job.kind == "marketing":
+        if job.contact_id is None:
+            raise ValueError("a marketing message needs a contact")
+        utoken = unsubscribe.unsubscribe_token(cfg.secret, job.workspace_id, job.contact_id, job.outbox_id, now)
+        unsubscribe_url = f"{base}/u/{utoken}"
+        headers.update(unsubscribe.list_unsubscribe_headers(base, utoken, cfg.unsubscribe_mailto))
+        extra.setdefault("unsubscribe_url", unsubscribe_url)
+        extra.setdefault("preferences_url", unsubscribe_url)
+    confirm_id = (job.extra or {}).get("confirm_consent_id")
+    if confirm_id is not None:
+        confirm_url = (
+            f"{base}/consent/confirm/{unsubscribe.confirm_token(cfg.secret, job.workspace_id, int(confirm_id))}"
+        )
+        message_extra = dict(extra.get("message") or {})
+        message_extra["confirm_url"] = confirm_url
+        extra["message"] = message_extra
+    if job.body is not None:
+        subject, html, text = job.body
+    else:
+        template, ctx, wsctx = job.template, job.context, job.workspace_context
+        if template is None or wsctx is None:
+            raise ValueError("the message has neither a template nor a body")
+        if ctx is None:
+            raise NotFound("contact_id", f"contact {job.contact_id} not found")
+        result = templates_service.render_loaded(template, ctx[0], ctx[1], wsctx, extra=extra)  # type: ignore[arg-type]
+        if template.kind and template.kind != job.kind and template.kind == "marketing":
+            raise ValueError(f"template {job.template_key!r} is marketing but the message is {job.kind}")
+        # The template's layout already carries the preheader inside the HTML.
+        subject, html, text = result.subject, result.html, result.text
+    links: list[str] = []
+    if html and job.kind == "marketing" and (cfg.track_clicks or cfg.track_opens):
+        skip = (f"{base}/u/", f"{base}/consent/")
+        html, links = tracking.rewrite_links(
+            html,
+            click_url=(lambda i: f"{base}/c/{tracking.click_token(cfg.secret, job.workspace_id, job.outbox_id, i)}")
+            if cfg.track_clicks
+            else (lambda i: ""),
+            pixel_url=f"{base}/o/{tracking.open_token(cfg.secret, job.workspace_id, job.outbox_id)}.gif"
+            if cfg.track_opens
+            else None,
+            skip_prefixes=skip if cfg.track_clicks else ("",),
+        )
+    headers["X-Suppilo-Kind"] = job.kind
+    message_id = mime.message_id(job.outbox_id, job.slug, cfg.id_domain)
+    data = fast_message_bytes(
+        outbox_id=job.outbox_id,
+        workspace_slug=job.slug,
+        domain=cfg.id_domain,
+        from_header=job.from_header,
+        to_email=job.email,
+        subject=subject,
+        text=text or "",
+        html=html or None,
+        reply_to=cfg.reply_to,
+        headers=headers,
+        date=now,
+        message_id=message_id,
+    )
+    if data is None:
+        msg = mime.build_message(
+            outbox_id=job.outbox_id,
+            workspace_slug=job.slug,
+            domain=cfg.id_domain,
+            from_email=cfg.from_address,
+            to_email=job.email,
+            subject=subject,
+            text=text or "",
+            html=html or None,
+            from_name=job.from_name,
+            reply_to=cfg.reply_to,
+            headers=headers,
+            date=now,
+        )
+        data = mime.message_bytes(msg)
+    if cfg.dkim_selector and cfg.dkim_domain and cfg.dkim_private_key_pem:
+        data = mime.sign_dkim(
+            data, selector=cfg.dkim_selector, domain=cfg.dkim_domain, private_key_pem=cfg.dkim_private_key_pem
+        )
+    return data, links, message_id
+
+
+def _build_jobs(cfg: SenderConfig, jobs: list[_Job]) -> list[tuple[bytes, list[str], str] | str]:
+    """Build a slice of messages (in a render worker process): each result, or the error text of that message."""
+    out: list[tuple[bytes, list[str], str] | str] = []
+    for job in jobs:
+        try:
+            out.append(_build_job(cfg, job))
+        except Exception as exc:  # one failing render fails that message only
+            out.append(f"build: {exc}")
+    return out
+
+
+# A render worker gets at least this many messages at a time (fewer cost more in pickling than they save).
+_MIN_SLICE = 25
+
+
 class Sender:
     """Drains the outbox; one instance per process."""
 
@@ -369,6 +528,27 @@ class Sender:
         self._domains: dict[str, TokenBucket] = {}
         self._from_cache: dict[str | None, str] = {}
         self._dialect = session_factory.kw["bind"].dialect.name
+        self._render_pool: concurrent.futures.ProcessPoolExecutor | None = None
+        if config.render_workers > 0:
+            # spawn, not fork: the sender has threads and open connections that a forked child must not inherit.
+            self._render_pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=config.render_workers, mp_context=multiprocessing.get_context("spawn")
+            )
+
+    def warm_up(self) -> None:
+        """Start the render worker processes now (they import suppilo once), not on the first claim."""
+        if self._render_pool is not None:
+            list(
+                self._render_pool.map(
+                    _build_jobs, [self.config] * self.config.render_workers, [[]] * self.config.render_workers
+                )
+            )
+
+    def close(self) -> None:
+        """Stop the render worker processes (if any); the transport is the caller's."""
+        if self._render_pool is not None:
+            self._render_pool.shutdown(wait=True, cancel_futures=True)
+            self._render_pool = None
 
     # --- database steps (run in threads) ----------------------------------------------------------------------
 
@@ -544,16 +724,24 @@ class Sender:
         render_ids = [row.contact_id for row, _ in ready if row.id not in bodies and row.contact_id is not None]
         contexts = templates_service.contact_contexts(session, workspace_id, render_ids) if render_ids else {}
         loaded: dict[str, Any] = {}
-        out: list[Prepared] = []
+        cfg = self.config
+        slug = workspace.slug if workspace is not None else str(workspace_id)
+        from_name = cfg.from_name or (workspace.name if workspace is not None else None)
+        jobs: list[tuple[Any, Any, _Job]] = []
         for row, contact in ready:
             try:
-                message_bytes, links, message_id = self._build(
-                    session, workspace, row, bodies.get(row.id), contact, contexts, loaded, now
-                )
-            except Exception as exc:  # one failing render fails that message only
+                jobs.append((row, contact, self._job(session, row, bodies.get(row.id), contact, contexts, loaded,
+                                                     slug, from_name, now)))  # fmt: skip
+            except Exception as exc:
                 log.warning("message %s could not be built: %s", row.id, exc)
                 self._close(updates, row, "failed", f"build: {exc}"[:2000])
+        out: list[Prepared] = []
+        for (row, contact, _job), built in zip(jobs, self._build_all([j for _, _, j in jobs]), strict=True):
+            if isinstance(built, str):
+                log.warning("message %s could not be built: %s", row.id, built)
+                self._close(updates, row, "failed", built[:2000])
                 continue
+            message_bytes, links, message_id = built
             updates.sending.append({"b_id": row.id, "b_to": contact.email, "b_mid": message_id, "b_links": links})
             out.append(
                 Prepared(
@@ -567,6 +755,63 @@ class Sender:
                 )
             )
         return out
+
+    def _build_all(self, jobs: list[_Job]) -> list[tuple[bytes, list[str], str] | str]:
+        """Build the claimed messages: here, or split over the render worker processes when there are enough."""
+        pool = self._render_pool
+        if pool is None or len(jobs) < 2 * _MIN_SLICE:
+            return _build_jobs(self.config, jobs)
+        parts = max(1, min(self.config.render_workers * 2, len(jobs) // _MIN_SLICE))
+        size = -(-len(jobs) // parts)
+        slices = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        results: list[tuple[bytes, list[str], str] | str] = []
+        for part in pool.map(_build_jobs, itertools.repeat(self.config), slices):
+            results.extend(part)
+        return results
+
+    def _job(
+        self,
+        session: Session,
+        row: Any,
+        body: Any,
+        contact: Any,
+        contexts: dict[int, tuple[dict[str, Any], dict[str, Any]]],
+        loaded: dict[str, Any],
+        slug: str,
+        from_name: str | None,
+        now: datetime,
+    ) -> _Job:
+        """What one message's bytes depend on; reads the template and workspace once per batch (``loaded``)."""
+        template: _TemplateData | None = None
+        ctx = None
+        wsctx = None
+        if body is None:
+            if row.template_key is None:
+                raise ValueError("the message has neither a template nor a body")
+            template = self._template(session, row.workspace_id, row.template_key, loaded)
+            ctx = contexts.get(contact.id)
+            if ctx is None:
+                raise NotFound("contact_id", f"contact {contact.id} not found")
+            wsctx = loaded.get("\x00workspace")
+            if wsctx is None:
+                wsctx = loaded["\x00workspace"] = templates_service.workspace_context(session, row.workspace_id)
+        return _Job(
+            outbox_id=row.id,
+            workspace_id=row.workspace_id,
+            kind=row.kind,
+            extra=row.extra,
+            template_key=row.template_key,
+            body=None if body is None else (body.subject, body.html or "", body.text or ""),
+            contact_id=contact.id,
+            email=contact.email,
+            context=ctx,
+            template=template,
+            workspace_context=wsctx,
+            slug=slug,
+            from_name=from_name,
+            from_header=self._from_header(from_name),
+            now=now,
+        )
 
     def _apply_policies(
         self,
@@ -632,122 +877,21 @@ class Sender:
         else:
             self.stats.failed += 1
 
-    def _template(self, session: Session, workspace_id: int, key: str, loaded: dict[str, Any]) -> Any:
+    def _template(self, session: Session, workspace_id: int, key: str, loaded: dict[str, Any]) -> _TemplateData:
         """The published template ``key`` (read once per claimed batch); raises what ``render_for_contact`` would."""
-        hit = loaded.get(key)
+        hit: Any = loaded.get(key)
         if hit is None:
             try:
                 template = templates_service.get_template_by_key(session, workspace_id, key)
-                template.variants  # noqa: B018 - loaded now, once for the batch
-                hit = loaded[key] = ("ok", template)
+                hit = loaded[key] = ("ok", template, _template_data(template))
             except Exception as exc:
                 hit = loaded[key] = ("error", exc)
         if hit[0] == "error":
             raise hit[1]
-        template = hit[1]
-        if template.status != "published":
+        if hit[1].status != "published":
             raise DomainError("template_key", f"template {key!r} is not published", code="template_unpublished")
-        return template
-
-    def _build(
-        self,
-        session: Session,
-        workspace: Workspace | None,
-        row: Any,
-        body: Any,
-        contact: Any,
-        contexts: dict[int, tuple[dict[str, Any], dict[str, Any]]],
-        loaded: dict[str, Any],
-        now: datetime,
-    ) -> tuple[bytes, list[str], str]:
-        cfg = self.config
-        base = cfg.public_url.rstrip("/")
-        extra: dict[str, Any] = {k: v for k, v in (row.extra or {}).items() if k != "confirm_consent_id"}
-        headers: dict[str, str] = {}
-        unsubscribe_url: str | None = None
-        if row.kind == "marketing":
-            utoken = unsubscribe.unsubscribe_token(cfg.secret, row.workspace_id, contact.id, row.id, now)
-            unsubscribe_url = f"{base}/u/{utoken}"
-            headers.update(unsubscribe.list_unsubscribe_headers(base, utoken, cfg.unsubscribe_mailto))
-            extra.setdefault("unsubscribe_url", unsubscribe_url)
-            extra.setdefault("preferences_url", unsubscribe_url)
-        confirm_id = (row.extra or {}).get("confirm_consent_id")
-        if confirm_id is not None:
-            confirm_url = (
-                f"{base}/consent/confirm/{unsubscribe.confirm_token(cfg.secret, row.workspace_id, int(confirm_id))}"
-            )
-            message_extra = dict(extra.get("message") or {})
-            message_extra["confirm_url"] = confirm_url
-            extra["message"] = message_extra
-        if body is not None:
-            subject, html, text = body.subject, body.html or "", body.text or ""
-        else:
-            if row.template_key is None:
-                raise ValueError("the message has neither a template nor a body")
-            template = self._template(session, row.workspace_id, row.template_key, loaded)
-            ctx = contexts.get(contact.id)
-            if ctx is None:
-                raise NotFound("contact_id", f"contact {contact.id} not found")
-            wsctx = loaded.get("\x00workspace")
-            if wsctx is None:
-                wsctx = loaded["\x00workspace"] = templates_service.workspace_context(session, row.workspace_id)
-            result = templates_service.render_loaded(template, ctx[0], ctx[1], wsctx, extra=extra)
-            if template.kind and template.kind != row.kind and template.kind == "marketing":
-                raise ValueError(f"template {row.template_key!r} is marketing but the message is {row.kind}")
-            # The template's layout already carries the preheader inside the HTML.
-            subject, html, text = result.subject, result.html, result.text
-        links: list[str] = []
-        if html and row.kind == "marketing" and (cfg.track_clicks or cfg.track_opens):
-            skip = (f"{base}/u/", f"{base}/consent/")
-            html, links = tracking.rewrite_links(
-                html,
-                click_url=(lambda i: f"{base}/c/{tracking.click_token(cfg.secret, row.workspace_id, row.id, i)}")
-                if cfg.track_clicks
-                else (lambda i: ""),
-                pixel_url=f"{base}/o/{tracking.open_token(cfg.secret, row.workspace_id, row.id)}.gif"
-                if cfg.track_opens
-                else None,
-                skip_prefixes=skip if cfg.track_clicks else ("",),
-            )
-        headers["X-Suppilo-Kind"] = row.kind
-        slug = workspace.slug if workspace is not None else str(row.workspace_id)
-        from_name = cfg.from_name or (workspace.name if workspace is not None else None)
-        message_id = mime.message_id(row.id, slug, cfg.id_domain)
-        data = fast_message_bytes(
-            outbox_id=row.id,
-            workspace_slug=slug,
-            domain=cfg.id_domain,
-            from_header=self._from_header(from_name),
-            to_email=contact.email,
-            subject=subject,
-            text=text or "",
-            html=html or None,
-            reply_to=cfg.reply_to,
-            headers=headers,
-            date=now,
-            message_id=message_id,
-        )
-        if data is None:
-            msg = mime.build_message(
-                outbox_id=row.id,
-                workspace_slug=slug,
-                domain=cfg.id_domain,
-                from_email=cfg.from_address,
-                to_email=contact.email,
-                subject=subject,
-                text=text or "",
-                html=html or None,
-                from_name=from_name,
-                reply_to=cfg.reply_to,
-                headers=headers,
-                date=now,
-            )
-            data = mime.message_bytes(msg)
-        if cfg.dkim_selector and cfg.dkim_domain and cfg.dkim_private_key_pem:
-            data = mime.sign_dkim(
-                data, selector=cfg.dkim_selector, domain=cfg.dkim_domain, private_key_pem=cfg.dkim_private_key_pem
-            )
-        return data, links, message_id
+        data: _TemplateData = hit[2]
+        return data
 
     def finish(self, outcomes: list[Outcome]) -> None:
         """Record outcomes with the fencing check; one transaction."""

@@ -1,0 +1,83 @@
+"""The sender with render worker processes (``SenderConfig.render_workers``) sends exactly the bytes it sends when it
+renders in its own process, each message once, and a message that cannot be built fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from suppilo.db.base import utcnow
+from suppilo.messaging import outbox
+from suppilo.messaging import service as messaging_service
+from suppilo.messaging.outbox_models import OutboxMessage
+from suppilo.messaging.sender import Sender
+from tests.integration.messaging.outbox_support import RENDERED, SmtpSink, add_contact, drain, make_sender
+
+# The MIME boundary is a per-process random prefix plus a counter: the only part that differs between processes.
+_BOUNDARY = re.compile(rb"=_suppilo_[0-9a-f]{16}_\d+_\d+")
+LANGUAGES = ("en", "fi", "sv", "da", "lv")
+
+
+def _send(factory, ws_id, at, **overrides):
+    """Drain the workspace's outbox with the clock fixed at ``at``; the received messages by Message-ID."""
+    with SmtpSink() as sink:
+        sender, transport = make_sender(factory, sink, ws_id, chunk_size=120, **overrides)
+        sender = Sender(factory, transport, sender.config, clock=lambda: at)
+        try:
+            stats = asyncio.run(drain(sender, transport))
+        finally:
+            sender.close()
+        received = {m.message["Message-ID"]: _BOUNDARY.sub(b"BOUNDARY", m.data) for m in sink.received}
+    assert len(received) == len(sink.received)  # each message once
+    return stats, received
+
+
+def test_render_workers_send_the_same_bytes_as_the_sender_process(session_factory, workspace):
+    ws = workspace.id
+    with session_factory() as s:
+        messaging_service.install_default_templates(s, ws)
+        s.commit()
+    ids = [
+        add_contact(
+            session_factory, ws, f"r{i}@ex{i % 7}.example.com", country="US", first_name=f"Åsa \"{i}\" & Co",
+            language=LANGUAGES[i % 5],
+        )
+        for i in range(300)
+    ]  # fmt: skip
+    with session_factory() as s:
+        rows = [{"dedupe_key": f"w:{cid}", "contact_id": cid, "template_key": "welcome"} for cid in ids[:290]]
+        rows += [{"dedupe_key": f"r:{cid}", "contact_id": cid, "rendered": RENDERED} for cid in ids[290:]]
+        outbox.enqueue_many(s, ws, rows)
+        bad = outbox.enqueue(
+            s, ws, dedupe_key="bad", contact_id=ids[0], kind="transactional", topic="transactional",
+            rendered={**RENDERED, "subject": "Hello\r\nBcc: everyone@example.com"},
+        )  # fmt: skip
+        missing = outbox.enqueue(s, ws, dedupe_key="missing", contact_id=ids[1], template_key="no_such_template")
+        s.commit()
+        bad_id, missing_id = bad.id, missing.id
+    at = utcnow() + timedelta(minutes=1)
+
+    stats, with_workers = _send(session_factory, ws, at, render_workers=2)
+    assert stats.sent == 300 and stats.failed == 2
+    with session_factory() as s:
+        assert outbox.counts(s, ws) == {"sent": 300, "failed": 2}
+        failed = {r.id: r.last_error for r in s.query(OutboxMessage).filter_by(workspace_id=ws, status="failed")}
+    assert "cannot contain CR, LF or NUL" in failed[bad_id]  # failed in a worker process
+    assert "no_such_template" in failed[missing_id]  # failed in the claim
+    # The same rows again, rendered in the sender process at the same moment: byte-identical messages.
+    with session_factory() as s:
+        s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.workspace_id == ws, OutboxMessage.status == "sent")
+            .values(status="queued", next_attempt_at=at - timedelta(seconds=1))
+        )
+        s.commit()
+    stats, in_process = _send(session_factory, ws, at, render_workers=0)
+    assert stats.sent == 300
+    assert in_process.keys() == with_workers.keys()
+    assert all(in_process[k] == with_workers[k] for k in in_process)
+    sample = next(v for v in with_workers.values() if b"Subject: Welcome" in v or b"welcome" in v.lower())
+    assert b"/u/" in sample and b"List-Unsubscribe" in sample
