@@ -36,6 +36,8 @@ LEVELS = ("channel", "campaign")
 DEFAULT_DAYS = analytics.DEFAULT_DAYS  # the report's period when no dates are given
 REFRESH_SECONDS = 15.0
 MAX_AGE_SECONDS = 300.0
+# A snapshot older than this was not kept by a worker (none is running): the web process refreshes it itself.
+ORPHAN_SECONDS = MAX_AGE_SECONDS + 60.0
 _WATERMARK_TABLES = (Touch, Order, Refund, ExchangeRate, ContactMerge)
 
 
@@ -74,6 +76,12 @@ def _aware(value: datetime) -> datetime:
 def figures_of(row: AttributionSnapshot) -> dict[str, Any]:
     """The stored report, with ``computed_at`` (when it was computed)."""
     return {**row.data, "computed_at": _aware(row.computed_at)}
+
+
+def is_orphaned(row: AttributionSnapshot) -> bool:
+    """Whether the worker has evidently not been keeping the snapshot (it refreshes every ``REFRESH_SECONDS`` and at
+    ``MAX_AGE_SECONDS`` at the latest)."""
+    return (utcnow() - _aware(row.computed_at)).total_seconds() >= ORPHAN_SECONDS
 
 
 def is_current(session: Session, row: AttributionSnapshot, today: date, mark: str | None = None) -> bool:
