@@ -3,7 +3,9 @@ open deals (default 100,000, ``deals_board.py``'s loader) with 20,000 tasks (a f
 owners, against the login page (a template render with no query) of the same app in the same run.
 
 Pages are requested in-process (Starlette's TestClient, no network) by a signed-in admin; each figure is the median
-of ``--repeat`` requests after one warm-up. Issue 8 asks for ≤ 300 ms server time per page.
+of ``--repeat`` requests after one warm-up. Issue 8 asks for ≤ 300 ms server time per page. The forecast page reads
+its snapshot (``deals.forecast_snapshots``; the warm-up stores it); the first view of a grouping, which computes and
+stores the snapshot during the request, is timed once on its own.
 
     .venv/bin/python bench/bench_web_deals.py [--deals 100000] [--postgres postgresql+psycopg://...]
 """
@@ -136,12 +138,12 @@ def main() -> None:
                 "deal page (tasks, objections, history)": get(f"{w}/deals/{deal_ids[0]}"),
                 f"my tasks of an owner ({args.tasks // len(owners):,} open)": get(f"{w}/tasks?user={owners[0]}"),
                 "overdue tasks of an owner": get(f"{w}/tasks?user={owners[0]}&show=overdue"),
-                "forecast page (by month, stalls by team)": get(f"{w}/forecast"),
+                "forecast page (by month, stalls by team; from its snapshot)": get(f"{w}/forecast"),
                 "forecast CSV (by owner)": get(f"{w}/forecast.csv?group_by=owner"),
                 "pipeline board": get(f"{w}/pipeline"),
             }
-            for label, fn in pages.items():
-                ms = timed(fn, args.repeat)
+
+            def report(label: str, ms: float) -> None:
                 print(
                     json.dumps(
                         {
@@ -155,6 +157,16 @@ def main() -> None:
                     ),
                     flush=True,
                 )
+
+            cold = get(f"{w}/forecast?group_by=owner&stalls_by=region")
+            started = time.perf_counter()
+            cold()
+            report(
+                "forecast page, first view (by owner; computed and stored, 1 request)",
+                (time.perf_counter() - started) * 1000,
+            )
+            for label, fn in pages.items():
+                report(label, timed(fn, args.repeat))
     finally:
         engine.dispose()
         if drop is not None:
