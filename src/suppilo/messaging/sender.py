@@ -26,6 +26,7 @@ import functools
 import itertools
 import logging
 import multiprocessing
+import os
 import re
 import time
 import uuid
@@ -503,6 +504,18 @@ def _build_jobs(cfg: SenderConfig, jobs: list[_Job]) -> list[tuple[bytes, list[s
     return out
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """In a render worker: exit when the sender process is gone (even SIGKILLed), rather than linger orphaned."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="suppilo-render-parent-watch", daemon=True).start()
+
+
 # A render worker gets at least this many messages at a time (fewer cost more in pickling than they save).
 _MIN_SLICE = 25
 
@@ -532,7 +545,10 @@ class Sender:
         if config.render_workers > 0:
             # spawn, not fork: the sender has threads and open connections that a forked child must not inherit.
             self._render_pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=config.render_workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=config.render_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
             )
 
     def warm_up(self) -> None:

@@ -36,6 +36,9 @@ class SenderSettings(BaseSettings):
     unsubscribe_mailto: str | None = Field(default=None, description="mailto address in List-Unsubscribe.")
     sender_concurrency: int | None = Field(default=None, ge=1, le=64, description="Concurrent sends (pool size).")
     sender_chunk_size: int = Field(default=200, ge=1, le=5000, description="Rows claimed per transaction.")
+    sender_render_workers: int = Field(
+        default=0, ge=0, le=64, description="Processes that render messages (0: render in the sender process)."
+    )
     sender_lease_seconds: float = Field(default=300.0, gt=0, description="After this a claim counts as abandoned.")
     sender_rate: float = Field(default=0.0, ge=0, description="Global messages per second (0: unlimited).")
     sender_domain_rate: float = Field(default=0.0, ge=0, description="Per destination domain per second.")
@@ -60,6 +63,7 @@ def sender_config(settings: Settings, extra: SenderSettings | None = None, **ove
         unsubscribe_mailto=s.unsubscribe_mailto,
         concurrency=s.sender_concurrency or settings.smtp_pool_size,
         chunk_size=s.sender_chunk_size,
+        render_workers=s.sender_render_workers,
         lease_seconds=s.sender_lease_seconds,
         global_rate=s.sender_rate,
         domain_rate=s.sender_domain_rate,
@@ -120,4 +124,5 @@ async def run_sender(
     try:
         return await sender.run(until_empty=until_empty, stop=stop, max_seconds=max_seconds)
     finally:
+        await asyncio.to_thread(sender.close)
         await transport.close()

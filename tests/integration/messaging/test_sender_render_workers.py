@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
+import time
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -81,3 +84,44 @@ def test_render_workers_send_the_same_bytes_as_the_sender_process(session_factor
     assert all(in_process[k] == with_workers[k] for k in in_process)
     sample = next(v for v in with_workers.values() if b"Subject: Welcome" in v or b"welcome" in v.lower())
     assert b"/u/" in sample and b"List-Unsubscribe" in sample
+
+
+_KILLED_SENDER = """
+import sys
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+from suppilo.messaging.sender import Sender, SenderConfig
+
+config = SenderConfig(secret="s" * 40, public_url="https://mail.example.fi", from_address="a@example.fi",
+                      render_workers=2)
+sender = Sender(sessionmaker(bind=create_engine("sqlite://")), None, config)
+sender.warm_up()
+print(" ".join(str(pid) for pid in sender._render_pool._processes), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_render_workers_exit_when_the_sender_is_killed():
+    """A SIGKILLed sender leaves no render processes behind (they hold no claim: its rows become uncertain as
+    before, through the lease)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SENDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
