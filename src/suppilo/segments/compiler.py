@@ -218,7 +218,17 @@ class _Compiler:
 
     @staticmethod
     def member(col: ColumnElement[Any], sel: Select[Any], neg: bool) -> ColumnElement[bool]:
-        """``col IN (sel)``; negated as ``NOT EXISTS`` (two-valued, and an anti-join on PostgreSQL)."""
+        """``col`` is among the ids ``sel`` selects, two-valued.
+
+        A plain SELECT becomes a correlated ``[NOT] EXISTS (SELECT 1 … AND key = col)``, which both databases run
+        as an index probe per candidate row (or a semi-/anti-join on PostgreSQL) after the cheaper contact
+        columns have narrowed the rows; an aggregated one (GROUP BY … HAVING) stays ``col IN (sel)``, negated as
+        ``NOT EXISTS`` over it.
+        """
+        if not sel._group_by_clauses and not sel._having_criteria and contacts not in sel.get_final_froms():
+            key_col = sel.selected_columns[0]
+            probe = exists(sel.with_only_columns(literal(1), maintain_column_froms=True).where(key_col == col))
+            return not_(probe) if neg else and_(col.isnot(None), probe)
         if not neg:
             return and_(col.isnot(None), col.in_(sel))
         sub = sel.subquery()
@@ -464,15 +474,18 @@ class _Compiler:
         exists_only = cr.hi is None and cr.lo == 1.0
         if cr.hi == 0.0:  # did_not / at_most 0 / exactly 0: no such event at all
             return self.member(contacts.c.id, base, not neg)
-        return self.aggregate_member(
-            base,
-            events.c.contact_id,
-            func.count(),
-            lambda a: _range_sql(a, cr),
-            cr.contains(0.0),
-            neg,
-            exists_only=exists_only,
+        if exists_only:
+            return self.member(contacts.c.id, base, neg)
+        # A correlated count per candidate contact: an index range over (workspace_id, contact_id, occurred_at)
+        # for the few contacts the other conditions leave, instead of grouping every matching event of the
+        # workspace. count(*) is never NULL, so the test and its negation are two-valued.
+        count = (
+            base.with_only_columns(func.count(), maintain_column_froms=True)
+            .where(events.c.contact_id == contacts.c.id)
+            .scalar_subquery()
         )
+        test = _range_sql(count, cr)
+        return not_(test) if neg else test
 
     def score(self, n: ScoreCondition, neg: bool) -> ColumnElement[bool]:
         t = contact_scores
