@@ -265,11 +265,11 @@ def _velocity_and_conversion(
     epoch: ColumnElement[Any],
 ) -> tuple[list[VelocityRead], list[ConversionRead]]:
     """Average days per stage and conversion per stage from the stage histories, reduced in the database: window
-    functions over each deal's moves (in time order) give every visit's next move (a completed stay), whether it is
-    the deal's first visit of that stage, and the furthest not-lost stage the deal entered after it; one GROUP BY per
-    stage sums them. The engine turns the sums into averages and rates (``velocity_from_totals``,
-    ``conversion_from_counts``: the same figures ``engine.forecast.velocity`` / ``conversion`` give from the
-    histories, without carrying every move into Python)."""
+    functions over each deal's moves (in time order) give every visit's next move (a completed stay) and the furthest
+    not-lost stage the deal entered after it; one GROUP BY per stage sums the stays and counts the distinct deals
+    that entered it and that advanced from it. The engine turns the sums into averages and rates
+    (``velocity_from_totals``, ``conversion_from_counts``: the same figures ``engine.forecast.velocity`` /
+    ``conversion`` give from the histories, without carrying every move into Python)."""
     change = DealStageChange
     order = (change.changed_at, change.id)
     by_deal: dict[str, Any] = {"partition_by": change.deal_id, "order_by": order}
@@ -278,8 +278,8 @@ def _velocity_and_conversion(
         select(
             change.to_stage_id.label("stage_id"),
             PipelineStage.position.label("position"),
+            change.deal_id.label("deal_id"),
             (func.lead(epoch).over(**by_deal) - epoch).label("stay"),
-            func.row_number().over(partition_by=(change.deal_id, change.to_stage_id), order_by=order).label("nth"),
             func.max(not_lost_position).over(**by_deal, rows=(1, None)).label("later_best"),
         )
         .join(
@@ -291,14 +291,16 @@ def _velocity_and_conversion(
     if pipeline_id is not None:
         visits = visits.where(PipelineStage.pipeline_id == pipeline_id)
     v = visits.subquery()
-    first = v.c.nth == 1
+    # A deal advanced from a stage when any of its visits there has a later not-lost stage further on (the first
+    # visit has the longest suffix, so "its first visit advanced" is "some visit advanced"): distinct deals per stage
+    # give entered and advanced without a second window (and its sort) to find each deal's first visit.
     rows = session.execute(
         select(
             v.c.stage_id,
             func.count(v.c.stay),
             func.coalesce(func.sum(v.c.stay), 0),
-            func.sum(case((first, 1), else_=0)),
-            func.sum(case((first & (v.c.later_best > v.c.position), 1), else_=0)),
+            func.count(v.c.deal_id.distinct()),
+            func.count(case((v.c.later_best > v.c.position, v.c.deal_id), else_=None).distinct()),
         ).group_by(v.c.stage_id)
     )
     stage_key = {s.id: (s.pipeline_id, s.key) for s in stage_rows}
