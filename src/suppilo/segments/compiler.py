@@ -4,11 +4,15 @@ The expression agrees with ``suppilo.engine.filter_eval.evaluate`` on SQLite and
 compare them). How it stays two-valued: ``not`` is pushed down to the leaves (De Morgan), every leaf guards its
 NULLs (``x IS NOT NULL AND x = v``), and a negated set membership becomes ``NOT EXISTS``.
 
-Conditions on other tables are set memberships: ``contacts.id IN (SELECT contact_id FROM events WHERE
-workspace_id = :ws AND name = :name AND occurred_at >= :t GROUP BY contact_id HAVING count(*) >= :n)``, which
-uses the (workspace_id, name, occurred_at) index and is planned as a semi-join; a count or sum that 0 would
-satisfy (``at_most``, ``lt``) is compiled as NOT EXISTS of the contacts whose aggregate fails it, so contacts
-without rows need no scan. Every subquery is scoped by ``workspace_id``.
+Conditions on other tables are set memberships. A plain one (a tag, an order, a product, a score row, a consent
+statement, at least one event) is a correlated ``EXISTS (SELECT 1 FROM t WHERE t.workspace_id = :ws AND … AND
+t.contact_id = contacts.id)``, negated as ``NOT EXISTS``: an index probe per contact the contact-column conditions
+leave. An event count is a correlated ``(SELECT count(*) FROM events WHERE workspace_id = :ws AND contact_id =
+contacts.id AND name = :name AND occurred_at >= :t) >= :n`` over the (workspace_id, contact_id, occurred_at) index
+(never NULL, so it negates as it is); on 200k contacts it is a third of the time of grouping every matching event of
+the workspace (docs/benchmarks.md). Other aggregates (order counts and totals, first/last order) stay ``IN (SELECT …
+GROUP BY … HAVING …)``; one that 0 would satisfy (``at_most``, ``lt``) is compiled as NOT EXISTS of the contacts
+whose aggregate fails it, so contacts without rows need no scan. Every subquery is scoped by ``workspace_id``.
 """
 
 from __future__ import annotations
