@@ -7,7 +7,7 @@ row per (workspace, grouping, pipeline, stalls grouping), so that a page view re
   member or the passing of time (stalled deals) do not, which is why a snapshot is also recomputed once it is
   ``MAX_AGE_SECONDS`` old.
 * :func:`run_refresh` (the worker's ``forecast`` job, every ``REFRESH_SECONDS``) recomputes every snapshot that is no
-  longer current.
+  longer current, and computes the page's default view ahead for every workspace with open deals.
 
 A snapshot's figures are exactly what :func:`compute` answered at ``computed_at``; the page shows that time.
 """
@@ -26,11 +26,13 @@ from suppilo.db.base import utcnow
 from suppilo.deals import forecast as deals_forecast
 from suppilo.deals.models import Deal, DealStageChange, ForecastSnapshot, PipelineStage
 from suppilo.deals.schemas import ForecastRead
+from suppilo.workspaces.models import Workspace
 
 log = logging.getLogger("suppilo.deals")
 
 REFRESH_SECONDS = 15.0
 MAX_AGE_SECONDS = 300.0
+DEFAULT_VIEW: tuple[str, int | None, str] = ("month", None, "team")  # the page's grouping, pipeline, stalls grouping
 
 
 def compute(
@@ -110,11 +112,21 @@ def run_refresh(factory: sessionmaker[Session]) -> int:
     due: list[tuple[int, str, int | None, str]] = []
     with factory() as session:
         marks: dict[int, str] = {}
+        stored: set[tuple[int, str, int | None, str]] = set()
         for row in session.scalars(select(ForecastSnapshot).order_by(ForecastSnapshot.id)):
+            key = (row.workspace_id, row.group_by, row.pipeline_key or None, row.stalls_by)
+            stored.add(key)
             if row.workspace_id not in marks:
                 marks[row.workspace_id] = watermark(session, row.workspace_id)
             if not is_current(session, row, marks[row.workspace_id]):
-                due.append((row.workspace_id, row.group_by, row.pipeline_key or None, row.stalls_by))
+                due.append(key)
+        # The page's default view is computed ahead for every workspace with open deals, so that even its first view
+        # reads a snapshot.
+        has_open = select(Deal.id).where(Deal.workspace_id == Workspace.id, Deal.status == "open").exists()
+        for workspace_id in session.scalars(select(Workspace.id).where(has_open).order_by(Workspace.id)):
+            key = (workspace_id, *DEFAULT_VIEW)
+            if key not in stored:
+                due.append(key)
     done = 0
     for workspace_id, group_by, pipeline_id, stalls_by in due:
         try:

@@ -115,3 +115,20 @@ def test_changes_overtake_the_snapshot_and_the_worker_job_recomputes_it(
         )
     assert not current()
     recomputed_equals_fresh()
+
+
+def test_the_worker_job_computes_the_default_view_ahead(demo_ws: int, session_factory: sessionmaker[Session]) -> None:
+    """A workspace with open deals gets the page's default view (by month, all pipelines, stalls by team) before
+    anyone opens the page, equal to a fresh computation."""
+    key = (demo_ws, *snaps.DEFAULT_VIEW)
+    with unit_of_work(session_factory) as s:
+        s.execute(
+            ForecastSnapshot.__table__.delete().where(ForecastSnapshot.workspace_id == demo_ws)  # type: ignore[attr-defined]
+        )
+    with session_factory() as s:
+        assert snaps.snapshot(s, *key) is None
+    assert snaps.run_refresh(session_factory) >= 1
+    with session_factory() as s:
+        row = snaps.snapshot(s, *key)
+        assert row is not None and snaps.is_current(s, row)
+        assert snaps.figures_of(row) == snaps.compute(s, demo_ws, "month", None, "team")
