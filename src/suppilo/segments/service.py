@@ -176,16 +176,29 @@ def _dynamic_rows(session: Session, workspace_id: int) -> list[tuple[int, str, s
     ]
 
 
-def _defs_key(session: Session, workspace_id: int) -> DefsKey:
+def _defs_key(session: Session, workspace_id: int, *, serialize_first: bool = False) -> DefsKey:
+    """The workspace's property definitions; with ``serialize_first``, after taking ``serialize``'s lock (on
+    PostgreSQL in the same statement: the lock's one-row subquery LEFT JOINed to the definitions)."""
     contact_defs: dict[str, PropertyDef] = {}
     company_defs: dict[str, PropertyDef] = {}
     pg = session.get_bind().dialect.name == "postgresql"
-    for object_type, name, type_, options in _raw(
-        session,
-        f"SELECT object_type, name, type, {'options::text' if pg else 'options'} FROM property_definitions "
-        "WHERE workspace_id = ?",
-        (workspace_id,),
-    ):
+    if pg and serialize_first:
+        sql = (
+            "SELECT pd.object_type, pd.name, pd.type, pd.options::text FROM (SELECT pg_advisory_xact_lock(?, ?)) AS l "
+            "LEFT JOIN property_definitions pd ON pd.workspace_id = ?"
+        )
+        params: tuple[Any, ...] = (SEGMENTS_LOCK, workspace_id, workspace_id)
+    else:
+        if serialize_first:
+            serialize(session, workspace_id)
+        sql = (
+            f"SELECT object_type, name, type, {'options::text' if pg else 'options'} FROM property_definitions "
+            "WHERE workspace_id = ?"
+        )
+        params = (workspace_id,)
+    for object_type, name, type_, options in _raw(session, sql, params):
+        if object_type is None:
+            continue
         target = contact_defs if object_type == "contact" else company_defs
         target[name] = PropertyDef(cast(PropertyType, type_), tuple(_deps_cached(options)))
     return tuple(sorted(contact_defs.items())), tuple(sorted(company_defs.items()))
@@ -656,8 +669,7 @@ def update_for_contacts(
     order = _affected_order(tuple((sid, deps) for sid, _, _, deps in rows), frozenset(changed))
     if not order:
         return result
-    serialize(session, workspace_id)
-    defs_key = _defs_key(session, workspace_id)
+    defs_key = _defs_key(session, workspace_id, serialize_first=True)
     nodes: dict[int, Filter] = {}
     event_names: set[str] = set()
     parts: set[str] = set()
