@@ -298,7 +298,9 @@ class ForecastSnapshot(TenantMixin, Base):
     (``deals.forecast_snapshots``). ``watermark`` names the source rows it was computed from."""
 
     __tablename__ = "forecast_snapshots"
-    __table_args__ = (UniqueConstraint("workspace_id", "group_by", "pipeline_key", "stalls_by"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "group_by", "pipeline_key", "stalls_by", name="uq_forecast_snapshots_key"),
+    )
 
     group_by: Mapped[str] = mapped_column(String(16), nullable=False)
     pipeline_key: Mapped[int] = mapped_column(BigInteger, nullable=False)  # the pipeline's id, 0 for all pipelines
