@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -94,7 +96,7 @@ def list_deals(
             stage_ids = [s.id for s in session.scalars(q)]
             if not stage_ids:
                 fail(f"no stage with key {stage!r}")
-        try:
+        with _failing():
             rows: list[Any] = []
             choices: list[int | None] = list(stage_ids) if stage_ids else [None]
             for sid in choices:
@@ -102,9 +104,6 @@ def list_deals(
                     session, ws.id, pipeline_id=pipeline_id, stage_id=sid, owner_id=owner, limit=limit
                 )
                 rows.extend(items)
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         rows.sort(key=lambda d: d.id, reverse=True)
         deals = [DealRead.model_validate(d).model_dump(mode="json") for d in rows[:limit]]
         stage_keys = {
@@ -140,7 +139,7 @@ def move(
     """Move a deal to another stage of its pipeline."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             deal = service.get_deal(session, ws.id, deal_id)
             stage = session.scalar(
                 select(PipelineStage).where(
@@ -155,9 +154,6 @@ def move(
             deal = service.move_deal(
                 session, ws.id, deal_id, DealMove(stage_id=stage.id, lost_reason=lost_reason), actor="cli"
             )
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         data = DealRead.model_validate(deal).model_dump(mode="json")
     if as_json:
         emit_json(data)
@@ -209,13 +205,10 @@ def forecast(
     """Weighted pipeline, commit and best case of open deals in the workspace currency, and where deals stall."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             data = deals_forecast.workspace_forecast(session, ws.id, group_by=group_by, stalls_by=stalls_by).model_dump(
                 mode="json"
             )
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
     if as_json:
         emit_json(data)
         return
@@ -268,11 +261,8 @@ def list_handoffs(
     """Hand-off tasks (automatic owner assignments) with their response status and measured response time."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             rows = assignment.list_handoffs(session, ws.id, status=status, owner_id=owner)
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         data: list[dict[str, Any]] = [
             {
                 "task": TaskRead.model_validate(task).model_dump(mode="json"),
@@ -316,16 +306,13 @@ def assign(
         fail("give --deal or --contact")
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             if contact_id is not None:
                 contact = contacts_service.get_contact(session, ws.id, contact_id)
                 row = assignment.assign_contact(session, ws.id, contact, trigger="cli", actor="cli", force=force)
             else:
                 deal = service.get_deal(session, ws.id, deal_id or 0, lock=True)
                 row = assignment.assign_deal(session, ws.id, deal, trigger="cli", actor="cli", force=force)
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         if row is None:
             fail("it has an owner (use --force) or no assignment rule matches")
             return
@@ -392,7 +379,7 @@ def sales_team(
     """Create a team or replace its members."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             data = TeamIn(name=name, members=member, inactive=inactive)
             existing = next((t for t in assignment.list_teams(session, ws.id) if t.name == name), None)
             team = (
@@ -400,9 +387,6 @@ def sales_team(
                 if existing is None
                 else assignment.update_team(session, ws.id, existing.id, data)
             )
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         members = assignment.team_members(session, ws.id, [team.id])[team.id]
         result: dict[str, Any] = {
             "id": team.id,
@@ -456,9 +440,16 @@ def sales_rules(
 # tasks and proposals (the same service calls as the API) ---------------------------------------------------------
 
 
-def _invalid(exc: ValidationError) -> None:
-    first = exc.errors()[0]
-    fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+@contextmanager
+def _failing() -> Iterator[None]:
+    """A refused request ends the command with its error: the field and the reason, exit status 1."""
+    try:
+        yield
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+    except DomainError as exc:
+        _domain_fail(exc)
 
 
 def _emit(data: Any, as_json: bool, line: str) -> None:
@@ -527,7 +518,7 @@ def create(
                 fail(f"stage: the pipeline has no stage {stage!r}")
                 return
             stage_id = found.id
-        try:
+        with _failing():
             body = DealCreate.model_validate(
                 {
                     "name": name,
@@ -543,12 +534,6 @@ def create(
                 }
             )
             deal = service.create_deal(session, ws.id, body, actor="cli")
-        except ValidationError as exc:
-            _invalid(exc)
-            return
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         data = DealRead.model_validate(deal).model_dump(mode="json")
     _emit(data, as_json, f"deal {data['id']} opened: {data['name']}")
 
@@ -579,18 +564,12 @@ def qualify(
     }
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             current = service.get_deal(session, ws.id, deal_id)
             body = DealUpdate.model_validate(
                 {"version": version or current.version, **{k: v for k, v in given.items() if v is not None}}
             )
             deal = service.update_deal(session, ws.id, deal_id, body)
-        except ValidationError as exc:
-            _invalid(exc)
-            return
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         data = DealRead.model_validate(deal).model_dump(mode="json")
     _emit(data, as_json, f"deal {deal_id}: {data['qualification_status']} (version {data['version']})")
 
@@ -602,11 +581,8 @@ def show(
     """A deal with its stage history, objections, tasks, activities and proposals."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             deal = service.get_deal(session, ws.id, deal_id)
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         keys = {s.id: s.key for s in session.scalars(select(PipelineStage).where(PipelineStage.workspace_id == ws.id))}
         data = DealRead.model_validate(deal).model_dump(mode="json")
         data["stage_key"] = keys.get(deal.stage_id)
@@ -663,7 +639,7 @@ def deal_contact(
     """Add a contact to a deal's buying group (or change its role, or remove it)."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             if remove:
                 service.remove_deal_contact(session, ws.id, deal_id, contact_id)
             else:
@@ -671,12 +647,6 @@ def deal_contact(
                     session, ws.id, deal_id, DealContactIn.model_validate({"contact_id": contact_id, "role": role})
                 )
             data = [c.model_dump(mode="json") for c in service.deal_contacts(session, ws.id, deal_id)]
-        except ValidationError as exc:
-            _invalid(exc)
-            return
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
     names = ", ".join(f"{c['name']}{' (' + c['role'] + ')' if c['role'] else ''}" for c in data)
     _emit(data, as_json, f"deal {deal_id}: {names or 'no contacts'}")
 
@@ -692,16 +662,10 @@ def objection(
     """Log an objection on a deal."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             row = service.add_objection(
                 session, ws.id, deal_id, ObjectionCreate.model_validate({"text": text, "response": response})
             )
-        except ValidationError as exc:
-            _invalid(exc)
-            return
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         data = ObjectionRead.model_validate(row).model_dump(mode="json")
     _emit(data, as_json, f"objection {data['id']} logged on deal {deal_id}")
 
@@ -718,18 +682,12 @@ def activity(
     """Log a call, meeting, email or note on a deal."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             row = service.create_activity(
                 session,
                 ws.id,
                 ActivityCreate.model_validate({"kind": kind, "body": body, "deal_id": deal_id, "owner_id": owner}),
             )
-        except ValidationError as exc:
-            _invalid(exc)
-            return
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         data = ActivityRead.model_validate(row).model_dump(mode="json")
     _emit(data, as_json, f"{kind} logged on deal {deal_id}")
 
@@ -752,7 +710,7 @@ def add_task(
     """Create a follow-up task."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             body = TaskCreate.model_validate(
                 {
                     "title": title,
@@ -766,12 +724,6 @@ def add_task(
                 }
             )
             task = service.create_task(session, ws.id, body)
-        except ValidationError as exc:
-            _invalid(exc)
-            return
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         data = TaskRead.model_validate(task).model_dump(mode="json")
     _emit(data, as_json, f"task {data['id']} due {data['due_at']}")
 
@@ -783,11 +735,8 @@ def complete_task(
     """Mark a task done."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             task = service.complete_task(session, ws.id, task_id)
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
         data = TaskRead.model_validate(task).model_dump(mode="json")
     _emit(data, as_json, f"task {task_id} done at {data['done_at']}")
 
@@ -812,7 +761,7 @@ def propose(
         lines.append({"sku": sku, "quantity": int(qty)})
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             body = ProposalCreate.model_validate(
                 {
                     "title": title,
@@ -824,12 +773,6 @@ def propose(
             )
             row = proposals.create_proposal(session, ws.id, deal_id, body)
             data = proposals.read(session, row).model_dump(mode="json")
-        except ValidationError as exc:
-            _invalid(exc)
-            return
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
     _emit(data, as_json, f"proposal {data['id']}: total {_money(data['total_minor'], data['currency'])}")
 
 
@@ -845,7 +788,7 @@ def proposal_action(
         fail("action: give send, accept or reject")
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        try:
+        with _failing():
             if action == "send":
                 row = proposals.update_proposal(session, ws.id, proposal_id, ProposalUpdate(status="sent"))
             elif action == "accept":
@@ -853,7 +796,4 @@ def proposal_action(
             else:
                 row = proposals.reject_proposal(session, ws.id, proposal_id)
             data = proposals.read(session, row).model_dump(mode="json")
-        except DomainError as exc:
-            _domain_fail(exc)
-            return
     _emit(data, as_json, f"proposal {proposal_id}: {data['status']}")
