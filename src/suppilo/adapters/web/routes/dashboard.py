@@ -5,8 +5,6 @@ background thread recomputes it, and only a period never computed today is compu
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections import defaultdict
 from typing import Any
 
@@ -18,29 +16,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from suppilo.adapters.http.deps import ReadSession
 from suppilo.adapters.web import charts
 from suppilo.adapters.web.auth import Workspace_
+from suppilo.adapters.web.background import Refreshes
 from suppilo.adapters.web.templating import render
 from suppilo.analytics import dashboard as snapshots
 from suppilo.db.base import utcnow
 
 router = APIRouter()
-log = logging.getLogger("suppilo.web")
 
 PERIODS = snapshots.PERIODS
 compute = snapshots.compute  # the from-scratch computation (kept importable here for the tests and the bench)
-_refreshing: set[tuple[int, int]] = set()
-_lock = threading.Lock()
+_refreshing = Refreshes("dashboard")
 
 
 def _refresh(factory: sessionmaker[Session], key: tuple[int, int]) -> None:
-    try:
-        with factory() as session:
-            snapshots.refresh(session, key[0], key[1])
-            session.commit()
-    except Exception:
-        log.exception("dashboard refresh failed for workspace %s", key[0])
-    finally:
-        with _lock:
-            _refreshing.discard(key)
+    with factory() as session:
+        snapshots.refresh(session, key[0], key[1])
+        session.commit()
 
 
 def figures(session: Session, factory: sessionmaker[Session], workspace_id: int, days: int) -> dict[str, Any]:
@@ -52,11 +43,7 @@ def figures(session: Session, factory: sessionmaker[Session], workspace_id: int,
         data = snapshots.figures_of(row)
         data["stale"] = not snapshots.is_current(session, row, today)
         if data["stale"]:
-            with _lock:
-                start = key not in _refreshing
-                _refreshing.add(key)
-            if start:
-                threading.Thread(target=_refresh, args=(factory, key), daemon=True).start()
+            _refreshing.start(key, lambda: _refresh(factory, key))
         return data
     with factory() as write:
         try:
@@ -72,8 +59,7 @@ def figures(session: Session, factory: sessionmaker[Session], workspace_id: int,
 
 def clear_cache() -> None:
     """Forget background refreshes in flight (the figures themselves live in ``dashboard_snapshots``)."""
-    with _lock:
-        _refreshing.clear()
+    _refreshing.clear()
 
 
 @router.get("/w/{slug}/")

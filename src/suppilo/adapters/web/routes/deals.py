@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
-import threading
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -27,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
+from suppilo.adapters.web.background import Refreshes
 from suppilo.adapters.web.i18n import Formatter, translations
 from suppilo.adapters.web.templating import render
 from suppilo.commerce.models import Product
@@ -54,7 +53,6 @@ from suppilo.transfer.exporter import neutralise
 from suppilo.workspaces.models import Membership, User
 
 router = APIRouter()
-log = logging.getLogger("suppilo.web")
 # Who may look at another user's or a team's tasks.
 MANAGER_ROLES = frozenset({"admin"})
 PROPOSAL_LINES = 3
@@ -690,20 +688,13 @@ def _forecast(
     return data, errors, pipeline_id
 
 
-_refreshing: set[tuple[int, str, int | None, str]] = set()
-_refresh_lock = threading.Lock()
+_refreshing = Refreshes("forecast")
 
 
 def _refresh_forecast(factory: sessionmaker[Session], key: tuple[int, str, int | None, str]) -> None:
-    try:
-        with factory() as session:
-            forecast_snapshots.refresh(session, *key)
-            session.commit()
-    except Exception:
-        log.exception("forecast refresh failed for workspace %s", key[0])
-    finally:
-        with _refresh_lock:
-            _refreshing.discard(key)
+    with factory() as session:
+        forecast_snapshots.refresh(session, *key)
+        session.commit()
 
 
 def forecast_figures(
@@ -715,11 +706,7 @@ def forecast_figures(
     if row is not None:
         stale = not forecast_snapshots.is_current(session, row)
         if stale:
-            with _refresh_lock:
-                start = key not in _refreshing
-                _refreshing.add(key)
-            if start:
-                threading.Thread(target=_refresh_forecast, args=(factory, key), daemon=True).start()
+            _refreshing.start(key, lambda: _refresh_forecast(factory, key))
         return forecast_snapshots.figures_of(row), forecast_snapshots.computed_at(row), stale
     with factory() as write:
         try:
@@ -735,8 +722,7 @@ def forecast_figures(
 
 def clear_forecast_refreshes() -> None:
     """Forget background refreshes in flight (the figures themselves live in ``forecast_snapshots``)."""
-    with _refresh_lock:
-        _refreshing.clear()
+    _refreshing.clear()
 
 
 def _group_label(ctx: Ctx, group_by: str, key: str | None, names: dict[int, str], stage_labels: dict[str, str]) -> str:

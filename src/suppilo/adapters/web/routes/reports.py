@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
-import threading
 from datetime import date
 from typing import Any
 
@@ -22,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
+from suppilo.adapters.web.background import Refreshes
 from suppilo.adapters.web.templating import render
 from suppilo.analytics import attribution_snapshots as attribution_snaps
 from suppilo.analytics import event_cohorts
@@ -33,7 +32,6 @@ from suppilo.journeys import service as journeys_service
 from suppilo.transfer.exporter import neutralise
 
 router = APIRouter()
-log = logging.getLogger("suppilo.web")
 REPORTS = ("attribution", "spend", "cohorts", "clv", "experiments")
 MODELS = ("first_touch", "last_touch", "linear", "position_based", "time_decay", "markov")
 # Series colours of the charts (SVG presentation attributes, which the style-src policy does not govern).
@@ -106,18 +104,7 @@ def _attribution(session: Session, ctx: Ctx, frm: date | None, to: date | None, 
     )
 
 
-_refreshing: set[tuple[int, str]] = set()
-_lock = threading.Lock()
-
-
-def _refresh_attribution(factory: sessionmaker[Session], key: tuple[int, str]) -> None:
-    try:
-        attribution_snaps.refresh_apart(factory, key[0], key[1])
-    except Exception:
-        log.exception("attribution refresh failed for workspace %s", key[0])
-    finally:
-        with _lock:
-            _refreshing.discard(key)
+_refreshing = Refreshes("attribution")
 
 
 def attribution_figures(
@@ -137,11 +124,7 @@ def attribution_figures(
         data = attribution_snaps.figures_of(row)
         data["stale"] = not attribution_snaps.is_current(session, row, today)
         if data["stale"] and attribution_snaps.is_orphaned(row):
-            with _lock:
-                start = key not in _refreshing
-                _refreshing.add(key)
-            if start:
-                threading.Thread(target=_refresh_attribution, args=(factory, key), daemon=True).start()
+            _refreshing.start(key, lambda: attribution_snaps.refresh_apart(factory, workspace_id, level))
         return data
     try:  # computed in this request's read transaction; only the snapshot's write takes the write lock
         data = attribution_snaps.refresh_apart(
@@ -159,8 +142,7 @@ def attribution_figures(
 
 def clear_attribution_refreshes() -> None:
     """Forget background refreshes in flight (the figures themselves live in ``attribution_snapshots``)."""
-    with _lock:
-        _refreshing.clear()
+    _refreshing.clear()
 
 
 def _attribution_rows(data: dict[str, Any]) -> list[list[Any]]:
