@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -69,24 +69,20 @@ def snapshot(session: Session, workspace_id: int, level: str, days: int) -> Attr
     )
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def figures_of(row: AttributionSnapshot) -> dict[str, Any]:
     """The stored report, with ``computed_at`` (when it was computed)."""
-    return {**row.data, "computed_at": _aware(row.computed_at)}
+    return {**row.data, "computed_at": row.computed_at}
 
 
 def is_orphaned(row: AttributionSnapshot) -> bool:
     """Whether the worker has evidently not been keeping the snapshot (it refreshes every ``REFRESH_SECONDS`` and at
     ``MAX_AGE_SECONDS`` at the latest)."""
-    return (utcnow() - _aware(row.computed_at)).total_seconds() >= ORPHAN_SECONDS
+    return (utcnow() - row.computed_at).total_seconds() >= ORPHAN_SECONDS
 
 
 def is_current(session: Session, row: AttributionSnapshot, today: date, mark: str | None = None) -> bool:
     """Whether the snapshot still equals a from-scratch computation as far as new rows and the clock tell."""
-    age = (utcnow() - _aware(row.computed_at)).total_seconds()
+    age = (utcnow() - row.computed_at).total_seconds()
     return row.as_of == today and age < MAX_AGE_SECONDS and row.watermark == (mark or watermark(session))
 
 

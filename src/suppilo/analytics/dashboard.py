@@ -130,12 +130,8 @@ def figures_of(row: DashboardSnapshot) -> dict[str, Any]:
 
 def is_current(session: Session, row: DashboardSnapshot, today: date, mark: str | None = None) -> bool:
     """Whether the snapshot still equals a from-scratch computation as far as new rows and the clock tell."""
-    age = (utcnow() - _aware(row.computed_at)).total_seconds()
+    age = (utcnow() - row.computed_at).total_seconds()
     return row.as_of == today and age < MAX_AGE_SECONDS and row.watermark == (mark or watermark(session))
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def refresh(session: Session, workspace_id: int, days: int, today: date | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -74,7 +74,7 @@ def figures_of(row: ForecastSnapshot) -> ForecastRead:
 
 
 def computed_at(row: ForecastSnapshot) -> datetime:
-    return row.computed_at if row.computed_at.tzinfo else row.computed_at.replace(tzinfo=UTC)
+    return row.computed_at  # UTCDateTime: always timezone-aware
 
 
 def is_current(session: Session, row: ForecastSnapshot, mark: str | None = None) -> bool:
