@@ -17,9 +17,11 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import sync_playwright
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.http.app import create_app
 from suppilo.analytics import service as analytics
@@ -44,6 +46,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def build_demo(contacts: int) -> tuple[Path, Settings, Engine, sessionmaker[Session], DemoParams, Any]:
+    """The deterministic Pohjola Outdoor demo workspace ``demo`` in a new temporary SQLite database."""
+    tmp = Path(tempfile.mkdtemp(prefix="suppilo-shots-"))
+    settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'suppilo.sqlite3'}", secret_key="s" * 40)
+    engine = make_engine(settings.resolved_database_url())
+    Base.metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    params = DemoParams(seed=1, contacts=contacts)
+    with factory() as s:
+        setup = loader.setup_workspace(s, params, "demo")
+        s.commit()
+    result = loader.load_data(engine, setup.workspace_id, params)
+    with factory() as s:
+        loader.mark_complete(s, setup.workspace_id, params, result)
+        s.commit()
+    return tmp, settings, engine, factory, params, setup
 
 
 def record_spend(factory, workspace_id: int, today: date, days: int = 365) -> None:
@@ -139,19 +159,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="suppilo-shots-"))
-    settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'suppilo.sqlite3'}", secret_key="s" * 40)
-    engine = make_engine(settings.resolved_database_url())
-    Base.metadata.create_all(engine)
-    factory = make_session_factory(engine)
-    params = DemoParams(seed=1, contacts=args.contacts)
-    with factory() as s:
-        setup = loader.setup_workspace(s, params, "demo")
-        s.commit()
-    result = loader.load_data(engine, setup.workspace_id, params)
-    with factory() as s:
-        loader.mark_complete(s, setup.workspace_id, params, result)
-        s.commit()
+    tmp, settings, engine, factory, params, setup = build_demo(args.contacts)
     record_spend(factory, setup.workspace_id, params.today)
     catch_welcome_mail(tmp, "demo")
     open_deals(factory, setup.workspace_id)

@@ -11,7 +11,7 @@ logged in as the demo's sales user:
 from __future__ import annotations
 
 import argparse
-import tempfile
+import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -20,22 +20,15 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
 from suppilo.adapters.http.app import create_app
-from suppilo.config import Settings
-from suppilo.db.registry import Base
-from suppilo.db.session import make_engine, make_session_factory
 from suppilo.deals.models import Deal, DealObjection, Proposal, Task
-from suppilo.demo import loader
-from suppilo.demo.generator import DemoParams
 
 CHROMIUM = "/usr/bin/chromium"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_spec = importlib.util.spec_from_file_location("shots", Path(__file__).with_name("screenshots.py"))
+assert _spec is not None and _spec.loader is not None
+demo_shots = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo_shots)
 
 
 def richest_open_deal(factory, workspace_id: int) -> int:
@@ -60,26 +53,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="suppilo-shots-"))
-    settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'suppilo.sqlite3'}", secret_key="s" * 40)
-    engine = make_engine(settings.resolved_database_url())
-    Base.metadata.create_all(engine)
-    factory = make_session_factory(engine)
-    params = DemoParams(seed=1, contacts=args.contacts)
-    with factory() as s:
-        setup = loader.setup_workspace(s, params, "demo")
-        s.commit()
-    result = loader.load_data(engine, setup.workspace_id, params)
-    with factory() as s:
-        loader.mark_complete(s, setup.workspace_id, params, result)
-        s.commit()
+    _tmp, settings, engine, factory, _params, setup = demo_shots.build_demo(args.contacts)
     deal_id = richest_open_deal(factory, setup.workspace_id)
     sales = next(u for u in setup.users if u["role"] == "sales")
     engine.dispose()
 
     import uvicorn
 
-    port = free_port()
+    port = demo_shots.free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

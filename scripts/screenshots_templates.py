@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -20,12 +19,7 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import select
 
 from suppilo.adapters.http.app import create_app
-from suppilo.config import Settings
 from suppilo.contacts.models import Contact
-from suppilo.db.registry import Base
-from suppilo.db.session import make_engine, make_session_factory
-from suppilo.demo import loader
-from suppilo.demo.generator import DemoParams
 from suppilo.messaging import service as templates_service
 
 _spec = importlib.util.spec_from_file_location("shots", Path(__file__).with_name("screenshots.py"))
@@ -40,19 +34,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="suppilo-shots-"))
-    settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'suppilo.sqlite3'}", secret_key="s" * 40)
-    engine = make_engine(settings.resolved_database_url())
-    Base.metadata.create_all(engine)
-    factory = make_session_factory(engine)
-    params = DemoParams(seed=1, contacts=args.contacts)
-    with factory() as s:
-        setup = loader.setup_workspace(s, params, "demo")
-        s.commit()
-    result = loader.load_data(engine, setup.workspace_id, params)
-    with factory() as s:
-        loader.mark_complete(s, setup.workspace_id, params, result)
-        s.commit()
+    _tmp, settings, engine, factory, params, setup = shots.build_demo(args.contacts)
     shots.record_spend(factory, setup.workspace_id, params.today)
     admin = next(u for u in setup.users if u["role"] == "admin")
     with factory() as s:
