@@ -122,6 +122,7 @@ _PG_TEMP_TYPES = {
     "grade": "text",
     "icp_id": "bigint",
     "explanation": "jsonb",
+    "explanation_id": "bigint",
     "state": "jsonb",
     "decay_key": "float8",
     "half_life_seconds": "float8",
@@ -217,19 +218,6 @@ def _all_ids(session: Session, workspace_id: int) -> list[int]:
     return [r[0] for r in cur.fetchall()]
 
 
-def _explanation(result: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "criterion": c.criterion,
-            "matched": c.matched,
-            "points": c.points,
-            "max_points": c.max_points,
-            "detail": c.detail,
-        }
-        for c in result.explanation
-    ]
-
-
 def bulk_fit(
     session: Session,
     workspace_id: int,
@@ -252,8 +240,9 @@ def bulk_fit(
     uses_tags = any(isinstance(c, PainPointsCriterion) for _, icp in icps for _, c in icp.criteria())
     uses_titles = any(icp.job_titles is not None or icp.seniority is not None for _, icp in icps)
     scorer = FitScorer(icps, convert)
-    memo: dict[tuple[Any, ...], tuple[int, float, str, list[dict[str, Any]], str]] = {}
-    by_row: dict[tuple[Any, ...], tuple[int, float, str, list[dict[str, Any]], str]] = {}  # the same, by raw facts
+    memo: dict[tuple[Any, ...], tuple[int, float, str, str]] = {}
+    by_row: dict[tuple[Any, ...], tuple[int, float, str, str]] = {}  # the same, by raw facts
+    eids: dict[str, int] = {}  # explanation text -> its score_explanations id
     parse = _JsonCache()
     stamp = _time_text(session, now)
     title = "job_title" if uses_titles else "NULL"
@@ -280,7 +269,7 @@ def bulk_fit(
     )
     old_sql = _sql(
         session,
-        f"SELECT contact_id, score, grade, icp_id, {_json_text(session, 'explanation')} FROM contact_scores "
+        "SELECT contact_id, score, grade, icp_id, explanation_id FROM contact_scores "
         "WHERE workspace_id = ? AND kind = 'fit' AND contact_id BETWEEN ? AND ?",
     )
     for lo, hi, part in _ranges(ids):
@@ -296,6 +285,7 @@ def bulk_fit(
         cur.execute(contacts_sql, (workspace_id, lo, hi))
         rows: list[tuple[Any, ...]] = []
         history: list[tuple[Any, ...]] = []
+        results: list[tuple[int, tuple[int, float, str, str]]] = []
         for cid, company_id, country, job_title, cprops in cur.fetchall():
             industry, employees, revenue, currency, co_country, coprops = (
                 company_rows.get(company_id, no_company) if company_id is not None else no_company
@@ -326,24 +316,23 @@ def bulk_fit(
                 if hit is None:
                     best = scorer(facts)
                     assert best is not None
-                    explanation = _explanation(best[1])
-                    hit = (best[0], best[1].score, best[1].grade, explanation, orjson.dumps(explanation).decode())
+                    text = orjson.dumps(service.fit_explanation_json(best[1])).decode()
+                    hit = (best[0], best[1].score, best[1].grade, text)
                     if len(memo) < 500_000:
                         memo[key] = hit
                 if len(by_row) < 500_000:
                     by_row[raw_key] = hit
-            icp_id, score, grade, explanation, text = hit
+            results.append((cid, hit))
+        new_texts = {hit[3] for _, hit in results} - eids.keys()
+        if new_texts:
+            eids.update(service.explanation_ids(session, workspace_id, new_texts))
+        for cid, (icp_id, score, grade, text) in results:
+            eid = eids[text]
             result.scored += 1
             prev = old.get(cid)
-            if (
-                prev is not None
-                and prev[1] == score
-                and prev[2] == grade
-                and prev[3] == icp_id
-                and parse(prev[4]) == explanation
-            ):
+            if prev is not None and prev[1] == score and prev[2] == grade and prev[3] == icp_id and prev[4] == eid:
                 continue
-            rows.append((workspace_id, cid, "fit", score, grade, icp_id, text, "{}", None, None, stamp, stamp))
+            rows.append((workspace_id, cid, "fit", score, grade, icp_id, "[]", eid, "{}", None, None, stamp, stamp))
             if prev is None or prev[1] != score or prev[2] != grade:
                 result.changed.append(cid)
                 history.append(
@@ -515,6 +504,7 @@ def bulk_engagement(
                     None,
                     None,
                     orjson.dumps(_contributions(res.contributions)).decode(),
+                    None,
                     state_text,
                     decay_key(res.score, now, hl_s),
                     hl_s,

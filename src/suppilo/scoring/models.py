@@ -40,11 +40,28 @@ class ScoringSettings(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class ScoreExplanation(TenantMixin, Base):
+    """A fit explanation (the per-criterion lines as JSON) stored once per workspace and distinct text.
+
+    Contacts sharing the facts an ICP reads share their explanation, so a fit score row references one of these
+    (``ContactScore.explanation_id``) instead of carrying ~700 bytes of its own. ``digest`` is the BLAKE2b-128 hex
+    of the JSON text as written (``orjson``); rows are never changed, only added.
+    """
+
+    __tablename__ = "score_explanations"
+    __table_args__ = (UniqueConstraint("workspace_id", "digest"),)
+
+    digest: Mapped[str] = mapped_column(String(32), nullable=False)
+    explanation: Mapped[list[Any]] = mapped_column(JSONType, nullable=False)
+
+
 class ContactScore(TenantMixin, Base):
     """A contact's score of one ``kind`` (fit, engagement, predictive) with its explanation.
 
     ``score`` is the value at ``as_of``; an engagement score decays from there (``decay_key``, ``half_life_seconds``
-    let filters compare the decayed value; ``state`` holds the per-rule cap counts).
+    let filters compare the decayed value; ``state`` holds the per-rule cap counts). A fit row's explanation is the
+    shared ``score_explanations`` row ``explanation_id`` (its own ``explanation`` is then empty; a row without one,
+    written before explanations were shared, carries it inline); other kinds carry theirs inline.
     """
 
     __tablename__ = "contact_scores"
@@ -60,6 +77,7 @@ class ContactScore(TenantMixin, Base):
     grade: Mapped[str | None] = mapped_column(String(1))
     icp_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ideal_customer_profiles.id", ondelete="SET NULL"))
     explanation: Mapped[list[Any]] = mapped_column(JSONType, nullable=False, default=list)
+    explanation_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("score_explanations.id"))
     state: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     decay_key: Mapped[float | None] = mapped_column(Float)
     half_life_seconds: Mapped[float | None] = mapped_column(Float)

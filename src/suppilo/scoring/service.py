@@ -7,6 +7,7 @@ re-evaluates, for the contacts concerned, the segments whose filters read that k
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,7 +49,14 @@ from suppilo.engine.scoring import (
 )
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.events.models import Event
-from suppilo.scoring.models import CompanyScore, ContactScore, IdealCustomerProfile, ScoreChange, ScoringSettings
+from suppilo.scoring.models import (
+    CompanyScore,
+    ContactScore,
+    IdealCustomerProfile,
+    ScoreChange,
+    ScoreExplanation,
+    ScoringSettings,
+)
 from suppilo.scoring.schemas import IcpCreate, IcpUpdate
 from suppilo.segments import service as segments_service
 
@@ -397,6 +405,7 @@ _SCORE_COLUMNS = (
     "grade",
     "icp_id",
     "explanation",
+    "explanation_id",
     "state",
     "decay_key",
     "half_life_seconds",
@@ -440,6 +449,7 @@ _PG_TYPES = {
     "workspace_id": "bigint",
     "contact_id": "bigint",
     "icp_id": "bigint",
+    "explanation_id": "bigint",
     "score": "float8",
     "previous": "float8",
     "decay_key": "float8",
@@ -490,6 +500,51 @@ def _history(session: Session, workspace_id: int, entries: list[dict[str, Any]])
         _bulk(session, "score_changes", _HISTORY_COLUMNS, [{"workspace_id": workspace_id, **e} for e in entries])
 
 
+EXPLANATIONS = cast(Table, ScoreExplanation.__table__)
+
+
+def explanation_digest(text: str) -> str:
+    """The key a fit explanation is stored under: BLAKE2b-128 hex of its JSON text."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def explanation_ids(session: Session, workspace_id: int, texts: Iterable[str]) -> dict[str, int]:
+    """The ``score_explanations`` id of each JSON text (stored once per workspace; missing ones are added)."""
+    by_digest = {explanation_digest(t): t for t in set(texts)}
+    out: dict[str, int] = {}
+    if not by_digest:
+        return out
+
+    def found(digests: Sequence[str]) -> None:
+        for chunk in _chunks(list(digests)):
+            for digest, eid in session.execute(
+                select(EXPLANATIONS.c.digest, EXPLANATIONS.c.id).where(
+                    EXPLANATIONS.c.workspace_id == workspace_id, EXPLANATIONS.c.digest.in_(chunk)
+                )
+            ):
+                out[by_digest[digest]] = int(eid)
+
+    session.flush()
+    found(list(by_digest))
+    missing = [d for d, t in by_digest.items() if t not in out]
+    if missing:
+        # a concurrent writer of the same text wins harmlessly (same digest, same text)
+        session.execute(
+            _insert(session)(EXPLANATIONS).on_conflict_do_nothing(index_elements=["workspace_id", "digest"]),
+            [{"workspace_id": workspace_id, "digest": d, "explanation": orjson.loads(by_digest[d])} for d in missing],
+        )
+        found(missing)
+    return out
+
+
+def fit_explanation(session: Session, row: Any) -> list[Any]:
+    """A stored fit row's explanation (shared by id, or inline on rows written before explanations were shared)."""
+    if row.explanation_id is None:
+        return list(row.explanation or [])
+    value = session.scalar(select(EXPLANATIONS.c.explanation).where(EXPLANATIONS.c.id == row.explanation_id))
+    return list(value or [])
+
+
 def _segments(session: Session, workspace_id: int, ids: list[int], kind: str, now: datetime) -> None:
     if ids:
         segments_service.update_for_contacts(session, workspace_id, ids, {f"score:{kind}"}, now, reason=f"score:{kind}")
@@ -531,20 +586,14 @@ def recompute_fit(
         old = _existing(session, workspace_id, "fit", chunk)
         rows: list[dict[str, Any]] = []
         history: list[dict[str, Any]] = []
+        scored = []
         for cid, f in facts.items():
             best = best_fit(icps, f, convert)
             assert best is not None
-            icp_id, r = best
-            explanation = [
-                {
-                    "criterion": c.criterion,
-                    "matched": c.matched,
-                    "points": c.points,
-                    "max_points": c.max_points,
-                    "detail": c.detail,
-                }
-                for c in r.explanation
-            ]
+            scored.append((cid, *best, orjson.dumps(fit_explanation_json(best[1])).decode()))
+        ids_of = explanation_ids(session, workspace_id, (text for *_, text in scored))
+        for cid, icp_id, r, text in scored:
+            eid = ids_of[text]
             prev = old.get(cid)
             result.scored += 1
             if (
@@ -552,10 +601,10 @@ def recompute_fit(
                 and prev.score == r.score
                 and prev.grade == r.grade
                 and prev.icp_id == icp_id
-                and prev.explanation == explanation
+                and prev.explanation_id == eid
             ):
                 continue
-            rows.append(_row(workspace_id, cid, "fit", r.score, r.grade, icp_id, explanation, now))
+            rows.append(_row(workspace_id, cid, "fit", r.score, r.grade, icp_id, [], now, explanation_id=eid))
             if prev is None or prev.score != r.score or prev.grade != r.grade:
                 result.changed.append(cid)
                 history.append(
@@ -579,6 +628,20 @@ def recompute_fit(
     return result
 
 
+def fit_explanation_json(result: Any) -> list[dict[str, Any]]:
+    """A fit result's explanation lines as stored."""
+    return [
+        {
+            "criterion": c.criterion,
+            "matched": c.matched,
+            "points": c.points,
+            "max_points": c.max_points,
+            "detail": c.detail,
+        }
+        for c in result.explanation
+    ]
+
+
 def _row(
     workspace_id: int,
     contact_id: int,
@@ -593,6 +656,7 @@ def _row(
     key: float | None = None,
     half_life_seconds: float | None = None,
     as_of: datetime | None = None,
+    explanation_id: int | None = None,
 ) -> dict[str, Any]:
     return {
         "workspace_id": workspace_id,
@@ -602,6 +666,7 @@ def _row(
         "grade": grade,
         "icp_id": icp_id,
         "explanation": explanation,
+        "explanation_id": explanation_id,
         "state": state or {},
         "decay_key": key,
         "half_life_seconds": half_life_seconds,
@@ -650,16 +715,7 @@ def recompute_company_fit(
                     "score": r.score,
                     "grade": r.grade,
                     "icp_id": icp_id,
-                    "explanation": [
-                        {
-                            "criterion": c.criterion,
-                            "matched": c.matched,
-                            "points": c.points,
-                            "max_points": c.max_points,
-                            "detail": c.detail,
-                        }
-                        for c in r.explanation
-                    ],
+                    "explanation": fit_explanation_json(r),
                     "computed_at": now,
                 }
             )
@@ -953,7 +1009,7 @@ def explain(session: Session, workspace_id: int, contact_id: int, now: datetime 
             "half_life_days": None if r.half_life_seconds is None else r.half_life_seconds / 86_400,
         }
         if r.kind == "fit":
-            item["criteria"] = list(r.explanation or [])
+            item["criteria"] = fit_explanation(session, r)
         elif r.kind == "engagement":
             hl = timedelta(seconds=r.half_life_seconds or 1.0)
             factor = decay_factor(now - r.as_of, hl) if now > r.as_of else 1.0

@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 from suppilo.analytics import service as analytics_service
 from suppilo.analytics.schemas import RateCreate
 from suppilo.scoring import bulk, service
-from suppilo.scoring.models import ContactScore, ScoreChange
+from suppilo.scoring.models import ContactScore, ScoreChange, ScoreExplanation
 from suppilo.scoring.schemas import IcpCreate
 from suppilo.segments.compiler import companies, contact_tags, contacts, events
 from suppilo.workspaces import service as workspaces_service
@@ -196,9 +196,15 @@ def _change(session: Any, ws: int, company_ids: list[int], ids: list[int], peopl
 
 def _stored(session: Any, ws: int, ids: list[int], icp_names: dict[int, str]) -> tuple[list[Any], list[Any]]:
     pos = {cid: i for i, cid in enumerate(ids)}
+    shared = dict(
+        session.execute(
+            select(ScoreExplanation.id, ScoreExplanation.explanation).where(ScoreExplanation.workspace_id == ws)
+        ).all()
+    )
     scores = sorted(
         (
-            pos[r.contact_id], r.kind, r.score, r.grade, icp_names.get(r.icp_id), r.explanation, r.state,
+            pos[r.contact_id], r.kind, r.score, r.grade, icp_names.get(r.icp_id), r.explanation,
+            shared[r.explanation_id] if r.explanation_id is not None else None, r.state,
             r.decay_key, r.half_life_seconds, r.as_of, r.computed_at,
         )
         for r in session.scalars(select(ContactScore).where(ContactScore.workspace_id == ws))
