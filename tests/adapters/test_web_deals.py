@@ -17,6 +17,7 @@ from sqlalchemy import update
 from suppilo.accounts import service as accounts
 from suppilo.deals.models import Task
 from tests.adapters.test_web_shell import csrf_of, login, make_user
+from tests.adapters.web_settle import settled
 
 SCRIPT = "<script>alert('deal')</script>"
 ATTR = '" onmouseover="alert(1)" x="'
@@ -433,12 +434,12 @@ def test_forecast_view_with_chart_csv_and_bad_input(client, session_factory, wor
     )
     login(client, email)
     url = f"/app/w/{workspace.slug}/forecast"
-    html = client.get(url).text
+    html = settled(client, url).text
     assert "<svg" in html and 'id="forecast-chart-title"' in html
     table = html[html.index('id="forecast-table"') : html.index("</table>", html.index('id="forecast-table"'))]
     # Weighted 80 % × 1000 + 40 % × 500 = 1 000 €, commit 1 000 €, best case 1 500 € (Swedish format).
     assert "1\xa0000,00\xa0€" in table and "1\xa0500,00\xa0€" in table
-    html = client.get(f"{url}?group_by=owner").text
+    html = settled(client, f"{url}?group_by=owner").text
     assert "Rep &lt;script&gt;" in html and SCRIPT not in html
     res = client.get(f"{url}?group_by=galaxy&pipeline=abc")
     assert res.status_code == 422 and res.text.count('<span class="error">') == 2
@@ -525,7 +526,7 @@ def test_buying_group_on_the_deal_page(client, session_factory, workspace, other
 
 def test_forecast_of_a_workspace_without_deals_or_pipelines(client, session_factory, workspace) -> None:
     login(client, make_user(session_factory, workspace.id, "analyst"))
-    res = client.get(f"/app/w/{workspace.slug}/forecast")
+    res = settled(client, f"/app/w/{workspace.slug}/forecast")
     assert res.status_code == 200 and "No open deals with an amount." in res.text and "<svg" not in res.text
     csv_res = client.get(f"/app/w/{workspace.slug}/forecast.csv")
     assert csv_res.status_code == 200 and csv_res.content.decode("utf-8-sig").count("\r\n") == 1  # the header

@@ -16,6 +16,7 @@ from suppilo.adapters.web.security import MAIL_BODY_CSP
 from suppilo.messaging import mime
 from suppilo.messaging.catcher import MailStore
 from tests.adapters.test_web_shell import PASSWORD, csrf_of, login, make_user
+from tests.adapters.web_settle import settled
 from tests.conftest import make_workspace
 
 SCRIPT = "<script>alert('xss')</script>"
@@ -46,7 +47,7 @@ def test_dashboard_shows_the_funnel_with_conversion(client, session_factory, wor
         client.post(f"/api/v1/contacts/{cid}/stage", json={"stage": "interest"}, headers=workspace.auth())
     client.post(f"/api/v1/contacts/{ids[0]}/stage", json={"stage": "customer"}, headers=workspace.auth())
     login(client, make_user(session_factory, workspace.id, "analyst"))
-    page = client.get(f"/app/w/{workspace.slug}/?days=30")
+    page = settled(client, f"/app/w/{workspace.slug}/?days=30")
     assert page.status_code == 200
     html = page.text
     assert 'id="funnel-table"' in html and "<svg" in html and '<title id="funnel-title">' in html
@@ -72,7 +73,7 @@ def test_dashboard_numbers_follow_the_user_locale(client, session_factory, works
         )
         s.commit()
     login(client, make_user(session_factory, workspace.id, "marketer", language="fi"))
-    html = client.get(f"/app/w/{workspace.slug}/").text
+    html = settled(client, f"/app/w/{workspace.slug}/").text
     assert "Elinkaaren suppilo" in html
     assert "1\xa0234,56\xa0€" in html  # Finnish money format: NBSP grouping, decimal comma
 
@@ -238,7 +239,7 @@ def test_dashboard_explains_a_report_it_cannot_compute(client, session_factory, 
     }
     assert client.post("/api/v1/orders", json=order, headers=workspace.auth()).status_code == 201
     login(client, make_user(session_factory, workspace.id, "admin"))
-    res = client.get(f"/app/w/{workspace.slug}/")
+    res = settled(client, f"/app/w/{workspace.slug}/")
     assert res.status_code == 200
     assert 'id="money-error"' in res.text and "SEK" in res.text
     assert 'id="funnel-table"' in res.text  # the rest still shows
@@ -252,7 +253,9 @@ def test_dashboard_reads_its_snapshot_and_catches_up_with_new_data(client, sessi
     login(client, make_user(session_factory, workspace.id, "analyst"))
     url = f"/app/w/{workspace.slug}/"
     contact(client, workspace, email="one@example.com")
-    first = client.get(url).text  # no snapshot today yet: computed during the request and stored
+    first = client.get(url).text  # no snapshot yet: the page says so and polls while one thread computes it
+    assert 'id="dashboard-computing"' in first and 'hx-trigger="every 2s"' in first and "kpi-contacts" not in first
+    first = settled(client, url).text
     assert 'id="kpi-contacts">1<' in first and 'id="dashboard-updating"' not in first
     with session_factory() as s:
         assert snapshots.snapshot(s, workspace.id, 90) is not None
@@ -384,16 +387,34 @@ def test_contact_page_explains_scores_and_customer_value(client, session_factory
     assert "€456.79" in value and "81.2%" in value and "high" in value
 
 
-def test_dashboard_first_views_racing_for_the_same_period_both_answer(
+def test_dashboard_without_a_snapshot_never_computes_in_the_request(
     client, session_factory, workspace, monkeypatch
 ) -> None:
+    from suppilo.adapters.web import background
     from suppilo.analytics import dashboard as snapshots
+    from suppilo.db.base import utcnow
 
     login(client, make_user(session_factory, workspace.id, "analyst"))
-    contact(client, workspace, email="one@example.com")
-    url = f"/app/w/{workspace.slug}/"
-    assert 'id="kpi-contacts">1<' in client.get(url).text
-    # The other request's row is there, but this one looked before it was committed: its insert conflicts.
-    monkeypatch.setattr(snapshots, "snapshot", lambda *a, **k: None)
-    page = client.get(url)
-    assert page.status_code == 200 and 'id="kpi-contacts">1<' in page.text
+    contact(client, workspace, email="one@example.com", country="FI")
+    url = f"/app/w/{workspace.slug}/?days=365"
+    release = background.threading.Event()
+    refresh = snapshots.refresh
+    runs: list[int] = []
+
+    def held_refresh(*args, **kwargs):  # the background computation waits until the test lets it go
+        runs.append(1)
+        assert release.wait(60)
+        return refresh(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "refresh", held_refresh)
+    pages = [client.get(url), client.get(url)]  # both views while the first computation runs
+    assert all(p.status_code == 200 and 'id="dashboard-computing"' in p.text for p in pages)
+    assert 'hx-select="#main"' in pages[0].text and "kpi-contacts" not in pages[0].text
+    release.set()
+    assert background.wait_idle(60)
+    assert len(runs) == 1  # one computation for both views
+    page = client.get(url).text
+    with session_factory() as s:
+        direct = snapshots.compute(s, workspace.id, 365, utcnow().date())
+    assert f'id="kpi-contacts">{sum(st.contacts for st in direct["stages"])}<' in page
+    assert 'id="dashboard-computing"' not in page and 'id="dashboard-updating"' not in page

@@ -11,6 +11,7 @@ import pytest
 
 from suppilo.db.base import utcnow
 from tests.adapters.test_web_shell import csrf_of, login, make_user
+from tests.adapters.web_settle import settled
 
 FORMULA = '=HYPERLINK("http://evil.example","x")'
 
@@ -84,7 +85,7 @@ def test_attribution_and_spend_pages_with_charts_tables_and_csv(client, session_
     seed(session_factory, workspace.id)
     login(client, make_user(session_factory, workspace.id, "analyst"))
     base = f"/app/w/{workspace.slug}/reports"
-    page = client.get(f"{base}/attribution")
+    page = settled(client, f"{base}/attribution")
     assert page.status_code == 200
     assert "<svg" in page.text and 'id="attribution-table"' in page.text and "Markov" in page.text
     assert "paid_search" in page.text and "2 conversions" in page.text
@@ -92,11 +93,11 @@ def test_attribution_and_spend_pages_with_charts_tables_and_csv(client, session_
     assert rows[0][0] == "channel" and "markov_conversions" in rows[0]
     assert {r[0] for r in rows[1:]} == {"email", "paid_search"}
     # By campaign: the formula is text on the page and neutralised in the CSV.
-    page = client.get(f"{base}/attribution", params={"level": "campaign"})
+    page = settled(client, f"{base}/attribution", params={"level": "campaign"})
     assert "=HYPERLINK(&#34;" in page.text or "=HYPERLINK(&quot;" in page.text
     rows = rows_of(client.get(f"{base}/attribution.csv", params={"level": "campaign"}))
     assert "'" + FORMULA in [r[0] for r in rows] and FORMULA not in [r[0] for r in rows]
-    spend = client.get(f"{base}/spend")
+    spend = settled(client, f"{base}/spend")
     assert spend.status_code == 200 and 'id="spend-table"' in spend.text and "<svg" in spend.text
     assert "€25.00" in spend.text and "Uusimaa" in spend.text
     rows = rows_of(client.get(f"{base}/spend.csv", params={"group_by": "campaign"}))

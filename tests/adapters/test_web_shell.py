@@ -14,6 +14,7 @@ from suppilo.accounts.models import LoginSession
 from suppilo.adapters.web.auth import LOGIN_COOKIE, SESSION_COOKIE, throttle
 from suppilo.adapters.web.security import CSP
 from suppilo.db.base import utcnow
+from tests.adapters.web_settle import settled
 
 PASSWORD = "correct horse battery staple"
 
@@ -75,7 +76,7 @@ def test_front_door_goes_to_login_then_dashboard(client, session_factory, worksp
     assert res.status_code == 303
     res = client.get("/app/", follow_redirects=False)
     assert res.headers["location"] == f"/app/w/{workspace.slug}/"
-    res = client.get(res.headers["location"])
+    res = settled(client, res.headers["location"])
     assert res.status_code == 200 and "Lifecycle funnel" in res.text
     assert res.headers["cache-control"] == "no-store"
 

@@ -1,7 +1,8 @@
 """The dashboard: lifecycle funnel with conversion, leads and customers per month, cost and return by channel,
 the funnel by country. The page reads the figures' snapshot (``analytics.dashboard``), which the worker's
-``dashboard`` job keeps current; a snapshot that new rows have overtaken is shown at once (with its time) while one
-background thread recomputes it, and only a period never computed today is computed during the request."""
+``dashboard`` job keeps current (``suppilo demo`` computes them before serving); a snapshot that new rows have
+overtaken is shown at once (with its time) while one background thread recomputes it, and a period with no snapshot
+yet shows a "being computed" state that polls while that thread computes it: no request computes the figures."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.http.deps import ReadSession
@@ -34,26 +34,21 @@ def _refresh(factory: sessionmaker[Session], key: tuple[int, int]) -> None:
         session.commit()
 
 
-def figures(session: Session, factory: sessionmaker[Session], workspace_id: int, days: int) -> dict[str, Any]:
-    """The dashboard's numbers: today's snapshot (refreshed in the background when overtaken), else computed now."""
-    today = utcnow().date()
+def figures(session: Session, factory: sessionmaker[Session], workspace_id: int, days: int) -> dict[str, Any] | None:
+    """The dashboard's numbers from the period's snapshot, or None while its first computation runs.
+
+    A snapshot that new rows, the clock or a new day overtook is shown at once (marked as updating) while one
+    background thread recomputes it; a period with no snapshot at all is computed by that thread too (the page polls
+    until it is there). A page view never computes the figures itself."""
     key = (workspace_id, days)
     row = snapshots.snapshot(session, workspace_id, days)
-    if row is not None and row.as_of == today:
-        data = snapshots.figures_of(row)
-        data["stale"] = not snapshots.is_current(session, row, today)
-        if data["stale"]:
-            _refreshing.start(key, lambda: _refresh(factory, key))
-        return data
-    with factory() as write:
-        try:
-            data = snapshots.refresh(write, workspace_id, days, today)
-            write.commit()
-        except IntegrityError:  # another request stored the same period first: its figures are as good
-            write.rollback()
-            row = snapshots.snapshot(write, workspace_id, days)
-            data = snapshots.figures_of(row) if row is not None else compute(session, workspace_id, days, today)
-    data["stale"] = False
+    if row is None:
+        _refreshing.start(key, lambda: _refresh(factory, key))
+        return None
+    data = snapshots.figures_of(row)
+    data["stale"] = not snapshots.is_current(session, row, utcnow().date())
+    if data["stale"]:
+        _refreshing.start(key, lambda: _refresh(factory, key))
     return data
 
 
@@ -67,6 +62,18 @@ def dashboard(request: Request, ctx: Workspace_, session: ReadSession, days: int
     ctx.require("view")
     days = days if days in PERIODS else 90
     data = figures(session, request.app.state.session_factory, ctx.workspace_id, days)
+    if data is None:
+        return render(
+            request,
+            "dashboard.html",
+            language=ctx.language,
+            timezone=ctx.timezone,
+            ctx=ctx,
+            csrf=ctx.user.info.csrf_token,
+            days=days,
+            periods=PERIODS,
+            data=None,
+        )
     labels = {s.key: s.label for s in data["stages"]}
     funnel_all = data["funnel"]["all"]
     funnel_rows = funnel_all.get("stages", [])

@@ -19,7 +19,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.http.deps import DbSession, ReadSession
@@ -699,25 +698,18 @@ def _refresh_forecast(factory: sessionmaker[Session], key: tuple[int, str, int |
 
 def forecast_figures(
     session: Session, factory: sessionmaker[Session], key: tuple[int, str, int | None, str]
-) -> tuple[Any, datetime, bool]:
-    """The forecast page's figures, their time and whether newer data overtook them: the snapshot (recomputed by one
-    background thread when overtaken, and by the worker's ``forecast`` job), else computed and stored now."""
+) -> tuple[Any, datetime, bool] | None:
+    """The forecast page's figures, their time and whether newer data overtook them, from the snapshot of these
+    parameters (recomputed by one background thread when overtaken, and by the worker's ``forecast`` job); None while
+    the first computation of parameters never asked for runs in that thread (the page polls until it is there)."""
     row = forecast_snapshots.snapshot(session, *key)
-    if row is not None:
-        stale = not forecast_snapshots.is_current(session, row)
-        if stale:
-            _refreshing.start(key, lambda: _refresh_forecast(factory, key))
-        return forecast_snapshots.figures_of(row), forecast_snapshots.computed_at(row), stale
-    with factory() as write:
-        try:
-            row = forecast_snapshots.refresh(write, *key)
-            write.commit()
-        except IntegrityError:  # another request stored the same forecast first: its figures are as good
-            write.rollback()
-            row = forecast_snapshots.snapshot(write, *key)
-        if row is None:
-            return forecast_snapshots.compute(session, *key), utcnow(), False
-        return forecast_snapshots.figures_of(row), forecast_snapshots.computed_at(row), False
+    if row is None:
+        _refreshing.start(key, lambda: _refresh_forecast(factory, key))
+        return None
+    stale = not forecast_snapshots.is_current(session, row)
+    if stale:
+        _refreshing.start(key, lambda: _refresh_forecast(factory, key))
+    return forecast_snapshots.figures_of(row), forecast_snapshots.computed_at(row), stale
 
 
 def clear_forecast_refreshes() -> None:
@@ -769,9 +761,27 @@ def forecast_page(
     velocity, conversion and stalled deals per stage and per team or territory."""
     ctx.require("pipeline")
     group_by, pipeline_id, stalls_by, errors = _forecast_params(session, ctx, group_by, pipeline, stalls_by)
-    data, as_of, stale = forecast_figures(
+    shown = forecast_figures(
         session, request.app.state.session_factory, (ctx.workspace_id, group_by, pipeline_id, stalls_by)
     )
+    if shown is None:
+        return render(
+            request,
+            "forecast.html",
+            language=ctx.language,
+            timezone=ctx.timezone,
+            status_code=422 if errors else 200,
+            ctx=ctx,
+            csrf=ctx.user.info.csrf_token,
+            active="pipeline",
+            data=None,
+            errors=errors,
+            params={"group_by": group_by, "pipeline": str(pipeline_id or ""), "stalls_by": stalls_by},
+            groups=FORECAST_GROUPS,
+            stall_groups=STALL_GROUPS,
+            pipelines=_pipelines(session, ctx),
+        )
+    data, as_of, stale = shown
     names = dict(_members(session, ctx.workspace_id))
     stage_labels = _stage_labels(session, ctx)
     digits = exponent(data.currency)

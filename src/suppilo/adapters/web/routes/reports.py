@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
-from suppilo.adapters.web.background import Refreshes
+from suppilo.adapters.web.background import Refreshes, Result, Results
 from suppilo.adapters.web.templating import render
 from suppilo.analytics import attribution_snapshots as attribution_snaps
+from suppilo.analytics import dashboard as dashboard_snaps
 from suppilo.analytics import event_cohorts
 from suppilo.analytics import service as analytics
 from suppilo.analytics.columnar import ColumnarStore
@@ -107,42 +108,75 @@ def _attribution(session: Session, ctx: Ctx, frm: date | None, to: date | None, 
 _refreshing = Refreshes("attribution")
 
 
+def _attribution_key(ctx: Ctx, frm: date | None, to: date | None, level: str) -> tuple[Any, ...]:
+    level = "campaign" if level == "campaign" else "channel"
+    return ("attribution", ctx.workspace_id, frm, to, level, utcnow().date())
+
+
 def attribution_figures(
     session: Session, factory: sessionmaker[Session], workspace_id: int, level: str
-) -> dict[str, Any]:
-    """The report of the default period (the 90 days up to today): today's snapshot, else computed now and stored.
+) -> dict[str, Any] | None:
+    """The report of the default period (the 90 days up to today) from its snapshot, or None while its first
+    computation runs (in one background thread of this process; the page polls until it is there).
 
-    A snapshot that new rows overtook is shown with its time and marked as updating: the worker's ``attribution``
-    job recomputes it within ``REFRESH_SECONDS`` in its own process. Only when no worker has kept it (it is older
-    than ``ORPHAN_SECONDS``) does this process recompute it, in one background thread — which, sharing the
+    A snapshot that new rows or a new day overtook is shown with its time and marked as updating: the worker's
+    ``attribution`` job recomputes it within ``REFRESH_SECONDS`` in its own process. Only when no worker has kept it (it
+    is older than ``ORPHAN_SECONDS``) does this process recompute it, in one background thread — which, sharing the
     interpreter, slows this process's other requests while it runs (a 14 ms view took up to 0.75 s at 1M contacts)."""
     level = "campaign" if level == "campaign" else "channel"
-    today = utcnow().date()
     key = (workspace_id, level)
     row = attribution_snaps.snapshot(session, workspace_id, level, attribution_snaps.DEFAULT_DAYS)
-    if row is not None and row.as_of == today:
-        data = attribution_snaps.figures_of(row)
-        data["stale"] = not attribution_snaps.is_current(session, row, today)
-        if data["stale"] and attribution_snaps.is_orphaned(row):
-            _refreshing.start(key, lambda: attribution_snaps.refresh_apart(factory, workspace_id, level))
-        return data
-    try:  # computed in this request's read transaction; only the snapshot's write takes the write lock
-        data = attribution_snaps.refresh_apart(
-            factory, workspace_id, level, attribution_snaps.DEFAULT_DAYS, today, read=session
-        )
-    except IntegrityError:  # another request stored the same report first: its figures are as good
-        with factory() as again:
-            row = attribution_snaps.snapshot(again, workspace_id, level, attribution_snaps.DEFAULT_DAYS)
-            if row is None:
-                raise
-            data = attribution_snaps.figures_of(row)
-    data["stale"] = False
+    if row is None:
+        _refreshing.start(key, lambda: attribution_snaps.refresh_apart(factory, workspace_id, level))
+        return None
+    data = attribution_snaps.figures_of(row)
+    data["stale"] = not attribution_snaps.is_current(session, row, utcnow().date())
+    if data["stale"] and (row.as_of != utcnow().date() or attribution_snaps.is_orphaned(row)):
+        _refreshing.start(key, lambda: attribution_snaps.refresh_apart(factory, workspace_id, level))
     return data
 
 
+# Reports asked for with explicit dates or (spend) any parameters: kept in this process's memory (see ``Results``).
+_results = Results("report")
+
+
+def kept_report(
+    request: Request,
+    session: Session,
+    key: tuple[Any, ...],
+    watermark: Callable[[Session], str],
+    compute: Callable[[Session], Any],
+) -> tuple[Result | None, bool]:
+    """The kept result of ``key`` and whether it is being updated; None while its first computation runs. A missing
+    or overtaken result is computed by one background thread in a read session, never in the request."""
+    factory = request.app.state.read_session_factory
+    result = _results.get(key)
+    if result is None:
+        _results.start(key, factory, watermark, compute)
+        return None, False
+    stale = not _results.is_current(result, watermark(session))
+    if stale:
+        _results.start(key, factory, watermark, compute)
+    return result, stale
+
+
+def current_report(
+    session: Session, key: tuple[Any, ...], watermark: Callable[[Session], str], compute: Callable[[Session], Any]
+) -> Any:
+    """For a download: the kept result of ``key`` when it is current, else computed now (raising its refusal)."""
+    result = _results.get(key)
+    if result is None or not _results.is_current(result, watermark(session)):
+        return compute(session)
+    if result.error is not None:
+        raise result.error
+    return result.value
+
+
 def clear_attribution_refreshes() -> None:
-    """Forget background refreshes in flight (the figures themselves live in ``attribution_snapshots``)."""
+    """Forget background refreshes in flight and the reports kept in memory (the default period's figures live in
+    ``attribution_snapshots``)."""
     _refreshing.clear()
+    _results.clear()
 
 
 def _attribution_rows(data: dict[str, Any]) -> list[list[Any]]:
@@ -162,14 +196,24 @@ def attribution(request: Request, ctx: Workspace_, session: ReadSession, level: 
     frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""))
     data: dict[str, Any] | None = None
     error = ""
+    computing = False
     if not errors:
-        try:
-            if frm is None and to is None:  # the default period: read from its snapshot
-                data = attribution_figures(session, request.app.state.session_factory, ctx.workspace_id, level)
-            else:
-                data = _attribution(session, ctx, frm, to, level)
-        except DomainError as exc:
-            error = exc.message
+        if frm is None and to is None:  # the default period: read from its snapshot
+            data = attribution_figures(session, request.app.state.session_factory, ctx.workspace_id, level)
+            computing = data is None
+        else:
+            result, stale = kept_report(
+                request,
+                session,
+                _attribution_key(ctx, frm, to, level),
+                attribution_snaps.watermark,
+                lambda s: _attribution(s, ctx, frm, to, level),
+            )
+            computing = result is None
+            if result is not None and result.error is not None:
+                error = result.error.message
+            elif result is not None:
+                data = {**result.value, "computed_at": result.computed_at, "stale": stale}
     chart = None
     if data and data["side_by_side"]:
         keys = [r["key"] for r in data["side_by_side"]][:12]
@@ -181,6 +225,7 @@ def attribution(request: Request, ctx: Workspace_, session: ReadSession, level: 
         "reports_attribution.html",
         "attribution",
         data=data,
+        computing=computing,
         error=error,
         errors=errors,
         level=level,
@@ -198,10 +243,18 @@ def attribution_csv(request: Request, ctx: Workspace_, session: ReadSession, lev
     if errors:
         raise WebError(422, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     try:
-        if frm is None and to is None:  # the same figures as the page shows
-            data = attribution_figures(session, request.app.state.session_factory, ctx.workspace_id, level)
+        shown = None
+        if frm is None and to is None:  # the same figures as the page shows, once they are there
+            shown = attribution_figures(session, request.app.state.session_factory, ctx.workspace_id, level)
+        if shown is not None:
+            data = shown
         else:
-            data = _attribution(session, ctx, frm, to, level)
+            data = current_report(
+                session,
+                _attribution_key(ctx, frm, to, level),
+                attribution_snaps.watermark,
+                lambda s: _attribution(s, ctx, frm, to, level),
+            )
     except DomainError as exc:
         raise WebError(422, exc.message) from exc
     header = [data["level"]] + [f"{m}_{x}" for m in MODELS for x in ("conversions", "revenue_minor")]
@@ -214,6 +267,19 @@ def attribution_csv(request: Request, ctx: Workspace_, session: ReadSession, lev
 def _spend(session: Session, ctx: Ctx, frm: date | None, to: date | None, group_by: str) -> dict[str, Any]:
     group = group_by if group_by in ("channel", "campaign", "month") else "channel"
     return analytics.spend_report(session, ctx.workspace_id, frm, to, group)
+
+
+def _spend_page(session: Session, ctx: Ctx, frm: date | None, to: date | None, group_by: str) -> dict[str, Any]:
+    """The spend page's figures: the report and the funnel by region."""
+    return {
+        "spend": _spend(session, ctx, frm, to, group_by),
+        "regions": analytics.funnel_report(session, ctx.workspace_id, frm, to, "region"),
+    }
+
+
+def _spend_key(ctx: Ctx, frm: date | None, to: date | None, group_by: str) -> tuple[Any, ...]:
+    group = group_by if group_by in ("channel", "campaign", "month") else "channel"
+    return ("spend", ctx.workspace_id, frm, to, group, utcnow().date())
 
 
 SPEND_COLUMNS = (
@@ -245,12 +311,21 @@ def spend(request: Request, ctx: Workspace_, session: ReadSession, group_by: str
     data: dict[str, Any] | None = None
     regions: dict[str, Any] | None = None
     error = ""
+    computing = False
     if not errors:
-        try:
-            data = _spend(session, ctx, frm, to, group_by)
-            regions = analytics.funnel_report(session, ctx.workspace_id, frm, to, "region")
-        except DomainError as exc:
-            error = exc.message
+        result, stale = kept_report(
+            request,
+            session,
+            _spend_key(ctx, frm, to, group_by),
+            dashboard_snaps.watermark,
+            lambda s: _spend_page(s, ctx, frm, to, group_by),
+        )
+        computing = result is None
+        if result is not None and result.error is not None:
+            error = result.error.message
+        elif result is not None:
+            data = {**result.value["spend"], "computed_at": result.computed_at, "stale": stale}
+            regions = result.value["regions"]
     chart = None
     heads = _spend_heads(data["group_by"] if data else group_by)
     if data and data["rows"] and data["group_by"] == "channel":
@@ -270,6 +345,7 @@ def spend(request: Request, ctx: Workspace_, session: ReadSession, group_by: str
         "reports_spend.html",
         "spend",
         data=data,
+        computing=computing,
         error=error,
         errors=errors,
         group_by=data["group_by"] if data else group_by,
@@ -289,7 +365,12 @@ def spend_csv(request: Request, ctx: Workspace_, session: ReadSession, group_by:
     if errors:
         raise WebError(422, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     try:
-        data = _spend(session, ctx, frm, to, group_by)
+        data = current_report(
+            session,
+            _spend_key(ctx, frm, to, group_by),
+            dashboard_snaps.watermark,
+            lambda s: _spend_page(s, ctx, frm, to, group_by),
+        )["spend"]
     except DomainError as exc:
         raise WebError(422, exc.message) from exc
     heads = _spend_heads(data["group_by"])
