@@ -396,6 +396,10 @@ class _RuleMatcher:
         return matched
 
 
+def _loads(raw: Any) -> Any:
+    return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+
+
 def _contributions(items: Sequence[Any]) -> list[dict[str, Any]]:
     return [
         {"rule": c.rule, "events": c.events, "points": c.points, "points_now": round(c.points_now, 4)} for c in items
@@ -440,10 +444,12 @@ def bulk_engagement(
         "WHERE workspace_id = ? AND contact_id BETWEEN ? AND ? AND occurred_at >= ? AND occurred_at <= ? "
         f"AND ({' OR '.join(picks) or '1 = 0'})",
     )
+    # a row already written as of this moment comes with its explanation, state and key: an identical one is kept
     old_sql = _sql(
         session,
-        f"SELECT contact_id, score, {_epoch_us_sql(session, 'as_of')}, half_life_seconds FROM contact_scores "
-        "WHERE workspace_id = ? AND kind = 'engagement' AND contact_id BETWEEN ? AND ?",
+        f"SELECT contact_id, score, {_epoch_us_sql(session, 'as_of')}, half_life_seconds, "
+        "CASE WHEN as_of = ? THEN explanation END, CASE WHEN as_of = ? THEN state END, decay_key "
+        "FROM contact_scores WHERE workspace_id = ? AND kind = 'engagement' AND contact_id BETWEEN ? AND ?",
     )
     threshold = min((t.min_score for t in config.stage_thresholds), default=None)
     reached: list[int] = []
@@ -467,7 +473,7 @@ def bulk_engagement(
                 matched = match(name, kind, raw)
                 if matched:
                     events[cid].append((at_us if at_us < now_us else now_us, eid, matched))
-        cur.execute(old_sql, (workspace_id, lo, hi))
+        cur.execute(old_sql, (stamp, stamp, workspace_id, lo, hi))
         old = {r[0]: r for r in cur.fetchall()}
         rows: list[tuple[Any, ...]] = []
         history: list[tuple[Any, ...]] = []
@@ -478,8 +484,11 @@ def bulk_engagement(
                 continue
             result.scored += 1
             before = 0.0
+            same_explanation = same_state = None
+            key = decay_key(res.score, now, hl_s)
+            contributions = _contributions(res.contributions)
             if prev is not None:
-                _, score, as_of_us, hls = prev
+                _, score, as_of_us, hls, same_explanation, same_state, stored_key = prev
                 if hls is None:
                     before = float(score)
                 elif now_us <= as_of_us:
@@ -490,6 +499,15 @@ def bulk_engagement(
                         hl_us = half_lives[hls] = timedelta(seconds=hls) // _US
                     before = score * float(2.0 ** (-((now_us - as_of_us) / hl_us)))
             state = res.state
+            if (
+                same_explanation is not None
+                and score == res.score
+                and hls == hl_s
+                and stored_key == key
+                and _loads(same_explanation) == contributions
+                and _loads(same_state) == state
+            ):
+                continue  # stored as of now exactly as it would be written: neither changed nor in the history
             if state:
                 raw_state = orjson.dumps(state).decode()
                 state_text = state_memo.setdefault(raw_state, raw_state)
@@ -503,10 +521,10 @@ def bulk_engagement(
                     res.score,
                     None,
                     None,
-                    orjson.dumps(_contributions(res.contributions)).decode(),
+                    orjson.dumps(contributions).decode(),
                     None,
                     state_text,
-                    decay_key(res.score, now, hl_s),
+                    key,
                     hl_s,
                     stamp,
                     stamp,

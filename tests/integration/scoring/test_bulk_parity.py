@@ -3,8 +3,9 @@
 Two workspaces get the same generated contacts, companies, tags, events, ICPs and engagement rules; one is scored
 with ``service.recompute_fit`` / ``recompute_engagement`` (chunks of 1,000, one contact at a time), the other with
 ``bulk.bulk_fit`` / ``bulk_engagement``. Then the data changes (a company grows, new events, a contact moves) and
-both are scored again later, so changed, unchanged and decayed rows are all compared: every stored score column
-(bit for bit), the explanation, the cap state, the history rows and the reported changes.
+both are scored again later, and once more at that same moment (the set-based path then keeps rows stored as of now
+instead of rewriting them), so changed, unchanged and decayed rows are all compared: every stored score column (bit
+for bit), the explanation, the cap state, the history rows and the reported changes.
 """
 
 from __future__ import annotations
@@ -239,8 +240,8 @@ def test_bulk_rescoring_equals_per_contact(session_factory, company_data, people
         a, a_companies, a_ids = _build(session, company_data, people, icps, rules, rate)
         b, b_companies, b_ids = _build(session, company_data, people, icps, rules, rate)
         a_names, b_names = _icp_names(session, a), _icp_names(session, b)
-        for now in (T0, T1):
-            if now == T1:
+        for now, edit in ((T0, False), (T1, True), (T1, False)):  # the last: the same moment again, no change
+            if edit:
                 _change(session, a, a_companies, a_ids, people)
                 _change(session, b, b_companies, b_ids, people)
             fit_a = service.recompute_fit(session, a, a_ids, now)
