@@ -37,6 +37,10 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.execute("PRAGMA cache_size=-65536")
+            # Checkpoint every ~80 MB of WAL instead of 4 MB: a 250-event ingest batch dirties ~900 pages, so the
+            # default made nearly every commit copy the WAL back (with its fsync); fewer, larger checkpoints write a
+            # page rewritten by many batches once (benchmarks.md, issue 2).
+            cur.execute("PRAGMA wal_autocheckpoint=20000")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -172,7 +172,8 @@ class Raw:
         """Rows of ``table`` in the workspace whose ``key`` is one of ``values`` (a unique key: one row per value).
 
         PostgreSQL probes the unique index once per value (a LATERAL subquery): with ``= ANY(array)`` the planner,
-        lacking statistics on a young table, scans every row of the workspace instead.
+        lacking statistics on a young table, scans every row of the workspace instead. By id, neither database may
+        use a ``(workspace_id, ...)`` index for the workspace condition.
         """
         out: list[Any] = []
         if key in _PARTIAL_KEYS:
@@ -191,7 +192,10 @@ class Raw:
                 out.extend(self.all(sql, [list(chunk), workspace_id]))
             else:
                 marks = ",".join("?" * len(chunk))
-                sql = f"SELECT {columns} FROM {table} WHERE workspace_id = ?{extra} AND {key} IN ({marks})"
+                # By primary key: ``+workspace_id`` keeps SQLite from walking a (workspace_id, ...) index over every
+                # contact of the workspace (it has no statistics to know the rowid lookups are cheaper).
+                ws = "+workspace_id" if key == "id" else "workspace_id"
+                sql = f"SELECT {columns} FROM {table} WHERE {ws} = ?{extra} AND {key} IN ({marks})"
                 out.extend(self.all(sql, [workspace_id, *chunk]))
         return out
 

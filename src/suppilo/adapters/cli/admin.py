@@ -43,12 +43,79 @@ def serve(
         "--mail-catcher/--no-mail-catcher",
         help="Start the built-in mail catcher (default: on unless SUPPILO_SMTP_HOST is set).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="API server processes. One process uses one core; with more than one, the background worker and the "
+        "mail catcher run once, in this parent process, and the API processes serve every request.",
+    ),
 ) -> None:
-    """Run the API (and by default the background worker and the mail catcher) in one process."""
+    """Run the API (and by default the background worker and the mail catcher) in one process, or in several."""
     from suppilo.adapters.worker.runner import run_server
 
     migrate()
-    run_server(host=host, port=port, with_worker=worker, with_mail_catcher=mail_catcher)
+    if workers == 1:
+        run_server(host=host, port=port, with_worker=worker, with_mail_catcher=mail_catcher)
+    else:
+        _serve_processes(host=host, port=port, workers=workers, with_worker=worker, with_mail_catcher=mail_catcher)
+
+
+def _serve_processes(host: str, port: int, workers: int, with_worker: bool, with_mail_catcher: bool | None) -> None:
+    """``workers`` uvicorn API processes; the periodic jobs and the mail catcher once, in this process.
+
+    The API processes are uvicorn's own supervisor in a child process (``python -m uvicorn``): spawned from here
+    they would re-import this whole command line first and miss the supervisor's start-up health check on a busy
+    machine.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    from suppilo.adapters.worker.runner import Worker, default_jobs
+    from suppilo.db.session import make_session_factory
+    from suppilo.messaging.catcher import MailCatcher
+
+    settings = get_settings()
+    if with_mail_catcher is None:
+        with_mail_catcher = not settings.smtp_host
+    engine = make_engine(settings.resolved_database_url())
+    catcher: MailCatcher | None = None
+    background: Worker | None = None
+    api: subprocess.Popen[bytes] | None = None
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if with_mail_catcher:
+            catcher = MailCatcher(settings.data_dir, host=settings.mail_catcher_host, port=settings.mail_catcher_port)
+            try:
+                catcher.start()
+            except (OSError, RuntimeError) as exc:
+                console.print(f"mail catcher not started on {catcher.host}:{catcher.port}: {exc}")
+                catcher = None
+        if with_worker:
+            background = Worker(make_session_factory(engine), default_jobs())
+            background.start()
+        command = [sys.executable, "-m", "uvicorn", "suppilo.adapters.http.app:create_app", "--factory"]
+        command += ["--host", host, "--port", str(port), "--workers", str(workers), "--proxy-headers"]
+        api = subprocess.Popen(command)  # noqa: S603 - our own interpreter and module, options typed by typer
+        code = api.wait()
+        if code:
+            raise SystemExit(code)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if api is not None and api.poll() is None:
+            api.terminate()
+            api.wait(timeout=60)
+        if background is not None:
+            background.stop()
+        if catcher is not None:
+            catcher.stop()
+        engine.dispose()
 
 
 @workspace_app.command("create")
