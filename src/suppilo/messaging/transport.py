@@ -10,7 +10,9 @@ such errors carry ``after_data=True`` so the sender can mark the message uncerta
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import re
 import ssl
 import time
 import uuid
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 if TYPE_CHECKING:
     from suppilo.config import Settings
@@ -57,6 +60,24 @@ class Transport(Protocol):
     async def send(self, envelope_from: str, recipients: list[str], message_bytes: bytes) -> None: ...
 
     async def close(self) -> None: ...
+
+
+# A plain ASCII address (dot-atom local part and domain, nothing to quote or strip): aiosmtplib's quote_address
+# returns it as ``<address>`` after email.utils.parseaddr, which costs more than the rest of MAIL or RCPT.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_%+=-]+(?:\.[A-Za-z0-9_%+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+@functools.lru_cache(maxsize=64)
+def _quoted_cached(address: str) -> bytes:
+    return quote_address(address).encode("ascii")
+
+
+def smtp_path(address: str) -> bytes:
+    """``<address>`` as aiosmtplib's ``mail``/``rcpt`` put it on the command line (same validation: an address that
+    could smuggle parameters or commands raises ValueError). Envelope senders repeat, so they are cached."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return b"<" + address.encode("ascii") + b">"
+    return _quoted_cached(address)
 
 
 def _error_for(code: int, message: str, **kwargs: object) -> SendError:
@@ -205,16 +226,70 @@ class SmtpTransport:
     async def _transaction(
         self, smtp: aiosmtplib.SMTP, envelope_from: str, recipients: list[str], message_bytes: bytes
     ) -> None:
+        if not envelope_from.isascii() or not all(r.isascii() for r in recipients):
+            await self._transaction_utf8(smtp, envelope_from, recipients, message_bytes)
+            return
+        # The ASCII case (every message the sender builds): MAIL and RCPT go through ``execute_command`` with the
+        # addresses quoted as ``mail``/``rcpt`` quote them, and the commands wait without a per-command
+        # ``asyncio.wait_for`` (a timer, a waiter and callbacks per reply): one ``asyncio.timeout`` per
+        # transaction, re-armed before each command, gives each reply the same ``timeout`` seconds.
+        stage = "mail"
+        timeout = self.config.timeout
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as deadline:
+                try:
+                    if smtp.is_ehlo_or_helo_needed:
+                        deadline.reschedule(loop.time() + timeout)
+                        await smtp.ehlo()
+                    deadline.reschedule(loop.time() + timeout)
+                    reply = await smtp.execute_command(b"MAIL", b"FROM:" + smtp_path(envelope_from), timeout=None)
+                    if reply.code != 250:
+                        raise _error_for(reply.code, reply.message)
+                    stage = "rcpt"
+                    refused: dict[str, tuple[int, str]] = {}
+                    for rcpt in recipients:
+                        deadline.reschedule(loop.time() + timeout)
+                        reply = await smtp.execute_command(b"RCPT", b"TO:" + smtp_path(rcpt), timeout=None)
+                        if reply.code not in (250, 251):
+                            refused[rcpt] = (reply.code, reply.message)
+                    if len(refused) == len(recipients):
+                        worst = max(code for code, _ in refused.values())
+                        raise _error_for(worst, "every recipient was refused", refused=refused)
+                    stage = "data"
+                    # aiosmtplib's DATA waits twice (354, then the reply to the final dot), each under this timeout.
+                    deadline.reschedule(loop.time() + 2 * timeout)
+                    await smtp.data(message_bytes, timeout=None)
+                    if refused:
+                        worst = max(code for code, _ in refused.values())
+                        raise _error_for(worst, "some recipients were refused (the others accepted)", refused=refused)
+                except asyncio.CancelledError:
+                    # The deadline fired while a reply was awaited: the connection may still deliver that reply
+                    # later, so it cannot serve another command (aiosmtplib closes it on its own timeouts too).
+                    if deadline.expired():
+                        smtp.close()
+                    raise
+        except SendError:
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _error_for(exc.code, exc.message) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TransientSendError(
+                f"connection lost during {stage.upper()}: {exc}", after_data=stage == "data"
+            ) from exc
+
+    async def _transaction_utf8(
+        self, smtp: aiosmtplib.SMTP, envelope_from: str, recipients: list[str], message_bytes: bytes
+    ) -> None:
+        """A transaction with a non-ASCII address (SMTPUTF8), through aiosmtplib's ``mail``/``rcpt``/``data``."""
         stage = "mail"
         try:
-            utf8 = not envelope_from.isascii() or not all(r.isascii() for r in recipients)
-            encoding = "utf-8" if utf8 else "ascii"
-            await smtp.mail(envelope_from, options=["SMTPUTF8"] if utf8 else None, encoding=encoding)
+            await smtp.mail(envelope_from, options=["SMTPUTF8"], encoding="utf-8")
             stage = "rcpt"
             refused: dict[str, tuple[int, str]] = {}
             for rcpt in recipients:
                 try:
-                    await smtp.rcpt(rcpt, encoding=encoding)
+                    await smtp.rcpt(rcpt, encoding="utf-8")
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     refused[rcpt] = (exc.code, exc.message)
             if len(refused) == len(recipients):

@@ -368,3 +368,74 @@ def test_mail_catcher_stores_and_lists_what_it_receives(tmp_path) -> None:
     finally:
         again.stop()
     assert [m.id for m in again.list()] == [3, 2, 1]
+
+
+def test_addresses_go_on_the_command_line_as_aiosmtplib_quotes_them() -> None:
+    from aiosmtplib.email import quote_address
+
+    from suppilo.messaging.transport import smtp_path
+
+    def quoted(fn, address: str) -> bytes | str:
+        try:
+            out = fn(address)
+        except ValueError:
+            return "ValueError"
+        return out if isinstance(out, bytes) else out.encode("ascii")
+
+    addresses = [
+        "aino@example.fi",
+        "first.last+tag@mail.example.co.uk",
+        "x_y%z=1-2@sub-domain.example.com",
+        "Aino Virtanen <aino@example.fi>",
+        '"quoted local"@example.fi',
+        " spaced@example.fi ",
+        "a..b@example.fi",
+        ".lead@example.fi",
+        "a@example.fi> SIZE=1",
+        "a@example.fi\r\nRSET",
+        "a b@example.fi",
+    ]
+    for address in addresses:
+        assert quoted(smtp_path, address) == quoted(quote_address, address), address
+
+
+class SlowAt(Recorder):
+    """Waits ``delay`` seconds before answering RCPT of ``slow@example.fi``, or DATA of a message to it."""
+
+    def __init__(self, stage: str, delay: float) -> None:
+        super().__init__()
+        self.stage, self.delay = stage, delay
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.stage == "rcpt" and address == "slow@example.fi":
+            await asyncio.sleep(self.delay)
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.stage == "data" and "slow@example.fi" in envelope.rcpt_tos:
+            await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("stage", ["rcpt", "data"])
+def test_a_reply_that_never_comes_is_transient_and_the_connection_is_dropped(smtp_server, stage) -> None:
+    controller, recorder = smtp_server(SlowAt(stage, delay=3.0))
+    transport = SmtpTransport(
+        SmtpConfig(host="127.0.0.1", port=controller.port, start_tls=False, pool_size=1, timeout=0.5)
+    )
+
+    async def run() -> TransientSendError:
+        try:
+            with pytest.raises(TransientSendError) as exc:
+                await transport.send("b@nordshop.fi", ["slow@example.fi"], _message())
+            # The late reply must not be read as the answer to the next message's commands: a new connection.
+            await transport.send("b@nordshop.fi", ["ok@example.fi"], _message(outbox_id=8))
+            return exc.value
+        finally:
+            await transport.close()
+
+    error = asyncio.run(run())
+    # After the message data went out, the server may have accepted it: the sender marks such a message uncertain.
+    assert error.after_data is (stage == "data")
+    assert ["ok@example.fi"] in [m[1] for m in recorder.messages]
+    assert transport.connections_opened == 2
