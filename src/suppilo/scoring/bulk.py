@@ -9,8 +9,12 @@ SQLAlchemy and score each contact on its own. Here the same results come from:
 - **fit computed once per distinct set of facts** (``best_fit`` is a pure function of ``FitFacts``, so contacts
   sharing facts share the result and its explanation's JSON text);
 - **rules matched once per distinct (event name, kind)** (and per distinct properties only for rules with a
-  ``where``), and the decay computed by ``engine.scoring.engagement_matched`` with the same arithmetic as
-  ``engagement``, so the scores are bit-identical;
+  ``where``), and the decay computed with the arithmetic of ``engine.scoring.engagement_matched`` / ``engagement``
+  (each rule's fields read once per run), so the scores are bit-identical;
+- **fit explanations shared**: each distinct explanation text is stored once (``score_explanations``) and a row
+  references it, so an unchanged row is recognised by comparing ids;
+- **nothing rewritten that would not change**: a fit row equal in score, grade, ICP and explanation id, and an
+  engagement row already stored as of this moment with the same score, contributions and cap state, are kept;
 - **bulk writes** of what changed: SQLite ``executemany`` in the caller's transaction; PostgreSQL ``COPY`` into a
   temporary table and one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` (history rows are copied straight in).
 
@@ -21,6 +25,7 @@ SQL) instead of contact by contact, which stores the same membership.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -33,11 +38,11 @@ from sqlalchemy.orm import Session
 from suppilo.db.base import utcnow
 from suppilo.engine.filters import decay_key
 from suppilo.engine.scoring import (
+    HORIZON_HALF_LIVES,
     EngagementConfig,
     FitFacts,
     FitScorer,
     PainPointsCriterion,
-    engagement_matched,
     horizon_start,
 )
 from suppilo.scoring import service
@@ -396,14 +401,63 @@ class _RuleMatcher:
         return matched
 
 
+class _Engagement:
+    """``engine.scoring.engagement_matched`` with each rule's fields read once for the whole run: the same
+    arithmetic in the same order (bit-identical scores), returning the score, the stored contribution lines and the
+    cap state."""
+
+    def __init__(self, config: EngagementConfig, now: datetime, now_us: int, hl_us: int, top: int = 5) -> None:
+        self.rules = [(r.key, r.points, r.max_per_period, 86_400 * r.period_days) for r in config.rules]
+        before = now - config.half_life * HORIZON_HALF_LIVES
+        self.oldest = {
+            r.key: math.floor(before.timestamp() / (86_400 * r.period_days))
+            for r in config.rules
+            if r.max_per_period is not None
+        }
+        self.now_us, self.hl_us, self.top = now_us, hl_us, top
+
+    def __call__(
+        self, events: Sequence[tuple[int, int, tuple[int, ...]]]
+    ) -> tuple[float, list[dict[str, Any]], dict[str, dict[str, int]]]:
+        now_us, hl_us, rules = self.now_us, self.hl_us, self.rules
+        counts: dict[str, dict[int, int]] = {}
+        per_rule: dict[str, list[float]] = {}
+        total = 0.0
+        for at_us, _id, matched in sorted(e for e in events if e[0] <= now_us):
+            factor = float(2.0 ** (-((now_us - at_us) / hl_us)))
+            for i in matched:
+                key, points, cap, period_s = rules[i]
+                if cap is not None:
+                    periods = counts.get(key)
+                    if periods is None:
+                        periods = counts[key] = {}
+                    p = math.floor(at_us / 1_000_000 / period_s)
+                    n = periods.get(p, 0)
+                    if n >= cap:
+                        continue
+                    periods[p] = n + 1
+                acc = per_rule.get(key)
+                if acc is None:
+                    acc = per_rule[key] = [0.0, 0.0, 0.0]
+                acc[0] += 1
+                acc[1] += points
+                acc[2] += points * factor
+                total += points * factor
+        ranked = sorted(per_rule.items(), key=lambda kv: (-abs(kv[1][2]), kv[0]))[: self.top]
+        contributions = [
+            {"rule": k, "events": int(v[0]), "points": v[1], "points_now": round(v[2], 4)} for k, v in ranked
+        ]
+        state: dict[str, dict[str, int]] = {}
+        for key, periods in counts.items():
+            oldest = self.oldest[key]
+            kept = {str(p): n for p, n in periods.items() if p >= oldest}
+            if kept:
+                state[key] = kept
+        return total, contributions, state
+
+
 def _loads(raw: Any) -> Any:
     return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-
-
-def _contributions(items: Sequence[Any]) -> list[dict[str, Any]]:
-    return [
-        {"rule": c.rule, "events": c.events, "points": c.points, "points_now": round(c.points_now, 4)} for c in items
-    ]
 
 
 def bulk_engagement(
@@ -424,8 +478,8 @@ def bulk_engagement(
     hl = config.half_life
     hl_s = hl.total_seconds()
     now_us = (now - EPOCH) // _US
-    hl_us_config = hl // _US
     start = horizon_start(now, config)
+    score_events = _Engagement(config, now, now_us, hl // _US)
     stamp = _time_text(session, now)
     state_memo: dict[str, str] = {}
     half_lives: dict[float, int] = {}
@@ -478,15 +532,14 @@ def bulk_engagement(
         rows: list[tuple[Any, ...]] = []
         history: list[tuple[Any, ...]] = []
         for cid in sorted((set(events) | set(old)) & wanted):
-            res = engagement_matched(events.get(cid, ()), config, now, now_us, half_life_us=hl_us_config)
+            new_score, contributions, state = score_events(events.get(cid, ()))
             prev = old.get(cid)
-            if prev is None and res.score == 0 and not res.contributions:
+            if prev is None and new_score == 0 and not contributions:
                 continue
             result.scored += 1
             before = 0.0
             same_explanation = same_state = None
-            key = decay_key(res.score, now, hl_s)
-            contributions = _contributions(res.contributions)
+            key = decay_key(new_score, now, hl_s)
             if prev is not None:
                 _, score, as_of_us, hls, same_explanation, same_state, stored_key = prev
                 if hls is None:
@@ -498,10 +551,9 @@ def bulk_engagement(
                     if hl_us is None:
                         hl_us = half_lives[hls] = timedelta(seconds=hls) // _US
                     before = score * float(2.0 ** (-((now_us - as_of_us) / hl_us)))
-            state = res.state
             if (
                 same_explanation is not None
-                and score == res.score
+                and score == new_score
                 and hls == hl_s
                 and stored_key == key
                 and _loads(same_explanation) == contributions
@@ -518,7 +570,7 @@ def bulk_engagement(
                     workspace_id,
                     cid,
                     "engagement",
-                    res.score,
+                    new_score,
                     None,
                     None,
                     orjson.dumps(contributions).decode(),
@@ -530,17 +582,17 @@ def bulk_engagement(
                     stamp,
                 )
             )
-            if abs(res.score - before) > 1e-9 * max(1.0, abs(before)):
+            if abs(new_score - before) > 1e-9 * max(1.0, abs(before)):
                 result.changed.append(cid)
-                if threshold is not None and res.score >= threshold:
+                if threshold is not None and new_score >= threshold:
                     reached.append(cid)
-            if prev is None or abs(res.score - before) >= service.ENGAGEMENT_HISTORY_STEP:
+            if prev is None or abs(new_score - before) >= service.ENGAGEMENT_HISTORY_STEP:
                 history.append(
                     (
                         workspace_id,
                         cid,
                         "engagement",
-                        round(res.score, 4),
+                        round(new_score, 4),
                         None if prev is None else round(before, 4),
                         None,
                         stamp,
