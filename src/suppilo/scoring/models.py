@@ -77,7 +77,9 @@ class ContactScore(TenantMixin, Base):
     grade: Mapped[str | None] = mapped_column(String(1))
     icp_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ideal_customer_profiles.id", ondelete="SET NULL"))
     explanation: Mapped[list[Any]] = mapped_column(JSONType, nullable=False, default=list)
-    explanation_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("score_explanations.id"))
+    # no foreign key on purpose: explanation rows are never changed or deleted except with their workspace, and a
+    # key would make every delete there look for referencing rows in this (large, unindexed by it) table
+    explanation_id: Mapped[int | None] = mapped_column(BigId)
     state: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     decay_key: Mapped[float | None] = mapped_column(Float)
     half_life_seconds: Mapped[float | None] = mapped_column(Float)
