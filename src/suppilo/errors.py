@@ -1,4 +1,5 @@
-"""Errors that domains raise and adapters map onto responses: a code, the path of the input, a message."""
+"""Errors that domains raise and adapters map onto responses: a code, the path of the input, a message (and the
+message's parameters, so that an interface can word it in its user's language)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ class DomainError(ValueError):
     status = 422
     default_code = "invalid"
 
-    def __init__(self, field: str, message: str, code: str | None = None) -> None:
+    def __init__(self, field: str, message: str, code: str | None = None, params: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.field = field
-        self.message = message
+        self.message = message  # English (the API's text); the web interface translates by ``code`` and ``params``
         self.code = code or self.default_code
+        self.params = params or {}
 
 
 class NotFound(DomainError):

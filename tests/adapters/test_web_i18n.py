@@ -89,3 +89,39 @@ def test_language_negotiation() -> None:
     assert i18n.negotiate("de-DE,lv;q=0.5") == "lv"
     assert i18n.negotiate("de-DE") == "en"
     assert i18n.supported("sv_SE") == "sv" and i18n.supported("xx") == "en"
+
+
+def test_service_refusals_are_shown_in_the_users_language(client, session_factory, workspace) -> None:
+    """A service refusal (a code with parameters) is worded by the page in the user's language; the API keeps the
+    English message with the code."""
+    from tests.adapters.test_web_imports import upload
+    from tests.adapters.test_web_shell import csrf_of, login, make_user
+
+    client.cookies.clear()
+    login(client, make_user(session_factory, workspace.id, "admin", language="fi"))
+    page = client.get(f"/app/w/{workspace.slug}/companies", params={"country": "XQ"})
+    error = re.search(r'<span class="error" id="company-country-error">(.*?)</span>', page.text)
+    assert error and error.group(1) == "Anna maa sen kaksikirjaimisena ISO-koodina, esimerkiksi FI tai SE."
+    empty = upload(client, workspace, b"")
+    assert empty.status_code == 422 and "Tiedosto on tyhjä." in empty.text and "is empty" not in empty.text
+
+    client.cookies.clear()
+    login(client, make_user(session_factory, workspace.id, "sales", language="sv"))
+    job_url = upload(client, workspace, "email,Email Address,name\na@example.com,b@example.com,Ann\n").headers[
+        "location"
+    ]
+    token = csrf_of(client.get(job_url).text)
+    twice = {"csrf_token": token, "column_0": "email", "column_1": "email", "column_2": "ignore"}
+    res = client.post(f"{job_url}/start", data=twice)
+    assert res.status_code == 422
+    assert "Kolumnen ”email” är redan mappad till det här fältet." in res.text and "already mapped" not in res.text
+    none = {"csrf_token": token, "column_0": "ignore", "column_1": "ignore", "column_2": "ignore"}
+    res = client.post(f"{job_url}/start", data=none)
+    assert res.status_code == 422 and "Mappa en kolumn till E-post" in res.text
+    bad_date = client.get(f"/app/w/{workspace.slug}/reports/spend", params={"from": "1.2.2025"})
+    assert "Ange ett datum som ÅÅÅÅ-MM-DD" in bad_date.text
+
+    api = client.post("/api/v1/contacts", json={"email": "x@example.com", "country": "XQ"}, headers=workspace.auth())
+    assert api.status_code == 422
+    body = api.json()
+    assert "invalid_country" in str(body) and "is not an ISO 3166-1 alpha-2 country code" in str(body)

@@ -136,7 +136,7 @@ def test_mapping_errors_are_shown_per_column_and_keep_the_choices(client, sessio
     assert [selected(res.text, i) for i in range(3)] == ["email", "email", "last_name"]
     none = ["ignore"] * 11
     res = client.post(f"{job_url}/start", data={"csrf_token": token, **{f"column_{i}": t for i, t in enumerate(none)}})
-    assert res.status_code == 422 and "map one column to Email" in res.text
+    assert res.status_code == 422 and "Map one column to Email" in res.text
     unknown = ["email", "properties.nope"] + ["ignore"] * 9
     res = client.post(
         f"{job_url}/start", data={"csrf_token": token, **{f"column_{i}": t for i, t in enumerate(unknown)}}

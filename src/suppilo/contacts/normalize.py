@@ -80,11 +80,13 @@ def normalize_email(raw: str) -> str:
     """Lower-cased, IDN-to-ASCII, validated address (no DNS lookup); raises InvalidValue."""
     value = raw.strip()
     if "\r" in value or "\n" in value:
-        raise InvalidValue("email", "an email address cannot contain line breaks")
+        raise InvalidValue("email", "an email address cannot contain line breaks", code="invalid_email")
     try:
         result = validate_email(value, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
-        raise InvalidValue("email", f"{raw!r} is not a valid email address: {exc}") from exc
+        raise InvalidValue(
+            "email", f"{raw!r} is not a valid email address: {exc}", code="invalid_email", params={"value": raw}
+        ) from exc
     local = result.local_part
     domain = result.ascii_domain.lower()
     # The local part is case-sensitive by the RFC, but every large provider treats it case-insensitively
@@ -107,9 +109,13 @@ def normalize_phone(raw: str, default_country: str | None) -> str:
     try:
         number = phonenumbers.parse(raw, (default_country or "").upper() or None)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidValue("phone", f"{raw!r} is not a phone number: {exc}") from exc
+        raise InvalidValue(
+            "phone", f"{raw!r} is not a phone number: {exc}", code="invalid_phone", params={"value": raw}
+        ) from exc
     if not phonenumbers.is_possible_number(number):
-        raise InvalidValue("phone", f"{raw!r} is not a possible phone number")
+        raise InvalidValue(
+            "phone", f"{raw!r} is not a possible phone number", code="invalid_phone", params={"value": raw}
+        )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -127,13 +133,19 @@ def normalize_domain(raw: str) -> str:
     try:
         ascii_value = value.encode("idna").decode("ascii")
     except UnicodeError as exc:
-        raise InvalidValue("domain", f"{raw!r} is not a valid domain name") from exc
+        raise InvalidValue(
+            "domain", f"{raw!r} is not a valid domain name", code="invalid_domain", params={"value": raw}
+        ) from exc
     labels = ascii_value.split(".")
     if len(labels) < 2 or any(not label or len(label) > 63 for label in labels) or len(ascii_value) > 253:
-        raise InvalidValue("domain", f"{raw!r} is not a valid domain name")
+        raise InvalidValue(
+            "domain", f"{raw!r} is not a valid domain name", code="invalid_domain", params={"value": raw}
+        )
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
     if any(set(label) - allowed or label.startswith("-") or label.endswith("-") for label in labels):
-        raise InvalidValue("domain", f"{raw!r} is not a valid domain name")
+        raise InvalidValue(
+            "domain", f"{raw!r} is not a valid domain name", code="invalid_domain", params={"value": raw}
+        )
     return ascii_value
 
 
@@ -175,7 +187,12 @@ def normalize_country(raw: str) -> str:
     """An ISO 3166-1 alpha-2 code, upper-case; raises InvalidValue for unknown codes."""
     value = raw.strip().upper()
     if len(value) != 2 or value not in get_global("territory_zones"):
-        raise InvalidValue("country", f"{raw!r} is not an ISO 3166-1 alpha-2 country code")
+        raise InvalidValue(
+            "country",
+            f"{raw!r} is not an ISO 3166-1 alpha-2 country code",
+            code="invalid_country",
+            params={"value": raw},
+        )
     return value
 
 
@@ -183,5 +200,7 @@ def normalize_language(raw: str) -> str:
     """A lower-case language code such as ``fi`` or ``sv`` (region dropped)."""
     value = raw.strip().replace("_", "-").split("-", 1)[0].lower()
     if not (2 <= len(value) <= 3 and value.isalpha()):
-        raise InvalidValue("language", f"{raw!r} is not a language code")
+        raise InvalidValue(
+            "language", f"{raw!r} is not a language code", code="invalid_language", params={"value": raw}
+        )
     return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,12 @@ def create_job(
         header = list(table.header)
         total = table.total_bytes
     if len(header) > MAX_COLUMNS:
-        raise ImportJobError("file", f"the file has {len(header)} columns; at most {MAX_COLUMNS} can be mapped")
+        raise ImportJobError(
+            "file",
+            f"the file has {len(header)} columns; at most {MAX_COLUMNS} can be mapped",
+            code="too_many_columns",
+            params={"columns": str(len(header)), "most": str(MAX_COLUMNS)},
+        )
     job = ImportJob(
         workspace_id=workspace_id,
         kind="contacts",
@@ -170,38 +175,60 @@ def guess(header: list[str], properties: list[str]) -> list[str]:
 
 @dataclass
 class MappingProblems(Exception):
-    """Per-column problems of a submitted mapping (column index → message), plus one for the whole form."""
+    """Per-column problems of a submitted mapping (column index → message), plus one for the whole form; ``codes``
+    and ``form_code`` name the same problems as (code, parameters), for an interface that words them itself."""
 
     columns: dict[int, str]
     form: str = ""
+    codes: dict[int, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    form_code: tuple[str, dict[str, str]] | None = None
 
 
 def check_mapping(header: list[str], targets: list[str], properties: list[str]) -> dict[str, str]:
     """Validate the chosen targets; returns the importer's overrides ``{column: target}`` or raises
     MappingProblems naming each offending column."""
     problems: dict[int, str] = {}
+    codes: dict[int, tuple[str, dict[str, str]]] = {}
+
+    def problem(i: int, code: str, params: dict[str, str], message: str) -> None:
+        if i not in problems:
+            problems[i] = message
+            codes[i] = (code, params)
+
     if len(targets) != len(header):
-        raise MappingProblems({}, "the form does not match the file's columns; upload the file again")
+        raise MappingProblems(
+            {}, "the form does not match the file's columns; upload the file again", form_code=("mapping_stale", {})
+        )
     allowed = {*WEB_FIELDS, IGNORE, *(PROPERTY_PREFIX + p for p in properties)}
     seen: dict[str, int] = {}
     for i, target in enumerate(targets):
         if target not in allowed:
-            problems[i] = f"{target!r} is not a field you can map to"
+            problem(i, "unknown_target", {"target": target}, f"{target!r} is not a field you can map to")
         elif target != IGNORE:
             if target in seen:
-                problems[i] = f"column {header[seen[target]]!r} is already mapped to this field"
+                column = header[seen[target]]
+                problem(i, "target_taken", {"column": column}, f"column {column!r} is already mapped to this field")
             else:
                 seen[target] = i
     folded: dict[str, int] = {}
     for i, column in enumerate(header):
         key = header_key(column)
         if key in folded and targets[i] != IGNORE:
-            problems.setdefault(i, f"two columns are named {column!r}; rename one in the file or ignore it")
+            problem(
+                i,
+                "duplicate_column",
+                {"column": column},
+                f"two columns are named {column!r}; rename one in the file or ignore it",
+            )
         folded.setdefault(key, i)
     if "email" not in seen and not problems:
-        raise MappingProblems({}, "map one column to Email: contacts are matched and updated by their email")
+        raise MappingProblems(
+            {},
+            "map one column to Email: contacts are matched and updated by their email",
+            form_code=("email_unmapped", {}),
+        )
     if problems:
-        raise MappingProblems(problems)
+        raise MappingProblems(problems, codes=codes)
     return {
         column: targets[i] for i, column in enumerate(header) if header_key(column) and folded[header_key(column)] == i
     }

@@ -149,11 +149,15 @@ def open_table(path: str | os.PathLike[str], *, encoding: str | None = None, del
     except OSError as exc:
         raise UnreadableFile("file", f"cannot open {p.name}: {exc.strerror or exc}") from exc
     if size == 0:
-        raise UnreadableFile("file", f"{p.name} is empty")
+        raise UnreadableFile("file", f"{p.name} is empty", params={"reason": "empty"})
     with p.open("rb") as fh:
         head = fh.read(_SNIFF_BYTES)
     if b"\x00" in head:
-        raise UnreadableFile("file", f"{p.name} is not a text file (it contains NUL bytes; UTF-16 is not supported)")
+        raise UnreadableFile(
+            "file",
+            f"{p.name} is not a text file (it contains NUL bytes; UTF-16 is not supported)",
+            params={"reason": "not_text"},
+        )
     enc = encoding or detect_encoding(p)
     sample = head.decode(enc, errors="replace")
     if sample.startswith("\ufeff"):
@@ -168,12 +172,14 @@ def open_table(path: str | os.PathLike[str], *, encoding: str | None = None, del
             header = next(reader)
     except StopIteration:
         text.close()
-        raise UnreadableFile("file", f"{p.name} has no header row") from None
+        raise UnreadableFile("file", f"{p.name} has no header row", params={"reason": "no_header"}) from None
     except csv.Error as exc:
         text.close()
         raise UnreadableFile("file", f"{p.name}: {exc}") from exc
     header = [h.strip().lstrip("\ufeff").strip() for h in header]
     if len(header) == 1 and len(header[0]) > 200:
         text.close()
-        raise UnreadableFile("file", f"{p.name} does not look like a CSV file (no delimiter in the header)")
+        raise UnreadableFile(
+            "file", f"{p.name} does not look like a CSV file (no delimiter in the header)", params={"reason": "not_csv"}
+        )
     return CsvTable(p, enc, delim, header, size, counter, text, reader, reader.line_num)

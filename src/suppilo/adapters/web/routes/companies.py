@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from suppilo.adapters.http.deps import ReadSession
 from suppilo.adapters.web.auth import WebError, Workspace_
+from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.templating import render
 from suppilo.companies import service as companies_service
 from suppilo.deals import service as deals_service
@@ -72,7 +73,7 @@ def companies(
             limit=PAGE_SIZE,
         )
     except DomainError as exc:
-        errors[exc.field or "q"] = exc.message
+        errors[exc.field or "q"] = error_text(exc, ctx.language)
         if exc.field == "cursor":
             page = companies_service.browse_companies(
                 session, ctx.workspace_id, q=filters["q"], industry=filters["industry"], country=filters["country"]

@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import csrf
 from suppilo.adapters.web.auth import WebError, Workspace_
+from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.templating import render
 from suppilo.companies import service as companies_service
 from suppilo.consent import service as consent_service
@@ -61,7 +62,7 @@ def contacts(
     try:
         page = contacts_service.list_contacts(session, ctx.workspace_id, flt, cursor=cursor, limit=PAGE_SIZE)
     except DomainError as exc:
-        error = exc.message
+        error = error_text(exc, ctx.language)
         page = contacts_service.list_contacts(session, ctx.workspace_id, flt, cursor=None, limit=PAGE_SIZE)
     filters = {"q": q, "stage": stage, "tag": tag, "anonymous": anonymous}
     next_url = f"{ctx.base}/contacts?{_query(**filters, cursor=page.next_cursor)}" if page.next_cursor else None
@@ -174,7 +175,7 @@ async def add_tag(
     try:
         contacts_service.add_tags(session, ctx.workspace_id, contact.id, [tag])
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     return RedirectResponse(f"{ctx.base}/contacts/{contact.id}?done=tag", status_code=303)
 
 
@@ -200,7 +201,7 @@ async def move_stage(
             actor=f"user:{ctx.user.info.user_id} ({ctx.user.info.email})",
         )
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     return RedirectResponse(f"{ctx.base}/contacts/{contact.id}?done=stage", status_code=303)
 
 
@@ -222,7 +223,7 @@ def _merge_page(
             page = contacts_service.list_contacts(session, ctx.workspace_id, flt, limit=20)
             candidates = [c for c in page.items if c.id != contact.id]
         except DomainError as exc:
-            error = error or exc.message
+            error = error or error_text(exc, ctx.language)
     plan = merge_service.preview(session, ctx.workspace_id, contact, other) if other is not None else None
     names: dict[str, dict[int, str]] = {"company_id": {}, "owner_id": {}}
     if plan is not None:

@@ -25,6 +25,7 @@ from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
 from suppilo.adapters.web.background import Refreshes
+from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.i18n import Formatter, translations
 from suppilo.adapters.web.templating import render
 from suppilo.commerce.models import Product
@@ -316,7 +317,9 @@ async def save_bant(request: Request, ctx: Workspace_, session: DbSession, deal_
         message = tr.gettext("Someone changed this deal meanwhile. Check the page, then save again to keep your text.")
         return _refused(request, ctx, session, deal_id, "bant", values, {"version": message})
     except DomainError as exc:
-        return _refused(request, ctx, session, deal_id, "bant", values, {exc.field or "form": exc.message})
+        return _refused(
+            request, ctx, session, deal_id, "bant", values, {exc.field or "form": error_text(exc, ctx.language)}
+        )
     return _back(ctx, deal_id, "bant", "#bant")
 
 
@@ -360,7 +363,9 @@ async def add_task(request: Request, ctx: Workspace_, session: DbSession, deal_i
     except NotFound as exc:
         raise WebError(404, "not_found") from exc
     except DomainError as exc:
-        return _refused(request, ctx, session, deal_id, "task", values, {exc.field or "title": exc.message})
+        return _refused(
+            request, ctx, session, deal_id, "task", values, {exc.field or "title": error_text(exc, ctx.language)}
+        )
     return _back(ctx, deal_id, "task", f"#task-{task.id}")
 
 
@@ -407,7 +412,7 @@ async def add_contact(request: Request, ctx: Workspace_, session: DbSession, dea
     except NotFound as exc:
         raise WebError(404, "not_found") from exc
     except DomainError as exc:
-        found = {"email" if exc.field == "contact_id" else (exc.field or "email"): exc.message}
+        found = {"email" if exc.field == "contact_id" else (exc.field or "email"): error_text(exc, ctx.language)}
         return _refused(request, ctx, session, deal_id, "people", values, found)
     return _back(ctx, deal_id, "contact", "#people")
 
@@ -462,7 +467,9 @@ async def add_activity(request: Request, ctx: Workspace_, session: DbSession, de
     except NotFound as exc:
         raise WebError(404, "not_found") from exc
     except DomainError as exc:
-        return _refused(request, ctx, session, deal_id, "activity", values, {exc.field or "body": exc.message})
+        return _refused(
+            request, ctx, session, deal_id, "activity", values, {exc.field or "body": error_text(exc, ctx.language)}
+        )
     return _back(ctx, deal_id, "activity", "#activities")
 
 
@@ -537,9 +544,9 @@ async def add_proposal(request: Request, ctx: Workspace_, session: DbSession, de
     except ValidationError as exc:
         return _refused(request, ctx, session, deal_id, "proposal", values, row_errors(_errors_of(exc)))
     except DomainError as exc:
-        found = {exc.field or "title": exc.message}
+        found = {exc.field or "title": error_text(exc, ctx.language)}
         if exc.field == "discount_minor":
-            found = {"discount_percent": exc.message}
+            found = {"discount_percent": error_text(exc, ctx.language)}
         return _refused(request, ctx, session, deal_id, "proposal", values, row_errors(found))
     return _back(ctx, deal_id, "proposal", "#proposals")
 
@@ -571,7 +578,7 @@ async def proposal_action(
             session,
             deal_id,
             status=422,
-            forms={"proposal_action": {"values": {}, "errors": {"form": exc.message}}},
+            forms={"proposal_action": {"values": {}, "errors": {"form": error_text(exc, ctx.language)}}},
         )
     return _back(ctx, deal_id, f"proposal_{action}", "#proposals")
 

@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from suppilo.adapters.http.deps import DbSession, ReadSession, session_factory
 from suppilo.adapters.web import csrf
 from suppilo.adapters.web.auth import WebError, Workspace_
+from suppilo.adapters.web.errors import coded_text, error_text
 from suppilo.adapters.web.templating import render
 from suppilo.errors import DomainError, NotFound
 from suppilo.transfer import exporter, jobs
@@ -89,7 +90,7 @@ async def upload(request: Request, ctx: Workspace_, session: DbSession) -> Respo
         )
     except (UnreadableFile, DomainError) as exc:
         target.unlink(missing_ok=True)
-        return _upload_page(request, ctx, session, errors={"file": exc.message}, status_code=422)
+        return _upload_page(request, ctx, session, errors={"file": error_text(exc, ctx.language)}, status_code=422)
     return RedirectResponse(f"{ctx.base}/imports/{job.id}", status_code=303)
 
 
@@ -114,8 +115,17 @@ def _mapping_page(
         chosen=chosen or jobs.guess(job.header, properties),
         fields=jobs.WEB_FIELDS,
         properties=properties,
-        problems=problems.columns if problems else {},
-        form_error=problems.form if problems else "",
+        problems={
+            i: coded_text(*problems.codes[i], ctx.language, text) if i in problems.codes else text
+            for i, text in problems.columns.items()
+        }
+        if problems
+        else {},
+        form_error=(
+            coded_text(*problems.form_code, ctx.language, problems.form) if problems.form_code else problems.form
+        )
+        if problems
+        else "",
         status_code=422 if problems else 200,
     )
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
+from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.templating import render
 from suppilo.contacts.models import Contact
 from suppilo.engine import journey as jengine
@@ -282,7 +283,7 @@ async def enable_playbook(request: Request, ctx: Workspace_, session: DbSession,
             journey = playbooks.enable(session, ctx.workspace_id, key, settings, activate=activate, actor=_actor(ctx))
         except DomainError as exc:
             field = exc.field.removeprefix("settings.")
-            errors[field if field in defaults else ""] = exc.message
+            errors[field if field in defaults else ""] = error_text(exc, ctx.language)
         else:
             return RedirectResponse(f"{ctx.base}/journeys/{journey.id}?done=enabled", status_code=303)
     session.rollback()
@@ -405,9 +406,9 @@ async def change_status(
     try:
         journeys_service.set_status(session, ctx.workspace_id, journey.id, status)
     except Conflict as exc:
-        raise WebError(409, exc.message) from exc
+        raise WebError(409, error_text(exc, ctx.language)) from exc
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     return RedirectResponse(f"{ctx.base}/journeys/{journey.id}?done={status}", status_code=303)
 
 
@@ -434,7 +435,7 @@ def _editor(
         journey=journey,
         text=text,
         error_path=error.field if error else "",
-        error_message=error.message if error else "",
+        error_message=error_text(error, ctx.language) if error else "",
         from_version=from_version,
     )
 

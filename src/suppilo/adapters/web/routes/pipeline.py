@@ -12,6 +12,7 @@ from sqlalchemy import select
 from suppilo.adapters.http.deps import DbSession
 from suppilo.adapters.web import csrf
 from suppilo.adapters.web.auth import WebError, Workspace_
+from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.templating import render
 from suppilo.contacts.models import Contact
 from suppilo.deals import service as deals_service
@@ -81,7 +82,7 @@ async def move(
     except NotFound as exc:
         raise WebError(404, "not_found") from exc
     except Conflict as exc:
-        raise WebError(409, exc.message) from exc
+        raise WebError(409, error_text(exc, ctx.language)) from exc
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     return RedirectResponse(f"{ctx.base}/pipeline?pipeline={deal.pipeline_id}&moved={deal.id}", status_code=303)

@@ -21,6 +21,8 @@ from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
 from suppilo.adapters.web.background import Refreshes, Result, Results
+from suppilo.adapters.web.errors import error_text
+from suppilo.adapters.web.i18n import translations
 from suppilo.adapters.web.templating import render
 from suppilo.analytics import attribution_snapshots as attribution_snaps
 from suppilo.analytics import dashboard as dashboard_snaps
@@ -42,15 +44,15 @@ MAX_ARMS = 4
 JOURNEY_LIMIT = 50
 
 
-def _dates(date_from: str, date_to: str) -> tuple[date | None, date | None, dict[str, str]]:
-    """Parsed ``from``/``to`` (empty: the service's default period) and any error per field."""
+def _dates(date_from: str, date_to: str, language: str = "en") -> tuple[date | None, date | None, dict[str, str]]:
+    """Parsed ``from``/``to`` (empty: the service's default period) and any error per field (in ``language``)."""
     errors: dict[str, str] = {}
     parsed: list[date | None] = []
     for name, text in (("from", date_from), ("to", date_to)):
         try:
             parsed.append(date.fromisoformat(text) if text.strip() else None)
         except ValueError:
-            errors[name] = "give a date as YYYY-MM-DD"
+            errors[name] = translations(language).gettext("Give a date as YYYY-MM-DD.")
             parsed.append(None)
     return parsed[0], parsed[1], errors
 
@@ -193,7 +195,7 @@ def _attribution_rows(data: dict[str, Any]) -> list[list[Any]]:
 @router.get("/w/{slug}/reports/attribution")
 def attribution(request: Request, ctx: Workspace_, session: ReadSession, level: str = "channel") -> Response:
     ctx.require("view")
-    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""))
+    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""), ctx.language)
     data: dict[str, Any] | None = None
     error = ""
     computing = False
@@ -211,7 +213,7 @@ def attribution(request: Request, ctx: Workspace_, session: ReadSession, level: 
             )
             computing = result is None
             if result is not None and result.error is not None:
-                error = result.error.message
+                error = error_text(result.error, ctx.language)
             elif result is not None:
                 data = {**result.value, "computed_at": result.computed_at, "stale": stale}
     chart = None
@@ -239,7 +241,7 @@ def attribution(request: Request, ctx: Workspace_, session: ReadSession, level: 
 @router.get("/w/{slug}/reports/attribution.csv")
 def attribution_csv(request: Request, ctx: Workspace_, session: ReadSession, level: str = "channel") -> Response:
     ctx.require("view")
-    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""))
+    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""), ctx.language)
     if errors:
         raise WebError(422, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     try:
@@ -256,7 +258,7 @@ def attribution_csv(request: Request, ctx: Workspace_, session: ReadSession, lev
                 lambda s: _attribution(s, ctx, frm, to, level),
             )
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     header = [data["level"]] + [f"{m}_{x}" for m in MODELS for x in ("conversions", "revenue_minor")]
     return _csv("attribution", header, _attribution_rows(data))
 
@@ -307,7 +309,7 @@ def _spend_heads(group_by: str) -> list[str]:
 @router.get("/w/{slug}/reports/spend")
 def spend(request: Request, ctx: Workspace_, session: ReadSession, group_by: str = "channel") -> Response:
     ctx.require("view")
-    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""))
+    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""), ctx.language)
     data: dict[str, Any] | None = None
     regions: dict[str, Any] | None = None
     error = ""
@@ -322,7 +324,7 @@ def spend(request: Request, ctx: Workspace_, session: ReadSession, group_by: str
         )
         computing = result is None
         if result is not None and result.error is not None:
-            error = result.error.message
+            error = error_text(result.error, ctx.language)
         elif result is not None:
             data = {**result.value["spend"], "computed_at": result.computed_at, "stale": stale}
             regions = result.value["regions"]
@@ -361,7 +363,7 @@ def spend(request: Request, ctx: Workspace_, session: ReadSession, group_by: str
 @router.get("/w/{slug}/reports/spend.csv")
 def spend_csv(request: Request, ctx: Workspace_, session: ReadSession, group_by: str = "channel") -> Response:
     ctx.require("view")
-    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""))
+    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""), ctx.language)
     if errors:
         raise WebError(422, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     try:
@@ -372,7 +374,7 @@ def spend_csv(request: Request, ctx: Workspace_, session: ReadSession, group_by:
             lambda s: _spend_page(s, ctx, frm, to, group_by),
         )["spend"]
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     heads = _spend_heads(data["group_by"])
     rows = [[r.get(h) for h in heads] + [r.get(c) for c in SPEND_COLUMNS] for r in data["rows"]]
     return _csv("spend", [*heads, *SPEND_COLUMNS, "currency"], [[*row, data["currency"]] for row in rows])
@@ -400,7 +402,7 @@ def heat(rows: list[list[float | None]]) -> list[list[dict[str, Any]]]:
 @router.get("/w/{slug}/reports/cohorts")
 def cohorts(request: Request, ctx: Workspace_, session: ReadSession, channel: str = "", events: str = "") -> Response:
     ctx.require("view")
-    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""))
+    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""), ctx.language)
     data: dict[str, Any] | None = None
     by_event: dict[str, Any] | None = None
     error = ""
@@ -422,7 +424,7 @@ def cohorts(request: Request, ctx: Workspace_, session: ReadSession, channel: st
                     store=ColumnarStore(request.app.state.settings.data_dir / "columnar"),
                 )
         except DomainError as exc:
-            error = exc.message
+            error = error_text(exc, ctx.language)
     width = max((len(c["retention"]) for c in (data or {}).get("cohorts", [])), default=0)
     event_width = max((len(c["retention"]) for c in (by_event or {}).get("cohorts", [])), default=0)
     return _page(
@@ -449,7 +451,7 @@ def cohorts(request: Request, ctx: Workspace_, session: ReadSession, channel: st
 @router.get("/w/{slug}/reports/cohorts.csv")
 def cohorts_csv(request: Request, ctx: Workspace_, session: ReadSession, channel: str = "") -> Response:
     ctx.require("view")
-    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""))
+    frm, to, errors = _dates(request.query_params.get("from", ""), request.query_params.get("to", ""), ctx.language)
     if errors:
         raise WebError(422, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     data = analytics.cohort_report(
@@ -523,7 +525,7 @@ async def clv_fit(request: Request, ctx: Workspace_, session: DbSession) -> Resp
     try:
         analytics.fit_clv(session, ctx.workspace_id)
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     return RedirectResponse(f"{ctx.base}/reports/clv?done=fitted", status_code=303)
 
 

@@ -22,6 +22,7 @@ from starlette.datastructures import FormData
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
+from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.templating import render
 from suppilo.contacts.models import Contact, PropertyDefinition
 from suppilo.engine import filters as F
@@ -731,7 +732,7 @@ def segment_page(
             session, ctx.workspace_id, seg.id, cursor=history_cursor, limit=HISTORY_PAGE
         )
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     names = _names(session, ctx.workspace_id, [m.contact_id for m in members] + [c.contact_id for c in changes])
     base = f"{ctx.base}/segments/{seg.id}"
     return _page(
@@ -839,5 +840,5 @@ async def delete_segment(request: Request, ctx: Workspace_, session: DbSession, 
     try:
         segments_service.delete_segment(session, ctx.workspace_id, seg.id)
     except Conflict as exc:
-        raise WebError(409, exc.message) from exc
+        raise WebError(409, error_text(exc, ctx.language)) from exc
     return RedirectResponse(f"{ctx.base}/segments?done=deleted", status_code=303)

@@ -17,6 +17,7 @@ from suppilo.accounts import service as accounts
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
+from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.templating import render
 from suppilo.consent import policies as consent_policies
 from suppilo.consent import service as consent_service
@@ -164,7 +165,7 @@ async def workspace_save(request: Request, ctx: Workspace_, session: DbSession) 
         return _workspace_page(request, ctx, session, values, _errors_of(exc))
     except DomainError as exc:
         session.rollback()
-        return _workspace_page(request, ctx, session, values, {exc.field: exc.message})
+        return _workspace_page(request, ctx, session, values, {exc.field: error_text(exc, ctx.language)})
     return RedirectResponse(f"{ctx.base}/settings/workspace?done=saved", status_code=303)
 
 
@@ -268,7 +269,11 @@ async def icp_save(request: Request, ctx: Workspace_, session: DbSession, icp_ke
     except DomainError as exc:
         session.rollback()
         field = "name" if exc.field == "name" else "definition"
-        message = f"{exc.field}: {exc.message}" if field == "definition" and exc.field else exc.message
+        message = (
+            f"{exc.field}: {error_text(exc, ctx.language)}"
+            if field == "definition" and exc.field
+            else error_text(exc, ctx.language)
+        )
         return _scoring_page(request, ctx, session, typed={icp_key: typed}, errors={icp_key: {field: message}})
     return RedirectResponse(f"{ctx.base}/settings/scoring?done=icp", status_code=303)
 
@@ -290,7 +295,7 @@ async def engagement_save(request: Request, ctx: Workspace_, session: DbSession)
         )
     except DomainError as exc:
         session.rollback()
-        message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        message = f"{exc.field}: {error_text(exc, ctx.language)}" if exc.field else error_text(exc, ctx.language)
         return _scoring_page(
             request, ctx, session, typed={"engagement": typed}, errors={"engagement": {"definition": message}}
         )
@@ -383,7 +388,7 @@ async def stages_save(request: Request, ctx: Workspace_, session: DbSession) -> 
         return _stages_page(request, ctx, session, rows=rows, extra=extra, error=message)
     except DomainError as exc:
         session.rollback()
-        return _stages_page(request, ctx, session, rows=rows, extra=extra, error=exc.message)
+        return _stages_page(request, ctx, session, rows=rows, extra=extra, error=error_text(exc, ctx.language))
     return RedirectResponse(f"{ctx.base}/settings/stages?done=saved", status_code=303)
 
 
@@ -483,7 +488,11 @@ async def api_key_create(request: Request, ctx: Workspace_, session: DbSession) 
     except DomainError as exc:
         session.rollback()
         return _keys_page(
-            request, ctx, session, errors={exc.field: exc.message}, typed={"name": name, "scopes": scopes}
+            request,
+            ctx,
+            session,
+            errors={exc.field: error_text(exc, ctx.language)},
+            typed={"name": name, "scopes": scopes},
         )
     return _keys_page(request, ctx, session, raw_key=raw)
 
@@ -554,7 +563,7 @@ async def user_add(request: Request, ctx: Workspace_, session: DbSession) -> Res
         accounts.grant(session, ctx.workspace_id, user.id, typed["role"])
     except DomainError as exc:
         session.rollback()
-        return _users_page(request, ctx, session, errors={exc.field: exc.message}, typed=typed)
+        return _users_page(request, ctx, session, errors={exc.field: error_text(exc, ctx.language)}, typed=typed)
     return _users_page(request, ctx, session, password=password, created=user.email)
 
 
@@ -575,5 +584,5 @@ async def user_role(request: Request, ctx: Workspace_, session: DbSession, user_
     try:
         accounts.grant(session, ctx.workspace_id, user_id, role)
     except DomainError as exc:
-        return _users_page(request, ctx, session, errors={f"role-{user_id}": exc.message})
+        return _users_page(request, ctx, session, errors={f"role-{user_id}": error_text(exc, ctx.language)})
     return RedirectResponse(f"{ctx.base}/settings/users?done=role", status_code=303)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
+from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.security import MAIL_BODY_CSP
 from suppilo.adapters.web.templating import render
 from suppilo.contacts import service as contacts_service
@@ -121,7 +122,9 @@ async def template_create(request: Request, ctx: Workspace_, session: DbSession)
     except ValidationError as exc:
         return _list_page(request, ctx, session, errors=_pydantic_errors(exc, ""), form=values, status_code=422)
     except DomainError as exc:
-        return _list_page(request, ctx, session, errors={exc.field: [exc.message]}, form=values, status_code=422)
+        return _list_page(
+            request, ctx, session, errors={exc.field: [error_text(exc, ctx.language)]}, form=values, status_code=422
+        )
     return RedirectResponse(f"{ctx.base}/templates/{template.id}?lang=en&done=created", status_code=303)
 
 
@@ -212,7 +215,7 @@ async def variant_save(request: Request, ctx: Workspace_, session: DbSession, te
         errors = _field_errors([i.as_dict() for i in exc.issues])
         return _editor(request, ctx, session, template, lang, typed=typed, errors=errors, status_code=422)
     except DomainError as exc:
-        errors = {exc.field: [exc.message]}
+        errors = {exc.field: [error_text(exc, ctx.language)]}
         return _editor(request, ctx, session, template, lang, typed=typed, errors=errors, status_code=422)
     return RedirectResponse(f"{ctx.base}/templates/{template.id}?lang={lang}&done=saved", status_code=303)
 
@@ -229,7 +232,9 @@ async def variant_delete(
     except NotFound as exc:
         raise WebError(404, "not_found") from exc
     except DomainError as exc:
-        return _editor(request, ctx, session, template, lang, errors={exc.field: [exc.message]}, status_code=422)
+        return _editor(
+            request, ctx, session, template, lang, errors={exc.field: [error_text(exc, ctx.language)]}, status_code=422
+        )
     return RedirectResponse(f"{ctx.base}/templates/{template.id}?lang={lang}&done=deleted", status_code=303)
 
 
@@ -329,7 +334,7 @@ def template_preview(
                 session, ctx.workspace_id, template.id, chosen.id, language=lang or None
             )
         except DomainError as exc:
-            error = exc.message
+            error = error_text(exc, ctx.language)
     body_query = urlencode({"contact": chosen.id, "lang": lang}) if chosen is not None else ""
     return render(
         request,
@@ -363,7 +368,7 @@ def template_preview_body(
     except NotFound as exc:
         raise WebError(404, "not_found") from exc
     except DomainError as exc:
-        raise WebError(422, exc.message) from exc
+        raise WebError(422, error_text(exc, ctx.language)) from exc
     return HTMLResponse(
         rendered.html,
         headers={
@@ -527,5 +532,7 @@ async def broadcast_create(request: Request, ctx: Workspace_, session: DbSession
     except DomainError as exc:
         session.rollback()
         field = exc.field.split("[")[0].replace("contact_ids", "contacts")
-        return _broadcasts_page(request, ctx, session, errors={field: [exc.message]}, form=keep, status_code=422)
+        return _broadcasts_page(
+            request, ctx, session, errors={field: [error_text(exc, ctx.language)]}, form=keep, status_code=422
+        )
     return RedirectResponse(f"{ctx.base}/broadcasts?done={row.id}", status_code=303)

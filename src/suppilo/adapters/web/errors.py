@@ -1,0 +1,57 @@
+"""Service refusals in the user's language. A ``DomainError`` carries an English message (what the API answers,
+with its code) plus a ``code`` and ``params``; the web interface words the codes it knows through the gettext
+catalogues and falls back to the English message for the others."""
+
+from __future__ import annotations
+
+from suppilo.adapters.web.i18n import supported, translations
+from suppilo.errors import DomainError
+
+
+def N_(message: str) -> str:
+    """Mark a message for the catalogues (translated when shown)."""
+    return message
+
+
+# Code → message (``%(name)s`` placeholders take the error's parameters); ``code.reason`` when one code has several
+# reasons (its ``reason`` parameter), e.g. the API's ``unreadable_file``.
+MESSAGES: dict[str, str] = {
+    # contacts and companies
+    "invalid_email": N_("Give a valid email address."),
+    "invalid_phone": N_("Give a valid phone number (with its country code when it is from another country)."),
+    "invalid_domain": N_("Give a domain name such as example.com."),
+    "invalid_country": N_("Give the country as its two-letter ISO code, such as FI or SE."),
+    "invalid_language": N_("Give a language code such as fi or sv."),
+    "invalid_cursor": N_("This page link is no longer valid; start again from the first page."),
+    # CSV import: the file and the column mapping
+    "unreadable_file.empty": N_("The file is empty."),
+    "unreadable_file.not_text": N_("The file is not a text file (it contains NUL bytes; UTF-16 is not supported)."),
+    "unreadable_file.no_header": N_("The file has no header row."),
+    "unreadable_file.not_csv": N_("The file does not look like a CSV file (no delimiter in the header)."),
+    "too_many_columns": N_("The file has %(columns)s columns; at most %(most)s can be mapped."),
+    "already_started": N_("This import has already been started."),
+    "mapping_stale": N_("The form does not match the file's columns; upload the file again."),
+    "unknown_target": N_("“%(target)s” is not a field you can map to."),
+    "target_taken": N_("Column “%(column)s” is already mapped to this field."),
+    "duplicate_column": N_("Two columns are named “%(column)s”; rename one in the file or ignore it."),
+    "email_unmapped": N_("Map one column to Email: contacts are matched and updated by their email."),
+}
+
+
+def coded_text(code: str, params: dict[str, str], language: str, fallback: str) -> str:
+    """The message of ``code`` in ``language`` with ``params``; ``fallback`` (English) for an unknown code."""
+    msgid = MESSAGES.get(f"{code}.{params['reason']}") if "reason" in params else MESSAGES.get(code)
+    if msgid is None:
+        return fallback
+    text = translations(supported(language)).gettext(msgid)
+    if "%(" not in msgid:
+        return text
+    try:
+        return text % params
+    except (KeyError, ValueError, TypeError):
+        return fallback
+
+
+def error_text(exc: DomainError, language: str) -> str:
+    """A service refusal as the user reads it."""
+    return coded_text(exc.code, exc.params, language, exc.message)
