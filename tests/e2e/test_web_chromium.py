@@ -102,7 +102,11 @@ def test_login_wrong_password_then_dashboard(app_url, watched, session_factory) 
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     assert page.url == f"{app_url}/app/w/{ws.slug}/"
-    expect(page.locator("#funnel-table")).to_be_visible()
+    # A new workspace has no dashboard snapshot yet: the page says it is being computed and polls (htmx) until the
+    # background computation stored it, then shows the figures without a reload.
+    expect(page.locator("#dashboard-computing")).to_be_visible()
+    expect(page.locator("#funnel-table")).to_be_visible(timeout=30_000)
+    expect(page.locator("#dashboard-computing")).to_have_count(0)
     expect(page.get_by_role("heading", name="Cost and return by channel")).to_be_visible()
     assert page.evaluate("typeof htmx") == "object", "htmx (from npm) did not load"
     # The period select submits itself (app.js) and the page keeps working under the CSP.
