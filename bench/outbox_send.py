@@ -1,11 +1,12 @@
 """Benchmark: from outbox rows to messages accepted by a local aiosmtpd server.
 
-    .venv/bin/python bench/outbox_send.py [--messages 100000] [--connections 8] [--postgres URL]
+    .venv/bin/python bench/outbox_send.py [--messages 100000] [--connections 8] [--render-workers N] [--postgres URL]
 
 The SMTP server runs in its own process (aiosmtpd, accepts and counts). The database is a fresh SQLite file
 (or a fresh database on the PostgreSQL server of ``--postgres``) with one workspace, N contacts and N queued
 marketing messages (pre-rendered HTML with a link, so consent, suppression, unsubscribe headers, link tracking and
-MIME building all run).
+MIME building all run). The sender builds the messages in ``--render-workers`` processes (default: the CPU count
+when there is more than one core, else 0: built in the sender process; ``SUPPILO_SENDER_RENDER_WORKERS``).
 
 figure   = outbox -> accepted, messages/s, through ``Sender.run`` (claim chunks, consent and suppression re-check,
            build, mark sending + commit, send over the pooled transport, record sent + email_sent event);
@@ -14,7 +15,8 @@ baseline = a bare aiosmtplib loop with the same number of connections sending th
 ratio    = figure / baseline.
 Also reported: transport_baseline = the same message through suppilo's SmtpTransport alone (no database), at most
 20,000 messages, and transport_ratio = figure / transport_baseline (the sender's cost beyond its SMTP side); RSS
-after 10% and at the end of the send (flat memory: streaming claims in chunks).
+after 10% and at the end of the send (flat memory: streaming claims in chunks), and the 1-minute load average at
+the start and the end of the run.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ def _setup(url: str, n: int) -> tuple[sa.Engine, int]:
 
 
 async def _send(
-    engine: sa.Engine, ws_id: int, port: int, connections: int, n: int, count: mp.Value
+    engine: sa.Engine, ws_id: int, port: int, connections: int, n: int, count: mp.Value, render_workers: int = 0
 ) -> dict[str, float]:  # type: ignore[type-arg]
     config = SenderConfig(
         secret="bench-secret-" + "x" * 32,
@@ -190,9 +192,11 @@ async def _send(
         flush_every=250,
         poll_interval=0.05,
         workspace_ids=(ws_id,),
+        render_workers=render_workers,
     )
     transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=port, start_tls=False, pool_size=connections))
     sender = Sender(make_session_factory(engine), transport, config)
+    sender.warm_up()  # the workers import suppilo before the clock starts, as in a running sender
     start_count = count.value
     samples: dict[str, float] = {}
 
@@ -210,6 +214,7 @@ async def _send(
     samples["rss_end_mb"] = _rss_mb()
     watcher.cancel()
     await transport.close()
+    sender.close()
     assert stats.sent == n, f"sent {stats.sent} of {n}"
     assert count.value - start_count == n
     samples["rate"] = n / elapsed
@@ -220,8 +225,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--connections", type=int, default=8)
+    cpus = os.cpu_count() or 1
+    ap.add_argument("--render-workers", type=int, default=cpus if cpus > 1 else 0)
     ap.add_argument("--postgres", default=None, help="PostgreSQL server URL (a fresh database is created)")
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]
 
     port = _free_port()
     count = mp.Value("q", 0)
@@ -259,7 +267,7 @@ def main() -> None:
         )
         baseline = asyncio.run(_baseline(port, args.connections, args.messages, message))
         transport_baseline = asyncio.run(_baseline_transport(port, args.connections, args.messages, message))
-        result = asyncio.run(_send(engine, ws_id, port, args.connections, args.messages, count))
+        result = asyncio.run(_send(engine, ws_id, port, args.connections, args.messages, count, args.render_workers))
         engine.dispose()
     finally:
         server.terminate()
@@ -279,8 +287,10 @@ def main() -> None:
                 "transport_ratio": round(result["rate"] / transport_baseline, 3),
                 "messages": args.messages,
                 "connections": args.connections,
+                "render_workers": args.render_workers,
                 "rss_10pct_mb": round(result.get("rss_10pct_mb", 0.0), 1),
                 "rss_end_mb": round(result["rss_end_mb"], 1),
+                "load": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             }
         )
     )

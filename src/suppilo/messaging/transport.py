@@ -230,9 +230,11 @@ class SmtpTransport:
             await self._transaction_utf8(smtp, envelope_from, recipients, message_bytes)
             return
         # The ASCII case (every message the sender builds): MAIL and RCPT go through ``execute_command`` with the
-        # addresses quoted as ``mail``/``rcpt`` quote them, and the commands wait without a per-command
+        # addresses quoted as ``mail``/``rcpt`` quote them, and the replies are awaited without a per-command
         # ``asyncio.wait_for`` (a timer, a waiter and callbacks per reply): one ``asyncio.timeout`` per
-        # transaction, re-armed before each command, gives each reply the same ``timeout`` seconds.
+        # transaction, armed twice. The envelope (MAIL and each RCPT) gets ``timeout`` seconds per command, DATA
+        # two (the 354 and the reply to the final dot), so no reply waits longer than ``timeout`` seconds beyond
+        # the time the earlier replies left unused.
         stage = "mail"
         timeout = self.config.timeout
         loop = asyncio.get_running_loop()
@@ -242,14 +244,13 @@ class SmtpTransport:
                     if smtp.is_ehlo_or_helo_needed:
                         deadline.reschedule(loop.time() + timeout)
                         await smtp.ehlo()
-                    deadline.reschedule(loop.time() + timeout)
+                    deadline.reschedule(loop.time() + timeout * (1 + len(recipients)))
                     reply = await smtp.execute_command(b"MAIL", b"FROM:" + smtp_path(envelope_from), timeout=None)
                     if reply.code != 250:
                         raise _error_for(reply.code, reply.message)
                     stage = "rcpt"
                     refused: dict[str, tuple[int, str]] = {}
                     for rcpt in recipients:
-                        deadline.reschedule(loop.time() + timeout)
                         reply = await smtp.execute_command(b"RCPT", b"TO:" + smtp_path(rcpt), timeout=None)
                         if reply.code not in (250, 251):
                             refused[rcpt] = (reply.code, reply.message)
