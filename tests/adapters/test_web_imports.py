@@ -33,12 +33,12 @@ def _fresh(client):
     client.cookies.clear()
 
 
-def upload(client, ws, content: bytes | str, filename: str = "contacts.csv"):
+def upload(client, ws, content: bytes | str, filename: str = "contacts.csv", kind: str | None = None):
     page = client.get(f"/app/w/{ws.slug}/imports")
     data = content.encode() if isinstance(content, str) else content
     return client.post(
         f"/app/w/{ws.slug}/imports",
-        data={"csrf_token": csrf_of(page.text)},
+        data={"csrf_token": csrf_of(page.text), **({"kind": kind} if kind else {})},
         files={"file": (filename, data, "text/csv")},
         follow_redirects=False,
     )
@@ -156,7 +156,7 @@ def test_bad_uploads_are_explained_at_the_file_field(client, session_factory, wo
     assert binary.status_code == 422 and "not a text file" in binary.text
     page = client.get(f"/app/w/{workspace.slug}/imports")
     missing = client.post(f"/app/w/{workspace.slug}/imports", data={"csrf_token": csrf_of(page.text)})
-    assert missing.status_code == 422 and "choose a CSV file" in missing.text
+    assert missing.status_code == 422 and "Choose a CSV file" in missing.text
 
 
 def test_progress_fragment_polls_while_running(client, session_factory, workspace) -> None:
@@ -237,3 +237,66 @@ def test_export_csv_neutralises_formulas_and_stays_in_the_workspace(client, sess
         files={"file": ("a.csv", b"email\nz@example.com\n", "text/csv")},
     )
     assert res.status_code == 403
+
+
+def test_companies_and_orders_import_with_the_same_mapping_step(client, session_factory, workspace) -> None:
+    from sqlalchemy import select
+
+    from suppilo.commerce.models import Order
+
+    login(client, make_user(session_factory, workspace.id, "admin"))
+    companies = "Company name,Website,Industry,Country\nNordic Hotels,nordhotel.fi,Hotels,FI\nNo Domain Oy,,Retail,SE\n"
+    job_url = upload(client, workspace, companies, "companies.csv", kind="companies").headers["location"]
+    html = client.get(job_url).text
+    assert 'id="import-kind">Companies<' in html
+    assert [selected(html, i) for i in range(4)] == ["name", "domain", "industry", "country"]
+    token = csrf_of(html)
+    # Companies are matched by their domain: a mapping without it is refused at the form.
+    res = client.post(
+        f"{job_url}/start",
+        data={
+            "csrf_token": token,
+            "column_0": "name",
+            "column_1": "ignore",
+            "column_2": "industry",
+            "column_3": "ignore",
+        },
+    )
+    assert res.status_code == 422 and "Map one column to “domain”" in res.text
+    chosen = {
+        "csrf_token": token,
+        "column_0": "name",
+        "column_1": "domain",
+        "column_2": "industry",
+        "column_3": "country",
+    }
+    assert client.post(f"{job_url}/start", data=chosen, follow_redirects=False).status_code == 303
+    done = wait_done(client, job_url)
+    assert 'id="summary-created">1<' in done and 'id="summary-failed">1<' in done
+    assert f'href="/app/w/{workspace.slug}/companies"' in done
+    found = client.get("/api/v1/companies", params={"q": "Nordic"}, headers=workspace.auth()).json()
+    assert [(c["name"], c["domain"], c["industry"], c["country"]) for c in found["items"]] == [
+        ("Nordic Hotels", "nordhotel.fi", "Hotels", "FI")
+    ]
+
+    orders = (
+        "Order ID,Email,Order date,Currency,SKU,Product name,Quantity,Unit price,Total\n"
+        "W-1,buyer@example.com,2025-05-01,EUR,BOOT-1,Boots,1,100.00,100.00\n"
+        "W-2,buyer@example.com,2025-05-03,EUR,SOCK-1,Socks,2,10.00,20.00\n"
+    )
+    job_url = upload(client, workspace, orders, "orders.csv", kind="orders").headers["location"]
+    html = client.get(job_url).text
+    guessed = [selected(html, i) for i in range(9)]
+    assert guessed == ["order_id", "email", "placed_at", "currency", "sku", "name", "quantity", "unit_price", "total"]
+    form = {"csrf_token": csrf_of(html), **{f"column_{i}": t for i, t in enumerate(guessed)}}
+    assert client.post(f"{job_url}/start", data=form, follow_redirects=False).status_code == 303
+    done = wait_done(client, job_url)
+    assert 'id="summary-created">2<' in done and 'id="summary-failed">0<' in done
+    with session_factory() as s:
+        stored = s.execute(
+            select(Order.external_id, Order.total_minor).where(Order.workspace_id == workspace.id).order_by(Order.id)
+        ).all()
+    assert [tuple(r) for r in stored] == [("W-1", 10000), ("W-2", 2000)]
+    listing = client.get(f"/app/w/{workspace.slug}/imports").text
+    assert "Orders" in listing and "Companies" in listing
+    assert upload(client, workspace, orders, "x.csv", kind="deals").status_code == 422

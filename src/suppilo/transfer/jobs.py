@@ -22,7 +22,7 @@ from suppilo.contacts.models import PropertyDefinition
 from suppilo.db.base import utcnow
 from suppilo.errors import DomainError, NotFound
 from suppilo.transfer import importer
-from suppilo.transfer.mapping import CONTACT_FIELDS, header_key
+from suppilo.transfer.mapping import FIELDS, REQUIRED, header_key
 from suppilo.transfer.models import ImportJob
 from suppilo.transfer.readers import UnreadableFile, open_table
 
@@ -48,6 +48,14 @@ WEB_FIELDS = (
     "external_id",
     "created_at",
 )
+# The kinds of record the web import takes, and the fields its mapping offers for each (contacts: the list above;
+# companies and orders: every field the importer reads).
+KINDS = ("contacts", "companies", "orders")
+FIELDS_OF: dict[str, tuple[str, ...]] = {
+    "contacts": WEB_FIELDS,
+    "companies": tuple(FIELDS["companies"]),
+    "orders": tuple(FIELDS["orders"]),
+}
 IGNORE = "ignore"
 PROPERTY_PREFIX = "properties."
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -76,20 +84,31 @@ def new_upload_path(data_dir: Path, workspace_id: int) -> Path:
 
 def contact_properties(session: Session, workspace_id: int) -> list[str]:
     """Names of the custom contact properties a column may fill."""
+    return properties_of(session, workspace_id, "contacts")
+
+
+def properties_of(session: Session, workspace_id: int, kind: str) -> list[str]:
+    """Names of the custom properties of ``kind`` a column may fill (orders have none)."""
+    types = {"contacts": ["contacts", "contact"], "companies": ["companies", "company"]}.get(kind)
+    if not types:
+        return []
     return list(
         session.scalars(
             select(PropertyDefinition.name)
-            .where(
-                PropertyDefinition.workspace_id == workspace_id,
-                PropertyDefinition.object_type.in_(["contacts", "contact"]),
-            )
+            .where(PropertyDefinition.workspace_id == workspace_id, PropertyDefinition.object_type.in_(types))
             .order_by(PropertyDefinition.name)
         )
     )
 
 
 def create_job(
-    session: Session, workspace_id: int, *, filename: str, stored_path: Path, user_id: int | None
+    session: Session,
+    workspace_id: int,
+    *,
+    filename: str,
+    stored_path: Path,
+    user_id: int | None,
+    kind: str = "contacts",
 ) -> ImportJob:
     """Register an uploaded file; reads its header (UnreadableFile on ``file`` when it is not a table)."""
     with open_table(stored_path) as table:
@@ -102,9 +121,11 @@ def create_job(
             code="too_many_columns",
             params={"columns": str(len(header)), "most": str(MAX_COLUMNS)},
         )
+    if kind not in KINDS:
+        raise ImportJobError("kind", f"unknown import kind {kind!r}; choose one of {', '.join(KINDS)}")
     job = ImportJob(
         workspace_id=workspace_id,
-        kind="contacts",
+        kind=kind,
         filename=filename[:255] or "upload.csv",
         stored_path=str(stored_path),
         status="mapping",
@@ -147,14 +168,15 @@ def sample_rows(job: ImportJob, limit: int = SAMPLE_ROWS) -> list[tuple[int, lis
     return out
 
 
-def guess(header: list[str], properties: list[str]) -> list[str]:
+def guess(header: list[str], properties: list[str], kind: str = "contacts") -> list[str]:
     """A target per column from its header (aliases of ``transfer.mapping``): a field, ``properties.<name>`` or
     ``ignore``; the first column claiming a field wins."""
     alias: dict[str, str] = {}
-    for name in WEB_FIELDS:
+    fields = FIELDS_OF[kind]
+    for name in fields:
         alias.setdefault(header_key(name), name)
-    for name in WEB_FIELDS:
-        for a in CONTACT_FIELDS.get(name, ()):
+    for name in fields:
+        for a in FIELDS[kind].get(name, ()):
             alias.setdefault(a, name)
     props = {header_key(p): p for p in properties}
     taken: set[str] = set()
@@ -184,7 +206,9 @@ class MappingProblems(Exception):
     form_code: tuple[str, dict[str, str]] | None = None
 
 
-def check_mapping(header: list[str], targets: list[str], properties: list[str]) -> dict[str, str]:
+def check_mapping(
+    header: list[str], targets: list[str], properties: list[str], kind: str = "contacts"
+) -> dict[str, str]:
     """Validate the chosen targets; returns the importer's overrides ``{column: target}`` or raises
     MappingProblems naming each offending column."""
     problems: dict[int, str] = {}
@@ -199,7 +223,7 @@ def check_mapping(header: list[str], targets: list[str], properties: list[str]) 
         raise MappingProblems(
             {}, "the form does not match the file's columns; upload the file again", form_code=("mapping_stale", {})
         )
-    allowed = {*WEB_FIELDS, IGNORE, *(PROPERTY_PREFIX + p for p in properties)}
+    allowed = {*FIELDS_OF[kind], IGNORE, *(PROPERTY_PREFIX + p for p in properties)}
     seen: dict[str, int] = {}
     for i, target in enumerate(targets):
         if target not in allowed:
@@ -221,11 +245,18 @@ def check_mapping(header: list[str], targets: list[str], properties: list[str]) 
                 f"two columns are named {column!r}; rename one in the file or ignore it",
             )
         folded.setdefault(key, i)
-    if "email" not in seen and not problems:
+    if kind == "contacts" and "email" not in seen and not problems:
         raise MappingProblems(
             {},
             "map one column to Email: contacts are matched and updated by their email",
             form_code=("email_unmapped", {}),
+        )
+    key = REQUIRED[kind][0]
+    if key not in seen and not problems:
+        raise MappingProblems(
+            {},
+            f"map one column to {key}: {kind} are matched and updated by it",
+            form_code=("key_unmapped", {"field": key}),
         )
     if problems:
         raise MappingProblems(problems, codes=codes)
@@ -269,7 +300,7 @@ def run(factory: sessionmaker[Session], workspace_id: int, job_id: int, *, batch
             return
         job.status = "running"
         job.started_at = utcnow()
-        path, filename, overrides = job.stored_path, job.filename, dict(job.mapping)
+        path, filename, overrides, kind = job.stored_path, job.filename, dict(job.mapping), job.kind
         error_path = str(Path(path).with_suffix(".errors.csv"))
         session.commit()
 
@@ -294,7 +325,7 @@ def run(factory: sessionmaker[Session], workspace_id: int, job_id: int, *, batch
         summary = importer.import_file(
             factory,
             workspace_id,
-            "contacts",
+            kind,
             path,
             filename=filename,
             overrides=overrides,

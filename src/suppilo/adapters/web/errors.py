@@ -35,6 +35,7 @@ MESSAGES: dict[str, str] = {
     "target_taken": N_("Column “%(column)s” is already mapped to this field."),
     "duplicate_column": N_("Two columns are named “%(column)s”; rename one in the file or ignore it."),
     "email_unmapped": N_("Map one column to Email: contacts are matched and updated by their email."),
+    "key_unmapped": N_("Map one column to “%(field)s”: the rows are matched and updated by it."),
 }
 
 

@@ -1,5 +1,6 @@
-"""Import contacts from a CSV file in three steps — upload, map the columns (guessed from the header, shown with
-sample rows), watch the progress (htmx polls the job) and read the summary — and export CSV files.
+"""Import contacts, companies or orders from a CSV file in three steps — upload (saying what the file holds), map
+the columns (guessed from the header, shown with sample rows), watch the progress (htmx polls the job) and read the
+summary — and export CSV files.
 
 The import runs in a background thread of the web process through ``transfer.jobs`` (``importer.import_file`` with
 a progress callback); its state lives in ``import_jobs`` so every request can show it.
@@ -18,6 +19,7 @@ from suppilo.adapters.http.deps import DbSession, ReadSession, session_factory
 from suppilo.adapters.web import csrf
 from suppilo.adapters.web.auth import WebError, Workspace_
 from suppilo.adapters.web.errors import coded_text, error_text
+from suppilo.adapters.web.i18n import translations
 from suppilo.adapters.web.templating import render
 from suppilo.errors import DomainError, NotFound
 from suppilo.transfer import exporter, jobs
@@ -62,9 +64,17 @@ async def upload(request: Request, ctx: Workspace_, session: DbSession) -> Respo
     await csrf.check(request, ctx.user.info.csrf_token)
     ctx.require("edit")
     form = await request.form()
+    tr = translations(ctx.language)
+    kind = str(form.get("kind") or "contacts")
+    if kind not in jobs.KINDS:
+        return _upload_page(
+            request, ctx, session, errors={"kind": tr.gettext("Choose one of the kinds offered.")}, status_code=422
+        )
     upload_file = form.get("file")
     if not isinstance(upload_file, UploadFile) or not upload_file.filename:
-        return _upload_page(request, ctx, session, errors={"file": "choose a CSV file to upload"}, status_code=422)
+        return _upload_page(
+            request, ctx, session, errors={"file": tr.gettext("Choose a CSV file to upload.")}, status_code=422
+        )
     data_dir = Path(request.app.state.settings.data_dir)
     target = jobs.new_upload_path(data_dir, ctx.workspace_id)
     size = 0
@@ -78,7 +88,11 @@ async def upload(request: Request, ctx: Workspace_, session: DbSession) -> Respo
         target.unlink(missing_ok=True)
         limit = jobs.MAX_UPLOAD_BYTES // (1024 * 1024)
         return _upload_page(
-            request, ctx, session, errors={"file": f"the file is larger than {limit} MB"}, status_code=422
+            request,
+            ctx,
+            session,
+            errors={"file": tr.gettext("The file is larger than %(num)s MB.") % {"num": limit}},
+            status_code=422,
         )
     try:
         job = jobs.create_job(
@@ -87,6 +101,7 @@ async def upload(request: Request, ctx: Workspace_, session: DbSession) -> Respo
             filename=Path(upload_file.filename).name,
             stored_path=target,
             user_id=ctx.user.info.user_id,
+            kind=kind,
         )
     except (UnreadableFile, DomainError) as exc:
         target.unlink(missing_ok=True)
@@ -102,7 +117,7 @@ def _mapping_page(
     chosen: list[str] | None = None,
     problems: jobs.MappingProblems | None = None,
 ) -> Response:
-    properties = jobs.contact_properties(session, ctx.workspace_id)
+    properties = jobs.properties_of(session, ctx.workspace_id, job.kind)
     return render(
         request,
         "import_mapping.html",
@@ -112,8 +127,8 @@ def _mapping_page(
         csrf=ctx.user.info.csrf_token,
         job=job,
         sample=jobs.sample_rows(job),
-        chosen=chosen or jobs.guess(job.header, properties),
-        fields=jobs.WEB_FIELDS,
+        chosen=chosen or jobs.guess(job.header, properties, job.kind),
+        fields=jobs.FIELDS_OF[job.kind],
         properties=properties,
         problems={
             i: coded_text(*problems.codes[i], ctx.language, text) if i in problems.codes else text
@@ -158,9 +173,9 @@ async def start(request: Request, ctx: Workspace_, session: DbSession, job_id: i
         return RedirectResponse(f"{ctx.base}/imports/{job.id}", status_code=303)
     form = await request.form()
     chosen = [str(form.get(f"column_{i}", "")) for i in range(len(job.header))]
-    properties = jobs.contact_properties(session, ctx.workspace_id)
+    properties = jobs.properties_of(session, ctx.workspace_id, job.kind)
     try:
-        overrides = jobs.check_mapping(job.header, chosen, properties)
+        overrides = jobs.check_mapping(job.header, chosen, properties, job.kind)
     except jobs.MappingProblems as problems:
         return _mapping_page(request, ctx, session, job, chosen, problems)
     jobs.queue(session, job, overrides)
