@@ -36,15 +36,15 @@ def precompute(
                 note(f"dashboard, {days} days")
     for level in attribution_snapshots.LEVELS:
         with factory() as session:
-            row = attribution_snapshots.snapshot(session, workspace_id, level, attribution_snapshots.DEFAULT_DAYS)
-            current = row is not None and attribution_snapshots.is_current(session, row, today)
+            kept = attribution_snapshots.snapshot(session, workspace_id, level, attribution_snapshots.DEFAULT_DAYS)
+            current = kept is not None and attribution_snapshots.is_current(session, kept, today)
         if not current:
             attribution_snapshots.refresh_apart(factory, workspace_id, level, today=today)
             note(f"attribution by {level}")
     with factory() as session:
         key = (workspace_id, *forecast_snapshots.DEFAULT_VIEW)
-        row = forecast_snapshots.snapshot(session, *key)
-        if row is None or not forecast_snapshots.is_current(session, row):
+        stored = forecast_snapshots.snapshot(session, *key)
+        if stored is None or not forecast_snapshots.is_current(session, stored):
             forecast_snapshots.refresh(session, *key)
             session.commit()
             note("forecast")

@@ -34,7 +34,7 @@ class Refreshes:
         self._keys: set[Hashable] = set()
         self._lock = threading.Lock()
 
-    def start(self, key: Hashable, work: Callable[[], None]) -> bool:
+    def start(self, key: Hashable, work: Callable[[], object]) -> bool:
         """Start ``work`` for ``key`` unless it already runs; whether this call started it."""
         global _running
         with self._lock:
@@ -46,7 +46,7 @@ class Refreshes:
         threading.Thread(target=self._run, args=(key, work), daemon=True).start()
         return True
 
-    def _run(self, key: Hashable, work: Callable[[], None]) -> None:
+    def _run(self, key: Hashable, work: Callable[[], object]) -> None:
         global _running
         try:
             work()
