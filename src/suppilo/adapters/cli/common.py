@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -50,10 +50,9 @@ def resolve_workspace(session: Session, slug: str | None) -> Workspace:
     if len(rows) == 1:
         return rows[0]
     fail("several workspaces exist (or none): choose one with --workspace SLUG" if rows else "no workspace exists yet")
-    raise AssertionError  # unreachable
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error to standard error and exit."""
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
