@@ -807,10 +807,12 @@ def _known_contact(rng: random.Random, params: DemoParams, ctx: Context, ids: Id
                 break
         else:
             break
-    stages.append((person.first_seen, 0, "awareness", "rule: first visit"))  # type: ignore[arg-type]
+    # the loop above runs at least one session, which sets both
+    assert person.first_seen is not None and person.last_seen is not None
+    stages.append((person.first_seen, 0, "awareness", "rule: first visit"))
 
     # 2. identification: a form or a sign-up, in the last anonymous session
-    t_id = person.last_seen + timedelta(seconds=rng.randrange(20, 240))  # type: ignore[operator]
+    t_id = person.last_seen + timedelta(seconds=rng.randrange(20, 240))
     r = rng.random()
     if b2b and (channel in ("events", "outbound") or r < 0.6):
         form_slug: str | None = "wholesale-inquiry"
@@ -951,10 +953,10 @@ def _known_contact(rng: random.Random, params: DemoParams, ctx: Context, ids: Id
             if rng.random() < p_drop:
                 dropped = True
                 break
-            gap = rng.expovariate(lam)  # days; may be years for a slow buyer
-            if gap * 86400 >= (anchor - ot).total_seconds() - 600:
+            order_gap = rng.expovariate(lam)  # days; may be years for a slow buyer
+            if order_gap * 86400 >= (anchor - ot).total_seconds() - 600:
                 break
-            ot = ot + timedelta(days=gap)
+            ot = ot + timedelta(days=order_gap)
         external_id = f"shop-{params.seed}-{i + 1:07d}"
         rows.identities.append(
             {
