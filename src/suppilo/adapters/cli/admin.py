@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import typer
 from rich.table import Table
 
@@ -12,6 +14,18 @@ from suppilo.db.session import make_engine
 from suppilo.errors import DomainError
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.schemas import WorkspaceCreate, WorkspaceRead
+
+
+class _ApiKeyRow(TypedDict):
+    """One API key as ``keys list`` prints it (table or JSON); never the secret."""
+
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: str
+    revoked: bool
+
 
 keys_app = typer.Typer(help="API keys (stored hashed; a new key is shown once).", no_args_is_help=True)
 workspace_app = typer.Typer(help="Workspaces (tenants).", no_args_is_help=True)
@@ -193,7 +207,7 @@ def keys_list(workspace: str | None = WorkspaceOpt, as_json: bool = JsonOpt) -> 
     """List a workspace's keys (never their secrets)."""
     with cli_session() as session:
         ws = resolve_workspace(session, workspace)
-        rows = [
+        rows: list[_ApiKeyRow] = [
             {
                 "id": k.id,
                 "name": k.name,

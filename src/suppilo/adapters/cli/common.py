@@ -45,7 +45,7 @@ def resolve_workspace(session: Session, slug: str | None) -> Workspace:
         ws = session.scalar(select(Workspace).where(Workspace.slug == slug))
         if ws is None:
             fail(f"no workspace with slug {slug!r}")
-        return ws  # type: ignore[return-value]
+        return ws
     rows = list(session.scalars(select(Workspace).order_by(Workspace.id).limit(2)))
     if len(rows) == 1:
         return rows[0]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.table import Table
@@ -28,7 +30,11 @@ def _read(path: Path) -> object:
         raise
 
 
-def _run(fn):  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+
+
+def _run(fn: Callable[[], _T]) -> _T:
+    """``fn()``, with a domain error printed as ``field: message`` and exit code 1."""
     try:
         return fn()
     except DomainError as exc:

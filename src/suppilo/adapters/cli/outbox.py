@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import datetime
+from typing import TypedDict
 
 import typer
 from rich.table import Table
@@ -19,6 +21,20 @@ from suppilo.messaging.settings import SenderSettings, run_sender, sender_config
 # The sender's settings and runner live in suppilo.messaging.settings (shared with the worker and the web);
 # the names stay importable from here.
 __all__ = ["SenderSettings", "outbox_app", "register", "run_sender", "sender_config"]
+
+
+
+class _UncertainRow(TypedDict):
+    """One uncertain message as ``outbox uncertain`` prints it (table or JSON)."""
+
+    id: int
+    workspace_id: int
+    dedupe_key: str
+    to: str | None
+    message_id: str | None
+    sending_at: datetime | None
+    reason: str | None
+
 
 outbox_app = typer.Typer(help="The outbox: send, inspect, resend uncertain messages.", no_args_is_help=True)
 
@@ -89,7 +105,7 @@ def uncertain(
     """Messages whose fate is unknown after a crash: check the server's logs, then resend or leave them."""
     with cli_session() as session:
         ws_id = None if all_workspaces else resolve_workspace(session, workspace).id
-        rows = [
+        rows: list[_UncertainRow] = [
             {
                 "id": r.id,
                 "workspace_id": r.workspace_id,

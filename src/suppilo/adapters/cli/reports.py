@@ -193,12 +193,12 @@ def clv_cmd(
     rows.append(
         {"model": "gamma_gamma", **{k: data["gamma_gamma"].get(k) for k in ("p", "q", "v", "converged", "reason")}}
     )
-    for seg, fit in (data.get("segments") or {}).items():
-        if fit.get("bg_nbd"):
-            rows.append({"model": f"{seg} bg_nbd", **{k: fit["bg_nbd"].get(k) for k in ("r", "alpha", "a", "b")}})
-            gg = fit["gamma_gamma"]
+    for seg, seg_fit in (data.get("segments") or {}).items():
+        if seg_fit.get("bg_nbd"):
+            rows.append({"model": f"{seg} bg_nbd", **{k: seg_fit["bg_nbd"].get(k) for k in ("r", "alpha", "a", "b")}})
+            gg = seg_fit["gamma_gamma"]
             rows.append({"model": f"{seg} gamma_gamma", **{k: gg.get(k) for k in ("p", "q", "v")}})
-            rows[-2].update(converged=fit["converged"], reason=fit["reason"])
+            rows[-2].update(converged=seg_fit["converged"], reason=seg_fit["reason"])
     cols = ["model", "r", "alpha", "a", "b", "p", "q", "v", "converged", "reason"]
     _output(data, as_json, csv_file, f"CLV fit: {data['customers']} customers ({data['currency']})", cols, rows)
 
