@@ -23,7 +23,6 @@ from suppilo.messaging.settings import SenderSettings, run_sender, sender_config
 __all__ = ["SenderSettings", "outbox_app", "register", "run_sender", "sender_config"]
 
 
-
 class _UncertainRow(TypedDict):
     """One uncertain message as ``outbox uncertain`` prints it (table or JSON)."""
 
