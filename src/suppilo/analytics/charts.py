@@ -48,7 +48,7 @@ def _frame(width: int, height: int, title: str, desc: str, body: list[str]) -> s
 def _nice_max(v: float) -> float:
     if v <= 0 or not math.isfinite(v):
         return 1.0
-    exp = 10 ** math.floor(math.log10(v))
+    exp = 10.0 ** math.floor(math.log10(v))
     for m in (1, 2, 2.5, 5, 10):
         if v <= m * exp:
             return m * exp
@@ -118,10 +118,11 @@ def line_chart(
 
     body = [f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#9ca3af"/>']
     for t in range(5):
-        v = top_v * t / 4
+        tick = top_v * t / 4
         body.append(
-            f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" fill="#4b5563">{_e(value_format(v))}</text>'
-            f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + pw}" y2="{y(v):.1f}" stroke="#e5e7eb"/>'
+            f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" fill="#4b5563">'
+            f"{_e(value_format(tick))}</text>"
+            f'<line x1="{left}" y1="{y(tick):.1f}" x2="{left + pw}" y2="{y(tick):.1f}" stroke="#e5e7eb"/>'
         )
     step = max(1, math.ceil(n / 12))
     for i, lab in enumerate(x_labels):
@@ -176,10 +177,10 @@ def grouped_bar_chart(
     bar_w = max(group_w * 0.8 / n_ser, 1.0)
     body = [f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#9ca3af"/>']
     for t in range(5):
-        v = top_v * t / 4
+        tick = top_v * t / 4
         yy = top + ph - ph * t / 4
         body.append(
-            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" fill="#4b5563">{_e(value_format(v))}</text>'
+            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" fill="#4b5563">{_e(value_format(tick))}</text>'
             f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#e5e7eb"/>'
         )
     if not categories:
@@ -208,7 +209,7 @@ def grouped_bar_chart(
 
 def svg_to_png(svg: str) -> bytes:
     """The chart as PNG (cairosvg renders the same SVG)."""
-    import cairosvg  # type: ignore[import-untyped]
+    import cairosvg
 
     out: bytes = cairosvg.svg2png(bytestring=svg.encode("utf-8"))
     return out

@@ -547,7 +547,8 @@ def day_buckets(by: str, days: np.ndarray) -> np.ndarray:
         return days.astype(np.int64)
     lo, hi = int(days.min()), int(days.max())
     lut = np.arange(lo, hi + 1).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
-    return lut[days - lo]
+    buckets: np.ndarray = lut[days - lo]  # numpy types fancy indexing as Any
+    return buckets
 
 
 def cohort_counts(

@@ -92,7 +92,7 @@ def compute(session: Session, workspace_id: int, days: int, today: date) -> dict
 
 def watermark(session: Session) -> str:
     """The highest id of every table the figures read (one statement of index lookups)."""
-    cols = [select(func.max(t.id)).scalar_subquery() for t in _WATERMARK_TABLES]  # type: ignore[attr-defined]
+    cols = [select(func.max(t.id)).scalar_subquery() for t in _WATERMARK_TABLES]
     row = session.execute(select(*cols)).one()
     return ".".join(str(v or 0) for v in row)
 

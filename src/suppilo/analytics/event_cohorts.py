@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Integer, cast, extract, func, literal_column, select
+from sqlalchemy import ColumnElement, Integer, cast, extract, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from suppilo.analytics import columnar
@@ -29,10 +29,12 @@ EPOCH = date(1970, 1, 1)
 def _bucket_expr(session: Session, by: str) -> Any:
     col = Event.occurred_at
     if session.get_bind().dialect.name == "postgresql":
-        utc = literal_column("events.occurred_at AT TIME ZONE 'UTC'")
+        utc: ColumnElement[datetime] = literal_column("events.occurred_at AT TIME ZONE 'UTC'")
         if by == "month":
             return cast(extract("year", utc) * 12 + extract("month", utc) - 1, Integer)
-        day = literal_column("((events.occurred_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')", Integer)
+        day: ColumnElement[int] = literal_column(
+            "((events.occurred_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')", Integer
+        )
         return (day + 3) // 7
     # SQLite keeps naive UTC text "YYYY-MM-DD HH:MM:SS[.ffffff]".
     if by == "month":
