@@ -30,7 +30,7 @@ def list_statement(
     domain: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
-) -> Select[tuple[Company]]:
+) -> Select[Company]:
     """Companies newest first (keyset on id), optionally by lower-cased name prefix or exact domain."""
     stmt = select(Company).where(Company.workspace_id == workspace_id)
     if name_prefix:
@@ -50,7 +50,7 @@ def browse_statement(
     country: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
-) -> Select[tuple[Company]]:
+) -> Select[Company]:
     """Companies newest first (keyset on id) whose lower-cased name or domain starts with ``prefix`` (two index
     range scans), of an industry and a country."""
     stmt = select(Company).where(Company.workspace_id == workspace_id)

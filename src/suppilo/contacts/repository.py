@@ -83,7 +83,7 @@ def list_statement(
     before_id: int | None,
     limit: int,
     search: ColumnElement[bool] | None = None,
-) -> Select[tuple[Contact]]:
+) -> Select[Contact]:
     """Contacts of a workspace matching ``flt``, newest first (keyset on id).
 
     ``search`` replaces the condition derived from ``flt.q`` (the service picks one that suits the term).

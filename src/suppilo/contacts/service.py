@@ -580,9 +580,9 @@ def change_tags_many(
     Contacts whose tags changed get a new version; segments that depend on tags are updated for them at once.
     Returns the ids of the contacts whose tags changed.
     """
-    add = {cid: normalize_tags(tags) for cid, tags in (add or {}).items()}
-    remove = {cid: set(normalize_tags(tags)) for cid, tags in (remove or {}).items()}
-    ids = sorted(set(add) | set(remove))
+    adding = {cid: normalize_tags(tags) for cid, tags in (add or {}).items()}
+    removing = {cid: set(normalize_tags(tags)) for cid, tags in (remove or {}).items()}
+    ids = sorted(set(adding) | set(removing))
     if not ids:
         return set()
     session.flush()
@@ -592,10 +592,10 @@ def change_tags_many(
     changed: set[int] = set()
     for cid in ids:
         have = set(current.get(cid, []))
-        for tag in sorted(set(add.get(cid, [])) - have):
+        for tag in sorted(set(adding.get(cid, [])) - have):
             new_rows.append({"workspace_id": workspace_id, "contact_id": cid, "tag": tag})
             changed.add(cid)
-        for tag in sorted(remove.get(cid, set()) & have):
+        for tag in sorted(removing.get(cid, set()) & have):
             drops.setdefault(tag, []).append(cid)
             changed.add(cid)
     if new_rows:
