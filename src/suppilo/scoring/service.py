@@ -516,7 +516,8 @@ def explanation_ids(session: Session, workspace_id: int, texts: Iterable[str]) -
         return out
 
     def found(digests: Sequence[str]) -> None:
-        for chunk in _chunks(list(digests)):
+        for i in range(0, len(digests), CHUNK):
+            chunk = digests[i : i + CHUNK]
             for digest, eid in session.execute(
                 select(EXPLANATIONS.c.digest, EXPLANATIONS.c.id).where(
                     EXPLANATIONS.c.workspace_id == workspace_id, EXPLANATIONS.c.digest.in_(chunk)
