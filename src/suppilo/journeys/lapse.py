@@ -64,7 +64,8 @@ def refresh_lapse_dates(session: Session, workspace_id: int) -> int:
             Order.workspace_id == workspace_id, Order.contact_id.is_not(None), Order.status != "cancelled"
         )
     ):
-        orders[cid].append(placed)
+        if cid is not None:  # the query excludes them; this tells the type checker
+            orders[cid].append(placed)
     dates = lapse_dates(orders)
     changed = 0
     ids = sorted(dates)

@@ -521,16 +521,16 @@ def advance_batch(session: Session, now: datetime | None = None, *, limit: int =
         wanted: dict[tuple[int, str], tuple[dict[str, Any], list[_Item], list[str]]] = {}
         for item in needs:
             assert item.result is not None
-            for key, raw in item.result.needs.items():
+            for fact_key, raw in item.result.needs.items():
                 text = json.dumps(raw, sort_keys=True)
                 entry = wanted.setdefault((item.row.workspace_id, text), (raw, [], []))
                 entry[1].append(item)
-                entry[2].append(key)
+                entry[2].append(fact_key)
         new_facts: dict[int, dict[str, bool]] = defaultdict(dict)
         for (ws, _), (raw, its, keys) in wanted.items():
             matched = _evaluate(session, ws, raw, [i.row.contact_id for i in its], now)
-            for it, key in zip(its, keys, strict=True):
-                new_facts[id(it)][key] = it.row.contact_id in matched
+            for it, fact_key in zip(its, keys, strict=True):
+                new_facts[id(it)][fact_key] = it.row.contact_id in matched
         for item in needs:
             f = item.facts
             item.facts = Facts(

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from suppilo.contacts import service as contacts_service
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.db.types import JSONType, UTCDateTime
 from suppilo.engine import journey as jengine
 from suppilo.engine.journey import Definition, JourneyError
@@ -82,13 +83,15 @@ def validate_definition(session: Session, workspace_id: int, raw: object) -> Def
     if defn.entry.exclusion_segment_id is not None:
         seg_refs.append(("definition.entry.exclusion_segment_id", defn.entry.exclusion_segment_id))
     lists = [(f"definition.steps.{sid}.list_id", s.list_id) for sid, s in defn.steps.items() if s.type == "list"]
-    for path, sid in [*seg_refs, *lists]:
+    for path, seg_id in [*seg_refs, *lists]:
         try:
-            seg = segments_service.get_segment(session, workspace_id, sid)
+            seg = segments_service.get_segment(session, workspace_id, seg_id)
         except NotFound:
-            raise JourneysError(path, f"segment {sid} not found", code="unknown_segment") from None
-        if (path, sid) in lists and seg.kind != "static":
-            raise JourneysError(path, f"segment {sid} is dynamic; a list step needs a static list", code="not_a_list")
+            raise JourneysError(path, f"segment {seg_id} not found", code="unknown_segment") from None
+        if (path, seg_id) in lists and seg.kind != "static":
+            raise JourneysError(
+                path, f"segment {seg_id} is dynamic; a list step needs a static list", code="not_a_list"
+            )
     if isinstance(trig, jengine.StageTrigger):
         for path, key in (("to", trig.to), ("from", trig.from_)):
             if key is not None and key not in stages:
@@ -267,10 +270,13 @@ def set_status(session: Session, workspace_id: int, journey_id: int, status: str
 # --- enrolment ------------------------------------------------------------------------------------------------------
 
 
-def _insert_ignore(session: Session):  # type: ignore[no-untyped-def]
+def _insert_ignore(session: Session) -> postgresql.Insert | sqlite.Insert:
     """INSERT into the enrollments table that skips rows colliding with a unique key (entry key, one active)."""
-    name = session.get_bind().dialect.name
-    return (postgresql.insert if name == "postgresql" else sqlite.insert)(Enrollment.__table__).on_conflict_do_nothing()
+    # the Table itself (declarative types ``__table__`` as a plain FromClause, which insert() does not take)
+    table = Enrollment.metadata.tables[Enrollment.__tablename__]
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def _log_entered(session: Session, journey: Journey, step_id: str, enrollment_ids: list[int], now: datetime) -> None:
@@ -573,7 +579,7 @@ def migrate(
             .where(Enrollment.version == from_version, Enrollment.status == "active", Enrollment.step == step)
             .values(version=target_version, step=dst, due_at=now, event_arrived=False)
         )
-        moved += int(result.rowcount or 0)
+        moved += rowcount(result)
     return moved
 
 
@@ -608,7 +614,7 @@ def exit_contact(session: Session, workspace_id: int, contact_id: int, reason: s
         .where(Enrollment.status == "active")
         .values(status="ended", end_reason=reason[:16], ended_at=now, due_at=None)
     )
-    return int(result.rowcount or 0)
+    return rowcount(result)
 
 
 # --- reading --------------------------------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def scan_events(session: Session, *, limit: int = SCAN_LIMIT, clock: Callable[[]
         events_t,
         [events_t.c.workspace_id, events_t.c.contact_id, events_t.c.name],
         limit,
-        clock,  # type: ignore[arg-type]
+        clock,
     )
     if not rows:
         return 0
@@ -99,7 +99,7 @@ def scan_events(session: Session, *, limit: int = SCAN_LIMIT, clock: Callable[[]
     hits = [r for r in rows if r[2] is not None and (r[1], r[3]) in names]
     if not hits:
         return len(rows)
-    props = dict(
+    props: dict[int, dict[str, Any]] = dict(
         session.execute(select(Event.id, Event.properties).where(Event.id.in_([r[0] for r in hits]))).tuples().all()
     )
     times = {
@@ -192,7 +192,7 @@ def scan_stage_changes(session: Session, *, limit: int = SCAN_LIMIT, clock: Call
     t = StageChange.__table__
     cursor = lock_cursor(session, "journeys.stage_changes", t)
     cols = [t.c.workspace_id, t.c.contact_id, t.c.from_stage, t.c.to_stage, t.c.changed_at]
-    rows = read(session, cursor, t, cols, limit, clock)  # type: ignore[arg-type]
+    rows = read(session, cursor, t, cols, limit, clock)
     if not rows:
         return 0
     interest = _interest(session)
