@@ -371,3 +371,40 @@ def test_incremental_and_full_evaluation_agree(session_factory):
         assert _members(session, ws, segs[2].id) == [ids[1], ids[4]]
         assert _members(session, ws, segs[3].id) == [ids[0]]
         assert _members(session, ws, user.id) == [ids[1], ids[2], ids[3], ids[4]]
+
+
+def test_per_event_updates_agree_with_full_evaluation_as_segments_change(session_factory):
+    """The per-event path remembers what the last update of a kind read (on PostgreSQL it reads that again with the
+    segment list, lock and memberships in one round trip): after segments that read more are added, and after they
+    are deleted, its memberships stay those of a full evaluation."""
+    viewed = {"type": "event", "name": "Viewed", "op": "at_least", "value": 2, "window": {"last_days": 7}}
+    with session_factory() as session:
+        ws = new_workspace(session)
+        ids = [_contact(session, ws, c, t) for c, t in (("FI", ("vip",)), ("SE", ("b2b",)), ("FI", ()), ("NO", ()))]
+        vip = _seg(session, ws, "vip", VIP)
+
+        def tag(cid: int, name: str, at: datetime) -> dict[int, list[int]]:
+            session.execute(insert(contact_tags), {"workspace_id": ws, "contact_id": cid, "tag": name})
+            inc = service.update_for_contacts(session, ws, [cid], {"tags"}, at)
+            full = service.refresh_all(session, ws, at)
+            assert not any(full.entered.values()) and not any(full.exited.values()), (full.entered, full.exited)
+            return {sid: cids for sid, cids in inc.entered.items() if cids}
+
+        assert tag(ids[1], "vip", NOW) == {vip.id: [ids[1]]}
+        # a segment reading tags and events: the remembered reads (tags only) fall short once
+        keen = _seg(session, ws, "keen", {"and": [{"type": "tag", "op": "has_tag", "value": "b2b"}, viewed]})
+        buyers = _seg(session, ws, "buyers", {"and": [FI, {"type": "order_count", "op": "gte", "value": 0}]})
+        for k in range(2):
+            record_event(session, ws, ids[2], "Viewed", {}, NOW + timedelta(minutes=k))
+            record_event(session, ws, ids[3], "Viewed", {}, NOW + timedelta(minutes=k))
+        assert tag(ids[2], "b2b", NOW + timedelta(hours=1)) == {keen.id: [ids[2]]}
+        assert tag(ids[3], "b2b", NOW + timedelta(hours=2)) == {keen.id: [ids[3]]}
+        # outside the window: exits (now read with what the last update read)
+        inc = service.update_for_contacts(session, ws, [ids[2]], {"tags"}, NOW + timedelta(days=8))
+        assert inc.exited[keen.id] == [ids[2]]
+        assert _members(session, ws, keen.id) == [ids[3]]
+        assert _members(session, ws, buyers.id) == [ids[0], ids[2]]
+        # the segments reading more are gone: the remembered reads load more than needed, results unchanged
+        service.delete_segment(session, ws, keen.id)
+        assert tag(ids[3], "vip", NOW + timedelta(days=8)) == {vip.id: [ids[3]]}
+        assert _members(session, ws, vip.id) == [ids[0], ids[1], ids[3]]
