@@ -192,7 +192,7 @@ class _Recorder(dict[str, Any]):
         super().__init__()
         self.seen: dict[str, Any] = {}
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self.seen.setdefault(key, default)
         return default
 
@@ -413,7 +413,9 @@ async def change_status(
 
 
 def _dump(definition: dict[str, Any]) -> str:
-    return yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=110)
+    # without a stream, safe_dump returns the text (its stubs say Any)
+    text: str = yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=110)
+    return text
 
 
 def _editor(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,7 +153,7 @@ WINDOWED = frozenset({"event", "order_count", "order_total", "first_order", "las
 _ORDER = list(OP_LABELS)
 
 
-def _sorted_ops(ops: frozenset[str] | set[str]) -> list[str]:
+def _sorted_ops(ops: AbstractSet[str]) -> list[str]:
     return sorted(ops, key=_ORDER.index)
 
 
@@ -653,7 +654,7 @@ async def _save(request: Request, ctx: Ctx, session: Any, segment: Segment | Non
                 saved = segments_service.create_segment(
                     session,
                     ctx.workspace_id,
-                    SegmentCreate(name=state.name.strip(), description=state.description, kind=state.kind, filter=raw),  # type: ignore[arg-type]
+                    SegmentCreate(name=state.name.strip(), description=state.description, kind=state.kind, filter=raw),
                 )
             else:
                 saved = segments_service.update_segment(

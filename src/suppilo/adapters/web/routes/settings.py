@@ -371,7 +371,7 @@ async def stages_save(request: Request, ctx: Workspace_, session: DbSession) -> 
                     key=r["key"],
                     label=r["label"],
                     position=(i + 1) * 10,
-                    kind=r["kind"] if r["kind"] in ("funnel", "side") else "funnel",  # type: ignore[arg-type]
+                    kind=r["kind"] if r["kind"] in ("funnel", "side") else "funnel",
                     description=r["description"],
                 )
                 for i, r in enumerate(kept)

@@ -117,7 +117,7 @@ async def template_create(request: Request, ctx: Workspace_, session: DbSession)
     form = await _form(request)
     values = {k: form.get(k, "").strip() for k in ("key", "name", "kind")}
     try:
-        data = TemplateCreate(key=values["key"], name=values["name"], kind=values["kind"] or "marketing")  # type: ignore[arg-type]
+        data = TemplateCreate(key=values["key"], name=values["name"], kind=values["kind"] or "marketing")
         template = templates_service.create_template(session, ctx.workspace_id, data)
     except ValidationError as exc:
         return _list_page(request, ctx, session, errors=_pydantic_errors(exc, ""), form=values, status_code=422)
@@ -250,7 +250,7 @@ async def template_settings(request: Request, ctx: Workspace_, session: DbSessio
         data = TemplateUpdate(
             name=form.get("name", "").strip() or None,
             description=form.get("description", ""),
-            kind=form.get("kind") or None,  # type: ignore[arg-type]
+            kind=form.get("kind") or None,
         )
         templates_service.update_template(session, ctx.workspace_id, template.id, data)
     except ValidationError as exc:
@@ -398,6 +398,8 @@ def _broadcast_counts(session: Session, workspace_id: int, ids: list[int]) -> di
         .group_by(OutboxMessage.broadcast_id, OutboxMessage.status)
     )
     for bid, status, n, opened, clicked in rows:
+        if bid is None:  # excluded by the IN filter; narrows the nullable column
+            continue
         c = counts[int(bid)]
         c[str(status)] = c.get(str(status), 0) + int(n)
         c["opened"] = c.get("opened", 0) + int(opened)
