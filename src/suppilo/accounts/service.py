@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from suppilo.accounts.models import LoginSession
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import Membership, User, Workspace
@@ -259,4 +260,4 @@ def end_session(session: Session, raw: str) -> None:
 def end_all_sessions(session: Session, user_id: int) -> int:
     """Log a user out everywhere; returns how many sessions ended."""
     result = session.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)

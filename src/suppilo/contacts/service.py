@@ -39,6 +39,7 @@ from suppilo.contacts.schemas import (
     encode_cursor,
 )
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.db.types import UTCDateTime
 from suppilo.engine.lifecycle import (
     DEFAULT_RULES,
@@ -367,7 +368,7 @@ def _claim_version(session: Session, contact: Contact, expected_version: int | N
         .values(version=expected_version + 1)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(result) != 1:
         session.refresh(contact, ["version"])
         raise Conflict(
             "version",

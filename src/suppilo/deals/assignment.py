@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from suppilo.companies.models import Company
 from suppilo.contacts.models import Contact, StageChange
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.deals.models import (
     Activity,
     AssignmentRule,
@@ -784,4 +785,4 @@ def mark_responded(
         .values(responded_at=at)
         .execution_options(synchronize_session="fetch")
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(result)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from suppilo.commerce import service as commerce_service
 from suppilo.commerce.models import Product
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.deals.models import Activity, Proposal, ProposalLine
 from suppilo.deals.schemas import ProposalCreate, ProposalLineIn, ProposalLineRead, ProposalRead, ProposalUpdate
 from suppilo.deals.service import DealError, _claim_version, get_deal
@@ -251,7 +252,7 @@ def expire_proposals(session: Session, *, today: date | None = None, workspace_i
             .values(status="expired", updated_at=now)
             .execution_options(synchronize_session="fetch")
         )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not rowcount(result):
             continue
         session.add(
             Activity(

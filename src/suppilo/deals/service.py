@@ -19,6 +19,7 @@ from suppilo.contacts import service as contacts_service
 from suppilo.contacts.models import Contact
 from suppilo.contacts.schemas import check_limit, decode_cursor, encode_cursor
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.deals.models import (
     Activity,
     Deal,
@@ -454,7 +455,7 @@ def _claim_version(session: Session, deal: Deal, expected: int | None) -> None:
         .values(version=expected + 1)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(result) != 1:
         session.refresh(deal, ["version"])
         raise Conflict(
             "version",

@@ -26,6 +26,7 @@ from suppilo.analytics.service import REVENUE_STATUSES
 from suppilo.commerce import repository as commerce_repo
 from suppilo.commerce.models import Order
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.errors import DomainError, NotFound
 from suppilo.events import service as events_service
 from suppilo.loyalty.models import LoyaltyBalance, LoyaltyEntry, LoyaltyProgram
@@ -139,7 +140,7 @@ def _debit(session: Session, workspace_id: int, contact_id: int, points: int, no
         .where(table.c.workspace_id == workspace_id, table.c.contact_id == contact_id, table.c.points >= points)
         .values(points=table.c.points - points, updated_at=now)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return rowcount(result) == 1
 
 
 def _by_key(session: Session, workspace_id: int, key: str) -> LoyaltyEntry | None:

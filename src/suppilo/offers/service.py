@@ -26,6 +26,7 @@ from suppilo.commerce import repository as commerce_repo
 from suppilo.commerce.models import Order
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.db.types import UTCDateTime
 from suppilo.engine.rfm import GROUPS as RFM_GROUPS
 from suppilo.errors import Conflict, DomainError, NotFound
@@ -526,7 +527,7 @@ def void_coupon(session: Session, workspace_id: int, code: str) -> Coupon:
         .values(status="void")
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(result) != 1:
         session.refresh(coupon)
         raise CouponRefused("code", f"the coupon is {coupon.status} and cannot be voided", f"coupon_{coupon.status}")
     session.refresh(coupon)
