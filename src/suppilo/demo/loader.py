@@ -30,6 +30,7 @@ from suppilo.contacts.models import (
 from suppilo.db.base import utcnow
 from suppilo.db.registry import Base
 from suppilo.db.session import make_session_factory
+from suppilo.db.tables import table_of
 from suppilo.deals.demo import load_demo_pipeline
 from suppilo.demo import catalog
 from suppilo.demo.generator import (
@@ -56,18 +57,18 @@ ROLES = ("admin", "marketer", "sales", "analyst")
 USER_NAMES = {"admin": "Aino Admin", "marketer": "Mikko Marketer", "sales": "Saara Sales", "analyst": "Antti Analyst"}
 
 TABLES: dict[str, Table] = {
-    "contacts": Contact.__table__,  # type: ignore[dict-item]
-    "events": Event.__table__,  # type: ignore[dict-item]
-    "touches": Touch.__table__,  # type: ignore[dict-item]
-    "identities": ContactIdentity.__table__,  # type: ignore[dict-item]
-    "merges": ContactMerge.__table__,  # type: ignore[dict-item]
-    "stage_changes": StageChange.__table__,  # type: ignore[dict-item]
-    "tags": ContactTag.__table__,  # type: ignore[dict-item]
-    "form_submissions": FormSubmission.__table__,  # type: ignore[dict-item]
-    "orders": Order.__table__,  # type: ignore[dict-item]
-    "order_lines": OrderLine.__table__,  # type: ignore[dict-item]
-    "refunds": Refund.__table__,  # type: ignore[dict-item]
-    "carts": Cart.__table__,  # type: ignore[dict-item]
+    "contacts": table_of(Contact),
+    "events": table_of(Event),
+    "touches": table_of(Touch),
+    "identities": table_of(ContactIdentity),
+    "merges": table_of(ContactMerge),
+    "stage_changes": table_of(StageChange),
+    "tags": table_of(ContactTag),
+    "form_submissions": table_of(FormSubmission),
+    "orders": table_of(Order),
+    "order_lines": table_of(OrderLine),
+    "refunds": table_of(Refund),
+    "carts": table_of(Cart),
 }
 # Tables whose ids the generator assigns itself (PostgreSQL sequences are moved past them afterwards).
 ASSIGNED_ID_TABLES = ("contacts", "events", "orders", "companies", "products", "forms")
@@ -123,7 +124,8 @@ def delete_workspace(engine: Engine, workspace_id: int) -> None:
         for table in reversed(Base.metadata.sorted_tables):
             if "workspace_id" in table.c and table.name != "workspaces":
                 conn.execute(delete(table).where(table.c.workspace_id == workspace_id))
-        conn.execute(delete(Workspace.__table__).where(Workspace.__table__.c.id == workspace_id))  # type: ignore[arg-type]
+        workspaces = table_of(Workspace)
+        conn.execute(delete(workspaces).where(workspaces.c.id == workspace_id))
 
 
 def _user(session: Session, email: str, name: str, password: str, hasher: PasswordHasher) -> User:
@@ -192,7 +194,7 @@ def setup_workspace(session: Session, params: DemoParams, slug: str) -> DemoSetu
     created = params.anchor.replace(year=params.anchor.year - 2)
     conn = session.connection()
     conn.execute(
-        Product.__table__.insert(),  # type: ignore[attr-defined]
+        table_of(Product).insert(),
         [
             {
                 "workspace_id": ws.id,
@@ -215,7 +217,7 @@ def setup_workspace(session: Session, params: DemoParams, slug: str) -> DemoSetu
         ],
     )
     conn.execute(
-        Form.__table__.insert(),  # type: ignore[attr-defined]
+        table_of(Form).insert(),
         [
             {
                 "workspace_id": ws.id,
@@ -244,7 +246,7 @@ def setup_workspace(session: Session, params: DemoParams, slug: str) -> DemoSetu
         ("customer_type", "Customer type", "enum", ["B2C", "B2B"], "Consumer or wholesale account."),
     ]
     conn.execute(
-        PropertyDefinition.__table__.insert(),  # type: ignore[attr-defined]
+        table_of(PropertyDefinition).insert(),
         [
             {
                 "workspace_id": ws.id,
@@ -304,7 +306,7 @@ def load_data(engine: Engine, workspace_id: int, params: DemoParams, *, progress
         )
         form_ids = dict(session.execute(select(Form.slug, Form.id).where(Form.workspace_id == workspace_id)).all())
     counts: dict[str, int] = {name: 0 for name in ("companies", *TABLES)}
-    companies_table: Table = Company.__table__  # type: ignore[assignment]
+    companies_table = table_of(Company)
     with engine.begin() as conn:
         company_base = _max_id(conn, companies_table)
         owners = [user_ids.get("sales", user_ids["admin"]), user_ids["admin"]]

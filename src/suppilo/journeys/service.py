@@ -17,6 +17,7 @@ from suppilo.contacts import service as contacts_service
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.db.results import rowcount
+from suppilo.db.tables import table_of
 from suppilo.db.types import JSONType, UTCDateTime
 from suppilo.engine import journey as jengine
 from suppilo.engine.journey import Definition, JourneyError
@@ -272,8 +273,7 @@ def set_status(session: Session, workspace_id: int, journey_id: int, status: str
 
 def _insert_ignore(session: Session) -> postgresql.Insert | sqlite.Insert:
     """INSERT into the enrollments table that skips rows colliding with a unique key (entry key, one active)."""
-    # the Table itself (declarative types ``__table__`` as a plain FromClause, which insert() does not take)
-    table = Enrollment.metadata.tables[Enrollment.__tablename__]
+    table = table_of(Enrollment)  # insert() takes a Table, not the FromClause __table__ is typed as
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
