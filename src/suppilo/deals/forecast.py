@@ -249,7 +249,10 @@ def _fetch_all(session: Session, query: Any) -> list[Any]:
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.params
     args: Any = tuple(params[name] for name in compiled.positiontup) if compiled.positiontup is not None else params
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is None:  # only after the connection was invalidated, which would have raised before here
+        raise RuntimeError("the database connection is closed")
+    cursor = dbapi.cursor()
     try:
         cursor.execute(str(compiled), args)
         return list(cursor.fetchall())

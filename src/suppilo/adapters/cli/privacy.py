@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from sqlalchemy.orm import Session
 
 from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, console, emit_json, fail, resolve_workspace
 from suppilo.errors import DomainError
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(privacy_app, name="privacy")
 
 
-def _contact_id(session, workspace_id: int, contact: int | None, email: str | None) -> int:  # type: ignore[no-untyped-def]
+def _contact_id(session: Session, workspace_id: int, contact: int | None, email: str | None) -> int:
     if contact is None and not email:
         fail("give --contact ID or --email ADDRESS")
     return gdpr.find_contact(session, workspace_id, contact_id=contact, email=email).id
