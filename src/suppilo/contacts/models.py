@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, BigId, TenantMixin, TimestampMixin
 from suppilo.db.types import JSONType, UTCDateTime
+from suppilo.engine.lifecycle import StageKind
 
 
 class Contact(TenantMixin, TimestampMixin, Base):
@@ -127,7 +128,7 @@ class LifecycleStage(TenantMixin, Base):
     key: Mapped[str] = mapped_column(String(32), nullable=False)
     label: Mapped[str] = mapped_column(String(100), nullable=False)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
-    kind: Mapped[str] = mapped_column(String(8), nullable=False, default="funnel")
+    kind: Mapped[StageKind] = mapped_column(String(8), nullable=False, default="funnel")
     description: Mapped[str] = mapped_column(String(500), nullable=False, default="")
 
 

@@ -78,7 +78,7 @@ def stage_specs(session: Session, workspace_id: int) -> list[StageSpec]:
     rows = session.scalars(
         select(LifecycleStage).where(LifecycleStage.workspace_id == workspace_id).order_by(LifecycleStage.position)
     )
-    return [StageSpec(r.key, r.label, r.position, r.kind, r.description) for r in rows]  # type: ignore[arg-type]
+    return [StageSpec(r.key, r.label, r.position, r.kind, r.description) for r in rows]
 
 
 def lifecycle_rules(settings: dict[str, object] | None) -> dict[str, str]:

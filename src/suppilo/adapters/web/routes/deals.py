@@ -116,7 +116,10 @@ def _amount(text: str, currency: str) -> int:
     except InvalidOperation as exc:
         raise ValueError(raw) from exc
     digits = exponent(currency)
-    if not value.is_finite() or value < 0 or value.as_tuple().exponent < -digits:  # type: ignore[operator]
+    if not value.is_finite() or value < 0:
+        raise ValueError(raw)
+    places = value.as_tuple().exponent  # an int once the value is finite (a letter only for NaN and infinity)
+    if not isinstance(places, int) or places < -digits:
         raise ValueError(raw)
     return int(value.scaleb(digits))
 

@@ -37,7 +37,9 @@ def _job_or_404(session: DbSession | ReadSession, workspace_id: int, job_id: int
         raise WebError(404, "not_found") from exc
 
 
-def _upload_page(request: Request, ctx: Workspace_, session: ReadSession | DbSession, **extra: object) -> Response:
+def _upload_page(
+    request: Request, ctx: Workspace_, session: ReadSession | DbSession, *, status_code: int = 200, **extra: object
+) -> Response:
     return render(
         request,
         "imports.html",
@@ -48,7 +50,7 @@ def _upload_page(request: Request, ctx: Workspace_, session: ReadSession | DbSes
         jobs=jobs.recent_jobs(session, ctx.workspace_id),
         is_stale=jobs.is_stale,
         errors=extra.pop("errors", {}),
-        status_code=int(extra.pop("status_code", 200)),  # type: ignore[call-overload]
+        status_code=status_code,
         **extra,
     )
 
