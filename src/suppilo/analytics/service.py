@@ -771,7 +771,12 @@ def attribution_report(
     order's net value in the workspace currency. A contact with touches in the period and no order before its end is
     a non-converting path (its touches in the period). Customers who first bought before the period are left out.
     """
-    if level not in ("channel", "campaign"):
+    by: attribution.Level
+    if level == "channel":
+        by = "channel"
+    elif level == "campaign":
+        by = "campaign"
+    else:
         raise DomainError("level", "level must be channel or campaign")
     frm, to, start, end = period(date_from, date_to)
     book = rate_book(session, workspace_id)
@@ -829,7 +834,7 @@ def attribution_report(
         ts = tuple(t for t in ts_list if t.at >= start)
         if ts:
             paths.append(attribution.ConversionPath(ts, False))
-    results = attribution.attribute_all(paths, level=level, half_life_days=half_life_days)  # type: ignore[arg-type]
+    results = attribution.attribute_all(paths, level=by, half_life_days=half_life_days)
     models: dict[str, Any] = {}
     table: dict[str, dict[str, Any]] = defaultdict(dict)
     for model, res in results.items():
