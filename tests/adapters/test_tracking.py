@@ -523,29 +523,27 @@ def test_single_calls_arriving_together_share_a_transaction() -> None:
             if c.message == "bad":
                 raise RuntimeError("refused")
 
-    results: dict[str, str] = {}
+    finished: dict[str, threading.Event] = {}
+    calls: dict[str, _Call] = {}
 
     def submit(name: str) -> None:
-        try:
-            gc.submit(_Call(1, name), run)  # type: ignore[arg-type]
-            results[name] = "ok"
-        except RuntimeError:
-            results[name] = "failed"
+        finished[name] = threading.Event()
+        calls[name] = _Call(1, name, run, finished[name].set)  # type: ignore[arg-type]
+        gc.submit(calls[name])
 
-    leader = threading.Thread(target=submit, args=("a",))
-    leader.start()
+    submit("a")
     assert first_running.wait(5)
-    others = [threading.Thread(target=submit, args=(n,)) for n in ("b", "bad", "c")]
-    for t in others:
-        t.start()
+    for name in ("b", "bad", "c"):
+        submit(name)
     while len(gc._pending) < 3:
         threading.Event().wait(0.001)
     release.set()
-    for t in [leader, *others]:
-        t.join(5)
+    for event in finished.values():
+        assert event.wait(5)
     # The three calls that waited went in one transaction; it failed, so each was retried alone.
     assert groups[0] == ["a"] and sorted(groups[1]) == ["b", "bad", "c"]
     assert sorted(map(tuple, groups[2:])) == [("b",), ("bad",), ("c",)]
+    results = {name: "failed" if call.failure else "ok" for name, call in calls.items()}
     assert results == {"a": "ok", "b": "ok", "bad": "failed", "c": "ok"}
 
 

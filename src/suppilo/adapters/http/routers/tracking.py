@@ -3,12 +3,14 @@
 Segment and RudderStack libraries work by pointing their host here. The write key comes as the HTTP Basic user
 name (as Segment sends it), a bearer token, or a ``writeKey`` field in the body (``sendBeacon`` cannot set
 headers). Browsers call these endpoints from customers' sites, so they answer CORS for any origin, without
-credentials. Each request is one unit of work run in the thread pool: parse, authenticate, validate, store,
-commit once.
+credentials. A batch request is one unit of work run in the thread pool: parse, authenticate, validate, store,
+commit once. Single calls are parsed on the event loop and stored by one writer thread per process, in groups
+(``GroupCommit``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import zlib
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -124,51 +127,60 @@ def _error(status: int, code: str, message: str, path: str = "") -> Response:
 
 @dataclass(eq=False)
 class _Call:
-    """One single-call request waiting for the transaction that stores it."""
+    """One single-call request waiting for the transaction that stores it.
+
+    ``run`` stores a group of calls of one workspace in one transaction; ``done`` is called (on the writer thread)
+    once the call is stored or has failed.
+    """
 
     workspace_id: int
     message: Message
-    wake: threading.Event = field(default_factory=threading.Event)
-    finished: bool = False
+    run: Callable[[int, list[_Call]], None]
+    done: Callable[[], None]
     errors: list[dict[str, Any]] = field(default_factory=list)
     failure: BaseException | None = None
 
 
 class GroupCommit:
-    """Single calls that arrive while a transaction is running are stored together in the next one.
+    """Single calls are stored by one writer thread per process, in groups: every call that arrived while the last
+    transaction ran goes into the next one.
 
-    One request thread at a time leads: it takes every waiting call, stores them per workspace in one transaction
-    (``run``), wakes their threads and hands the lead to the oldest call that arrived meanwhile. Each call is
-    answered only after the commit that holds it; a failed group is retried call by call, so one bad call fails
-    alone.
+    Requests are parsed on the event loop and wait on a future, not in a thread of their own: a thread per waiting
+    request would compete with the event loop for the interpreter lock. Each call is answered only after the commit
+    that holds it; a failed group is retried call by call, so one bad call fails alone.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[_Call] = []
-        self._busy = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def submit(self, call: _Call, run: Callable[[int, list[_Call]], None]) -> None:
-        """Store ``call`` (in a group with whatever else is waiting); raises what storing it raised."""
+    def submit(self, call: _Call) -> None:
+        """Queue ``call``; ``call.done()`` runs once it is stored (``call.failure`` holds what storing it raised)."""
         with self._lock:
             self._pending.append(call)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            call.wake.wait()
-        if not call.finished:
-            self._round(run)
-        if call.failure is not None:
-            raise call.failure
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="suppilo-track-writer", daemon=True)
+                self._thread.start()
+        self._wake.set()
 
-    def _round(self, run: Callable[[int, list[_Call]], None]) -> None:
-        with self._lock:
-            group, self._pending = self._pending, []
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                self._wake.clear()
+                group, self._pending = self._pending, []
+            if group:
+                self._round(group)
+
+    @staticmethod
+    def _round(group: list[_Call]) -> None:
         try:
-            by_workspace: dict[int, list[_Call]] = {}
+            batches: dict[tuple[Any, int], list[_Call]] = {}
             for call in group:
-                by_workspace.setdefault(call.workspace_id, []).append(call)
-            for workspace_id, calls in by_workspace.items():
+                batches.setdefault((call.run, call.workspace_id), []).append(call)
+            for (run, workspace_id), calls in batches.items():
                 try:
                     run(workspace_id, calls)
                 except Exception as exc:
@@ -183,16 +195,12 @@ class GroupCommit:
         except BaseException as exc:
             for call in group:
                 call.failure = call.failure or exc
-            raise
         finally:
             for call in group:
-                call.finished = True
-                call.wake.set()
-            with self._lock:
-                if self._pending:
-                    self._pending[0].wake.set()  # not finished: it leads the next round
-                else:
-                    self._busy = False
+                try:
+                    call.done()
+                except RuntimeError:  # its event loop has closed (the server is shutting down): nobody waits
+                    continue
 
 
 _group_commit = GroupCommit()
@@ -260,10 +268,8 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _handle(request: Request, body: bytes, kind: str | None) -> Response:
-    """Parse, authenticate, validate and store one request (runs in the thread pool)."""
-    received_at = utcnow()
-    settings = request.app.state.settings
+def _authenticate(request: Request, body: bytes) -> tuple[dict[str, Any], Any] | Response:
+    """The JSON body and the principal of its write key, or the error response."""
     try:
         payload = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
@@ -281,46 +287,86 @@ def _handle(request: Request, body: bytes, kind: str | None) -> Response:
         return _error(401, "unauthorized", "the write key is unknown or revoked", "headers.authorization")
     if not principal.allows("track"):
         return _error(403, "forbidden", "this key lacks the 'track' scope", "headers.authorization")
+    return payload, principal
+
+
+def _handle_batch(request: Request, body: bytes) -> Response:
+    """Parse, authenticate, validate and store one batch request (runs in the thread pool)."""
+    received_at = utcnow()
+    settings = request.app.state.settings
+    checked = _authenticate(request, body)
+    if isinstance(checked, Response):
+        return checked
+    payload, principal = checked
     ip = request.client.host if request.client else None
-    factory = request.app.state.session_factory
-    serial = _serial(request.app.state.engine)
-    sync = tracking_settings().synchronous_commit
-
-    if kind is None:
-        items = payload.get("batch")
-        if not isinstance(items, list):
-            return _error(422, "validation_error", "batch must be a list of calls", "batch")
-        if len(items) > settings.max_batch_items:
-            return _error(
-                413, "too_large", f"a batch holds at most {settings.max_batch_items} calls; got {len(items)}", "batch"
-            )
-        # Validation needs no lock: only storing waits for the database's writer.
-        messages, errors = parse_batch(
-            items, received_at=received_at, sent_at=_parse_time(payload.get("sentAt")), ip=ip
+    items = payload.get("batch")
+    if not isinstance(items, list):
+        return _error(422, "validation_error", "batch must be a list of calls", "batch")
+    if len(items) > settings.max_batch_items:
+        return _error(
+            413, "too_large", f"a batch holds at most {settings.max_batch_items} calls; got {len(items)}", "batch"
         )
-        with serial, factory() as session:
-            store(
-                session,
-                principal.workspace_id,
-                messages,
-                received_at=received_at,
-                errors=errors,
-                synchronous_commit=sync,
-            )
-            session.commit()
-        errors.sort(key=lambda e: e["index"])
-        return _json(200, {"success": True, "accepted": len(messages), "errors": errors})
+    # Validation needs no lock: only storing waits for the database's writer.
+    messages, errors = parse_batch(items, received_at=received_at, sent_at=_parse_time(payload.get("sentAt")), ip=ip)
+    with _serial(request.app.state.engine), request.app.state.session_factory() as session:
+        store(
+            session,
+            principal.workspace_id,
+            messages,
+            received_at=received_at,
+            errors=errors,
+            synchronous_commit=tracking_settings().synchronous_commit,
+        )
+        session.commit()
+    errors.sort(key=lambda e: e["index"])
+    return _json(200, {"success": True, "accepted": len(messages), "errors": errors})
 
+
+def _store_of(app: Any) -> Callable[[int, list[_Call]], None]:
+    """The function that stores a group of this app's single calls (one per app, so its calls group together)."""
+    run = getattr(app.state, "track_store", None)
+    if run is None:
+        run = app.state.track_store = partial(
+            _store_calls,
+            app.state.session_factory,
+            _serial(app.state.engine),
+            tracking_settings().synchronous_commit,
+        )
+    return run  # type: ignore[no-any-return]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a request whose client went away is cancelled
+        future.set_result(None)
+
+
+async def _handle_single(request: Request, body: bytes, kind: str) -> Response:
+    """Parse, authenticate and validate one call on the event loop; the writer thread stores it."""
+    received_at = utcnow()
+    checked = _authenticate(request, body)
+    if isinstance(checked, Response):
+        return checked
+    payload, principal = checked
+    ip = request.client.host if request.client else None
     raw = {k: v for k, v in payload.items() if k != "writeKey"}
     try:
         message = parse_message(raw, 0, kind=kind, received_at=received_at, ip=ip)
     except ItemError as exc:
         return _error(422, "validation_error", f"{exc.path}: {exc.message}", exc.path)
-    call = _Call(principal.workspace_id, message)
-    _group_commit.submit(call, lambda ws, calls: _store_calls(factory, serial, sync, ws, calls))
-    errors = call.errors
-    if errors:
-        return _json(200, {"success": True, "errors": errors})
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    call = _Call(
+        principal.workspace_id,
+        message,
+        _store_of(request.app),
+        lambda: loop.call_soon_threadsafe(_resolve, future),
+    )
+    _group_commit.submit(call)
+    await future
+    if call.failure is not None:
+        raise call.failure
+    if call.errors:
+        return _json(200, {"success": True, "errors": call.errors})
     return _json(200, OK)
 
 
@@ -333,7 +379,9 @@ def _endpoint(kind: str | None):  # type: ignore[no-untyped-def]
             return _error(413, "too_large", f"the body exceeds {limit} bytes", "body")
         except ValueError as exc:
             return _error(400, "invalid_body", str(exc), "body")
-        return await run_in_threadpool(_handle, request, body, kind)
+        if kind is None:
+            return await run_in_threadpool(_handle_batch, request, body)
+        return await _handle_single(request, body, kind)
 
     endpoint.__name__ = f"segment_{kind or 'batch'}"
     endpoint.__doc__ = (
