@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import SQLCoreOperations
 
 from suppilo.contacts.models import Contact, PropertyDefinition
 from suppilo.contacts.schemas import PropertyDefinitionCreate, PropertyDefinitionUpdate
@@ -107,9 +108,9 @@ def validate_properties(
     return merged
 
 
-def _uses_key(properties: Any, name: str, dialect: str) -> ColumnElement[bool]:
+def _uses_key(properties: SQLCoreOperations[dict[str, Any]], name: str, dialect: str) -> ColumnElement[bool]:
     if dialect == "postgresql":
-        return properties.op("?", return_type=Boolean)(name)  # type: ignore[no-any-return]
+        return properties.op("?", return_type=Boolean)(name)
     return func.json_type(properties, f'$."{name}"').is_not(None)
 
 
@@ -117,7 +118,7 @@ def usage_count(session: Session, workspace_id: int, object_type: str, name: str
     """How many contacts or companies have a value for property ``name``."""
     from suppilo.companies.models import Company
 
-    model: Any = Contact if object_type == "contact" else Company
+    model: type[Contact] | type[Company] = Contact if object_type == "contact" else Company
     dialect = session.get_bind().dialect.name
     stmt = (
         select(func.count())
