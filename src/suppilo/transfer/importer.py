@@ -57,6 +57,7 @@ from suppilo.contacts.normalize import (
     timezone_for_country,
 )
 from suppilo.db.base import utcnow
+from suppilo.db.tables import table_of
 from suppilo.engine.channels import CHANNELS
 from suppilo.engine.lifecycle import StageSpec, decide_rule_move, position_of
 from suppilo.errors import DomainError
@@ -276,6 +277,15 @@ def _driver_call(conn: Connection, sql: str, call: Callable[[Any], None]) -> Non
         cursor.close()
 
 
+def _execute_with(sql: str, params: list[Any]) -> Callable[[Any], None]:
+    """A ``_driver_call`` call running ``sql`` once with ``params`` (bound now, not when called)."""
+
+    def call(cursor: Any) -> None:
+        cursor.execute(sql, params)
+
+    return call
+
+
 _PG_BINARY_TYPES = {"BIGINT": "int8", "INTEGER": "int4", "BOOLEAN": "bool", "JSONB": "jsonb", "TEXT": "text"}
 _PG_BINARY_TYPES["TIMESTAMP WITH TIME ZONE"] = "timestamptz"
 
@@ -371,7 +381,7 @@ class _Bulk:
             compiled = self.stmt.compile(dialect=conn.dialect, column_keys=sorted(keys))
             constants = {k: v for k, v in compiled.construct_params(dict.fromkeys(keys)).items() if k not in keys}
             names = compiled.positiontup
-            getter = operator.itemgetter(*names) if names else None
+            getter: Callable[[dict[str, Any]], tuple[Any, ...]] | None = operator.itemgetter(*names) if names else None
             if names and len(names) == 1:
                 single = operator.itemgetter(names[0])
                 getter = lambda row: (single(row),)  # noqa: E731
@@ -447,12 +457,12 @@ class _CompanyCache:
     def __init__(self, ctx: _Context) -> None:
         self.ctx = ctx
         self.ids: dict[str, int] = {}
-        table = Company.__table__
+        table = table_of(Company)
         self.table = table
         self.select = select(table.c.domain, table.c.id).where(
             table.c.workspace_id == ctx.workspace_id, table.c.domain.in_(bindparam("domains", expanding=True))
         )
-        self.insert = _insert(ctx.dialect, table).on_conflict_do_nothing(  # type: ignore[arg-type]
+        self.insert = _insert(ctx.dialect, table).on_conflict_do_nothing(
             index_elements=["workspace_id", "domain"], index_where=table.c.domain.isnot(None)
         )
 
@@ -570,7 +580,7 @@ class ContactLoader(_Loader):
     def __init__(self, ctx: _Context, mapping: ColumnMapping, header: list[str]) -> None:
         super().__init__(ctx, mapping, header)
         self.companies = _CompanyCache(ctx)
-        self.table = Contact.__table__
+        self.table = table_of(Contact)
         t = self.table
         present = set(self.columns)
         self.file_columns = [
@@ -593,7 +603,7 @@ class ContactLoader(_Loader):
         self._stage_memo: dict[str, str] = {}
         self._channel_memo: dict[str, tuple[str, str]] = {}
         self.has_last = "last_name" in self.columns
-        self.upsert = self._upsert(_insert(ctx.dialect, t), present)  # type: ignore[arg-type]
+        self.upsert = self._upsert(_insert(ctx.dialect, t), present)
         # Every contact row is a tuple in this column order (the SQLite statement, the PostgreSQL COPY).
         self.insert_columns = [*self.file_columns, *_CONTACT_FIXED_COLUMNS, "properties"]
         self.sqlite_upsert = _Rows(self.upsert, self.insert_columns)
@@ -623,16 +633,16 @@ class ContactLoader(_Loader):
                 latest_touch_at=func.coalesce(t.c.latest_touch_at, bindparam("_at")),
             )
         )
-        tt = Touch.__table__
+        tt = table_of(Touch)
         self.touched = select(tt.c.contact_id).where(
             tt.c.workspace_id == ctx.workspace_id,
             _any_of(tt.c.contact_id, postgres, "ids"),
             tt.c.medium == "import",
             tt.c.content == ctx.filename[:200],
         )
-        self.tag_insert = _Bulk(_insert(ctx.dialect, ContactTag.__table__).on_conflict_do_nothing())  # type: ignore[arg-type]
-        self.change_insert = _Rows(StageChange.__table__.insert(), list(_CHANGE_COLUMNS))
-        self.touch_insert = _Rows(Touch.__table__.insert(), list(_TOUCH_COLUMNS))
+        self.tag_insert = _Bulk(_insert(ctx.dialect, table_of(ContactTag)).on_conflict_do_nothing())
+        self.change_insert = _Rows(table_of(StageChange).insert(), list(_CHANGE_COLUMNS))
+        self.touch_insert = _Rows(table_of(Touch).insert(), list(_TOUCH_COLUMNS))
         if postgres:
             # PostgreSQL: the batch is COPYed into a temporary table and upserted from it in one statement.
             staged = table(_PG_STAGE, *[sql_column(c) for c in [*self.insert_columns, "_n"]])
@@ -646,8 +656,8 @@ class ContactLoader(_Loader):
                 f"SELECT {names}, 0 AS _n FROM contacts WITH NO DATA"
             )
             self.pg_copy_stage = _PgCopy(_PG_STAGE, [*(t.c[c] for c in self.insert_columns), Column("_n", Integer)])
-            self.pg_copy_changes = _PgCopy("stage_changes", [StageChange.__table__.c[c] for c in _CHANGE_COLUMNS])
-            self.pg_copy_touches = _PgCopy("touches", [Touch.__table__.c[c] for c in _TOUCH_COLUMNS])
+            self.pg_copy_changes = _PgCopy("stage_changes", [table_of(StageChange).c[c] for c in _CHANGE_COLUMNS])
+            self.pg_copy_touches = _PgCopy("touches", [table_of(Touch).c[c] for c in _TOUCH_COLUMNS])
 
     def _upsert(self, ins: Any, present: set[str]) -> Any:
         """The contact upsert on (workspace, email): file columns where the file has a value, version + 1 on change."""
@@ -990,7 +1000,7 @@ class ContactLoader(_Loader):
         )
         params = [self.ctx.workspace_id, new_ids[0], new_ids[-1]]
         for sql, value in statements:
-            _driver_call(conn, sql, lambda cursor, sql=sql, value=value: cursor.execute(sql, [value, *params]))
+            _driver_call(conn, sql, _execute_with(sql, [value, *params]))
 
     def _pg_upsert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, int]:
         """COPY the rows into a temporary table, upsert from it in one statement; ids of inserted or changed rows."""
@@ -1041,12 +1051,12 @@ class CompanyLoader(_Loader):
 
     def __init__(self, ctx: _Context, mapping: ColumnMapping, header: list[str]) -> None:
         super().__init__(ctx, mapping, header)
-        t = Company.__table__
+        t = table_of(Company)
         self.table = t
         present = set(self.columns)
         alias = {"annual_revenue_minor": "annual_revenue", "owner_id": "owner", "revenue_currency": "annual_revenue"}
         self.file_columns = [c for c in self.FILE_COLUMNS if c in present or alias.get(c) in present]
-        ins = _insert(ctx.dialect, t)  # type: ignore[arg-type]
+        ins = _insert(ctx.dialect, t)
         exc = ins.excluded
         set_: dict[str, Any] = {c: func.coalesce(exc[c], t.c[c]) for c in self.file_columns}
         set_["name"] = exc.name
@@ -1138,12 +1148,12 @@ class ProductLoader(_Loader):
 
     def __init__(self, ctx: _Context, mapping: ColumnMapping, header: list[str]) -> None:
         super().__init__(ctx, mapping, header)
-        t = Product.__table__
+        t = table_of(Product)
         present = set(self.columns)
         self.file_columns = ["name", "price_minor", "currency"] + [
             c for c in ("category", "url", "image_url") if c in present
         ]
-        ins = _insert(ctx.dialect, t)  # type: ignore[arg-type]
+        ins = _insert(ctx.dialect, t)
         exc = ins.excluded
         set_: dict[str, Any] = {c: func.coalesce(exc[c], t.c[c]) for c in self.file_columns}
         if self.props:
@@ -1216,11 +1226,11 @@ class OrderLoader(_Loader):
         super().__init__(ctx, mapping, header)
         self.seen_orders: set[str] = set()
         self.product_ids: dict[str, int | None] = {}
-        o = Order.__table__
-        c = Contact.__table__
+        o = table_of(Order)
+        c = table_of(Contact)
         self.o = o
         self.c = c
-        ins = _insert(ctx.dialect, o)  # type: ignore[arg-type]
+        ins = _insert(ctx.dialect, o)
         exc = ins.excluded
         cols = ["contact_id", "status", "placed_at", "currency", "subtotal_minor", "discount_minor", "tax_minor"]
         cols += ["shipping_minor"]
@@ -1237,10 +1247,10 @@ class OrderLoader(_Loader):
         self.contacts_by_email = select(c.c.email, c.c.id).where(
             c.c.workspace_id == ctx.workspace_id, c.c.email.in_(bindparam("emails", expanding=True))
         )
-        self.contact_insert = _insert(ctx.dialect, c).on_conflict_do_nothing(  # type: ignore[arg-type]
+        self.contact_insert = _insert(ctx.dialect, c).on_conflict_do_nothing(
             index_elements=["workspace_id", "email"], index_where=c.c.email.isnot(None)
         )
-        p = Product.__table__
+        p = table_of(Product)
         self.products = select(p.c.sku, p.c.id).where(
             p.c.workspace_id == ctx.workspace_id, p.c.sku.in_(bindparam("skus", expanding=True))
         )
@@ -1392,7 +1402,7 @@ class OrderLoader(_Loader):
         ids: dict[str, int] = {}
         for chunk in _chunks(oids):
             ids.update(conn.execute(self.order_ids, {"ids": chunk}).all())
-        ol = OrderLine.__table__
+        ol = table_of(OrderLine)
         replace = [ids[o] for o in oids if o not in self.seen_orders]
         for chunk in _chunks(replace):
             conn.execute(delete(ol).where(ol.c.workspace_id == ctx.workspace_id, ol.c.order_id.in_(chunk)))
@@ -1421,7 +1431,7 @@ class OrderLoader(_Loader):
         return funnel[0].key if funnel else "awareness"
 
     def _recompute_totals(self, conn: Connection, order_ids: list[int]) -> None:
-        o, ol = self.o, OrderLine.__table__
+        o, ol = self.o, table_of(OrderLine)
         line_sum = (
             select(func.coalesce(func.sum(ol.c.quantity * ol.c.unit_price_minor), 0))
             .where(ol.c.order_id == o.c.id)
@@ -1484,7 +1494,7 @@ class OrderLoader(_Loader):
             if current != start:
                 moves.append({"_id": cid, "_stage": current, "_at": at})
         if changes:
-            conn.execute(StageChange.__table__.insert(), changes)
+            conn.execute(table_of(StageChange).insert(), changes)
         if moves:
             conn.execute(
                 update(c)

@@ -36,7 +36,7 @@ def detect_encoding(path: Path) -> str:
         head = fh.read(3)
         bom = head == codecs.BOM_UTF8
         fh.seek(0)
-        decoder = codecs.getincrementaldecoder("utf-8")()
+        decoder: codecs.IncrementalDecoder = codecs.getincrementaldecoder("utf-8")()
         try:
             while chunk := fh.read(_CHUNK):
                 decoder.decode(chunk)
