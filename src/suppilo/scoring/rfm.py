@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.analytics import rates
@@ -19,6 +19,7 @@ from suppilo.commerce.models import Order
 from suppilo.contacts import properties
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
+from suppilo.db.tables import table_of
 from suppilo.engine import rfm as rfm_engine
 from suppilo.workspaces.models import Workspace
 
@@ -49,7 +50,9 @@ def compute(session: Session, workspace_id: int, now: datetime | None = None) ->
         Order.status.in_(STATUSES),
         Order.placed_at <= now,
     )
-    for cid, placed, ccy, total, refunded in session.execute(q):
+    for cid, placed, ccy, total, refunded in session.execute(q).tuples():
+        if cid is None:  # excluded by the query; narrows the column's type
+            continue
         net = max(int(total) - int(refunded or 0), 0)
         spent[cid] += book.convert(net, ccy, book.home, placed.date())
         count[cid] += 1
@@ -62,7 +65,7 @@ def compute(session: Session, workspace_id: int, now: datetime | None = None) ->
         [(now - last[c]).total_seconds() / 86_400 for c in ids], [count[c] for c in ids], [spent[c] for c in ids]
     )
     _ensure_properties(session, workspace_id)
-    table = cast(Table, Contact.__table__)
+    table = table_of(Contact)
     stmt = (
         update(table)
         .where(table.c.workspace_id == workspace_id, table.c.id == bindparam("b_id"))

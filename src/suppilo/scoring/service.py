@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from sqlalchemy import Table, delete, func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ from suppilo.companies.models import Company
 from suppilo.contacts import service as contacts_service
 from suppilo.contacts.models import Contact, ContactTag
 from suppilo.db.base import utcnow
+from suppilo.db.tables import table_of
 from suppilo.engine.filters import decay_key, parse_filter
 from suppilo.engine.scoring import (
     DEFAULT_ENGAGEMENT,
@@ -382,7 +383,7 @@ class ScoreWrite:
     changed: list[int] = field(default_factory=list)
 
 
-SCORES = cast(Table, ContactScore.__table__)
+SCORES = table_of(ContactScore)
 
 
 def _existing(session: Session, workspace_id: int, kind: str, ids: Sequence[int]) -> dict[int, Any]:
@@ -500,7 +501,7 @@ def _history(session: Session, workspace_id: int, entries: list[dict[str, Any]])
         _bulk(session, "score_changes", _HISTORY_COLUMNS, [{"workspace_id": workspace_id, **e} for e in entries])
 
 
-EXPLANATIONS = cast(Table, ScoreExplanation.__table__)
+EXPLANATIONS = table_of(ScoreExplanation)
 
 
 def explanation_digest(text: str) -> str:
@@ -684,7 +685,7 @@ def recompute_company_fit(
     ids = sorted(set(company_ids))
     icps = active_icps(session, workspace_id)
     result = ScoreWrite()
-    table = cast(Table, CompanyScore.__table__)
+    table = table_of(CompanyScore)
     if not icps:
         for chunk in _chunks(ids):
             session.execute(delete(table).where(table.c.workspace_id == workspace_id, table.c.company_id.in_(chunk)))
