@@ -116,7 +116,8 @@ def contact_fields_from_traits(traits: dict[str, Any], country_hint: str | None)
     title = _text(traits.get("title") or traits.get("job_title") or traits.get("jobTitle"))
     if title:
         out["job_title"] = title
-    address = traits.get("address") if isinstance(traits.get("address"), dict) else {}
+    raw_address = traits.get("address")
+    address: dict[str, Any] = raw_address if isinstance(raw_address, dict) else {}
     raw_country = _text(traits.get("country") or address.get("country"))
     if raw_country:
         with contextlib.suppress(InvalidValue):

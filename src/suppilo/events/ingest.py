@@ -68,6 +68,19 @@ class Message:
     person: Person | None = None
     received_at: datetime | None = None  # when its request arrived (calls of several requests can share a store)
 
+    def contact(self) -> Person:
+        """The contact this call is about (the surviving one after merges); set once identities are resolved."""
+        if self.person is None:
+            raise RuntimeError("the call has not been resolved to a contact")
+        return self.person.find()
+
+    def contact_id(self) -> int:
+        """The id of ``contact()``, which is stored by then."""
+        contact_id = self.contact().id
+        if contact_id is None:
+            raise RuntimeError("the call's contact has not been stored")
+        return contact_id
+
 
 @dataclass(slots=True)
 class IngestResult:
@@ -496,7 +509,7 @@ def store(
     touch_latest: dict[int, tuple[datetime, Classification]] = {}
     touches: list[tuple[Message, Person, Classification, str | None, str | None]] = []
     for m in sorted(msgs, key=lambda x: x.occurred_at) if len(msgs) > 1 else msgs:
-        person = m.person.find()  # type: ignore[union-attr]
+        person = m.contact()
         key = id(person)
         span = seen.get(key)
         if span is None:
@@ -594,7 +607,7 @@ def store(
         [
             {
                 "workspace_id": workspace_id,
-                "contact_id": m.person.find().id,  # type: ignore[union-attr]
+                "contact_id": m.contact().id,
                 "anonymous_id": m.anonymous_id,
                 "kind": m.kind,
                 "name": m.name[:200],
@@ -649,15 +662,15 @@ def store(
             continue
         # Every activity row carries all its columns (unchanged ones from the stored state): one statement.
         state = states[p.id]
-        first_seen, last_seen = p.first_seen_at, p.last_seen_at
+        seen_first, seen_last = p.first_seen_at, p.last_seen_at
         if span is not None:
-            if first_seen is None or span[0] < first_seen:
-                first_seen = span[0]
-            if last_seen is None or span[1] > last_seen:
-                last_seen = span[1]
+            if seen_first is None or span[0] < seen_first:
+                seen_first = span[0]
+            if seen_last is None or span[1] > seen_last:
+                seen_last = span[1]
         row = {
-            "first_seen_at": first_seen,
-            "last_seen_at": last_seen,
+            "first_seen_at": seen_first,
+            "last_seen_at": seen_last,
             "first_touch_at": state.first_touch_at,
             "first_touch_channel": state.first_touch_channel,
             "first_touch_source": state.first_touch_source,
@@ -667,7 +680,7 @@ def store(
             "latest_touch_source": state.latest_touch_source,
             "latest_touch_campaign": state.latest_touch_campaign,
         }
-        changed = first_seen != p.first_seen_at or last_seen != p.last_seen_at
+        changed = seen_first != p.first_seen_at or seen_last != p.last_seen_at
         if first is not None and p.first_touch_at is None:
             changed = True
             row["first_touch_at"] = first[0]
@@ -683,7 +696,7 @@ def store(
     company_changes: dict[int, dict[str, Any]] = {}
     for m in groups:
         company_id = _company_for_group(session, workspace_id, m.group_id or "", m.traits)
-        company_changes[m.person.find().id] = {"company_id": company_id}  # type: ignore[union-attr,index]
+        company_changes[m.contact_id()] = {"company_id": company_id}
     for contact_id, values in trait_changes.items():
         seen_row = activity.pop(contact_id, None)
         if seen_row is not None:
@@ -721,7 +734,7 @@ def store(
                     commerce_service.apply_ecommerce_event(
                         session,
                         workspace_id,
-                        m.person.find().id,  # type: ignore[union-attr]
+                        m.contact().id,
                         m.name,
                         m.properties,
                         m.occurred_at,

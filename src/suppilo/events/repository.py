@@ -19,18 +19,20 @@ from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import JSON, Boolean, Connection, Integer, select
+from sqlalchemy import Table as SqlTable
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import ReturningInsert
 
 from suppilo.contacts.models import Contact, ContactIdentity, PropertyDefinition, StageChange
+from suppilo.db.tables import table_of
 from suppilo.db.types import UTCDateTime
 from suppilo.events.models import Event, Touch
 
-contacts_t = Contact.__table__
-identities_t = ContactIdentity.__table__
-events_t = Event.__table__
-touches_t = Touch.__table__
-stage_changes_t = StageChange.__table__
+contacts_t = table_of(Contact)
+identities_t = table_of(ContactIdentity)
+events_t = table_of(Event)
+touches_t = table_of(Touch)
+stage_changes_t = table_of(StageChange)
 
 
 class ContactState(NamedTuple):
@@ -95,7 +97,8 @@ def _read_dt(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         return datetime.fromisoformat(value).replace(tzinfo=UTC)  # SQLite: naive UTC text
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    stored: datetime = value  # the driver's datetime (naive on SQLite)
+    return stored.replace(tzinfo=UTC) if stored.tzinfo is None else stored.astimezone(UTC)
 
 
 def _kind(column: Any) -> str:
@@ -526,10 +529,10 @@ def move_stages(db: Raw, workspace_id: int, target: str, moves: list[tuple[int, 
 
 # --- system events (SQLAlchemy Core; one row at a time) -----------------------------------------------------
 
-_EVENT_INSERTS: dict[str, Insert] = {}
+_EVENT_INSERTS: dict[str, ReturningInsert[int, str]] = {}
 
 
-def dialect_insert(conn: Connection, table: Any) -> Insert:
+def dialect_insert(conn: Connection, table: SqlTable) -> postgresql.Insert | sqlite.Insert:
     """An INSERT of the connection's dialect (for ON CONFLICT)."""
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)

@@ -56,7 +56,7 @@ class AliasIn(_Message):
     """``alias``: ``previousId`` and ``userId`` are the same person."""
 
     previousId: str = Field(min_length=1, max_length=200)
-    userId: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+    userId: str = Field(min_length=1, max_length=200)
 
 
 MESSAGE_MODELS: dict[str, type[_Message]] = {
