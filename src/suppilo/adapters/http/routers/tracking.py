@@ -14,7 +14,7 @@ import asyncio
 import os
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -324,7 +324,7 @@ def _handle_batch(request: Request, body: bytes) -> Response:
 
 def _store_of(app: Any) -> Callable[[int, list[_Call]], None]:
     """The function that stores a group of this app's single calls (one per app, so its calls group together)."""
-    run = getattr(app.state, "track_store", None)
+    run: Callable[[int, list[_Call]], None] | None = getattr(app.state, "track_store", None)
     if run is None:
         run = app.state.track_store = partial(
             _store_calls,
@@ -332,7 +332,7 @@ def _store_of(app: Any) -> Callable[[int, list[_Call]], None]:
             _serial(app.state.engine),
             tracking_settings().synchronous_commit,
         )
-    return run  # type: ignore[no-any-return]
+    return run
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -355,12 +355,11 @@ async def _handle_single(request: Request, body: bytes, kind: str) -> Response:
         return _error(422, "validation_error", f"{exc.path}: {exc.message}", exc.path)
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
-    call = _Call(
-        principal.workspace_id,
-        message,
-        _store_of(request.app),
-        lambda: loop.call_soon_threadsafe(_resolve, future),
-    )
+
+    def wake() -> None:  # called by the writer thread once the call is stored
+        loop.call_soon_threadsafe(_resolve, future)
+
+    call = _Call(principal.workspace_id, message, _store_of(request.app), wake)
     _group_commit.submit(call)
     await future
     if call.failure is not None:
@@ -370,7 +369,7 @@ async def _handle_single(request: Request, body: bytes, kind: str) -> Response:
     return _json(200, OK)
 
 
-def _endpoint(kind: str | None):  # type: ignore[no-untyped-def]
+def _endpoint(kind: str | None) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             body = await _read_body(request, request.app.state.settings.max_batch_bytes)
