@@ -117,9 +117,9 @@ def workspace_forecast(
     for stage_id, code, close_month, owner_id, place_key, count, total in session.connection().execute(query):
         stage = stages[stage_id]
         currencies.add(code)
-        key = stage.key
+        key: str | None = stage.key
         if group_by == "team":
-            key = teams.get(owner_id) if owner_id is not None else None  # type: ignore[assignment]
+            key = teams.get(owner_id) if owner_id is not None else None
         elif place is not None:
             key = place_key
         open_deals.append(

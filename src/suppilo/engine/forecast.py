@@ -25,7 +25,7 @@ class ForecastDeal:
     probability: int
     close_month: str | None
     owner_id: int | None
-    stage_key: str
+    stage_key: str | None  # None for deals grouped by team or place
     count: int = 1
 
 

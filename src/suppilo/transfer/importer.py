@@ -268,7 +268,10 @@ def _lookup(conn: Connection, stmt: Any, name: str, values: list[Any]) -> list[A
 def _driver_call(conn: Connection, sql: str, call: Callable[[Any], None]) -> None:
     """Run ``call(cursor)`` on a driver cursor; a driver error becomes SQLAlchemy's DBAPIError, as from execute()."""
     dbapi_error = conn.dialect.loaded_dbapi.Error
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi = conn.connection.dbapi_connection
+    if dbapi is None:  # only after the connection was invalidated, which would have raised before here
+        raise RuntimeError("the database connection is closed")
+    cursor = dbapi.cursor()
     try:
         call(cursor)
     except dbapi_error as exc:
