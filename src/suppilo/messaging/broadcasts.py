@@ -183,6 +183,7 @@ def enqueue_chunk(session: Session, row: Broadcast, *, now: datetime | None = No
     zone = session.scalar(select(Workspace.timezone).where(Workspace.id == row.workspace_id)) or "UTC"
     items: list[dict[str, Any]] = []
     for cid, contact_zone in audience:
+        not_before: datetime | None
         if row.local_date and row.local_time:
             hh, mm = (int(x) for x in row.local_time.split(":"))
             not_before = local_send_time(date.fromisoformat(row.local_date), time(hh, mm), contact_zone, zone)

@@ -4,6 +4,7 @@ one JSON line per message in ``index.jsonl`` (id, received time, envelope from a
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -91,7 +92,7 @@ class MailStore:
             raise KeyError(message_id)
         return path.read_bytes()
 
-    def store(self, envelope_from: str, envelope_to: list[str], data: bytes) -> CaughtMessage:
+    def store(self, envelope_from: str, envelope_to: builtins.list[str], data: bytes) -> CaughtMessage:
         """Keep a received message: the .eml is written and synced before its index line is appended."""
         headers = BytesHeaderParser(policy=policy.default).parsebytes(data)
         subject = " ".join(str(headers.get("subject", "") or "").split())

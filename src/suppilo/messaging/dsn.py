@@ -90,7 +90,8 @@ def parse_report(data: bytes) -> list[DeliveryReport]:
     msg = email.message_from_bytes(data)
     if msg.get_content_type() != "multipart/report":
         return []
-    report_type = (msg.get_param("report-type") or "").lower()
+    param = msg.get_param("report-type")
+    report_type = param.lower() if isinstance(param, str) else ""
     own_id = str(msg.get("Message-ID") or "").strip() or hashlib.sha256(data).hexdigest()
     original = _original_message_id(msg)
     out: list[DeliveryReport] = []
@@ -102,6 +103,8 @@ def parse_report(data: bytes) -> list[DeliveryReport]:
             if not isinstance(blocks, list):
                 continue
             for block in blocks[1:]:  # the first block is per-message, the others per-recipient
+                if not isinstance(block, Message):
+                    continue
                 action = str(block.get("Action", "")).strip().lower()
                 status = str(block.get("Status", "")).strip() or None
                 recipient = _address(block.get("Final-Recipient") or block.get("Original-Recipient"))

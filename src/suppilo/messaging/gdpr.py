@@ -20,6 +20,7 @@ from suppilo.consent.models import ConsentRecord
 from suppilo.contacts.models import Contact, ContactIdentity, ContactMerge, ContactTag, StageChange
 from suppilo.contacts.normalize import normalize_email
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.errors import NotFound
 from suppilo.events.models import Event, Touch
 from suppilo.messaging import outbox, suppression
@@ -60,7 +61,7 @@ def find_contact(
 
 
 def _plain(obj: Any) -> dict[str, Any]:
-    table: Table = inspect(obj).mapper.local_table  # type: ignore[assignment]
+    table: Table = inspect(obj).mapper.local_table
     out: dict[str, Any] = {}
     for col in table.columns:
         assert isinstance(col, Column)
@@ -212,7 +213,7 @@ def erase_contact(session: Session, workspace_id: int, contact_id: int, *, actor
     counts: dict[str, int] = {}
 
     def run(name: str, stmt: Any) -> None:
-        counts[name] = int(session.execute(stmt).rowcount or 0)
+        counts[name] = rowcount(session.execute(stmt))
 
     session.flush()
     counts["messages_skipped"] = outbox.skip_for_contact(session, workspace_id, cid, "erased")
@@ -352,7 +353,7 @@ def object_to_marketing(
         user_agent=user_agent,
         request_double_opt_in=False,
     )
-    skipped = int(
+    skipped = rowcount(
         session.execute(
             update(OutboxMessage)
             .where(
@@ -362,8 +363,7 @@ def object_to_marketing(
                 OutboxMessage.status.in_(("queued", "deferred")),
             )
             .values(status="skipped", last_error="objection", updated_at=utcnow())
-        ).rowcount
-        or 0
+        )
     )
     workspaces_service.record_audit(
         session,

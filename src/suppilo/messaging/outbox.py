@@ -16,6 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
+from suppilo.db.tables import table_of
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.messaging.outbox_models import FINAL_STATES, OUTBOX_STATES, OutboxBody, OutboxMessage
 
@@ -135,7 +137,7 @@ def enqueue(
     if new_id is None:
         return None
     if body is not None:
-        session.execute(insert(OutboxBody.__table__), [{"outbox_id": new_id, "workspace_id": workspace_id, **body}])
+        session.execute(insert(table_of(OutboxBody)), [{"outbox_id": new_id, "workspace_id": workspace_id, **body}])
     return session.get(OutboxMessage, new_id)
 
 
@@ -164,7 +166,7 @@ def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, 
         return 0
     session.flush()
     # On the table, not the entity: Core's insertmanyvalues sends each chunk as one statement with RETURNING.
-    table = OutboxMessage.__table__
+    table = table_of(OutboxMessage)
     name = session.get_bind().dialect.name
     stmt = (
         (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
@@ -182,7 +184,7 @@ def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, 
             if body is not None and row["dedupe_key"] in new
         ]
         if bodies:
-            session.execute(insert(OutboxBody.__table__), bodies)
+            session.execute(insert(table_of(OutboxBody)), bodies)
     return inserted
 
 
@@ -297,7 +299,7 @@ def skip_for_contact(session: Session, workspace_id: int, contact_id: int, reaso
         )
         .values(status="skipped", last_error=reason, updated_at=now)
     )
-    return int(result.rowcount or 0)
+    return rowcount(result)
 
 
 def counts(session: Session, workspace_id: int | None = None) -> dict[str, int]:

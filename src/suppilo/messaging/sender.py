@@ -43,6 +43,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from suppilo.consent import service as consent_service
 from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
+from suppilo.db.tables import table_of
 from suppilo.errors import DomainError, NotFound
 from suppilo.events import repository as events_repository
 from suppilo.messaging import mime, suppression, tracking, unsubscribe
@@ -194,7 +196,7 @@ _CLAIM_COLUMNS = (
     OutboxMessage.next_attempt_at,
     OutboxMessage.to_address,
 )
-_T = OutboxMessage.__table__
+_T = table_of(OutboxMessage)
 _BODY_COLUMNS = (OutboxBody.outbox_id, OutboxBody.subject, OutboxBody.html, OutboxBody.text)
 
 
@@ -928,7 +930,7 @@ class Sender:
                         .where(_T.c.id.in_(ids), _T.c.lease_token == token, _T.c.status == "sending")
                         .values(status="sent", sent_at=now, updated_at=now, lease_expires_at=None, last_error=None)
                     )
-                    fenced += len(ids) - int(result.rowcount or 0)
+                    fenced += len(ids) - rowcount(result)
             failed_rows = [o for o in outcomes if o.result != "sent"]
             if failed_rows:
                 attempts = dict(
@@ -963,7 +965,7 @@ class Sender:
                         )
                         .values(last_error=o.detail[:2000], updated_at=now, lease_expires_at=None, **values)
                     )
-                    fenced += 1 - int(r.rowcount or 0)
+                    fenced += 1 - rowcount(r)
             # The timeline's email_sent events, one statement for the batch (keyed, so a repeat stores nothing).
             events_repository.insert_events(
                 session.connection(),

@@ -111,7 +111,7 @@ async def run_sender(
     """Run the sender with the configured transport until stopped (SIGTERM/SIGINT), empty, or ``max_seconds``."""
     from suppilo.messaging.transport import transport_from_settings
 
-    config = sender_config(settings, **overrides)
+    config = sender_config(settings, None, **overrides)
     transport = transport_from_settings(settings)
     if hasattr(transport, "config"):
         transport.config.pool_size = max(transport.config.pool_size, config.concurrency)

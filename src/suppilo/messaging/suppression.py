@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from suppilo.contacts.normalize import InvalidValue, normalize_email
 from suppilo.db.base import utcnow
+from suppilo.db.results import rowcount
 from suppilo.errors import DomainError
 from suppilo.messaging.outbox_models import SuppressionEntry
 
@@ -127,7 +128,7 @@ def remove(session: Session, workspace_id: int, email: str, reason: str) -> bool
             SuppressionEntry.reason == reason,
         )
     )
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 def count_by_reason(session: Session, workspace_id: int) -> dict[str, int]:

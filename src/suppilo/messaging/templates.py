@@ -325,7 +325,7 @@ def _safe_replace(eval_ctx: Any, s: Any, old: str, new: str, count: int | None =
     return jinja_filters.do_replace(eval_ctx, s, old, new, count)
 
 
-_safe_replace = pass_eval_context(_safe_replace)  # type: ignore[assignment]
+_safe_replace = pass_eval_context(_safe_replace)
 
 
 def _safe_wordwrap(environment: Any, s: str, width: int = 79, *args: Any, **kwargs: Any) -> str:
@@ -334,7 +334,7 @@ def _safe_wordwrap(environment: Any, s: str, width: int = 79, *args: Any, **kwar
     return jinja_filters.do_wordwrap(environment, s, width, *args, **kwargs)
 
 
-_safe_wordwrap = pass_environment(_safe_wordwrap)  # type: ignore[assignment]
+_safe_wordwrap = pass_environment(_safe_wordwrap)
 
 
 # --- Babel filters -----------------------------------------------------------------------------------------------
@@ -520,10 +520,11 @@ def validate_source(
             and isinstance(loop.iter.node, nodes.Name)
             and loop.iter.node.name == "range"
         ):
-            args = [_const_int(a) for a in loop.iter.args]
-            if all(a is not None for a in args) and args:
+            found = [_const_int(a) for a in loop.iter.args]
+            args = [a for a in found if a is not None]
+            if args and len(args) == len(found):
                 try:
-                    too_many = len(range(*args)) > MAX_RANGE  # type: ignore[misc]
+                    too_many = len(range(*args)) > MAX_RANGE
                 except (TypeError, ValueError, OverflowError):
                     too_many = True
                 if too_many:
