@@ -26,9 +26,13 @@ SQL) instead of contact by contact, which stores the same membership.
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
 from typing import Any
 
 import orjson
@@ -193,6 +197,28 @@ def write_history(session: Session, rows: list[tuple[Any, ...]]) -> None:
     _copy(session, "score_changes", _HISTORY_COLUMNS, rows)
 
 
+@dataclass
+class Deferred:
+    """Rows scored for a later short write transaction (a range scored by a worker process): explanation ids come
+    from ``explain`` (stored and committed at once: shared, harmless if the range fails)."""
+
+    explain: Callable[[set[str]], dict[str, int]]
+    scores: list[tuple[Any, ...]] = field(default_factory=list)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    reached: list[int] = field(default_factory=list)
+
+
+def _write(
+    session: Session, rows: list[tuple[Any, ...]], history: list[tuple[Any, ...]], deferred: Deferred | None
+) -> None:
+    if deferred is None:
+        write_scores(session, rows)
+        write_history(session, history)
+    else:
+        deferred.scores.extend(rows)
+        deferred.history.extend(history)
+
+
 def _after_change(session: Session, workspace_id: int, ids: list[int], kind: str, now: datetime) -> None:
     """Segments reading ``score:<kind>`` follow the changed contacts (in full when there are many)."""
     if not ids:
@@ -217,9 +243,15 @@ def _after_change(session: Session, workspace_id: int, ids: list[int], kind: str
 # --- fit -------------------------------------------------------------------------------------------------------------
 
 
-def _all_ids(session: Session, workspace_id: int) -> list[int]:
+def _all_ids(session: Session, workspace_id: int, bounds: tuple[int, int] | None = None) -> list[int]:
     cur = _cursor(session)
-    cur.execute(_sql(session, "SELECT id FROM contacts WHERE workspace_id = ? ORDER BY id"), (workspace_id,))
+    if bounds is None:
+        cur.execute(_sql(session, "SELECT id FROM contacts WHERE workspace_id = ? ORDER BY id"), (workspace_id,))
+    else:
+        cur.execute(
+            _sql(session, "SELECT id FROM contacts WHERE workspace_id = ? AND id BETWEEN ? AND ? ORDER BY id"),
+            (workspace_id, *bounds),
+        )
     return [r[0] for r in cur.fetchall()]
 
 
@@ -229,12 +261,18 @@ def bulk_fit(
     contact_ids: Sequence[int] | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
+    *,
+    bounds: tuple[int, int] | None = None,
+    deferred: Deferred | None = None,
 ) -> service.ScoreWrite:
-    """``service.recompute_fit`` for these contacts (None: every contact of the workspace), set-based."""
+    """``service.recompute_fit`` for these contacts (None: every contact of the workspace, or of the id range
+    ``bounds``), set-based. With ``deferred`` the rows are kept there for a later write instead of written (stage
+    thresholds and segments are then the caller's)."""
     now = now or utcnow()
     icps = service.active_icps(session, workspace_id)
-    ids = _all_ids(session, workspace_id) if contact_ids is None else sorted(set(contact_ids))
+    ids = _all_ids(session, workspace_id, bounds) if contact_ids is None else sorted(set(contact_ids))
     if not icps:
+        assert deferred is None, "a deferred fit needs an active ICP"
         result = service.recompute_fit(session, workspace_id, ids, now)
         if progress is not None:
             progress(len(ids))
@@ -330,7 +368,11 @@ def bulk_fit(
             results.append((cid, hit))
         new_texts = {hit[3] for _, hit in results} - eids.keys()
         if new_texts:
-            eids.update(service.explanation_ids(session, workspace_id, new_texts))
+            eids.update(
+                service.explanation_ids(session, workspace_id, new_texts)
+                if deferred is None
+                else deferred.explain(new_texts)
+            )
         for cid, (icp_id, score, grade, text) in results:
             eid = eids[text]
             result.scored += 1
@@ -352,11 +394,12 @@ def bulk_fit(
                         "profile or ICP changed",
                     )
                 )
-        write_scores(session, rows)
-        write_history(session, history)
+        _write(session, rows, history, deferred)
         if progress is not None:
             progress(len(part))
     result.changed.sort()
+    if deferred is not None:
+        return result
     config = service.engagement_config(session, workspace_id)
     if any(t.min_fit_grade is not None for t in config.stage_thresholds):
         service._stage_thresholds(session, workspace_id, result.changed, config, now)
@@ -466,11 +509,15 @@ def bulk_engagement(
     contact_ids: Sequence[int] | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
+    *,
+    bounds: tuple[int, int] | None = None,
+    deferred: Deferred | None = None,
 ) -> service.ScoreWrite:
-    """``service.recompute_engagement`` for these contacts (None: every contact of the workspace), set-based."""
+    """``service.recompute_engagement`` for these contacts (None: every contact of the workspace, or of the id
+    range ``bounds``), set-based; ``deferred`` as for ``bulk_fit``."""
     now = now or utcnow()
     config = service.engagement_config(session, workspace_id)
-    ids = _all_ids(session, workspace_id) if contact_ids is None else sorted(set(contact_ids))
+    ids = _all_ids(session, workspace_id, bounds) if contact_ids is None else sorted(set(contact_ids))
     result = service.ScoreWrite()
     names = sorted({r.event for r in config.rules if r.event is not None})
     kinds = sorted({r.kind for r in config.rules if r.event is None and r.kind is not None})
@@ -599,10 +646,12 @@ def bulk_engagement(
                         "recomputed from events",
                     )
                 )
-        write_scores(session, rows)
-        write_history(session, history)
+        _write(session, rows, history, deferred)
         if progress is not None:
             progress(len(part))
+    if deferred is not None:
+        deferred.reached.extend(reached)
+        return result
     # only contacts at or above the lowest threshold can move (the stored score is as of now)
     service._stage_thresholds(session, workspace_id, reached, config, now)
     _after_change(session, workspace_id, result.changed, "engagement", now)
@@ -625,4 +674,146 @@ def rescore_all(
     if "engagement" in kinds:
         out["engagement"] = bulk_engagement(session, workspace_id, None, now, progress)
     session.flush()
+    return out
+
+
+# --- several processes -----------------------------------------------------------------------------------------------
+
+
+class RangesFailed(RuntimeError):
+    """Some contact-id ranges of a parallel rescoring failed: each left nothing written (its one write transaction
+    rolled back); the other ranges are stored and followed up. Running the rescoring again completes it."""
+
+    def __init__(self, failed: list[tuple[int, int, str]]) -> None:
+        self.failed = failed
+        parts = "; ".join(f"contacts {lo}–{hi}: {why}" for lo, hi, why in failed)
+        super().__init__(f"{len(failed)} range(s) not rescored ({parts})")
+
+
+def default_processes() -> int:
+    """Worker processes for a full rescoring: the CPU count (1 on a single core: no pool at all)."""
+    return max(1, os.cpu_count() or 1)
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+def _score_range(
+    url: str, workspace_id: int, kinds: Sequence[str], now: datetime, lo: int, hi: int
+) -> dict[str, tuple[int, list[int]]]:
+    """In a worker process: read and score the contacts with ids lo..hi (a deferred read transaction, no write lock
+    held), then write their rows, history and stage moves in one short transaction (all of the range or none)."""
+    from suppilo.db.session import make_engine
+
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = make_engine(url, pool_size=2)
+    reader = Session(engine.execution_options(sqlite_begin="DEFERRED"))
+    writer = Session(engine)
+    try:
+
+        def explain(texts: set[str]) -> dict[str, int]:
+            out = service.explanation_ids(writer, workspace_id, texts)
+            writer.commit()
+            return out
+
+        done: dict[str, tuple[service.ScoreWrite, Deferred | None]] = {}
+        for kind in kinds:
+            deferred = Deferred(explain)
+            if kind == "fit":
+                if not service.active_icps(reader, workspace_id):
+                    done[kind] = (service.ScoreWrite(), None)  # nothing to score with: per contact, below
+                    continue
+                done[kind] = (bulk_fit(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred), deferred)
+            else:
+                done[kind] = (
+                    bulk_engagement(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred),
+                    deferred,
+                )
+        reader.rollback()
+        config = service.engagement_config(writer, workspace_id)
+        for kind, (result, kept) in done.items():
+            if kept is None:
+                in_range = _all_ids(writer, workspace_id, (lo, hi))
+                done[kind] = (service.recompute_fit(writer, workspace_id, in_range, now), None)
+                continue
+            write_scores(writer, kept.scores)
+            write_history(writer, kept.history)
+            if kind == "fit":
+                if any(t.min_fit_grade is not None for t in config.stage_thresholds):
+                    service._stage_thresholds(writer, workspace_id, result.changed, config, now)
+            else:
+                service._stage_thresholds(writer, workspace_id, kept.reached, config, now)
+        writer.commit()
+    except BaseException:
+        writer.rollback()
+        raise
+    finally:
+        reader.close()
+        writer.close()
+    # segments follow in the parent, once for all ranges (the per-contact fit path followed its own)
+    return {k: (r.scored, r.changed if d is not None else []) for k, (r, d) in done.items()}
+
+
+def rescore_parallel(
+    url: str,
+    workspace_id: int,
+    kinds: Sequence[str] = ("fit", "engagement"),
+    now: datetime | None = None,
+    processes: int | None = None,
+    progress: Progress | None = None,
+    range_size: int | None = None,
+) -> dict[str, service.ScoreWrite]:
+    """Rescore every contact of the workspace in the database at ``url`` split by contact-id ranges over worker
+    processes: each reads and scores its range and writes it in one short transaction of its own (on SQLite the
+    writes take turns, on PostgreSQL they run concurrently); then the segments reading the scores follow once.
+
+    A range that fails leaves nothing of itself written; the others are kept and followed up, and ``RangesFailed``
+    names the failed ranges. Re-running completes the rescoring (rows already stored as of ``now`` are kept)."""
+    from suppilo.db.session import make_engine
+
+    now = now or utcnow()
+    processes = processes or default_processes()
+    size = range_size or RANGE
+    engine = make_engine(url, pool_size=1)
+    try:
+        with Session(engine.execution_options(sqlite_begin="DEFERRED")) as s:
+            ids = _all_ids(s, workspace_id)
+            s.rollback()
+        ranges = [(ids[i], ids[min(i + size, len(ids)) - 1], min(size, len(ids) - i)) for i in range(0, len(ids), size)]
+        out = {k: service.ScoreWrite() for k in kinds}
+        failed: list[tuple[int, int, str]] = []
+
+        def take(lo: int, hi: int, n: int, got: dict[str, tuple[int, list[int]]]) -> None:
+            for k, (scored, changed) in got.items():
+                out[k].scored += scored
+                out[k].changed.extend(changed)
+            if progress is not None:
+                progress(n * len(kinds))
+
+        if processes <= 1 or len(ranges) <= 1:
+            for lo, hi, n in ranges:
+                try:
+                    take(lo, hi, n, _score_range(url, workspace_id, kinds, now, lo, hi))
+                except Exception as exc:  # reported with its range below
+                    failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
+        else:
+            with ProcessPoolExecutor(min(processes, len(ranges)), mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(_score_range, url, workspace_id, kinds, now, lo, hi): (lo, hi, n)
+                           for lo, hi, n in ranges}  # fmt: skip
+                for future in as_completed(futures):
+                    lo, hi, n = futures[future]
+                    try:
+                        take(lo, hi, n, future.result())
+                    except Exception as exc:  # reported with its range below
+                        failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
+        with Session(engine) as s:
+            for k in kinds:
+                out[k].changed.sort()
+                _after_change(s, workspace_id, out[k].changed, k, now)
+            s.commit()
+    finally:
+        engine.dispose()
+    if failed:
+        raise RangesFailed(sorted(failed))
     return out
