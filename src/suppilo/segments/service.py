@@ -31,7 +31,7 @@ from suppilo.engine.filters import (
 from suppilo.errors import Conflict, DomainError, NotFound
 from suppilo.events import repository as events_repository
 from suppilo.segments.compiler import SegmentSelect, compile_filter, contacts
-from suppilo.segments.models import Segment, SegmentMembership, SegmentMembershipChange
+from suppilo.segments.models import Segment, SegmentCountDelta, SegmentMembership, SegmentMembershipChange
 from suppilo.segments.schemas import SegmentCreate, SegmentUpdate
 from suppilo.segments.snapshot import Read, SnapshotPlan, run_reads, snapshot_plan
 
@@ -313,7 +313,7 @@ def create_segment(
         kind=data.kind,
         filter=flt,
         dependencies=deps,
-        member_count=0,
+        folded_count=0,
     )
     session.add(seg)
     session.flush()
@@ -451,7 +451,8 @@ def _apply_diffs(
 ) -> None:
     """Store who entered and exited: memberships, history rows, segment.entered / segment.exited events and counts.
 
-    Bulk Core statements for all the segments at once; counts move in SQL, so concurrent transactions add up.
+    Bulk Core statements for all the segments at once. A count moves by a row appended to ``segment_count_deltas``
+    (no segment row is rewritten per event); ``fold_counts`` folds them into the segments later.
     """
     diffs = [(sid, name, sorted(en), sorted(ex)) for sid, name, en, ex in diffs if en or ex]
     if not diffs:
@@ -483,10 +484,9 @@ def _apply_small(
     reason: str,
     event_rows: list[dict[str, Any]],
 ) -> None:
-    """SQLite: memberships, history rows and counts of a small diff in at most four statements on the DBAPI cursor,
-    then the segment.entered / segment.exited events."""
+    """SQLite: memberships, history rows and count deltas of a small diff in at most four statements on the DBAPI
+    cursor, then the segment.entered / segment.exited events."""
     at = now.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-    stamp = utcnow().astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     cur = session.connection().connection.cursor()
     entered = [(sid, cid) for sid, _, en, _ in diffs for cid in en]
     exited = [(sid, cid) for sid, _, _, ex in diffs for cid in ex]
@@ -512,17 +512,15 @@ def _apply_small(
     moved = [(sid, len(en) - len(ex)) for sid, _, en, ex in diffs if len(en) != len(ex)]
     if moved:
         cur.execute(
-            "UPDATE segments SET updated_at = ?, member_count = member_count + CASE id "
-            + " ".join("WHEN ? THEN ?" for _ in moved)
-            + f" ELSE 0 END WHERE workspace_id = ? AND id IN ({', '.join('?' for _ in moved)})",
-            [stamp, *(v for pair in moved for v in pair), workspace_id, *(sid for sid, _ in moved)],
+            "INSERT INTO segment_count_deltas (segment_id, delta) VALUES " + ", ".join("(?, ?)" for _ in moved),
+            [v for pair in moved for v in pair],
         )
     _insert_events(session, event_rows)
 
 
 # PostgreSQL: a small diff's writes as data-modifying CTEs of one statement over array parameters: one round trip,
 # and one statement text whatever the diff (so the driver prepares it once and the server plans it once). The parts
-# touch disjoint rows (new memberships, left memberships, history, counts, new events), so running them on one
+# touch disjoint rows (new memberships, left memberships, history, count deltas, new events), so running them on one
 # snapshot changes nothing. History rows keep the order entered-then-exited (unnest keeps the arrays' order).
 _SMALL_PG = """
 WITH new_members AS (
@@ -536,9 +534,8 @@ WITH new_members AS (
     SELECT %(ws)s, s, c, ch, %(at)s, %(reason)s
     FROM unnest(%(ch_s)s::bigint[], %(ch_c)s::bigint[], %(ch)s::text[]) WITH ORDINALITY AS t(s, c, ch, n) ORDER BY n
 ), counts AS (
-    UPDATE segments g SET updated_at = %(wall)s, member_count = g.member_count + t.d
-    FROM unnest(%(moved_s)s::bigint[], %(moved_d)s::bigint[]) AS t(s, d)
-    WHERE g.workspace_id = %(ws)s AND g.id = t.s
+    INSERT INTO segment_count_deltas (segment_id, delta)
+    SELECT s, d FROM unnest(%(moved_s)s::bigint[], %(moved_d)s::bigint[]) AS t(s, d)
 ), timeline AS (
     INSERT INTO events (workspace_id, contact_id, anonymous_id, kind, name, properties, context, occurred_at,
                         received_at, message_id)
@@ -592,10 +589,9 @@ def _apply_small_pg(
 def _apply_large(
     session: Session, workspace_id: int, diffs: list[tuple[int, str, list[int], list[int]]], now: datetime, reason: str
 ) -> None:
-    """Memberships, history rows and counts of a large diff with bulk Core statements."""
+    """Memberships, history rows and count deltas of a large diff with bulk Core statements."""
     members_t = cast(Table, SegmentMembership.__table__)
     changes_t = cast(Table, SegmentMembershipChange.__table__)
-    segments_t = cast(Table, Segment.__table__)
     new_rows = [
         {"segment_id": sid, "contact_id": cid, "workspace_id": workspace_id, "entered_at": now}
         for sid, _, entered, _ in diffs
@@ -630,14 +626,13 @@ def _apply_large(
             for sid, _, cid, change in changes
         ],
     )
-    moved = {sid: len(entered) - len(exited) for sid, _, entered, exited in diffs if len(entered) != len(exited)}
+    moved = [
+        {"segment_id": sid, "delta": len(entered) - len(exited)}
+        for sid, _, entered, exited in diffs
+        if len(entered) != len(exited)
+    ]
     if moved:
-        delta = case(moved, value=segments_t.c.id, else_=0)
-        session.execute(
-            update(segments_t)
-            .where(segments_t.c.workspace_id == workspace_id, segments_t.c.id.in_(sorted(moved)))
-            .values(member_count=segments_t.c.member_count + delta)
-        )
+        session.execute(insert(cast(Table, SegmentCountDelta.__table__)), moved)
 
 
 def _change_events(
@@ -674,7 +669,7 @@ def _insert_events(session: Session, event_rows: list[dict[str, Any]]) -> None:
 
 
 def _forget_counts(session: Session, diffs: list[tuple[int, str, list[int], list[int]]]) -> None:
-    """Loaded segments whose count moved in SQL forget it."""
+    """Loaded segments whose count moved (a delta row) forget it; read again, it includes the new delta."""
     for sid, _, entered, exited in diffs:
         if len(entered) == len(exited):
             continue
@@ -703,7 +698,7 @@ def refresh_segment(
     )
     entered, exited = sorted(matching - stored), sorted(stored - matching)
     _apply_diff(session, workspace_id, seg, entered, exited, now, reason)
-    seg.member_count = len(matching)
+    _set_count(session, seg, len(matching))
     seg.last_evaluated_at = now
     session.flush()
     result.evaluated.append(seg.id)
@@ -728,6 +723,46 @@ def refresh_all(
 
 
 SEGMENTS_LOCK = 73_010
+
+
+def _set_count(session: Session, seg: Segment, count: int) -> None:
+    """A fully evaluated segment's count is its membership: stored as folded, its deltas dropped (under
+    ``serialize``'s lock, so no other transaction is adding deltas for it)."""
+    session.execute(delete(SegmentCountDelta).where(SegmentCountDelta.segment_id == seg.id))
+    seg.folded_count = count
+    session.flush()
+    session.expire(seg, ["member_count"])
+
+
+def fold_counts(session: Session, workspace_id: int) -> int:
+    """Fold the workspace's count deltas into its segments' stored counts and delete them; returns how many delta
+    rows were folded. Readers see the same count before and after (``Segment.member_count`` sums both parts)."""
+    serialize(session, workspace_id)
+    ids = select(Segment.id).where(Segment.workspace_id == workspace_id).scalar_subquery()
+    sums = session.execute(
+        select(SegmentCountDelta.segment_id, func.sum(SegmentCountDelta.delta), func.count())
+        .where(SegmentCountDelta.segment_id.in_(ids))
+        .group_by(SegmentCountDelta.segment_id)
+    ).all()
+    if not sums:
+        return 0
+    segments_t = cast(Table, Segment.__table__)
+    moved = {int(sid): int(total) for sid, total, _ in sums if total}
+    if moved:
+        session.execute(
+            update(segments_t)
+            .where(segments_t.c.workspace_id == workspace_id, segments_t.c.id.in_(sorted(moved)))
+            .values(
+                member_count=segments_t.c.member_count + case(moved, value=segments_t.c.id, else_=0),
+                updated_at=segments_t.c.updated_at,  # a fold changes no segment (and skips the column's onupdate)
+            )
+        )
+    session.execute(delete(SegmentCountDelta).where(SegmentCountDelta.segment_id.in_([int(r[0]) for r in sums])))
+    for sid in moved:
+        loaded = session.identity_map.get(Session.identity_key(Segment, sid))
+        if loaded is not None:
+            session.expire(loaded, ["folded_count", "member_count"])
+    return sum(int(n) for _, _, n in sums)
 
 
 def serialize(session: Session, workspace_id: int) -> None:

@@ -14,7 +14,7 @@ from suppilo.db.base import utcnow
 from suppilo.events.models import Event
 from suppilo.events.stream import lock_cursor, read
 from suppilo.segments import service
-from suppilo.segments.models import Segment
+from suppilo.segments.models import Segment, SegmentCountDelta
 
 LIMIT = 5000
 # Events that also change what order conditions see.
@@ -122,17 +122,30 @@ def run_live_updates(factory: sessionmaker[Session]) -> int:
 
 
 def run_time_refresh(factory: sessionmaker[Session]) -> dict[int, int]:
-    """Refresh time-relative segments (and the segments using them), one transaction per workspace.
+    """Refresh time-relative segments (and the segments using them), one transaction per workspace; then fold the
+    member-count deltas that membership changes appended (``service.fold_counts``), one transaction per workspace.
 
     Returns workspace id → number of membership changes.
     """
     with factory() as session:
         rows = session.execute(select(Segment.workspace_id, Segment.dependencies).where(Segment.kind == "dynamic"))
         workspaces = sorted({int(ws) for ws, deps in rows if "time" in (deps or [])})
+        pending = sorted(
+            {
+                int(ws)
+                for ws in session.scalars(
+                    select(Segment.workspace_id).where(Segment.id.in_(select(SegmentCountDelta.segment_id))).distinct()
+                )
+            }
+        )
     out: dict[int, int] = {}
     for ws in workspaces:
         with factory() as session:
             result = service.refresh_time_relative(session, ws, utcnow())
             session.commit()
         out[ws] = sum(map(len, result.entered.values())) + sum(map(len, result.exited.values()))
+    for ws in pending:
+        with factory() as session:
+            service.fold_counts(session, ws)
+            session.commit()
     return out

@@ -408,3 +408,36 @@ def test_per_event_updates_agree_with_full_evaluation_as_segments_change(session
         service.delete_segment(session, ws, keen.id)
         assert tag(ids[3], "vip", NOW + timedelta(days=8)) == {vip.id: [ids[3]]}
         assert _members(session, ws, vip.id) == [ids[0], ids[1], ids[3]]
+
+
+def test_deleting_a_workspace_removes_its_membership_history_and_count_deltas(session_factory):
+    """Membership and history rows have no key to workspaces: they go with their segment, which goes with it."""
+    from suppilo.segments.models import SegmentCountDelta, SegmentMembership, SegmentMembershipChange
+    from suppilo.workspaces.models import Workspace
+
+    with session_factory() as session:
+        ws, other = new_workspace(session), new_workspace(session)
+        a, b = _contact(session, ws, "FI"), _contact(session, other, "FI")
+        for w, c in ((ws, a), (other, b)):
+            seg = _seg(session, w, "Buyers", BOUGHT)
+            record_event(session, w, c, "Order Completed", {"total": 10}, NOW)
+            service.update_for_contacts(session, w, [c], {"events:Order Completed"}, NOW)
+            assert seg.member_count == 1
+        session.commit()
+
+        def rows(w: int) -> list[int]:
+            segs = select(Segment.id).where(Segment.workspace_id == w)
+            return [
+                len(session.scalars(select(t.segment_id).where(t.segment_id.in_(segs))).all())
+                for t in (SegmentMembership, SegmentMembershipChange, SegmentCountDelta)
+            ]
+
+        assert rows(ws) == [1, 1, 1] and rows(other) == [1, 1, 1]
+        session.execute(Workspace.__table__.delete().where(Workspace.__table__.c.id == ws))
+        session.commit()
+        assert session.scalar(select(SegmentMembership.segment_id).where(SegmentMembership.workspace_id == ws)) is None
+        assert (
+            session.scalar(select(SegmentMembershipChange.id).where(SegmentMembershipChange.workspace_id == ws)) is None
+        )
+        assert rows(other) == [1, 1, 1]
+        assert session.scalar(select(Segment.member_count).where(Segment.workspace_id == other)) == 1
