@@ -3,16 +3,19 @@ contacts in ≤ 20 s).
 
 Creates a fresh SQLite file (or a fresh PostgreSQL database with ``--postgres URL``) with N contacts (default
 50,000), one company per 5 contacts, job titles, tags and about 3 events per contact over 120 days, and a 6-criterion
-ICP. Then times the set-based path (``scoring.bulk.bulk_fit`` + ``bulk_engagement`` over every contact in one
-transaction, first scoring: every row and history line written), and a re-run six hours later (fit unchanged,
-engagement rows rewritten as they decay).
+ICP. Then times the set-based path in one process (``scoring.bulk.bulk_fit`` + ``bulk_engagement`` over every
+contact in one transaction, first scoring: every row and history line written), the same first scoring again split
+over ``--processes`` worker processes (``bulk.rescore_parallel``, the stored scores removed first), a re-run at the
+same moment (nothing written) and one six hours later (engagement rows rewritten as they decay), both with the
+processes.
 
-figure   = contacts rescored per second set-based (fit and engagement together);
+figure   = contacts rescored per second set-based, first scoring (fit and engagement together), with the processes;
 baseline = contacts per second of the per-contact path (``service.recompute_fit`` + ``recompute_engagement`` in
            chunks of 1,000, as the CLI did) over the first ``--per-contact-sample`` contacts, rolled back;
 ratio    = figure / baseline (the speed-up).
 
     .venv/bin/python bench/bench_scoring.py [--contacts 50000] [--postgres URL] [--per-contact-sample 20000]
+        [--processes N (default: the CPU count)]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import tempfile
 import time
 import uuid
@@ -122,6 +126,9 @@ def main() -> None:
     ap.add_argument("--contacts", type=int, default=50_000)
     ap.add_argument("--postgres", default="")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--processes", type=int, default=bulk.default_processes(), help="worker processes (1: one transaction)"
+    )
     ap.add_argument("--per-contact-sample", type=int, default=20_000, help="contacts timed on the per-contact path")
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -171,7 +178,7 @@ def main() -> None:
             s.rollback()  # leave the rows unwritten so the set-based run writes every row too
     per_contact_rate = len(sample) / (time.perf_counter() - t0)
 
-    # the figure: every contact rescored set-based in one transaction (first scoring: every row written)
+    # one process: every contact rescored set-based in one transaction (first scoring: every row written)
     load = [os.getloadavg()[0]]
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -180,27 +187,50 @@ def main() -> None:
         fit_s = time.perf_counter() - t0
         eng = bulk.bulk_engagement(s, ws, None, now)
         s.commit()
-    total_s = time.perf_counter() - t0
-    total_cpu = time.process_time() - c0
-    eng_s = total_s - fit_s
+    one_s = time.perf_counter() - t0
+    one_cpu = time.process_time() - c0
+    eng_s = one_s - fit_s
     load.append(os.getloadavg()[0])
+    total_s, total_cpu = one_s, one_cpu
+    processes = args.processes
+
+    def run(at: datetime) -> dict[str, Any]:
+        if processes > 1:
+            return bulk.rescore_parallel(url, ws, now=at, processes=processes)
+        with factory() as s:
+            out = bulk.rescore_all(s, ws, now=at)
+            s.commit()
+        return out
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    if processes > 1:
+        # the same first scoring split over worker processes (the stored scores removed first)
+        with factory() as s:
+            for table in ("score_changes", "contact_scores", "score_explanations"):
+                s.execute(sa.text(f"DELETE FROM {table} WHERE workspace_id = :ws"), {"ws": ws})
+            s.commit()
+        c0 = cpu()
+        t0 = time.perf_counter()
+        parallel = run(now)
+        total_s = time.perf_counter() - t0
+        total_cpu = cpu() - c0
+        fit, eng = parallel["fit"], parallel["engagement"]
+        load.append(os.getloadavg()[0])
     # the same moment again: nothing changed, nothing is written
-    c0 = time.process_time()
+    c0 = cpu()
     t0 = time.perf_counter()
-    with factory() as s:
-        same = bulk.rescore_all(s, ws, now=now)
-        s.commit()
+    same = run(now)
     unchanged_s = time.perf_counter() - t0
-    unchanged_cpu = time.process_time() - c0
+    unchanged_cpu = cpu() - c0
     # six hours later: fit unchanged (nothing written), every engagement row decays and is rewritten
-    later = now + timedelta(hours=6)
-    c0 = time.process_time()
+    c0 = cpu()
     t0 = time.perf_counter()
-    with factory() as s:
-        bulk.rescore_all(s, ws, now=later)
-        s.commit()
+    run(now + timedelta(hours=6))
     rerun_s = time.perf_counter() - t0
-    rerun_cpu = time.process_time() - c0
+    rerun_cpu = cpu() - c0
     load.append(os.getloadavg()[0])
     with factory() as s:
         scored = s.scalar(
@@ -214,7 +244,7 @@ def main() -> None:
             {
                 "bench": f"scoring_rescore_{engine.dialect.name}",
                 "figure": round(figure),
-                "unit": "contacts/s rescored set-based (fit + engagement), first scoring",
+                "unit": f"contacts/s rescored set-based (fit + engagement), first scoring, {processes} process(es)",
                 "baseline": round(per_contact_rate),
                 "baseline_unit": f"contacts/s per-contact path (first {len(sample)} contacts)",
                 "ratio": round(figure / per_contact_rate, 2),
@@ -226,10 +256,15 @@ def main() -> None:
                 "fit_explanations_stored": explanations,
                 "fit_changed": len(fit.changed),
                 "engagement_scored": eng.scored,
-                "fit_s": round(fit_s, 2),
-                "engagement_s": round(eng_s, 2),
+                "processes": processes,
+                "one_process_s": round(one_s, 2),
+                "one_process_cpu_s": round(one_cpu, 2),
+                "one_process_fit_s": round(fit_s, 2),
+                "one_process_engagement_s": round(eng_s, 2),
                 "total_s": round(total_s, 2),
-                # this process's CPU seconds (on SQLite the database work too; PostgreSQL's is in its server)
+                "parallel_speedup": round(one_s / total_s, 2),
+                # CPU seconds of this process and its workers (on SQLite the database work too; PostgreSQL's is in
+                # its server)
                 "total_cpu_s": round(total_cpu, 2),
                 "unchanged_rerun_cpu_s": round(unchanged_cpu, 2),
                 "rerun_6h_later_cpu_s": round(rerun_cpu, 2),

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, console, emit_json, fail, resolve_workspace
+from suppilo.config import get_settings
 from suppilo.db.base import utcnow
 from suppilo.engine.scoring import engagement_to_json
 from suppilo.errors import DomainError
@@ -135,11 +136,18 @@ def show_rules(workspace: str | None = WorkspaceOpt) -> None:
 def recompute(
     kind: list[str] = typer.Option(["fit", "engagement"], "--kind", help="fit and/or engagement."),
     contact: list[int] = typer.Option([], "--contact", help="Only these contact ids (default: all)."),
+    processes: int = typer.Option(
+        bulk.default_processes(),
+        "--processes",
+        min=1,
+        help="Worker processes for every contact, each scoring and writing contact-id ranges (1: one transaction).",
+    ),
     workspace: str | None = WorkspaceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Rescore contacts now: every contact set-based in one transaction, or the given ones committing every
-    1,000 (safe to interrupt and run again)."""
+    """Rescore contacts now: every contact set-based (split by contact-id ranges over --processes worker processes,
+    each range written in a transaction of its own; with --processes 1 all in one transaction), or the given ones
+    committing every 1,000 (safe to interrupt and run again)."""
     bad = [k for k in kind if k not in ("fit", "engagement")]
     if bad:
         fail(f"--kind: {bad[0]!r} is not fit or engagement")
@@ -157,11 +165,21 @@ def recompute(
                 console=console,
                 disable=as_json,
             ) as progress:
-                if not contact:  # every contact: the set-based path, one transaction
+                if not contact:  # every contact: the set-based path
                     whole = progress.add_task("scoring", total=len(ids) * len(kind))
-                    for k, r in bulk.rescore_all(
-                        session, ws.id, kind, now, progress=lambda n: progress.advance(whole, n)
-                    ).items():
+
+                    def advance(n: int) -> None:
+                        progress.advance(whole, n)
+
+                    if processes > 1:
+                        session.commit()
+                        done = bulk.rescore_parallel(
+                            get_settings().resolved_database_url(), ws.id, kind, now, processes,
+                            progress=advance,
+                        )  # fmt: skip
+                    else:
+                        done = bulk.rescore_all(session, ws.id, kind, now, progress=advance)
+                    for k, r in done.items():
                         totals[k] = {"scored": r.scored, "changed": len(r.changed)}
                     ids = []
                 task = progress.add_task("scoring", total=len(ids), visible=bool(ids))
@@ -174,6 +192,8 @@ def recompute(
                     progress.advance(task, len(chunk))
     except DomainError as exc:
         fail(f"{exc.field}: {exc.message}")
+    except bulk.RangesFailed as exc:
+        fail(f"{exc}; the other ranges are stored — run the command again to complete it")
     if as_json:
         emit_json(totals)
         return
