@@ -37,6 +37,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    text,
     update,
 )
 from sqlalchemy import column as sql_column
@@ -553,6 +554,17 @@ _TOUCH_COLUMNS = (
     "landing_url",
 )
 _PG_STAGE = "suppilo_import_contacts"
+# What the PostgreSQL upsert returns of each row it wrote (its id, and what a new row's derived rows copy).
+_PG_RETURNED = (
+    "email",
+    "id",
+    "workspace_id",
+    "lifecycle_stage",
+    "lifecycle_stage_at",
+    "first_touch_channel",
+    "first_touch_source",
+    "first_touch_at",
+)
 _MEMO_LIMIT = 10_000
 
 
@@ -652,7 +664,21 @@ class ContactLoader(_Loader):
             from_stage = postgresql.insert(t).from_select(
                 self.insert_columns, select(*[staged.c[c] for c in self.insert_columns]).order_by(staged.c._n)
             )
-            self.pg_upsert = self._upsert(from_stage, present).returning(t.c.email, t.c.id)
+            upsert = self._upsert(from_stage, present).returning(
+                *[t.c[c] for c in _PG_RETURNED], literal_column("xmax = 0").label("inserted")
+            )
+            # Data-modifying CTEs: the rows this statement inserted (``xmax = 0``) get their first stage change and
+            # import touch from what they record, in the same statement (no second and third COPY of the batch).
+            up = str(upsert.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))  # type: ignore[no-untyped-call]
+            self.pg_upsert = text(
+                f"WITH up AS ({up}), "
+                f"ch AS (INSERT INTO stage_changes ({', '.join(_CHANGE_COLUMNS)}) SELECT workspace_id, id, NULL,"
+                " lifecycle_stage, lifecycle_stage_at, :reason, 'import', NULL FROM up WHERE inserted), "
+                f"tc AS (INSERT INTO touches ({', '.join(_TOUCH_COLUMNS)}) SELECT workspace_id, id, NULL,"
+                " first_touch_at, first_touch_channel, first_touch_source, 'import', NULL, NULL, :content, NULL, NULL"
+                " FROM up WHERE inserted) "
+                "SELECT email, id FROM up"
+            )
             names = ", ".join(self.insert_columns)
             self.pg_create_stage = (
                 f"CREATE TEMPORARY TABLE {_PG_STAGE} ON COMMIT DROP AS "
@@ -899,7 +925,7 @@ class ContactLoader(_Loader):
         new_emails = [e for e in emails if e not in existing]
         ids: dict[str, int] = {e: row.id for e, row in existing.items()}
         if postgres:
-            ids.update(self._pg_upsert(conn, rows))
+            ids.update(self._pg_upsert(conn, rows, f"import {ctx.filename}"[:500], ctx.filename[:200]))
             missing = [e for e in new_emails if e not in ids]  # a concurrent writer's unchanged row
         else:
             # The transaction holds SQLite's write lock (or fails on write if another writer came after its reads),
@@ -911,11 +937,10 @@ class ContactLoader(_Loader):
             missing = []
         if missing:
             ids.update(_lookup(conn, self.select_ids, "emails", missing))
-        # SQLite: new contacts get their first stage change and import touch from their own rows, set-based, by
-        # their consecutive ids (below). PostgreSQL COPYs them: a set-based SELECT by a batch's ids is planned as a
-        # scan of every contact while the table has no statistics.
-        derived = not postgres
-        new_ids = sorted(ids[e] for e in new_emails if e in ids) if derived else []
+        # New contacts get their first stage change and import touch from their own rows, set-based: on SQLite by
+        # their consecutive ids (below), on PostgreSQL in the upsert statement itself (from the rows it inserted;
+        # a SELECT by a batch's ids would be planned as a scan of every contact while the table has no statistics).
+        new_ids = [] if postgres else sorted(ids[e] for e in new_emails if e in ids)
         del rows, new_rows
         reason = f"import {ctx.filename}"[:500]
         content = ctx.filename[:200]
@@ -932,11 +957,7 @@ class ContactLoader(_Loader):
             cid = ids[email]
             old = existing.get(email)
             when = rec["_when"]
-            if old is None:
-                if not derived:
-                    # Same order as _CHANGE_COLUMNS.
-                    changes.append((ws_id, cid, None, rec["_stage"] or default_stage, when, reason, "import", None))
-            else:
+            if old is not None:
                 target = self._existing_move(old.lifecycle_stage, rec["_stage"])
                 if target is not None:
                     changes.append((ws_id, cid, old.lifecycle_stage, target, now_v, reason, "import", None))
@@ -950,7 +971,7 @@ class ContactLoader(_Loader):
                             "_at": rec["_created_at"] or now,
                         }
                     )
-            if (old is None and not derived) or (old is not None and cid not in already_touched):
+            if old is not None and cid not in already_touched:
                 # Same order as _TOUCH_COLUMNS.
                 touches.append(
                     (ws_id, cid, None, when, rec["_channel"], rec["_source"], "import", None, None, content, None, None)
@@ -1005,11 +1026,15 @@ class ContactLoader(_Loader):
         for sql, value in statements:
             _driver_call(conn, sql, _execute_with(sql, [value, *params]))
 
-    def _pg_upsert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, int]:
-        """COPY the rows into a temporary table, upsert from it in one statement; ids of inserted or changed rows."""
+    def _pg_upsert(self, conn: Connection, rows: list[tuple[Any, ...]], reason: str, content: str) -> dict[str, int]:
+        """COPY the rows into a temporary table, upsert from it in one statement; ids of inserted or changed rows.
+
+        The same statement writes each inserted contact's first stage change and import touch (see __init__).
+        """
         conn.exec_driver_sql(self.pg_create_stage)
         self.pg_copy_stage.run(conn, [(*row, n) for n, row in enumerate(rows)])
-        return dict(conn.execute(self.pg_upsert).tuples().all())
+        result = conn.execute(self.pg_upsert, {"reason": reason, "content": content})
+        return {email: cid for email, cid in result.tuples()}
 
     def _existing_move(self, current: str, wanted: str) -> str | None:
         if not wanted:
