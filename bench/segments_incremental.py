@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -84,7 +85,8 @@ def main() -> None:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         url = sa.engine.make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
     else:
-        url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.sqlite3'}"
+        tmp = Path(tempfile.mkdtemp())
+        url = f"sqlite:///{tmp / 'bench.sqlite3'}"
     engine = make_engine(url)
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
@@ -209,6 +211,8 @@ def main() -> None:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+    else:
+        shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":
