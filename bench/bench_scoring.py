@@ -15,7 +15,7 @@ baseline = contacts per second of the per-contact path (``service.recompute_fit`
 ratio    = figure / baseline (the speed-up).
 
     .venv/bin/python bench/bench_scoring.py [--contacts 50000] [--postgres URL] [--per-contact-sample 20000]
-        [--processes N (default: the CPU count)]
+        [--processes N (default: the CPU count on PostgreSQL, 1 on SQLite)]
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--postgres", default="")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument(
-        "--processes", type=int, default=bulk.default_processes(), help="worker processes (1: one transaction)"
+        "--processes", type=int, default=0, help="worker processes (1: one transaction; default as the CLI's)"
     )
     ap.add_argument("--per-contact-sample", type=int, default=20_000, help="contacts timed on the per-contact path")
     args = ap.parse_args()
@@ -192,7 +192,7 @@ def main() -> None:
     eng_s = one_s - fit_s
     load.append(os.getloadavg()[0])
     total_s, total_cpu = one_s, one_cpu
-    processes = args.processes
+    processes = args.processes or bulk.default_processes(url)
 
     def run(at: datetime) -> dict[str, Any]:
         if processes > 1:

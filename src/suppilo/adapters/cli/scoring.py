@@ -136,11 +136,12 @@ def show_rules(workspace: str | None = WorkspaceOpt) -> None:
 def recompute(
     kind: list[str] = typer.Option(["fit", "engagement"], "--kind", help="fit and/or engagement."),
     contact: list[int] = typer.Option([], "--contact", help="Only these contact ids (default: all)."),
-    processes: int = typer.Option(
-        bulk.default_processes(),
+    processes: int | None = typer.Option(
+        None,
         "--processes",
         min=1,
-        help="Worker processes for every contact, each scoring and writing contact-id ranges (1: one transaction).",
+        help="Worker processes for every contact, each scoring and writing contact-id ranges (1: one transaction; "
+        "default: the CPU count on PostgreSQL, 1 on SQLite).",
     ),
     workspace: str | None = WorkspaceOpt,
     as_json: bool = JsonOpt,
@@ -171,12 +172,10 @@ def recompute(
                     def advance(n: int) -> None:
                         progress.advance(whole, n)
 
-                    if processes > 1:
+                    url = get_settings().resolved_database_url()
+                    if (processes or bulk.default_processes(url)) > 1:
                         session.commit()
-                        done = bulk.rescore_parallel(
-                            get_settings().resolved_database_url(), ws.id, kind, now, processes,
-                            progress=advance,
-                        )  # fmt: skip
+                        done = bulk.rescore_parallel(url, ws.id, kind, now, processes, progress=advance)
                     else:
                         done = bulk.rescore_all(session, ws.id, kind, now, progress=advance)
                     for k, r in done.items():
