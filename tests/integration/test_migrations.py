@@ -92,3 +92,58 @@ def test_pre_rendered_bodies_move_to_their_own_table(empty_url: str) -> None:
         ("b", None, None, None, None),
     ]
     assert "rendered" not in columns
+
+
+def test_segment_memberships_survive_losing_their_workspace_key(empty_url: str) -> None:
+    """0004 drops the memberships' own workspace foreign key (on SQLite by rebuilding the tables): every membership
+    and history row is still there afterwards, and a segment's count reads as before (no deltas yet)."""
+    engine = make_engine(empty_url)
+    upgrade(engine, "0003")
+    with engine.begin() as conn:
+        meta = sa.MetaData()
+        tables = {
+            name: sa.Table(name, meta, autoload_with=conn)
+            for name in ("workspaces", "contacts", "segments", "segment_memberships", "segment_membership_changes")
+        }
+        for t in tables.values():
+            for col in t.columns:
+                if isinstance(col.type, sa.JSON) or col.type.__class__.__name__ == "JSONB":
+                    col.type = sa.JSON()
+        ws = conn.execute(
+            tables["workspaces"].insert().values(_fill(tables["workspaces"], slug="segm", name="Segm"))
+        ).inserted_primary_key[0]
+        contacts = [
+            conn.execute(
+                tables["contacts"].insert().values(_fill(tables["contacts"], workspace_id=ws, email=f"c{i}@ex.fi"))
+            ).inserted_primary_key[0]
+            for i in range(3)
+        ]
+        seg = conn.execute(
+            tables["segments"]
+            .insert()
+            .values(_fill(tables["segments"], workspace_id=ws, name="Hot leads", member_count=3))
+        ).inserted_primary_key[0]
+        conn.execute(
+            tables["segment_memberships"].insert(),
+            [_fill(tables["segment_memberships"], workspace_id=ws, segment_id=seg, contact_id=c) for c in contacts],
+        )
+        conn.execute(
+            tables["segment_membership_changes"].insert(),
+            [
+                _fill(tables["segment_membership_changes"], workspace_id=ws, segment_id=seg, contact_id=c)
+                for c in contacts
+            ],
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        members = conn.execute(
+            sa.text("SELECT contact_id FROM segment_memberships WHERE segment_id = :s ORDER BY contact_id"), {"s": seg}
+        ).scalars()
+        changes = conn.execute(
+            sa.text("SELECT count(*) FROM segment_membership_changes WHERE segment_id = :s"), {"s": seg}
+        ).scalar()
+        count = conn.execute(sa.text("SELECT member_count FROM segments WHERE id = :s"), {"s": seg}).scalar()
+        member_list = list(members)
+    engine.dispose()
+    assert member_list == sorted(contacts)
+    assert changes == 3 and count == 3
