@@ -528,9 +528,10 @@ def explanation_ids(session: Session, workspace_id: int, texts: Iterable[str]) -
 
     session.flush()
     found(list(by_digest))
-    missing = [d for d, t in by_digest.items() if t not in out]
+    missing = sorted(d for d, t in by_digest.items() if t not in out)
     if missing:
-        # a concurrent writer of the same text wins harmlessly (same digest, same text)
+        # a concurrent writer of the same text wins harmlessly (same digest, same text); inserting in digest order
+        # makes concurrent writers (parallel rescoring ranges) wait for each other instead of deadlocking
         session.execute(
             _insert(session)(EXPLANATIONS).on_conflict_do_nothing(index_elements=["workspace_id", "digest"]),
             [{"workspace_id": workspace_id, "digest": d, "explanation": orjson.loads(by_digest[d])} for d in missing],
