@@ -692,7 +692,7 @@ class RangesFailed(RuntimeError):
 
 def default_processes(url: str) -> int:
     """Worker processes for a full rescoring: the CPU count on PostgreSQL (the ranges' writes run concurrently:
-    1.97× with two at 200,000 contacts); one on SQLite, where the writes take turns and two processes measured
+    1.43–1.97× with two at 200,000 contacts); one on SQLite, where the writes take turns and two processes measured
     0.64–0.68× of one on a quiet two-core machine (docs/scoring.md)."""
     if url.startswith("sqlite"):
         return 1
