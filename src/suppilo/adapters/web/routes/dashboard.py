@@ -7,6 +7,7 @@ yet shows a "being computed" state that polls while that thread computes it: no 
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -62,18 +63,19 @@ def dashboard(request: Request, ctx: Workspace_, session: ReadSession, days: int
     ctx.require("view")
     days = days if days in PERIODS else 90
     data = figures(session, request.app.state.session_factory, ctx.workspace_id, days)
+    page = partial(
+        render,
+        request,
+        "dashboard.html",
+        language=ctx.language,
+        timezone=ctx.timezone,
+        ctx=ctx,
+        csrf=ctx.user.info.csrf_token,
+        days=days,
+        periods=PERIODS,
+    )
     if data is None:
-        return render(
-            request,
-            "dashboard.html",
-            language=ctx.language,
-            timezone=ctx.timezone,
-            ctx=ctx,
-            csrf=ctx.user.info.csrf_token,
-            days=days,
-            periods=PERIODS,
-            data=None,
-        )
+        return page(data=None)
     labels = {s.key: s.label for s in data["stages"]}
     funnel_all = data["funnel"]["all"]
     funnel_rows = funnel_all.get("stages", [])
@@ -92,15 +94,7 @@ def dashboard(request: Request, ctx: Workspace_, session: ReadSession, days: int
     countries = sorted(data["funnel"].get("groups", {}).items(), key=lambda kv: kv[1].get("contacts", 0), reverse=True)[
         :10
     ]
-    return render(
-        request,
-        "dashboard.html",
-        language=ctx.language,
-        timezone=ctx.timezone,
-        ctx=ctx,
-        csrf=ctx.user.info.csrf_token,
-        days=days,
-        periods=PERIODS,
+    return page(
         data=data,
         labels=labels,
         funnel_rows=funnel_rows,

@@ -12,6 +12,7 @@ import csv
 import io
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -774,23 +775,24 @@ def forecast_page(
     shown = forecast_figures(
         session, request.app.state.session_factory, (ctx.workspace_id, group_by, pipeline_id, stalls_by)
     )
+    page = partial(
+        render,
+        request,
+        "forecast.html",
+        language=ctx.language,
+        timezone=ctx.timezone,
+        status_code=422 if errors else 200,
+        ctx=ctx,
+        csrf=ctx.user.info.csrf_token,
+        active="pipeline",
+        errors=errors,
+        groups=FORECAST_GROUPS,
+        stall_groups=STALL_GROUPS,
+        pipelines=_pipelines(session, ctx),
+    )
     if shown is None:
-        return render(
-            request,
-            "forecast.html",
-            language=ctx.language,
-            timezone=ctx.timezone,
-            status_code=422 if errors else 200,
-            ctx=ctx,
-            csrf=ctx.user.info.csrf_token,
-            active="pipeline",
-            data=None,
-            errors=errors,
-            params={"group_by": group_by, "pipeline": str(pipeline_id or ""), "stalls_by": stalls_by},
-            groups=FORECAST_GROUPS,
-            stall_groups=STALL_GROUPS,
-            pipelines=_pipelines(session, ctx),
-        )
+        params = {"group_by": group_by, "pipeline": str(pipeline_id or ""), "stalls_by": stalls_by}
+        return page(data=None, params=params)
     data, as_of, stale = shown
     names = dict(_members(session, ctx.workspace_id))
     stage_labels = _stage_labels(session, ctx)
@@ -814,16 +816,7 @@ def forecast_page(
             series = [[v / 1000 for v in s] for s in series]
         bars, labels, ticks, top = charts.grouped_columns(keys, series)
         chart = {"bars": bars, "labels": labels, "ticks": ticks, "top": top, "thousands": thousands}
-    query = request.url.query
-    return render(
-        request,
-        "forecast.html",
-        language=ctx.language,
-        timezone=ctx.timezone,
-        status_code=422 if errors else 200,
-        ctx=ctx,
-        csrf=ctx.user.info.csrf_token,
-        active="pipeline",
+    return page(
         data=data,
         as_of=as_of,
         stale=stale,
@@ -831,14 +824,10 @@ def forecast_page(
         chart=chart,
         unconverted=any(t.currency != data.currency for g in data.groups for t in g.totals),
         palette=PALETTE,
-        errors=errors,
         params={"group_by": data.group_by, "pipeline": str(pipeline_id or ""), "stalls_by": data.stalls_by or "team"},
-        groups=FORECAST_GROUPS,
-        stall_groups=STALL_GROUPS,
-        pipelines=_pipelines(session, ctx),
         stage_labels=stage_labels,
         names=names,
-        query=query,
+        query=request.url.query,
     )
 
 
