@@ -36,6 +36,11 @@ MESSAGES: dict[str, str] = {
     "duplicate_column": N_("Two columns are named “%(column)s”; rename one in the file or ignore it."),
     "email_unmapped": N_("Map one column to Email: contacts are matched and updated by their email."),
     "key_unmapped": N_("Map one column to “%(field)s”: the rows are matched and updated by it."),
+    # reports: the period and the A/B test calculator
+    "period_reversed": N_("The start date %(from)s is after the end date %(to)s."),
+    "duplicate_arm": N_("Two arms are named “%(name)s”; give each arm its own name."),
+    "unknown_control": N_("“%(control)s” is not one of the arms; give the name of an arm as the control."),
+    "conversions_exceed_trials": N_("Conversions (%(conversions)s) cannot exceed trials (%(trials)s)."),
 }
 
 
