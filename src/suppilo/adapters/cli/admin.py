@@ -113,7 +113,7 @@ def _serve_processes(host: str, port: int, workers: int, with_worker: bool, with
         if with_worker:
             background = Worker(make_session_factory(engine), default_jobs())
             background.start()
-        command = [sys.executable, "-m", "uvicorn", "suppilo.adapters.http.app:create_app", "--factory"]
+        command = [sys.executable, "-m", "uvicorn", "suppilo.adapters.http.serving:create_served_app", "--factory"]
         command += ["--host", host, "--port", str(port), "--workers", str(workers), "--proxy-headers"]
         api = subprocess.Popen(command)  # noqa: S603 - our own interpreter and module, options typed by typer
         code = api.wait()

@@ -143,6 +143,7 @@ def run_server(
     import uvicorn
 
     from suppilo.adapters.http.app import create_app
+    from suppilo.adapters.http.serving import GcFreezeHook
     from suppilo.config import get_settings
 
     hooks: list[Any] = []
@@ -152,5 +153,6 @@ def run_server(
         hooks.append(MailCatcherHook())
     if with_worker:
         hooks.append(WorkerHook())
+    hooks.append(GcFreezeHook())  # last: what the hooks before it set up is start-up state too
     application = app or create_app(lifespan_hooks=hooks)
     uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=True)
