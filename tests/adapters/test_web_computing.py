@@ -26,6 +26,7 @@ from suppilo.deals import forecast as deals_forecast
 from suppilo.demo import loader
 from suppilo.demo import snapshots as demo_snapshots
 from suppilo.demo.generator import DemoParams
+from suppilo.errors import DomainError
 from tests.adapters.test_web_shell import login, make_user
 from tests.adapters.web_settle import COMPUTING, settled
 
@@ -152,11 +153,39 @@ def test_other_parameters_are_computed_behind_and_equal_a_direct_computation(cli
         assert table[g.key or "None"] == expected
 
 
-def test_a_refused_computation_is_shown_as_its_error(client, session_factory, demo_ws) -> None:
+def test_a_refused_computation_is_shown_as_its_error(client, session_factory, demo_ws, monkeypatch) -> None:
     ws, slug = demo_ws
-    login(client, make_user(session_factory, ws, "analyst"))
+    login(client, make_user(session_factory, ws, "analyst", language="da"))
+    # A period the reports refuse is answered at once beside its field: nothing is started in the background.
     url = f"/app/w/{slug}/reports/spend?from=2025-05-01&to=2025-01-01"  # the period ends before it starts
+    shown = client.get(url)
+    assert shown.status_code == 200 and COMPUTING not in shown.text and 'id="spend-table"' not in shown.text
+    assert '<span class="error" id="from-error">Startdatoen 2025-05-01 ligger efter slutdatoen 2025-01-01.</span>' in (
+        shown.text
+    )
+    assert background.wait_idle(0.1)
+
+    # A refusal met by the background computation itself (forced here into the region funnel) is shown once it is
+    # there: beside its field when the form has one (in the user's language), else as the page's error.
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise DomainError("from", "x", code="period_reversed", params={"from": "2025-02-02", "to": "2025-02-01"})
+
+    monkeypatch.setattr(analytics, "funnel_report", refuse)
+    url = f"/app/w/{slug}/reports/spend?from=2025-01-03&to=2025-02-03"
+    assert COMPUTING in client.get(url).text
     shown = settled(client, url)
     assert (
-        shown.status_code == 200 and 'class="error" role="alert"' in shown.text and 'id="spend-table"' not in shown.text
+        "Startdatoen 2025-02-02 ligger efter slutdatoen 2025-02-01." in shown.text and 'id="from-error"' in shown.text
+    )
+    assert 'id="spend-table"' not in shown.text and 'value="2025-01-03"' in shown.text
+
+    def refuse_other(*_args: object, **_kwargs: object) -> None:
+        raise DomainError("group_by", "group_by must be channel, country or region")  # no code: English
+
+    monkeypatch.setattr(analytics, "funnel_report", refuse_other)
+    url = f"/app/w/{slug}/reports/spend?from=2025-01-04&to=2025-02-04"
+    shown = settled(client, url)
+    assert (
+        'role="alert">group_by must be channel, country or region<' in shown.text
+        and 'id="from-error"' not in shown.text
     )

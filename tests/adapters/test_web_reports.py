@@ -155,9 +155,9 @@ def test_experiments_calculator_and_csv(client, session_factory, workspace) -> N
     by_arm = {r[1]: r for r in rows[1:]}
     assert by_arm["<b>B</b>"][10] == "True" and float(by_arm["<b>B</b>"][7]) < 0.01
     bad = client.get(f"{base}/experiments", params={"name0": "A", "conversions0": "x", "trials0": "10"})
-    assert "whole numbers" in bad.text and 'value="x"' in bad.text
+    assert "Conversions and trials are whole numbers." in bad.text and 'value="x"' in bad.text
     bad = client.get(f"{base}/experiments", params={**params, "conversions1": "2000"})
-    assert "cannot exceed" in bad.text
+    assert "Conversions (2000) cannot exceed trials (1000)." in bad.text
 
 
 def test_reports_of_another_workspace_are_not_found(client, session_factory, workspace, other_workspace) -> None:
@@ -255,3 +255,73 @@ def test_cohort_heatmaps_scale_to_later_months_and_cover_events(client, session_
     page = client.get(f"{base}/cohorts?events=1").text
     assert 'id="event-cohort-heatmap"' in page and 'id="event-cohort-table"' in page
     assert "Engine:" in page and re.search(r'class="heat-value"[^>]*>100', page.split('id="event-cohorts"')[1])
+
+
+def test_a_reversed_period_is_refused_beside_its_field_in_the_users_language(
+    client, session_factory, workspace
+) -> None:
+    """'From' after 'to' on a report page: the Finnish user reads the refusal in Finnish beside the From field, the
+    dates they typed stay in the form, and nothing is computed; the API keeps the English message with the code."""
+    import re
+
+    seed(session_factory, workspace.id)
+    login(client, make_user(session_factory, workspace.id, "analyst", language="fi"))
+    base = f"/app/w/{workspace.slug}/reports"
+    finnish = "Alkupäivä 2026-03-10 on myöhemmin kuin loppupäivä 2026-02-01."
+    reversed_ = {"from": "2026-03-10", "to": "2026-02-01"}
+    for name, extra in (("attribution", {}), ("spend", {}), ("cohorts", {"events": "1"})):
+        page = client.get(f"{base}/{name}", params={**reversed_, **extra})
+        assert page.status_code == 200, name
+        error = re.search(r'<span class="error" id="from-error">(.*?)</span>', page.text)
+        assert error and error.group(1) == finnish, (name, error)
+        assert 'id="from" name="from" type="date" value="2026-03-10" aria-invalid="true"' in page.text
+        assert 'value="2026-02-01"' in page.text
+        assert "is after" not in page.text and "data-computing" not in page.text, name
+    # Only 'from' given, later than today: the same refusal with today as the end.
+    later = (utcnow().date() + timedelta(days=3)).isoformat()
+    page = client.get(f"{base}/spend", params={"from": later})
+    assert f"Alkupäivä {later} on myöhemmin kuin loppupäivä {utcnow().date().isoformat()}." in page.text
+    download = client.get(f"{base}/attribution.csv", params=reversed_)
+    assert download.status_code == 422 and finnish in download.text
+    # Swedish, and a correct period still shows its figures.
+    client.cookies.clear()
+    login(client, make_user(session_factory, workspace.id, "analyst", language="sv"))
+    page = client.get(f"{base}/attribution", params=reversed_)
+    assert "Startdatumet 2026-03-10 är senare än slutdatumet 2026-02-01." in page.text
+    today = utcnow().date()
+    ok = settled(client, f"{base}/spend", params={"from": (today - timedelta(days=30)).isoformat(), "to": str(today)})
+    assert 'id="from-error"' not in ok.text and 'id="spend-table"' in ok.text
+
+    api = client.get("/api/v1/reports/attribution", params=reversed_, headers=workspace.auth())
+    assert api.status_code == 422
+    assert api.json()["error"]["code"] == "period_reversed" and "'from' (2026-03-10) is after" in api.text
+
+
+def test_the_calculators_refusals_are_worded_beside_their_fields(client, session_factory, workspace) -> None:
+    """The A/B calculator's refusals (its own checks and the service's) in the user's language, beside the arm's row
+    or the control field, with what the user typed kept."""
+    import re
+
+    login(client, make_user(session_factory, workspace.id, "analyst", language="fi"))
+    url = f"/app/w/{workspace.slug}/reports/experiments"
+
+    def error_of(page, field: str) -> str | None:
+        found = re.search(rf'<span class="error" id="{field}-error">(.*?)</span>', page.text)
+        return found.group(1) if found else None
+
+    # Row 0 left empty: the service's arm 1 is the form's row 2.
+    arms = {"name1": "A", "conversions1": "10", "trials1": "100", "name2": "B", "conversions2": "120", "trials2": "100"}
+    page = client.get(url, params=arms)
+    assert error_of(page, "arm2") == "Konversioita (120) ei voi olla enemmän kuin kokeiluja (100)."
+    assert error_of(page, "arm1") is None and 'value="120"' in page.text and "experiment-table" not in page.text
+    page = client.get(url, params={**arms, "conversions2": "12", "control": "C"})
+    assert error_of(page, "control") == "”C” ei ole mikään haaroista; anna verrokiksi jonkin haaran nimi."
+    assert 'id="control" name="control" type="text" value="C" aria-invalid="true"' in page.text
+    page = client.get(url, params={**arms, "conversions2": "12", "name2": "A"})
+    assert "Kahden haaran nimi on ”A”; anna jokaiselle haaralle oma nimi." in page.text
+    page = client.get(url, params={"name0": "A", "conversions0": "x", "trials0": "10"})
+    assert error_of(page, "arm0") == "Konversiot ja kokeilut ovat kokonaislukuja." and 'value="x"' in page.text
+    page = client.get(url, params={"name0": "A", "conversions0": "1", "trials0": "10"})
+    assert "Anna vähintään kaksi haaraa." in page.text
+    download = client.get(f"{url}.csv", params={**arms, "conversions2": "12", "control": "C"})
+    assert download.status_code == 422 and "ei ole mikään haaroista" in download.text

@@ -126,7 +126,12 @@ def event_cohort_report(
         raise DomainError("max_periods", "max_periods must be between 1 and 520")
     to = date_to or utcnow().date()
     if date_from is not None and date_from > to:
-        raise DomainError("from", f"'from' ({date_from}) is after 'to' ({to})")
+        raise DomainError(
+            "from",
+            f"'from' ({date_from}) is after 'to' ({to})",
+            code="period_reversed",
+            params={"from": date_from.isoformat(), "to": to.isoformat()},
+        )
     end = datetime(to.year, to.month, to.day, tzinfo=UTC) + timedelta(days=1)
     first = bucket_of(by, date_from) if date_from is not None else None
     last = bucket_of(by, to)

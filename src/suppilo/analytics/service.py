@@ -82,7 +82,12 @@ def period(date_from: date | None, date_to: date | None) -> tuple[date, date, da
     to = date_to or utcnow().date()
     frm = date_from or (to - timedelta(days=DEFAULT_DAYS - 1))
     if frm > to:
-        raise DomainError("from", f"'from' ({frm}) is after 'to' ({to})")
+        raise DomainError(
+            "from",
+            f"'from' ({frm}) is after 'to' ({to})",
+            code="period_reversed",
+            params={"from": frm.isoformat(), "to": to.isoformat()},
+        )
     start = datetime(frm.year, frm.month, frm.day, tzinfo=UTC)
     end = datetime(to.year, to.month, to.day, tzinfo=UTC) + timedelta(days=1)
     return frm, to, start, end
@@ -1205,12 +1210,23 @@ def experiment_report(
         raise DomainError("arms", "every arm needs the same number of earlier looks in its history")
     names = [a[0] for a in arms]
     if len(set(names)) != len(names):
-        raise DomainError("arms", "arm names must be unique")
+        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        raise DomainError("arms", "arm names must be unique", code="duplicate_arm", params={"name": twice})
     if control not in names:
-        raise DomainError("control", f"control {control!r} is not one of the arms")
-    for i, (_n, conv, trials) in enumerate(arms):
+        raise DomainError(
+            "control",
+            f"control {control!r} is not one of the arms",
+            code="unknown_control",
+            params={"control": control},
+        )
+    for i, (name, conv, trials) in enumerate(arms):
         if conv > trials:
-            raise DomainError(f"arms.{i}.conversions", "conversions cannot exceed trials")
+            raise DomainError(
+                f"arms.{i}.conversions",
+                "conversions cannot exceed trials",
+                code="conversions_exceed_trials",
+                params={"arm": name, "conversions": str(conv), "trials": str(trials)},
+            )
     ctrl = next(a for a in arms if a[0] == control)
     comparisons = []
     for name, conv, trials in arms:
@@ -1223,7 +1239,17 @@ def experiment_report(
         looks.append(experiments.Look(ctrl[1], ctrl[2], conv, trials))
         for k, lk in enumerate(looks[:-1]):
             if lk.conversions_a > lk.trials_a or lk.conversions_b > lk.trials_b:
-                raise DomainError(f"arms.{names.index(name)}.history.{k}", "conversions cannot exceed trials")
+                bad = (
+                    (control, lk.conversions_a, lk.trials_a)
+                    if lk.conversions_a > lk.trials_a
+                    else (name, lk.conversions_b, lk.trials_b)
+                )
+                raise DomainError(
+                    f"arms.{names.index(name)}.history.{k}",
+                    "conversions cannot exceed trials",
+                    code="conversions_exceed_trials",
+                    params={"arm": bad[0], "conversions": str(bad[1]), "trials": str(bad[2])},
+                )
         comparisons.append(
             {
                 "arm": name,

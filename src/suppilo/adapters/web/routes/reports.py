@@ -45,7 +45,9 @@ JOURNEY_LIMIT = 50
 
 
 def _dates(date_from: str, date_to: str, language: str = "en") -> tuple[date | None, date | None, dict[str, str]]:
-    """Parsed ``from``/``to`` (empty: the service's default period) and any error per field (in ``language``)."""
+    """Parsed ``from``/``to`` (empty: the service's default period) and any error per field (in ``language``): a
+    date that does not parse, or a period the reports refuse (``from`` after ``to``), so a page answers at once
+    instead of starting a computation that would only refuse."""
     errors: dict[str, str] = {}
     parsed: list[date | None] = []
     for name, text in (("from", date_from), ("to", date_to)):
@@ -54,7 +56,22 @@ def _dates(date_from: str, date_to: str, language: str = "en") -> tuple[date | N
         except ValueError:
             errors[name] = translations(language).gettext("Give a date as YYYY-MM-DD.")
             parsed.append(None)
+    if not errors and (parsed[0] is not None or parsed[1] is not None):
+        try:
+            analytics.period(parsed[0], parsed[1])
+        except DomainError as exc:
+            _refusal(exc, language, errors)
     return parsed[0], parsed[1], errors
+
+
+def _refusal(exc: DomainError, language: str, errors: dict[str, str]) -> str:
+    """A report's refusal in ``language``: put beside its field when the form has it (the period's dates, into
+    ``errors``; then ''), else returned for the page's message."""
+    text = error_text(exc, language)
+    if exc.field in ("from", "to"):
+        errors[exc.field] = text
+        return ""
+    return text
 
 
 def _page(request: Request, ctx: Ctx, template: str, report: str, **context: Any) -> Response:
@@ -213,7 +230,7 @@ def attribution(request: Request, ctx: Workspace_, session: ReadSession, level: 
             )
             computing = result is None
             if result is not None and result.error is not None:
-                error = error_text(result.error, ctx.language)
+                error = _refusal(result.error, ctx.language, errors)
             elif result is not None:
                 data = {**result.value, "computed_at": result.computed_at, "stale": stale}
     chart = None
@@ -324,7 +341,7 @@ def spend(request: Request, ctx: Workspace_, session: ReadSession, group_by: str
         )
         computing = result is None
         if result is not None and result.error is not None:
-            error = error_text(result.error, ctx.language)
+            error = _refusal(result.error, ctx.language, errors)
         elif result is not None:
             data = {**result.value["spend"], "computed_at": result.computed_at, "stale": stale}
             regions = result.value["regions"]
@@ -424,7 +441,7 @@ def cohorts(request: Request, ctx: Workspace_, session: ReadSession, channel: st
                     store=ColumnarStore(request.app.state.settings.data_dir / "columnar"),
                 )
         except DomainError as exc:
-            error = error_text(exc, ctx.language)
+            error = _refusal(exc, ctx.language, errors)
     width = max((len(c["retention"]) for c in (data or {}).get("cohorts", [])), default=0)
     event_width = max((len(c["retention"]) for c in (by_event or {}).get("cohorts", [])), default=0)
     return _page(
@@ -562,10 +579,14 @@ def _journey_experiments(session: Session, ctx: Ctx) -> list[dict[str, Any]]:
     return out
 
 
-def _arms_from(query: Any) -> tuple[list[dict[str, str]], list[tuple[str, int, int]], str, dict[str, str]]:
-    """The calculator's arms as typed, as parsed, the control and errors by field."""
+def _arms_from(
+    query: Any, language: str
+) -> tuple[list[dict[str, str]], list[tuple[str, int, int]], list[int], str, dict[str, str]]:
+    """The calculator's arms as typed, as parsed (with the form row of each), the control and errors by field."""
+    tr = translations(language)
     typed: list[dict[str, str]] = []
     arms: list[tuple[str, int, int]] = []
+    rows: list[int] = []
     errors: dict[str, str] = {}
     for i in range(MAX_ARMS):
         row = {k: (query.get(f"{k}{i}") or "").strip() for k in ("name", "conversions", "trials")}
@@ -576,14 +597,15 @@ def _arms_from(query: Any) -> tuple[list[dict[str, str]], list[tuple[str, int, i
         try:
             conv, trials = int(row["conversions"]), int(row["trials"])
         except ValueError:
-            errors[f"arm{i}"] = "conversions and trials are whole numbers"
+            errors[f"arm{i}"] = tr.gettext("Conversions and trials are whole numbers.")
             continue
         if conv < 0 or trials <= 0:
-            errors[f"arm{i}"] = "trials must be positive and conversions not negative"
+            errors[f"arm{i}"] = tr.gettext("Trials must be positive and conversions not negative.")
             continue
         arms.append((name[:100], conv, trials))
+        rows.append(i)
     control = (query.get("control") or "").strip() or (arms[0][0] if arms else "")
-    return typed, arms, control, errors
+    return typed, arms, rows, control, errors
 
 
 def _experiment_rows(name: str, arms: list[tuple[str, int, int]], result: dict[str, Any]) -> list[list[Any]]:
@@ -637,18 +659,23 @@ EXPERIMENT_HEADER = [
 
 
 def _calculator(
-    query: Any,
+    query: Any, language: str
 ) -> tuple[list[dict[str, str]], dict[str, Any] | None, list[tuple[str, int, int]], str, dict[str, str]]:
-    typed, arms, control, errors = _arms_from(query)
+    typed, arms, rows, control, errors = _arms_from(query, language)
     result = None
     if arms and not errors:
         if len(arms) < 2:
-            errors["arms"] = "give at least two arms"
+            errors["arms"] = translations(language).gettext("Give at least two arms.")
         else:
             try:
                 result = analytics.experiment_report(arms, control)
             except DomainError as exc:
-                errors[exc.field.split(".")[0]] = exc.message
+                # Beside the arm's row (``arms.<i>.…`` names the i-th parsed arm) or the control field; else the form's.
+                path = exc.field.split(".")
+                if path[0] == "arms" and len(path) > 1:
+                    errors[f"arm{rows[int(path[1])]}"] = error_text(exc, language)
+                else:
+                    errors["control" if path[0] == "control" else "arms"] = error_text(exc, language)
     return typed, result, arms, control, errors
 
 
@@ -656,7 +683,7 @@ def _calculator(
 def experiments(request: Request, ctx: Workspace_, session: ReadSession) -> Response:
     ctx.require("view")
     journeys = _journey_experiments(session, ctx)
-    typed, result, arms, control, errors = _calculator(request.query_params)
+    typed, result, arms, control, errors = _calculator(request.query_params, ctx.language)
     blocks = [(j["name"], j["result"], _experiment_rows(j["name"], j["arms"], j["result"])) for j in journeys]
     if result is not None:
         blocks.append(("", result, _experiment_rows("calculator", arms, result)))
@@ -686,7 +713,7 @@ def experiments_csv(request: Request, ctx: Workspace_, session: ReadSession) -> 
     rows: list[list[Any]] = []
     for j in _journey_experiments(session, ctx):
         rows += _experiment_rows(j["name"], j["arms"], j["result"])
-    _typed, result, arms, _control, errors = _calculator(request.query_params)
+    _typed, result, arms, _control, errors = _calculator(request.query_params, ctx.language)
     if errors:
         raise WebError(422, "; ".join(errors.values()))
     if result is not None:
