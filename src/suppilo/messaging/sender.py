@@ -37,20 +37,18 @@ from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from suppilo.consent import service as consent_service
-from suppilo.contacts.models import Contact
 from suppilo.db.base import utcnow
 from suppilo.db.results import rowcount
-from suppilo.db.tables import table_of
 from suppilo.errors import DomainError, NotFound
-from suppilo.events import repository as events_repository
 from suppilo.messaging import mime, suppression, tracking, unsubscribe
 from suppilo.messaging import policies as send_policies
 from suppilo.messaging import service as templates_service
-from suppilo.messaging.outbox_models import DUE_STATES, OutboxBody, OutboxMessage
+from suppilo.messaging.outbox_models import DUE_STATES, OutboxMessage
+from suppilo.messaging.sender_sql import ClaimedRow, SenderDb, json_text, read_time
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.models import Workspace
 
@@ -183,69 +181,20 @@ def _is_user_message(row: Any, body: Any) -> bool:
     )
 
 
-# What the claim reads of a row (not the ORM entity: the claim is the hot path).
-_CLAIM_COLUMNS = (
-    OutboxMessage.id,
-    OutboxMessage.workspace_id,
-    OutboxMessage.contact_id,
-    OutboxMessage.kind,
-    OutboxMessage.topic,
-    OutboxMessage.template_key,
-    OutboxMessage.extra,
-    OutboxMessage.claim_rank,
-    OutboxMessage.next_attempt_at,
-    OutboxMessage.to_address,
-)
-_T = table_of(OutboxMessage)
-_BODY_COLUMNS = (OutboxBody.outbox_id, OutboxBody.subject, OutboxBody.html, OutboxBody.text)
-
-
 class _Updates:
-    """The claim's row changes, written as one executemany per kind of change (not one ORM UPDATE per row)."""
+    """The claim's row changes, written as one statement per kind of change (``sender_sql``)."""
+
+    __slots__ = ("closed", "held", "sending")
 
     def __init__(self) -> None:
-        self.closed: list[dict[str, Any]] = []
-        self.held: list[dict[str, Any]] = []
-        self.sending: list[dict[str, Any]] = []
+        self.closed: list[tuple[int, str, str]] = []  # (id, status, reason)
+        self.held: list[tuple[int, datetime, str]] = []  # (id, until, reason)
+        self.sending: list[tuple[int, str, str, str]] = []  # (id, to, Message-ID, links JSON)
 
-    def write(self, session: Session, token: str, now: datetime, lease_expires_at: datetime) -> None:
-        where = _T.c.id == bindparam("b_id")
-        if self.closed:
-            session.execute(
-                update(_T)
-                .where(where)
-                .values(status=bindparam("b_status"), last_error=bindparam("b_error"), updated_at=now),
-                self.closed,
-            )
-        if self.held:
-            session.execute(
-                update(_T)
-                .where(where)
-                .values(
-                    status="deferred",
-                    next_attempt_at=bindparam("b_until", type_=_T.c.next_attempt_at.type),
-                    last_error=bindparam("b_error"),
-                    updated_at=now,
-                ),
-                self.held,
-            )
-        if self.sending:
-            session.execute(
-                update(_T)
-                .where(where)
-                .values(
-                    status="sending",
-                    lease_token=token,
-                    lease_expires_at=lease_expires_at,
-                    attempts=_T.c.attempts + 1,
-                    to_address=bindparam("b_to"),
-                    message_id=bindparam("b_mid"),
-                    links=bindparam("b_links", type_=_T.c.links.type),
-                    sending_at=now,
-                    updated_at=now,
-                ),
-                self.sending,
-            )
+    def write(self, db: SenderDb, token: str, now: datetime, lease_expires_at: datetime) -> None:
+        db.close_rows(self.closed, now)
+        db.hold_rows(self.held, now)
+        db.mark_sending(self.sending, token, now, lease_expires_at)
         self.closed, self.held, self.sending = [], [], []
 
 
@@ -645,38 +594,25 @@ class Sender:
         now = self.clock()
         token = str(uuid.uuid4())
         with self.session_factory() as session:
-            rows: list[Any] = []
+            db = SenderDb(session.connection())
+            rows: list[ClaimedRow] = []
             for status in DUE_STATES:  # one status per query, so the claim index gives the order without a sort
                 if len(rows) >= limit:
                     break
-                query = (
-                    self._scoped(select(*_CLAIM_COLUMNS))
-                    .where(OutboxMessage.status == status, OutboxMessage.next_attempt_at <= now)
-                    .order_by(OutboxMessage.claim_rank, OutboxMessage.next_attempt_at, OutboxMessage.id)
-                    .limit(limit - len(rows))
-                )
-                if self._dialect == "postgresql":
-                    query = query.with_for_update(skip_locked=True)
-                rows.extend(session.execute(query).all())
+                rows.extend(db.claim_rows(status, now, limit - len(rows), self.config.workspace_ids))
             if not rows:
                 session.rollback()
                 return []
             self._own_tokens.add(token)
-            ids = [r.id for r in rows]
-            bodies: dict[int, Any] = {}
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                for b in session.execute(select(*_BODY_COLUMNS).where(OutboxBody.outbox_id.in_(chunk))):
-                    bodies[b.outbox_id] = b
             prepared: list[Prepared] = []
-            by_ws: dict[int, list[Any]] = {}
+            by_ws: dict[int, list[ClaimedRow]] = {}
             for row in rows:
                 by_ws.setdefault(row.workspace_id, []).append(row)
             updates = _Updates()
             lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
             for ws_id, ws_rows in by_ws.items():
-                prepared.extend(self._prepare_workspace(session, ws_id, ws_rows, bodies, updates, token, now))
-                updates.write(session, token, now, lease_expires_at)
+                prepared.extend(self._prepare_workspace(session, ws_id, ws_rows, updates, token, now))
+                updates.write(db, token, now, lease_expires_at)
             session.commit()
         self.stats.claimed += len(prepared)
         return prepared
@@ -685,25 +621,16 @@ class Sender:
         self,
         session: Session,
         workspace_id: int,
-        rows: list[Any],
-        bodies: dict[int, Any],
+        rows: list[ClaimedRow],
         updates: _Updates,
         token: str,
         now: datetime,
     ) -> list[Prepared]:
-        contact_ids = sorted({r.contact_id for r in rows if r.contact_id is not None})
-        contacts: dict[int, Any] = {}
-        for start in range(0, len(contact_ids), 500):
-            for c in session.execute(
-                select(Contact.id, Contact.email, Contact.country, Contact.timezone).where(
-                    Contact.workspace_id == workspace_id, Contact.id.in_(contact_ids[start : start + 500])
-                )
-            ):
-                contacts[c.id] = c
+        contacts = {r.contact.id: r.contact for r in rows if r.contact is not None}
         hashes = {cid: suppression.address_hash(c.email) for cid, c in contacts.items() if c.email}
         # A pre-rendered transactional message without a contact goes to its stored address (a workspace user, e.g.
         # a task reminder); suppression applies to that address as to any other.
-        to_users = {r.id: r.to_address for r in rows if _is_user_message(r, bodies.get(r.id))}
+        to_users = {r.id: r.to_address for r in rows if _is_user_message(r, r.body)}
         user_hashes = {rid: suppression.address_hash(addr) for rid, addr in to_users.items() if addr}
         reasons = suppression.reasons_for_hashes(session, workspace_id, [*hashes.values(), *user_hashes.values()])
         decisions = consent_service.marketing_decisions(
@@ -739,7 +666,7 @@ class Sender:
         ready = self._apply_policies(session, workspace, workspace_id, ready, updates, now)
         # Messages rendered from a template: their contacts, companies, the templates and the workspace are read
         # once for the batch, then each message renders without touching the database.
-        render_ids = [row.contact_id for row, _ in ready if row.id not in bodies and row.contact_id is not None]
+        render_ids = [row.contact_id for row, _ in ready if row.body is None and row.contact_id is not None]
         contexts = templates_service.contact_contexts(session, workspace_id, render_ids) if render_ids else {}
         loaded: dict[str, Any] = {}
         cfg = self.config
@@ -748,8 +675,7 @@ class Sender:
         jobs: list[tuple[Any, Any, _Job]] = []
         for row, contact in ready:
             try:
-                jobs.append((row, contact, self._job(session, row, bodies.get(row.id), contact, contexts, loaded,
-                                                     slug, from_name, now)))  # fmt: skip
+                jobs.append((row, contact, self._job(session, row, contact, contexts, loaded, slug, from_name, now)))
             except Exception as exc:
                 log.warning("message %s could not be built: %s", row.id, exc)
                 self._close(updates, row, "failed", f"build: {exc}"[:2000])
@@ -760,7 +686,7 @@ class Sender:
                 self._close(updates, row, "failed", built[:2000])
                 continue
             message_bytes, links, message_id = built
-            updates.sending.append({"b_id": row.id, "b_to": contact.email, "b_mid": message_id, "b_links": links})
+            updates.sending.append((row.id, contact.email, message_id, json_text(links) if links else "[]"))
             out.append(
                 Prepared(
                     outbox_id=row.id,
@@ -790,8 +716,7 @@ class Sender:
     def _job(
         self,
         session: Session,
-        row: Any,
-        body: Any,
+        row: ClaimedRow,
         contact: Any,
         contexts: dict[int, tuple[dict[str, Any], dict[str, Any]]],
         loaded: dict[str, Any],
@@ -803,6 +728,7 @@ class Sender:
         template: _TemplateData | None = None
         ctx = None
         wsctx = None
+        body = row.body
         if body is None:
             if row.template_key is None:
                 raise ValueError("the message has neither a template nor a body")
@@ -819,7 +745,7 @@ class Sender:
             kind=row.kind,
             extra=row.extra,
             template_key=row.template_key,
-            body=None if body is None else (body.subject, body.html or "", body.text or ""),
+            body=None if body is None else (body.subject, body.html, body.text),
             contact_id=contact.id,
             email=contact.email,
             context=ctx,
@@ -852,7 +778,7 @@ class Sender:
                 row_id=row.id,
                 contact_id=contact.id,
                 claim_rank=row.claim_rank,
-                next_attempt_at=row.next_attempt_at,
+                next_attempt_at=read_time(row.next_attempt_at),
                 timezone=contact.timezone,
             )
             for row, contact in ready
@@ -867,7 +793,7 @@ class Sender:
             if hold is None:
                 going.append((row, contact))
                 continue
-            updates.held.append({"b_id": row.id, "b_until": hold.until, "b_error": hold.reason})
+            updates.held.append((row.id, hold.until, hold.reason))
             self.stats.held += 1
         return going
 
@@ -887,7 +813,7 @@ class Sender:
         return cached
 
     def _close(self, updates: _Updates, row: Any, status: str, reason: str) -> None:
-        updates.closed.append({"b_id": row.id, "b_status": status, "b_error": reason})
+        updates.closed.append((row.id, status, reason))
         if status == "suppressed":
             self.stats.suppressed += 1
         elif status == "skipped":
@@ -919,18 +845,14 @@ class Sender:
         cfg = self.config
         sent = [o for o in outcomes if o.result == "sent"]
         with self.session_factory() as session:
+            db = SenderDb(session.connection())
             fenced = 0
             if sent:
                 by_token: dict[str, list[int]] = {}
                 for o in sent:
                     by_token.setdefault(o.prepared.lease_token, []).append(o.prepared.outbox_id)
                 for token, ids in by_token.items():
-                    result = session.execute(
-                        update(_T)
-                        .where(_T.c.id.in_(ids), _T.c.lease_token == token, _T.c.status == "sending")
-                        .values(status="sent", sent_at=now, updated_at=now, lease_expires_at=None, last_error=None)
-                    )
-                    fenced += len(ids) - rowcount(result)
+                    fenced += len(ids) - db.mark_sent(ids, token, now)
             failed_rows = [o for o in outcomes if o.result != "sent"]
             if failed_rows:
                 attempts = dict(
@@ -967,24 +889,13 @@ class Sender:
                     )
                     fenced += 1 - rowcount(r)
             # The timeline's email_sent events, one statement for the batch (keyed, so a repeat stores nothing).
-            events_repository.insert_events(
-                session.connection(),
+            db.insert_sent_events(
                 [
-                    {
-                        "workspace_id": o.prepared.workspace_id,
-                        "contact_id": o.prepared.contact_id,
-                        "anonymous_id": None,
-                        "kind": "track",
-                        "name": "email_sent",
-                        "properties": {"outbox_id": o.prepared.outbox_id},
-                        "context": {"source": "system"},
-                        "occurred_at": now,
-                        "received_at": now,
-                        "message_id": f"mail-sent-{o.prepared.outbox_id}",
-                    }
-                    for o in sent
-                    if o.prepared.contact_id is not None
+                    (p.workspace_id, p.contact_id, p.outbox_id)
+                    for p in (o.prepared for o in sent)
+                    if p.contact_id is not None
                 ],
+                now,
             )
             session.commit()
         self.stats.sent += len(sent)
