@@ -528,3 +528,53 @@ def test_fit_scorer_equals_best_fit(facts):
     scorer = FitScorer(icps, convert)
     assert scorer(facts) == best_fit(icps, facts, convert)
     assert scorer(facts) == best_fit(icps, facts, convert)  # and again from the per-criterion memo
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    people=st.lists(
+        st.lists(
+            st.tuples(
+                st.integers(0, len(_BULK_EVENTS) - 1),
+                # some events later than now (they count as of now), some at the same microsecond
+                st.sampled_from([-86_400_000_000, -1, 0, 5_000_000]) | st.integers(-200 * 86_400_000_000, 0),
+            ),
+            max_size=30,
+        ),
+        max_size=6,
+    ),
+    custom=st.booleans(),
+)
+def test_engagement_batch_equals_engagement_bit_for_bit(people, custom):
+    """Many contacts' events scored at once (numpy) give each contact exactly the per-contact path's floats."""
+    from suppilo.engine.scoring import engagement_batch
+
+    config = parse_engagement(_BULK_RULES if custom else DEFAULT_ENGAGEMENT)
+    now_us = (_BULK_NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    cids, ats, eids, matched = [], [], [], []
+    want = {}
+    eid = 0
+    for cid, picks in reversed(list(enumerate(people, start=100))):  # contacts and events in no particular order
+        scored = []
+        for e, offset_us in reversed(picks):
+            eid += 1
+            name, kind, props = _BULK_EVENTS[e]
+            at = min(_BULK_NOW + timedelta(microseconds=offset_us), _BULK_NOW)
+            scored.append(ScoredEvent(name, kind, at, props, eid))
+            rules = tuple(i for i, r in enumerate(config.rules) if r.matches(name, kind, props))
+            if rules:
+                cids.append(cid)
+                ats.append(now_us + offset_us)
+                eids.append(eid)
+                matched.append(rules)
+        result = engagement(scored, config, _BULK_NOW)
+        if result.contributions:
+            want[cid] = (
+                result.score,
+                [(c.rule, c.events, c.points, c.points_now) for c in result.contributions],
+                result.state,
+            )
+    got = engagement_batch(cids, ats, eids, matched, config, _BULK_NOW, now_us)
+    assert got == want
+    for cid, (score, _, _) in got.items():  # the same float, not merely equal within a tolerance
+        assert score.hex() == want[cid][0].hex()

@@ -9,14 +9,16 @@ SQLAlchemy and score each contact on its own. Here the same results come from:
 - **fit computed once per distinct set of facts** (``best_fit`` is a pure function of ``FitFacts``, so contacts
   sharing facts share the result and its explanation's JSON text);
 - **rules matched once per distinct (event name, kind)** (and per distinct properties only for rules with a
-  ``where``), and the decay computed with the arithmetic of ``engine.scoring.engagement_matched`` / ``engagement``
-  (each rule's fields read once per run), so the scores are bit-identical;
+  ``where``: other events' properties are not even read), and a whole range's engagement computed at once by
+  ``engine.scoring.engagement_batch`` (numpy: caps, decay and sums vectorised, each sum added in the per-contact
+  path's order), so the scores are bit-identical to ``engine.scoring.engagement``;
 - **fit explanations shared**: each distinct explanation text is stored once (``score_explanations``) and a row
   references it, so an unchanged row is recognised by comparing ids;
 - **nothing rewritten that would not change**: a fit row equal in score, grade, ICP and explanation id, and an
   engagement row already stored as of this moment with the same score, contributions and cap state, are kept;
 - **bulk writes** of what changed: SQLite ``executemany`` in the caller's transaction; PostgreSQL ``COPY`` into a
-  temporary table and one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` (history rows are copied straight in).
+  temporary table and one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` (history rows are copied straight in), the
+  COPY text formatted a column at a time.
 
 Explanations, history rows (same reasons and thresholds), stage thresholds and segment updates follow exactly as on
 the per-contact path; when many contacts changed, the segments reading that score are refreshed in full (compiled
@@ -40,13 +42,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from suppilo.db.base import utcnow
-from suppilo.engine.filters import decay_key
+from suppilo.engine.filters import epoch_seconds
 from suppilo.engine.scoring import (
-    HORIZON_HALF_LIVES,
+    BatchEngagement,
     EngagementConfig,
     FitFacts,
     FitScorer,
     PainPointsCriterion,
+    engagement_batch,
     horizon_start,
 )
 from suppilo.scoring import service
@@ -154,12 +157,45 @@ def _cell(v: Any) -> str:
     return repr(v)
 
 
+def _column_text(values: Sequence[Any]) -> Sequence[str]:
+    """One column's values in COPY's text format (the same text as ``_cell``), formatted per column with C-level
+    ``map`` over the common cases: ints, floats, strings needing no escapes, a few distinct times, NULLs."""
+    types = set(map(type, values))
+    plain = types - {type(None)}
+    if len(plain) == 1:
+        kind = next(iter(plain))
+        if kind is int or kind is float:
+            fmt: Callable[[Any], str] = repr
+        elif kind is str:
+            joined = "".join(v for v in values if v is not None)
+            if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
+                fmt = _cell
+            else:
+                if not types - plain:
+                    return values
+                fmt = str
+        elif kind is datetime:
+            distinct = {v: v.isoformat() for v in set(values) if v is not None}
+            fmt = distinct.__getitem__
+        else:
+            fmt = _cell
+        if types == plain:
+            return list(map(fmt, values))
+        return ["\\N" if v is None else fmt(v) for v in values]
+    if not plain:
+        return ["\\N"] * len(values)
+    return list(map(_cell, values))
+
+
 def _copy(session: Session, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-    """COPY rows in text format, formatted here in blocks (psycopg's per-row ``write_row`` costs more)."""
+    """COPY rows in text format, formatted here a column at a time in blocks (psycopg's per-row ``write_row``, and
+    formatting cell by cell, cost more)."""
     driver: Any = session.connection().connection.driver_connection
     with driver.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for i in range(0, len(rows), 10_000):
-            copy.write("".join("\t".join([_cell(v) for v in r]) + "\n" for r in rows[i : i + 10_000]))
+        for i in range(0, len(rows), 50_000):
+            block = rows[i : i + 50_000]
+            cols = [_column_text(c) for c in zip(*block, strict=True)]
+            copy.write("\n".join(map("\t".join, zip(*cols, strict=True))) + "\n")
 
 
 def write_scores(session: Session, rows: list[tuple[Any, ...]]) -> None:
@@ -418,6 +454,7 @@ class _RuleMatcher:
         self.rules = config.rules
         self._by_name: dict[tuple[str, str], tuple[tuple[int, ...], bool]] = {}
         self._by_props: dict[tuple[str, str, Any], tuple[int, ...]] = {}
+        self._many: dict[tuple[str, str, Any], tuple[int, ...]] = {}
 
     def __call__(self, name: str, kind: str, raw_properties: Any) -> tuple[int, ...]:
         key = (name, kind)
@@ -443,60 +480,20 @@ class _RuleMatcher:
                 self._by_props[pkey] = matched
         return matched
 
+    def many(self, names: Sequence[str], kinds: Sequence[str], raws: Sequence[Any]) -> list[tuple[int, ...]]:
+        """``self(name, kind, raw)`` for many events, computed once per distinct triple (``raw`` is NULL for events
+        that no rule with a ``where`` could match: those share their name and kind's result)."""
+        keys = list(zip(names, kinds, raws, strict=True))
+        lookup = self._many
+        for key in set(keys).difference(lookup):
+            lookup[key] = self(*key)
+        out = list(map(lookup.__getitem__, keys))
+        if len(lookup) > 200_000:
+            lookup.clear()
+        return out
 
-class _Engagement:
-    """``engine.scoring.engagement_matched`` with each rule's fields read once for the whole run: the same
-    arithmetic in the same order (bit-identical scores), returning the score, the stored contribution lines and the
-    cap state."""
 
-    def __init__(self, config: EngagementConfig, now: datetime, now_us: int, hl_us: int, top: int = 5) -> None:
-        self.rules = [(r.key, r.points, r.max_per_period, 86_400 * r.period_days) for r in config.rules]
-        before = now - config.half_life * HORIZON_HALF_LIVES
-        self.oldest = {
-            r.key: math.floor(before.timestamp() / (86_400 * r.period_days))
-            for r in config.rules
-            if r.max_per_period is not None
-        }
-        self.now_us, self.hl_us, self.top = now_us, hl_us, top
-
-    def __call__(
-        self, events: Sequence[tuple[int, int, tuple[int, ...]]]
-    ) -> tuple[float, list[dict[str, Any]], dict[str, dict[str, int]]]:
-        now_us, hl_us, rules = self.now_us, self.hl_us, self.rules
-        counts: dict[str, dict[int, int]] = {}
-        per_rule: dict[str, list[float]] = {}
-        total = 0.0
-        for at_us, _id, matched in sorted(e for e in events if e[0] <= now_us):
-            factor = float(2.0 ** (-((now_us - at_us) / hl_us)))
-            for i in matched:
-                key, points, cap, period_s = rules[i]
-                if cap is not None:
-                    periods = counts.get(key)
-                    if periods is None:
-                        periods = counts[key] = {}
-                    p = math.floor(at_us / 1_000_000 / period_s)
-                    n = periods.get(p, 0)
-                    if n >= cap:
-                        continue
-                    periods[p] = n + 1
-                acc = per_rule.get(key)
-                if acc is None:
-                    acc = per_rule[key] = [0.0, 0.0, 0.0]
-                acc[0] += 1
-                acc[1] += points
-                acc[2] += points * factor
-                total += points * factor
-        ranked = sorted(per_rule.items(), key=lambda kv: (-abs(kv[1][2]), kv[0]))[: self.top]
-        contributions = [
-            {"rule": k, "events": int(v[0]), "points": v[1], "points_now": round(v[2], 4)} for k, v in ranked
-        ]
-        state: dict[str, dict[str, int]] = {}
-        for key, periods in counts.items():
-            oldest = self.oldest[key]
-            kept = {str(p): n for p, n in periods.items() if p >= oldest}
-            if kept:
-                state[key] = kept
-        return total, contributions, state
+_NO_EVENTS: BatchEngagement = (0.0, [], {})
 
 
 def _loads(raw: Any) -> Any:
@@ -526,7 +523,7 @@ def bulk_engagement(
     hl_s = hl.total_seconds()
     now_us = (now - EPOCH) // _US
     start = horizon_start(now, config)
-    score_events = _Engagement(config, now, now_us, hl // _US)
+    now_term = epoch_seconds(now) / hl_s
     stamp = _time_text(session, now)
     state_memo: dict[str, str] = {}
     half_lives: dict[float, int] = {}
@@ -538,10 +535,18 @@ def bulk_engagement(
     if kinds:
         picks.append(f"kind IN ({', '.join('?' for _ in kinds)})")
         params_tail.extend(kinds)
+    # properties are read only for events that a rule with a ``where`` could match
+    needs: list[str] = []
+    params_head: list[Any] = []
+    for r in config.rules:
+        if r.where:
+            conds = [*(["name = ?"] if r.event is not None else []), *(["kind = ?"] if r.kind is not None else [])]
+            needs.append(f"({' AND '.join(conds)})")
+            params_head.extend(v for v in (r.event, r.kind) if v is not None)
+    props_sql = f"CASE WHEN {' OR '.join(needs)} THEN {_json_text(session, 'properties')} END" if needs else "NULL"
     events_sql = _sql(
         session,
-        f"SELECT contact_id, id, {_epoch_us_sql(session, 'occurred_at')}, name, kind, "
-        f"{_json_text(session, 'properties')} FROM events "
+        f"SELECT contact_id, id, {_epoch_us_sql(session, 'occurred_at')}, name, kind, {props_sql} FROM events "
         "WHERE workspace_id = ? AND contact_id BETWEEN ? AND ? AND occurred_at >= ? AND occurred_at <= ? "
         f"AND ({' OR '.join(picks) or '1 = 0'})",
     )
@@ -557,11 +562,12 @@ def bulk_engagement(
     for lo, hi, part in _ranges(ids):
         wanted = set(part)
         cur = _cursor(session)
-        events: dict[int, list[tuple[int, int, tuple[int, ...]]]] = defaultdict(list)
+        scored: dict[int, BatchEngagement] = {}
         if picks:
             cur.execute(
                 events_sql,
                 (
+                    *params_head,
                     workspace_id,
                     lo,
                     hi,
@@ -570,23 +576,29 @@ def bulk_engagement(
                     *params_tail,
                 ),
             )
-            for cid, eid, at_us, name, kind, raw in cur.fetchall():
-                matched = match(name, kind, raw)
-                if matched:
-                    events[cid].append((at_us if at_us < now_us else now_us, eid, matched))
+            fetched = cur.fetchall()
+            if fetched:
+                cids, eids, ats, ev_names, ev_kinds, raws = zip(*fetched, strict=True)
+                del fetched
+                matched = match.many(ev_names, ev_kinds, raws)
+                scored = engagement_batch(cids, ats, eids, matched, config, now, now_us)
         cur.execute(old_sql, (stamp, stamp, workspace_id, lo, hi))
         old = {r[0]: r for r in cur.fetchall()}
         rows: list[tuple[Any, ...]] = []
         history: list[tuple[Any, ...]] = []
-        for cid in sorted((set(events) | set(old)) & wanted):
-            new_score, contributions, state = score_events(events.get(cid, ()))
+        for cid in sorted((scored.keys() | old.keys()) & wanted):
+            new_score, lines, state = scored.get(cid, _NO_EVENTS)
+            contributions = [
+                {"rule": k, "events": n, "points": p, "points_now": round(pn, 4)} for k, n, p, pn in lines
+            ]
             prev = old.get(cid)
             if prev is None and new_score == 0 and not contributions:
                 continue
             result.scored += 1
             before = 0.0
             same_explanation = same_state = None
-            key = decay_key(new_score, now, hl_s)
+            # decay_key(new_score, now, hl_s) with its time term computed once
+            key = math.log2(abs(new_score)) + now_term if new_score != 0 and math.isfinite(new_score) else None
             if prev is not None:
                 _, score, as_of_us, hls, same_explanation, same_state, stored_key = prev
                 if hls is None:
