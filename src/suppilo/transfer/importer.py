@@ -11,6 +11,7 @@ import csv
 import json
 import operator
 import os
+import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,8 +31,10 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     any_,
     bindparam,
+    cast,
     delete,
     func,
     literal_column,
@@ -229,13 +233,9 @@ class _Context:
             return value
         return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
-    def js(self, value: Any) -> Any:
-        """A JSON value as the driver stores it (JSON text on SQLite, JSONB on PostgreSQL)."""
-        if self.dialect == "sqlite":
-            return json.dumps(value)
-        from psycopg.types.json import Jsonb
-
-        return Jsonb(value)
+    def js(self, value: Any) -> str:
+        """A JSON value as JSON text (what SQLite stores; PostgreSQL's import stage holds it as text, cast in SQL)."""
+        return json.dumps(value)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings and len(self.warnings) < 100:
@@ -334,11 +334,18 @@ def _sqlite_next_id(conn: Connection, table_name: str) -> int:
 
 
 class _Rows:
-    """An INSERT run by SQLite's ``executemany`` with rows as tuples in ``columns`` order (no dict per row)."""
+    """An INSERT run by SQLite's ``executemany`` with rows as tuples in ``columns`` order (no dict per row).
 
-    def __init__(self, stmt: Any, columns: list[str]) -> None:
+    ``multi``: a plain INSERT is sent as statements of many rows each (``VALUES (...), (...), ...``, as many as
+    the connection's variable limit allows) instead: the driver binds the same values, but SQLite runs hundreds
+    of rows per step, so the thread takes the interpreter lock back once per statement instead of once per row
+    (while the reading thread holds it, each take waits up to the switch interval).
+    """
+
+    def __init__(self, stmt: Any, columns: list[str], *, multi: bool = False) -> None:
         self.stmt = stmt
         self.columns = columns
+        self.multi = multi
         self._compiled: tuple[str, Any] | None = None
 
     def run(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -360,7 +367,32 @@ class _Rows:
             self._compiled = (sql, getter)
         sql, getter = self._compiled
         params = rows if getter is None else [getter(row) for row in rows]
-        _driver_call(conn, sql, lambda cursor: cursor.executemany(sql, params))
+        marker = f") VALUES ({', '.join(['?'] * len(self.columns))})"
+        if self.multi and len(params) > 1 and sql.endswith(marker):
+            _driver_call(conn, sql, lambda cursor: _execute_multi(cursor, sql, marker, params))
+        else:
+            _driver_call(conn, sql, lambda cursor: cursor.executemany(sql, params))
+
+
+_SQLITE_MAX_VARIABLES = 32766  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER since 3.32
+_MULTI_ROWS = 500
+
+
+def _execute_multi(cursor: Any, sql: str, marker: str, rows: list[tuple[Any, ...]]) -> None:
+    """``sql`` (``INSERT ... VALUES (?, ...)``) for ``rows``, many rows per statement."""
+    width = len(rows[0])
+    limit = _SQLITE_MAX_VARIABLES
+    getlimit = getattr(cursor.connection, "getlimit", None)  # Python 3.11+
+    if getlimit is not None:
+        limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per = max(1, min(_MULTI_ROWS, limit // width))
+    head = sql[: -len(marker)] + ") VALUES "
+    one = marker[len(") VALUES ") :]
+    full = head + ", ".join([one] * per)
+    for start in range(0, len(rows), per):
+        part = rows[start : start + per]
+        statement = full if len(part) == per else head + ", ".join([one] * len(part))
+        cursor.execute(statement, list(chain.from_iterable(part)))
 
 
 class _Bulk:
@@ -519,12 +551,12 @@ _CONTACT_FILE_COLUMNS = (
     "owner_id",
 )
 
-# The columns every contact row carries after the file's own (see ContactLoader.write).
+# The columns every contact row carries after the file's own, all known when the row is read (``_finish``); the
+# writer appends ``company_id`` and ``properties``, which depend on the database (see ContactLoader.write).
 _CONTACT_FIXED_COLUMNS = (
     "workspace_id",
     "email",
     "is_anonymous",
-    "company_id",
     "timezone",
     "lifecycle_stage",
     "lifecycle_stage_at",
@@ -618,11 +650,13 @@ class ContactLoader(_Loader):
         self._stage_memo: dict[str, str] = {}
         self._channel_memo: dict[str, tuple[str, str]] = {}
         self.has_last = "last_name" in self.columns
+        self.now_v = ctx.ts(ctx.now)
+        self._pg_upsert_sql: str | None = None
         self.upsert = self._upsert(_insert(ctx.dialect, t), present)
         # Every contact row is a tuple in this column order (the SQLite statement, the PostgreSQL COPY).
-        self.insert_columns = [*self.file_columns, *_CONTACT_FIXED_COLUMNS, "properties"]
+        self.insert_columns = [*self.file_columns, *_CONTACT_FIXED_COLUMNS, "company_id", "properties"]
         self.sqlite_upsert = _Rows(self.upsert, self.insert_columns)
-        self.sqlite_insert = _Rows(t.insert(), ["id", *self.insert_columns])
+        self.sqlite_insert = _Rows(t.insert(), ["id", *self.insert_columns], multi=True)
         cols = [t.c.email, t.c.id, t.c.lifecycle_stage, t.c.company_id, t.c.first_touch_channel]
         if self.has_props:
             cols.append(t.c.properties)
@@ -660,9 +694,13 @@ class ContactLoader(_Loader):
         self.touch_insert = _Rows(table_of(Touch).insert(), list(_TOUCH_COLUMNS))
         if postgres:
             # PostgreSQL: the batch is COPYed into a temporary table and upserted from it in one statement.
+            # Properties travel as JSON text (no per-row JSONB adaptation in the driver) and are cast here.
             staged = table(_PG_STAGE, *[sql_column(c) for c in [*self.insert_columns, "_n"]])
+            staged_values = [
+                cast(staged.c[c], postgresql.JSONB) if c == "properties" else staged.c[c] for c in self.insert_columns
+            ]
             from_stage = postgresql.insert(t).from_select(
-                self.insert_columns, select(*[staged.c[c] for c in self.insert_columns]).order_by(staged.c._n)
+                self.insert_columns, select(*staged_values).order_by(staged.c._n)
             )
             upsert = self._upsert(from_stage, present).returning(
                 *[t.c[c] for c in _PG_RETURNED], literal_column("xmax = 0").label("inserted")
@@ -679,12 +717,13 @@ class ContactLoader(_Loader):
                 " FROM up WHERE inserted) "
                 "SELECT email, id FROM up"
             )
-            names = ", ".join(self.insert_columns)
+            names = ", ".join("properties::text AS properties" if c == "properties" else c for c in self.insert_columns)
             self.pg_create_stage = (
                 f"CREATE TEMPORARY TABLE {_PG_STAGE} ON COMMIT DROP AS "
                 f"SELECT {names}, 0 AS _n FROM contacts WITH NO DATA"
             )
-            self.pg_copy_stage = _PgCopy(_PG_STAGE, [*(t.c[c] for c in self.insert_columns), Column("_n", Integer)])
+            staged_columns = [Column(c, Text) if c == "properties" else t.c[c] for c in self.insert_columns]
+            self.pg_copy_stage = _PgCopy(_PG_STAGE, [*staged_columns, Column("_n", Integer)])
             self.pg_copy_changes = _PgCopy("stage_changes", [table_of(StageChange).c[c] for c in _CHANGE_COLUMNS])
             self.pg_copy_touches = _PgCopy("touches", [table_of(Touch).c[c] for c in _TOUCH_COLUMNS])
 
@@ -832,9 +871,37 @@ class ContactLoader(_Loader):
         return rec
 
     def _finish(self, rec: dict[str, Any]) -> None:
-        """Values the writer needs in the driver's form, computed here (in the reading thread) to keep it short."""
-        rec["_values"] = tuple([rec.get(c) for c in self.file_columns])
-        rec["_when"] = self.ctx.ts(rec["_created_at"]) if rec["_created_at"] else None
+        """The row in the driver's form but for its company and properties, built here (in the reading thread).
+
+        Also the row's import channel and source (the run's channel and "import" when the file has none) and its
+        creation time as stored (the run's start when the file has none).
+        """
+        ctx = self.ctx
+        created = ctx.ts(rec["_created_at"]) if rec["_created_at"] else self.now_v
+        channel = rec["_channel"]
+        source = rec["_source"]
+        if channel is None:
+            channel, source = ctx.channel, "import"
+        rec["_when"], rec["_ch"], rec["_src"] = created, channel, source
+        # Same order as self.insert_columns without the last two (company_id, properties).
+        rec["_row"] = (
+            *[rec.get(c) for c in self.file_columns],
+            ctx.workspace_id,
+            rec["email"],
+            False,
+            rec["timezone"],
+            rec["_stage"] or self.default_stage,
+            created,
+            channel,
+            channel,
+            source,
+            source,
+            created,
+            created,
+            created,
+            self.now_v,
+            1,
+        )
 
     @staticmethod
     def _merge(into: dict[str, Any], rec: dict[str, Any]) -> None:
@@ -867,10 +934,6 @@ class ContactLoader(_Loader):
                 self._merge(seen, rec)
         for email in merged_emails:
             self._finish(by_email[email])
-        default_channel = ctx.channel
-        for rec in by_email.values():
-            if rec["_channel"] is None:
-                rec["_channel"], rec["_source"] = default_channel, "import"
         emails = list(by_email)
         existing: dict[str, Any] = {row.email: row for row in _lookup(conn, self.select_existing, "emails", emails)}
         wanted: dict[str, str | None] = {}
@@ -882,46 +945,30 @@ class ContactLoader(_Loader):
         company_ids = self.companies.ensure(conn, wanted) if wanted else {}
         rows: list[tuple[Any, ...]] = []
         new_rows: list[tuple[Any, ...]] = []  # SQLite: contacts not in the table yet
-        ts, js = ctx.ts, ctx.js
-        now_v = ts(now)
+        js = ctx.js
+        now_v = self.now_v
         empty = js({})
         ws_id = ctx.workspace_id
-        default_stage = self.default_stage
-        has_props = self.has_props
-        for email, rec in by_email.items():
-            created = rec["_when"] or now_v
-            channel, source = rec["_channel"], rec["_source"]
-            domain = rec["_domain"]
-            if has_props:
+        company_of = company_ids.get
+        if self.has_props:
+            for email, rec in by_email.items():
                 old = existing.get(email)
                 merged = {**(old.properties or {}), **rec["_props"]} if old is not None else rec["_props"]
-                properties = js(merged)
-            else:
-                properties = empty
-            rec["_when"] = created
-            # Same order as _CONTACT_FIXED_COLUMNS.
-            (rows if postgres or email in existing else new_rows).append(
-                (
-                    *rec["_values"],
-                    ws_id,
-                    email,
-                    False,
-                    company_ids.get(domain) if domain else None,
-                    rec["timezone"],
-                    rec["_stage"] or default_stage,
-                    created,
-                    channel,
-                    channel,
-                    source,
-                    source,
-                    created,
-                    created,
-                    created,
-                    now_v,
-                    1,
-                    properties,
+                domain = rec["_domain"]
+                (rows if postgres or old is not None else new_rows).append(
+                    (*rec["_row"], company_of(domain) if domain else None, js(merged))
                 )
-            )
+        elif postgres:
+            rows = [
+                (*rec["_row"], company_of(rec["_domain"]) if rec["_domain"] else None, empty)
+                for rec in by_email.values()
+            ]
+        else:
+            for email, rec in by_email.items():
+                domain = rec["_domain"]
+                (rows if email in existing else new_rows).append(
+                    (*rec["_row"], company_of(domain) if domain else None, empty)
+                )
         new_emails = [e for e in emails if e not in existing]
         ids: dict[str, int] = {e: row.id for e, row in existing.items()}
         if postgres:
@@ -964,17 +1011,12 @@ class ContactLoader(_Loader):
                     stage_moves.append({"_id": cid, "_stage": target, "_at": now})
                 if old.first_touch_channel is None:
                     first_touch.append(
-                        {
-                            "_id": cid,
-                            "_channel": rec["_channel"],
-                            "_source": rec["_source"],
-                            "_at": rec["_created_at"] or now,
-                        }
+                        {"_id": cid, "_channel": rec["_ch"], "_source": rec["_src"], "_at": rec["_created_at"] or now}
                     )
             if old is not None and cid not in already_touched:
                 # Same order as _TOUCH_COLUMNS.
                 touches.append(
-                    (ws_id, cid, None, when, rec["_channel"], rec["_source"], "import", None, None, content, None, None)
+                    (ws_id, cid, None, when, rec["_ch"], rec["_src"], "import", None, None, content, None, None)
                 )
             for tag in rec["_tags"]:
                 tags.append({"contact_id": cid, "tag": tag, "workspace_id": ws_id})
@@ -1033,8 +1075,17 @@ class ContactLoader(_Loader):
         """
         conn.exec_driver_sql(self.pg_create_stage)
         self.pg_copy_stage.run(conn, [(*row, n) for n, row in enumerate(rows)])
-        result = conn.execute(self.pg_upsert, {"reason": reason, "content": content})
-        return {email: cid for email, cid in result.tuples()}
+        sql = self._pg_upsert_sql
+        if sql is None:
+            sql = self._pg_upsert_sql = str(self.pg_upsert.compile(dialect=conn.dialect))
+        found: dict[str, int] = {}
+
+        def upsert(cursor: Any) -> None:
+            cursor.execute(sql, {"reason": reason, "content": content})
+            found.update(cursor.fetchall())
+
+        _driver_call(conn, sql, upsert)
+        return found
 
     def _existing_move(self, current: str, wanted: str) -> str | None:
         if not wanted:
