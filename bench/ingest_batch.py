@@ -93,6 +93,38 @@ def analyze(url: str) -> None:
     engine.dispose()
 
 
+SERVER_PIDS: dict[str, int] = {}
+
+
+def server_cpu(base: str) -> float:
+    """CPU seconds (user + system) used so far by the server at ``base`` and its worker processes (Linux /proc).
+
+    Under load, requests/s of a cheap endpoint measure how soon the scheduler wakes the server and the client
+    more than what serving costs; CPU per request is the cost itself.
+    """
+    root = SERVER_PIDS[base]
+    stats: dict[int, tuple[int, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in stats.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(stats[pid][1] for pid in tree if pid in stats)
+
+
 @contextmanager
 def server(
     url: str,
@@ -109,6 +141,7 @@ def server(
         cmd += ["--app-dir", app_dir]
     proc = subprocess.Popen(cmd, env=env)
     base = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[base] = proc.pid
     try:
         for _ in range(200):
             try:
@@ -292,7 +325,9 @@ def main() -> None:
             send_all(base, "/v1/batch", bodies[:2], headers, 1)  # warm-up (these events count as stored)
             analyze(url)
             load_before = os.getloadavg()[0]
+            cpu_before = server_cpu(base)
             elapsed = send_all(base, "/v1/batch", bodies[2:], headers, args.connections)
+            cpu = server_cpu(base) - cpu_before
             load_after = os.getloadavg()[0]
         sent = sum(len(b) for b in batches[2:])
         figure = sent / elapsed
@@ -312,6 +347,7 @@ def main() -> None:
                 "unit": "events/s",
                 "baseline": round(baseline),
                 "ratio": round(figure / baseline, 3),
+                "server_cpu_us_per_event": round(cpu / sent * 1e6, 1),
                 "batch": args.batch,
                 "events": args.events,
                 "contacts": contacts,
