@@ -134,13 +134,17 @@ def is_current(session: Session, row: DashboardSnapshot, today: date, mark: str 
     return row.as_of == today and age < MAX_AGE_SECONDS and row.watermark == (mark or watermark(session))
 
 
-def refresh(session: Session, workspace_id: int, days: int, today: date | None = None) -> dict[str, Any]:
-    """Compute the figures from scratch and store them as the snapshot (the caller commits)."""
-    today = today or utcnow().date()
+def _computed(session: Session, workspace_id: int, days: int, today: date) -> tuple[str, float, dict[str, Any]]:
     mark = watermark(session)  # read before the computation: rows committed meanwhile move it again
     started = time.perf_counter()
     data = compute(session, workspace_id, days, today)
-    seconds = time.perf_counter() - started
+    return mark, time.perf_counter() - started, data
+
+
+def store(
+    session: Session, workspace_id: int, days: int, today: date, mark: str, seconds: float, data: dict[str, Any]
+) -> None:
+    """Write computed figures as the period's snapshot (the caller commits)."""
     row = snapshot(session, workspace_id, days)
     if row is None:
         row = DashboardSnapshot(workspace_id=workspace_id, days=days)
@@ -151,6 +155,30 @@ def refresh(session: Session, workspace_id: int, days: int, today: date | None =
     row.seconds = round(seconds, 3)
     row.data = _to_json(data)
     session.flush()
+
+
+def refresh(session: Session, workspace_id: int, days: int, today: date | None = None) -> dict[str, Any]:
+    """Compute the figures from scratch and store them as the snapshot (the caller commits)."""
+    today = today or utcnow().date()
+    mark, seconds, data = _computed(session, workspace_id, days, today)
+    store(session, workspace_id, days, today, mark, seconds, data)
+    return data
+
+
+def refresh_apart(
+    factory: sessionmaker[Session], workspace_id: int, days: int, today: date | None = None
+) -> dict[str, Any]:
+    """:func:`refresh` with the computation in a read-only transaction of its own and only the snapshot's write in a
+    unit of work of ``factory``: on SQLite a write transaction takes the database's write lock at its start
+    (``BEGIN IMMEDIATE``), and the seconds of a computation must not hold tracking, imports and every other writer up.
+    """
+    today = today or utcnow().date()
+    bind = factory.kw["bind"].execution_options(sqlite_begin="DEFERRED")
+    with Session(bind=bind, expire_on_commit=False) as read:
+        mark, seconds, data = _computed(read, workspace_id, days, today)
+    with factory() as write:
+        store(write, workspace_id, days, today, mark, seconds, data)
+        write.commit()
     return data
 
 
@@ -167,9 +195,7 @@ def run_refresh(factory: sessionmaker[Session]) -> int:
         ]
     for workspace_id, days in due:
         try:
-            with factory() as session:
-                refresh(session, workspace_id, days, today)
-                session.commit()
+            refresh_apart(factory, workspace_id, days, today)
         except Exception:
             log.exception("dashboard refresh failed for workspace %s (%s days)", workspace_id, days)
     return len(due)
@@ -186,8 +212,6 @@ def rebuild(factory: sessionmaker[Session], workspace_id: int | None = None) -> 
     done = 0
     for ws in ids:
         for days in PERIODS:
-            with factory() as session:
-                refresh(session, ws, days)
-                session.commit()
+            refresh_apart(factory, ws, days)
             done += 1
     return done

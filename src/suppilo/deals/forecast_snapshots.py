@@ -83,15 +83,50 @@ def is_current(session: Session, row: ForecastSnapshot, mark: str | None = None)
     return age < MAX_AGE_SECONDS and row.watermark == (mark or watermark(session, row.workspace_id))
 
 
-def refresh(
+def _computed(
     session: Session, workspace_id: int, group_by: str, pipeline_id: int | None, stalls_by: str
-) -> ForecastSnapshot:
-    """Compute the forecast from scratch and store it as the snapshot (the caller commits)."""
+) -> tuple[str, datetime, float, ForecastRead]:
     mark = watermark(session, workspace_id)  # read before the computation: rows committed meanwhile move it again
     at = utcnow()
     started = time.perf_counter()
     data = compute(session, workspace_id, group_by, pipeline_id, stalls_by)
-    seconds = time.perf_counter() - started
+    return mark, at, time.perf_counter() - started, data
+
+
+def refresh(
+    session: Session, workspace_id: int, group_by: str, pipeline_id: int | None, stalls_by: str
+) -> ForecastSnapshot:
+    """Compute the forecast from scratch and store it as the snapshot (the caller commits)."""
+    computed = _computed(session, workspace_id, group_by, pipeline_id, stalls_by)
+    return store(session, workspace_id, group_by, pipeline_id, stalls_by, *computed)
+
+
+def refresh_apart(
+    factory: sessionmaker[Session], workspace_id: int, group_by: str, pipeline_id: int | None, stalls_by: str
+) -> None:
+    """:func:`refresh` with the computation in a read-only transaction of its own and only the snapshot's write in a
+    unit of work of ``factory``, so that on SQLite the database's write lock (taken at the start of every write
+    transaction) is not held while the forecast is computed."""
+    bind = factory.kw["bind"].execution_options(sqlite_begin="DEFERRED")
+    with Session(bind=bind, expire_on_commit=False) as read:
+        computed = _computed(read, workspace_id, group_by, pipeline_id, stalls_by)
+    with factory() as write:
+        store(write, workspace_id, group_by, pipeline_id, stalls_by, *computed)
+        write.commit()
+
+
+def store(
+    session: Session,
+    workspace_id: int,
+    group_by: str,
+    pipeline_id: int | None,
+    stalls_by: str,
+    mark: str,
+    at: datetime,
+    seconds: float,
+    data: ForecastRead,
+) -> ForecastSnapshot:
+    """Write a computed forecast as the snapshot of its parameters (the caller commits)."""
     row = snapshot(session, workspace_id, group_by, pipeline_id, stalls_by)
     if row is None:
         row = ForecastSnapshot(
@@ -130,9 +165,7 @@ def run_refresh(factory: sessionmaker[Session]) -> int:
     done = 0
     for workspace_id, group_by, pipeline_id, stalls_by in due:
         try:
-            with factory() as session:
-                refresh(session, workspace_id, group_by, pipeline_id, stalls_by)
-                session.commit()
+            refresh_apart(factory, workspace_id, group_by, pipeline_id, stalls_by)
             done += 1
         except Exception:
             log.exception("forecast refresh failed for workspace %s (%s, %s)", workspace_id, group_by, stalls_by)

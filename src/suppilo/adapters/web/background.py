@@ -27,7 +27,11 @@ _running = 0
 
 class Refreshes:
     """Keys whose refresh is running. ``start`` runs ``work`` in a thread unless that key's refresh already runs;
-    a failure is logged (the page keeps showing the figures it has) and the key is free again either way."""
+    a failure is logged (the page keeps showing the figures it has) and the key is free again either way.
+
+    ``work`` computes in a read-only transaction and writes its result in a short one at the end (the snapshots'
+    ``refresh_apart``): on SQLite a write transaction holds the database's write lock from its start, and tracking
+    and imports must not wait for the seconds a computation takes."""
 
     def __init__(self, what: str) -> None:
         self.what = what

@@ -30,9 +30,8 @@ _refreshing = Refreshes("dashboard")
 
 
 def _refresh(factory: sessionmaker[Session], key: tuple[int, int]) -> None:
-    with factory() as session:
-        snapshots.refresh(session, key[0], key[1])
-        session.commit()
+    # Computed in a read-only transaction, written in a short one: SQLite's write lock is not held while computing.
+    snapshots.refresh_apart(factory, key[0], key[1])
 
 
 def figures(session: Session, factory: sessionmaker[Session], workspace_id: int, days: int) -> dict[str, Any] | None:

@@ -702,9 +702,8 @@ _refreshing = Refreshes("forecast")
 
 
 def _refresh_forecast(factory: sessionmaker[Session], key: tuple[int, str, int | None, str]) -> None:
-    with factory() as session:
-        forecast_snapshots.refresh(session, *key)
-        session.commit()
+    # Computed in a read-only transaction, written in a short one: SQLite's write lock is not held while computing.
+    forecast_snapshots.refresh_apart(factory, *key)
 
 
 def forecast_figures(
