@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from suppilo.adapters.http.deps import DbSession, ReadSession
 from suppilo.adapters.web import charts, csrf
 from suppilo.adapters.web.auth import Ctx, WebError, Workspace_
-from suppilo.adapters.web.background import Refreshes, Result, Results
+from suppilo.adapters.web.background import Refreshes, Results
 from suppilo.adapters.web.errors import error_text
 from suppilo.adapters.web.i18n import translations
 from suppilo.adapters.web.templating import render
@@ -159,24 +160,45 @@ def attribution_figures(
 _results = Results("report")
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A kept report as its page shows it: being computed (nothing yet), refused (the page's message, or '' when the
+    refusal went beside its field), or its figures with their time and whether they are being updated."""
+
+    computing: bool = False
+    error: str = ""
+    value: Any = None
+    computed_at: datetime | None = None
+    stale: bool = False
+
+    def shown(self, figures: dict[str, Any]) -> dict[str, Any]:
+        """``figures`` (the value or a part of it) with the time they were computed and whether they are updating."""
+        return {**figures, "computed_at": self.computed_at, "stale": self.stale}
+
+
 def kept_report(
     request: Request,
     session: Session,
+    ctx: Ctx,
+    errors: dict[str, str],
     key: tuple[Any, ...],
     watermark: Callable[[Session], str],
     compute: Callable[[Session], Any],
-) -> tuple[Result | None, bool]:
-    """The kept result of ``key`` and whether it is being updated; None while its first computation runs. A missing
-    or overtaken result is computed by one background thread in a read session, never in the request."""
+) -> Kept:
+    """The kept result of ``key`` for the page: a missing or overtaken result is computed by one background thread in
+    a read session, never in the request (meanwhile the page shows it computing, or the overtaken one as updating). A
+    refusal is worded in the user's language, beside its field (into ``errors``) when the form has one."""
     factory = request.app.state.read_session_factory
     result = _results.get(key)
     if result is None:
         _results.start(key, factory, watermark, compute)
-        return None, False
+        return Kept(computing=True)
     stale = not _results.is_current(result, watermark(session))
     if stale:
         _results.start(key, factory, watermark, compute)
-    return result, stale
+    if result.error is not None:
+        return Kept(error=_refusal(result.error, ctx.language, errors))
+    return Kept(value=result.value, computed_at=result.computed_at, stale=stale)
 
 
 def current_report(
@@ -221,18 +243,17 @@ def attribution(request: Request, ctx: Workspace_, session: ReadSession, level: 
             data = attribution_figures(session, request.app.state.session_factory, ctx.workspace_id, level)
             computing = data is None
         else:
-            result, stale = kept_report(
+            kept = kept_report(
                 request,
                 session,
+                ctx,
+                errors,
                 _attribution_key(ctx, frm, to, level),
                 attribution_snaps.watermark,
                 lambda s: _attribution(s, ctx, frm, to, level),
             )
-            computing = result is None
-            if result is not None and result.error is not None:
-                error = _refusal(result.error, ctx.language, errors)
-            elif result is not None:
-                data = {**result.value, "computed_at": result.computed_at, "stale": stale}
+            computing, error = kept.computing, kept.error
+            data = kept.shown(kept.value) if kept.value is not None else None
     chart = None
     if data and data["side_by_side"]:
         keys = [r["key"] for r in data["side_by_side"]][:12]
@@ -332,19 +353,18 @@ def spend(request: Request, ctx: Workspace_, session: ReadSession, group_by: str
     error = ""
     computing = False
     if not errors:
-        result, stale = kept_report(
+        kept = kept_report(
             request,
             session,
+            ctx,
+            errors,
             _spend_key(ctx, frm, to, group_by),
             dashboard_snaps.watermark,
             lambda s: _spend_page(s, ctx, frm, to, group_by),
         )
-        computing = result is None
-        if result is not None and result.error is not None:
-            error = _refusal(result.error, ctx.language, errors)
-        elif result is not None:
-            data = {**result.value["spend"], "computed_at": result.computed_at, "stale": stale}
-            regions = result.value["regions"]
+        computing, error = kept.computing, kept.error
+        if kept.value is not None:
+            data, regions = kept.shown(kept.value["spend"]), kept.value["regions"]
     chart = None
     heads = _spend_heads(data["group_by"] if data else group_by)
     if data and data["rows"] and data["group_by"] == "channel":
