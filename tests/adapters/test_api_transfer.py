@@ -19,6 +19,9 @@ def test_upload_import_then_export(client, workspace, other_workspace) -> None:
     summary = res.json()
     assert (summary["created"], summary["failed"], summary["file"]) == (1, 1, "crm.csv")
     assert summary["errors"][0]["line"] == 3 and "email" in summary["errors"][0]["error"]
+    # English message plus the code and its parameters.
+    assert summary["errors"][0]["code"] == "invalid_email"
+    assert summary["errors"][0]["params"] == {"column": "email", "value": "bad"}
 
     res = client.get("/api/v1/exports/contacts?format=csv", headers=workspace.auth("read"))
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")

@@ -122,6 +122,38 @@ def test_upload_guess_mapping_start_and_read_the_summary(client, session_factory
     assert 'id="summary-created">0<' in second and 'id="summary-updated">2<' in second
 
 
+def test_refused_rows_are_worded_in_the_users_language(client, session_factory, workspace) -> None:
+    login(client, make_user(session_factory, workspace.id, "marketer", language="fi"))
+    text = (
+        "Email,Country,Created\n"
+        "anna@example.com,FI,2024-01-05\n"  # line 2: imported
+        "not-an-email,FI,\n"  # line 3
+        "bertil@example.se,Narnia,\n"  # line 4
+        "carl@example.dk,DK,yesterday\n"  # line 5
+        ",FI,\n"  # line 6
+        "dora@example.fi,FI\n"  # line 7: two fields
+    )
+    job_url = upload(client, workspace, text).headers["location"]
+    html = client.get(job_url).text
+    chosen = [selected(html, i) for i in range(3)]
+    assert chosen == ["email", "country", "created_at"]
+    form = {"csrf_token": csrf_of(html), **{f"column_{i}": t for i, t in enumerate(chosen)}}
+    assert client.post(f"{job_url}/start", data=form, follow_redirects=False).status_code == 303
+    done = wait_done(client, job_url)
+    assert 'id="summary-created">1<' in done and 'id="summary-failed">5<' in done
+    refused = done[done.index('id="refused-rows"') : done.index("</table>", done.index('id="refused-rows"'))]
+    reasons = dict(re.findall(r'<td class="num">(\d+)</td><td>([^<]*)</td>', refused))
+    assert reasons == {
+        "3": "email: ”not-an-email” ei ole kelvollinen sähköpostiosoite.",
+        "4": "country: ”Narnia” ei ole maa (kaksikirjaiminen ISO-koodi tai maan nimi).",
+        "5": "created_at: ”yesterday” ei ole päivämäärä (käytä muotoa YYYY-MM-DD tai YYYY-MM-DDTHH:MM:SS+00:00).",
+        "6": "email: arvo puuttuu.",
+        "7": "Rivillä on 2 kenttää, otsikkorivillä 3.",
+    }
+    # The error file and the API keep the English reasons.
+    assert "is not a valid email address" in client.get(f"{job_url}/errors.csv").text
+
+
 def test_mapping_errors_are_shown_per_column_and_keep_the_choices(client, session_factory, workspace) -> None:
     login(client, make_user(session_factory, workspace.id, "sales"))
     job_url = upload(client, workspace, CSV).headers["location"]

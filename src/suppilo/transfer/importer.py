@@ -71,8 +71,10 @@ from suppilo.transfer.mapping import CONTACT_FIELDS, ColumnMapping, PropertySpec
 from suppilo.transfer.readers import UnreadableFile, open_table
 from suppilo.transfer.values import (
     CellError,
+    cell_error,
     fast_normalize_email,
     fast_normalize_phone,
+    invalid_cell,
     parse_country,
     parse_currency,
     parse_datetime,
@@ -150,10 +152,46 @@ class ImportError_(DomainError):
 
 @dataclass(frozen=True, slots=True)
 class RowError:
-    """A refused row: the physical line where it starts and why."""
+    """A refused row: the physical line where it starts and why (``error`` in English, as in the error file), with
+    a ``code`` and its ``params`` (strings) so that an interface can word the reason in its user's language."""
 
     line: int
     error: str
+    code: str = "invalid_row"
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reason:
+    """Why a row was refused: the English text and its code and parameters."""
+
+    text: str
+    code: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+# Reasons of refused rows that are not about one cell.
+_DB_REFUSED = _Reason("the database refused the row", "row_refused")
+
+
+def _width_reason(fields: int, width: int) -> _Reason:
+    return _Reason(
+        f"the row has {fields} fields, the header has {width}",
+        "row_width",
+        {"fields": str(fields), "header": str(width)},
+    )
+
+
+def _order_reason(order: str, line: int) -> _Reason:
+    return _Reason(
+        f"order {order}: its line {line} is invalid", "order_line_invalid", {"order": order, "line": str(line)}
+    )
+
+
+def _cell_reason(exc: CellError | InvalidValue) -> _Reason:
+    if isinstance(exc, CellError):
+        return _Reason(exc.message, exc.code, exc.params)
+    return _Reason(exc.message, exc.code, {**exc.params, "column": exc.field})
 
 
 @dataclass
@@ -187,7 +225,9 @@ class ImportSummary:
             "mapping": self.mapping,
             "ignored_columns": self.ignored_columns,
             "warnings": self.warnings,
-            "errors": [{"line": e.line, "error": e.error} for e in self.errors[:max_errors]],
+            "errors": [
+                {"line": e.line, "error": e.error, "code": e.code, "params": e.params} for e in self.errors[:max_errors]
+            ],
             "errors_truncated": self.failed > min(len(self.errors), max_errors),
             "error_file": self.error_file,
             "encoding": self.encoding,
@@ -432,7 +472,7 @@ class _Bulk:
 
 def _check_len(value: str, limit: int, column: str) -> str:
     if len(value) > limit:
-        raise CellError(f"{column}: longer than {limit} characters")
+        raise cell_error(column, f"longer than {limit} characters", "too_long", limit=limit)
     return value
 
 
@@ -771,7 +811,9 @@ class ContactLoader(_Loader):
         if stage is None or stage not in self.stage_keys:
             if stage == "other":
                 return ""
-            raise CellError(f"lifecycle_stage: {raw!r} is not a lifecycle stage of this workspace")
+            raise cell_error(
+                "lifecycle_stage", f"{raw!r} is not a lifecycle stage of this workspace", "not_a_stage", raw
+            )
         return stage
 
     def _channel(self, raw: str) -> tuple[str, str]:
@@ -795,17 +837,17 @@ class ContactLoader(_Loader):
         i = ix["email"]
         raw_email = cells[i].strip() if i is not None else ""
         if not raw_email:
-            raise CellError("email: required")
+            raise cell_error("email", "required", "required")
         try:
             email = fast_normalize_email(raw_email)
         except InvalidValue as exc:
-            raise CellError(f"email: {exc.message}") from None
+            raise invalid_cell("email", exc, raw_email) from None
         rec: dict[str, Any] = {"email": email}
         for name, i, limit in self.text_cells:
             value = cells[i].strip()
             if value:
                 if len(value) > limit:
-                    raise CellError(f"{name}: longer than {limit} characters")
+                    raise cell_error(name, f"longer than {limit} characters", "too_long", limit=limit)
                 rec[name] = value
             else:
                 rec[name] = None
@@ -825,14 +867,14 @@ class ContactLoader(_Loader):
             try:
                 rec["language"] = _language(raw) if raw else None
             except InvalidValue as exc:
-                raise CellError(f"language: {exc.message}") from None
+                raise invalid_cell("language", exc, raw) from None
         i, j = ix["phone"], ix["mobile_phone"]
         if i is not None or j is not None:
             raw = (cells[i].strip() if i is not None else "") or (cells[j].strip() if j is not None else "")
             try:
                 rec["phone"] = fast_normalize_phone(raw, country or self.ctx.country) if raw else None
             except InvalidValue as exc:
-                raise CellError(f"phone: {exc.message}") from None
+                raise invalid_cell("phone", exc, raw) from None
         i = ix["timezone"]
         if i is not None:
             raw = cells[i].strip()
@@ -848,7 +890,7 @@ class ContactLoader(_Loader):
             try:
                 domain: str | None = _domain(raw_domain)
             except InvalidValue as exc:
-                raise CellError(f"company_domain: {exc.message}") from None
+                raise invalid_cell("company_domain", exc, raw_domain) from None
         else:
             domain = _mail_company_domain(email)
         rec["_domain"] = domain
@@ -1155,11 +1197,11 @@ class CompanyLoader(_Loader):
         cell = self.cell
         raw = cell(cells, "domain")
         if not raw:
-            raise CellError("domain: required")
+            raise cell_error("domain", "required", "required")
         try:
             rec: dict[str, Any] = {"domain": normalize_domain(raw)}
         except InvalidValue as exc:
-            raise CellError(f"domain: {exc.message}") from None
+            raise invalid_cell("domain", exc, raw) from None
         rec["name"] = _check_len(cell(cells, "name"), 200, "name") or None
         for name, limit in (("industry", 100), ("city", 100), ("external_id", 200)):
             if name in self.columns:
@@ -1248,18 +1290,18 @@ class ProductLoader(_Loader):
         cell = self.cell
         sku = _check_len(cell(cells, "sku"), 100, "sku")
         if not sku:
-            raise CellError("sku: required")
+            raise cell_error("sku", "required", "required")
         name = _check_len(cell(cells, "name"), 300, "name")
         if not name:
-            raise CellError("name: required")
+            raise cell_error("name", "required", "required")
         raw_cur = cell(cells, "currency")
         currency = parse_currency(raw_cur, "currency") if raw_cur else self.ctx.currency
         raw_price = cell(cells, "price")
         if not raw_price:
-            raise CellError("price: required")
+            raise cell_error("price", "required", "required")
         price = parse_money(raw_price, currency, "price")
         if price < 0:
-            raise CellError(f"price: {raw_price!r} is negative")
+            raise cell_error("price", f"{raw_price!r} is negative", "negative", raw_price)
         rec: dict[str, Any] = {"sku": sku, "name": name, "price_minor": price, "currency": currency}
         for name_, limit in (("category", 200), ("url", 2000), ("image_url", 2000)):
             if name_ in self.columns:
@@ -1345,23 +1387,24 @@ class OrderLoader(_Loader):
         cell = self.cell
         order_id = _check_len(cell(cells, "order_id"), 200, "order_id")
         if not order_id:
-            raise CellError("order_id: required")
+            raise cell_error("order_id", "required", "required")
         rec: dict[str, Any] = {"order_id": order_id}
         raw = cell(cells, "email")
         try:
             rec["email"] = fast_normalize_email(raw) if raw else None
         except InvalidValue as exc:
-            raise CellError(f"email: {exc.message}") from None
+            raise invalid_cell("email", exc, raw) from None
         raw = cell(cells, "placed_at")
         if not raw:
-            raise CellError("placed_at: required")
+            raise cell_error("placed_at", "required", "required")
         rec["placed_at"] = parse_datetime(raw, "placed_at", self.ctx.tz)
         raw = cell(cells, "currency")
         currency = parse_currency(raw, "currency") if raw else self.ctx.currency
         rec["currency"] = currency
         status = (cell(cells, "status") or "completed").lower()
         if status not in ORDER_STATUSES:
-            raise CellError(f"status: {status!r} is not one of {', '.join(ORDER_STATUSES)}")
+            choices = ", ".join(ORDER_STATUSES)
+            raise cell_error("status", f"{status!r} is not one of {choices}", "not_an_option", status, options=choices)
         rec["status"] = status
         for name in ("discount", "tax", "shipping", "total"):
             raw = cell(cells, name)
@@ -1369,13 +1412,14 @@ class OrderLoader(_Loader):
         rec["coupon_code"] = _check_len(cell(cells, "coupon_code"), 100, "coupon_code") or None
         raw = cell(cells, "channel").lower()
         if raw and raw not in CHANNELS:
-            raise CellError(f"channel: {raw!r} is not one of {', '.join(CHANNELS)}")
+            choices = ", ".join(CHANNELS)
+            raise cell_error("channel", f"{raw!r} is not one of {choices}", "not_an_option", raw, options=choices)
         rec["channel"] = raw or None
         sku = _check_len(cell(cells, "sku"), 100, "sku")
         raw_price = cell(cells, "unit_price")
         if sku:
             if not raw_price:
-                raise CellError("unit_price: required for an order line")
+                raise cell_error("unit_price", "required for an order line", "required_for_line")
             raw_qty = cell(cells, "quantity")
             rec["line"] = {
                 "sku": sku,
@@ -1385,7 +1429,7 @@ class OrderLoader(_Loader):
                 "unit_price_minor": parse_money(raw_price, currency, "unit_price"),
             }
         elif raw_price:
-            raise CellError("sku: required for an order line with a unit price")
+            raise cell_error("sku", "required for an order line with a unit price", "required_for_priced_line")
         else:
             rec["line"] = None
         return rec
@@ -1394,19 +1438,28 @@ class OrderLoader(_Loader):
         ctx = self.ctx
         orders: dict[str, dict[str, Any]] = {}
         lines: dict[str, list[dict[str, Any]]] = {}
-        refused: list[tuple[_Item, str]] = []
+        refused: list[tuple[_Item, _Reason]] = []
         for item in items:
             rec = item.rec
             first = orders.setdefault(rec["order_id"], rec)
             if first is not rec and (first["currency"] != rec["currency"] or first["email"] != rec["email"]):
-                refused.append((item, f"order {rec['order_id']}: currency and email must be the same on every line"))
+                order = rec["order_id"]
+                text_ = f"order {order}: currency and email must be the same on every line"
+                refused.append((item, _Reason(text_, "order_lines_differ", {"order": order})))
                 continue
             if rec["line"] is not None:
                 lines.setdefault(rec["order_id"], []).append(rec["line"])
         if refused:
             bad = {it.rec["order_id"] for it, _ in refused}
             refused += [
-                (it, f"another line of order {it.rec['order_id']} is invalid")
+                (
+                    it,
+                    _Reason(
+                        f"another line of order {it.rec['order_id']} is invalid",
+                        "order_other_line_invalid",
+                        {"order": it.rec["order_id"]},
+                    ),
+                )
                 for it in items
                 if it.rec["order_id"] in bad and all(it is not r for r, _ in refused)
             ]
@@ -1652,10 +1705,10 @@ class _ErrorSink:
         self._fh: Any = None
         self._writer: Any = None
 
-    def add(self, line: int, cells: list[str], reason: str) -> None:
+    def add(self, line: int, cells: list[str], reason: _Reason) -> None:
         self.summary.failed += 1
         if len(self.summary.errors) < self.keep:
-            self.summary.errors.append(RowError(line, reason))
+            self.summary.errors.append(RowError(line, reason.text, reason.code, reason.params))
         if self.path is None:
             return
         if self._writer is None:
@@ -1664,7 +1717,7 @@ class _ErrorSink:
             self._writer.writerow([*self.header, "_line", "_error"])
             self.summary.error_file = str(self.path)
         padded = list(cells) + [""] * (len(self.header) - len(cells))
-        self._writer.writerow([*padded, line, reason])
+        self._writer.writerow([*padded, line, reason.text])
 
     def close(self) -> None:
         if self._fh is not None:
@@ -1714,7 +1767,7 @@ def import_file(
         sink = _ErrorSink(Path(error_path) if error_path else None, table.header, table.delimiter, summary, keep_errors)
         width = len(table.header)
         batch: list[_Item] = []
-        refused: list[tuple[int, list[str], str]] = []
+        refused: list[tuple[int, list[str], _Reason]] = []
         bad_keys: dict[str, int] = {}
         # The next batch is validated while a worker thread writes the previous one (the drivers release the GIL
         # while the database works). Only one batch is in flight, and the error file is written by one thread at
@@ -1750,14 +1803,14 @@ def import_file(
                         flush(pool)
                     summary.rows += 1
                     if len(cells) != width and (len(cells) < width or any(c.strip() for c in cells[width:])):
-                        refused.append((line, cells, f"the row has {len(cells)} fields, the header has {width}"))
+                        refused.append((line, cells, _width_reason(len(cells), width)))
                         if key is not None:
                             bad_keys.setdefault(key, line)
                         continue
                     try:
                         rec = loader.prepare(line, cells)
                     except (CellError, InvalidValue) as exc:
-                        refused.append((line, cells, str(exc) if isinstance(exc, CellError) else exc.message))
+                        refused.append((line, cells, _cell_reason(exc)))
                         if key is not None:
                             bad_keys.setdefault(key, line)
                         continue
@@ -1784,7 +1837,7 @@ def _write_batch(
         good = []
         for item in items:
             if item.key in bad_keys:
-                sink.add(item.line, item.cells, f"order {item.key}: its line {bad_keys[item.key]} is invalid")
+                sink.add(item.line, item.cells, _order_reason(item.key, bad_keys[item.key]))
             else:
                 good.append(item)
         items = good
@@ -1793,7 +1846,7 @@ def _write_batch(
     try:
         created, updated = _run(factory, loader, items)
     except _BatchFailure as failure:
-        refused: list[tuple[_Item, str]] = failure.args[0]
+        refused: list[tuple[_Item, _Reason]] = failure.args[0]
         for item, reason in refused:
             sink.add(item.line, item.cells, reason)
         ids = {id(i) for i, _ in refused}
@@ -1804,7 +1857,7 @@ def _write_batch(
     except DBAPIError:
         if len(items) == 1 or (len({i.key for i in items}) == 1 and items[0].key is not None):
             for item in items:
-                sink.add(item.line, item.cells, "the database refused the row")
+                sink.add(item.line, item.cells, _DB_REFUSED)
             return
         # Find the offending rows: write each half (order groups kept whole) again, down to single rows or groups.
         groups: dict[Any, list[_Item]] = {}

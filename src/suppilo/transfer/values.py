@@ -25,7 +25,28 @@ _INT = re.compile(r"^[+-]?\d+$")
 
 
 class CellError(ValueError):
-    """A cell that cannot be read; the message names the column."""
+    """A cell that cannot be read. The message (English: the error file, the API) names the column; ``code`` and
+    ``params`` (strings: ``column``, ``value`` and what the code needs) let an interface word it in another language.
+    """
+
+    def __init__(self, message: str, code: str = "invalid_cell", params: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.params = params or {}
+
+
+def cell_error(column: str, message: str, code: str, raw: str | None = None, **params: object) -> CellError:
+    """A CellError for ``column`` ("<column>: <message>") with ``code`` and the column, the raw value and ``params``."""
+    values = {"column": column, **{k: str(v) for k, v in params.items()}}
+    if raw is not None:
+        values["value"] = raw
+    return CellError(f"{column}: {message}", code, values)
+
+
+def invalid_cell(column: str, exc: InvalidValue, raw: str) -> CellError:
+    """A CellError for a value ``contacts.normalize`` refused (its code: invalid_email, invalid_phone, ...)."""
+    return CellError(f"{column}: {exc.message}", exc.code, {"column": column, "value": raw})
 
 
 # --- email fast path ---------------------------------------------------------------------------------------------
@@ -121,9 +142,9 @@ def parse_decimal(raw: str, column: str) -> Decimal:
     try:
         number = Decimal(value)
     except InvalidOperation:
-        raise CellError(f"{column}: {raw!r} is not a number") from None
+        raise cell_error(column, f"{raw!r} is not a number", "not_a_number", raw) from None
     if not number.is_finite():
-        raise CellError(f"{column}: {raw!r} is not a number")
+        raise cell_error(column, f"{raw!r} is not a number", "not_a_number", raw)
     return number
 
 
@@ -135,10 +156,10 @@ def parse_int(raw: str, column: str, *, minimum: int | None = None) -> int:
     else:
         dec = parse_decimal(value, column)
         if dec != dec.to_integral_value():
-            raise CellError(f"{column}: {raw!r} is not a whole number")
+            raise cell_error(column, f"{raw!r} is not a whole number", "not_a_whole_number", raw)
         number = int(dec)
     if minimum is not None and number < minimum:
-        raise CellError(f"{column}: {raw!r} must be at least {minimum}")
+        raise cell_error(column, f"{raw!r} must be at least {minimum}", "below_minimum", raw, minimum=minimum)
     return number
 
 
@@ -146,7 +167,7 @@ def parse_currency(raw: str, column: str) -> str:
     """An ISO 4217 code, upper-case."""
     value = raw.strip().upper()
     if value not in _CURRENCIES:
-        raise CellError(f"{column}: {raw!r} is not an ISO 4217 currency code")
+        raise cell_error(column, f"{raw!r} is not an ISO 4217 currency code", "not_a_currency", raw)
     return value
 
 
@@ -162,7 +183,14 @@ def parse_money(raw: str, currency: str, column: str) -> int:
     exponent = currency_exponent(currency)
     minor = amount.scaleb(exponent)
     if minor != minor.to_integral_value():
-        raise CellError(f"{column}: {raw!r} has more than {exponent} decimals for {currency}")
+        raise cell_error(
+            column,
+            f"{raw!r} has more than {exponent} decimals for {currency}",
+            "too_many_decimals",
+            raw,
+            digits=exponent,
+            currency=currency,
+        )
     return int(minor)
 
 
@@ -207,7 +235,9 @@ def parse_datetime(raw: str, column: str, tz: ZoneInfo) -> datetime:
             except ValueError:
                 continue
     if parsed is None:
-        raise CellError(f"{column}: {raw!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS+00:00)")
+        raise cell_error(
+            column, f"{raw!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS+00:00)", "not_a_datetime", raw
+        )
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(UTC)
@@ -219,7 +249,7 @@ def parse_date(raw: str, column: str) -> date:
     try:
         return date.fromisoformat(value[:10]) if len(value) >= 10 and value[4] == "-" else _strp_date(value)
     except ValueError:
-        raise CellError(f"{column}: {raw!r} is not a date (use YYYY-MM-DD)") from None
+        raise cell_error(column, f"{raw!r} is not a date (use YYYY-MM-DD)", "not_a_date", raw) from None
 
 
 def _strp_date(value: str) -> date:
@@ -242,7 +272,7 @@ def parse_bool(raw: str, column: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise CellError(f"{column}: {raw!r} is not true or false")
+    raise cell_error(column, f"{raw!r} is not true or false", "not_a_boolean", raw)
 
 
 # --- places and zones --------------------------------------------------------------------------------------------
@@ -271,7 +301,9 @@ def parse_country(raw: str, column: str) -> str:
             pass
     code = _country_names().get(value.lower())
     if code is None:
-        raise CellError(f"{column}: {raw!r} is not a country (ISO 3166-1 alpha-2 code or English name)")
+        raise cell_error(
+            column, f"{raw!r} is not a country (ISO 3166-1 alpha-2 code or English name)", "not_a_country", raw
+        )
     return code
 
 
@@ -281,7 +313,7 @@ def parse_timezone(raw: str, column: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise CellError(f"{column}: {raw!r} is not an IANA time zone") from None
+        raise cell_error(column, f"{raw!r} is not an IANA time zone", "not_a_timezone", raw) from None
     return value
 
 
@@ -304,7 +336,8 @@ def parse_property(raw: str, column: str, type_: str, options: list[str]) -> Any
         for part in parts:
             option = by_lower.get(part.lower())
             if option is None:
-                raise CellError(f"{column}: {part!r} is not one of {', '.join(options)}")
+                choices = ", ".join(options)
+                raise cell_error(column, f"{part!r} is not one of {choices}", "not_an_option", part, options=choices)
             out.append(option)
         return out[0] if type_ == "enum" else out
     return raw.strip()

@@ -187,6 +187,20 @@ def test_bad_rows_go_to_the_error_file_with_their_lines(session_factory, workspa
     assert sorted(lines) == [4, 6, 10, 11, 12, 13]
     assert "email" in lines[4] and "phone" in lines[6] and "2 fields" in lines[10]
     assert "country" in lines[11] and "created_at" in lines[12] and "required" in lines[13]
+    # Each refused row also has a code and its parameters, so that an interface can word it in another language.
+    coded = {e.line: (e.code, e.params) for e in summary.errors}
+    assert coded[4] == ("invalid_email", {"column": "email", "value": "not-an-email"})
+    assert coded[6] == ("invalid_phone", {"column": "phone", "value": "12"})
+    assert coded[10] == ("row_width", {"fields": "2", "header": "5"})
+    assert coded[11] == ("not_a_country", {"column": "country", "value": "Atlantis"})
+    assert coded[12] == ("not_a_datetime", {"column": "created_at", "value": "yesterday"})
+    assert coded[13] == ("required", {"column": "email"})
+    assert summary.to_dict()["errors"][0] == {
+        "line": 4,
+        "error": lines[4],
+        "code": "invalid_email",
+        "params": {"column": "email", "value": "not-an-email"},
+    }
     import csv
 
     with errors.open(encoding="utf-8", newline="") as fh:

@@ -8,8 +8,9 @@ a progress callback); its state lives in ``import_jobs`` so every request can sh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
@@ -147,6 +148,21 @@ def _mapping_page(
     )
 
 
+def _row_error_words(language: str) -> Callable[[dict[str, Any]], str]:
+    """A summary's refused row (``{"line", "error", "code", "params"}``) worded in ``language`` from its code
+    (``row.<code>`` in ``errors.MESSAGES``); the English ``error`` for an unknown code or a summary without codes."""
+
+    def words(error: dict[str, Any]) -> str:
+        english = str(error.get("error", ""))
+        code = error.get("code")
+        if not code:
+            return english
+        params = {str(k): str(v) for k, v in (error.get("params") or {}).items() if k != "reason"}
+        return coded_text(f"row.{code}", params, language, english)
+
+    return words
+
+
 @router.get("/w/{slug}/imports/{job_id}")
 def job_page(request: Request, ctx: Workspace_, session: ReadSession, job_id: int) -> Response:
     ctx.require("view")
@@ -163,6 +179,7 @@ def job_page(request: Request, ctx: Workspace_, session: ReadSession, job_id: in
         csrf=ctx.user.info.csrf_token,
         job=job,
         stale=jobs.is_stale(job),
+        row_error=_row_error_words(ctx.language),
     )
 
 
