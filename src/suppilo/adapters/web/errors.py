@@ -41,6 +41,9 @@ MESSAGES: dict[str, str] = {
     "duplicate_arm": N_("Two arms are named “%(name)s”; give each arm its own name."),
     "unknown_control": N_("“%(control)s” is not one of the arms; give the name of an arm as the control."),
     "conversions_exceed_trials": N_("Conversions (%(conversions)s) cannot exceed trials (%(trials)s)."),
+    "missing_exchange_rate": N_(
+        "There is no exchange rate from %(from)s to %(to)s on or before %(date)s: import rates into %(home)s."
+    ),
     # CSV import: refused rows (``row.<code>`` of the importer's row errors; ``column`` names the field)
     "row.required": N_("%(column)s: a value is required."),
     "row.too_long": N_("%(column)s: longer than %(limit)s characters."),
