@@ -907,14 +907,22 @@ def engagement_batch(
         g_count = np.minimum(sizes, cap[g_rule])
         kept = np.flatnonzero(g_period >= oldest[g_rule])
         keys = [r.key for r in rules]
-        for cid, ri, p, n in zip(
+        last_c = last_r = -1
+        periods: dict[str, int] = {}
+        for cid, ri, p, n in zip(  # groups are sorted by contact, rule, period
             c_contact[o][starts][kept].tolist(),
             g_rule[kept].tolist(),
-            g_period[kept].tolist(),
+            map(str, g_period[kept].tolist()),
             g_count[kept].tolist(),
             strict=True,
         ):
-            states.setdefault(cid, {}).setdefault(keys[ri], {})[str(p)] = n
+            if cid != last_c:
+                states[cid] = {}
+                last_c, last_r = cid, -1
+            if ri != last_r:
+                periods = states[cid][keys[ri]] = {}
+                last_r = ri
+            periods[p] = n
     k_idx = np.flatnonzero(keep)
     k_c = t_c[k_idx]
     k_rule = t_rule[k_idx]
