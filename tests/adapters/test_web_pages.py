@@ -243,6 +243,13 @@ def test_dashboard_explains_a_report_it_cannot_compute(client, session_factory, 
     assert res.status_code == 200
     assert 'id="money-error"' in res.text and "SEK" in res.text
     assert 'id="funnel-table"' in res.text  # the rest still shows
+    # In the user's language, from the refusal's code and parameters kept with the snapshot.
+    client.cookies.clear()
+    login(client, make_user(session_factory, workspace.id, "analyst", language="fi"))
+    res = client.get(f"/app/w/{workspace.slug}/")
+    day = utcnow().date().isoformat()
+    assert f"Vaihtokurssia SEK → EUR ei ole päivältä {day} tai sitä aiemmin: tuo kurssit valuuttaan EUR." in res.text
+    assert "no exchange rate" not in res.text
 
 
 def test_dashboard_reads_its_snapshot_and_catches_up_with_new_data(client, session_factory, workspace) -> None:

@@ -325,3 +325,28 @@ def test_the_calculators_refusals_are_worded_beside_their_fields(client, session
     assert "Anna vähintään kaksi haaraa." in page.text
     download = client.get(f"{url}.csv", params={**arms, "conversions2": "12", "control": "C"})
     assert download.status_code == 422 and "ei ole mikään haaroista" in download.text
+
+
+def test_a_missing_exchange_rate_is_explained_in_the_users_language(client, session_factory, workspace) -> None:
+    """An order in a currency without exchange rates: the spend and attribution pages say which rate is missing, in
+    Swedish for a Swedish user (the API answers the English message with the code)."""
+    seed(session_factory, workspace.id)
+    order = {
+        "external_id": "sek-1",
+        "email": "sek@example.se",
+        "placed_at": utcnow().isoformat(),
+        "currency": "SEK",
+        "total_minor": 49900,
+    }
+    assert client.post("/api/v1/orders", json=order, headers=workspace.auth()).status_code == 201
+    login(client, make_user(session_factory, workspace.id, "analyst", language="sv"))
+    base = f"/app/w/{workspace.slug}/reports"
+    day = utcnow().date().isoformat()
+    swedish = f"Det finns ingen växelkurs från SEK till EUR den {day} eller tidigare: importera kurser till EUR."
+    period = {"from": (utcnow().date() - timedelta(days=10)).isoformat(), "to": day}
+    for name in ("spend", "attribution"):
+        page = settled(client, f"{base}/{name}", params=period)
+        assert f'<p class="error" role="alert">{swedish}</p>' in page.text, name
+        assert "no exchange rate" not in page.text
+    api = client.get("/api/v1/reports/spend", params=period, headers=workspace.auth())
+    assert api.status_code == 422 and api.json()["error"]["code"] == "missing_exchange_rate"

@@ -56,6 +56,7 @@ def compute(session: Session, workspace_id: int, days: int, today: date) -> dict
     """The dashboard's numbers for the ``days`` up to ``today``, from the analytics and contacts services."""
     start = today - timedelta(days=days - 1)
     errors: dict[str, str] = {}
+    refusals: dict[str, dict[str, Any]] = {}  # the same refusals' codes and parameters (worded by the web page)
 
     def report(name: str, run: Any, empty: dict[str, Any]) -> dict[str, Any]:
         # A report that cannot be computed (e.g. an order currency without exchange rates) is explained on its
@@ -64,6 +65,7 @@ def compute(session: Session, workspace_id: int, days: int, today: date) -> dict
             return dict(run())
         except DomainError as exc:
             errors[name] = exc.message
+            refusals[name] = {"code": exc.code, "params": exc.params}
             return empty
 
     no_money: dict[str, Any] = {"currency": None, "rows": [], "totals": {}}
@@ -86,6 +88,7 @@ def compute(session: Session, workspace_id: int, days: int, today: date) -> dict
         "from": start,
         "to": today,
         "errors": errors,
+        "refusals": refusals,
         "computed_at": utcnow(),
     }
 

@@ -86,6 +86,7 @@ class RateBook:
         raise MissingRate(
             "rates",
             f"no exchange rate {f}->{t} on or before {on.isoformat()}: import one (date,currency,rate_to_{self.home})",
+            params={"from": f, "to": t, "date": on.isoformat(), "home": self.home},
         )
 
     def convert(self, amount_minor: int, from_ccy: str, to_ccy: str, on_date: date) -> int:

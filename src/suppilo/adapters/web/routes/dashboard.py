@@ -18,6 +18,7 @@ from suppilo.adapters.http.deps import ReadSession
 from suppilo.adapters.web import charts
 from suppilo.adapters.web.auth import Workspace_
 from suppilo.adapters.web.background import Refreshes
+from suppilo.adapters.web.errors import coded_text
 from suppilo.adapters.web.templating import render
 from suppilo.analytics import dashboard as snapshots
 from suppilo.db.base import utcnow
@@ -93,8 +94,18 @@ def dashboard(request: Request, ctx: Workspace_, session: ReadSession, days: int
     countries = sorted(data["funnel"].get("groups", {}).items(), key=lambda kv: kv[1].get("contacts", 0), reverse=True)[
         :10
     ]
+    # A card that could not be computed says why in the user's language (snapshots stored before refusals carried
+    # their code keep the English message).
+    refusals = data.get("refusals") or {}
+    errors = {
+        name: coded_text(refusals[name]["code"], refusals[name]["params"], ctx.language, message)
+        if name in refusals
+        else message
+        for name, message in data["errors"].items()
+    }
     return page(
         data=data,
+        errors=errors,
         labels=labels,
         funnel_rows=funnel_rows,
         funnel_bars=bars,
