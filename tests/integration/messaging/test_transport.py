@@ -16,6 +16,9 @@ import dkim
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from suppilo.messaging.catcher import MailCatcher
 from suppilo.messaging.mime import (
@@ -33,6 +36,7 @@ from suppilo.messaging.transport import (
     SmtpConfig,
     SmtpTransport,
     TransientSendError,
+    data_bytes,
 )
 
 
@@ -439,3 +443,49 @@ def test_a_reply_that_never_comes_is_transient_and_the_connection_is_dropped(smt
     assert error.after_data is (stage == "data")
     assert ["ok@example.fi"] in [m[1] for m in recorder.messages]
     assert transport.connections_opened == 2
+
+
+# --- the DATA step -----------------------------------------------------------------------------------------------
+
+
+def _aiosmtplib_data(message: bytes) -> bytes:
+    """What aiosmtplib's own ``data`` puts on the wire after DATA (the reference for ``data_bytes``)."""
+    return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b".", b"..", b"a", b"\r\n.", b" ", b"=2E", b"\x00"])))
+def test_data_bytes_are_what_aiosmtplib_would_send(parts) -> None:
+    message = b"".join(parts)
+    assert data_bytes(message) == _aiosmtplib_data(message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _message(),
+        b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\nend\r\n",
+        b".Subject: odd\r\n\r\nlone LF\nlone CR\rlast line without an ending",
+    ],
+)
+def test_data_bytes_of_real_messages(message) -> None:
+    assert data_bytes(message) == _aiosmtplib_data(message)
+
+
+def test_the_server_receives_lines_starting_with_a_dot_and_lone_line_ends_intact(smtp_server) -> None:
+    controller, recorder = smtp_server()
+    transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=controller.port, start_tls=False, pool_size=1))
+    body = b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\nlone LF\nend"
+
+    async def run() -> None:
+        try:
+            for _ in range(3):  # the connection stays in step after each message
+                await transport.send("b@nordshop.fi", ["ok@example.fi"], body)
+        finally:
+            await transport.close()
+
+    asyncio.run(run())
+    assert [m[2] for m in recorder.messages] == [
+        b"Subject: dots\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\nlone LF\r\nend\r\n"
+    ] * 3
+    assert controller.connections == 1
