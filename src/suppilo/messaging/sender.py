@@ -28,6 +28,8 @@ import logging
 import multiprocessing
 import os
 import re
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -90,6 +92,11 @@ class SenderConfig:
     render_workers: int = 0
     # Only these workspaces (None: all). Lets an operator drain one tenant, and tests stay in their own.
     workspace_ids: tuple[int, ...] | None = None
+    # While ``run`` goes, the interpreter's thread switch interval is at most this many seconds (0: left alone). The
+    # claim and the recording of outcomes run in threads beside the event loop; with Python's default of 5 ms, an
+    # SMTP reply that arrives while such a thread holds the GIL waits up to 5 ms before the event loop may read it,
+    # and every connection waiting for a reply stalls with it. Restored when the last run of the process ends.
+    switch_interval: float = 0.0005
 
     @property
     def bounce_address(self) -> str:
@@ -457,7 +464,6 @@ def _build_jobs(cfg: SenderConfig, jobs: list[_Job]) -> list[tuple[bytes, list[s
 
 def _exit_with_parent(parent_pid: int) -> None:
     """In a render worker: exit when the sender process is gone (even SIGKILLed), rather than linger orphaned."""
-    import threading
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -465,6 +471,30 @@ def _exit_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="suppilo-render-parent-watch", daemon=True).start()
+
+
+_switch_lock = threading.Lock()
+_switch_runs = 0
+_switch_saved = 0.0
+
+
+def _switch_interval_enter(interval: float) -> None:
+    """Lower the thread switch interval for a run (``SenderConfig.switch_interval``); runs of one process nest."""
+    global _switch_runs, _switch_saved
+    with _switch_lock:
+        if _switch_runs == 0:
+            _switch_saved = sys.getswitchinterval()
+        _switch_runs += 1
+        if 0 < interval < sys.getswitchinterval():
+            sys.setswitchinterval(interval)
+
+
+def _switch_interval_exit() -> None:
+    global _switch_runs
+    with _switch_lock:
+        _switch_runs -= 1
+        if _switch_runs == 0:
+            sys.setswitchinterval(_switch_saved)
 
 
 # A render worker gets at least this many messages at a time (fewer cost more in pickling than they save).
@@ -934,6 +964,13 @@ class Sender:
         cfg = self.config
         stop = stop or asyncio.Event()
         deadline = time.monotonic() + max_seconds if max_seconds else None
+        _switch_interval_enter(cfg.switch_interval)
+        try:
+            return await self._run(cfg, until_empty, stop, deadline)
+        finally:
+            _switch_interval_exit()
+
+    async def _run(self, cfg: SenderConfig, until_empty: bool, stop: asyncio.Event, deadline: float | None) -> RunStats:
         queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=cfg.chunk_size * 2)
         outcomes: list[Outcome] = []
         flush_lock = asyncio.Lock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from datetime import timedelta
 
 import dkim
@@ -221,6 +222,61 @@ def test_many_messages_each_arrive_once(session_factory, workspace, n):
     assert len(counts) == n and set(counts.values()) == {1}
     with session_factory() as s:
         assert outbox.counts(s, ws) == {"sent": n}
+
+
+def test_a_row_naming_a_contact_of_another_workspace_goes_to_nobody(session_factory, workspace, other_workspace):
+    """The claim reads each row's contact in the row's own workspace: a contact id of another tenant is no
+    recipient (skipped), and that tenant's contact gets nothing."""
+    ws = workspace.id
+    own = add_contact(session_factory, ws, "own@example.com", country="US")
+    foreign = add_contact(session_factory, other_workspace.id, "foreign@example.com", country="US")
+    mid = _enqueue(session_factory, ws, "cross", own)
+    ok = _enqueue(session_factory, ws, "fine", own, kind="transactional")
+    with session_factory() as s:
+        s.get(OutboxMessage, mid).contact_id = foreign
+        s.commit()
+    with SmtpSink() as sink:
+        sender, transport = make_sender(session_factory, sink, ws)
+        stats = asyncio.run(drain(sender, transport))
+    assert [r.rcpt_tos for r in sink.received] == [["own@example.com"]]
+    row = _row(session_factory, mid)
+    assert (row.status, row.last_error) == ("skipped", "the contact has no email address")
+    assert _row(session_factory, ok).status == "sent" and stats.sent == 1 and stats.skipped == 1
+    with session_factory() as s:
+        events = s.execute(
+            select(Event.contact_id, Event.properties, Event.context, Event.message_id).where(
+                Event.name == "email_sent", Event.workspace_id.in_([ws, other_workspace.id])
+            )
+        ).all()
+    assert [tuple(e) for e in events] == [(own, {"outbox_id": ok}, {"source": "system"}, f"mail-sent-{ok}")]
+
+
+class _RecordingTransport:
+    """Accepts every message and notes the interpreter's thread switch interval at each send."""
+
+    def __init__(self) -> None:
+        self.intervals: list[float] = []
+
+    async def send(self, envelope_from, recipients, message_bytes) -> None:
+        self.intervals.append(sys.getswitchinterval())
+
+    async def close(self) -> None:
+        pass
+
+
+def test_the_switch_interval_is_lowered_while_sending_and_restored_after(session_factory, workspace):
+    ws = workspace.id
+    for i in range(3):
+        _enqueue(session_factory, ws, f"switch:{i}", add_contact(session_factory, ws, f"s{i}@example.com", country="US"))
+    before = sys.getswitchinterval()
+    transport = _RecordingTransport()
+    with SmtpSink() as sink:
+        sender, _ = make_sender(session_factory, sink, ws, switch_interval=0.0002)
+    sender.transport = transport
+    stats = asyncio.run(sender.run(until_empty=True, max_seconds=30))
+    assert stats.sent == 3
+    assert transport.intervals == [pytest.approx(min(before, 0.0002))] * 3
+    assert sys.getswitchinterval() == before
 
 
 @pytest.mark.parametrize(
