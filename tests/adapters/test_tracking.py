@@ -573,6 +573,68 @@ def test_concurrent_single_calls_are_all_stored_with_their_own_errors(send, work
     assert n == 1
 
 
+def test_requests_sharing_a_transaction_get_only_their_own_errors(client, workspace, db) -> None:
+    """Batches and single calls stored in one transaction (as the writer thread groups them) each get their own
+    errors back, under their own paths and indexes, and every call is stored."""
+    from datetime import UTC, datetime
+
+    from suppilo.adapters.http.routers.tracking import _Call, _store_of
+    from suppilo.events.ingest import parse_batch, parse_message
+
+    anon = mid()
+    now = datetime.now(UTC)
+    order = {"type": "track", "anonymousId": anon, "event": "Order Completed", "properties": {}}
+    first, first_errors = parse_batch(
+        [page(anon), {**order, "messageId": mid()}], received_at=now, sent_at=None, ip=None
+    )
+    second, second_errors = parse_batch(
+        [{"type": "track", "anonymousId": anon}, page(anon), page(anon), {**order, "messageId": mid()}],
+        received_at=now,
+        sent_at=None,
+        ip=None,
+    )
+    single = parse_message({**order, "messageId": mid()}, 0, kind="track", received_at=now)
+    fine = parse_message({**order, "event": "Viewed", "messageId": mid()}, 0, kind="track", received_at=now)
+    assert first_errors == [] and [e["path"] for e in second_errors] == ["batch[0].event"]
+    calls = [
+        _Call(workspace.id, None, _store_of(client.app), lambda: None, batch=first),
+        _Call(workspace.id, single, _store_of(client.app), lambda: None),
+        _Call(workspace.id, None, _store_of(client.app), lambda: None, batch=second),
+        _Call(workspace.id, fine, _store_of(client.app), lambda: None),
+    ]
+    _store_of(client.app)(workspace.id, calls)
+    assert [(e["index"], e["path"]) for e in calls[0].errors] == [(1, "batch[1].properties.order_id")]
+    assert [(e["index"], e["path"]) for e in calls[1].errors] == [(0, "properties.order_id")]
+    assert [(e["index"], e["path"]) for e in calls[2].errors] == [(3, "batch[3].properties.order_id")]
+    assert calls[3].errors == []
+    db.rollback()
+    contact = contact_of(db, workspace.id, anon)
+    names = db.scalars(select(Event.name).where(Event.workspace_id == workspace.id, Event.contact_id == contact.id))
+    assert sorted(names) == ["Home"] * 3 + ["Order Completed"] * 3 + ["Viewed"]
+
+
+def test_concurrent_batches_are_all_stored_with_their_own_errors(send, workspace, db) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    anon = mid()
+    batches = [[page(anon), page(anon)] for _ in range(8)]
+    batches[5].append({"type": "track", "messageId": mid(), "anonymousId": anon, "event": "Order Completed"})
+    batches[6].insert(0, {"type": "track", "messageId": mid(), "anonymousId": anon})
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda b: send("POST", "/v1/batch", json={"batch": b}, headers=basic(workspace.track_key)), batches
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 8
+    errors = [[(e["index"], e["path"]) for e in a.json()["errors"]] for a in answers]
+    assert errors == [[]] * 5 + [[(2, "batch[2].properties.order_id")], [(0, "batch[0].event")], []]
+    assert [a.json()["accepted"] for a in answers] == [2] * 5 + [3, 2, 2]
+    contact = contact_of(db, workspace.id, anon)
+    n = db.scalar(select(func.count()).select_from(Event).where(Event.contact_id == contact.id))
+    assert n == 17
+
+
 def test_analytics_js_one_letter_paths_are_served(send, workspace, db) -> None:
     anon = mid()
     body = {

@@ -67,6 +67,8 @@ class Message:
     previous_id: str | None = None
     person: Person | None = None
     received_at: datetime | None = None  # when its request arrived (calls of several requests can share a store)
+    # Where ``store`` reports this call's errors when requests share a store: (its request's error list, path prefix)
+    sink: tuple[list[dict[str, Any]], str] | None = None
 
     def contact(self) -> Person:
         """The contact this call is about (the surviving one after merges); set once identities are resolved."""
@@ -741,9 +743,10 @@ def store(
                         m.message_id,
                     )
             except DomainError as exc:
-                if errors is not None:
-                    path = f"{prefix}[{m.index}].{exc.field}" if prefix else exc.field
-                    errors.append({"index": m.index, "path": path, "message": exc.message})
+                report, where = m.sink if m.sink is not None else (errors, prefix)
+                if report is not None:
+                    path = f"{where}[{m.index}].{exc.field}" if where else exc.field
+                    report.append({"index": m.index, "path": path, "message": exc.message})
     return len(stored)
 
 

@@ -3,9 +3,9 @@
 Segment and RudderStack libraries work by pointing their host here. The write key comes as the HTTP Basic user
 name (as Segment sends it), a bearer token, or a ``writeKey`` field in the body (``sendBeacon`` cannot set
 headers). Browsers call these endpoints from customers' sites, so they answer CORS for any origin, without
-credentials. A batch request is one unit of work run in the thread pool: parse, authenticate, validate, store,
-commit once. Single calls are parsed on the event loop and stored by one writer thread per process, in groups
-(``GroupCommit``).
+credentials. Single calls are parsed on the event loop, batches in the thread pool; both are then stored by one
+writer thread per process, in groups (``GroupCommit``): the requests that arrived while a transaction ran go into
+the next one together.
 """
 
 from __future__ import annotations
@@ -127,28 +127,37 @@ def _error(status: int, code: str, message: str, path: str = "") -> Response:
 
 @dataclass(eq=False)
 class _Call:
-    """One single-call request waiting for the transaction that stores it.
+    """One request (a single call, or a batch in ``batch``) waiting for the transaction that stores it.
 
-    ``run`` stores a group of calls of one workspace in one transaction; ``done`` is called (on the writer thread)
-    once the call is stored or has failed.
+    ``run`` stores a group of requests of one workspace in one transaction; ``done`` is called (on the writer
+    thread) once the request is stored or has failed. ``errors`` holds what storing reported (a batch's validation
+    errors are kept by its handler).
     """
 
     workspace_id: int
-    message: Message
+    message: Message | None
     run: Callable[[int, list[_Call]], None]
     done: Callable[[], None]
     errors: list[dict[str, Any]] = field(default_factory=list)
     failure: BaseException | None = None
+    batch: list[Message] | None = None
+
+    def size(self) -> int:
+        return len(self.batch) if self.batch is not None else 1
 
 
 class GroupCommit:
-    """Single calls are stored by one writer thread per process, in groups: every call that arrived while the last
-    transaction ran goes into the next one.
+    """Tracking requests are stored by one writer thread per process, in groups: every request that arrived while
+    the last transaction ran goes into the next one (up to ``MAX_ROUND_CALLS`` calls).
 
-    Requests are parsed on the event loop and wait on a future, not in a thread of their own: a thread per waiting
-    request would compete with the event loop for the interpreter lock. Each call is answered only after the commit
-    that holds it; a failed group is retried call by call, so one bad call fails alone.
+    Requests are parsed before they queue and wait on a future, not in a thread of their own: a thread per waiting
+    request would compete with the event loop for the interpreter lock. One transaction for several requests
+    costs one commit and one set of lookups instead of one per request, and the writer goes from one round to the
+    next without handing a lock to another thread. Each request is answered only after the commit that holds it;
+    a failed group is retried request by request, so one bad request fails alone.
     """
+
+    MAX_ROUND_CALLS = 2_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -169,8 +178,16 @@ class GroupCommit:
         while True:
             self._wake.wait()
             with self._lock:
-                self._wake.clear()
-                group, self._pending = self._pending, []
+                group: list[_Call] = []
+                size = 0
+                for call in self._pending:
+                    if group and size + call.size() > self.MAX_ROUND_CALLS:
+                        break
+                    group.append(call)
+                    size += call.size()
+                del self._pending[: len(group)]
+                if not self._pending:
+                    self._wake.clear()
             if group:
                 self._round(group)
 
@@ -209,26 +226,29 @@ _group_commit = GroupCommit()
 def _store_calls(
     factory: Any, serial: AbstractContextManager[Any], sync: bool, workspace_id: int, calls: list[_Call]
 ) -> None:
-    """Store the calls of one workspace in one transaction; each call gets its own errors back."""
-    messages = []
-    for i, call in enumerate(calls):
-        call.message.index = i
+    """Store the requests of one workspace in one transaction; each request gets its own errors back."""
+    messages: list[Message] = []
+    for call in calls:
         call.errors = []
-        messages.append(call.message)
-    errors: list[dict[str, Any]] = []
+        if call.batch is not None:
+            sink = (call.errors, "batch")
+            for m in call.batch:
+                m.sink = sink
+            messages.extend(call.batch)
+        elif call.message is not None:
+            call.message.sink = (call.errors, "")
+            messages.append(call.message)
+    if not messages:
+        return
     with serial, factory() as session:
         store(
             session,
             workspace_id,
             messages,
             received_at=messages[-1].received_at or utcnow(),
-            errors=errors,
-            prefix="",
             synchronous_commit=sync,
         )
         session.commit()
-    for error in errors:
-        calls[error["index"]].errors.append({**error, "index": 0})
 
 
 class _TooLarge(Exception):
@@ -290,8 +310,8 @@ def _authenticate(request: Request, body: bytes) -> tuple[dict[str, Any], Any] |
     return payload, principal
 
 
-def _handle_batch(request: Request, body: bytes) -> Response:
-    """Parse, authenticate, validate and store one batch request (runs in the thread pool)."""
+def _parse_batch(request: Request, body: bytes) -> tuple[int, list[Message], list[dict[str, Any]]] | Response:
+    """Parse, authenticate and validate one batch request (runs in the thread pool): workspace, calls and errors."""
     received_at = utcnow()
     settings = request.app.state.settings
     checked = _authenticate(request, body)
@@ -306,18 +326,21 @@ def _handle_batch(request: Request, body: bytes) -> Response:
         return _error(
             413, "too_large", f"a batch holds at most {settings.max_batch_items} calls; got {len(items)}", "batch"
         )
-    # Validation needs no lock: only storing waits for the database's writer.
     messages, errors = parse_batch(items, received_at=received_at, sent_at=_parse_time(payload.get("sentAt")), ip=ip)
-    with _serial(request.app.state.engine), request.app.state.session_factory() as session:
-        store(
-            session,
-            principal.workspace_id,
-            messages,
-            received_at=received_at,
-            errors=errors,
-            synchronous_commit=tracking_settings().synchronous_commit,
-        )
-        session.commit()
+    return principal.workspace_id, messages, errors
+
+
+async def _handle_batch(request: Request, body: bytes) -> Response:
+    """Parse a batch in the thread pool, then queue it for the writer thread like single calls."""
+    parsed = await run_in_threadpool(_parse_batch, request, body)
+    if isinstance(parsed, Response):
+        return parsed
+    workspace_id, messages, errors = parsed
+    if messages:
+        waker = _Waker()
+        call = _Call(workspace_id, None, _store_of(request.app), waker, batch=messages)
+        await _stored(call, waker)
+        errors.extend(call.errors)
     errors.sort(key=lambda e: e["index"])
     return _json(200, {"success": True, "accepted": len(messages), "errors": errors})
 
@@ -340,6 +363,28 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _Waker:
+    """Resolves a future of the event loop it was made on, from the writer thread."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+
+    def __call__(self) -> None:  # called by the writer thread once the request is stored
+        self.loop.call_soon_threadsafe(_resolve, self.future)
+
+
+async def _stored(call: _Call, waker: _Waker) -> None:
+    """Queue ``call`` (whose ``done`` is ``waker``) for the writer thread and wait until it is stored; raises what
+    storing it raised."""
+    _group_commit.submit(call)
+    await waker.future
+    if call.failure is not None:
+        raise call.failure
+
+
 async def _handle_single(request: Request, body: bytes, kind: str) -> Response:
     """Parse, authenticate and validate one call on the event loop; the writer thread stores it."""
     received_at = utcnow()
@@ -353,17 +398,9 @@ async def _handle_single(request: Request, body: bytes, kind: str) -> Response:
         message = parse_message(raw, 0, kind=kind, received_at=received_at, ip=ip)
     except ItemError as exc:
         return _error(422, "validation_error", f"{exc.path}: {exc.message}", exc.path)
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:  # called by the writer thread once the call is stored
-        loop.call_soon_threadsafe(_resolve, future)
-
-    call = _Call(principal.workspace_id, message, _store_of(request.app), wake)
-    _group_commit.submit(call)
-    await future
-    if call.failure is not None:
-        raise call.failure
+    waker = _Waker()
+    call = _Call(principal.workspace_id, message, _store_of(request.app), waker)
+    await _stored(call, waker)
     if call.errors:
         return _json(200, {"success": True, "errors": call.errors})
     return _json(200, OK)
@@ -379,7 +416,7 @@ def _endpoint(kind: str | None) -> Callable[[Request], Awaitable[Response]]:
         except ValueError as exc:
             return _error(400, "invalid_body", str(exc), "body")
         if kind is None:
-            return await run_in_threadpool(_handle_batch, request, body)
+            return await _handle_batch(request, body)
         return await _handle_single(request, body, kind)
 
     endpoint.__name__ = f"segment_{kind or 'batch'}"
