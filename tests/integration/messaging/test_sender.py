@@ -267,7 +267,8 @@ class _RecordingTransport:
 def test_the_switch_interval_is_lowered_while_sending_and_restored_after(session_factory, workspace):
     ws = workspace.id
     for i in range(3):
-        _enqueue(session_factory, ws, f"switch:{i}", add_contact(session_factory, ws, f"s{i}@example.com", country="US"))
+        cid = add_contact(session_factory, ws, f"s{i}@example.com", country="US")
+        _enqueue(session_factory, ws, f"switch:{i}", cid)
     before = sys.getswitchinterval()
     transport = _RecordingTransport()
     with SmtpSink() as sink:
