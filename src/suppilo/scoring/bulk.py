@@ -27,6 +27,8 @@ SQL) instead of contact by contact, which stores the same membership.
 
 from __future__ import annotations
 
+import functools
+import gc
 import math
 import os
 from collections import defaultdict
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from operator import itemgetter
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from sqlalchemy import select
@@ -65,6 +67,28 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 Progress = Callable[[int], None]
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``fn`` with the cyclic garbage collector paused: rescoring keeps millions of tuples alive for a range
+    (fetched rows, their columns, rows to write) and makes no reference cycles, and collecting those over and over
+    cost 10–25 % of its CPU time (measured with and without at 200,000 contacts)."""
+
+    @functools.wraps(fn)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if paused:
+                gc.enable()
+
+    return run
 
 
 def _dialect(session: Session) -> str:
@@ -292,6 +316,7 @@ def _all_ids(session: Session, workspace_id: int, bounds: tuple[int, int] | None
     return [r[0] for r in cur.fetchall()]
 
 
+@_gc_paused
 def bulk_fit(
     session: Session,
     workspace_id: int,
@@ -484,13 +509,16 @@ class _RuleMatcher:
     def many(self, names: Sequence[str], kinds: Sequence[str], raws: Sequence[Any]) -> list[tuple[int, ...]]:
         """``self(name, kind, raw)`` for many events, computed once per distinct triple (``raw`` is NULL for events
         that no rule with a ``where`` could match: those share their name and kind's result)."""
-        keys = list(zip(names, kinds, raws, strict=True))
         lookup = self._many
-        for key in set(keys).difference(lookup):
-            lookup[key] = self(*key)
-        out = list(map(lookup.__getitem__, keys))
         if len(lookup) > 200_000:
             lookup.clear()
+        get = lookup.get
+        out = []
+        for key in zip(names, kinds, raws, strict=True):
+            hit = get(key)
+            if hit is None:
+                hit = lookup[key] = self(*key)
+            out.append(hit)
         return out
 
 
@@ -501,6 +529,7 @@ def _loads(raw: Any) -> Any:
     return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
+@_gc_paused
 def bulk_engagement(
     session: Session,
     workspace_id: int,
