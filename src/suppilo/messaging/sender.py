@@ -50,9 +50,8 @@ from suppilo.messaging import mime, suppression, tracking, unsubscribe
 from suppilo.messaging import policies as send_policies
 from suppilo.messaging import service as templates_service
 from suppilo.messaging.outbox_models import DUE_STATES, OutboxMessage
-from suppilo.messaging.sender_sql import ClaimedRow, SenderDb, json_text, read_time
+from suppilo.messaging.sender_sql import ClaimedRow, SenderDb, WorkspaceRow, json_text, read_time
 from suppilo.workspaces import service as workspaces_service
-from suppilo.workspaces.models import Workspace
 
 log = logging.getLogger("suppilo.messaging.sender")
 
@@ -641,7 +640,7 @@ class Sender:
             updates = _Updates()
             lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
             for ws_id, ws_rows in by_ws.items():
-                prepared.extend(self._prepare_workspace(session, ws_id, ws_rows, updates, token, now))
+                prepared.extend(self._prepare_workspace(session, db, ws_id, ws_rows, updates, token, now))
                 updates.write(db, token, now, lease_expires_at)
             session.commit()
         self.stats.claimed += len(prepared)
@@ -650,6 +649,7 @@ class Sender:
     def _prepare_workspace(
         self,
         session: Session,
+        db: SenderDb,
         workspace_id: int,
         rows: list[ClaimedRow],
         updates: _Updates,
@@ -662,7 +662,7 @@ class Sender:
         # a task reminder); suppression applies to that address as to any other.
         to_users = {r.id: r.to_address for r in rows if _is_user_message(r, r.body)}
         user_hashes = {rid: suppression.address_hash(addr) for rid, addr in to_users.items() if addr}
-        reasons = suppression.reasons_for_hashes(session, workspace_id, [*hashes.values(), *user_hashes.values()])
+        reasons = db.suppression_reasons(workspace_id, [*hashes.values(), *user_hashes.values()])
         decisions = consent_service.marketing_decisions(
             session,
             workspace_id,
@@ -670,7 +670,7 @@ class Sender:
             {cid: c.country for cid, c in contacts.items()},
             now,
         )
-        workspace = session.get(Workspace, workspace_id)
+        workspace = db.workspace(workspace_id)
         ready: list[tuple[Any, Any]] = []
         for row in rows:
             contact: Any
@@ -790,7 +790,7 @@ class Sender:
     def _apply_policies(
         self,
         session: Session,
-        workspace: Workspace | None,
+        workspace: WorkspaceRow | None,
         workspace_id: int,
         ready: list[tuple[Any, Any]],
         updates: _Updates,

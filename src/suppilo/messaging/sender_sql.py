@@ -53,6 +53,15 @@ class ContactRow(NamedTuple):
     timezone: str | None
 
 
+class WorkspaceRow(NamedTuple):
+    """What the claim reads of a workspace."""
+
+    slug: str
+    name: str
+    timezone: str
+    settings: dict[str, Any]
+
+
 def db_time(pg: bool, value: datetime) -> Any:
     """A timezone-aware time as the driver stores it for a ``UTCDateTime`` column."""
     if value.tzinfo is None:
@@ -147,6 +156,35 @@ class SenderDb:
                     None if r[14] is None else ContactRow(r[14], r[15], r[16], r[17]),
                 )
             )
+        return out
+
+    def workspace(self, workspace_id: int) -> WorkspaceRow | None:
+        """The workspace's slug, name, time zone and settings (sending policies)."""
+        self.cur.execute(f"SELECT slug, name, timezone, settings FROM workspaces WHERE id = {self.p}", [workspace_id])
+        r = self.cur.fetchone()
+        return None if r is None else WorkspaceRow(r[0], r[1], r[2], _json_value(r[3]))
+
+    def suppression_reasons(self, workspace_id: int, digests: Sequence[str]) -> dict[str, set[str]]:
+        """Address hash -> suppression reasons, for the hashes that have entries (``suppression.reasons_for_hashes``
+        on the driver cursor)."""
+        wanted = sorted(set(digests))
+        out: dict[str, set[str]] = {}
+        for start in range(0, len(wanted), 10_000):
+            chunk = wanted[start : start + 10_000]
+            if self.pg:
+                self.cur.execute(
+                    "SELECT address_hash, reason FROM suppression_entries"
+                    " WHERE workspace_id = %b AND address_hash = ANY(%b::text[])",
+                    [workspace_id, chunk],
+                )
+            else:
+                self.cur.execute(
+                    "SELECT address_hash, reason FROM suppression_entries"
+                    f" WHERE workspace_id = ? AND address_hash IN ({','.join('?' * len(chunk))})",
+                    [workspace_id, *chunk],
+                )
+            for digest, reason in self.cur.fetchall():
+                out.setdefault(digest, set()).add(reason)
         return out
 
     def close_rows(self, rows: Sequence[tuple[int, str, str]], now: datetime) -> None:
