@@ -8,14 +8,17 @@ batch, so a crash loses at most one batch and running the same file again comple
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import operator
 import os
 import sqlite3
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -1726,6 +1729,33 @@ class _ErrorSink:
 
 Progress = Callable[[int, int, int], None]
 
+_gc_lock = threading.Lock()
+_gc_users = 0
+
+
+@contextmanager
+def _old_objects_frozen() -> Iterator[None]:
+    """The objects alive when an import starts (the application's modules, tables, compiled statements) are moved
+    out of the cyclic garbage collector's generations while it runs, and given back when the last import ends.
+
+    A batch keeps some 50,000 containers alive (rows, cells, records), so the collector's full passes run every
+    couple of batches, and each walked every object of the process: a quarter of the import's CPU time in a
+    profile of 100,000 rows. Frozen, a full pass walks only what was created since. Nothing is lost: what is frozen
+    is collected (if it became garbage) after ``gc.unfreeze()``; new garbage is collected as before.
+    """
+    global _gc_users
+    with _gc_lock:
+        if _gc_users == 0:
+            gc.freeze()
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.unfreeze()
+
 
 def import_file(
     factory: sessionmaker[Session],
@@ -1746,10 +1776,40 @@ def import_file(
     ``progress(rows, bytes_read, total_bytes)`` is called after each batch. Raises UnreadableFile or a
     MappingError (nothing written) when the file cannot be read as a table or has no key column.
     """
-    started = time.perf_counter()
-    name = filename or Path(path).name
     if kind not in LOADERS:
         raise ImportError_("kind", f"unknown import kind {kind!r}; choose one of {', '.join(LOADERS)}")
+    with _old_objects_frozen():
+        return _import_file(
+            factory,
+            workspace_id,
+            kind,
+            path,
+            filename=filename,
+            overrides=overrides,
+            channel=channel,
+            error_path=error_path,
+            batch_size=batch_size,
+            keep_errors=keep_errors,
+            progress=progress,
+        )
+
+
+def _import_file(
+    factory: sessionmaker[Session],
+    workspace_id: int,
+    kind: str,
+    path: str | os.PathLike[str],
+    *,
+    filename: str | None,
+    overrides: dict[str, str] | None,
+    channel: str,
+    error_path: str | os.PathLike[str] | None,
+    batch_size: int,
+    keep_errors: int,
+    progress: Progress | None,
+) -> ImportSummary:
+    started = time.perf_counter()
+    name = filename or Path(path).name
     with factory() as session:
         ctx = _context(session, workspace_id, name, channel)
         props = _property_specs(session, workspace_id, kind) if kind != "orders" else []

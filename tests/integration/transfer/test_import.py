@@ -407,3 +407,26 @@ def test_many_batches_keep_errors_duplicates_and_refused_rows(session_factory, w
     again = import_file(session_factory, workspace.id, "contacts", path, batch_size=4)
     assert (again.created, again.failed) == (0, 3)
     assert count(session_factory, Touch, workspace.id) == 7
+
+
+def test_old_objects_are_frozen_only_while_an_import_runs(session_factory, workspace, tmp_path: Path) -> None:
+    import gc
+
+    before = gc.get_freeze_count()
+    during: list[int] = []
+    rows = "".join(f"p{i}@firma.fi,P{i}\n" for i in range(25))
+    path = write(tmp_path, "frozen.csv", "Email,First Name\n" + rows)
+    summary = import_file(
+        session_factory,
+        workspace.id,
+        "contacts",
+        path,
+        batch_size=10,
+        progress=lambda *_: during.append(gc.get_freeze_count()),
+    )
+    assert summary.created == 25 and len(during) == 3
+    assert all(n > before for n in during)  # the collector skipped the objects alive at the start
+    assert gc.get_freeze_count() == before  # and has them back afterwards
+    with pytest.raises(UnreadableFile):
+        import_file(session_factory, workspace.id, "contacts", write(tmp_path, "empty.csv", ""))
+    assert gc.get_freeze_count() == before  # also when the import fails
