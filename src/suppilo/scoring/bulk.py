@@ -223,9 +223,14 @@ def _copy(session: Session, table: str, columns: Sequence[str], rows: list[tuple
             copy.write("\n".join(map("\t".join, zip(*cols, strict=True))) + "\n")
 
 
-def write_scores(session: Session, rows: list[tuple[Any, ...]]) -> None:
-    """Insert or replace score rows given as tuples in ``_SCORE_COLUMNS`` order (JSON as text, driver times)."""
-    if not rows:
+def write_scores(session: Session, rows: list[tuple[Any, ...]], fresh: list[tuple[Any, ...]] | None = None) -> None:
+    """Insert or replace score rows given as tuples in ``_SCORE_COLUMNS`` order (JSON as text, driver times).
+
+    ``fresh`` rows are of contacts that had no row of that kind when read: on PostgreSQL they are COPYed straight
+    into the table under a savepoint (no temporary table, no ``ON CONFLICT``); should another writer have added
+    one of them since, the savepoint is rolled back and they are upserted with the others."""
+    fresh = fresh or []
+    if not rows and not fresh:
         return
     session.flush()
     keep = ("workspace_id", "contact_id", "kind")
@@ -236,6 +241,17 @@ def write_scores(session: Session, rows: list[tuple[Any, ...]]) -> None:
         sql = f"INSERT INTO contact_scores ({cols}) VALUES ({', '.join('?' for _ in _SCORE_COLUMNS)}) {conflict}"
         cur = _cursor(session)
         cur.executemany(sql, rows)
+        cur.executemany(sql, fresh)
+        return
+    if fresh:
+        try:
+            with session.begin_nested():
+                _copy(session, "contact_scores", _SCORE_COLUMNS, fresh)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != "23505":  # only a unique violation: another writer's row
+                raise
+            rows = rows + fresh
+    if not rows:
         return
     conn = session.connection()
     decl = ", ".join(f"{c} {_PG_TEMP_TYPES[c]}" for c in _SCORE_COLUMNS)
@@ -265,18 +281,24 @@ class Deferred:
 
     explain: Callable[[set[str]], dict[str, int]]
     scores: list[tuple[Any, ...]] = field(default_factory=list)
+    fresh: list[tuple[Any, ...]] = field(default_factory=list)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     reached: list[int] = field(default_factory=list)
 
 
 def _write(
-    session: Session, rows: list[tuple[Any, ...]], history: list[tuple[Any, ...]], deferred: Deferred | None
+    session: Session,
+    rows: list[tuple[Any, ...]],
+    fresh: list[tuple[Any, ...]],
+    history: list[tuple[Any, ...]],
+    deferred: Deferred | None,
 ) -> None:
     if deferred is None:
-        write_scores(session, rows)
+        write_scores(session, rows, fresh)
         write_history(session, history)
     else:
         deferred.scores.extend(rows)
+        deferred.fresh.extend(fresh)
         deferred.history.extend(history)
 
 
@@ -389,6 +411,7 @@ def bulk_fit(
         old = {r[0]: r for r in cur.fetchall()}
         cur.execute(contacts_sql, (workspace_id, lo, hi))
         rows: list[tuple[Any, ...]] = []
+        fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
         history: list[tuple[Any, ...]] = []
         results: list[tuple[int, tuple[int, float, str, str]]] = []
         for cid, company_id, country, job_title, cprops in cur.fetchall():
@@ -441,7 +464,9 @@ def bulk_fit(
             prev = old.get(cid)
             if prev is not None and prev[1] == score and prev[2] == grade and prev[3] == icp_id and prev[4] == eid:
                 continue
-            rows.append((workspace_id, cid, "fit", score, grade, icp_id, "[]", eid, "{}", None, None, stamp, stamp))
+            (rows if prev is not None else fresh).append(
+                (workspace_id, cid, "fit", score, grade, icp_id, "[]", eid, "{}", None, None, stamp, stamp)
+            )
             if prev is None or prev[1] != score or prev[2] != grade:
                 result.changed.append(cid)
                 history.append(
@@ -456,7 +481,7 @@ def bulk_fit(
                         "profile or ICP changed",
                     )
                 )
-        _write(session, rows, history, deferred)
+        _write(session, rows, fresh, history, deferred)
         if progress is not None:
             progress(len(part))
     result.changed.sort()
@@ -616,6 +641,7 @@ def bulk_engagement(
         cur.execute(old_sql, (stamp, stamp, workspace_id, lo, hi))
         old = {r[0]: r for r in cur.fetchall()}
         rows: list[tuple[Any, ...]] = []
+        fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
         history: list[tuple[Any, ...]] = []
         for cid in sorted((scored.keys() | old.keys()) & wanted):
             new_score, lines, state = scored.get(cid, _NO_EVENTS)
@@ -653,7 +679,7 @@ def bulk_engagement(
                 state_text = state_memo.setdefault(raw_state, raw_state)
             else:
                 state_text = "{}"
-            rows.append(
+            (rows if prev is not None else fresh).append(
                 (
                     workspace_id,
                     cid,
@@ -687,7 +713,7 @@ def bulk_engagement(
                         "recomputed from events",
                     )
                 )
-        _write(session, rows, history, deferred)
+        _write(session, rows, fresh, history, deferred)
         if progress is not None:
             progress(len(part))
     if deferred is not None:
@@ -782,7 +808,7 @@ def _score_range(
                 in_range = _all_ids(writer, workspace_id, (lo, hi))
                 done[kind] = (service.recompute_fit(writer, workspace_id, in_range, now), None)
                 continue
-            write_scores(writer, kept.scores)
+            write_scores(writer, kept.scores, kept.fresh)
             write_history(writer, kept.history)
             if kind == "fit":
                 if any(t.min_fit_grade is not None for t in config.stage_thresholds):

@@ -108,3 +108,27 @@ def test_a_row_with_its_explanation_inline_is_read_and_then_moved_to_the_shared_
     bulk.rescore_all(session, ws, ("fit",), NOW)
     assert _criteria(session, ws, cid) == HEAD
     assert service.score_history(session, ws, cid, "fit") == []  # score and grade unchanged
+
+
+def test_rows_read_as_new_but_added_meanwhile_are_replaced_not_failed(session, workspace) -> None:
+    """The set-based writer copies rows of contacts that had no score row straight into the table; if another writer
+    added one in between (a live event, a second run), the write still succeeds and the newer row wins."""
+    ws = workspace.id
+    cid = _people(session, ws, 1)[0]
+    service.create_icp(session, ws, IcpCreate(name="icp", definition=ICP))
+    bulk.bulk_fit(session, ws, None, NOW)  # the contact's fit row now exists
+    later = NOW + timedelta(hours=1)
+    stamp = bulk._time_text(session, later)
+    row = (ws, cid, "fit", 12.5, "D", None, "[]", None, "{}", None, None, stamp, stamp)
+    other = contacts_service.create_contact(session, ws, ContactCreate(email="new@person.example")).id
+    new_row = (ws, other, "fit", 40.0, "C", None, "[]", None, "{}", None, None, stamp, stamp)
+    bulk.write_scores(session, [], [row, new_row])
+    stored = dict(
+        session.execute(
+            select(ContactScore.contact_id, ContactScore.score).where(
+                ContactScore.workspace_id == ws, ContactScore.kind == "fit"
+            )
+        ).all()
+    )
+    assert stored == {cid: 12.5, other: 40.0}
+    assert session.scalar(select(func.count()).select_from(ContactScore).where(ContactScore.workspace_id == ws)) == 2
