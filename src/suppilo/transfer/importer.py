@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -239,7 +240,7 @@ class ImportSummary:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     """A validated row waiting for its batch to be written."""
 
@@ -641,6 +642,7 @@ _PG_RETURNED = (
     "first_touch_at",
 )
 _MEMO_LIMIT = 10_000
+_NO_PROPS: Mapping[str, Any] = MappingProxyType({})
 
 
 @lru_cache(maxsize=1024)
@@ -910,8 +912,9 @@ class ContactLoader(_Loader):
         rec["_created_at"] = parse_datetime(raw, "created_at", self.ctx.tz) if raw else None
         i = ix["tags"]
         raw = cells[i].strip() if i is not None else ""
-        rec["_tags"] = sorted({t.strip()[:100] for t in raw.replace(";", ",").split(",") if t.strip()}) if raw else []
-        rec["_props"] = self.parse_props(cells) if self.props else {}
+        rec["_tags"] = sorted({t.strip()[:100] for t in raw.replace(";", ",").split(",") if t.strip()}) if raw else ()
+        # Shared empty values: fewer containers per row that the cyclic collector has to walk.
+        rec["_props"] = self.parse_props(cells) if self.props else _NO_PROPS
         self._finish(rec)
         return rec
 
