@@ -163,3 +163,31 @@ def test_text_part_from_html_is_readable() -> None:
 def test_a_given_text_part_is_used_as_is() -> None:
     out = render_message(V(html="<p>html</p>", text="Hello {{ contact.first_name }}!"), language="en", context=CTX)
     assert out.text == "Hello Aino!\n"
+
+
+def test_text_parts_of_many_messages_of_one_template_carry_each_contacts_values_unescaped() -> None:
+    """The text part is made from each message's own HTML (the layout's tags are tokenized once and reused): values
+    escaped in the HTML read as typed, links and the unsubscribe link stay, and the preheader stays out."""
+    template = V(
+        subject="Hi {{ contact.first_name }}",
+        preheader="Only in the inbox list",
+        html="<html><head><style>p { color: #333 } a { color: #06c }</style></head><body>"
+        "<h1>Hello {{ contact.first_name }}!</h1>"
+        "<p>Your offer: <a href='https://shop.example.fi/o?c={{ contact.id }}&amp;x=1'>{{ contact.first_name }}'s "
+        "deal</a></p><p><a href='{{ unsubscribe_url }}'>Unsubscribe</a></p></body></html>",
+    )
+    names = ["Tom & <Jerry>", 'Ä "quoted" \'name\'', "Plain", "Tom & <Jerry>"]
+    for i, name in enumerate(names):
+        ctx = {
+            "contact": {"id": i, "first_name": name, "country": "FI"},
+            "workspace": {"name": "Nordshop"},
+            "unsubscribe_url": f"https://mail.example.fi/u/token-{i}",
+        }
+        out = render_message(template, language="en", context=ctx)
+        assert "&amp;" in out.html or "&" not in name  # the HTML part escapes the value ...
+        assert out.text == (  # ... the text part shows it as typed
+            f"Hello {name}!\n\n"
+            f"Your offer: {name}'s deal (https://shop.example.fi/o?c={i}&x=1)\n\n"
+            f"Unsubscribe (https://mail.example.fi/u/token-{i})\n"
+        )
+        assert "&amp;" not in out.text and "&lt;" not in out.text and "&#" not in out.text

@@ -934,6 +934,26 @@ _SERIAL_ATTR = re.compile(f'{_WS}+({_ATTR_NAME})="([^"]*)"')
 _RAW_TEXT = re.compile(r"<(?:script|style|xmp|iframe|noembed|noframes|noscript|plaintext|textarea)\b", re.I)
 
 
+def _parse_tag(m: re.Match[str]) -> tuple[tuple[int, Any, Any], ...]:
+    """The calls one markup token of ``_SERIAL_MARKUP`` makes (none for a comment or a declaration)."""
+    start, attrs_text, close, end = m.group(1, 2, 3, 4)
+    if start is not None:
+        tag = start.lower()
+        unescape = html_lib.unescape
+        attrs = [(k.lower(), unescape(v) if "&" in v else v) for k, v in _SERIAL_ATTR.findall(attrs_text)]
+        return ((1, tag, attrs), (2, tag, None)) if close else ((1, tag, attrs),)
+    if end is not None:
+        return ((2, end.lower(), None),)
+    return ()
+
+
+# Markup token text -> its calls: a template's layout repeats the same tags (inlined styles and all) in every message
+# it renders. The handlers only read the attribute lists they are given.
+_TAG_CACHE: dict[str, tuple[tuple[int, Any, Any], ...]] = {}
+_TAG_CACHE_SIZE = 4096
+_TAG_CACHE_MAX_LEN = 1024  # longer tags are parsed each time (bounds the cache to a few MB)
+
+
 def _feed_serialized(maker: _TextMaker, html: str) -> bool:
     """Feed ``maker`` the start tags, end tags and text of serializer-made HTML with the same calls, in the same
     order and with the same values that ``HTMLParser`` makes (names lower-cased, text and attribute values
@@ -953,15 +973,15 @@ def _feed_serialized(maker: _TextMaker, html: str) -> bool:
                 return False
             calls.append((0, unescape(chunk) if "&" in chunk else chunk, None))
         pos = m.end()
-        start, attrs_text, close, end = m.group(1, 2, 3, 4)
-        if start is not None:
-            tag = start.lower()
-            attrs = [(k.lower(), unescape(v) if "&" in v else v) for k, v in _SERIAL_ATTR.findall(attrs_text)]
-            calls.append((1, tag, attrs))
-            if close:
-                calls.append((2, tag, None))
-        elif end is not None:
-            calls.append((2, end.lower(), None))
+        text = m.group()
+        hit = _TAG_CACHE.get(text)
+        if hit is None:
+            hit = _parse_tag(m)
+            if len(text) <= _TAG_CACHE_MAX_LEN:
+                if len(_TAG_CACHE) >= _TAG_CACHE_SIZE:
+                    _TAG_CACHE.clear()
+                _TAG_CACHE[text] = hit
+        calls.extend(hit)
     if pos < len(html):
         chunk = html[pos:]
         if "<" in chunk:
