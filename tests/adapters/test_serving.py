@@ -24,3 +24,21 @@ def test_start_up_objects_frozen_while_served_and_released_at_stop(test_settings
         assert len(gc.get_objects()) < hook.frozen
     assert gc.get_freeze_count() == 0
     assert hook.frozen == 0
+
+
+def test_work_that_freezes_inside_a_served_process_leaves_the_start_up_freeze_in_place() -> None:
+    from suppilo import gc_freeze
+
+    assert gc.get_freeze_count() == 0
+    gc_freeze.freeze_served()
+    try:
+        with gc_freeze.frozen_while(), gc_freeze.frozen_while():  # e.g. two imports at once
+            assert gc.get_freeze_count() > 0
+        # the work ended: its garbage is collectable again, the start-up objects are still frozen
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc_freeze.thaw_served()
+    assert gc.get_freeze_count() == 0
+    with gc_freeze.frozen_while():  # outside a served process the work's freeze is simply given back
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0

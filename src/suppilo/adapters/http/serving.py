@@ -5,16 +5,17 @@ gettext catalogues). CPython's full (generation 2) collection walks all of them,
 runs inside whichever request happens to allocate at that moment. ``gc.freeze()`` after start-up moves them to the
 permanent generation: later collections walk only what requests create. Nothing is leaked: objects still die by
 reference counting; only reference cycles among the start-up objects themselves wait until the app stops
-(``gc.unfreeze()``).
+(``gc.unfreeze()``). Bulk work in the process (an import) shares the freeze through ``suppilo.gc_freeze``.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 
 from fastapi import FastAPI
+
+from suppilo import gc_freeze
 
 log = logging.getLogger("suppilo.serving")
 
@@ -27,13 +28,11 @@ class GcFreezeHook:
 
     async def start(self, app: FastAPI) -> None:
         started = time.perf_counter()
-        gc.collect()
-        gc.freeze()
-        self.frozen = gc.get_freeze_count()
+        self.frozen = gc_freeze.freeze_served()
         log.info("%d start-up objects frozen in %.0f ms", self.frozen, (time.perf_counter() - started) * 1000)
 
     async def stop(self, app: FastAPI) -> None:
-        gc.unfreeze()
+        gc_freeze.thaw_served()
         self.frozen = 0
 
 
