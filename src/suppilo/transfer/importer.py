@@ -411,31 +411,32 @@ class _Rows:
             self._compiled = (sql, getter)
         sql, getter = self._compiled
         params = rows if getter is None else [getter(row) for row in rows]
-        marker = f") VALUES ({', '.join(['?'] * len(self.columns))})"
-        if self.multi and len(params) > 1 and sql.endswith(marker):
-            _driver_call(conn, sql, lambda cursor: _execute_multi(cursor, sql, marker, params))
+        one = f"({', '.join(['?'] * len(self.columns))})"
+        values = f" VALUES {one}"
+        if self.multi and len(params) > 1 and sql.count(values) == 1 and sql.count("?") == len(self.columns):
+            head, tail = sql.split(values)
+            _driver_call(conn, sql, lambda cursor: _execute_multi(cursor, head + " VALUES ", one, tail, params))
         else:
             _driver_call(conn, sql, lambda cursor: cursor.executemany(sql, params))
 
 
 _SQLITE_MAX_VARIABLES = 32766  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER since 3.32
-_MULTI_ROWS = 500
+_MULTI_ROWS = 1000
 
 
-def _execute_multi(cursor: Any, sql: str, marker: str, rows: list[tuple[Any, ...]]) -> None:
-    """``sql`` (``INSERT ... VALUES (?, ...)``) for ``rows``, many rows per statement."""
+def _execute_multi(cursor: Any, head: str, one: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
+    """``head`` + ``one`` (one row's placeholders) + ``tail`` for ``rows``, many rows per statement: ``head`` ends with
+    ``VALUES``, ``one`` is repeated once per row and ``tail`` follows (an upsert's ``ON CONFLICT`` clause)."""
     width = len(rows[0])
     limit = _SQLITE_MAX_VARIABLES
     getlimit = getattr(cursor.connection, "getlimit", None)  # Python 3.11+
     if getlimit is not None:
         limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per = max(1, min(_MULTI_ROWS, limit // width))
-    head = sql[: -len(marker)] + ") VALUES "
-    one = marker[len(") VALUES ") :]
-    full = head + ", ".join([one] * per)
+    full = head + ", ".join([one] * per) + tail
     for start in range(0, len(rows), per):
         part = rows[start : start + per]
-        statement = full if len(part) == per else head + ", ".join([one] * len(part))
+        statement = full if len(part) == per else head + ", ".join([one] * len(part)) + tail
         cursor.execute(statement, list(chain.from_iterable(part)))
 
 
@@ -700,7 +701,7 @@ class ContactLoader(_Loader):
         self.upsert = self._upsert(_insert(ctx.dialect, t), present)
         # Every contact row is a tuple in this column order (the SQLite statement, the PostgreSQL COPY).
         self.insert_columns = [*self.file_columns, *_CONTACT_FIXED_COLUMNS, "company_id", "properties"]
-        self.sqlite_upsert = _Rows(self.upsert, self.insert_columns)
+        self.sqlite_upsert = _Rows(self.upsert, self.insert_columns, multi=True)
         self.sqlite_insert = _Rows(t.insert(), ["id", *self.insert_columns], multi=True)
         cols = [t.c.email, t.c.id, t.c.lifecycle_stage, t.c.company_id, t.c.first_touch_channel]
         if self.has_props:
