@@ -4,8 +4,10 @@
 
 Generates a deterministic HubSpot-shaped CSV, imports it into a fresh SQLite database (and a fresh PostgreSQL
 database on the given server), prints rows/s overall and for the first and last 10% of rows, the resident memory at
-10%/50%/100% of the import and its peak, the baseline (a bare executemany insert of the same rows into an empty table
-with the same columns, same run) and one JSON line per database: {"bench", "figure", "unit", "baseline", "ratio"}.
+10%/50%/100% of the import and its peak, the CPU time of this process per row (both import threads; on a loaded
+machine a steadier comparison than rows/s), the 1-minute load average before and after, the baseline (a bare
+executemany insert of the same rows into an empty table with the same columns, same run) and one JSON line per
+database: {"bench", "figure", "unit", "baseline", "ratio", "cpu_us_per_row", "load_avg_1min"}.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import resource
 import sys
@@ -133,9 +136,13 @@ def run(label: str, url: str, path: Path, rows: int, rerun: bool) -> dict[str, o
         marks.append((n, time.perf_counter()))
         rss.append((n, current_rss_mb()))
 
+    load_before = os.getloadavg()[0]
+    cpu_start = time.process_time()
     start = time.perf_counter()
     summary = import_file(factory, ws_id, "contacts", path, progress=progress)
     total = time.perf_counter() - start
+    cpu_us = 1e6 * (time.process_time() - cpu_start) / max(summary.rows, 1)
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     rate = summary.rows / total
 
     def window(lo: int, hi: int) -> float:
@@ -164,7 +171,8 @@ def run(label: str, url: str, path: Path, rows: int, rerun: bool) -> dict[str, o
         f"(change {100 * (last - first) / first:+.1f}%), "
         + (f"re-run (all updates) {rerun_rate:,.0f} rows/s, " if rerun_rate else "")
         + f"RSS at 10%/50%/100% of the import {rss_at(0.1):,.0f}/{rss_at(0.5):,.0f}/{rss_at(1.0):,.0f} MB, "
-        + f"peak RSS {rss_mb:,.0f} MB; baseline bare executemany {base:,.0f} rows/s",
+        + f"peak RSS {rss_mb:,.0f} MB; client CPU {cpu_us:.1f} us/row; load {load[0]} -> {load[1]}; "
+        + f"baseline bare executemany {base:,.0f} rows/s",
         file=sys.stderr,
     )
     return {
@@ -173,6 +181,8 @@ def run(label: str, url: str, path: Path, rows: int, rerun: bool) -> dict[str, o
         "unit": "rows/s",
         "baseline": round(base),
         "ratio": round(rate / base, 3),
+        "cpu_us_per_row": round(cpu_us, 1),
+        "load_avg_1min": load,
     }
 
 
