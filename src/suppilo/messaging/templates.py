@@ -845,7 +845,10 @@ class _TextMaker(HTMLParser):
         self.lists: list[list[int]] = []  # [is_ordered, counter]
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
+        self.start(tag, {k: v or "" for k, v in attrs})
+
+    def start(self, tag: str, a: dict[str, str]) -> None:
+        """A start tag with its attributes as a dict (read only: the fast tokenizer shares it between calls)."""
         if tag in self.SKIP:
             self.skip_depth += 1
             return
@@ -940,7 +943,7 @@ def _parse_tag(m: re.Match[str]) -> tuple[tuple[int, Any, Any], ...]:
     if start is not None:
         tag = start.lower()
         unescape = html_lib.unescape
-        attrs = [(k.lower(), unescape(v) if "&" in v else v) for k, v in _SERIAL_ATTR.findall(attrs_text)]
+        attrs = {k.lower(): unescape(v) if "&" in v else v for k, v in _SERIAL_ATTR.findall(attrs_text)}
         return ((1, tag, attrs), (2, tag, None)) if close else ((1, tag, attrs),)
     if end is not None:
         return ((2, end.lower(), None),)
@@ -991,7 +994,7 @@ def _feed_serialized(maker: _TextMaker, html: str) -> bool:
         if kind == 0:
             maker.handle_data(a)
         elif kind == 1:
-            maker.handle_starttag(a, b)
+            maker.start(a, b)
         else:
             maker.handle_endtag(a)
     return True
