@@ -68,17 +68,36 @@ def test_sigkill_during_advance_neither_duplicates_nor_loses_a_step(session_fact
         assert len(service.enrol_contacts(s, ws, jid, ids, key="crash")) == N
         s.commit()
 
+    def done_steps() -> int:
+        with session_factory() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(EnrollmentStep)
+                    .where(EnrollmentStep.journey_id == jid, EnrollmentStep.outcome != "entered")
+                )
+                or 0
+            )
+
     env = {**os.environ, "SUPPILO_DATABASE_URL": database_url}
     rng = random.Random(20261123)
-    kills = 0
-    for _ in range(6):
+    midway = 0  # kills that found the runner with part of the work done (and part still to do)
+    for _ in range(8):
         proc = subprocess.Popen([sys.executable, "-c", LOOP], env=env, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.2))
+        # Kill once the runner has started working (it imports first), after a random share of a batch or more.
+        before = done_steps()
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and done_steps() == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
+            if 0 < done_steps() < 3 * N:
+                midway += 1
         proc.wait(timeout=30)
-    assert kills >= 2, "the runner finished before it could be killed often enough"
+        if done_steps() == 3 * N:
+            break
+    assert midway >= 2, "the runner finished before it could be killed in the middle often enough"
     runner.run_due(session_factory)  # a last, clean run finishes what is left
 
     with session_factory() as s:

@@ -7,10 +7,12 @@ its own transaction, so the message exists exactly when its cause does. The send
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -142,8 +144,63 @@ def enqueue(
 
 
 def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, Any]]) -> int:
-    """Queue many messages with one statement (each item: the keyword arguments of ``enqueue``); returns how many
-    were new (existing dedupe keys are skipped)."""
+    """Queue many messages with one statement per 1,000 (each item: the keyword arguments of ``enqueue``); returns
+    how many were new (existing dedupe keys are skipped)."""
+    return len(_enqueue_many(session, workspace_id, items)[0])
+
+
+def enqueue_many_ids(session: Session, workspace_id: int, items: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Like ``enqueue_many``, returning {dedupe key: outbox id} for every item, new or already queued before."""
+    new, keys = _enqueue_many(session, workspace_id, items)
+    missing = [k for k in dict.fromkeys(keys) if k not in new]
+    out = dict(new)
+    for start in range(0, len(missing), 1000):
+        chunk = missing[start : start + 1000]
+        out.update(
+            session.execute(
+                select(OutboxMessage.dedupe_key, OutboxMessage.id).where(
+                    OutboxMessage.workspace_id == workspace_id, OutboxMessage.dedupe_key.in_(chunk)
+                )
+            )
+            .tuples()
+            .all()
+        )
+    return out
+
+
+# Columns given per row by the bulk INSERT, in order (the others are constants of a new message).
+_BULK_COLUMNS = (
+    "dedupe_key", "contact_id", "broadcast_id", "kind", "topic", "template_key", "extra", "priority", "not_before",
+    "next_attempt_at",
+)  # fmt: skip
+_PG_ARRAYS = ("text", "bigint", "bigint", "text", "text", "text", "text", "integer", "timestamptz", "timestamptz")
+_CONSTANT_COLUMNS = (
+    "workspace_id, status, claim_rank, attempts, links, human_opens, machine_opens, human_clicks, machine_clicks,"
+    " created_at, updated_at"
+)
+_SQLITE_CHUNK = 1000  # rows per statement: 14 parameters each, under SQLite's limit of 32,766
+
+
+def _sqlite_dt(value: datetime | None) -> str | None:
+    """A UTC timestamp as SQLAlchemy stores it on SQLite (naive UTC text, so text order is time order)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def _enqueue_many(
+    session: Session, workspace_id: int, items: Iterable[dict[str, Any]]
+) -> tuple[dict[str, int], list[str]]:
+    """Insert the new messages on the connection's DBAPI cursor (values pre-serialised: SQLAlchemy's per-row
+    processing cost more than the statement); returns ({dedupe key: id} of the rows inserted now, every item's key).
+    """
     now = utcnow()
     pairs = [
         _row(
@@ -162,52 +219,58 @@ def enqueue_many(session: Session, workspace_id: int, items: Iterable[dict[str, 
         )
         for item in items
     ]
+    keys = [row["dedupe_key"] for row, _ in pairs]
     if not pairs:
-        return 0
+        return {}, keys
     session.flush()
-    # On the table, not the entity: Core's insertmanyvalues sends each chunk as one statement with RETURNING.
-    table = table_of(OutboxMessage)
-    name = session.get_bind().dialect.name
-    stmt = (
-        (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "dedupe_key"])
-        .returning(table.c.id, table.c.dedupe_key)
-    )
-    inserted = 0
-    for start in range(0, len(pairs), 1000):
-        chunk = pairs[start : start + 1000]
-        new = dict((key, rid) for rid, key in session.execute(stmt, [row for row, _ in chunk]))
-        inserted += len(new)
-        bodies = [
-            {"outbox_id": new[row["dedupe_key"]], "workspace_id": workspace_id, **body}
-            for row, body in chunk
-            if body is not None and row["dedupe_key"] in new
-        ]
-        if bodies:
-            session.execute(insert(table_of(OutboxBody)), bodies)
-    return inserted
-
-
-def enqueue_many_ids(session: Session, workspace_id: int, items: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """Like ``enqueue_many``, returning {dedupe key: outbox id} for every item, new or already queued before."""
-    items = list(items)
-    if not items:
-        return {}
-    enqueue_many(session, workspace_id, items)
-    keys = [item["dedupe_key"] for item in items]
-    out: dict[str, int] = {}
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start : start + 1000]
-        out.update(
-            session.execute(
-                select(OutboxMessage.dedupe_key, OutboxMessage.id).where(
-                    OutboxMessage.workspace_id == workspace_id, OutboxMessage.dedupe_key.in_(chunk)
-                )
-            )
-            .tuples()
-            .all()
+    conn = session.connection()
+    pg = conn.dialect.name == "postgresql"
+    driver: Any = conn.connection.driver_connection
+    cur = driver.cursor(binary=True) if pg else driver.cursor()
+    new: dict[str, int] = {}
+    names = ", ".join(_BULK_COLUMNS)
+    if pg:
+        args = ", ".join(f"%b::{t}[]" for t in _PG_ARRAYS)
+        select_list = ", ".join(f"u.{c}::jsonb" if c == "extra" else f"u.{c}" for c in _BULK_COLUMNS)
+        sql = (
+            f"INSERT INTO outbox_messages ({names}, {_CONSTANT_COLUMNS}) SELECT {select_list}, %b, 'queued',"
+            f" -u.priority, 0, '[]'::jsonb, 0, 0, 0, 0, %b, %b FROM unnest({args}) WITH ORDINALITY"
+            f" AS u({names}, ord_) ORDER BY u.ord_ ON CONFLICT (workspace_id, dedupe_key) DO NOTHING"
+            " RETURNING id, dedupe_key"
         )
-    return out
+        for start in range(0, len(pairs), 5000):
+            chunk = [row for row, _ in pairs[start : start + 5000]]
+            arrays: list[Any] = [
+                [_json(r[c]) for r in chunk] if c == "extra" else [r[c] for r in chunk] for c in _BULK_COLUMNS
+            ]
+            cur.execute(sql, [workspace_id, now, now, *arrays])
+            new.update((key, rid) for rid, key in cur.fetchall())
+    else:
+        stamp = _sqlite_dt(now)
+        one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, 0, '[]', 0, 0, 0, 0, ?, ?)"
+        for start in range(0, len(pairs), _SQLITE_CHUNK):
+            chunk = [row for row, _ in pairs[start : start + _SQLITE_CHUNK]]
+            params: list[Any] = []
+            for r in chunk:
+                params += (
+                    r["dedupe_key"], r["contact_id"], r["broadcast_id"], r["kind"], r["topic"], r["template_key"],
+                    _json(r["extra"]), r["priority"], _sqlite_dt(r["not_before"]), _sqlite_dt(r["next_attempt_at"]),
+                    workspace_id, -r["priority"], stamp, stamp,
+                )  # fmt: skip
+            cur.execute(
+                f"INSERT INTO outbox_messages ({names}, {_CONSTANT_COLUMNS}) VALUES {', '.join([one] * len(chunk))}"
+                " ON CONFLICT (workspace_id, dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+                params,
+            )
+            new.update((key, rid) for rid, key in cur.fetchall())
+    bodies = [
+        {"outbox_id": new[row["dedupe_key"]], "workspace_id": workspace_id, **body}
+        for row, body in pairs
+        if body is not None and row["dedupe_key"] in new
+    ]
+    for start in range(0, len(bodies), 1000):
+        session.execute(insert(table_of(OutboxBody)), bodies[start : start + 1000])
+    return new, keys
 
 
 def body_of(session: Session, workspace_id: int, message_id: int) -> dict[str, str] | None:
