@@ -547,6 +547,46 @@ def test_single_calls_arriving_together_share_a_transaction() -> None:
     assert results == {"a": "ok", "b": "ok", "bad": "failed", "c": "ok"}
 
 
+def test_workspaces_of_one_round_are_stored_side_by_side() -> None:
+    import threading
+
+    from suppilo.adapters.http.routers.tracking import GroupCommit, _Call
+
+    gc = GroupCommit()
+    first_running = threading.Event()
+    release = threading.Event()
+    both = threading.Barrier(2, timeout=5)
+    rounds: list[tuple[int, list[str]]] = []
+
+    def run(workspace_id: int, calls: list) -> None:
+        rounds.append((workspace_id, [c.message for c in calls]))
+        if calls[0].message == "first":
+            first_running.set()
+            release.wait(5)
+            return
+        both.wait()  # raises BrokenBarrierError unless the other workspace's store runs at the same time
+
+    finished: list[threading.Event] = []
+    calls: list[_Call] = []
+
+    def submit(workspace_id: int, name: str) -> None:
+        finished.append(threading.Event())
+        calls.append(_Call(workspace_id, name, run, finished[-1].set))  # type: ignore[arg-type]
+        gc.submit(calls[-1])
+
+    submit(1, "first")
+    assert first_running.wait(5)
+    submit(1, "a")
+    submit(2, "b")
+    while len(gc._pending) < 2:
+        threading.Event().wait(0.001)
+    release.set()
+    for event in finished:
+        assert event.wait(10)
+    assert [c.failure for c in calls] == [None, None, None]
+    assert sorted(rounds[1:]) == [(1, ["a"]), (2, ["b"])]
+
+
 def test_concurrent_single_calls_are_all_stored_with_their_own_errors(send, workspace, db) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

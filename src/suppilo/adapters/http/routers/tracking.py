@@ -15,6 +15,7 @@ import os
 import threading
 import zlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -192,23 +193,39 @@ class GroupCommit:
                 self._round(group)
 
     @staticmethod
-    def _round(group: list[_Call]) -> None:
+    @staticmethod
+    def _store_group(run: Callable[[int, list[_Call]], None], workspace_id: int, calls: list[_Call]) -> None:
+        """Store one workspace's calls of a round together, or call by call when that fails."""
+        try:
+            run(workspace_id, calls)
+        except Exception as exc:
+            if len(calls) == 1:
+                calls[0].failure = exc
+                return
+            for call in calls:
+                try:
+                    run(workspace_id, [call])
+                except Exception as single:
+                    call.failure = single
+
+    @classmethod
+    def _round(cls, group: list[_Call]) -> None:
         try:
             batches: dict[tuple[Any, int], list[_Call]] = {}
             for call in group:
                 batches.setdefault((call.run, call.workspace_id), []).append(call)
-            for (run, workspace_id), calls in batches.items():
-                try:
-                    run(workspace_id, calls)
-                except Exception as exc:
-                    if len(calls) == 1:
-                        calls[0].failure = exc
-                        continue
-                    for call in calls:
-                        try:
-                            run(workspace_id, [call])
-                        except Exception as single:
-                            call.failure = single
+            if len(batches) == 1:
+                for (run, workspace_id), calls in batches.items():
+                    cls._store_group(run, workspace_id, calls)
+            else:
+                # Workspaces do not wait for each other on PostgreSQL (one advisory lock each): their transactions
+                # run side by side (on SQLite they queue for the writer lock as before).
+                futures = [
+                    _round_pool().submit(cls._store_group, run, workspace_id, calls)
+                    for (run, workspace_id), calls in batches.items()
+                ]
+                for future in futures:
+                    future.result()
         except BaseException as exc:
             for call in group:
                 call.failure = call.failure or exc
@@ -218,6 +235,17 @@ class GroupCommit:
                     call.done()
                 except RuntimeError:  # its event loop has closed (the server is shutting down): nobody waits
                     continue
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _round_pool() -> ThreadPoolExecutor:
+    """The threads that store the workspaces of one round side by side (made on first use)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="suppilo-track-store")
+    return _pool
 
 
 _group_commit = GroupCommit()
