@@ -697,7 +697,12 @@ class Sender:
         # Messages rendered from a template: their contacts, companies, the templates and the workspace are read
         # once for the batch, then each message renders without touching the database.
         render_ids = [row.contact_id for row, _ in ready if row.body is None and row.contact_id is not None]
-        contexts = templates_service.contact_contexts(session, workspace_id, render_ids) if render_ids else {}
+        contexts: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        if render_ids:
+            context_contacts, companies = db.context_rows(workspace_id, render_ids)
+            for c in context_contacts:
+                co = companies.get(c.company_id) if c.company_id is not None else None
+                contexts[c.id] = templates_service.contact_context_of(c, co)
         loaded: dict[str, Any] = {}
         cfg = self.config
         slug = workspace.slug if workspace is not None else str(workspace_id)

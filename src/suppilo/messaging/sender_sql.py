@@ -62,6 +62,35 @@ class WorkspaceRow(NamedTuple):
     settings: dict[str, Any]
 
 
+class ContextContact(NamedTuple):
+    """The columns of a contact that ``service.contact_context_of`` reads."""
+
+    id: int
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    language: str | None
+    country: str | None
+    city: str | None
+    region: str | None
+    timezone: str | None
+    job_title: str | None
+    lifecycle_stage: str
+    properties: dict[str, Any]
+    company_id: int | None
+
+
+class ContextCompany(NamedTuple):
+    """The columns of a company that ``service.contact_context_of`` reads."""
+
+    id: int
+    name: str
+    industry: str | None
+    domain: str | None
+    country: str | None
+    city: str | None
+
+
 def db_time(pg: bool, value: datetime) -> Any:
     """A timezone-aware time as the driver stores it for a ``UTCDateTime`` column."""
     if value.tzinfo is None:
@@ -163,6 +192,47 @@ class SenderDb:
         self.cur.execute(f"SELECT slug, name, timezone, settings FROM workspaces WHERE id = {self.p}", [workspace_id])
         r = self.cur.fetchone()
         return None if r is None else WorkspaceRow(r[0], r[1], r[2], _json_value(r[3]))
+
+    def _by_ids(self, columns: str, table: str, workspace_id: int, ids: Sequence[int]) -> list[Any]:
+        """Rows of ``table`` in the workspace by primary key (the workspace condition kept off the planner's index
+        choice, as in the claim's join)."""
+        out: list[Any] = []
+        for start in range(0, len(ids), 10_000):
+            chunk = list(ids[start : start + 10_000])
+            if self.pg:
+                self.cur.execute(
+                    f"SELECT {columns} FROM {table} WHERE id = ANY(%b::bigint[]) AND workspace_id + 0 = %b",
+                    [chunk, workspace_id],
+                )
+            else:
+                self.cur.execute(
+                    f"SELECT {columns} FROM {table} WHERE id IN ({','.join('?' * len(chunk))}) AND +workspace_id = ?",
+                    [*chunk, workspace_id],
+                )
+            out.extend(self.cur.fetchall())
+        return out
+
+    def context_rows(
+        self, workspace_id: int, contact_ids: Sequence[int]
+    ) -> tuple[list[ContextContact], dict[int, ContextCompany]]:
+        """The template contexts' contacts of the workspace (ids of no contact there are left out) and their
+        companies, for ``service.contact_context_of``."""
+        contacts = [
+            ContextContact(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], _json_value(r[11]), r[12])
+            for r in self._by_ids(
+                "id, first_name, last_name, email, language, country, city, region, timezone, job_title,"
+                " lifecycle_stage, properties, company_id",
+                "contacts",
+                workspace_id,
+                sorted(set(contact_ids)),
+            )
+        ]
+        company_ids = sorted({c.company_id for c in contacts if c.company_id is not None})
+        companies = {
+            r[0]: ContextCompany(r[0], r[1], r[2], r[3], r[4], r[5])
+            for r in self._by_ids("id, name, industry, domain, country, city", "companies", workspace_id, company_ids)
+        }
+        return contacts, companies
 
     def suppression_reasons(self, workspace_id: int, digests: Sequence[str]) -> dict[str, set[str]]:
         """Address hash -> suppression reasons, for the hashes that have entries (``suppression.reasons_for_hashes``

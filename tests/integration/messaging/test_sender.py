@@ -12,10 +12,15 @@ import dkim
 import pytest
 from sqlalchemy import select
 
+from suppilo.companies.models import Company
+from suppilo.contacts import properties as contact_properties
+from suppilo.contacts.schemas import PropertyDefinitionCreate
 from suppilo.db.base import utcnow
 from suppilo.events.models import Event
 from suppilo.messaging import outbox, suppression
+from suppilo.messaging import service as templates_service
 from suppilo.messaging.outbox_models import OutboxMessage
+from suppilo.messaging.schemas import TemplateCreate, VariantCreate
 from suppilo.messaging.sender import Outcome, Prepared
 from tests.integration.messaging.outbox_support import (
     PUBLIC_URL,
@@ -360,3 +365,57 @@ def test_fast_message_bytes_refuse_header_injection():
             headers={},
             date=datetime.now(UTC),
         )
+
+
+def test_template_messages_render_with_the_contact_and_company_read_by_the_claim(session_factory, workspace):
+    """The claim reads template contexts on the driver cursor: the sent text and HTML equal what
+    ``render_for_contact`` (the ORM path) gives, company and custom properties included."""
+    ws = workspace.id
+    with session_factory() as s:
+        company = Company(workspace_id=ws, name="Kauppa & Co", name_lower="kauppa & co", industry="retail")
+        s.add(company)
+        s.flush()
+        company_id = company.id
+        contact_properties.create_definition(
+            s, ws, PropertyDefinitionCreate(object_type="contact", name="plan", type="string")
+        )
+        template = templates_service.create_template(
+            s,
+            ws,
+            TemplateCreate(
+                key="ctx",
+                kind="transactional",
+                variants=[
+                    VariantCreate(
+                        language="en",
+                        subject="Hi {{ contact.full_name }}",
+                        html="<p>{{ contact.first_name }} at {{ company.name }} ({{ company.industry }}), plan "
+                        "{{ contact.properties.plan }} / {{ contact.plan }}</p>",
+                    )
+                ],
+            ),
+        )
+        templates_service.publish_template(s, ws, template.id)
+        s.commit()
+    with_company = add_contact(
+        session_factory, ws, "kim@example.com", first_name="Kim <K>", last_name="Lee", company_id=company_id,
+        properties={"plan": "gold", "_hidden": "secret"}, language="en",
+    )  # fmt: skip
+    alone = add_contact(session_factory, ws, "ada@example.com", first_name="Ada", language="en")
+    for cid in (with_company, alone):
+        _enqueue(session_factory, ws, f"ctx:{cid}", cid, rendered=None, template_key="ctx", kind="transactional")
+    with SmtpSink() as sink:
+        sender, transport = make_sender(session_factory, sink, ws)
+        stats = asyncio.run(drain(sender, transport))
+    assert stats.sent == 2
+    got = {r.rcpt_tos[0]: r.message for r in sink.received}
+    with session_factory() as s:
+        for cid, address in ((with_company, "kim@example.com"), (alone, "ada@example.com")):
+            expected = templates_service.render_for_contact(s, ws, "ctx", cid)
+            msg = got[address]
+            assert msg["Subject"] == expected.subject
+            assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == expected.text
+            assert msg.get_body(("html",)).get_content().replace("\r\n", "\n").rstrip("\n") == expected.html
+    assert (
+        got["kim@example.com"].get_body(("plain",)).get_content().replace("\r\n", "\n")
+    ) == "Kim <K> at Kauppa & Co (retail), plan gold / gold\n"
