@@ -31,7 +31,6 @@ import functools
 import gc
 import math
 import os
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -385,14 +384,30 @@ def bulk_fit(
         _sql(
             session,
             "SELECT id, industry, employees, annual_revenue_minor, revenue_currency, country, "
-            f"{'properties' if budgets else 'NULL'} FROM companies WHERE workspace_id = ?",
+            f"{_json_text(session, 'properties') if budgets else 'NULL'} FROM companies WHERE workspace_id = ?",
         ),
         (workspace_id,),
     )
-    company_rows: dict[int, tuple[Any, ...]] = {r[0]: r[1:] for r in cur.fetchall()}
-    no_company: tuple[Any, ...] = (None, None, None, None, None, None)
+    # each company as the number of its distinct facts (0: none), so a contact's key is a short tuple
+    company_facts: list[tuple[Any, ...]] = [(None, None, None, None, None, None)]
+    numbers: dict[tuple[Any, ...], int] = {company_facts[0]: 0}
+    company_of: dict[int, int] = {}
+    for r in cur.fetchall():
+        n = numbers.get(r[1:])
+        if n is None:
+            n = numbers[r[1:]] = len(company_facts)
+            company_facts.append(r[1:])
+        company_of[r[0]] = n
+    del numbers
+    # a contact's tags as one text (joined in the database; normalised tags never hold the separator \x1f)
     tags_sql = _sql(
-        session, "SELECT contact_id, tag FROM contact_tags WHERE workspace_id = ? AND contact_id BETWEEN ? AND ?"
+        session,
+        (
+            "SELECT contact_id, group_concat(tag, char(31)) FROM contact_tags "
+            if _dialect(session) == "sqlite"
+            else "SELECT contact_id, string_agg(tag, chr(31) ORDER BY tag) FROM contact_tags "
+        )
+        + "WHERE workspace_id = ? AND contact_id BETWEEN ? AND ? GROUP BY contact_id",
     )
     old_sql = _sql(
         session,
@@ -402,32 +417,34 @@ def bulk_fit(
     for lo, hi, part in _ranges(ids):
         wanted = None if contact_ids is None else set(part)
         cur = _cursor(session)
-        tags: dict[int, set[str]] = defaultdict(set)
+        tags: dict[int, str] = {}
         if uses_tags:
             cur.execute(tags_sql, (workspace_id, lo, hi))
-            for cid, tag in cur.fetchall():
-                tags[cid].add(tag)
+            tags = dict(cur.fetchall())
         cur.execute(old_sql, (workspace_id, lo, hi))
         old = {r[0]: r for r in cur.fetchall()}
         cur.execute(contacts_sql, (workspace_id, lo, hi))
         rows: list[tuple[Any, ...]] = []
         fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
         history: list[tuple[Any, ...]] = []
-        results: list[tuple[int, tuple[int, float, str, str]]] = []
+        cids: list[int] = []
+        hits: list[tuple[int, float, str, str]] = []
+        get_tags = tags.get
+        get_company = company_of.get
+        get_hit = by_row.get
         for cid, company_id, country, job_title, cprops in cur.fetchall():
-            industry, employees, revenue, currency, co_country, coprops = (
-                company_rows.get(company_id, no_company) if company_id is not None else no_company
-            )
             if wanted is not None and cid not in wanted:
                 continue
+            number = get_company(company_id, 0) if company_id is not None else 0
+            tag_text = get_tags(cid)
             budget = budget_currency = None
             if budgets:
+                coprops = company_facts[number][5]
                 budget, budget_currency = service._budget_of(parse(cprops) or {}, parse(coprops) or {}, budgets)
-            tag_set = frozenset(tags[cid]) if uses_tags else frozenset()
-            raw_key = (industry, employees, revenue, currency, country or co_country, job_title, tag_set, budget,
-                       budget_currency)  # fmt: skip
-            hit = by_row.get(raw_key)
+            raw_key = (number, country, job_title, tag_text, budget, budget_currency)
+            hit = get_hit(raw_key)
             if hit is None:
+                industry, employees, revenue, currency, co_country, _ = company_facts[number]
                 facts = FitFacts(
                     industry=industry,
                     employees=employees,
@@ -435,7 +452,7 @@ def bulk_fit(
                     revenue_currency=currency,
                     country=country or co_country,
                     job_title=job_title,
-                    tags=tag_set,
+                    tags=frozenset(tag_text.split("\x1f")) if tag_text else frozenset(),
                     budget_minor=budget,
                     budget_currency=budget_currency,
                 )
@@ -450,15 +467,16 @@ def bulk_fit(
                         memo[key] = hit
                 if len(by_row) < 500_000:
                     by_row[raw_key] = hit
-            results.append((cid, hit))
-        new_texts = {hit[3] for _, hit in results} - eids.keys()
+            cids.append(cid)
+            hits.append(hit)
+        new_texts = {hit[3] for hit in set(hits)} - eids.keys()
         if new_texts:
             eids.update(
                 service.explanation_ids(session, workspace_id, new_texts)
                 if deferred is None
                 else deferred.explain(new_texts)
             )
-        for cid, (icp_id, score, grade, text) in results:
+        for cid, (icp_id, score, grade, text) in zip(cids, hits, strict=True):
             eid = eids[text]
             result.scored += 1
             prev = old.get(cid)
