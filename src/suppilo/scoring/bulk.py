@@ -844,6 +844,18 @@ def _score_range(
     return {k: (r.scored, r.changed if d is not None else []) for k, (r, d) in done.items()}
 
 
+def _worker_context() -> Any:
+    """Worker processes forked from a fresh server process that imported the application once (``forkserver``):
+    no database connection is inherited (unlike ``fork``), and each worker does not import the application again
+    (as with ``spawn``, ~1.3 s of CPU per worker). ``spawn`` where forkserver is not available."""
+    try:
+        ctx = get_context("forkserver")
+    except ValueError:  # pragma: no cover - platforms without fork
+        return get_context("spawn")
+    ctx.set_forkserver_preload(["suppilo.scoring.bulk"])
+    return ctx
+
+
 def rescore_parallel(
     url: str,
     workspace_id: int,
@@ -887,7 +899,7 @@ def rescore_parallel(
                 except Exception as exc:  # reported with its range below
                     failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
         else:
-            with ProcessPoolExecutor(min(processes, len(ranges)), mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(min(processes, len(ranges)), mp_context=_worker_context()) as pool:
                 futures = {pool.submit(_score_range, url, workspace_id, kinds, now, lo, hi): (lo, hi, n)
                            for lo, hi, n in ranges}  # fmt: skip
                 for future in as_completed(futures):
