@@ -8,12 +8,10 @@ batch, so a crash loses at most one batch and running the same file again comple
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import operator
 import os
 import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,6 +51,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from suppilo import gc_freeze
 from suppilo.commerce.models import Order, OrderLine, Product
 from suppilo.companies.models import Company
 from suppilo.contacts import service as contacts_service
@@ -1733,9 +1732,6 @@ class _ErrorSink:
 
 Progress = Callable[[int, int, int], None]
 
-_gc_lock = threading.Lock()
-_gc_users = 0
-
 
 @contextmanager
 def _old_objects_frozen() -> Iterator[None]:
@@ -1745,20 +1741,11 @@ def _old_objects_frozen() -> Iterator[None]:
     A batch keeps some 50,000 containers alive (rows, cells, records), so the collector's full passes run every
     couple of batches, and each walked every object of the process: a quarter of the import's CPU time in a
     profile of 100,000 rows. Frozen, a full pass walks only what was created since. Nothing is lost: what is frozen
-    is collected (if it became garbage) after ``gc.unfreeze()``; new garbage is collected as before.
+    is collected (if it became garbage) once the freeze is given back; new garbage is collected as before. The
+    freeze is shared with the rest of the process through ``suppilo.gc_freeze`` (a served process keeps its own).
     """
-    global _gc_users
-    with _gc_lock:
-        if _gc_users == 0:
-            gc.freeze()
-        _gc_users += 1
-    try:
+    with gc_freeze.frozen_while():
         yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.unfreeze()
 
 
 def import_file(
