@@ -419,3 +419,32 @@ def test_template_messages_render_with_the_contact_and_company_read_by_the_claim
     assert (
         got["kim@example.com"].get_body(("plain",)).get_content().replace("\r\n", "\n")
     ) == "Kim <K> at Kauppa & Co (retail), plan gold / gold\n"
+
+
+def test_two_senders_draining_one_queue_send_each_message_once(session_factory, workspace):
+    """Two senders claim the same queue at the same time (PostgreSQL: ``FOR UPDATE OF o SKIP LOCKED`` on the joined
+    claim; SQLite: one writer at a time): every message is sent once, by one of them, and every row ends sent."""
+    ws = workspace.id
+    ids = [add_contact(session_factory, ws, f"twice{i}@example.com", country="US") for i in range(300)]
+    with session_factory() as s:
+        outbox.enqueue_many(
+            s, ws, [{"dedupe_key": f"two:{cid}", "contact_id": cid, "rendered": RENDERED} for cid in ids]
+        )
+        s.commit()
+    with SmtpSink() as sink:
+        first = make_sender(session_factory, sink, ws, chunk_size=25, concurrency=4)
+        second = make_sender(session_factory, sink, ws, chunk_size=25, concurrency=4)
+
+        async def both():
+            return await asyncio.gather(drain(*first), drain(*second))
+
+        stats = asyncio.run(both())
+    assert sum(st.sent for st in stats) == 300, [st.sent for st in stats]
+    counts = sink.by_message_id()
+    assert len(counts) == 300 and set(counts.values()) == {1}
+    with session_factory() as s:
+        assert outbox.counts(s, ws) == {"sent": 300}
+        sent_events = s.scalars(
+            select(Event.message_id).where(Event.workspace_id == ws, Event.name == "email_sent")
+        ).all()
+    assert len(sent_events) == len(set(sent_events)) == 300
