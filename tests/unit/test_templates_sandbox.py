@@ -176,7 +176,7 @@ def test_text_parts_of_many_messages_of_one_template_carry_each_contacts_values_
         "<p>Your offer: <a href='https://shop.example.fi/o?c={{ contact.id }}&amp;x=1'>{{ contact.first_name }}'s "
         "deal</a></p><p><a href='{{ unsubscribe_url }}'>Unsubscribe</a></p></body></html>",
     )
-    names = ["Tom & <Jerry>", 'Ä "quoted" \'name\'', "Plain", "Tom & <Jerry>"]
+    names = ["Tom & <Jerry>", "Ä \"quoted\" 'name'", "Plain", "Tom & <Jerry>"]
     for i, name in enumerate(names):
         ctx = {
             "contact": {"id": i, "first_name": name, "country": "FI"},
