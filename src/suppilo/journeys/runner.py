@@ -794,7 +794,8 @@ def run_due(
     """
     total = 0
     pause = 0.0
-    if factory.kw["bind"].dialect.name == "sqlite" and 0 < sqlite_share < 1:
+    bind = factory.kw.get("bind")
+    if bind is not None and bind.dialect.name == "sqlite" and 0 < sqlite_share < 1:
         pause = 1 / sqlite_share - 1
     for _ in range(max_batches):
         with factory() as session:
