@@ -31,6 +31,7 @@ import functools
 import gc
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -789,11 +790,12 @@ _ENGINES: dict[str, Any] = {}
 
 def _score_range(
     url: str, workspace_id: int, kinds: Sequence[str], now: datetime, lo: int, hi: int
-) -> dict[str, tuple[int, list[int]]]:
+) -> dict[str, tuple[int, list[int], float]]:
     """In a worker process: read and score the contacts with ids lo..hi (a deferred read transaction, no write lock
     held), then write their rows, history and stage moves in one short transaction (all of the range or none)."""
     from suppilo.db.session import make_engine
 
+    cpu = time.process_time()
     engine = _ENGINES.get(url)
     if engine is None:
         engine = _ENGINES[url] = make_engine(url, pool_size=2)
@@ -841,7 +843,8 @@ def _score_range(
         reader.close()
         writer.close()
     # segments follow in the parent, once for all ranges (the per-contact fit path followed its own)
-    return {k: (r.scored, r.changed if d is not None else []) for k, (r, d) in done.items()}
+    share = (time.process_time() - cpu) / max(1, len(done))
+    return {k: (r.scored, r.changed if d is not None else [], share) for k, (r, d) in done.items()}
 
 
 def _worker_context() -> Any:
@@ -885,10 +888,11 @@ def rescore_parallel(
         out = {k: service.ScoreWrite() for k in kinds}
         failed: list[tuple[int, int, str]] = []
 
-        def take(lo: int, hi: int, n: int, got: dict[str, tuple[int, list[int]]]) -> None:
-            for k, (scored, changed) in got.items():
+        def take(lo: int, hi: int, n: int, got: dict[str, tuple[int, list[int], float]]) -> None:
+            for k, (scored, changed, cpu_s) in got.items():
                 out[k].scored += scored
                 out[k].changed.extend(changed)
+                out[k].worker_cpu_s += cpu_s
             if progress is not None:
                 progress(n * len(kinds))
 

@@ -381,6 +381,8 @@ class ScoreWrite:
 
     scored: int = 0
     changed: list[int] = field(default_factory=list)
+    # CPU seconds the worker processes of a parallel rescoring spent on this kind (their share of each range)
+    worker_cpu_s: float = 0.0
 
 
 SCORES = table_of(ContactScore)
