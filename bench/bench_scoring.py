@@ -208,7 +208,7 @@ def main() -> None:
 
     def workers(out: dict[str, Any]) -> float:
         # the workers are forked by a forkserver, not by this process: their CPU is reported in the result
-        return sum(r.worker_cpu_s for r in out.values())
+        return sum(getattr(r, "worker_cpu_s", 0.0) for r in out.values())  # 0 before it was reported
 
     if processes > 1:
         # the same first scoring split over worker processes (the stored scores removed first)
