@@ -25,6 +25,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import tempfile
 import time
 import uuid
@@ -285,6 +286,8 @@ def main() -> None:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+    else:
+        shutil.rmtree(Path(url.split("///", 1)[1]).parent, ignore_errors=True)  # the SQLite scratch directory
 
 
 if __name__ == "__main__":
