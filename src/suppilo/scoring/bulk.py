@@ -777,8 +777,9 @@ class RangesFailed(RuntimeError):
 
 
 def default_processes(url: str) -> int:
-    """Worker processes for a full rescoring: the CPU count on PostgreSQL (the ranges' writes run concurrently:
-    1.43–1.97× with two at 200,000 contacts); one on SQLite, where the writes take turns and two processes measured
+    """Worker processes for a full rescoring: the CPU count on PostgreSQL (the ranges' writes run concurrently: with
+    two at 200,000 contacts 1.33× one process on a quiet two-core machine in the fifth session, 2.1× at load 5–6,
+    after the client's own work shrank); one on SQLite, where the writes take turns and two processes measured
     0.64–0.68× of one on a quiet two-core machine (docs/scoring.md)."""
     if url.startswith("sqlite"):
         return 1
