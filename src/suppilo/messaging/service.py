@@ -352,42 +352,6 @@ def contact_context_of(c: Any, co: Any | None) -> tuple[dict[str, Any], dict[str
     return contact, company
 
 
-def contact_contexts(
-    session: Session, workspace_id: int, contact_ids: Sequence[int]
-) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
-    """``contact_context`` for many contacts of one workspace in two queries per 500 (contacts, then their
-    companies); ids that are not a contact of the workspace are left out (merges are not followed)."""
-    from suppilo.companies.models import Company
-    from suppilo.contacts.models import Contact
-
-    contact_cols = (
-        Contact.id, Contact.first_name, Contact.last_name, Contact.email, Contact.language, Contact.country,
-        Contact.city, Contact.region, Contact.timezone, Contact.job_title, Contact.lifecycle_stage,
-        Contact.properties, Contact.company_id,
-    )  # fmt: skip
-    company_cols = (Company.id, Company.name, Company.industry, Company.domain, Company.country, Company.city)
-    ids = sorted(set(contact_ids))
-    out: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-    for start in range(0, len(ids), 500):
-        rows = session.execute(
-            select(*contact_cols).where(Contact.workspace_id == workspace_id, Contact.id.in_(ids[start : start + 500]))
-        ).all()
-        company_ids = sorted({r.company_id for r in rows if r.company_id is not None})
-        companies = (
-            {
-                co.id: co
-                for co in session.execute(
-                    select(*company_cols).where(Company.workspace_id == workspace_id, Company.id.in_(company_ids))
-                )
-            }
-            if company_ids
-            else {}
-        )
-        for r in rows:
-            out[r.id] = contact_context_of(r, companies.get(r.company_id) if r.company_id is not None else None)
-    return out
-
-
 def _extra_context(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in (extra or {}).items():
@@ -488,7 +452,7 @@ def render_loaded(
     extra: Mapping[str, Any] | None,
     language: str | None = None,
 ) -> RenderedMessage:
-    """Render a loaded template with contexts already read (``contact_contexts``, ``workspace_context``): no
+    """Render a loaded template with contexts already read (``contact_context_of``, ``workspace_context``): no
     database access, so the sender renders a claimed batch from a few bulk reads. Same output as
     ``render_for_contact``; the caller checks ``template.status``."""
     context: dict[str, Any] = _extra_context(extra)

@@ -156,11 +156,13 @@ if __name__ == "__main__":
 
 
 def test_batch_rendering_equals_rendering_one_contact_at_a_time(session, workspace) -> None:
-    """The sender renders a claimed batch from bulk reads (``contact_contexts`` + ``render_loaded``); every shipped
-    template gives exactly what ``render_for_contact`` gives for the same stored contact."""
+    """The sender renders a claimed batch from bulk reads (``SenderDb.context_rows`` + ``contact_context_of`` +
+    ``render_loaded``); every shipped template gives exactly what ``render_for_contact`` gives for the same stored
+    contact."""
     from suppilo.companies.models import Company
     from suppilo.contacts import service as contacts_service
     from suppilo.contacts.schemas import ContactCreate
+    from suppilo.messaging.sender_sql import SenderDb
 
     company = Company(
         workspace_id=workspace.id, name="Tunturi & Sons", name_lower="tunturi & sons", domain="tunturi.fi"
@@ -179,7 +181,11 @@ def test_batch_rendering_equals_rendering_one_contact_at_a_time(session, workspa
         )
         ids.append(contacts_service.create_contact(session, workspace.id, data).id)
     session.flush()
-    contexts = service.contact_contexts(session, workspace.id, ids)
+    rows, companies = SenderDb(session.connection()).context_rows(workspace.id, ids)
+    contexts = {
+        c.id: service.contact_context_of(c, companies.get(c.company_id) if c.company_id is not None else None)
+        for c in rows
+    }
     assert set(contexts) == set(ids)
     ws_context = service.workspace_context(session, workspace.id)
     compared = 0
