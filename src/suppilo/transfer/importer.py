@@ -14,9 +14,8 @@ import os
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -1733,21 +1732,6 @@ class _ErrorSink:
 Progress = Callable[[int, int, int], None]
 
 
-@contextmanager
-def _old_objects_frozen() -> Iterator[None]:
-    """The objects alive when an import starts (the application's modules, tables, compiled statements) are moved
-    out of the cyclic garbage collector's generations while it runs, and given back when the last import ends.
-
-    A batch keeps some 50,000 containers alive (rows, cells, records), so the collector's full passes run every
-    couple of batches, and each walked every object of the process: a quarter of the import's CPU time in a
-    profile of 100,000 rows. Frozen, a full pass walks only what was created since. Nothing is lost: what is frozen
-    is collected (if it became garbage) once the freeze is given back; new garbage is collected as before. The
-    freeze is shared with the rest of the process through ``suppilo.gc_freeze`` (a served process keeps its own).
-    """
-    with gc_freeze.frozen_while():
-        yield
-
-
 def import_file(
     factory: sessionmaker[Session],
     workspace_id: int,
@@ -1769,7 +1753,10 @@ def import_file(
     """
     if kind not in LOADERS:
         raise ImportError_("kind", f"unknown import kind {kind!r}; choose one of {', '.join(LOADERS)}")
-    with _old_objects_frozen():
+    # A batch keeps some 50,000 containers alive, so the collector's full passes ran every couple of batches and each
+    # walked the whole process (a quarter of the CPU for 100,000 rows): what exists at the start is frozen out of
+    # them while the import runs (shared with a served process's own freeze, ``suppilo.gc_freeze``).
+    with gc_freeze.frozen_while():
         return _import_file(
             factory,
             workspace_id,
