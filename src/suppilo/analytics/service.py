@@ -1264,10 +1264,22 @@ def experiment_report(
 def sample_size(
     baseline: float, mde: float, *, relative: bool = False, alpha: float = 0.05, power: float = 0.8
 ) -> dict[str, Any]:
-    try:
-        n = experiments.sample_size_two_proportions(baseline, mde, relative=relative, alpha=alpha, power=power)
-    except ValueError as exc:
-        raise DomainError("baseline" if "baseline must" in str(exc) else "mde", str(exc)) from exc
+    """Trials per arm to detect ``baseline -> baseline + mde``; a refusal names its field with a code (the baseline
+    or the rate it would move to outside (0, 1), or no change at all)."""
+    if not 0 < baseline < 1:
+        raise DomainError("baseline", "baseline must be a rate in (0, 1)", code="rate_out_of_range")
+    target = baseline * (1 + mde) if relative else baseline + mde
+    if not 0 < target < 1 or target == baseline:
+        raise DomainError(
+            "mde",
+            f"baseline + effect must be a different rate in (0, 1), not {target:g}",
+            code="effect_out_of_range",
+            params={"rate": f"{target:g}"},
+        )
+    for name, value in (("alpha", alpha), ("power", power)):
+        if not 0 < value < 1:
+            raise DomainError(name, f"{name} must be in (0, 1)", code="rate_out_of_range")
+    n = experiments.sample_size_two_proportions(baseline, mde, relative=relative, alpha=alpha, power=power)
     return {
         "baseline": baseline,
         "mde": mde,

@@ -120,6 +120,15 @@ def test_api_experiment_and_sample_size(client, workspace) -> None:
     assert r.status_code == 422 and r.json()["error"]["path"] == "control"
     r = client.get("/api/v1/reports/sample-size", params={"baseline": 0.1, "mde": 0.02}, headers=h)
     assert r.json()["per_arm"] == 3841
+    # an effect that would move the rate past 100 % is refused on its field, with a code
+    r = client.get("/api/v1/reports/sample-size", params={"baseline": 0.5, "mde": 0.6}, headers=h)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["path"] == "mde" and err["code"] == "effect_out_of_range" and "1.1" in err["message"]
+    r = client.get("/api/v1/reports/sample-size", params={"baseline": 0.2, "mde": 0.0}, headers=h)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "effect_out_of_range"
+    r = client.get("/api/v1/reports/sample-size", params={"baseline": 0.2, "mde": -0.5, "relative": True}, headers=h)
+    assert r.json()["per_arm"] > 0  # 20 % -> 10 %: a fall is detectable too
 
 
 @pytest.fixture
