@@ -12,8 +12,10 @@ import json
 import operator
 import os
 import sqlite3
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,6 +90,7 @@ from suppilo.transfer.values import (
 from suppilo.workspaces.models import Membership, User, Workspace
 
 DEFAULT_BATCH = 10_000
+PG_WRITE_SLOTS = 2
 CACHE_LIMIT = 200_000
 
 # HubSpot lifecycle stage names (internal and label forms, folded) -> our stages.
@@ -528,14 +531,31 @@ class _Loader(ABC):
     def reset_caches(self) -> None:  # noqa: B027 - an optional hook: loaders without caches keep this no-op
         """Forget cached ids (a batch was rolled back)."""
 
+    def committed(self) -> None:  # noqa: B027 - an optional hook: loaders without caches keep this no-op
+        """The batch this thread just wrote is committed: what it learned may now serve other batches."""
+
+    def write_slots(self) -> int:
+        """How many batches may be written at once, each on its own connection (see ``batch_keys``)."""
+        return 1
+
+    def batch_keys(self, items: list[_Item]) -> frozenset[str]:
+        """The unique keys a batch writes: a batch waits for every batch in flight that shares one (a later row for
+        the same key must win, and two transactions that wait on each other's keys would deadlock)."""
+        return frozenset()
+
 
 # --- companies by domain (shared by contacts and companies) ------------------------------------------------------
 
 
 class _CompanyCache:
+    """Company ids by domain. ``ids`` holds only committed companies (batches written at once on other connections
+    share it, and a company another transaction has not committed yet would fail their foreign-key check); what a
+    batch learned joins it when that batch commits (``committed``, from the writing thread)."""
+
     def __init__(self, ctx: _Context) -> None:
         self.ctx = ctx
         self.ids: dict[str, int] = {}
+        self._learned = threading.local()
         table = table_of(Company)
         self.table = table
         self.select = select(table.c.domain, table.c.id).where(
@@ -547,33 +567,57 @@ class _CompanyCache:
 
     def ensure(self, conn: Connection, wanted: dict[str, str | None]) -> dict[str, int]:
         """Ids of the companies with these domains, created (named by ``wanted[domain]`` or the domain) if new."""
-        missing = [d for d in wanted if d not in self.ids]
-        if missing:
-            if len(self.ids) > CACHE_LIMIT:
-                self.ids.clear()
-            for chunk in _chunks(missing):
-                self.ids.update(conn.execute(self.select, {"domains": chunk}).all())
-            new = [d for d in missing if d not in self.ids]
-            if new:
-                now = self.ctx.now
-                conn.execute(
-                    self.insert,
-                    [
-                        {
-                            "workspace_id": self.ctx.workspace_id,
-                            "domain": d,
-                            "name": (wanted[d] or d)[:200],
-                            "name_lower": (wanted[d] or d)[:200].lower(),
-                            "properties": {},
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for d in new
-                    ],
-                )
-                for chunk in _chunks(new):
-                    self.ids.update(conn.execute(self.select, {"domains": chunk}).all())
-        return {d: self.ids[d] for d in wanted if d in self.ids}
+        known = self.ids
+        found = {d: i for d in wanted if (i := known.get(d)) is not None}
+        missing = [d for d in wanted if d not in found]
+        if not missing:
+            return found
+        for chunk in _chunks(missing):
+            found.update(conn.execute(self.select, {"domains": chunk}).all())
+        new = [d for d in missing if d not in found]
+        if new:
+            if self.ctx.dialect == "postgresql":
+                # One order for every transaction: two batches inserting the same new domains wait, never deadlock.
+                new.sort()
+            now = self.ctx.now
+            conn.execute(
+                self.insert,
+                [
+                    {
+                        "workspace_id": self.ctx.workspace_id,
+                        "domain": d,
+                        "name": (wanted[d] or d)[:200],
+                        "name_lower": (wanted[d] or d)[:200].lower(),
+                        "properties": {},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for d in new
+                ],
+            )
+            for chunk in _chunks(new):
+                found.update(conn.execute(self.select, {"domains": chunk}).all())
+        learned: dict[str, int] = self._pending()
+        learned.update((d, found[d]) for d in missing if d in found)
+        return {d: found[d] for d in wanted if d in found}
+
+    def _pending(self) -> dict[str, int]:
+        pending: dict[str, int] | None = getattr(self._learned, "ids", None)
+        if pending is None:
+            pending = self._learned.ids = {}
+        return pending
+
+    def committed(self) -> None:
+        learned = self._pending()
+        if learned:
+            if len(self.ids) + len(learned) > CACHE_LIMIT:
+                self.ids = {}
+            self.ids.update(learned)
+            learned.clear()
+
+    def reset(self) -> None:
+        self.ids = {}
+        self._pending().clear()
 
 
 # --- contacts ----------------------------------------------------------------------------------------------------
@@ -799,7 +843,21 @@ class ContactLoader(_Loader):
         return funnel[0].key if funnel else "awareness"
 
     def reset_caches(self) -> None:
-        self.companies.ids.clear()
+        self.companies.reset()
+
+    def committed(self) -> None:
+        self.companies.committed()
+
+    def write_slots(self) -> int:
+        # PostgreSQL: two batches at once, so that the server works on one while this process prepares and copies
+        # the next (with one, the server idled for the writer's own part of every batch). SQLite has one writer.
+        return PG_WRITE_SLOTS if self.ctx.dialect == "postgresql" else 1
+
+    def batch_keys(self, items: list[_Item]) -> frozenset[str]:
+        keys = {item.rec["email"] for item in items}
+        if "external_id" in self.columns:
+            keys.update(f"\x00{ext}" for item in items if (ext := item.rec.get("external_id")))
+        return frozenset(keys)
 
     def _stage(self, raw: str) -> str:
         stage = self._stage_memo.get(raw)
@@ -1807,54 +1865,65 @@ def _import_file(
         batch: list[_Item] = []
         refused: list[tuple[int, list[str], _Reason]] = []
         bad_keys: dict[str, int] = {}
-        # The next batch is validated while a worker thread writes the previous one (the drivers release the GIL
-        # while the database works). Only one batch is in flight, and the error file is written by one thread at
-        # a time in file order: a batch's refused rows, then the rows its write refused.
-        pending: tuple[Future[None], int, int] | None = None
+        # The next batch is validated while worker threads write the previous ones (the drivers release the GIL
+        # while the database works): one batch at a time, or ``loader.write_slots()`` on their own connections,
+        # where a batch waits for every batch in flight that shares a key with it. Batches finish in file order:
+        # the error file, the counts and the progress are taken in this thread, a batch's refused rows first.
+        slots = loader.write_slots()
+        pending: deque[_InFlight] = deque()
 
-        def wait() -> None:
-            nonlocal pending
-            if pending is not None:
-                future, rows, read = pending
-                pending = None
-                future.result()
-                if progress is not None:
-                    progress(rows, read, table.total_bytes)
+        def finish_oldest() -> None:
+            done = pending.popleft()
+            outcome = done.future.result() if done.future is not None else None
+            for line, cells, reason in done.refused:
+                sink.add(line, cells, reason)
+            if outcome is not None:
+                for line, cells, reason in outcome.errors:
+                    sink.add(line, cells, reason)
+                summary.created += outcome.created
+                summary.updated += outcome.updated
+            if progress is not None:
+                progress(done.rows, done.read, table.total_bytes)
 
         def flush(pool: ThreadPoolExecutor) -> None:
-            nonlocal batch, refused, bad_keys, pending
-            wait()
-            for line, cells, reason in refused:
-                sink.add(line, cells, reason)
-            if batch:
-                future = pool.submit(_write_batch, factory, loader, batch, bad_keys, summary, sink)
-                pending = (future, summary.rows, table.bytes_read)
-            elif progress is not None:
-                progress(summary.rows, table.bytes_read, table.total_bytes)
+            nonlocal batch, refused, bad_keys
+            keys = loader.batch_keys(batch) if slots > 1 and batch else frozenset()
+            while pending and (
+                len(pending) >= slots or any(not keys.isdisjoint(p.keys) for p in pending if p.future is not None)
+            ):
+                finish_oldest()
+            future = pool.submit(_write_batch, factory, loader, batch, bad_keys) if batch else None
+            pending.append(_InFlight(future, refused, summary.rows, table.bytes_read, keys))
             batch, refused, bad_keys = [], [], {}
 
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="suppilo-import") as pool:
-                for line, cells in table.rows():
-                    key = loader.group_key(cells)
-                    if len(batch) >= batch_size and (key is None or key != batch[-1].key):
-                        flush(pool)
-                    summary.rows += 1
-                    if len(cells) != width and (len(cells) < width or any(c.strip() for c in cells[width:])):
-                        refused.append((line, cells, _width_reason(len(cells), width)))
-                        if key is not None:
-                            bad_keys.setdefault(key, line)
-                        continue
-                    try:
-                        rec = loader.prepare(line, cells)
-                    except (CellError, InvalidValue) as exc:
-                        refused.append((line, cells, _cell_reason(exc)))
-                        if key is not None:
-                            bad_keys.setdefault(key, line)
-                        continue
-                    batch.append(_Item(line, cells, rec, key))
-                flush(pool)
-                wait()
+            with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="suppilo-import") as pool:
+                try:
+                    for line, cells in table.rows():
+                        key = loader.group_key(cells)
+                        if len(batch) >= batch_size and (key is None or key != batch[-1].key):
+                            flush(pool)
+                        summary.rows += 1
+                        if len(cells) != width and (len(cells) < width or any(c.strip() for c in cells[width:])):
+                            refused.append((line, cells, _width_reason(len(cells), width)))
+                            if key is not None:
+                                bad_keys.setdefault(key, line)
+                            continue
+                        try:
+                            rec = loader.prepare(line, cells)
+                        except (CellError, InvalidValue) as exc:
+                            refused.append((line, cells, _cell_reason(exc)))
+                            if key is not None:
+                                bad_keys.setdefault(key, line)
+                            continue
+                        batch.append(_Item(line, cells, rec, key))
+                    flush(pool)
+                    while pending:
+                        finish_oldest()
+                finally:
+                    for waiting in pending:  # a failed read or batch: later batches are not started, nor counted
+                        if waiting.future is not None:
+                            waiting.future.cancel()
         finally:
             sink.close()
         summary.warnings = ctx.warnings
@@ -1862,20 +1931,44 @@ def _import_file(
     return summary
 
 
+@dataclass(slots=True)
+class _InFlight:
+    """A batch handed to a writer thread (``future`` None: every row of it was refused while reading)."""
+
+    future: Future[_Outcome] | None
+    refused: list[tuple[int, list[str], _Reason]]
+    rows: int
+    read: int
+    keys: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What writing a batch did: counts and the rows the database refused, in the order they were found."""
+
+    created: int = 0
+    updated: int = 0
+    errors: list[tuple[int, list[str], _Reason]] = field(default_factory=list)
+
+
 def _write_batch(
-    factory: sessionmaker[Session],
-    loader: _Loader,
-    items: list[_Item],
-    bad_keys: dict[str, int],
-    summary: ImportSummary,
-    sink: _ErrorSink,
+    factory: sessionmaker[Session], loader: _Loader, items: list[_Item], bad_keys: dict[str, int]
+) -> _Outcome:
+    """Write one batch in its own transaction (halves of it again to find rows the database refuses)."""
+    out = _Outcome()
+    _write_part(factory, loader, items, bad_keys, out)
+    return out
+
+
+def _write_part(
+    factory: sessionmaker[Session], loader: _Loader, items: list[_Item], bad_keys: dict[str, int], out: _Outcome
 ) -> None:
-    """Write one batch in its own transaction; rows of a refused group or a failing statement go to the errors."""
+    """Write rows in one transaction; rows of a refused group or a failing statement go to ``out.errors``."""
     if bad_keys:
         good = []
         for item in items:
             if item.key in bad_keys:
-                sink.add(item.line, item.cells, _order_reason(item.key, bad_keys[item.key]))
+                out.errors.append((item.line, item.cells, _order_reason(item.key, bad_keys[item.key])))
             else:
                 good.append(item)
         items = good
@@ -1886,16 +1979,16 @@ def _write_batch(
     except _BatchFailure as failure:
         refused: list[tuple[_Item, _Reason]] = failure.args[0]
         for item, reason in refused:
-            sink.add(item.line, item.cells, reason)
+            out.errors.append((item.line, item.cells, reason))
         ids = {id(i) for i, _ in refused}
         rest = [i for i in items if id(i) not in ids]
         if rest:
-            _write_batch(factory, loader, rest, {}, summary, sink)
+            _write_part(factory, loader, rest, {}, out)
         return
     except DBAPIError:
         if len(items) == 1 or (len({i.key for i in items}) == 1 and items[0].key is not None):
             for item in items:
-                sink.add(item.line, item.cells, _DB_REFUSED)
+                out.errors.append((item.line, item.cells, _DB_REFUSED))
             return
         # Find the offending rows: write each half (order groups kept whole) again, down to single rows or groups.
         groups: dict[Any, list[_Item]] = {}
@@ -1904,10 +1997,10 @@ def _write_batch(
         parts = list(groups.values())
         half = len(parts) // 2
         for side in (parts[:half], parts[half:]):
-            _write_batch(factory, loader, [item for group in side for item in group], {}, summary, sink)
+            _write_part(factory, loader, [item for group in side for item in group], {}, out)
         return
-    summary.created += created
-    summary.updated += updated
+    out.created += created
+    out.updated += updated
 
 
 def _run(factory: sessionmaker[Session], loader: _Loader, items: list[_Item]) -> tuple[int, int]:
@@ -1915,6 +2008,7 @@ def _run(factory: sessionmaker[Session], loader: _Loader, items: list[_Item]) ->
     try:
         with session.begin():
             result = loader.write(session.connection(), items)
+        loader.committed()
         return result
     except BaseException:
         loader.reset_caches()

@@ -430,3 +430,58 @@ def test_old_objects_are_frozen_only_while_an_import_runs(session_factory, works
     with pytest.raises(UnreadableFile):
         import_file(session_factory, workspace.id, "contacts", write(tmp_path, "empty.csv", ""))
     assert gc.get_freeze_count() == before  # also when the import fails
+
+
+def test_batches_written_at_once_keep_later_rows_winning_and_errors_in_line_order(
+    session_factory, workspace, tmp_path: Path
+) -> None:
+    # Two-row batches: on PostgreSQL two of them are written at once, on their own connections. Keys shared by
+    # neighbouring batches (an address, an external id, new company domains in opposite orders) must behave as if
+    # the file were written one batch after another.
+    rows = [
+        "b1@alpha.example,Ann,X1,subscriber",  # 2
+        "b2@beta.example,Ben,,",  # 3
+        "B1@ALPHA.EXAMPLE,Anna,,customer",  # 4: line 2's contact again, in the next batch
+        "b3@beta.example,Cid,X3,",  # 5
+        "b4@alpha.example,Dan,,nonsense",  # 6: refused while reading (stage)
+        "b5@gamma.example,Eli,X3,",  # 7: refused by the database (external id of line 5, the batch before)
+        "b6@delta.example,Fay,,",  # 8
+        "b7@gamma.example,Gus,,",  # 9
+        "b1@alpha.example,Annika,,lead",  # 10: the same contact a third time (never moved back to interest)
+        "b8@delta.example,Hal,X1,",  # 11: refused by the database (external id of line 2)
+    ]
+    path = write(tmp_path, "at-once.csv", "Email,First Name,External ID,Lifecycle Stage\n" + "\n".join(rows) + "\n")
+    errors = tmp_path / "errors.csv"
+    calls: list[int] = []
+    summary = import_file(
+        session_factory,
+        workspace.id,
+        "contacts",
+        path,
+        batch_size=2,
+        error_path=errors,
+        progress=lambda n, _done, _total: calls.append(n),
+    )
+    assert (summary.rows, summary.created, summary.updated, summary.failed) == (10, 5, 2, 3)
+    import csv
+
+    with errors.open(encoding="utf-8", newline="") as fh:
+        assert [int(r["_line"]) for r in csv.DictReader(fh)] == [6, 7, 11]
+    assert calls == sorted(calls) and calls[-1] == 10
+    people = contacts_of(session_factory, workspace.id)
+    assert sorted(people) == [
+        f"b{i}@{d}.example" for i, d in ((1, "alpha"), (2, "beta"), (3, "beta"), (6, "delta"))
+    ] + ["b7@gamma.example"]
+    b1 = people["b1@alpha.example"]
+    assert (b1.first_name, b1.external_id, b1.lifecycle_stage) == ("Annika", "X1", "customer")
+    with session_factory() as s:
+        found = s.execute(select(Company.domain, Company.id).where(Company.workspace_id == workspace.id)).all()
+        companies = {domain: cid for domain, cid in found}
+        changes = s.scalars(select(StageChange.to_stage).where(StageChange.contact_id == b1.id)).all()
+    assert sorted(companies) == ["alpha.example", "beta.example", "delta.example", "gamma.example"]
+    assert all(c.company_id == companies[c.email.split("@")[1]] for c in people.values())
+    assert sorted(changes) == ["customer", "interest"]
+    assert count(session_factory, Touch, workspace.id) == 5
+    again = import_file(session_factory, workspace.id, "contacts", path, batch_size=2)
+    assert (again.created, again.updated, again.failed) == (0, 7, 3)
+    assert count(session_factory, Contact, workspace.id) == 5 and count(session_factory, Touch, workspace.id) == 5
