@@ -1,9 +1,9 @@
 """The sender: drains the outbox over a pooled transport, effectively once.
 
-1. Claim due rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one writer at a time), re-check consent and
-   suppression in that same transaction, defer marketing rows held by the workspace's sending policies (frequency
-   cap, quiet hours: ``policies.py``), build each message and mark it ``sending`` with a lease token;
-   COMMIT before talking to the server.
+1. Read due rows (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: a read transaction) and build each message
+   outside any write; then, in one short write transaction, leave alone rows changed since the read, re-check
+   consent and suppression, defer marketing rows held by the workspace's sending policies (frequency cap, quiet
+   hours: ``policies.py``) and mark the others ``sending`` with a lease token; COMMIT before talking to the server.
 2. Send over the transport with N concurrent connections, under global and per-domain token buckets.
 3. Record the outcome with a fencing check (``WHERE lease_token = :mine AND status = 'sending'``): sent, deferred
    with exponential backoff (4xx, connection errors), or failed (5xx, too many attempts).
@@ -496,6 +496,21 @@ def _switch_interval_exit() -> None:
             sys.setswitchinterval(_switch_saved)
 
 
+class _Staged(NamedTuple):
+    """A row the claim read, its recipient (None: no address), the workspace, and what its bytes depend on (or why
+    that could not be read)."""
+
+    row: ClaimedRow
+    recipient: Any
+    workspace: WorkspaceRow | None
+    job: _Job | None
+    error: str
+
+
+# A claim whose every row was taken by another sender between its read and its write reads again, this many times
+# at most (SQLite; PostgreSQL's locked read never loses a row to another sender).
+_CLAIM_TRIES = 4
+
 # A render worker gets at least this many messages at a time (fewer cost more in pickling than they save).
 _MIN_SLICE = 25
 
@@ -520,7 +535,14 @@ class Sender:
         self._global = TokenBucket(config.global_rate, config.global_burst)
         self._domains: dict[str, TokenBucket] = {}
         self._from_cache: dict[str | None, str] = {}
-        self._dialect = session_factory.kw["bind"].dialect.name
+        bind = session_factory.kw["bind"]
+        self._dialect = bind.dialect.name
+        # SQLite: the claim reads in a deferred (read) transaction, so rendering never holds the write lock.
+        self._read_factory = sessionmaker(
+            bind=bind.execution_options(sqlite_begin="DEFERRED") if self._dialect == "sqlite" else bind,
+            expire_on_commit=False,
+            autoflush=False,
+        )
         self._render_pool: concurrent.futures.ProcessPoolExecutor | None = None
         if config.render_workers > 0:
             # spawn, not fork: the sender has threads and open connections that a forked child must not inherit.
@@ -618,122 +640,217 @@ class Sender:
         return int(due or 0), int(sending or 0)
 
     def claim(self, limit: int) -> list[Prepared]:
-        """Claim up to ``limit`` due rows, re-check consent and suppression, build them, mark them ``sending`` and
-        commit; returns the messages to send."""
+        """Claim up to ``limit`` due rows, build them, re-check consent and suppression, mark them ``sending`` and
+        commit; returns the messages to send.
+
+        Rendering happens outside any write: SQLite reads the chunk in a read transaction (no lock, so the journey
+        runner and this sender's own outcomes keep writing), builds it, then takes the write lock only to compare
+        each row with what was read, re-check suppression, consent and the sending policies, and mark it. A row that
+        changed in between (another sender took it, an erasure skipped it, its contact's address changed) is left
+        alone. PostgreSQL keeps the rows it read locked (``FOR UPDATE OF o SKIP LOCKED``: other senders skip them,
+        nobody else waits on them) and writes the same way at the end of that transaction. When every row read was
+        taken by another sender meanwhile, the claim reads again (a few times at most)."""
         now = self.clock()
         token = str(uuid.uuid4())
-        with self.session_factory() as session:
-            db = SenderDb(session.connection())
-            rows: list[ClaimedRow] = []
-            for status in DUE_STATES:  # one status per query, so the claim index gives the order without a sort
-                if len(rows) >= limit:
-                    break
-                rows.extend(db.claim_rows(status, now, limit - len(rows), self.config.workspace_ids))
-            if not rows:
-                session.rollback()
-                return []
-            self._own_tokens.add(token)
-            prepared: list[Prepared] = []
-            by_ws: dict[int, list[ClaimedRow]] = {}
-            for row in rows:
-                by_ws.setdefault(row.workspace_id, []).append(row)
-            updates = _Updates()
-            lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
-            for ws_id, ws_rows in by_ws.items():
-                prepared.extend(self._prepare_workspace(session, db, ws_id, ws_rows, updates, token, now))
-                updates.write(db, token, now, lease_expires_at)
-            session.commit()
+        lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
+        prepared: list[Prepared] = []
+        for _ in range(_CLAIM_TRIES):
+            read, lost = self._claim_once(limit, now, token, lease_expires_at, prepared)
+            if read == 0 or lost < read:
+                break
         self.stats.claimed += len(prepared)
         return prepared
 
-    def _prepare_workspace(
+    def _claim_once(
+        self, limit: int, now: datetime, token: str, lease_expires_at: datetime, out: list[Prepared]
+    ) -> tuple[int, int]:
+        """One read → build → write round; appends what goes to ``out``; returns (rows read, rows left alone)."""
+        if self._dialect == "postgresql":
+            with self.session_factory() as session:
+                db = SenderDb(session.connection())
+                rows = self._due_rows(db, now, limit)
+                if not rows:
+                    session.rollback()
+                    return 0, 0
+                staged = self._stage(session, db, rows, now)
+                built = self._build_all([s.job for s in staged if s.job is not None])
+                lost = self._write_claim(session, db, staged, built, token, now, lease_expires_at, out)
+                session.commit()
+            return len(rows), lost
+        with self._read_factory() as session:
+            db = SenderDb(session.connection())
+            rows = self._due_rows(db, now, limit)
+            if not rows:
+                session.rollback()
+                return 0, 0
+            staged = self._stage(session, db, rows, now)
+            session.rollback()
+        built = self._build_all([s.job for s in staged if s.job is not None])
+        with self.session_factory() as session:  # BEGIN IMMEDIATE: the write lock, for the checks and the marks only
+            db = SenderDb(session.connection())
+            lost = self._write_claim(session, db, staged, built, token, now, lease_expires_at, out)
+            session.commit()
+        return len(rows), lost
+
+    def _due_rows(self, db: SenderDb, now: datetime, limit: int) -> list[ClaimedRow]:
+        rows: list[ClaimedRow] = []
+        for status in DUE_STATES:  # one status per query, so the claim index gives the order without a sort
+            if len(rows) >= limit:
+                break
+            rows.extend(db.claim_rows(status, now, limit - len(rows), self.config.workspace_ids))
+        return rows
+
+    def _stage(self, session: Session, db: SenderDb, rows: list[ClaimedRow], now: datetime) -> list[_Staged]:
+        """Each read row with its recipient and what its bytes depend on (``_Job``), or why it cannot be built.
+        Messages rendered from a template: their contacts, companies, the templates and the workspace are read once
+        for the chunk, so each message renders without touching the database."""
+        cfg = self.config
+        by_ws: dict[int, list[ClaimedRow]] = {}
+        for row in rows:
+            by_ws.setdefault(row.workspace_id, []).append(row)
+        staged: list[_Staged] = []
+        for workspace_id, ws_rows in by_ws.items():
+            workspace = db.workspace(workspace_id)
+            slug = workspace.slug if workspace is not None else str(workspace_id)
+            from_name = cfg.from_name or (workspace.name if workspace is not None else None)
+            recipients: list[tuple[ClaimedRow, Any]] = []
+            for row in ws_rows:
+                recipient: Any = None
+                if _is_user_message(row, row.body):
+                    recipient = UserRecipient(id=None, email=row.to_address or "", country=None, timezone=None)
+                elif row.contact is not None and row.contact.email:
+                    recipient = row.contact
+                recipients.append((row, recipient))
+            render_ids = [
+                row.contact_id
+                for row, recipient in recipients
+                if recipient is not None and row.body is None and row.contact_id is not None
+            ]
+            contexts: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+            if render_ids:
+                context_contacts, companies = db.context_rows(workspace_id, render_ids)
+                for c in context_contacts:
+                    co = companies.get(c.company_id) if c.company_id is not None else None
+                    contexts[c.id] = templates_service.contact_context_of(c, co)
+            loaded: dict[str, Any] = {}
+            for row, recipient in recipients:
+                job: _Job | None = None
+                error = ""
+                if recipient is not None:
+                    try:
+                        job = self._job(session, row, recipient, contexts, loaded, slug, from_name, now)
+                    except Exception as exc:
+                        error = f"build: {exc}"
+                staged.append(_Staged(row, recipient, workspace, job, error))
+        return staged
+
+    def _write_claim(
+        self,
+        session: Session,
+        db: SenderDb,
+        staged: list[_Staged],
+        built: list[tuple[bytes, list[str], str] | str],
+        token: str,
+        now: datetime,
+        lease_expires_at: datetime,
+        out: list[Prepared],
+    ) -> int:
+        """In the claim's write transaction: leave alone the rows that changed since they were read, re-check
+        suppression, consent and the sending policies of the others, close, hold or mark them ``sending``; returns
+        how many rows were left alone."""
+        results = iter(built)
+        staged_built = [(s, next(results) if s.job is not None else None) for s in staged]
+        states = db.claim_states([s.row.id for s in staged])
+        kept: dict[int, list[tuple[_Staged, Any]]] = {}
+        lost = 0
+        for s, result in staged_built:
+            state = states.get(s.row.id)
+            row = s.row
+            if (
+                state is None
+                or state.status != row.status
+                or state.next_attempt_at != row.next_attempt_at
+                or state.attempts != row.attempts
+                or state.to_address != row.to_address
+                or state.email != (row.contact.email if row.contact is not None else None)
+            ):
+                lost += 1
+                continue
+            kept.setdefault(row.workspace_id, []).append((s, result))
+        if kept:
+            self._own_tokens.add(token)
+        updates = _Updates()
+        for workspace_id, items in kept.items():
+            for s, built_one in self._checked(session, db, workspace_id, items, updates, now):
+                row, recipient = s.row, s.recipient
+                if built_one is None or isinstance(built_one, str):
+                    reason = s.error if built_one is None else built_one
+                    log.warning("message %s could not be built: %s", row.id, reason)
+                    self._close(updates, row, "failed", reason[:2000])
+                    continue
+                message_bytes, links, message_id = built_one
+                updates.sending.append((row.id, recipient.email, message_id, json_text(links) if links else "[]"))
+                out.append(
+                    Prepared(
+                        outbox_id=row.id,
+                        workspace_id=workspace_id,
+                        contact_id=row.contact_id,
+                        lease_token=token,
+                        recipient=recipient.email,
+                        domain=recipient.email.rsplit("@", 1)[-1],
+                        message_bytes=message_bytes,
+                    )
+                )
+            updates.write(db, token, now, lease_expires_at)
+        return lost
+
+    def _checked(
         self,
         session: Session,
         db: SenderDb,
         workspace_id: int,
-        rows: list[ClaimedRow],
+        items: list[tuple[_Staged, Any]],
         updates: _Updates,
-        token: str,
         now: datetime,
-    ) -> list[Prepared]:
-        contacts = {r.contact.id: r.contact for r in rows if r.contact is not None}
-        hashes = {cid: suppression.address_hash(c.email) for cid, c in contacts.items() if c.email}
-        # A pre-rendered transactional message without a contact goes to its stored address (a workspace user, e.g.
-        # a task reminder); suppression applies to that address as to any other.
-        to_users = {r.id: r.to_address for r in rows if _is_user_message(r, r.body)}
-        user_hashes = {rid: suppression.address_hash(addr) for rid, addr in to_users.items() if addr}
-        reasons = db.suppression_reasons(workspace_id, [*hashes.values(), *user_hashes.values()])
+    ) -> list[tuple[_Staged, Any]]:
+        """Suppression, consent and the sending policies of one workspace's rows (in the write transaction): closes
+        or holds those that may not go now and returns the others."""
+        hashes = {
+            s.recipient.email: suppression.address_hash(s.recipient.email) for s, _ in items if s.recipient is not None
+        }
+        reasons = db.suppression_reasons(workspace_id, list(hashes.values()))
         decisions = consent_service.marketing_decisions(
             session,
             workspace_id,
-            [(r.contact_id, r.topic) for r in rows if r.kind == "marketing" and r.contact_id in contacts],
-            {cid: c.country for cid, c in contacts.items()},
+            [
+                (s.recipient.id, s.row.topic)
+                for s, _ in items
+                if s.row.kind == "marketing" and s.recipient is not None and s.recipient.id is not None
+            ],
+            {s.recipient.id: s.recipient.country for s, _ in items if s.recipient is not None and s.recipient.id},
             now,
         )
-        workspace = db.workspace(workspace_id)
         ready: list[tuple[Any, Any]] = []
-        for row in rows:
-            contact: Any
-            if row.id in user_hashes:
-                contact = UserRecipient(id=None, email=to_users[row.id] or "", country=None, timezone=None)
-                address_hash = user_hashes[row.id]
-            else:
-                contact = contacts.get(row.contact_id) if row.contact_id is not None else None
-                if contact is None or not contact.email:
-                    self._close(updates, row, "skipped", "the contact has no email address")
-                    continue
-                address_hash = hashes[contact.id]
-            blocked = suppression.blocking_reason(reasons.get(address_hash), row.kind)
+        by_id: dict[int, tuple[_Staged, Any]] = {}
+        for s, result in items:
+            row, recipient = s.row, s.recipient
+            if recipient is None:
+                self._close(updates, row, "skipped", "the contact has no email address")
+                continue
+            blocked = suppression.blocking_reason(reasons.get(hashes[recipient.email]), row.kind)
             if blocked:
                 self._close(updates, row, "suppressed", blocked)
                 continue
             if row.kind == "marketing":
-                decision = decisions[(contact.id, row.topic)]
+                decision = decisions[(recipient.id, row.topic)]
                 if not decision.allowed:
                     self._close(updates, row, "skipped", f"consent: {decision.reason}")
                     continue
-            ready.append((row, contact))
-        ready = self._apply_policies(session, workspace, workspace_id, ready, updates, now)
-        # Messages rendered from a template: their contacts, companies, the templates and the workspace are read
-        # once for the batch, then each message renders without touching the database.
-        render_ids = [row.contact_id for row, _ in ready if row.body is None and row.contact_id is not None]
-        contexts: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-        if render_ids:
-            context_contacts, companies = db.context_rows(workspace_id, render_ids)
-            for c in context_contacts:
-                co = companies.get(c.company_id) if c.company_id is not None else None
-                contexts[c.id] = templates_service.contact_context_of(c, co)
-        loaded: dict[str, Any] = {}
-        cfg = self.config
-        slug = workspace.slug if workspace is not None else str(workspace_id)
-        from_name = cfg.from_name or (workspace.name if workspace is not None else None)
-        jobs: list[tuple[Any, Any, _Job]] = []
-        for row, contact in ready:
-            try:
-                jobs.append((row, contact, self._job(session, row, contact, contexts, loaded, slug, from_name, now)))
-            except Exception as exc:
-                log.warning("message %s could not be built: %s", row.id, exc)
-                self._close(updates, row, "failed", f"build: {exc}"[:2000])
-        out: list[Prepared] = []
-        for (row, contact, _job), built in zip(jobs, self._build_all([j for _, _, j in jobs]), strict=True):
-            if isinstance(built, str):
-                log.warning("message %s could not be built: %s", row.id, built)
-                self._close(updates, row, "failed", built[:2000])
-                continue
-            message_bytes, links, message_id = built
-            updates.sending.append((row.id, contact.email, message_id, json_text(links) if links else "[]"))
-            out.append(
-                Prepared(
-                    outbox_id=row.id,
-                    workspace_id=workspace_id,
-                    contact_id=row.contact_id,
-                    lease_token=token,
-                    recipient=contact.email,
-                    domain=contact.email.rsplit("@", 1)[-1],
-                    message_bytes=message_bytes,
-                )
-            )
-        return out
+            ready.append((row, recipient))
+            by_id[row.id] = (s, result)
+        workspace = items[0][0].workspace
+        going = self._apply_policies(session, workspace, workspace_id, ready, updates, now)
+        return [by_id[row.id] for row, _ in going]
 
     def _build_all(self, jobs: list[_Job]) -> list[tuple[bytes, list[str], str] | str]:
         """Build the claimed messages: here, or split over the render worker processes when there are enough."""
@@ -991,15 +1108,28 @@ class Sender:
                 last_flush = time.monotonic()
                 await asyncio.to_thread(self.finish, batch)
 
+        # A full batch of outcomes is recorded by a task of its own: a connection never waits for the database
+        # (recording waits for SQLite's write lock while the journey runner or a claim holds it).
+        flushing: asyncio.Task[None] | None = None
+        flush_errors: list[BaseException] = []
+
+        async def flush_in_background() -> None:
+            try:
+                await flush()
+            except Exception as exc:
+                log.exception("recording outcomes failed")
+                flush_errors.append(exc)
+
         async def worker() -> None:
+            nonlocal flushing
             while True:
                 item = await queue.get()
                 try:
                     if item is None:
                         return
                     outcomes.append(await self._send_one(item))
-                    if len(outcomes) >= cfg.flush_every:
-                        await flush()
+                    if len(outcomes) >= cfg.flush_every and (flushing is None or flushing.done()):
+                        flushing = asyncio.create_task(flush_in_background())
                 finally:
                     queue.task_done()
 
@@ -1040,5 +1170,9 @@ class Sender:
             await asyncio.gather(*workers, return_exceptions=True)
             flush_task.cancel()
             await asyncio.gather(flush_task, return_exceptions=True)
+            if flushing is not None:
+                await flushing
             await flush()
+        if flush_errors:
+            raise flush_errors[0]
         return self.stats

@@ -34,6 +34,19 @@ class ClaimedRow(NamedTuple):
     to_address: str | None
     body: Body | None
     contact: ContactRow | None
+    status: str = "queued"  # as read: the write that marks the claim checks it is unchanged (``claim_states``)
+    attempts: int = 0
+
+
+class ClaimState(NamedTuple):
+    """What the claim's write compares with what its read saw: a row whose state or recipient changed in between
+    (another sender took it, an operator or an erasure changed it) is left alone."""
+
+    status: str
+    next_attempt_at: Any  # as stored
+    attempts: int
+    email: str | None  # the contact's address now (None: no contact in the row's workspace, or no address)
+    to_address: str | None
 
 
 class Body(NamedTuple):
@@ -157,7 +170,7 @@ class SenderDb:
         sql = (
             "SELECT o.id, o.workspace_id, o.contact_id, o.kind, o.topic, o.template_key, o.extra, o.claim_rank,"
             " o.next_attempt_at, o.to_address, b.outbox_id, b.subject, b.html, b.text,"
-            " c.id, c.email, c.country, c.timezone"
+            " c.id, c.email, c.country, c.timezone, o.attempts"
             " FROM outbox_messages AS o"
             " LEFT JOIN outbox_bodies AS b ON b.outbox_id = o.id"
             f" LEFT JOIN contacts AS c ON c.id = o.contact_id AND {same_ws} = o.workspace_id"
@@ -183,8 +196,28 @@ class SenderDb:
                     r[9],
                     None if r[10] is None else Body(r[11], r[12] or "", r[13] or ""),
                     None if r[14] is None else ContactRow(r[14], r[15], r[16], r[17]),
+                    status,
+                    r[18],
                 )
             )
+        return out
+
+    def claim_states(self, ids: Sequence[int]) -> dict[int, ClaimState]:
+        """The current status, due time, attempts, contact address and stored address of outbox rows (by id)."""
+        out: dict[int, ClaimState] = {}
+        same_ws = "c.workspace_id + 0" if self.pg else "+c.workspace_id"
+        for start in range(0, len(ids), 10_000):
+            chunk = list(ids[start : start + 10_000])
+            where = "o.id = ANY(%b::bigint[])" if self.pg else f"o.id IN ({','.join('?' * len(chunk))})"
+            self.cur.execute(
+                "SELECT o.id, o.status, o.next_attempt_at, o.attempts, c.email, o.to_address"
+                " FROM outbox_messages AS o"
+                f" LEFT JOIN contacts AS c ON c.id = o.contact_id AND {same_ws} = o.workspace_id"
+                f" WHERE {where}",
+                [chunk] if self.pg else chunk,
+            )
+            for r in self.cur.fetchall():
+                out[r[0]] = ClaimState(r[1], r[2], r[3], r[4], r[5])
         return out
 
     def workspace(self, workspace_id: int) -> WorkspaceRow | None:
