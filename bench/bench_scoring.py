@@ -2,12 +2,14 @@
 contacts in ≤ 20 s).
 
 Creates a fresh SQLite file (or a fresh PostgreSQL database with ``--postgres URL``) with N contacts (default
-50,000), one company per 5 contacts, job titles, tags and about 3 events per contact over 120 days, and a 6-criterion
-ICP. Then times the set-based path in one process (``scoring.bulk.bulk_fit`` + ``bulk_engagement`` over every
-contact in one transaction, first scoring: every row and history line written), the same first scoring again split
-over ``--processes`` worker processes (``bulk.rescore_parallel``, the stored scores removed first), a re-run at the
-same moment (nothing written) and one six hours later (engagement rows rewritten as they decay), both with the
-processes.
+50,000), one company per 5 contacts, job titles, tags and E events per contact on average (``--events-per-contact``,
+default 10: 0 to 2E each) over 120 days, and a 6-criterion ICP, and builds the columnar copy of the event log
+(``analytics.columnar``; ``--no-columnar``: none, events read from the row store). Then times the set-based path in
+one process (``scoring.bulk.bulk_fit`` + ``bulk_engagement`` over every contact in one transaction, first scoring:
+every row and history line written; the copy synced again and the events read from it), the same first scoring again
+split over ``--processes`` worker processes (``bulk.rescore_parallel``, the stored scores removed first; the workers
+read the row store), a re-run at the same moment (nothing written) and one six hours later (engagement rows
+rewritten as they decay), both with the processes.
 
 figure   = contacts rescored per second set-based, first scoring (fit and engagement together), with the processes;
 baseline = contacts per second of the per-contact path (``service.recompute_fit`` + ``recompute_engagement`` in
@@ -15,6 +17,7 @@ baseline = contacts per second of the per-contact path (``service.recompute_fit`
 ratio    = figure / baseline (the speed-up).
 
     .venv/bin/python bench/bench_scoring.py [--contacts 50000] [--postgres URL] [--per-contact-sample 20000]
+        [--events-per-contact 10] [--no-columnar]
         [--processes N (default: the CPU count on PostgreSQL, 1 on SQLite)]
 """
 
@@ -36,6 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import select
 
+from suppilo.analytics import columnar
 from suppilo.db.registry import Base
 from suppilo.db.session import make_engine, make_session_factory
 from suppilo.scoring import bulk, service
@@ -71,9 +75,9 @@ def _insert_rows(s: Any, table: str, columns: tuple[str, ...], rows: list[tuple[
         bulk._copy(s, table, columns, rows)
 
 
-def _generate(s: Any, ws: int, n: int, rng: random.Random, now: datetime) -> int:
-    """N contacts (80 % with one of N/5 companies), 0–2 tags each and 0–6 events each over 120 days (about 3 per
-    contact), inserted in blocks of 100,000 rows through the driver; returns the number of events."""
+def _generate(s: Any, ws: int, n: int, rng: random.Random, now: datetime, per_contact: int = 10) -> int:
+    """N contacts (80 % with one of N/5 companies), 0–2 tags each and 0–2E events each over 120 days (E per contact
+    on average), inserted in blocks of 100,000 rows through the driver; returns the number of events."""
     t = bulk._time_text(s, now)
     no = 0 if s.get_bind().dialect.name == "sqlite" else "f"
     n_companies = max(1, n // 5)
@@ -108,7 +112,7 @@ def _generate(s: Any, ws: int, n: int, rng: random.Random, now: datetime) -> int
     block: list[tuple[Any, ...]] = []
     total = 0
     for c in ids:
-        for j in range(rng.randint(0, 6)):
+        for j in range(rng.randint(0, 2 * per_contact)):
             kind, name = rng.choice(EVENT_KINDS)
             at = bulk._time_text(
                 s, now - timedelta(seconds=rng.randrange(120 * 86_400), microseconds=rng.randrange(10**6))
@@ -129,6 +133,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument(
         "--processes", type=int, default=0, help="worker processes (1: one transaction; default as the CLI's)"
+    )
+    ap.add_argument("--events-per-contact", type=int, default=10, help="events per contact on average (0 to 2E)")
+    ap.add_argument(
+        "--no-columnar",
+        action="store_true",
+        help="read events from the row store (default: a columnar copy of the event log, synced before the timing)",
     )
     ap.add_argument("--per-contact-sample", type=int, default=20_000, help="contacts timed on the per-contact path")
     args = ap.parse_args()
@@ -162,11 +172,21 @@ def main() -> None:
                 address_country="FI",
             ),
         ).id
-        n_events = _generate(s, ws, args.contacts, rng, now)
+        n_events = _generate(s, ws, args.contacts, rng, now, args.events_per_contact)
         ids = list(s.scalars(select(contacts.c.id).where(contacts.c.workspace_id == ws).order_by(contacts.c.id)))
         service.create_icp(s, ws, IcpCreate(name="bench", definition=ICP))
         s.commit()
     build_s = time.perf_counter() - t_build
+    # the columnar copy of the event log the analytics reports keep (``analytics.columnar``), built once here; the
+    # timed rescorings sync it again (nothing new: a check) and read their events from it
+    store = None
+    sync_s = 0.0
+    if not args.no_columnar:
+        store = columnar.ColumnarStore(Path(tempfile.mkdtemp(prefix="bench-columnar-")))
+        t0 = time.perf_counter()
+        with factory() as s, store.connect(s) as con:
+            columnar.sync(s, con, ws)
+        sync_s = time.perf_counter() - t0
 
     # baseline: the per-contact path (chunks of 1,000 as the CLI did), on the first N contacts (scaled to all)
     sample = ids[: min(len(ids), args.per_contact_sample)]
@@ -186,7 +206,7 @@ def main() -> None:
     with factory() as s:
         fit = bulk.bulk_fit(s, ws, None, now)
         fit_s = time.perf_counter() - t0
-        eng = bulk.bulk_engagement(s, ws, None, now)
+        eng = bulk.bulk_engagement(s, ws, None, now, store=store)
         s.commit()
     one_s = time.perf_counter() - t0
     one_cpu = time.process_time() - c0
@@ -199,7 +219,7 @@ def main() -> None:
         if processes > 1:
             return bulk.rescore_parallel(url, ws, now=at, processes=processes)
         with factory() as s:
-            out = bulk.rescore_all(s, ws, now=at)
+            out = bulk.rescore_all(s, ws, now=at, store=store)
             s.commit()
         return out
 
@@ -257,6 +277,8 @@ def main() -> None:
                 "contacts": len(ids),
                 "events": n_events,
                 "build_s": round(build_s, 1),
+                "columnar": store is not None,
+                "columnar_first_sync_s": round(sync_s, 1),
                 "rows_written": scored,
                 "fit_explanations_stored": explanations,
                 "fit_changed": len(fit.changed),
@@ -288,6 +310,8 @@ def main() -> None:
         admin.dispose()
     else:
         shutil.rmtree(Path(url.split("///", 1)[1]).parent, ignore_errors=True)  # the SQLite scratch directory
+    if store is not None:
+        shutil.rmtree(store.directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

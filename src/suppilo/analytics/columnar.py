@@ -6,10 +6,14 @@ install cannot count on, so the route keeps its own copy instead: one DuckDB fil
 
 Layout (``LAYOUT`` in the file name; an older file is simply ignored and can be deleted):
 
-* ``names(code, name)`` and ``paths(code, path)``: dictionaries of event names and page paths, so rows carry small
-  integers and a step filter is an integer comparison;
-* ``main_<workspace>(id, contact_id, ts, name_id, path_id)``: the bulk of the workspace's events, **stored sorted by
-  (contact, time, event id)**, so a scan returns every contact's events together and in order;
+* ``names(code, name)``, ``kinds(code, kind)`` and ``paths(code, path)``: dictionaries of event names, call kinds
+  (``page``, ``track``, …) and page paths, so rows carry small integers and a step filter is an integer comparison;
+* ``main_<workspace>(id, contact_id, ts, name_id, path_id, kind_id, path_text, machine)``: the bulk of the
+  workspace's events, **stored sorted by (contact, time, event id)**, so a scan returns every contact's events
+  together and in order. ``path_id`` is the page path as text (whatever JSON value ``properties.path`` holds);
+  ``path_text`` says whether that value is a JSON string, and ``machine`` what ``properties.machine`` is (0 false,
+  1 true, 2 another value, NULL none) — what the default engagement rules test (layout v3, for
+  ``scoring.bulk``);
 * ``tail_<workspace>``: the same columns, rows appended since the last compaction, unsorted. A report reads the main
   part in stored order and re-sorts only the contacts that have tail rows; :func:`sync` folds the tail into the
   main part (one sorted rewrite) once it holds more than ``COMPACT_MIN_ROWS`` rows and ``COMPACT_SHARE`` of the
@@ -54,7 +58,7 @@ from suppilo.engine import funnel
 from suppilo.errors import DomainError
 from suppilo.events.models import Event
 
-LAYOUT = "v2"
+LAYOUT = "v3"
 FETCH_CHUNK = 200_000
 PG_TAIL_IDS = 50_000  # PostgreSQL ids can commit out of order: re-read this many ids below the high-water mark
 COMPACT_MIN_ROWS = 50_000  # fold the tail into the sorted main part once it is at least this long ...
@@ -66,13 +70,15 @@ PAGE_PREFIX = "page:"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS names (code INTEGER PRIMARY KEY, name VARCHAR NOT NULL UNIQUE)",
     "CREATE TABLE IF NOT EXISTS paths (code INTEGER PRIMARY KEY, path VARCHAR NOT NULL UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS kinds (code INTEGER PRIMARY KEY, kind VARCHAR NOT NULL UNIQUE)",
     """CREATE TABLE IF NOT EXISTS sync_state (
         workspace_id INTEGER PRIMARY KEY, high_water BIGINT NOT NULL, high_water_message VARCHAR,
         merge_high_water BIGINT NOT NULL, contact_max BIGINT NOT NULL, contacts_le_max BIGINT NOT NULL,
         rows BIGINT NOT NULL)""",
 )
 _COLUMNS = (
-    "id BIGINT NOT NULL, contact_id BIGINT NOT NULL, ts BIGINT NOT NULL, name_id INTEGER NOT NULL, path_id INTEGER"
+    "id BIGINT NOT NULL, contact_id BIGINT NOT NULL, ts BIGINT NOT NULL, name_id INTEGER NOT NULL, path_id INTEGER,"
+    " kind_id INTEGER NOT NULL, path_text BOOLEAN, machine TINYINT"
 )
 
 
@@ -183,12 +189,16 @@ def append_arrays(
     ts_us: npt.ArrayLike,
     names: npt.ArrayLike,
     paths: npt.ArrayLike,
+    kinds: npt.ArrayLike,
+    path_text: npt.ArrayLike,
+    machine: npt.ArrayLike,
     *,
     skip_above: int | None = None,
 ) -> int:
-    """Append events (time in microseconds since the epoch; ``paths`` None except for page views) to the tail,
-    coding names and paths through the dictionaries; with ``skip_above`` rows whose id above it is already in the
-    copy are skipped. Returns how many rows were added."""
+    """Append events (time in microseconds since the epoch; ``paths`` None except for page views, ``path_text``
+    whether that path is a JSON string, ``machine`` the code of ``properties.machine``) to the tail, coding names,
+    kinds and paths through the dictionaries; with ``skip_above`` rows whose id above it is already in the copy are
+    skipped. Returns how many rows were added."""
     ensure_tables(con, workspace_id)
     main, tail = main_table(workspace_id), tail_table(workspace_id)
     batch = {  # noqa: F841 - DuckDB scans this local by name
@@ -197,8 +207,11 @@ def append_arrays(
         "ts": np.asarray(ts_us, dtype=np.int64),
         "name": np.asarray(names, dtype=object),
         "path": np.asarray(paths, dtype=object),
+        "kind": np.asarray(kinds, dtype=object),
+        "path_text": np.asarray(path_text, dtype=object),
+        "machine": np.asarray(machine, dtype=object),
     }
-    for table, col in (("names", "name"), ("paths", "path")):
+    for table, col in (("names", "name"), ("paths", "path"), ("kinds", "kind")):
         con.execute(
             f"INSERT INTO {table} SELECT (SELECT coalesce(max(code), 0) FROM {table})"
             " + row_number() OVER (ORDER BY v), v"
@@ -215,8 +228,10 @@ def append_arrays(
         params["above"] = skip_above
     before = _count(con, f"SELECT count(*) FROM {tail}")
     con.execute(
-        f"INSERT INTO {tail} SELECT b.id, b.contact_id, b.ts, n.code, p.code FROM batch b"
-        f" JOIN names n ON n.name = b.name LEFT JOIN paths p ON p.path = b.path{skip}",
+        f"INSERT INTO {tail} SELECT b.id, b.contact_id, b.ts, n.code, p.code, k.code, b.path_text::BOOLEAN,"
+        f" b.machine::TINYINT"
+        f" FROM batch b JOIN names n ON n.name = b.name JOIN kinds k ON k.kind = b.kind"
+        f" LEFT JOIN paths p ON p.path = b.path{skip}",
         params or None,
     )
     return _count(con, f"SELECT count(*) FROM {tail}") - before
@@ -253,6 +268,25 @@ def epoch_us_array(session: Session, values: Sequence[Any]) -> np.ndarray:
     return np.array(values, dtype="datetime64[us]").astype(np.int64)  # "YYYY-MM-DD HH:MM:SS[.ffffff]"
 
 
+def _path_is_text(session: Session) -> Any:
+    """For a page view, whether ``properties.path`` is a JSON string (NULL for other events)."""
+    if session.get_bind().dialect.name == "postgresql":
+        is_text = func.jsonb_typeof(Event.properties.op("->")("path")) == "string"
+    else:
+        is_text = func.json_type(Event.properties, "$.path") == "text"
+    return case((Event.kind == "page", is_text), else_=None)
+
+
+def _machine_code(session: Session) -> Any:
+    """``properties.machine`` as 0 (false), 1 (true), 2 (another JSON value) or NULL (missing or null)."""
+    if session.get_bind().dialect.name == "postgresql":
+        t = func.jsonb_typeof(Event.properties.op("->")("machine"))
+        is_true = Event.properties.op("->>")("machine") == "true"
+        return case((t == "boolean", case((is_true, 1), else_=0)), (t.is_(None) | (t == "null"), None), else_=2)
+    t = func.json_type(Event.properties, "$.machine")
+    return case((t == "false", 0), (t == "true", 1), (t.is_(None) | (t == "null"), None), else_=2)
+
+
 def _ts_expr(session: Session) -> Any:
     return epoch_us_expr(session, Event.occurred_at)
 
@@ -270,18 +304,27 @@ def _append(con: duckdb.DuckDBPyConnection, session: Session, workspace_id: int,
     """Copy the workspace's events of known contacts with ``id > above``; returns how many rows were added."""
     path = case((Event.kind == "page", Event.properties["path"].as_string()), else_=None)
     q = (
-        select(Event.id, Event.contact_id, _ts_expr(session), Event.name, path)
+        select(
+            Event.id,
+            Event.contact_id,
+            _ts_expr(session),
+            Event.name,
+            path,
+            Event.kind,
+            _path_is_text(session),
+            _machine_code(session),
+        )
         .where(Event.workspace_id == workspace_id, Event.contact_id.is_not(None), Event.id > above)
         .order_by(Event.id)
     )
     result = session.execute(q.execution_options(yield_per=FETCH_CHUNK))
     added = 0
     for part in result.partitions(FETCH_CHUNK):
-        ids, cids, tss, names, paths = zip(*part, strict=True)
+        ids, cids, tss, names, paths, kinds, texts, machine = zip(*part, strict=True)
         ts = epoch_us_array(session, tss)
         added += append_arrays(
             con, workspace_id, np.fromiter(ids, dtype=np.int64, count=len(ids)),
-            np.fromiter(cids, dtype=np.int64, count=len(ids)), ts, names, paths,
+            np.fromiter(cids, dtype=np.int64, count=len(ids)), ts, names, paths, kinds, texts, machine,
             skip_above=above if dedupe else None,
         )  # fmt: skip
     return added
@@ -316,7 +359,8 @@ def sync(session: Session, con: duckdb.DuckDBPyConnection, workspace_id: int) ->
         ).all()
         for _mid, keep, merged in merges:
             con.execute(
-                f"INSERT INTO {tail} SELECT id, ?, ts, name_id, path_id FROM {main} WHERE contact_id = ?",
+                f"INSERT INTO {tail} SELECT id, ?, ts, name_id, path_id, kind_id, path_text, machine FROM {main}"
+                " WHERE contact_id = ?",
                 [keep, merged],
             )
             con.execute(f"DELETE FROM {main} WHERE contact_id = ?", [merged])

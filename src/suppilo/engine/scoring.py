@@ -849,20 +849,40 @@ def _group_ranks(*keys: Any) -> tuple[Any, Any, Any]:
 BatchEngagement = tuple[float, list[tuple[str, int, float, float]], dict[str, dict[str, int]]]
 
 
+def _coded_matches(codes: Any, table: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+    """Each event's number of matched rules and all their indices one event after another, for events given as
+    codes into a table of distinct rule tuples: a padded table row per event, its padding masked out."""
+    import numpy as np
+
+    sizes = np.array([len(t) for t in table], dtype=np.int64)
+    width = max(1, int(sizes.max(initial=0)))
+    padded = np.full((len(table), width), -1, dtype=np.int64)
+    for row, t in enumerate(table):
+        padded[row, : len(t)] = t
+    per_event = padded[codes]
+    return sizes[codes], per_event[per_event >= 0]
+
+
+IntColumn = Any  # a sequence of ints or a numpy integer array (numpy is imported only where it is used)
+
+
 def engagement_batch(
-    contact_ids: Sequence[int],
-    at_us: Sequence[int],
-    event_ids: Sequence[int],
+    contact_ids: IntColumn,
+    at_us: IntColumn,
+    event_ids: IntColumn,
     matched: Sequence[Sequence[int]],
     config: EngagementConfig,
     now: datetime,
     now_us: int,
     top: int = 5,
+    *,
+    codes: Any = None,
 ) -> dict[int, BatchEngagement]:
     """``engagement_matched`` for the events of many contacts at once, vectorised with numpy: event ``i`` belongs to
     contact ``contact_ids[i]``, happened at ``at_us[i]`` (microseconds since the epoch; later than ``now_us``
     counts as ``now_us``), has id ``event_ids[i]`` and matches the rules ``matched[i]`` (ascending indices into
-    ``config.rules``, caps aside).
+    ``config.rules``, caps aside). With ``codes`` (an integer array, one per event), ``matched`` is instead a table
+    of the distinct rule tuples and event ``i`` matches ``matched[codes[i]]`` (no Python object per event).
 
     Gives, per contact with matched events, the score, the top contributions as (rule, events, points, points_now)
     and the cap state — the same floats as ``engagement`` / ``engagement_matched``: caps keep the earliest events
@@ -873,8 +893,11 @@ def engagement_batch(
 
     rules = config.rules
     hl_us = config.half_life // timedelta(microseconds=1)
-    lens = np.fromiter(map(len, matched), dtype=np.int64, count=len(matched))
-    flat = np.fromiter((i for m in matched for i in m), dtype=np.int64, count=int(lens.sum()))
+    if codes is None:
+        lens = np.fromiter(map(len, matched), dtype=np.int64, count=len(matched))
+        flat = np.fromiter((i for m in matched for i in m), dtype=np.int64, count=int(lens.sum()))
+    else:
+        lens, flat = _coded_matches(np.asarray(codes, dtype=np.int64), matched)
     ev_c = np.asarray(contact_ids, dtype=np.int64)
     ev_id = np.asarray(event_ids, dtype=np.int64)
     ev_at = np.minimum(np.asarray(at_us, dtype=np.int64), now_us)

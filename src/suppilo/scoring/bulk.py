@@ -27,6 +27,7 @@ SQL) instead of contact by contact, which stores the same membership.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
@@ -38,8 +39,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from operator import itemgetter
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import numpy as np
 import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -58,6 +60,9 @@ from suppilo.engine.scoring import (
 from suppilo.scoring import service
 from suppilo.segments import service as segments_service
 from suppilo.segments.models import Segment
+
+if TYPE_CHECKING:
+    from suppilo.analytics.columnar import ColumnarStore
 
 # Contacts read, scored and written per round.
 RANGE = 50_000
@@ -516,54 +521,279 @@ def bulk_fit(
 # --- engagement ------------------------------------------------------------------------------------------------------
 
 
-class _RuleMatcher:
-    """The rules an event matches (caps aside), computed once per distinct name and kind (and properties, for
-    rules with a ``where``)."""
+MASK_BITS = 62  # rules per mask column (an integer the SQL of both databases sums exactly)
+_LO, _HI = "range_lo", "range_hi"  # bound parameters of ``_events_sql``, set per range
+_RANGE_LO, _RANGE_HI = object(), object()  # their places among positional parameters
 
-    def __init__(self, config: EngagementConfig) -> None:
-        self.rules = config.rules
-        self._by_name: dict[tuple[str, str], tuple[tuple[int, ...], bool]] = {}
-        self._by_props: dict[tuple[str, str, Any], tuple[int, ...]] = {}
-        self._many: dict[tuple[str, str, Any], tuple[int, ...]] = {}
 
-    def __call__(self, name: str, kind: str, raw_properties: Any) -> tuple[int, ...]:
-        key = (name, kind)
-        hit = self._by_name.get(key)
-        if hit is None:
-            candidates = tuple(
-                i
-                for i, r in enumerate(self.rules)
-                if (r.event is None or r.event == name) and (r.kind is None or r.kind == kind)
+def _mask_columns(compiler: Any, rules: Sequence[Any], include: Callable[[int], bool]) -> list[Any]:
+    """SQL bit masks of the rules each event matches (caps aside), ``MASK_BITS`` rules per column; rules not
+    ``include``d contribute no bit."""
+    from sqlalchemy import and_, case, literal_column
+    from sqlalchemy.types import BigInteger
+
+    from suppilo.segments.compiler import events as ev
+
+    masks = []
+    for k in range(0, len(rules), MASK_BITS):
+        total: Any = literal_column("0")
+        for i, r in enumerate(rules[k : k + MASK_BITS]):
+            if not include(k + i):
+                continue
+            conds = [
+                *([ev.c.name == r.event] if r.event is not None else []),
+                *([ev.c.kind == r.kind] if r.kind is not None else []),
+                *(compiler.event_where(f) for f in r.where),
+            ]
+            total = total + case((and_(*conds), literal_column(str(1 << i), BigInteger)), else_=literal_column("0"))
+        masks.append(total.label(f"m{k // MASK_BITS}"))
+    return masks
+
+
+def _events_sql(
+    session: Session,
+    workspace_id: int,
+    config: EngagementConfig,
+    now: datetime,
+    start: Any,
+    end: Any,
+    named: Sequence[int] | None = None,
+) -> tuple[str | None, list[Any] | dict[str, Any]]:
+    """The events of a contact-id range within the horizon, as (contact id, event id, time in microseconds, one
+    bit mask per ``MASK_BITS`` rules): bit ``i`` of column ``k`` is set when the event matches rule
+    ``k * MASK_BITS + i`` caps aside — its name, kind and ``where`` tests evaluated in SQL by the segment compiler's
+    ``event_where``, which the segment parity tests hold equal to ``event_property_matches``. Events matching no
+    rule can come back with zero masks. None when no rule can match anything.
+
+    With ``named`` (indices of rules that each name their event): the events of those names of every contact,
+    found by the (workspace, name, time) index, as (event id, masks of those rules only)."""
+    from sqlalchemy import bindparam, literal_column, or_, select
+    from sqlalchemy.types import BigInteger, String
+
+    from suppilo.segments.compiler import _Compiler
+    from suppilo.segments.compiler import events as ev
+
+    rules = config.rules
+    if not rules:
+        return None, []
+    dialect = session.get_bind().dialect
+    compiler = _Compiler(dialect.name, workspace_id, now, None)
+    chosen = set(range(len(rules)) if named is None else named)
+    masks = _mask_columns(compiler, rules, chosen.__contains__)
+    picked = [rules[i] for i in sorted(chosen)]
+    names = sorted({r.event for r in picked if r.event is not None})
+    kinds = sorted({r.kind for r in picked if r.event is None and r.kind is not None})
+    picks = [*([ev.c.name.in_(names)] if names else []), *([ev.c.kind.in_(kinds)] if kinds else [])]
+    stored = String() if dialect.name == "sqlite" else ev.c.occurred_at.type
+    window = [
+        ev.c.workspace_id == workspace_id,
+        ev.c.occurred_at >= bindparam("horizon_start", start, type_=stored),
+        ev.c.occurred_at <= bindparam("horizon_end", end, type_=stored),
+        or_(*picks),
+    ]
+    if named is None:
+        inner = select(
+            ev.c.contact_id, ev.c.id, literal_column(_epoch_us_sql(session, "occurred_at")).label("at"), *masks
+        ).where(
+            *window,
+            ev.c.contact_id.between(bindparam(_LO, 0, type_=BigInteger), bindparam(_HI, 0, type_=BigInteger)),
+        )
+    else:
+        inner = select(ev.c.id, *masks).where(*window, ev.c.contact_id.is_not(None))
+    # events matching no rule (all masks 0) are dropped by the caller: a filter here would evaluate the masks twice
+    compiled = inner.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    if dialect.positional:
+        places = {_LO: _RANGE_LO, _HI: _RANGE_HI}
+        return str(compiled), [places.get(k, params[k]) for k in compiled.positiontup or ()]
+    return str(compiled), dict(params)
+
+
+def _copy_answers(rule: Any) -> bool:
+    """Whether the columnar copy holds every property this rule's ``where`` tests: ``machine`` on any event, ``path``
+    on page views (for other events the copy has no path)."""
+    allowed = {"machine", "path"} if rule.kind == "page" else {"machine"}
+    return all(f.path in allowed for f in rule.where)
+
+
+def _columnar_fits(config: EngagementConfig) -> bool:
+    """Whether the columnar copy (with the row store for some rules) can give every rule's matches: each rule with
+    a ``where`` tests only what the copy holds (``_copy_answers``) or names its event (those events' matches are
+    read from the row store by name)."""
+    return all(not r.where or r.event is not None or _copy_answers(r) for r in config.rules)
+
+
+# ``machine`` as stored in the copy (0 false, 1 true, 2 another value, NULL none) -> index here
+_MACHINE_VALUES: tuple[Any, ...] = (False, True, None, None)  # index 2: another value (read from the row store)
+_MACHINE_OTHER, _MACHINE_NONE = 2, 3
+
+
+class _ColumnarEvents:
+    """The events of contact-id ranges from the DuckDB copy of the event log (``analytics.columnar``, synced first)
+    as (contact id, event id, time in microseconds, rule bit masks like ``_events_sql``'s): integer columns read in
+    bulk instead of row-store rows. Rules match by the name and kind codes, and ``where`` tests on ``path`` (page
+    views) and ``machine`` by the copy's columns (an event whose path or machine is another JSON value than the
+    copy can tell apart is tested on its stored properties); other rules with a ``where`` name their event, and
+    those events' matches come from the row store in one query by name (``_events_sql(named=…)``), joined by
+    event id."""
+
+    def __init__(
+        self,
+        session: Session,
+        con: Any,
+        workspace_id: int,
+        config: EngagementConfig,
+        now: datetime,
+        start: datetime,
+        end: datetime,
+    ) -> None:
+        from suppilo.analytics import columnar
+        from suppilo.engine.filter_eval import event_property_matches
+
+        columnar.sync(session, con, workspace_id)
+        self.session, self.con, self.config = session, con, config
+        cols_sql = "contact_id, id, ts, name_id, kind_id, path_id, path_text, machine"
+        self.source = (
+            f"(SELECT {cols_sql} FROM {columnar.main_table(workspace_id)}"
+            f" UNION ALL SELECT {cols_sql} FROM {columnar.tail_table(workspace_id)})"
+        )
+        self.start_us, self.end_us = (start - EPOCH) // _US, (end - EPOCH) // _US
+        rules = config.rules
+        self.cols = cols = max(1, -(-len(rules) // MASK_BITS))
+        self.names: dict[int, str] = dict(con.execute("SELECT code, name FROM names").fetchall())
+        self.kinds: dict[int, str] = dict(con.execute("SELECT code, kind FROM kinds").fetchall())
+        paths: dict[int, str] = dict(con.execute("SELECT code, path FROM paths").fetchall())
+        shape = (max(self.names, default=0) + 1, max(self.kinds, default=0) + 1, cols)
+        self.plain = np.zeros(shape, dtype=np.int64)  # rules without a where, by name and kind
+        self.tested = np.zeros(shape, dtype=np.int64)  # rules with a where the copy answers, by name and kind
+        self.path_ok = np.zeros((max(paths, default=0) + 1, cols), dtype=np.int64)  # their path tests (row 0: none)
+        self.machine_ok = np.zeros((len(_MACHINE_VALUES), cols), dtype=np.int64)  # their machine tests
+        self.tests_path = self.tests_machine = False
+        self.copy_rules: list[int] = []
+        named: list[int] = []
+        name_of = np.array([self.names.get(n) for n in range(shape[0])], dtype=object)
+        kind_of = np.array([self.kinds.get(k) for k in range(shape[1])], dtype=object)
+        for i, r in enumerate(rules):
+            col, bit = divmod(i, MASK_BITS)
+            base = np.ones(shape[:2], dtype=bool)
+            if r.event is not None:
+                base &= (name_of == r.event)[:, None]
+            if r.kind is not None:
+                base &= (kind_of == r.kind)[None, :]
+            if not r.where:
+                self.plain[base, col] |= 1 << bit
+                continue
+            if not _copy_answers(r):
+                named.append(i)
+                continue
+            self.copy_rules.append(i)
+            self.tested[base, col] |= 1 << bit
+            on_path = [f for f in r.where if f.path == "path"]
+            on_machine = [f for f in r.where if f.path == "machine"]
+            self.tests_path |= bool(on_path)
+            self.tests_machine |= bool(on_machine)
+            for code, text in [(0, None), *paths.items()]:
+                props = {} if text is None else {"path": text}
+                if all(event_property_matches(f, props) for f in on_path):
+                    self.path_ok[code, col] |= 1 << bit
+            for m, value in enumerate(_MACHINE_VALUES):
+                props = {} if value is None else {"machine": value}
+                if all(event_property_matches(f, props) for f in on_machine):
+                    self.machine_ok[m, col] |= 1 << bit
+        self.named_ids = np.zeros(0, dtype=np.int64)
+        self.named_masks = np.zeros((0, cols), dtype=np.int64)
+        if named:
+            sql, params = _events_sql(
+                session, workspace_id, config, now, _time_text(session, start), _time_text(session, end), named
             )
-            hit = (candidates, any(self.rules[i].where for i in candidates))
-            self._by_name[key] = hit
-        candidates, needs_properties = hit
-        if not needs_properties:
-            return candidates
-        pkey = (name, kind, raw_properties)
-        matched = self._by_props.get(pkey)
-        if matched is None:
-            raw = raw_properties
-            props = (orjson.loads(raw) if isinstance(raw, str | bytes) else raw) or {}
-            matched = tuple(i for i in candidates if self.rules[i].matches(name, kind, props))
-            if len(self._by_props) < 200_000:
-                self._by_props[pkey] = matched
-        return matched
+            cur = _cursor(session)
+            cur.execute(sql, params)
+            got = np.array(cur.fetchall(), dtype=np.int64).reshape(-1, 1 + cols)
+            got = got[got[:, 1:].any(axis=1)]
+            got = got[np.argsort(got[:, 0], kind="stable")]
+            self.named_ids, self.named_masks = got[:, 0], got[:, 1:]
 
-    def many(self, names: Sequence[str], kinds: Sequence[str], raws: Sequence[Any]) -> list[tuple[int, ...]]:
-        """``self(name, kind, raw)`` for many events, computed once per distinct triple (``raw`` is NULL for events
-        that no rule with a ``where`` could match: those share their name and kind's result)."""
-        lookup = self._many
-        if len(lookup) > 200_000:
-            lookup.clear()
-        get = lookup.get
-        out = []
-        for key in zip(names, kinds, raws, strict=True):
-            hit = get(key)
-            if hit is None:
-                hit = lookup[key] = self(*key)
-            out.append(hit)
+    def read(self, lo: int, hi: int) -> Any:
+        """The range's events matching some rule: an int64 array of rows (contact, event id, time, masks…)."""
+        got = self.con.execute(
+            f"SELECT contact_id, id, ts, name_id, kind_id, coalesce(path_id, 0) AS path_id,"
+            f" coalesce(path_text, true) AS path_text, coalesce(machine, {_MACHINE_NONE}) AS machine"
+            f" FROM {self.source} WHERE contact_id BETWEEN $lo AND $hi AND ts >= $start AND ts <= $end",
+            {"lo": lo, "hi": hi, "start": self.start_us, "end": self.end_us},
+        ).fetchnumpy()
+        n, k, p, m = (np.asarray(got[c]) for c in ("name_id", "kind_id", "path_id", "machine"))
+        ids = np.asarray(got["id"], dtype=np.int64)
+        masks = self.plain[n, k]
+        if self.copy_rules:
+            candidates = self.tested[n, k]
+            tested = candidates & self.path_ok[p] & self.machine_ok[m]
+            unsure = np.zeros(ids.size, dtype=bool)
+            if self.tests_path:  # a path that is not a JSON string: the copy holds its text
+                unsure |= (p != 0) & ~np.asarray(got["path_text"], dtype=bool)
+            if self.tests_machine:
+                unsure |= m == _MACHINE_OTHER
+            odd = np.flatnonzero(unsure & candidates.any(axis=1))
+            if odd.size:
+                tested[odd] = self._masks_from_rows(ids[odd])
+            masks |= tested
+        if self.named_ids.size:
+            at = np.minimum(np.searchsorted(self.named_ids, ids), self.named_ids.size - 1)
+            found = self.named_ids[at] == ids
+            masks[found] |= self.named_masks[at[found]]
+        keep = masks.any(axis=1)
+        return np.column_stack(
+            [np.asarray(got["contact_id"], dtype=np.int64)[keep], ids[keep], np.asarray(got["ts"])[keep], masks[keep]]
+        )
+
+    def _masks_from_rows(self, ids: Any) -> Any:
+        """The copy-tested rules' bits for events the copy cannot tell apart, from their stored properties."""
+        out = np.zeros((ids.size, self.cols), dtype=np.int64)
+        where = {int(e): j for j, e in enumerate(ids.tolist())}
+        cur = _cursor(self.session)
+        for i in range(0, ids.size, 500):
+            part = ids[i : i + 500].tolist()
+            cur.execute(
+                _sql(
+                    self.session,
+                    f"SELECT id, name, kind, {_json_text(self.session, 'properties')} FROM events "
+                    f"WHERE id IN ({', '.join('?' for _ in part)})",
+                ),
+                part,
+            )
+            for eid, name, kind, raw in cur.fetchall():
+                props = _loads(raw) or {}
+                for ri in self.copy_rules:
+                    if self.config.rules[ri].matches(name, kind, props):
+                        out[where[eid], ri // MASK_BITS] |= 1 << (ri % MASK_BITS)
         return out
+
+
+def _range_params(params: list[Any] | dict[str, Any], lo: int, hi: int) -> Any:
+    if isinstance(params, dict):
+        return {**params, _LO: lo, _HI: hi}
+    return [lo if p is _RANGE_LO else hi if p is _RANGE_HI else p for p in params]
+
+
+def _match_codes(
+    masks: Any, config: EngagementConfig, memo: dict[tuple[int, ...], tuple[int, ...]]
+) -> tuple[Any, list[tuple[int, ...]]]:
+    """Each event's code into a table of distinct matched-rule tuples (ascending rule indices), from its masks."""
+    if masks.shape[1] == 1:  # up to MASK_BITS rules: one column (np.unique over rows is several times slower)
+        distinct, codes = np.unique(masks[:, 0], return_inverse=True)
+        rows = [[m] for m in distinct.tolist()]
+    else:
+        distinct, codes = np.unique(masks, axis=0, return_inverse=True)
+        rows = distinct.tolist()
+    table = []
+    for row in rows:
+        key = tuple(row)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = tuple(
+                k * MASK_BITS + i for k, m in enumerate(row) for i in range(MASK_BITS) if m >> i & 1
+            )
+        table.append(hit)
+    return np.asarray(codes).reshape(-1), table
 
 
 _NO_EVENTS: BatchEngagement = (0.0, [], {})
@@ -583,16 +813,15 @@ def bulk_engagement(
     *,
     bounds: tuple[int, int] | None = None,
     deferred: Deferred | None = None,
+    store: ColumnarStore | None = None,
 ) -> service.ScoreWrite:
     """``service.recompute_engagement`` for these contacts (None: every contact of the workspace, or of the id
-    range ``bounds``), set-based; ``deferred`` as for ``bulk_fit``."""
+    range ``bounds``), set-based; ``deferred`` as for ``bulk_fit``. With ``store`` (the columnar copies of the
+    event log) a rescoring of every contact syncs the workspace's copy and reads the events from it."""
     now = now or utcnow()
     config = service.engagement_config(session, workspace_id)
     ids = _all_ids(session, workspace_id, bounds) if contact_ids is None else sorted(set(contact_ids))
     result = service.ScoreWrite()
-    names = sorted({r.event for r in config.rules if r.event is not None})
-    kinds = sorted({r.kind for r in config.rules if r.event is None and r.kind is not None})
-    match = _RuleMatcher(config)
     hl = config.half_life
     hl_s = hl.total_seconds()
     now_us = (now - EPOCH) // _US
@@ -601,29 +830,11 @@ def bulk_engagement(
     stamp = _time_text(session, now)
     state_memo: dict[str, str] = {}
     half_lives: dict[float, int] = {}
-    picks = []
-    params_tail: list[Any] = []
-    if names:
-        picks.append(f"name IN ({', '.join('?' for _ in names)})")
-        params_tail.extend(names)
-    if kinds:
-        picks.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-        params_tail.extend(kinds)
-    # properties are read only for events that a rule with a ``where`` could match
-    needs: list[str] = []
-    params_head: list[Any] = []
-    for r in config.rules:
-        if r.where:
-            conds = [*(["name = ?"] if r.event is not None else []), *(["kind = ?"] if r.kind is not None else [])]
-            needs.append(f"({' AND '.join(conds)})")
-            params_head.extend(v for v in (r.event, r.kind) if v is not None)
-    props_sql = f"CASE WHEN {' OR '.join(needs)} THEN {_json_text(session, 'properties')} END" if needs else "NULL"
-    events_sql = _sql(
-        session,
-        f"SELECT contact_id, id, {_epoch_us_sql(session, 'occurred_at')}, name, kind, {props_sql} FROM events "
-        "WHERE workspace_id = ? AND contact_id BETWEEN ? AND ? AND occurred_at >= ? AND occurred_at <= ? "
-        f"AND ({' OR '.join(picks) or '1 = 0'})",
+    # the rules each event matches are computed by the database (bit masks, ``_events_sql``): only integers come back
+    events_sql, events_params = _events_sql(
+        session, workspace_id, config, now, _time_text(session, start), _time_text(session, now + service.FUTURE_SKEW)
     )
+    masks_of: dict[tuple[int, ...], tuple[int, ...]] = {}
     # a row already written as of this moment comes with its explanation, state and key: an identical one is kept
     old_sql = _sql(
         session,
@@ -633,108 +844,111 @@ def bulk_engagement(
     )
     threshold = min((t.min_score for t in config.stage_thresholds), default=None)
     reached: list[int] = []
-    for lo, hi, part in _ranges(ids):
-        wanted = set(part)
-        cur = _cursor(session)
-        scored: dict[int, BatchEngagement] = {}
-        if picks:
-            cur.execute(
-                events_sql,
-                (
-                    *params_head,
-                    workspace_id,
-                    lo,
-                    hi,
-                    _time_text(session, start),
-                    _time_text(session, now + service.FUTURE_SKEW),
-                    *params_tail,
-                ),
-            )
-            fetched = cur.fetchall()
-            if fetched:
-                # columns by itemgetter (``zip(*rows)`` over 100,000s of rows costs more than the scoring)
-                cids, eids, ats, ev_names, ev_kinds, raws = (list(map(itemgetter(j), fetched)) for j in range(6))
+    with contextlib.ExitStack() as stack:
+        # a full rescoring with a columnar copy at hand reads the events from it (``_ColumnarEvents``)
+        copy: _ColumnarEvents | None = None
+        if store is not None and contact_ids is None and events_sql is not None and _columnar_fits(config):
+            copy = _ColumnarEvents(
+                session, stack.enter_context(store.connect(session)), workspace_id, config, now, start,
+                now + service.FUTURE_SKEW,
+            )  # fmt: skip
+        for lo, hi, part in _ranges(ids):
+            wanted = set(part)
+            cur = _cursor(session)
+            scored: dict[int, BatchEngagement] = {}
+            got = None
+            if copy is not None:
+                got = copy.read(lo, hi)
+            elif events_sql is not None:
+                cur.execute(events_sql, _range_params(events_params, lo, hi))
+                fetched = cur.fetchall()
+                got = np.array(fetched, dtype=np.int64) if fetched else None
                 del fetched
-                matched = match.many(ev_names, ev_kinds, raws)
-                scored = engagement_batch(cids, ats, eids, matched, config, now, now_us)
-        cur.execute(old_sql, (stamp, stamp, workspace_id, lo, hi))
-        old = {r[0]: r for r in cur.fetchall()}
-        rows: list[tuple[Any, ...]] = []
-        fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
-        history: list[tuple[Any, ...]] = []
-        for cid in sorted((scored.keys() | old.keys()) & wanted):
-            new_score, lines, state = scored.get(cid, _NO_EVENTS)
-            contributions = [{"rule": k, "events": n, "points": p, "points_now": round(pn, 4)} for k, n, p, pn in lines]
-            prev = old.get(cid)
-            if prev is None and new_score == 0 and not contributions:
-                continue
-            result.scored += 1
-            before = 0.0
-            same_explanation = same_state = None
-            # decay_key(new_score, now, hl_s) with its time term computed once
-            key = math.log2(abs(new_score)) + now_term if new_score != 0 and math.isfinite(new_score) else None
-            if prev is not None:
-                _, score, as_of_us, hls, same_explanation, same_state, stored_key = prev
-                if hls is None:
-                    before = float(score)
-                elif now_us <= as_of_us:
-                    before = score
+                if got is not None:
+                    got = got[got[:, 3:].any(axis=1)]
+            if got is not None and len(got):
+                codes, table = _match_codes(got[:, 3:], config, masks_of)
+                scored = engagement_batch(got[:, 0], got[:, 2], got[:, 1], table, config, now, now_us, codes=codes)
+            cur.execute(old_sql, (stamp, stamp, workspace_id, lo, hi))
+            old = {r[0]: r for r in cur.fetchall()}
+            rows: list[tuple[Any, ...]] = []
+            fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
+            history: list[tuple[Any, ...]] = []
+            for cid in sorted((scored.keys() | old.keys()) & wanted):
+                new_score, lines, state = scored.get(cid, _NO_EVENTS)
+                contributions = [
+                    {"rule": k, "events": n, "points": p, "points_now": round(pn, 4)} for k, n, p, pn in lines
+                ]
+                prev = old.get(cid)
+                if prev is None and new_score == 0 and not contributions:
+                    continue
+                result.scored += 1
+                before = 0.0
+                same_explanation = same_state = None
+                # decay_key(new_score, now, hl_s) with its time term computed once
+                key = math.log2(abs(new_score)) + now_term if new_score != 0 and math.isfinite(new_score) else None
+                if prev is not None:
+                    _, score, as_of_us, hls, same_explanation, same_state, stored_key = prev
+                    if hls is None:
+                        before = float(score)
+                    elif now_us <= as_of_us:
+                        before = score
+                    else:
+                        hl_us = half_lives.get(hls)
+                        if hl_us is None:
+                            hl_us = half_lives[hls] = timedelta(seconds=hls) // _US
+                        before = score * float(2.0 ** (-((now_us - as_of_us) / hl_us)))
+                if (
+                    same_explanation is not None
+                    and score == new_score
+                    and hls == hl_s
+                    and stored_key == key
+                    and _loads(same_explanation) == contributions
+                    and _loads(same_state) == state
+                ):
+                    continue  # stored as of now exactly as it would be written: neither changed nor in the history
+                if state:
+                    raw_state = orjson.dumps(state).decode()
+                    state_text = state_memo.setdefault(raw_state, raw_state)
                 else:
-                    hl_us = half_lives.get(hls)
-                    if hl_us is None:
-                        hl_us = half_lives[hls] = timedelta(seconds=hls) // _US
-                    before = score * float(2.0 ** (-((now_us - as_of_us) / hl_us)))
-            if (
-                same_explanation is not None
-                and score == new_score
-                and hls == hl_s
-                and stored_key == key
-                and _loads(same_explanation) == contributions
-                and _loads(same_state) == state
-            ):
-                continue  # stored as of now exactly as it would be written: neither changed nor in the history
-            if state:
-                raw_state = orjson.dumps(state).decode()
-                state_text = state_memo.setdefault(raw_state, raw_state)
-            else:
-                state_text = "{}"
-            (rows if prev is not None else fresh).append(
-                (
-                    workspace_id,
-                    cid,
-                    "engagement",
-                    new_score,
-                    None,
-                    None,
-                    orjson.dumps(contributions).decode(),
-                    None,
-                    state_text,
-                    key,
-                    hl_s,
-                    stamp,
-                    stamp,
-                )
-            )
-            if abs(new_score - before) > 1e-9 * max(1.0, abs(before)):
-                result.changed.append(cid)
-                if threshold is not None and new_score >= threshold:
-                    reached.append(cid)
-            if prev is None or abs(new_score - before) >= service.ENGAGEMENT_HISTORY_STEP:
-                history.append(
+                    state_text = "{}"
+                (rows if prev is not None else fresh).append(
                     (
                         workspace_id,
                         cid,
                         "engagement",
-                        round(new_score, 4),
-                        None if prev is None else round(before, 4),
+                        new_score,
                         None,
+                        None,
+                        orjson.dumps(contributions).decode(),
+                        None,
+                        state_text,
+                        key,
+                        hl_s,
                         stamp,
-                        "recomputed from events",
+                        stamp,
                     )
                 )
-        _write(session, rows, fresh, history, deferred)
-        if progress is not None:
-            progress(len(part))
+                if abs(new_score - before) > 1e-9 * max(1.0, abs(before)):
+                    result.changed.append(cid)
+                    if threshold is not None and new_score >= threshold:
+                        reached.append(cid)
+                if prev is None or abs(new_score - before) >= service.ENGAGEMENT_HISTORY_STEP:
+                    history.append(
+                        (
+                            workspace_id,
+                            cid,
+                            "engagement",
+                            round(new_score, 4),
+                            None if prev is None else round(before, 4),
+                            None,
+                            stamp,
+                            "recomputed from events",
+                        )
+                    )
+            _write(session, rows, fresh, history, deferred)
+            if progress is not None:
+                progress(len(part))
     if deferred is not None:
         deferred.reached.extend(reached)
         return result
@@ -750,15 +964,17 @@ def rescore_all(
     kinds: Sequence[str] = ("fit", "engagement"),
     now: datetime | None = None,
     progress: Progress | None = None,
+    store: ColumnarStore | None = None,
 ) -> dict[str, service.ScoreWrite]:
     """Rescore every contact of the workspace in the caller's transaction (``progress`` gets the contacts done,
-    per kind): what ``service.recompute`` does for all contacts, set-based."""
+    per kind): what ``service.recompute`` does for all contacts, set-based (events from the columnar copies in
+    ``store`` when given)."""
     now = now or utcnow()
     out: dict[str, service.ScoreWrite] = {}
     if "fit" in kinds:
         out["fit"] = bulk_fit(session, workspace_id, None, now, progress)
     if "engagement" in kinds:
-        out["engagement"] = bulk_engagement(session, workspace_id, None, now, progress)
+        out["engagement"] = bulk_engagement(session, workspace_id, None, now, progress, store=store)
     session.flush()
     return out
 

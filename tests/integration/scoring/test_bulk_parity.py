@@ -11,14 +11,18 @@ for bit), the explanation, the cap state, the history rows and the reported chan
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select, update
 
+from suppilo.analytics import columnar
 from suppilo.analytics import service as analytics_service
 from suppilo.analytics.schemas import RateCreate
 from suppilo.scoring import bulk, service
@@ -44,6 +48,16 @@ EVENTS = [
     ("track", "Order Completed", {"total": 10}),
     ("track", "email_unsubscribed", {}),
     ("track", "Other", {}),
+    # for the columnar read: paths that are not strings or missing, a property missing, a larger order
+    ("page", "Pricing", {"path": 5}),
+    ("page", "Home", {}),
+    ("page", "Careers", {"path": None}),
+    ("page", "Careers", {"path": ["/careers"]}),
+    ("track", "email_clicked", {}),
+    ("track", "Order Completed", {"total": 99}),
+    ("track", "email_opened", {"machine": "false"}),
+    ("track", "email_clicked", {"machine": 0}),
+    ("track", "email_opened", {"machine": None}),
 ]
 ICPS = [
     {
@@ -74,6 +88,25 @@ RULES = [
             },
             {"key": "opens", "event": "email_opened", "points": 0.7, "max_per_period": 1},
             {"key": "order", "event": "Order Completed", "points": 25},
+            {
+                "key": "big_order",
+                "event": "Order Completed",
+                "where": [{"path": "total", "op": "gt", "value": 50}],
+                "points": 5,
+                "max_per_period": 1,
+            },
+            {
+                "key": "not_pricing",
+                "kind": "page",
+                "where": [{"path": "path", "op": "neq", "value": "/PRICING"}],
+                "points": 0.25,
+            },
+        ],
+    },
+    {  # a rule the columnar copy cannot answer (a page rule testing another property): the row store is read
+        "rules": [
+            {"key": "any_page", "kind": "page", "points": 1},
+            {"key": "odd_page", "kind": "page", "where": [{"path": "total", "op": "lt", "value": 1000}], "points": 2},
         ],
     },
 ]
@@ -236,14 +269,19 @@ def _icp_names(session: Any, ws: int) -> dict[int, str]:
 )
 def test_bulk_rescoring_equals_per_contact(session_factory, company_data, people, icp_picks, rules, rate):
     icps = [ICPS[i] for i in icp_picks]
+    # a third workspace is rescored in full with its events read from a columnar copy of the event log
+    store = columnar.ColumnarStore(Path(tempfile.mkdtemp(prefix="bulk-columnar-")))
     with session_factory() as session:
         a, a_companies, a_ids = _build(session, company_data, people, icps, rules, rate)
         b, b_companies, b_ids = _build(session, company_data, people, icps, rules, rate)
+        c, c_companies, c_ids = _build(session, company_data, people, icps, rules, rate)
         a_names, b_names = _icp_names(session, a), _icp_names(session, b)
+        c_names = _icp_names(session, c)
         for now, edit in ((T0, False), (T1, True), (T1, False)):  # the last: the same moment again, no change
             if edit:
                 _change(session, a, a_companies, a_ids, people)
                 _change(session, b, b_companies, b_ids, people)
+                _change(session, c, c_companies, c_ids, people)
             fit_a = service.recompute_fit(session, a, a_ids, now)
             eng_a = service.recompute_engagement(session, a, a_ids, now)
             if now == T0:
@@ -252,13 +290,20 @@ def test_bulk_rescoring_equals_per_contact(session_factory, company_data, people
             else:  # a list of ids takes the same path as the whole workspace
                 fit_b = bulk.bulk_fit(session, b, b_ids, now)
                 eng_b = bulk.bulk_engagement(session, b, b_ids, now)
+            bulk.bulk_fit(session, c, None, now)
+            eng_c = bulk.bulk_engagement(session, c, None, now, store=store)
             session.flush()
             session.expire_all()
-            assert _stored(session, b, b_ids, b_names) == _stored(session, a, a_ids, a_names)
+            want = _stored(session, a, a_ids, a_names)
+            assert _stored(session, b, b_ids, b_names) == want
+            assert _stored(session, c, c_ids, c_names) == want
             for ra, rb in ((fit_a, fit_b), (eng_a, eng_b)):
                 assert rb.scored == ra.scored
                 assert sorted(b_ids.index(c) for c in rb.changed) == sorted(a_ids.index(c) for c in ra.changed)
+            assert eng_c.scored == eng_a.scored
+            assert sorted(c_ids.index(x) for x in eng_c.changed) == sorted(a_ids.index(x) for x in eng_a.changed)
         session.rollback()
+    shutil.rmtree(store.directory, ignore_errors=True)
 
 
 def test_bulk_rescoring_of_a_large_workspace_matches_and_writes_history(session, workspace):
