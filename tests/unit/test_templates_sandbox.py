@@ -191,3 +191,18 @@ def test_text_parts_of_many_messages_of_one_template_carry_each_contacts_values_
             f"Unsubscribe (https://mail.example.fi/u/token-{i})\n"
         )
         assert "&amp;" not in out.text and "&lt;" not in out.text and "&#" not in out.text
+
+
+def test_a_workspace_context_changed_between_messages_is_rendered_as_it_is_now() -> None:
+    """The workspace dict shared by a chunk's messages is made plain once; a change to it (even inside a nested
+    value) shows in the next message, and what a template gets cannot reach back into the caller's dict."""
+    template = V(subject="{{ workspace.name }}", html="<p>{{ workspace.name }}: {{ workspace.tags | join(',') }}</p>")
+    workspace = {"name": "Nordshop", "tags": ["tents"]}
+    ctx = {"contact": {"first_name": "Aino"}, "workspace": workspace}
+    assert render_message(template, language="en", context=ctx).text == "Nordshop: tents\n"
+    workspace["tags"].append("stoves")
+    assert render_message(template, language="en", context=ctx).text == "Nordshop: tents,stoves\n"
+    workspace["name"] = "Pohjola"
+    out = render_message(template, language="en", context=ctx)
+    assert (out.subject, out.text) == ("Pohjola", "Pohjola: tents,stoves\n")
+    assert render_message(template, language="en", context={**ctx, "workspace": {"name": "Other"}}).subject == "Other"

@@ -18,6 +18,7 @@ rendered, so a template stored before a rule existed still cannot reach anything
 from __future__ import annotations
 
 import contextvars
+import copy
 import functools
 import html as html_lib
 import re
@@ -707,6 +708,31 @@ def _plain(value: Any, depth: int = 0) -> Any:
     raise TemplateRenderError("context", f"a {type(value).__name__} cannot be put into a template context")
 
 
+def _plain_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """``_plain`` of a render's context; the ``workspace`` dict, the same for every message of a sender's chunk, is
+    made plain once while it stays equal (the sandbox cannot change what a template is given)."""
+    out: dict[str, Any] = {}
+    for k, v in context.items():
+        key = str(k)
+        if key.startswith("_") or v is None or v == "":
+            continue
+        out[key] = _plain_shared(v) if key == "workspace" and type(v) is dict else _plain(v, 1)
+    return out
+
+
+_shared_plain: tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None = None
+
+
+def _plain_shared(value: dict[str, Any]) -> dict[str, Any]:
+    global _shared_plain
+    hit = _shared_plain
+    if hit is not None and hit[0] is value and hit[1] == value:
+        return hit[2]
+    plain: dict[str, Any] = _plain(value, 1)
+    _shared_plain = (value, copy.deepcopy(value), plain)
+    return plain
+
+
 def locale_for(language: str, country: str | None = None) -> Locale:
     """The Babel locale of a language and country (``fi`` + ``FI`` → ``fi_FI``), falling back to the language."""
     return _locale_for(language or "en", country.upper() if country else None)
@@ -793,7 +819,7 @@ def render_message(
     ``workspace.timezone`` then UTC; the currency of ``money`` without an argument to ``workspace.currency``.
     Raises :class:`TemplateRenderError` (a ``DomainError``) when anything fails, including refused constructs.
     """
-    ctx = _plain(dict(context))
+    ctx = _plain_context(context)
     contact = ctx.get("contact") or {}
     workspace = ctx.get("workspace") or {}
     loc = locale_for(locale or language, contact.get("country") if not locale else None)
@@ -907,7 +933,18 @@ class _TextMaker(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self.skip_depth or self.hidden_stack:
             return
-        self.out.append(_ASCII_SPACE.sub(" ", data))
+        folded = _FOLDED.get(data)
+        if folded is None:
+            folded = _ASCII_SPACE.sub(" ", data)
+            if len(data) <= _TAG_CACHE_MAX_LEN:
+                if len(_FOLDED) >= _TAG_CACHE_SIZE:
+                    _FOLDED.clear()
+                _FOLDED[data] = folded
+        self.out.append(folded)
+
+
+# Text chunk -> the chunk with its whitespace runs folded (a template's layout gives the same chunks to every message).
+_FOLDED: dict[str, str] = {}
 
 
 def html_to_text(html: str) -> str:
@@ -965,6 +1002,86 @@ def _feed_serialized(maker: _TextMaker, html: str) -> bool:
     elements), so the caller parses it with ``HTMLParser``; ``tests/.../test_render_golden.py`` compares both."""
     if _RAW_TEXT.search(html):
         return False
+    calls = _lines_calls(html)
+    if calls is None:
+        calls = _document_calls(html)
+        if calls is None:
+            return False
+    for kind, a, b in calls:
+        if kind == 0:
+            maker.handle_data(a)
+        elif kind == 1:
+            maker.start(a, b)
+        else:
+            maker.handle_endtag(a)
+    return True
+
+
+# Line text -> (its calls, whether it begins with text, whether it ends with text), or None when a token of the
+# document crosses the line's end. A template's messages share most lines (the layout, inlined styles and all):
+# only the lines holding a contact's values or a message's own links are tokenized again.
+_LINE_CACHE: dict[str, tuple[tuple[tuple[int, Any, Any], ...], bool, bool] | None] = {}
+_LINE_CACHE_SIZE = 4096
+_LINE_CACHE_MAX_LEN = 2048
+
+
+def _lines_calls(html: str) -> list[tuple[int, Any, Any]] | None:
+    """The calls of ``_document_calls`` assembled line by line from cached lines; None when some token spans a
+    line break (the caller tokenizes the whole document then). Text split only by a line break is joined again, so
+    the calls are exactly the whole document's: no token can cross a line whose tokens were all found within it, and
+    an entity cannot contain a line break."""
+    calls: list[tuple[int, Any, Any]] = []
+    trailing = False
+    lines = html.split("\n")
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if i < last:
+            line += "\n"
+        elif not line:
+            break
+        hit = _LINE_CACHE.get(line, _MISSING)
+        if hit is _MISSING:
+            hit = _line_calls(line)
+            if len(line) <= _LINE_CACHE_MAX_LEN:
+                if len(_LINE_CACHE) >= _LINE_CACHE_SIZE:
+                    _LINE_CACHE.clear()
+                _LINE_CACHE[line] = hit
+        if hit is None:
+            return None
+        line_calls, leading, ends_with_text = hit
+        if not line_calls:
+            continue
+        if trailing and leading:
+            calls[-1] = (0, calls[-1][1] + line_calls[0][1], None)
+            calls.extend(line_calls[1:])
+        else:
+            calls.extend(line_calls)
+        trailing = ends_with_text
+    return calls
+
+
+_MISSING: Any = object()
+
+
+def _line_calls(line: str) -> tuple[tuple[tuple[int, Any, Any], ...], bool, bool] | None:
+    calls = _document_calls(line)
+    if calls is None:
+        return None
+    first = _SERIAL_MARKUP.search(line)
+    leading = bool(calls) and calls[0][0] == 0 and (first is None or first.start() > 0)
+    ends_with_text = bool(calls) and calls[-1][0] == 0 and not _ends_with_markup(line)
+    return tuple(calls), leading, ends_with_text
+
+
+def _ends_with_markup(line: str) -> bool:
+    end = 0
+    for m in _SERIAL_MARKUP.finditer(line):
+        end = m.end()
+    return end == len(line)
+
+
+def _document_calls(html: str) -> list[tuple[int, Any, Any]] | None:
+    """The calls ``HTMLParser`` would make for serializer-made HTML, or None when it is not in that form."""
     calls: list[tuple[int, Any, Any]] = []
     pos = 0
     unescape = html_lib.unescape
@@ -973,7 +1090,7 @@ def _feed_serialized(maker: _TextMaker, html: str) -> bool:
         if begin > pos:
             chunk = html[pos:begin]
             if "<" in chunk:
-                return False
+                return None
             calls.append((0, unescape(chunk) if "&" in chunk else chunk, None))
         pos = m.end()
         text = m.group()
@@ -988,16 +1105,9 @@ def _feed_serialized(maker: _TextMaker, html: str) -> bool:
     if pos < len(html):
         chunk = html[pos:]
         if "<" in chunk:
-            return False
+            return None
         calls.append((0, html_lib.unescape(chunk), None))
-    for kind, a, b in calls:
-        if kind == 0:
-            maker.handle_data(a)
-        elif kind == 1:
-            maker.start(a, b)
-        else:
-            maker.handle_endtag(a)
-    return True
+    return calls
 
 
 def _html_to_text_parser(html: str) -> str:

@@ -18,6 +18,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from suppilo.messaging import service, templates
 
@@ -210,12 +212,35 @@ TRICKY_HTML = [
     "<p>unbalanced <b>bold <i>both</p> & stray < less than</p>",
     "<p>a single 'quoted' <a href='https://x.example'>link</a></p><script>var x = '<p>';</script>",
     "plain text with &#39;entities&#x27; and &unknown; &amp",
+    # line breaks inside tags, attribute values, comments and text (the tokenizer reuses the calls of whole lines)
+    '<p\nclass="x">a</p>\n<!-- multi\nline -->text \n  more\n<a href="https://x.example/a\nb">l\nabel</a>&amp\nx',
+    "<p>first line   \n   second line</p>\n\n<br>\n<ul>\n<li>one\n</li>\n<li>\ntwo</li></ul>\n",
+    '<div title="a\nb">x</div>\n<div style="display:\nnone">hidden\n</div>shown',
+    "line one\nline two &amp;\n<!-- c -->\n\ntrailing<a href='https://x.example'>\n</a>",
 ]
 
 
 @pytest.mark.parametrize("html", TRICKY_HTML)
 def test_the_fast_html_tokenizer_equals_htmlparser(html: str) -> None:
     for source in (html, templates.inline_css(html)):
+        assert templates.html_to_text(source) == templates._html_to_text_parser(source)
+
+
+_PIECES = [
+    "<p>", "</p>", "<div>", "</div>", '<a href="https://e.example/?a=1&amp;b">', "</a>", "<br>", "<li>", "</li>",
+    "<ul>", "</ul>", "<!-- c -->", "<!-- c\nd -->", '<p\nclass="k">', '<img alt="x\ny">', "a", "b c", " ", "\n",
+    "  \n ", "\t", "&amp;", "&lt;", "&amp", "&#39;", "x&nbsp;y",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_the_line_by_line_tokenizer_equals_the_whole_document_and_htmlparser(pieces: list[str]) -> None:
+    html = "".join(pieces)
+    for source in (html, templates.inline_css(f"<html><head><style>p{{color:red}}</style></head><body>{html}")):
+        by_lines = templates._lines_calls(source)
+        if by_lines is not None:
+            assert by_lines == templates._document_calls(source)
         assert templates.html_to_text(source) == templates._html_to_text_parser(source)
 
 
@@ -231,5 +256,7 @@ def test_the_fast_html_tokenizer_equals_htmlparser_on_every_shipped_template() -
         finally:
             templates._state.reset(token)
         fast_used += templates._feed_serialized(templates._TextMaker(), body)
+        by_lines = templates._lines_calls(body)
+        assert by_lines is not None and by_lines == templates._document_calls(body)
         assert templates.html_to_text(body) == templates._html_to_text_parser(body)
     assert fast_used > 100  # the serializer's output takes the fast path
