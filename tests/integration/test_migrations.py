@@ -147,3 +147,46 @@ def test_segment_memberships_survive_losing_their_workspace_key(empty_url: str) 
     engine.dispose()
     assert member_list == sorted(contacts)
     assert changes == 3 and count == 3
+
+
+def test_history_rows_reference_their_contact_within_its_workspace(empty_url: str) -> None:
+    """0005 replaces the stage changes' and touches' two foreign keys by one on (workspace_id, contact_id) (on SQLite
+    by rebuilding the tables): the rows are still there, one naming another workspace's contact is refused, and
+    deleting the workspace still removes them."""
+    engine = make_engine(empty_url)
+    upgrade(engine, "0004")
+    with engine.begin() as conn:
+        meta = sa.MetaData()
+        tables = {
+            name: sa.Table(name, meta, autoload_with=conn)
+            for name in ("workspaces", "contacts", "stage_changes", "touches")
+        }
+        for t in tables.values():
+            for col in t.columns:
+                if isinstance(col.type, sa.JSON) or col.type.__class__.__name__ == "JSONB":
+                    col.type = sa.JSON()
+        ws, other = (
+            conn.execute(
+                tables["workspaces"].insert().values(_fill(tables["workspaces"], slug=slug, name=slug))
+            ).inserted_primary_key[0]
+            for slug in ("hist", "other")
+        )
+        contact = conn.execute(
+            tables["contacts"].insert().values(_fill(tables["contacts"], workspace_id=ws, email="h@ex.fi"))
+        ).inserted_primary_key[0]
+        conn.execute(
+            tables["stage_changes"].insert(), [_fill(tables["stage_changes"], workspace_id=ws, contact_id=contact)]
+        )
+        conn.execute(tables["touches"].insert(), [_fill(tables["touches"], workspace_id=ws, contact_id=contact)])
+    upgrade(engine)
+    counts = "SELECT (SELECT count(*) FROM stage_changes), (SELECT count(*) FROM touches)"
+    with engine.connect() as conn:
+        assert tuple(conn.execute(sa.text(counts)).one()) == (1, 1)
+    for table in ("stage_changes", "touches"):
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(tables[table].insert(), [_fill(tables[table], workspace_id=other, contact_id=contact)])
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM workspaces WHERE id = :w"), {"w": ws})
+    with engine.connect() as conn:
+        assert tuple(conn.execute(sa.text(counts)).one()) == (0, 0)
+    engine.dispose()
