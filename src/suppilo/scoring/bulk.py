@@ -228,6 +228,60 @@ def _copy(session: Session, table: str, columns: Sequence[str], rows: list[tuple
             copy.write("\n".join(map("\t".join, zip(*cols, strict=True))) + "\n")
 
 
+_SQLITE_SCORES = (
+    f"INSERT INTO contact_scores ({', '.join(_SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in _SCORE_COLUMNS)}) "
+    "ON CONFLICT (workspace_id, contact_id, kind) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _SCORE_COLUMNS if c not in ("workspace_id", "contact_id", "kind"))
+)
+_SQLITE_HISTORY = (
+    f"INSERT INTO score_changes ({', '.join(_HISTORY_COLUMNS)}) VALUES ({', '.join('?' for _ in _HISTORY_COLUMNS)})"
+)
+
+
+class _BackgroundWrites:
+    """SQLite, rows written in the caller's transaction: each range's score and history rows are written by one
+    background thread while the next range is read and scored (sqlite3 lets go of the GIL while SQLite inserts, and
+    the connection is serialized), at most one range in flight. ``wait`` before anything reads what was written;
+    the context's exit waits too, so nothing is still writing when the caller commits or rolls back."""
+
+    def __init__(self, session: Session) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.cursor = _cursor(session)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rescore-writes")
+        self.pending: Any = None
+
+    def submit(self, rows: list[tuple[Any, ...]], fresh: list[tuple[Any, ...]], history: list[tuple[Any, ...]]) -> None:
+        self.wait()
+        self.pending = self.pool.submit(self._run, rows, fresh, history)
+
+    def _run(self, rows: list[tuple[Any, ...]], fresh: list[tuple[Any, ...]], history: list[tuple[Any, ...]]) -> None:
+        self.cursor.executemany(_SQLITE_SCORES, rows)
+        self.cursor.executemany(_SQLITE_SCORES, fresh)
+        self.cursor.executemany(_SQLITE_HISTORY, history)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> _BackgroundWrites:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def _writes(session: Session, deferred: Deferred | None) -> contextlib.AbstractContextManager[Any]:
+    """Background writes where they apply (SQLite, not deferred), else nothing."""
+    if deferred is None and _dialect(session) == "sqlite":
+        return _BackgroundWrites(session)
+    return contextlib.nullcontext()
+
+
 def write_scores(session: Session, rows: list[tuple[Any, ...]], fresh: list[tuple[Any, ...]] | None = None) -> None:
     """Insert or replace score rows given as tuples in ``_SCORE_COLUMNS`` order (JSON as text, driver times).
 
@@ -243,10 +297,9 @@ def write_scores(session: Session, rows: list[tuple[Any, ...]], fresh: list[tupl
     cols = ", ".join(_SCORE_COLUMNS)
     conflict = f"ON CONFLICT (workspace_id, contact_id, kind) DO UPDATE SET {sets}"
     if _dialect(session) == "sqlite":
-        sql = f"INSERT INTO contact_scores ({cols}) VALUES ({', '.join('?' for _ in _SCORE_COLUMNS)}) {conflict}"
         cur = _cursor(session)
-        cur.executemany(sql, rows)
-        cur.executemany(sql, fresh)
+        cur.executemany(_SQLITE_SCORES, rows)
+        cur.executemany(_SQLITE_SCORES, fresh)
         return
     if fresh:
         try:
@@ -271,9 +324,7 @@ def write_history(session: Session, rows: list[tuple[Any, ...]]) -> None:
     if not rows:
         return
     if _dialect(session) == "sqlite":
-        cols = ", ".join(_HISTORY_COLUMNS)
-        marks = ", ".join("?" for _ in _HISTORY_COLUMNS)
-        _cursor(session).executemany(f"INSERT INTO score_changes ({cols}) VALUES ({marks})", rows)
+        _cursor(session).executemany(_SQLITE_HISTORY, rows)
         return
     session.flush()
     _copy(session, "score_changes", _HISTORY_COLUMNS, rows)
@@ -297,8 +348,11 @@ def _write(
     fresh: list[tuple[Any, ...]],
     history: list[tuple[Any, ...]],
     deferred: Deferred | None,
+    background: _BackgroundWrites | None = None,
 ) -> None:
-    if deferred is None:
+    if background is not None:
+        background.submit(rows, fresh, history)
+    elif deferred is None:
         write_scores(session, rows, fresh)
         write_history(session, history)
     else:
@@ -420,94 +474,95 @@ def bulk_fit(
         "SELECT contact_id, score, grade, icp_id, explanation_id FROM contact_scores "
         "WHERE workspace_id = ? AND kind = 'fit' AND contact_id BETWEEN ? AND ?",
     )
-    for lo, hi, part in _ranges(ids):
-        wanted = None if contact_ids is None else set(part)
-        cur = _cursor(session)
-        tags: dict[int, str] = {}
-        if uses_tags:
-            cur.execute(tags_sql, (workspace_id, lo, hi))
-            tags = dict(cur.fetchall())
-        cur.execute(old_sql, (workspace_id, lo, hi))
-        old = {r[0]: r for r in cur.fetchall()}
-        cur.execute(contacts_sql, (workspace_id, lo, hi))
-        rows: list[tuple[Any, ...]] = []
-        fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
-        history: list[tuple[Any, ...]] = []
-        cids: list[int] = []
-        hits: list[tuple[int, float, str, str]] = []
-        get_tags = tags.get
-        get_company = company_of.get
-        get_hit = by_row.get
-        for cid, company_id, country, job_title, cprops in cur.fetchall():
-            if wanted is not None and cid not in wanted:
-                continue
-            number = get_company(company_id, 0) if company_id is not None else 0
-            tag_text = get_tags(cid)
-            budget = budget_currency = None
-            if budgets:
-                coprops = company_facts[number][5]
-                budget, budget_currency = service._budget_of(parse(cprops) or {}, parse(coprops) or {}, budgets)
-            raw_key = (number, country, job_title, tag_text, budget, budget_currency)
-            hit = get_hit(raw_key)
-            if hit is None:
-                industry, employees, revenue, currency, co_country, _ = company_facts[number]
-                facts = FitFacts(
-                    industry=industry,
-                    employees=employees,
-                    revenue_minor=revenue,
-                    revenue_currency=currency,
-                    country=country or co_country,
-                    job_title=job_title,
-                    tags=frozenset(tag_text.split("\x1f")) if tag_text else frozenset(),
-                    budget_minor=budget,
-                    budget_currency=budget_currency,
-                )
-                key = scorer.key(facts)
-                hit = memo.get(key)
+    with _writes(session, deferred) as background:
+        for lo, hi, part in _ranges(ids):
+            wanted = None if contact_ids is None else set(part)
+            cur = _cursor(session)
+            tags: dict[int, str] = {}
+            if uses_tags:
+                cur.execute(tags_sql, (workspace_id, lo, hi))
+                tags = dict(cur.fetchall())
+            cur.execute(old_sql, (workspace_id, lo, hi))
+            old = {r[0]: r for r in cur.fetchall()}
+            cur.execute(contacts_sql, (workspace_id, lo, hi))
+            rows: list[tuple[Any, ...]] = []
+            fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
+            history: list[tuple[Any, ...]] = []
+            cids: list[int] = []
+            hits: list[tuple[int, float, str, str]] = []
+            get_tags = tags.get
+            get_company = company_of.get
+            get_hit = by_row.get
+            for cid, company_id, country, job_title, cprops in cur.fetchall():
+                if wanted is not None and cid not in wanted:
+                    continue
+                number = get_company(company_id, 0) if company_id is not None else 0
+                tag_text = get_tags(cid)
+                budget = budget_currency = None
+                if budgets:
+                    coprops = company_facts[number][5]
+                    budget, budget_currency = service._budget_of(parse(cprops) or {}, parse(coprops) or {}, budgets)
+                raw_key = (number, country, job_title, tag_text, budget, budget_currency)
+                hit = get_hit(raw_key)
                 if hit is None:
-                    best = scorer(facts)
-                    assert best is not None
-                    text = orjson.dumps(service.fit_explanation_json(best[1])).decode()
-                    hit = (best[0], best[1].score, best[1].grade, text)
-                    if len(memo) < 500_000:
-                        memo[key] = hit
-                if len(by_row) < 500_000:
-                    by_row[raw_key] = hit
-            cids.append(cid)
-            hits.append(hit)
-        new_texts = {hit[3] for hit in set(hits)} - eids.keys()
-        if new_texts:
-            eids.update(
-                service.explanation_ids(session, workspace_id, new_texts)
-                if deferred is None
-                else deferred.explain(new_texts)
-            )
-        for cid, (icp_id, score, grade, text) in zip(cids, hits, strict=True):
-            eid = eids[text]
-            result.scored += 1
-            prev = old.get(cid)
-            if prev is not None and prev[1] == score and prev[2] == grade and prev[3] == icp_id and prev[4] == eid:
-                continue
-            (rows if prev is not None else fresh).append(
-                (workspace_id, cid, "fit", score, grade, icp_id, "[]", eid, "{}", None, None, stamp, stamp)
-            )
-            if prev is None or prev[1] != score or prev[2] != grade:
-                result.changed.append(cid)
-                history.append(
-                    (
-                        workspace_id,
-                        cid,
-                        "fit",
-                        score,
-                        None if prev is None else prev[1],
-                        grade,
-                        stamp,
-                        "profile or ICP changed",
+                    industry, employees, revenue, currency, co_country, _ = company_facts[number]
+                    facts = FitFacts(
+                        industry=industry,
+                        employees=employees,
+                        revenue_minor=revenue,
+                        revenue_currency=currency,
+                        country=country or co_country,
+                        job_title=job_title,
+                        tags=frozenset(tag_text.split("\x1f")) if tag_text else frozenset(),
+                        budget_minor=budget,
+                        budget_currency=budget_currency,
                     )
+                    key = scorer.key(facts)
+                    hit = memo.get(key)
+                    if hit is None:
+                        best = scorer(facts)
+                        assert best is not None
+                        text = orjson.dumps(service.fit_explanation_json(best[1])).decode()
+                        hit = (best[0], best[1].score, best[1].grade, text)
+                        if len(memo) < 500_000:
+                            memo[key] = hit
+                    if len(by_row) < 500_000:
+                        by_row[raw_key] = hit
+                cids.append(cid)
+                hits.append(hit)
+            new_texts = {hit[3] for hit in set(hits)} - eids.keys()
+            if new_texts:
+                eids.update(
+                    service.explanation_ids(session, workspace_id, new_texts)
+                    if deferred is None
+                    else deferred.explain(new_texts)
                 )
-        _write(session, rows, fresh, history, deferred)
-        if progress is not None:
-            progress(len(part))
+            for cid, (icp_id, score, grade, text) in zip(cids, hits, strict=True):
+                eid = eids[text]
+                result.scored += 1
+                prev = old.get(cid)
+                if prev is not None and prev[1] == score and prev[2] == grade and prev[3] == icp_id and prev[4] == eid:
+                    continue
+                (rows if prev is not None else fresh).append(
+                    (workspace_id, cid, "fit", score, grade, icp_id, "[]", eid, "{}", None, None, stamp, stamp)
+                )
+                if prev is None or prev[1] != score or prev[2] != grade:
+                    result.changed.append(cid)
+                    history.append(
+                        (
+                            workspace_id,
+                            cid,
+                            "fit",
+                            score,
+                            None if prev is None else prev[1],
+                            grade,
+                            stamp,
+                            "profile or ICP changed",
+                        )
+                    )
+            _write(session, rows, fresh, history, deferred, background)
+            if progress is not None:
+                progress(len(part))
     result.changed.sort()
     if deferred is not None:
         return result
@@ -847,6 +902,7 @@ def bulk_engagement(
     with contextlib.ExitStack() as stack:
         # a full rescoring with a columnar copy at hand reads the events from it (``_ColumnarEvents``)
         copy: _ColumnarEvents | None = None
+        background = stack.enter_context(_writes(session, deferred))
         if store is not None and contact_ids is None and events_sql is not None and _columnar_fits(config):
             copy = _ColumnarEvents(
                 session, stack.enter_context(store.connect(session)), workspace_id, config, now, start,
@@ -946,7 +1002,7 @@ def bulk_engagement(
                             "recomputed from events",
                         )
                     )
-            _write(session, rows, fresh, history, deferred)
+            _write(session, rows, fresh, history, deferred, background)
             if progress is not None:
                 progress(len(part))
     if deferred is not None:
