@@ -50,7 +50,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import BigInteger, String, case, cast, func, select
+from sqlalchemy import BigInteger, String, case, cast, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from suppilo.contacts.models import Contact, ContactMerge
@@ -268,6 +268,20 @@ def epoch_us_array(session: Session, values: Sequence[Any]) -> np.ndarray:
     return np.array(values, dtype="datetime64[us]").astype(np.int64)  # "YYYY-MM-DD HH:MM:SS[.ffffff]"
 
 
+def _by_id(session: Session, workspace_id: int) -> list[Any]:
+    """The workspace's events of known contacts, for reads in event-id order: on SQLite the two tests are written so
+    that no index can serve them (``+column``), which leaves the primary key — SQLite otherwise walked every event
+    of the workspace through the (workspace, contact, time) index and sorted them, 3.5 s at 2,000,000 events for
+    a sync with nothing to copy."""
+    if session.get_bind().dialect.name == "sqlite":
+        table = Event.__tablename__
+        return [
+            literal_column(f"+{table}.workspace_id") == workspace_id,
+            literal_column(f"+{table}.contact_id").is_not(None),
+        ]
+    return [Event.workspace_id == workspace_id, Event.contact_id.is_not(None)]
+
+
 def _path_is_text(session: Session) -> Any:
     """For a page view, whether ``properties.path`` is a JSON string (NULL for other events)."""
     if session.get_bind().dialect.name == "postgresql":
@@ -314,7 +328,7 @@ def _append(con: duckdb.DuckDBPyConnection, session: Session, workspace_id: int,
             _path_is_text(session),
             _machine_code(session),
         )
-        .where(Event.workspace_id == workspace_id, Event.contact_id.is_not(None), Event.id > above)
+        .where(*_by_id(session, workspace_id), Event.id > above)
         .order_by(Event.id)
     )
     result = session.execute(q.execution_options(yield_per=FETCH_CHUNK))
@@ -391,10 +405,7 @@ def sync(session: Session, con: duckdb.DuckDBPyConnection, workspace_id: int) ->
         tail_from = max(hw - PG_TAIL_IDS, 0) if pg and hw else hw
         appended = _append(con, session, workspace_id, tail_from, dedupe=pg and hw > 0)
         new_hw_row = session.execute(
-            select(Event.id, Event.message_id)
-            .where(Event.workspace_id == workspace_id, Event.contact_id.is_not(None))
-            .order_by(Event.id.desc())
-            .limit(1)
+            select(Event.id, Event.message_id).where(*_by_id(session, workspace_id)).order_by(Event.id.desc()).limit(1)
         ).first()
         compacted = needs_compaction(con, workspace_id)
         if compacted:
