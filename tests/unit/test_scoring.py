@@ -576,5 +576,13 @@ def test_engagement_batch_equals_engagement_bit_for_bit(people, custom):
             )
     got = engagement_batch(cids, ats, eids, matched, config, _BULK_NOW, now_us)
     assert got == want
+    # the same events already in (contact, time, id) order, as the columnar copy gives them (no sort taken)
+    at_now = [min(a, now_us) for a in ats]
+    o = sorted(range(len(cids)), key=lambda i: (cids[i], at_now[i], eids[i]))
+    in_order = engagement_batch(
+        [cids[i] for i in o], [ats[i] for i in o], [eids[i] for i in o], [matched[i] for i in o], config,
+        _BULK_NOW, now_us,
+    )  # fmt: skip
+    assert in_order == want
     for cid, (score, _, _) in got.items():  # the same float, not merely equal within a tolerance
         assert score.hex() == want[cid][0].hex()

@@ -901,7 +901,11 @@ def engagement_batch(
     ev_c = np.asarray(contact_ids, dtype=np.int64)
     ev_id = np.asarray(event_ids, dtype=np.int64)
     ev_at = np.minimum(np.asarray(at_us, dtype=np.int64), now_us)
-    order = np.lexsort((ev_id, ev_at, ev_c))
+    # events already in (contact, time, id) order — as the columnar copy stores them — need no sort
+    later = (ev_c[1:] > ev_c[:-1]) | (
+        (ev_c[1:] == ev_c[:-1]) & ((ev_at[1:] > ev_at[:-1]) | ((ev_at[1:] == ev_at[:-1]) & (ev_id[1:] > ev_id[:-1])))
+    )
+    order = np.arange(len(ev_c)) if bool(later.all()) else np.lexsort((ev_id, ev_at, ev_c))
     lens_o = lens[order]
     first = np.cumsum(lens) - lens  # each event's first entry in ``flat``
     t_ev = np.repeat(order, lens_o)

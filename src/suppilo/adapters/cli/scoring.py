@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from suppilo.adapters.cli.common import JsonOpt, WorkspaceOpt, cli_session, console, emit_json, fail, resolve_workspace
+from suppilo.analytics.columnar import ColumnarStore
 from suppilo.config import get_settings
 from suppilo.db.base import utcnow
 from suppilo.engine.scoring import engagement_to_json
@@ -177,7 +178,9 @@ def recompute(
                         session.commit()
                         done = bulk.rescore_parallel(url, ws.id, kind, now, processes, progress=advance)
                     else:
-                        done = bulk.rescore_all(session, ws.id, kind, now, progress=advance)
+                        # events read from the columnar copy of the event log the reports keep (synced first)
+                        store = ColumnarStore(get_settings().data_dir / "columnar")
+                        done = bulk.rescore_all(session, ws.id, kind, now, progress=advance, store=store)
                     for k, r in done.items():
                         totals[k] = {"scored": r.scored, "changed": len(r.changed)}
                     ids = []
