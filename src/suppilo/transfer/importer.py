@@ -2,7 +2,8 @@
 
 The file is read once with a csv reader; rows are validated one by one (a bad row is never half written: it goes
 to the error file with its line number and reason) and written in batches with bulk upserts, one transaction per
-batch, so a crash loses at most one batch and running the same file again completes it without duplicates.
+batch, so a crash loses at most the batches in flight (one; two for contacts on PostgreSQL, see ``_import_file``)
+and running the same file again completes it without duplicates.
 """
 
 from __future__ import annotations
@@ -1055,18 +1056,22 @@ class ContactLoader(_Loader):
         empty = js({})
         ws_id = ctx.workspace_id
         company_of = company_ids.get
+        # PostgreSQL rows end with their position (``_n``: the staged rows are upserted in file order).
         if self.has_props:
-            for email, rec in by_email.items():
+            for n, (email, rec) in enumerate(by_email.items()):
                 old = existing.get(email)
                 merged = {**(old.properties or {}), **rec["_props"]} if old is not None else rec["_props"]
                 domain = rec["_domain"]
-                (rows if postgres or old is not None else new_rows).append(
-                    (*rec["_row"], company_of(domain) if domain else None, js(merged))
-                )
+                if postgres:
+                    rows.append((*rec["_row"], company_of(domain) if domain else None, js(merged), n))
+                else:
+                    (rows if old is not None else new_rows).append(
+                        (*rec["_row"], company_of(domain) if domain else None, js(merged))
+                    )
         elif postgres:
             rows = [
-                (*rec["_row"], company_of(rec["_domain"]) if rec["_domain"] else None, empty)
-                for rec in by_email.values()
+                (*rec["_row"], company_of(rec["_domain"]) if rec["_domain"] else None, empty, n)
+                for n, rec in enumerate(by_email.values())
             ]
         else:
             for email, rec in by_email.items():
@@ -1174,12 +1179,13 @@ class ContactLoader(_Loader):
             _driver_call(conn, sql, _execute_with(sql, [value, *params]))
 
     def _pg_upsert(self, conn: Connection, rows: list[tuple[Any, ...]], reason: str, content: str) -> dict[str, int]:
-        """COPY the rows into a temporary table, upsert from it in one statement; ids of inserted or changed rows.
+        """COPY the rows (each ending with its position) into a temporary table, upsert from it in one statement;
+        ids of inserted or changed rows.
 
         The same statement writes each inserted contact's first stage change and import touch (see __init__).
         """
         conn.exec_driver_sql(self.pg_create_stage)
-        self.pg_copy_stage.run(conn, [(*row, n) for n, row in enumerate(rows)])
+        self.pg_copy_stage.run(conn, rows)
         sql = self._pg_upsert_sql
         if sql is None:
             sql = self._pg_upsert_sql = str(self.pg_upsert.compile(dialect=conn.dialect))
