@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, ForeignKeyConstraint, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, BigId, TenantMixin, TimestampMixin
@@ -43,9 +43,6 @@ class Contact(TenantMixin, TimestampMixin, Base):
         Index("ix_contacts_ws_last_name", "workspace_id", "last_name_lower"),
         Index("ix_contacts_ws_first_name", "workspace_id", "first_name_lower", "last_name_lower"),
         Index("ix_contacts_ws_created", "workspace_id", "created_at"),
-        # What a contact's history rows (stage changes, touches) reference: the contact within its workspace, so
-        # such a row can never point at another workspace's contact, and one check covers both columns.
-        Index("uq_contacts_ws_id", "workspace_id", "id", unique=True),
         # Ids of deleted or merged-away contacts are never handed out again (audit log, merge records).
         {"sqlite_autoincrement": True},
     )
@@ -142,15 +139,9 @@ class StageChange(TenantMixin, Base):
     __table_args__ = (
         Index("ix_stage_changes_contact", "workspace_id", "contact_id", "changed_at"),
         Index("ix_stage_changes_ws_time", "workspace_id", "changed_at"),
-        # The contact of the same workspace (which references the workspace): one foreign-key check per row instead
-        # of two, and deleting the workspace or the contact still removes the row.
-        ForeignKeyConstraint(
-            ["workspace_id", "contact_id"], ["contacts.workspace_id", "contacts.id"], ondelete="CASCADE"
-        ),
     )
 
-    workspace_id: Mapped[int] = mapped_column(BigId, nullable=False)
-    contact_id: Mapped[int] = mapped_column(BigId, nullable=False)
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"))
     from_stage: Mapped[str | None] = mapped_column(String(32))
     to_stage: Mapped[str] = mapped_column(String(32), nullable=False)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

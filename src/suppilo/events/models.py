@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from suppilo.db.base import Base, BigId, TenantMixin
@@ -39,17 +39,9 @@ class Touch(TenantMixin, Base):
     """A marketing touch: where a contact came from at one moment (UTM, referrer, import, form ...)."""
 
     __tablename__ = "touches"
-    __table_args__ = (
-        Index("ix_touches_contact_time", "workspace_id", "contact_id", "occurred_at"),
-        # The contact of the same workspace (which references the workspace): one foreign-key check per row instead
-        # of two, and deleting the workspace or the contact still removes the row.
-        ForeignKeyConstraint(
-            ["workspace_id", "contact_id"], ["contacts.workspace_id", "contacts.id"], ondelete="CASCADE"
-        ),
-    )
+    __table_args__ = (Index("ix_touches_contact_time", "workspace_id", "contact_id", "occurred_at"),)
 
-    workspace_id: Mapped[int] = mapped_column(BigId, nullable=False)
-    contact_id: Mapped[int] = mapped_column(BigId, nullable=False)
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"))
     event_id: Mapped[int | None] = mapped_column(BigId)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     channel: Mapped[str] = mapped_column(String(32), nullable=False)
