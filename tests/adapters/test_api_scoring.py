@@ -227,3 +227,60 @@ def test_icp_and_rule_edits_are_in_the_audit_log(client, workspace, session_fact
     assert rules_row.details["after"]["half_life_days"] == 14 and rules_row.details["after"]["rules"][0]["points"] == 7
     assert deleted.subject_id == icp_id and deleted.details["after"] is None
     assert deleted.details["before"]["definition"]["location"]["countries"] == ["SE"]
+
+
+def test_cli_recompute_reads_the_columnar_copy_only_once_it_exists(cli_env: CliRunner, client, workspace, tmp_path):
+    """`scoring recompute` does not build the event log's columnar copy (the event reports do; building it first
+    would cost more than reading the row store once); once it exists the rescoring syncs it and reads from it, with
+    the same scores."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from suppilo.analytics import columnar
+    from suppilo.db.session import make_engine, make_session_factory
+    from suppilo.segments.compiler import events
+
+    person = _contact(client, workspace, "reader@acme.example")
+    engine = make_engine(get_settings().resolved_database_url())
+    factory = make_session_factory(engine)
+    now = datetime.now(UTC)
+
+    def page_view(n: int) -> None:
+        with factory() as s:
+            s.execute(
+                insert(events),
+                [
+                    {"workspace_id": workspace.id, "contact_id": person, "kind": "page", "name": "Pricing",
+                     "properties": {"path": "/pricing"}, "context": {}, "occurred_at": now - timedelta(hours=n),
+                     "received_at": now, "message_id": f"pv-{n}"}
+                ],
+            )  # fmt: skip
+            s.commit()
+
+    def engagement() -> float:
+        res = client.get(f"{API}/contacts/{person}/scores", headers=workspace.auth("read"))
+        return float(res.json()["scores"]["engagement"]["score"])
+
+    wopt = ["--workspace", workspace.slug, "--processes", "1", "--json"]
+    page_view(1)
+    res = cli_env.invoke(cli_app, ["scoring", "recompute", *wopt])
+    assert res.exit_code == 0, res.output
+    first = engagement()
+    assert first > 0
+    store = columnar.ColumnarStore(tmp_path / "columnar")
+    with factory() as s:
+        assert not store.exists(s)  # the rescoring read the row store and built no copy
+        with store.connect(s) as con:  # what an event report does
+            columnar.sync(s, con, workspace.id)
+    page_view(2)  # not in the copy yet: the rescoring syncs it first
+    res = cli_env.invoke(cli_app, ["scoring", "recompute", *wopt])
+    assert res.exit_code == 0, res.output
+    assert engagement() > first
+    with factory() as s, store.connect(s) as con:
+        copied = con.execute(
+            f"SELECT count(*) FROM (SELECT id FROM {columnar.main_table(workspace.id)}"
+            f" UNION ALL SELECT id FROM {columnar.tail_table(workspace.id)})"
+        ).fetchone()
+    assert copied == (2,)
+    engine.dispose()

@@ -119,6 +119,10 @@ class ColumnarStore:
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         return self.directory / f"events-{LAYOUT}-{digest}.duckdb"
 
+    def exists(self, session: Session) -> bool:
+        """Whether this database's copy has been built (by an event report, or a sync)."""
+        return self.file_for(session).exists()
+
     @contextmanager
     def connect(self, session: Session) -> Iterator[duckdb.DuckDBPyConnection]:
         """An exclusive connection to this database's copy (a file lock serialises processes)."""

@@ -178,9 +178,11 @@ def recompute(
                         session.commit()
                         done = bulk.rescore_parallel(url, ws.id, kind, now, processes, progress=advance)
                     else:
-                        # events read from the columnar copy of the event log the reports keep (synced first)
+                        # events read from the columnar copy of the event log once the reports have built it
+                        # (synced first); building it here would cost more than reading the row store once
                         store = ColumnarStore(get_settings().data_dir / "columnar")
-                        done = bulk.rescore_all(session, ws.id, kind, now, progress=advance, store=store)
+                        copy = store if store.exists(session) else None
+                        done = bulk.rescore_all(session, ws.id, kind, now, progress=advance, store=copy)
                     for k, r in done.items():
                         totals[k] = {"scored": r.scored, "changed": len(r.changed)}
                     ids = []
