@@ -665,25 +665,19 @@ class Sender:
         self, limit: int, now: datetime, token: str, lease_expires_at: datetime, out: list[Prepared]
     ) -> tuple[int, int]:
         """One read → build → write round; appends what goes to ``out``; returns (rows read, rows left alone)."""
-        if self._dialect == "postgresql":
-            with self.session_factory() as session:
-                db = SenderDb(session.connection())
-                rows = self._due_rows(db, now, limit)
-                if not rows:
-                    session.rollback()
-                    return 0, 0
-                staged = self._stage(session, db, rows, now)
-                built = self._build_all([s.job for s in staged if s.job is not None])
-                lost = self._write_claim(session, db, staged, built, token, now, lease_expires_at, out)
-                session.commit()
-            return len(rows), lost
-        with self._read_factory() as session:
+        locked = self._dialect == "postgresql"  # rows read FOR UPDATE SKIP LOCKED, written in the same transaction
+        with (self.session_factory if locked else self._read_factory)() as session:
             db = SenderDb(session.connection())
             rows = self._due_rows(db, now, limit)
             if not rows:
                 session.rollback()
                 return 0, 0
             staged = self._stage(session, db, rows, now)
+            if locked:
+                built = self._build_all([s.job for s in staged if s.job is not None])
+                lost = self._write_claim(session, db, staged, built, token, now, lease_expires_at, out)
+                session.commit()
+                return len(rows), lost
             session.rollback()
         built = self._build_all([s.job for s in staged if s.job is not None])
         with self.session_factory() as session:  # BEGIN IMMEDIATE: the write lock, for the checks and the marks only

@@ -936,10 +936,7 @@ class _TextMaker(HTMLParser):
         folded = _FOLDED.get(data)
         if folded is None:
             folded = _ASCII_SPACE.sub(" ", data)
-            if len(data) <= _TAG_CACHE_MAX_LEN:
-                if len(_FOLDED) >= _TAG_CACHE_SIZE:
-                    _FOLDED.clear()
-                _FOLDED[data] = folded
+            _remember(_FOLDED, data, folded, _TAG_CACHE_MAX_LEN, _TAG_CACHE_SIZE)
         self.out.append(folded)
 
 
@@ -985,6 +982,15 @@ def _parse_tag(m: re.Match[str]) -> tuple[tuple[int, Any, Any], ...]:
     if end is not None:
         return ((2, end.lower(), None),)
     return ()
+
+
+def _remember(cache: dict[str, Any], key: str, value: Any, max_len: int, size: int) -> None:
+    """Keep ``value`` under ``key`` unless the key is longer than ``max_len``; a cache holding ``size`` entries is
+    emptied first (the texts of a few templates repeat, so it refills with what is in use)."""
+    if len(key) <= max_len:
+        if len(cache) >= size:
+            cache.clear()
+        cache[key] = value
 
 
 # Markup token text -> its calls: a template's layout repeats the same tags (inlined styles and all) in every message
@@ -1042,10 +1048,7 @@ def _lines_calls(html: str) -> list[tuple[int, Any, Any]] | None:
         hit = _LINE_CACHE.get(line, _MISSING)
         if hit is _MISSING:
             hit = _line_calls(line)
-            if len(line) <= _LINE_CACHE_MAX_LEN:
-                if len(_LINE_CACHE) >= _LINE_CACHE_SIZE:
-                    _LINE_CACHE.clear()
-                _LINE_CACHE[line] = hit
+            _remember(_LINE_CACHE, line, hit, _LINE_CACHE_MAX_LEN, _LINE_CACHE_SIZE)
         if hit is None:
             return None
         line_calls, leading, ends_with_text = hit
@@ -1097,10 +1100,7 @@ def _document_calls(html: str) -> list[tuple[int, Any, Any]] | None:
         hit = _TAG_CACHE.get(text)
         if hit is None:
             hit = _parse_tag(m)
-            if len(text) <= _TAG_CACHE_MAX_LEN:
-                if len(_TAG_CACHE) >= _TAG_CACHE_SIZE:
-                    _TAG_CACHE.clear()
-                _TAG_CACHE[text] = hit
+            _remember(_TAG_CACHE, text, hit, _TAG_CACHE_MAX_LEN, _TAG_CACHE_SIZE)
         calls.extend(hit)
     if pos < len(html):
         chunk = html[pos:]
