@@ -890,11 +890,12 @@ def bulk_engagement(
         session, workspace_id, config, now, _time_text(session, start), _time_text(session, now + service.FUTURE_SKEW)
     )
     masks_of: dict[tuple[int, ...], tuple[int, ...]] = {}
-    # a row already written as of this moment comes with its explanation, state and key: an identical one is kept
+    # a stored row comes with its explanation and state: one that says what the recomputation found (decay aside,
+    # ``service.engagement_kept``) is kept
     old_sql = _sql(
         session,
         f"SELECT contact_id, score, {_epoch_us_sql(session, 'as_of')}, half_life_seconds, "
-        "CASE WHEN as_of = ? THEN explanation END, CASE WHEN as_of = ? THEN state END, decay_key "
+        f"{_json_text(session, 'explanation')}, {_json_text(session, 'state')} "
         "FROM contact_scores WHERE workspace_id = ? AND kind = 'engagement' AND contact_id BETWEEN ? AND ?",
     )
     threshold = min((t.min_score for t in config.stage_thresholds), default=None)
@@ -925,26 +926,22 @@ def bulk_engagement(
             if got is not None and len(got):
                 codes, table = _match_codes(got[:, 3:], config, masks_of)
                 scored = engagement_batch(got[:, 0], got[:, 2], got[:, 1], table, config, now, now_us, codes=codes)
-            cur.execute(old_sql, (stamp, stamp, workspace_id, lo, hi))
+            cur.execute(old_sql, (workspace_id, lo, hi))
             old = {r[0]: r for r in cur.fetchall()}
             rows: list[tuple[Any, ...]] = []
             fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
             history: list[tuple[Any, ...]] = []
             for cid in sorted((scored.keys() | old.keys()) & wanted):
                 new_score, lines, state = scored.get(cid, _NO_EVENTS)
-                contributions = [
-                    {"rule": k, "events": n, "points": p, "points_now": round(pn, 4)} for k, n, p, pn in lines
-                ]
                 prev = old.get(cid)
-                if prev is None and new_score == 0 and not contributions:
+                if prev is None and new_score == 0 and not lines:
                     continue
                 result.scored += 1
                 before = 0.0
-                same_explanation = same_state = None
                 # decay_key(new_score, now, hl_s) with its time term computed once
                 key = math.log2(abs(new_score)) + now_term if new_score != 0 and math.isfinite(new_score) else None
                 if prev is not None:
-                    _, score, as_of_us, hls, same_explanation, same_state, stored_key = prev
+                    _, score, as_of_us, hls, stored_explanation, stored_state = prev
                     if hls is None:
                         before = float(score)
                     elif now_us <= as_of_us:
@@ -954,15 +951,17 @@ def bulk_engagement(
                         if hl_us is None:
                             hl_us = half_lives[hls] = timedelta(seconds=hls) // _US
                         before = score * float(2.0 ** (-((now_us - as_of_us) / hl_us)))
+                unchanged = abs(new_score - before) <= 1e-9 * max(1.0, abs(before))
                 if (
-                    same_explanation is not None
-                    and score == new_score
+                    unchanged
+                    and prev is not None
                     and hls == hl_s
-                    and stored_key == key
-                    and _loads(same_explanation) == contributions
-                    and _loads(same_state) == state
+                    and service.engagement_kept(_loads(stored_explanation), _loads(stored_state), lines, state)
                 ):
-                    continue  # stored as of now exactly as it would be written: neither changed nor in the history
+                    continue  # the stored row, decayed to now, is this recomputation: kept, not in the history
+                contributions = [
+                    {"rule": k, "events": n, "points": p, "points_now": round(pn, 4)} for k, n, p, pn in lines
+                ]
                 if state:
                     raw_state = orjson.dumps(state).decode()
                     state_text = state_memo.setdefault(raw_state, raw_state)
@@ -985,7 +984,7 @@ def bulk_engagement(
                         stamp,
                     )
                 )
-                if abs(new_score - before) > 1e-9 * max(1.0, abs(before)):
+                if not unchanged:
                     result.changed.append(cid)
                     if threshold is not None and new_score >= threshold:
                         reached.append(cid)

@@ -784,6 +784,28 @@ def _engagement_row(
     )
 
 
+def engagement_kept(
+    stored_explanation: Any,
+    stored_state: Any,
+    contributions: Sequence[tuple[Any, Any, Any, Any]],
+    state: dict[str, Any],
+) -> bool:
+    """Whether a stored engagement row already says what a recomputation found: the same rules with the same events
+    and points (in the same order) and the same cap state. Its score, ``points_now`` and ``as_of`` may be of an
+    earlier moment: decay alone changes neither the events nor the points, and the stored row brought forward
+    (``decayed``; filters by ``decay_key``, which decay leaves as it is) gives the recomputed score, so a rescoring
+    keeps such a row instead of rewriting it (the caller checks the score and half-life)."""
+    if (stored_state or {}) != state:
+        return False
+    stored = stored_explanation or []
+    if len(stored) != len(contributions):
+        return False
+    return all(
+        e.get("rule") == c[0] and e.get("events") == c[1] and e.get("points") == c[2]
+        for e, c in zip(stored, contributions, strict=True)
+    )
+
+
 def _now_value(row: Any, now: datetime) -> float:
     if row is None:
         return 0.0
@@ -830,12 +852,25 @@ def recompute_engagement(
                 continue
             result.scored += 1
             before = _now_value(prev, now)
+            unchanged = abs(res.score - before) <= 1e-9 * max(1.0, abs(before))
+            if (
+                unchanged
+                and prev is not None
+                and prev.half_life_seconds == config.half_life.total_seconds()
+                and engagement_kept(
+                    prev.explanation,
+                    prev.state,
+                    [(c.rule, c.events, c.points, c.points_now) for c in res.contributions],
+                    res.state,
+                )
+            ):
+                continue  # the stored row, decayed to now, is this recomputation: kept as it is
             rows.append(
                 _engagement_row(
                     workspace_id, cid, res.score, now, _contributions(res.contributions), res.state, config, now
                 )
             )
-            if abs(res.score - before) > 1e-9 * max(1.0, abs(before)):
+            if not unchanged:
                 result.changed.append(cid)
             if prev is None or abs(res.score - before) >= ENGAGEMENT_HISTORY_STEP:
                 history.append(

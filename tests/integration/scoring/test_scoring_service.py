@@ -430,3 +430,59 @@ def test_an_event_dated_slightly_in_the_future_counts_as_of_now(session, workspa
     result = service.recompute_engagement(session, ws, [person], NOW)
     assert result.changed == [person]
     assert service.explain(session, ws, person, NOW)["scores"]["engagement"]["score"] == pytest.approx(10)
+
+
+@pytest.mark.parametrize("path", ["per_contact", "set_based"])
+def test_a_rescoring_later_keeps_rows_that_only_decayed(session, workspace, path):
+    """Decay alone changes no stored engagement row: a rescoring six hours later leaves the row of a contact without
+    new events as it was (same as_of, no history line) while its score read now is the decayed one; a contact with a
+    new event is rewritten as of now with a history line."""
+    from suppilo.scoring import bulk
+    from suppilo.scoring.models import ScoreChange
+
+    ws = workspace.id
+    quiet = _contact(session, ws, None, n=1)
+    busy = _contact(session, ws, None, n=2)
+    for person in (quiet, busy):
+        _event(session, ws, person, "Form Submitted", NOW - 3 * DAY)
+        _event(session, ws, person, "email_opened", NOW - 2 * DAY, machine=False)
+
+    def rescore(at: datetime) -> service.ScoreWrite:
+        if path == "per_contact":
+            return service.recompute_engagement(session, ws, [quiet, busy], at)
+        return bulk.bulk_engagement(session, ws, None, at)
+
+    def stored(cid: int) -> ContactScore:
+        row = session.scalars(
+            select(ContactScore).where(ContactScore.contact_id == cid, ContactScore.kind == "engagement")
+        ).one()
+        session.refresh(row)
+        return row
+
+    def history(cid: int) -> int:
+        return session.scalar(
+            select(func.count()).select_from(ScoreChange).where(
+                ScoreChange.contact_id == cid, ScoreChange.kind == "engagement"
+            )
+        )
+
+    rescore(NOW)
+    first = {cid: (stored(cid).as_of, stored(cid).decay_key, history(cid)) for cid in (quiet, busy)}
+    score_then = service.explain(session, ws, quiet, NOW)["scores"]["engagement"]["score"]
+    later = NOW + timedelta(hours=6)
+    _event(session, ws, busy, "Pricing Page Viewed", later - timedelta(hours=1))
+    _event(session, ws, busy, "Form Submitted", later - timedelta(hours=1))
+    result = rescore(later)
+
+    assert (stored(quiet).as_of, stored(quiet).decay_key, history(quiet)) == first[quiet]
+    assert result.changed == [busy]
+    assert stored(busy).as_of == later and history(busy) == first[busy][2] + 1
+    eng = service.explain(session, ws, quiet, later)["scores"]["engagement"]
+    assert eng["score"] == pytest.approx(score_then * 2 ** (-6 / (30 * 24)), abs=1e-4)
+    kept = service._now_value(stored(quiet), later)
+    # and what was kept, read later, equals a recomputation written as of that moment
+    session.execute(update(ContactScore).where(ContactScore.contact_id == quiet).values(explanation=[]))
+    rescore(later)
+    assert stored(quiet).as_of == later
+    assert stored(quiet).score == pytest.approx(kept, rel=1e-12)
+    assert history(quiet) == first[quiet][2]  # the same score: no history line
