@@ -369,6 +369,7 @@ def _build_job(cfg: SenderConfig, job: _Job) -> tuple[bytes, list[str], str]:
     extra: dict[str, Any] = {k: v for k, v in (job.extra or {}).items() if k != "confirm_consent_id"}
     headers: dict[str, str] = {}
     unsubscribe_url: str | None = None
+    utoken: str | None = None  # this message's own string in its HTML: messages otherwise alike share work
     if job.kind == "marketing":
         if job.contact_id is None:
             raise ValueError("a marketing message needs a contact")
@@ -393,7 +394,14 @@ def _build_job(cfg: SenderConfig, job: _Job) -> tuple[bytes, list[str], str]:
             raise ValueError("the message has neither a template nor a body")
         if ctx is None:
             raise NotFound("contact_id", f"contact {job.contact_id} not found")
-        result = templates_service.render_loaded(template, ctx[0], ctx[1], wsctx, extra=extra)  # type: ignore[arg-type]
+        result = templates_service.render_loaded(
+            template,  # type: ignore[arg-type]
+            ctx[0],
+            ctx[1],
+            wsctx,
+            extra=extra,
+            volatile=utoken,
+        )
         if template.kind and template.kind != job.kind and template.kind == "marketing":
             raise ValueError(f"template {job.template_key!r} is marketing but the message is {job.kind}")
         # The template's layout already carries the preheader inside the HTML.
@@ -410,6 +418,7 @@ def _build_job(cfg: SenderConfig, job: _Job) -> tuple[bytes, list[str], str]:
             if cfg.track_opens
             else None,
             skip_prefixes=skip if cfg.track_clicks else ("",),
+            volatile=utoken,
         )
     headers["X-Suppilo-Kind"] = job.kind
     message_id = mime.message_id(job.outbox_id, job.slug, cfg.id_domain)

@@ -451,14 +451,15 @@ def render_loaded(
     *,
     extra: Mapping[str, Any] | None,
     language: str | None = None,
+    volatile: str | None = None,
 ) -> RenderedMessage:
     """Render a loaded template with contexts already read (``contact_context_of``, ``workspace_context``): no
     database access, so the sender renders a claimed batch from a few bulk reads. Same output as
-    ``render_for_contact``; the caller checks ``template.status``."""
+    ``render_for_contact``; the caller checks ``template.status``. ``volatile``: see ``render_message``."""
     context: dict[str, Any] = _extra_context(extra)
     variant = choose_language(template, [language, contact.get("language"), workspace["default_language"]])
     context.update(contact=contact, company=company, workspace=workspace)
-    rendered = render_message(variant, language=variant.language, context=context)
+    rendered = render_message(variant, language=variant.language, context=context, volatile=volatile)
     return RenderedMessage(
         subject=rendered.subject,
         preheader=rendered.preheader,

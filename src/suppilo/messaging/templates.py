@@ -791,6 +791,101 @@ def inline_css(html: str) -> str:
     return str(_inliner.inline(html))
 
 
+# A message's own string that may be set aside (``volatile_key``): long, of characters that parsing copies unchanged
+# wherever it does not lower-case them (the signed tokens' alphabet: base64url and '.').
+_INERT = re.compile(r"[A-Za-z0-9_.-]{16,512}")
+_STYLE_BLOCK = re.compile(r"<style\b.*?(?:</style|\Z)", re.IGNORECASE | re.DOTALL)
+# CSS that could select on an attribute's value: attribute selectors, :lang()/:dir(), escapes.
+_VALUE_SELECTOR = re.compile(r"[\[\\]|:\s*(?:lang|dir)\b", re.IGNORECASE)
+
+
+def volatile_key(html: str, volatile: str | None) -> str | None:
+    """``html`` with each occurrence of ``volatile`` (a message's own token, ``_INERT``) replaced by as many '~',
+    or ``html`` itself when it does not occur; None when it cannot be set aside (the caller works on ``html``).
+
+    The key is parsed exactly as ``html`` is, state for state: '~' and the token's characters take the same
+    transitions of the HTML tokenizer everywhere but where a tag or end tag opens ('<' + letter), which the
+    placeholder never follows: each occurrence must follow a '/' that does not follow '<' and precede a '"'. Only
+    where names are lower-cased (tag, attribute, doctype names) would they differ, which ``_body_and_text`` and
+    ``tracking.rewrite_links`` rule out on what they make of the key. ``html`` must hold no '~' (so every '~' of
+    a result comes from a placeholder)."""
+    if not volatile or "~" in html or not _INERT.fullmatch(volatile):
+        return None
+    at = html.find(volatile)
+    if at < 0:
+        return html
+    size = len(volatile)
+    while at >= 0:
+        end = at + size
+        if at < 1 or html[at - 1] != "/" or (at >= 2 and html[at - 2] == "<") or html[end : end + 1] != '"':
+            return None
+        at = html.find(volatile, end)
+    return html.replace(volatile, "~" * size)
+
+
+def _placeholders_inert(key: str, body: str) -> bool:
+    """Whether ``inline_css`` treated the placeholders of ``key`` as plain characters of text or attribute values
+    (so it treats the real token alike): each reaches ``body`` (none dropped), none in a ``<style>`` block, in a
+    tag or attribute name, a comment, a doctype or a style attribute (which CSS parsing rewrites), and no style
+    block selects on attribute values. ``body`` is serializer-made HTML (``_SERIAL_MARKUP`` reads its tokens)."""
+    if body.count("~") != key.count("~") or _RAW_TEXT.search(body):
+        return False
+    for block in _STYLE_BLOCK.findall(key):
+        if "~" in block or _VALUE_SELECTOR.search(block):
+            return False
+    pos = 0
+    for m in _SERIAL_MARKUP.finditer(body):
+        if "<" in body[pos : m.start()]:
+            return False  # not serializer-made
+        pos = m.end()
+        if "~" not in m.group():
+            continue
+        start, attrs = m.group("start", "attrs")
+        if start is None or "~" in start:
+            return False
+        for name, value in _SERIAL_ATTR.findall(attrs):
+            if "~" in name or ("~" in value and name.lower() == "style"):
+                return False
+        if m.group().count("~") != sum(value.count("~") for _, value in _SERIAL_ATTR.findall(attrs)):
+            return False
+    return "<" not in body[pos:]
+
+
+# Rendered HTML (its message's own token replaced: ``volatile_key``) -> (the HTML with CSS inlined, its text part
+# or None), or None when the placeholders could not be set aside: a journey step sends one template to many
+# contacts, and those with the same values get the same HTML.
+_BODIES: dict[str, tuple[str, str | None] | None] = {}
+_BODIES_SIZE = 256
+_BODIES_MAX_LEN = 64 * 1024  # longer HTML is inlined each time (bounds the cache to a few tens of MB at worst)
+
+
+def _body_and_text(html: str, volatile: str | None, with_text: bool) -> tuple[str, str | None]:
+    """``inline_css(html)`` and (``with_text``) its ``html_to_text``, shared between messages through ``_BODIES``:
+    the same as computed on ``html``, since the placeholders are inert (``volatile_key``, ``_placeholders_inert``)
+    and ``html_to_text`` reads them only as text or as (non-style) attribute values, as it would the token."""
+    key = volatile_key(html, volatile) if len(html) <= _BODIES_MAX_LEN else None
+    hit = _BODIES.get(key, _MISSING) if key is not None else None
+    if key is not None and (hit is _MISSING or (with_text and hit is not None and hit[1] is None)):
+        try:
+            body = inline_css(key)
+        except Exception:  # the real HTML is inlined below, raising what it raises
+            hit = None
+        else:
+            usable = key is html or _placeholders_inert(key, body)
+            hit = (body, html_to_text(body) if with_text else None) if usable else None
+        _remember(_BODIES, key, hit, _BODIES_MAX_LEN, _BODIES_SIZE)
+    if key is None or hit is None:
+        body = inline_css(html)
+        return body, html_to_text(body) if with_text else None
+    body, text = hit
+    if key is not html:
+        assert volatile is not None
+        placeholder = "~" * len(volatile)
+        body = body.replace(placeholder, volatile)
+        text = text.replace(placeholder, volatile) if text is not None else None
+    return body, text if with_text else None
+
+
 def _inject_preheader(html: str, preheader: str) -> str:
     if not preheader:
         return html
@@ -812,11 +907,14 @@ def render_message(
     locale: str | None = None,
     timezone: str | None = None,
     currency: str | None = None,
+    volatile: str | None = None,
 ) -> RenderedMessage:
     """Render one variant with a context of plain data.
 
     The locale defaults to ``language`` with ``contact.country``; the time zone to ``contact.timezone`` then
     ``workspace.timezone`` then UTC; the currency of ``money`` without an argument to ``workspace.currency``.
+    ``volatile``: a string of this message alone (the sender passes its unsubscribe token), so that messages whose
+    HTML differs only in it share the CSS inlining and the text part (``volatile_key``); the result is the same.
     Raises :class:`TemplateRenderError` (a ``DomainError``) when anything fails, including refused constructs.
     """
     ctx = _plain_context(context)
@@ -830,9 +928,9 @@ def render_message(
     try:
         subject = _one_line(_render_part(template.subject or "", ctx, html=False))
         preheader = _one_line(_render_part(template.preheader or "", ctx, html=False))
-        body = inline_css(_render_part(template.html or "", ctx, html=True))
+        body, from_html = _body_and_text(_render_part(template.html or "", ctx, html=True), volatile, not template.text)
         # html_to_text's result is already tidy (_tidy_text is idempotent), only a text template's needs it.
-        text = _tidy_text(_render_part(template.text, ctx, html=False)) if template.text else html_to_text(body)
+        text = _tidy_text(_render_part(template.text, ctx, html=False)) if template.text else (from_html or "")
     except TemplateRenderError:
         raise
     except SecurityError as exc:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from suppilo.db.base import utcnow
 from suppilo.events import service as events_service
 from suppilo.messaging.outbox_models import OutboxMessage
+from suppilo.messaging.templates import _remember, volatile_key
 from suppilo.messaging.unsubscribe import sign_token, verify_token
 
 # A 1x1 transparent GIF.
@@ -76,11 +78,92 @@ def click_token(secret: str, workspace_id: int, outbox_id: int, index: int) -> s
 
 
 def rewrite_links(
-    html: str, *, click_url: Callable[[int], str], pixel_url: str | None, skip_prefixes: tuple[str, ...] = ()
+    html: str,
+    *,
+    click_url: Callable[[int], str],
+    pixel_url: str | None,
+    skip_prefixes: tuple[str, ...] = (),
+    volatile: str | None = None,
 ) -> tuple[str, list[str]]:
     """Replace each http(s) link with a click redirect and add the open pixel; returns (html, original URLs).
 
-    Links starting with ``skip_prefixes`` (the unsubscribe and confirmation links) stay as they are."""
+    Links starting with ``skip_prefixes`` (the unsubscribe and confirmation links) stay as they are. ``volatile``:
+    a string of this message alone (its unsubscribe token); HTML that differs from an earlier message's only in it
+    reuses that message's split around its links (``_link_plan``), with the same result."""
+    key = volatile_key(html, volatile)
+    plan = _link_plan(key, skip_prefixes) if key is not None else None
+    if plan is not None:
+        parts, found, with_placeholder = plan
+        links = list(found)
+        if with_placeholder:
+            assert volatile is not None
+            placeholder = "~" * len(volatile)
+            parts = tuple(p.replace(placeholder, volatile) if i in with_placeholder else p for i, p in enumerate(parts))
+        pieces = [parts[0]]
+        for i in range(len(links)):
+            pieces.append(html_lib.escape(click_url(i)))
+            pieces.append(parts[i + 1])
+        return _add_pixel("".join(pieces), pixel_url), links
+    return _rewrite_links(html, click_url=click_url, pixel_url=pixel_url, skip_prefixes=skip_prefixes)
+
+
+# (HTML with its message's own token replaced: ``templates.volatile_key``, skip prefixes) -> the HTML's parts
+# around the links to track, those links, and which parts hold the placeholder; None when a tracked link holds it.
+_PLANS: dict[str, tuple[tuple[str, ...], tuple[str, ...], frozenset[int]] | None] = {}
+_PLANS_SIZE = 256
+_PLANS_MAX_LEN = 64 * 1024
+
+
+def _link_plan(
+    key: str, skip_prefixes: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[int]] | None:
+    """What ``_rewrite_links`` does to ``key`` apart from the click URLs: the text between them (each part ends
+    where a tracked link's URL began and the next starts with its closing quote) and the tracked links."""
+    cache_key = "\x00".join(skip_prefixes) + "\x01" + key
+    hit = _PLANS.get(cache_key, _MISSING)
+    if hit is not _MISSING:
+        return hit  # type: ignore[no-any-return]
+    parts: list[str] = []
+    links: list[str] = []
+    pos = 0
+    unsure = any("~" in p for p in skip_prefixes)
+    for match in _LINK.finditer(key):
+        url = html_lib.unescape(match.group(3))
+        if "~" in url:
+            # Skipped or not as the real URL would be only if no prefix reaches into the placeholder.
+            before = url[: url.index("~")]
+            unsure = unsure or any(len(p) > len(before) and p.startswith(before) for p in skip_prefixes)
+        if any(url.startswith(p) for p in skip_prefixes):
+            continue
+        links.append(url)
+        parts.append(key[pos : match.start(3)])
+        pos = match.end(3)
+    parts.append(key[pos:])
+    plan: tuple[tuple[str, ...], tuple[str, ...], frozenset[int]] | None = (
+        tuple(parts),
+        tuple(links),
+        frozenset(i for i, p in enumerate(parts) if "~" in p),
+    )
+    if unsure or any("~" in url for url in links):
+        plan = None
+    _remember(_PLANS, cache_key, plan, _PLANS_MAX_LEN, _PLANS_SIZE)
+    return plan
+
+
+_MISSING: Any = object()
+
+
+def _add_pixel(out: str, pixel_url: str | None) -> str:
+    if pixel_url:
+        pixel = f'<img src="{html_lib.escape(pixel_url)}" width="1" height="1" alt="" style="display:none">'
+        closing = out.lower().rfind("</body>")
+        out = out[:closing] + pixel + out[closing:] if closing >= 0 else out + pixel
+    return out
+
+
+def _rewrite_links(
+    html: str, *, click_url: Callable[[int], str], pixel_url: str | None, skip_prefixes: tuple[str, ...]
+) -> tuple[str, list[str]]:
     links: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
@@ -90,12 +173,7 @@ def rewrite_links(
         links.append(url)
         return f"{match.group(1)}{match.group(2)}{html_lib.escape(click_url(len(links) - 1))}{match.group(2)}"
 
-    out = _LINK.sub(replace, html)
-    if pixel_url:
-        pixel = f'<img src="{html_lib.escape(pixel_url)}" width="1" height="1" alt="" style="display:none">'
-        closing = out.lower().rfind("</body>")
-        out = out[:closing] + pixel + out[closing:] if closing >= 0 else out + pixel
-    return out, links
+    return _add_pixel(_LINK.sub(replace, html), pixel_url), links
 
 
 def _is_apple_ip(ip: str | None) -> bool:
