@@ -229,10 +229,13 @@ def test_icp_and_rule_edits_are_in_the_audit_log(client, workspace, session_fact
     assert deleted.details["before"]["definition"]["location"]["countries"] == ["SE"]
 
 
-def test_cli_recompute_reads_the_columnar_copy_only_once_it_exists(cli_env: CliRunner, client, workspace, tmp_path):
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_cli_recompute_reads_the_columnar_copy_only_once_it_exists(
+    cli_env: CliRunner, client, workspace, tmp_path, processes
+):
     """`scoring recompute` does not build the event log's columnar copy (the event reports do; building it first
     would cost more than reading the row store once); once it exists the rescoring syncs it and reads from it, with
-    the same scores."""
+    the same scores — in one process or split over worker processes."""
     from datetime import UTC, datetime, timedelta
 
     from sqlalchemy import insert
@@ -262,7 +265,7 @@ def test_cli_recompute_reads_the_columnar_copy_only_once_it_exists(cli_env: CliR
         res = client.get(f"{API}/contacts/{person}/scores", headers=workspace.auth("read"))
         return float(res.json()["scores"]["engagement"]["score"])
 
-    wopt = ["--workspace", workspace.slug, "--processes", "1", "--json"]
+    wopt = ["--workspace", workspace.slug, "--processes", processes, "--json"]
     page_view(1)
     res = cli_env.invoke(cli_app, ["scoring", "recompute", *wopt])
     assert res.exit_code == 0, res.output

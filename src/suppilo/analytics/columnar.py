@@ -137,6 +137,22 @@ class ColumnarStore:
                 con.close()
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @contextmanager
+    def read(self, session: Session) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to this database's copy, as it was last synced: any number of processes read at
+        once (a shared file lock); a sync or report, which take the lock exclusively, waits for them."""
+        path = self.file_for(session)
+        with open(path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            con = duckdb.connect(str(path), read_only=True)
+            if self.threads:
+                con.execute(f"SET threads = {int(self.threads)}")
+            try:
+                yield con
+            finally:
+                con.close()
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 def open_store(path: Path | str, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A connection to a copy with its schema in place; ``threads`` (default: DuckDB's, one per core)."""

@@ -800,10 +800,10 @@ def engagement_kept(
     stored = stored_explanation or []
     if len(stored) != len(contributions):
         return False
-    return all(
-        e.get("rule") == c[0] and e.get("events") == c[1] and e.get("points") == c[2]
-        for e, c in zip(stored, contributions, strict=True)
-    )
+    for e, c in zip(stored, contributions, strict=True):
+        if e.get("rule") != c[0] or e.get("events") != c[1] or e.get("points") != c[2]:
+            return False
+    return True
 
 
 def _now_value(row: Any, now: datetime) -> float:

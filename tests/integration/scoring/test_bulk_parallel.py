@@ -79,7 +79,13 @@ def _single(session_factory: Any, ws: int, now: Any) -> dict[str, bulk.service.S
     return result
 
 
-def test_parallel_rescoring_equals_one_process(session_factory, database_url):
+@pytest.mark.parametrize("copy", [False, True], ids=["row_store", "columnar_copy"])
+def test_parallel_rescoring_equals_one_process(session_factory, database_url, tmp_path, copy):
+    """Also with the columnar copy of the event log: synced by the parent (new events after the edits included),
+    read by both workers at once through read-only connections."""
+    from suppilo.analytics.columnar import ColumnarStore
+
+    store = ColumnarStore(tmp_path / "columnar") if copy else None
     (a, a_companies, a_ids), (b, b_companies, b_ids) = _two_workspaces(session_factory)
     for now, edit in ((T0, False), (T1, True), (T1, False)):  # first scoring, after changes, same moment again
         if edit:
@@ -89,8 +95,13 @@ def test_parallel_rescoring_equals_one_process(session_factory, database_url):
                 session.commit()
         want = _single(session_factory, a, now)
         done: list[int] = []
-        got = bulk.rescore_parallel(database_url, b, now=now, processes=2, range_size=7, progress=done.append)
+        got = bulk.rescore_parallel(
+            database_url, b, now=now, processes=2, range_size=7, progress=done.append, store=store
+        )
         assert _state(session_factory, b, b_ids) == _state(session_factory, a, a_ids)
+        if store is not None:
+            with session_factory() as session:
+                assert store.exists(session)
         assert sum(done) == 2 * len(b_ids)
         for kind in ("fit", "engagement"):
             assert got[kind].scored == want[kind].scored

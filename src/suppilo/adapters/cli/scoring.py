@@ -174,14 +174,14 @@ def recompute(
                         progress.advance(whole, n)
 
                     url = get_settings().resolved_database_url()
+                    # events read from the columnar copy of the event log once the reports have built it (synced
+                    # first); building it here would cost more than reading the row store once
+                    store = ColumnarStore(get_settings().data_dir / "columnar")
+                    copy = store if store.exists(session) else None
                     if (processes or bulk.default_processes(url)) > 1:
                         session.commit()
-                        done = bulk.rescore_parallel(url, ws.id, kind, now, processes, progress=advance)
+                        done = bulk.rescore_parallel(url, ws.id, kind, now, processes, progress=advance, store=copy)
                     else:
-                        # events read from the columnar copy of the event log once the reports have built it
-                        # (synced first); building it here would cost more than reading the row store once
-                        store = ColumnarStore(get_settings().data_dir / "columnar")
-                        copy = store if store.exists(session) else None
                         done = bulk.rescore_all(session, ws.id, kind, now, progress=advance, store=copy)
                     for k, r in done.items():
                         totals[k] = {"scored": r.scored, "changed": len(r.changed)}
