@@ -408,10 +408,13 @@ def bulk_fit(
     *,
     bounds: tuple[int, int] | None = None,
     deferred: Deferred | None = None,
+    shared: dict[Any, Any] | None = None,
 ) -> service.ScoreWrite:
     """``service.recompute_fit`` for these contacts (None: every contact of the workspace, or of the id range
     ``bounds``), set-based. With ``deferred`` the rows are kept there for a later write instead of written (stage
-    thresholds and segments are then the caller's)."""
+    thresholds and segments are then the caller's). ``shared``: a dict kept by the caller across calls (the ranges
+    one worker process scores): the fit of each distinct set of facts and the explanation ids found are reused by
+    the next call with the same ICPs and exchange rates."""
     now = now or utcnow()
     icps = service.active_icps(session, workspace_id)
     ids = _all_ids(session, workspace_id, bounds) if contact_ids is None else sorted(set(contact_ids))
@@ -422,14 +425,21 @@ def bulk_fit(
             progress(len(ids))
         return result
     result = service.ScoreWrite()
-    convert = service._converter(session, workspace_id)
+    rates = service.latest_rates(session, workspace_id)
+    convert = service._converter(session, workspace_id, rates)
     budgets = service._budget(icps)
     uses_tags = any(isinstance(c, PainPointsCriterion) for _, icp in icps for _, c in icp.criteria())
     uses_titles = any(icp.job_titles is not None or icp.seniority is not None for _, icp in icps)
     scorer = FitScorer(icps, convert)
     memo: dict[tuple[Any, ...], tuple[int, float, str, str]] = {}
-    by_row: dict[tuple[Any, ...], tuple[int, float, str, str]] = {}  # the same, by raw facts
     eids: dict[str, int] = {}  # explanation text -> its score_explanations id
+    if shared is not None:  # what a previous call with the same ICPs and rates found
+        fingerprint = (workspace_id, repr(icps), tuple(sorted(rates.items())))
+        if shared.get("fingerprint") != fingerprint:
+            shared.clear()
+            shared.update(fingerprint=fingerprint, memo=memo, eids=eids)
+        memo, eids = shared["memo"], shared["eids"]
+    by_row: dict[tuple[Any, ...], tuple[int, float, str, str]] = {}  # the same, by raw facts
     parse = _JsonCache()
     stamp = _time_text(session, now)
     title = "job_title" if uses_titles else "NULL"
@@ -1071,6 +1081,8 @@ def default_processes(url: str) -> int:
 
 
 _ENGINES: dict[str, Any] = {}
+# per worker process, the fit work one range leaves for the next of the same rescoring (``bulk_fit(shared=)``)
+_SHARED_FIT: dict[tuple[str, datetime], dict[Any, Any]] = {}
 
 
 _Scored = dict[str, tuple[service.ScoreWrite, "Deferred | None"]]
@@ -1113,13 +1125,20 @@ def _score_range(
             return out
 
         done: _Scored = {}
+        shared = _SHARED_FIT.setdefault((url, now), {})
+        if len(_SHARED_FIT) > 1:  # only the current rescoring's
+            for key in [k for k in _SHARED_FIT if k != (url, now)]:
+                del _SHARED_FIT[key]
         for kind in kinds:
             deferred = Deferred(explain)
             if kind == "fit":
                 if not service.active_icps(reader, workspace_id):
                     done[kind] = (service.ScoreWrite(), None)  # nothing to score with: per contact, when written
                     continue
-                done[kind] = (bulk_fit(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred), deferred)
+                done[kind] = (
+                    bulk_fit(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, shared=shared),
+                    deferred,
+                )
             else:
                 done[kind] = (
                     bulk_engagement(

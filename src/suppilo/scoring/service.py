@@ -254,11 +254,18 @@ def set_engagement_config(
 # --- facts -----------------------------------------------------------------------------------------------------------
 
 
-def _converter(session: Session, workspace_id: int) -> Convert:
-    """Money conversion with the workspace's latest exchange rate of each pair (either direction)."""
+def latest_rates(session: Session, workspace_id: int) -> dict[tuple[str, str], Decimal]:
+    """The workspace's latest exchange rate of each (base, quote) pair."""
     latest: dict[tuple[str, str], Decimal] = {}
     for rate in analytics_service.list_rates(session, workspace_id):  # by pair, then date: the latest wins
         latest[(rate.base, rate.quote)] = Decimal(rate.rate)
+    return latest
+
+
+def _converter(session: Session, workspace_id: int, latest: dict[tuple[str, str], Decimal] | None = None) -> Convert:
+    """Money conversion with the workspace's latest exchange rate of each pair (either direction)."""
+    if latest is None:
+        latest = latest_rates(session, workspace_id)
 
     def convert(amount: int, src: str, dst: str) -> int | None:
         if (src, dst) in latest:

@@ -173,3 +173,48 @@ def test_a_failed_range_is_reported_leaves_nothing_half_written_and_a_rerun_comp
     bulk.rescore_parallel(database_url, b, now=T0, processes=2, range_size=7)
     _single(session_factory, a, T0)
     assert _state(session_factory, b, b_ids) == _state(session_factory, a, a_ids)
+
+
+def test_fit_work_shared_between_ranges_follows_an_icp_change(session_factory):
+    """A worker keeps the fit of each distinct set of facts from one range for the next (``bulk_fit(shared=)``):
+    the ranges store what one call over every contact stores, and after an ICP's weights (and an exchange rate)
+    changed between calls nothing is answered from what was kept."""
+    from datetime import date
+    from decimal import Decimal
+
+    from suppilo.analytics import service as analytics_service
+    from suppilo.analytics.schemas import RateCreate
+    from suppilo.scoring import service
+    from suppilo.scoring.schemas import IcpUpdate
+
+    (a, _, a_ids), (b, _, b_ids) = _two_workspaces(session_factory)
+
+    def ranges(ws: int, ids: list[int], shared: dict) -> None:
+        with session_factory() as session:
+            for i in range(0, len(ids), 7):
+                bulk.bulk_fit(session, ws, None, T0, bounds=(ids[i], ids[min(i + 7, len(ids)) - 1]), shared=shared)
+            session.commit()
+
+    def whole(ws: int) -> None:
+        with session_factory() as session:
+            bulk.bulk_fit(session, ws, None, T0)
+            session.commit()
+
+    shared: dict = {}
+    ranges(b, b_ids, shared)
+    whole(a)
+    assert _state(session_factory, b, b_ids) == _state(session_factory, a, a_ids)
+    kept = len(shared["memo"])
+    assert kept > 0
+    for ws in (a, b):
+        with session_factory() as session:
+            first = service.list_icps(session, ws)[0]
+            heavier = {**ICPS[0], "industries": {**ICPS[0]["industries"], "weight": 70}}  # the same criteria
+            service.update_icp(session, ws, first.id, IcpUpdate(definition=heavier))
+            analytics_service.upsert_rates(
+                session, ws, [RateCreate(date=date(2026, 2, 1), base="USD", quote="EUR", rate=Decimal("0.5"))]
+            )
+            session.commit()
+    ranges(b, b_ids, shared)
+    whole(a)
+    assert _state(session_factory, b, b_ids) == _state(session_factory, a, a_ids)
