@@ -32,6 +32,7 @@ import functools
 import gc
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -1185,6 +1186,15 @@ def _write_scored(writer: Session, workspace_id: int, now: datetime, lo: int, hi
             service._stage_thresholds(writer, workspace_id, kept.reached, config, now)
 
 
+def _ready() -> None:
+    """A worker's first task: nothing (it only makes the pool start its processes early)."""
+
+
+def _start_workers(pool: ProcessPoolExecutor, n: int) -> None:
+    for _ in range(n):
+        pool.submit(_ready)
+
+
 def _worker_context() -> Any:
     """Worker processes forked from a fresh server process that imported the application once (``forkserver``):
     no database connection is inherited (unlike ``fork``), and each worker does not import the application again
@@ -1226,9 +1236,19 @@ def rescore_parallel(
     size = range_size or RANGE
     write_here = make_url(url).get_backend_name() == "sqlite"
     engine = make_engine(url, pool_size=1)
+    stack = contextlib.ExitStack()
+    starting: threading.Thread | None = None
     try:
         with Session(engine.execution_options(sqlite_begin="DEFERRED")) as s:
             ids = _all_ids(s, workspace_id)
+            workers = min(processes, -(-len(ids) // size))
+            pool = None
+            if workers > 1:
+                # started now, from a thread: the worker processes come up (the application imported once, by the
+                # forkserver; starting a process waits for that) while the copy is synced below
+                pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_worker_context()))
+                starting = threading.Thread(target=_start_workers, args=(pool, workers), daemon=True)
+                starting.start()
             copy_dir = None
             if (
                 store is not None
@@ -1262,28 +1282,33 @@ def rescore_parallel(
                 progress(n * len(kinds))
 
         args = (copy_dir, not write_here)
-        if processes <= 1 or len(ranges) <= 1:
+        if pool is None:
             for lo, hi, n in ranges:
                 try:
                     take(lo, hi, n, _score_range(url, workspace_id, kinds, now, lo, hi, *args))
                 except Exception as exc:  # reported with its range below
                     failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
         else:
-            with ProcessPoolExecutor(min(processes, len(ranges)), mp_context=_worker_context()) as pool:
-                futures = {pool.submit(_score_range, url, workspace_id, kinds, now, lo, hi, *args): (lo, hi, n)
-                           for lo, hi, n in ranges}  # fmt: skip
-                for future in as_completed(futures):
-                    lo, hi, n = futures[future]
-                    try:
-                        take(lo, hi, n, future.result())
-                    except Exception as exc:  # reported with its range below
-                        failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
+            if starting is not None:
+                starting.join()
+            futures = {pool.submit(_score_range, url, workspace_id, kinds, now, lo, hi, *args): (lo, hi, n)
+                       for lo, hi, n in ranges}  # fmt: skip
+            for future in as_completed(futures):
+                lo, hi, n = futures[future]
+                try:
+                    take(lo, hi, n, future.result())
+                except Exception as exc:  # reported with its range below
+                    failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
+            stack.close()
         with Session(engine) as s:
             for k in kinds:
                 out[k].changed.sort()
                 _after_change(s, workspace_id, out[k].changed, k, now)
             s.commit()
     finally:
+        if starting is not None:
+            starting.join()
+        stack.close()
         engine.dispose()
     if failed:
         raise RangesFailed(sorted(failed))
