@@ -851,6 +851,36 @@ def _placeholders_inert(key: str, body: str) -> bool:
     return "<" not in body[pos:]
 
 
+class Sharing:
+    """Whether looking for shared work pays: a lookup that misses costs more than working alone (the key, a check,
+    the cache), so after a window of ``window`` lookups with fewer than ``min_hits`` hits (contacts with distinct
+    names: every HTML differs) the next ``pause`` messages are worked on alone, then it tries again. Either way the
+    result is the same."""
+
+    __slots__ = ("hits", "min_hits", "pause", "paused", "tries", "window")
+
+    def __init__(self, window: int = 64, min_hits: int = 16, pause: int = 1024) -> None:
+        self.window, self.min_hits, self.pause = window, min_hits, pause
+        self.hits = self.tries = self.paused = 0
+
+    def wanted(self) -> bool:
+        if self.paused:
+            self.paused -= 1
+            return False
+        return True
+
+    def record(self, hit: bool) -> None:
+        self.tries += 1
+        self.hits += hit
+        if self.tries >= self.window:
+            if self.hits < self.min_hits:
+                self.paused = self.pause
+            self.hits = self.tries = 0
+
+
+_body_sharing = Sharing()
+
+
 # Rendered HTML (its message's own token replaced: ``volatile_key``) -> (the HTML with CSS inlined, its text part
 # or None), or None when the placeholders could not be set aside: a journey step sends one template to many
 # contacts, and those with the same values get the same HTML.
@@ -863,8 +893,10 @@ def _body_and_text(html: str, volatile: str | None, with_text: bool) -> tuple[st
     """``inline_css(html)`` and (``with_text``) its ``html_to_text``, shared between messages through ``_BODIES``:
     the same as computed on ``html``, since the placeholders are inert (``volatile_key``, ``_placeholders_inert``)
     and ``html_to_text`` reads them only as text or as (non-style) attribute values, as it would the token."""
-    key = volatile_key(html, volatile) if len(html) <= _BODIES_MAX_LEN else None
+    key = volatile_key(html, volatile) if volatile and len(html) <= _BODIES_MAX_LEN and _body_sharing.wanted() else None
     hit = _BODIES.get(key, _MISSING) if key is not None else None
+    if key is not None:
+        _body_sharing.record(hit is not _MISSING)
     if key is not None and (hit is _MISSING or (with_text and hit is not None and hit[1] is None)):
         try:
             body = inline_css(key)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from suppilo.db.base import utcnow
 from suppilo.events import service as events_service
 from suppilo.messaging.outbox_models import OutboxMessage
-from suppilo.messaging.templates import _remember, volatile_key
+from suppilo.messaging.templates import Sharing, _remember, volatile_key
 from suppilo.messaging.unsubscribe import sign_token, verify_token
 
 # A 1x1 transparent GIF.
@@ -90,7 +90,7 @@ def rewrite_links(
     Links starting with ``skip_prefixes`` (the unsubscribe and confirmation links) stay as they are. ``volatile``:
     a string of this message alone (its unsubscribe token); HTML that differs from an earlier message's only in it
     reuses that message's split around its links (``_link_plan``), with the same result."""
-    key = volatile_key(html, volatile)
+    key = volatile_key(html, volatile) if volatile and _plan_sharing.wanted() else None
     plan = _link_plan(key, skip_prefixes) if key is not None else None
     if plan is not None:
         parts, found, with_placeholder = plan
@@ -121,6 +121,7 @@ def _link_plan(
     where a tracked link's URL began and the next starts with its closing quote) and the tracked links."""
     cache_key = "\x00".join(skip_prefixes) + "\x01" + key
     hit = _PLANS.get(cache_key, _MISSING)
+    _plan_sharing.record(hit is not _MISSING)
     if hit is not _MISSING:
         return hit  # type: ignore[no-any-return]
     parts: list[str] = []
@@ -151,6 +152,7 @@ def _link_plan(
 
 
 _MISSING: Any = object()
+_plan_sharing = Sharing()
 
 
 def _add_pixel(out: str, pixel_url: str | None) -> str:

@@ -29,6 +29,11 @@ def _with_url(context: dict[str, Any], token: str) -> dict[str, Any]:
     return {**context, "unsubscribe_url": url, "preferences_url": url}
 
 
+def _share_always() -> None:
+    """Look for shared work now, even after many misses (``templates.Sharing`` pauses then)."""
+    templates._body_sharing.paused = tracking._plan_sharing.paused = 0
+
+
 def _uncached(content: Any, lang: str, context: dict[str, Any]) -> templates.RenderedMessage:
     return templates.render_message(content, language=lang, context=context)
 
@@ -49,6 +54,7 @@ def test_every_shipped_template_renders_and_tracks_the_same_with_the_shared_work
     tracking._PLANS.clear()
     compared = 0
     for n, (_key, lang, _cid, _label, content, context) in enumerate(cases()[::3]):
+        _share_always()
         for outbox_id in (n * 2 + 1, n * 2 + 2, 10**9 + n):  # the second (same length) shares the first's work
             token = _token(outbox_id)
             ctx = _with_url(context, token)
@@ -105,12 +111,14 @@ def test_contacts_with_different_names_get_their_own_body_and_tokens() -> None:
 
 def test_the_shared_bodies_stay_bounded() -> None:
     templates._BODIES.clear()
+    templates._body_sharing = templates.Sharing(pause=0)  # never pauses: every message is looked up
     html = '<html><head><style>p{color:red}</style></head><body><p>{{ n }}</p><a href="{{ u }}">x</a></body></html>'
     content = _Variant("en", "s", "", html, None)
     for n in range(templates._BODIES_SIZE * 2 + 5):
         token = _token(n + 1)
         templates.render_message(content, language="en", context={"n": n, "u": f"{BASE}/u/{token}"}, volatile=token)
         assert len(templates._BODIES) <= templates._BODIES_SIZE
+    templates._body_sharing = templates.Sharing()
 
 
 def _alone(html: str, with_text: bool) -> tuple[str, str | None]:
@@ -145,6 +153,7 @@ _PIECES = [
 @given(st.lists(st.sampled_from(_PIECES), max_size=14))
 def test_sharing_never_changes_a_result_wherever_the_token_stands(pieces: list[str]) -> None:
     html = "<html><head><style>p{color:#111}</style></head><body>" + "".join(pieces) + "</body></html>"
+    _share_always()
     for with_text in (True, False):
         shared = _outcome(templates._body_and_text, html, _TOKEN, with_text)
         alone = _outcome(lambda: _alone(html, with_text))
@@ -167,7 +176,34 @@ def test_the_token_is_not_set_aside_where_parsing_or_css_would_treat_it_otherwis
     ]
     for piece in dangerous:
         templates._BODIES.clear()
+        _share_always()
         html = "<html><head><style>p{color:#111}</style></head><body>" + piece + "</body></html>"
         shared = _outcome(templates._body_and_text, html, _TOKEN, True)
         assert shared == _outcome(_alone, html, True)
         assert all(hit is None for hit in templates._BODIES.values()), piece
+
+
+def test_sharing_pauses_while_it_does_not_pay_and_the_results_stay_the_same() -> None:
+    templates._BODIES.clear()
+    templates._body_sharing = sharing = templates.Sharing(window=8, min_hits=2, pause=20)
+    html = '<html><head><style>p{color:red}</style></head><body><p>{{ n }}</p><a href="{{ u }}">x</a></body></html>'
+    content = _Variant("en", "s", "", html, None)
+
+    def render(n: int, outbox_id: int) -> templates.RenderedMessage:
+        token = _token(outbox_id)
+        ctx = {"n": n, "u": f"{BASE}/u/{token}"}
+        shared = templates.render_message(content, language="en", context=ctx, volatile=token)
+        assert shared == templates.render_message(content, language="en", context=ctx)
+        return shared
+
+    for i in range(8):  # distinct names: every lookup misses
+        render(i, 1000 + i)
+    assert sharing.paused == 20
+    cached = len(templates._BODIES)
+    for i in range(20):  # worked on alone: nothing looked up or kept
+        render(100 + i, 2000 + i)
+    assert sharing.paused == 0 and len(templates._BODIES) == cached
+    for i in range(8):  # the same values again: hits, so it keeps sharing
+        render(7, 3000 + i)
+    assert sharing.paused == 0 and sharing.tries == 0
+    templates._body_sharing = templates.Sharing()
