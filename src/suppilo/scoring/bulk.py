@@ -508,28 +508,35 @@ def bulk_fit(
                 cur.execute(tags_sql, (workspace_id, lo, hi))
                 tags = dict(cur.fetchall())
             cur.execute(old_sql, (workspace_id, lo, hi))
-            old = {r[0]: r for r in cur.fetchall()}
+            old = {r[0]: r[1:] for r in cur.fetchall()}  # (score, grade, icp id, explanation id)
             cur.execute(contacts_sql, (workspace_id, lo, hi))
             rows: list[tuple[Any, ...]] = []
             fresh: list[tuple[Any, ...]] = []  # of contacts without a row of this kind when read
             history: list[tuple[Any, ...]] = []
-            cids: list[int] = []
-            hits: list[tuple[int, float, str, str]] = []
             get_tags = tags.get
-            get_company = company_of.get
-            get_hit = by_row.get
-            for cid, company_id, country, job_title, cprops in cur.fetchall():
-                if wanted is not None and cid not in wanted:
-                    continue
-                number = get_company(company_id, 0) if company_id is not None else 0
-                tag_text = get_tags(cid)
-                budget = budget_currency = None
-                if budgets:
+            get_company = company_of.get  # a contact without a company (None) gets 0 too
+            fetched = cur.fetchall()
+            if wanted is not None:
+                fetched = [r for r in fetched if r[0] in wanted]
+            cids: list[int] = [r[0] for r in fetched]
+            if budgets:
+                raw_keys = []
+                for cid, company_id, country, job_title, cprops in fetched:
+                    number = get_company(company_id, 0)
                     coprops = company_facts[number][5]
                     budget, budget_currency = service._budget_of(parse(cprops) or {}, parse(coprops) or {}, budgets)
-                raw_key = (number, country, job_title, tag_text, budget, budget_currency)
-                hit = get_hit(raw_key)
+                    raw_keys.append((number, country, job_title, get_tags(cid), budget, budget_currency))
+            else:
+                raw_keys = [
+                    (get_company(company_id, 0), country, job_title, get_tags(cid), None, None)
+                    for cid, company_id, country, job_title, _ in fetched
+                ]
+            hits: list[Any] = list(map(by_row.get, raw_keys))
+            for i in [i for i, hit in enumerate(hits) if hit is None]:
+                raw_key = raw_keys[i]
+                hit = by_row.get(raw_key)  # found earlier in this range
                 if hit is None:
+                    number, country, job_title, tag_text, budget, budget_currency = raw_key
                     industry, employees, revenue, currency, co_country, _ = company_facts[number]
                     facts = FitFacts(
                         industry=industry,
@@ -553,25 +560,29 @@ def bulk_fit(
                             memo[key] = hit
                     if len(by_row) < 500_000:
                         by_row[raw_key] = hit
-                cids.append(cid)
-                hits.append(hit)
-            new_texts = {hit[3] for hit in set(hits)} - eids.keys()
+                hits[i] = hit
+            distinct = {id(hit): hit for hit in hits}
+            new_texts = {hit[3] for hit in distinct.values()} - eids.keys()
             if new_texts:
                 eids.update(
                     service.explanation_ids(session, workspace_id, new_texts)
                     if deferred is None
                     else deferred.explain(new_texts)
                 )
-            for cid, (icp_id, score, grade, text) in zip(cids, hits, strict=True):
-                eid = eids[text]
-                result.scored += 1
-                prev = old.get(cid)
-                if prev is not None and prev[1] == score and prev[2] == grade and prev[3] == icp_id and prev[4] == eid:
+            # each distinct result as its stored row reads back: (score, grade, icp id, explanation id)
+            stored_as = {k: (hit[1], hit[2], hit[0], eids[hit[3]]) for k, hit in distinct.items()}
+            get_old = old.get
+            result.scored += len(cids)
+            for cid, hit in zip(cids, hits, strict=True):
+                want = stored_as[id(hit)]
+                prev = get_old(cid)
+                if prev == want:
                     continue
+                score, grade, icp_id, eid = want
                 (rows if prev is not None else fresh).append(
                     (workspace_id, cid, "fit", score, grade, icp_id, "[]", eid, "{}", None, None, stamp, stamp)
                 )
-                if prev is None or prev[1] != score or prev[2] != grade:
+                if prev is None or prev[0] != score or prev[1] != grade:
                     result.changed.append(cid)
                     history.append(
                         (
@@ -579,7 +590,7 @@ def bulk_fit(
                             cid,
                             "fit",
                             score,
-                            None if prev is None else prev[1],
+                            None if prev is None else prev[0],
                             grade,
                             stamp,
                             "profile or ICP changed",
