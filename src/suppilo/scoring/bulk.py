@@ -743,7 +743,7 @@ class _ColumnarEvents:
         from suppilo.engine.filter_eval import event_property_matches
 
         if sync:
-            columnar.sync(session, con, workspace_id)
+            columnar.sync(session, con, workspace_id, compaction=False)
         self.session, self.con, self.config = session, con, config
         cols_sql = "contact_id, id, ts, name_id, kind_id, path_id, path_text, machine"
         self.source = (
@@ -1273,7 +1273,7 @@ def rescore_parallel(
                 and _columnar_fits(service.engagement_config(s, workspace_id))
             ):
                 with store.connect(s) as con:
-                    columnar.sync(s, con, workspace_id)
+                    columnar.sync(s, con, workspace_id, compaction=False)
                 copy_dir = str(store.directory)
             s.rollback()
         ranges = [(ids[i], ids[min(i + size, len(ids)) - 1], min(size, len(ids) - i)) for i in range(0, len(ids), size)]

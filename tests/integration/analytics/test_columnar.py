@@ -122,8 +122,12 @@ def test_columnar_equals_row_store_and_follows_changes(
     session.execute(delete(Contact).where(Contact.workspace_id == ws, Contact.id == ids[2]))
     session.commit()
     with store.connect(session) as con:
+        if compact_at == 0:  # a rescoring's sync leaves the tail for the next one to fold in
+            held = columnar.sync(session, con, ws, compaction=False)
+            assert held.appended > 0 and not held.compacted
+            assert con.execute(f"SELECT count(*) FROM {columnar.tail_table(ws)}").fetchone()[0] >= held.appended
         stats = columnar.sync(session, con, ws)
-        assert stats.appended > 0 and stats.repointed_merges == 1 and stats.purged > 0
+        assert (stats.appended > 0 and stats.repointed_merges == 1 and stats.purged > 0) or compact_at == 0
         assert stats.compacted == (compact_at == 0)
         for table in (columnar.main_table(ws), columnar.tail_table(ws)):
             moved = con.execute(f"SELECT count(*) FROM {table} WHERE contact_id IN (?, ?)", [ids[1], ids[2]]).fetchone()
