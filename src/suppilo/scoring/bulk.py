@@ -907,13 +907,13 @@ def bulk_engagement(
     bounds: tuple[int, int] | None = None,
     deferred: Deferred | None = None,
     store: ColumnarStore | None = None,
-    synced: bool = False,
+    copy: Any = None,
 ) -> service.ScoreWrite:
     """``service.recompute_engagement`` for these contacts (None: every contact of the workspace, or of the id
     range ``bounds``), set-based; ``deferred`` as for ``bulk_fit``. With ``store`` (the columnar copies of the
     event log) a rescoring of every contact (or of the range ``bounds``) syncs the workspace's copy and reads the
-    events from it; ``synced``: the caller has just synced it, it is only read (a shared, read-only connection, so
-    worker processes read it at once)."""
+    events from it; ``copy``: instead, a connection to the copy the caller synced and holds open (read-only, so
+    worker processes read it at once), only read."""
     now = now or utcnow()
     config = service.engagement_config(session, workspace_id)
     ids = _all_ids(session, workspace_id, bounds) if contact_ids is None else sorted(set(contact_ids))
@@ -943,20 +943,21 @@ def bulk_engagement(
     reached: list[int] = []
     with contextlib.ExitStack() as stack:
         # a full rescoring with a columnar copy at hand reads the events from it (``_ColumnarEvents``)
-        copy: _ColumnarEvents | None = None
+        columns: _ColumnarEvents | None = None
         background = stack.enter_context(_writes(session, deferred))
-        if store is not None and contact_ids is None and events_sql is not None and _columnar_fits(config):
-            con = stack.enter_context(store.read(session) if synced else store.connect(session))
-            copy = _ColumnarEvents(
-                session, con, workspace_id, config, now, start, now + service.FUTURE_SKEW, sync=not synced
+        held = copy is not None
+        if (held or store is not None) and contact_ids is None and events_sql is not None and _columnar_fits(config):
+            con = copy if held else stack.enter_context(store.connect(session))  # type: ignore[union-attr]
+            columns = _ColumnarEvents(
+                session, con, workspace_id, config, now, start, now + service.FUTURE_SKEW, sync=not held
             )
         for lo, hi, part in _ranges(ids):
             wanted = set(part)
             cur = _cursor(session)
             scored: dict[int, BatchEngagement] = {}
             got = None
-            if copy is not None:
-                got = copy.read(lo, hi)
+            if columns is not None:
+                got = columns.read(lo, hi)
             elif events_sql is not None:
                 cur.execute(events_sql, _range_params(events_params, lo, hi))
                 fetched = cur.fetchall()
@@ -1121,7 +1122,7 @@ def _score_range(
     write: bool = True,
 ) -> tuple[_Scored | None, dict[str, tuple[int, list[int], float]]]:
     """In a worker process: read and score the contacts with ids lo..hi (a deferred read transaction, no write lock
-    held; engagement events from the columnar copy in ``copy_dir``, already synced, when given), then write their
+    held; engagement events from the columnar copy in ``copy_dir``, once synced, when given), then write their
     rows, history and stage moves in one short transaction (all of the range or none) — or, without ``write``,
     return the scored rows for the caller to write (``_write_scored``). Shared fit explanations are stored by the
     worker either way (committed at once: only ever added, identical whoever adds them)."""
@@ -1147,7 +1148,7 @@ def _score_range(
         if len(_SHARED_FIT) > 1:  # only the current rescoring's
             for key in [k for k in _SHARED_FIT if k != (url, now)]:
                 del _SHARED_FIT[key]
-        for kind in kinds:
+        for kind in sorted(kinds, key=lambda k: k != "fit"):  # fit first: it needs no copy (see below)
             deferred = Deferred(explain)
             if kind == "fit":
                 if not service.active_icps(reader, workspace_id):
@@ -1157,14 +1158,20 @@ def _score_range(
                     bulk_fit(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, shared=shared),
                     deferred,
                 )
-            else:
+            elif store is None:
                 done[kind] = (
-                    bulk_engagement(
-                        reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, store=store,
-                        synced=store is not None,
-                    ),
+                    bulk_engagement(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred),
                     deferred,
-                )  # fmt: skip
+                )
+            else:
+                # the copy is read once the parent has synced it (it holds the copy's lock exclusively until then),
+                # in a read transaction begun after that: the row store then holds every event the copy holds
+                reader.rollback()
+                with store.read(reader) as con:
+                    done[kind] = (
+                        bulk_engagement(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, copy=con),
+                        deferred,
+                    )
         reader.rollback()
         if not write:
             for _, kept in done.values():
@@ -1212,6 +1219,24 @@ def _start_workers(pool: ProcessPoolExecutor, n: int) -> None:
         pool.submit(_ready)
 
 
+def _submit(
+    pool: ProcessPoolExecutor | None,
+    starting: threading.Thread | None,
+    ranges: list[tuple[int, int, int]],
+    *args: Any,
+) -> dict[Any, tuple[int, int, int]]:
+    """Hand the ranges to the pool (none without one: they are scored here, in order)."""
+    if pool is None:
+        return {}
+    if starting is not None:
+        starting.join()
+    url, workspace_id, kinds, now, copy_dir, defer = args
+    return {
+        pool.submit(_score_range, url, workspace_id, kinds, now, lo, hi, copy_dir, defer): (lo, hi, n)
+        for lo, hi, n in ranges
+    }
+
+
 def _worker_context() -> Any:
     """Worker processes forked from a fresh server process that imported the application once (``forkserver``):
     no database connection is inherited (unlike ``fork``), and each worker does not import the application again
@@ -1239,7 +1264,8 @@ def rescore_parallel(
     the worker on PostgreSQL (the writes run concurrently), by this process on SQLite (its one writer: the workers
     never wait for the write lock, and this process writes one range while they score the next); then the segments
     reading the scores follow once. With ``store`` (the columnar copies of the event log) the workspace's copy is
-    synced here first and every worker reads its engagement events from it (read-only, at once).
+    synced here while the workers score their ranges' fit, and every worker then reads its engagement events from
+    it (read-only, at once: the shared lock they take waits for the sync's exclusive one).
 
     A range that fails leaves nothing of itself written; the others are kept and followed up, and ``RangesFailed``
     names the failed ranges. Re-running completes the rescoring (rows already stored as of ``now`` are kept)."""
@@ -1272,11 +1298,19 @@ def rescore_parallel(
                 and "engagement" in kinds
                 and _columnar_fits(service.engagement_config(s, workspace_id))
             ):
-                with store.connect(s) as con:
-                    columnar.sync(s, con, workspace_id, compaction=False)
                 copy_dir = str(store.directory)
             s.rollback()
         ranges = [(ids[i], ids[min(i + size, len(ids)) - 1], min(size, len(ids) - i)) for i in range(0, len(ids), size)]
+        futures: dict[Any, tuple[int, int, int]] = {}
+        if copy_dir is not None and store is not None:
+            # the copy is locked exclusively, the ranges handed out (their fit needs no copy), then the copy synced:
+            # the workers' engagement waits at the lock, and the sync overlaps their fit
+            with Session(engine.execution_options(sqlite_begin="DEFERRED")) as s, store.connect(s) as con:
+                futures = _submit(pool, starting, ranges, url, workspace_id, kinds, now, copy_dir, not write_here)
+                columnar.sync(s, con, workspace_id, compaction=False)
+                s.rollback()
+        elif pool is not None:
+            futures = _submit(pool, starting, ranges, url, workspace_id, kinds, now, copy_dir, not write_here)
         out = {k: service.ScoreWrite() for k in kinds}
         failed: list[tuple[int, int, str]] = []
 
@@ -1306,10 +1340,6 @@ def rescore_parallel(
                 except Exception as exc:  # reported with its range below
                     failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
         else:
-            if starting is not None:
-                starting.join()
-            futures = {pool.submit(_score_range, url, workspace_id, kinds, now, lo, hi, *args): (lo, hi, n)
-                       for lo, hi, n in ranges}  # fmt: skip
             for future in as_completed(futures):
                 lo, hi, n = futures[future]
                 try:
