@@ -980,29 +980,48 @@ def _stage_thresholds(
         return
     moved: list[int] = []
     stages = contacts_service.stage_specs(session, workspace_id)
+    from_stages = sorted({s for t in config.stage_thresholds for s in t.from_stages})
     for chunk in _chunks(sorted(set(contact_ids))):
-        scores = _existing(session, workspace_id, "engagement", chunk)
+        # only contacts in a stage some threshold moves from are looked at, and only those that move are loaded
+        staged = dict(
+            session.execute(
+                select(Contact.id, Contact.lifecycle_stage).where(
+                    Contact.workspace_id == workspace_id,
+                    Contact.id.in_(chunk),
+                    Contact.lifecycle_stage.in_(from_stages),
+                )
+            ).all()
+        )
+        if not staged:
+            continue
+        scores = _existing(session, workspace_id, "engagement", list(staged))
         grades = {cid: r.grade for cid, r in _existing(session, workspace_id, "fit", list(scores)).items()}
-        for contact in session.scalars(
-            select(Contact).where(Contact.workspace_id == workspace_id, Contact.id.in_(list(scores)))
-        ):
-            value = _now_value(scores[contact.id], now)
-            grade = grades.get(contact.id)
+        moves: dict[int, tuple[Any, float, str | None]] = {}
+        for cid, row in scores.items():
+            value = _now_value(row, now)
+            grade = grades.get(cid)
             for t in config.stage_thresholds:
-                if contact.lifecycle_stage in t.from_stages and t.holds(value, grade):
-                    fit_note = f" with fit grade {grade}" if t.min_fit_grade is not None else ""
-                    change = contacts_service.change_stage(
-                        session,
-                        contact,
-                        t.to_stage,
-                        reason=f"engagement score {value:.1f} reached {t.min_score:g}{fit_note}",
-                        source="score",
-                        at=now,
-                        stages=stages,
-                    )
-                    if change is not None:
-                        moved.append(contact.id)
+                if staged[cid] in t.from_stages and t.holds(value, grade):
+                    moves[cid] = (t, value, grade)
                     break
+        if not moves:
+            continue
+        for contact in session.scalars(
+            select(Contact).where(Contact.workspace_id == workspace_id, Contact.id.in_(list(moves)))
+        ):
+            t, value, grade = moves[contact.id]
+            fit_note = f" with fit grade {grade}" if t.min_fit_grade is not None else ""
+            change = contacts_service.change_stage(
+                session,
+                contact,
+                t.to_stage,
+                reason=f"engagement score {value:.1f} reached {t.min_score:g}{fit_note}",
+                source="score",
+                at=now,
+                stages=stages,
+            )
+            if change is not None:
+                moved.append(contact.id)
     if moved:
         session.flush()
         segments_service.update_for_contacts(
