@@ -584,5 +584,15 @@ def test_engagement_batch_equals_engagement_bit_for_bit(people, custom):
         _BULK_NOW, now_us,
     )  # fmt: skip
     assert in_order == want
+    # a sorted part and an unsorted tail (the copy's main part and its tail): the tail holding each contact's latest
+    # event (a stable sort by contact restores the order), or every third event (it does not: a full sort)
+    last = {cids[i]: k for k, i in enumerate(o)}
+    for tail in (set(last.values()), set(range(0, len(o), 3))):
+        p = [o[k] for k in range(len(o)) if k not in tail] + [o[k] for k in sorted(tail, reverse=True)]
+        mixed = engagement_batch(
+            [cids[i] for i in p], [ats[i] for i in p], [eids[i] for i in p], [matched[i] for i in p], config,
+            _BULK_NOW, now_us,
+        )  # fmt: skip
+        assert mixed == want
     for cid, (score, _, _) in got.items():  # the same float, not merely equal within a tolerance
         assert score.hex() == want[cid][0].hex()

@@ -905,7 +905,16 @@ def engagement_batch(
     later = (ev_c[1:] > ev_c[:-1]) | (
         (ev_c[1:] == ev_c[:-1]) & ((ev_at[1:] > ev_at[:-1]) | ((ev_at[1:] == ev_at[:-1]) & (ev_id[1:] > ev_id[:-1])))
     )
-    order = np.arange(len(ev_c)) if bool(later.all()) else np.lexsort((ev_id, ev_at, ev_c))
+    if bool(later.all()):
+        order = np.arange(len(ev_c))
+    else:
+        # mostly in order (a sorted part and a short unsorted tail, as the copy returns them): a stable sort by
+        # contact finds the runs (timsort) and is the full order if each contact's events are then in time order
+        order = np.argsort(ev_c, kind="stable")
+        c, a, i = ev_c[order], ev_at[order], ev_id[order]
+        ok = (c[1:] > c[:-1]) | ((c[1:] == c[:-1]) & ((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (i[1:] > i[:-1]))))
+        if not bool(ok.all()):
+            order = np.lexsort((ev_id, ev_at, ev_c))
     lens_o = lens[order]
     first = np.cumsum(lens) - lens  # each event's first entry in ``flat``
     t_ev = np.repeat(order, lens_o)
