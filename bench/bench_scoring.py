@@ -225,7 +225,7 @@ def main() -> None:
     eng_s = one_s - fit_s
     load.append(os.getloadavg()[0])
     total_s, total_cpu = one_s, one_cpu
-    processes = args.processes or bulk.default_processes(url)
+    processes = args.processes or bulk.default_processes()
 
     def run(at: datetime) -> dict[str, Any]:
         if processes > 1:

@@ -126,27 +126,23 @@ class ColumnarStore:
     @contextmanager
     def connect(self, session: Session) -> Iterator[duckdb.DuckDBPyConnection]:
         """An exclusive connection to this database's copy (a file lock serialises processes)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.file_for(session)
-        with open(path.with_suffix(".lock"), "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            con = open_store(path, self.threads)
-            try:
-                yield con
-            finally:
-                con.close()
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self._locked(session, read_only=False) as con:
+            yield con
 
     @contextmanager
     def read(self, session: Session) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to this database's copy, as it was last synced: any number of processes read at
         once (a shared file lock); a sync or report, which take the lock exclusively, waits for them."""
+        with self._locked(session, read_only=True) as con:
+            yield con
+
+    @contextmanager
+    def _locked(self, session: Session, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.file_for(session)
         with open(path.with_suffix(".lock"), "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_SH)
-            con = duckdb.connect(str(path), read_only=True)
-            if self.threads:
-                con.execute(f"SET threads = {int(self.threads)}")
+            fcntl.flock(lock, fcntl.LOCK_SH if read_only else fcntl.LOCK_EX)
+            con = open_store(path, self.threads, read_only=read_only)
             try:
                 yield con
             finally:
@@ -154,13 +150,15 @@ class ColumnarStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def open_store(path: Path | str, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A connection to a copy with its schema in place; ``threads`` (default: DuckDB's, one per core)."""
-    con = duckdb.connect(str(path))
+def open_store(path: Path | str, threads: int | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A connection to a copy with its schema in place (``read_only``: as it is); ``threads`` (default: DuckDB's,
+    one per core)."""
+    con = duckdb.connect(str(path), read_only=read_only)
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    for ddl in _SCHEMA:
-        con.execute(ddl)
+    if not read_only:
+        for ddl in _SCHEMA:
+            con.execute(ddl)
     return con
 
 

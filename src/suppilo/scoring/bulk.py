@@ -893,6 +893,8 @@ _NO_EVENTS: BatchEngagement = (0.0, [], {})
 
 
 def _loads(raw: Any) -> Any:
+    if raw == "{}":
+        return {}
     return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
 
 
@@ -980,8 +982,6 @@ def bulk_engagement(
                     continue
                 result.scored += 1
                 before = 0.0
-                # decay_key(new_score, now, hl_s) with its time term computed once
-                key = math.log2(abs(new_score)) + now_term if new_score != 0 and math.isfinite(new_score) else None
                 if prev is not None:
                     _, score, as_of_us, hls, stored_explanation, stored_state = prev
                     if hls is None:
@@ -997,12 +997,13 @@ def bulk_engagement(
                 if (
                     unchanged
                     and prev is not None
-                    and hls == hl_s
                     and service.engagement_kept(
-                        _loads(stored_explanation), {} if stored_state == "{}" else _loads(stored_state), lines, state
+                        hls, hl_s, _loads(stored_explanation), _loads(stored_state), lines, state
                     )
                 ):
                     continue  # the stored row, decayed to now, is this recomputation: kept, not in the history
+                # decay_key(new_score, now, hl_s) with its time term computed once
+                key = math.log2(abs(new_score)) + now_term if new_score != 0 and math.isfinite(new_score) else None
                 contributions = [
                     {"rule": k, "events": n, "points": p, "points_now": round(pn, 4)} for k, n, p, pn in lines
                 ]
@@ -1091,7 +1092,7 @@ class RangesFailed(RuntimeError):
         super().__init__(f"{len(failed)} range(s) not rescored ({parts})")
 
 
-def default_processes(url: str) -> int:
+def default_processes() -> int:
     """Worker processes for a full rescoring: the CPU count. On PostgreSQL the ranges' writes run concurrently; on
     SQLite the workers only read and score (the columnar copy at once, read-only) and this process writes each range
     while they score the next — 200,000 contacts on two cores: the periodic rescoring 4.5 s vs 6.6 s in one
@@ -1219,24 +1220,6 @@ def _start_workers(pool: ProcessPoolExecutor, n: int) -> None:
         pool.submit(_ready)
 
 
-def _submit(
-    pool: ProcessPoolExecutor | None,
-    starting: threading.Thread | None,
-    ranges: list[tuple[int, int, int]],
-    *args: Any,
-) -> dict[Any, tuple[int, int, int]]:
-    """Hand the ranges to the pool (none without one: they are scored here, in order)."""
-    if pool is None:
-        return {}
-    if starting is not None:
-        starting.join()
-    url, workspace_id, kinds, now, copy_dir, defer = args
-    return {
-        pool.submit(_score_range, url, workspace_id, kinds, now, lo, hi, copy_dir, defer): (lo, hi, n)
-        for lo, hi, n in ranges
-    }
-
-
 def _worker_context() -> Any:
     """Worker processes forked from a fresh server process that imported the application once (``forkserver``):
     no database connection is inherited (unlike ``fork``), and each worker does not import the application again
@@ -1275,7 +1258,7 @@ def rescore_parallel(
     from suppilo.db.session import make_engine
 
     now = now or utcnow()
-    processes = processes or default_processes(url)
+    processes = processes or default_processes()
     size = range_size or RANGE
     write_here = make_url(url).get_backend_name() == "sqlite"
     engine = make_engine(url, pool_size=1)
@@ -1301,16 +1284,25 @@ def rescore_parallel(
                 copy_dir = str(store.directory)
             s.rollback()
         ranges = [(ids[i], ids[min(i + size, len(ids)) - 1], min(size, len(ids) - i)) for i in range(0, len(ids), size)]
+        score = functools.partial(_score_range, url, workspace_id, kinds, now, copy_dir=copy_dir, write=not write_here)
         futures: dict[Any, tuple[int, int, int]] = {}
+
+        def submit() -> None:
+            """Hand the ranges to the pool (without one they are scored here, in order, below)."""
+            if pool is not None:
+                if starting is not None:
+                    starting.join()
+                futures.update({pool.submit(score, lo, hi): (lo, hi, n) for lo, hi, n in ranges})
+
         if copy_dir is not None and store is not None:
             # the copy is locked exclusively, the ranges handed out (their fit needs no copy), then the copy synced:
             # the workers' engagement waits at the lock, and the sync overlaps their fit
             with Session(engine.execution_options(sqlite_begin="DEFERRED")) as s, store.connect(s) as con:
-                futures = _submit(pool, starting, ranges, url, workspace_id, kinds, now, copy_dir, not write_here)
+                submit()
                 columnar.sync(s, con, workspace_id, compaction=False)
                 s.rollback()
-        elif pool is not None:
-            futures = _submit(pool, starting, ranges, url, workspace_id, kinds, now, copy_dir, not write_here)
+        else:
+            submit()
         out = {k: service.ScoreWrite() for k in kinds}
         failed: list[tuple[int, int, str]] = []
 
@@ -1332,11 +1324,10 @@ def rescore_parallel(
             if progress is not None:
                 progress(n * len(kinds))
 
-        args = (copy_dir, not write_here)
         if pool is None:
             for lo, hi, n in ranges:
                 try:
-                    take(lo, hi, n, _score_range(url, workspace_id, kinds, now, lo, hi, *args))
+                    take(lo, hi, n, score(lo, hi))
                 except Exception as exc:  # reported with its range below
                     failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
         else:

@@ -792,17 +792,19 @@ def _engagement_row(
 
 
 def engagement_kept(
+    stored_half_life: float | None,
+    half_life: float,
     stored_explanation: Any,
     stored_state: Any,
     contributions: Sequence[tuple[Any, Any, Any, Any]],
     state: dict[str, Any],
 ) -> bool:
-    """Whether a stored engagement row already says what a recomputation found: the same rules with the same events
-    and points (in the same order) and the same cap state. Its score, ``points_now`` and ``as_of`` may be of an
-    earlier moment: decay alone changes neither the events nor the points, and the stored row brought forward
-    (``decayed``; filters by ``decay_key``, which decay leaves as it is) gives the recomputed score, so a rescoring
-    keeps such a row instead of rewriting it (the caller checks the score and half-life)."""
-    if (stored_state or {}) != state:
+    """Whether a stored engagement row already says what a recomputation found: the same half-life (seconds), the
+    same rules with the same events and points (in the same order) and the same cap state. Its score,
+    ``points_now`` and ``as_of`` may be of an earlier moment: decay alone changes neither the events nor the points,
+    and the stored row brought forward (``decayed``; filters by ``decay_key``, which decay leaves as it is) gives the
+    recomputed score, so a rescoring keeps such a row instead of rewriting it (the caller checks the score)."""
+    if stored_half_life != half_life or (stored_state or {}) != state:
         return False
     stored = stored_explanation or []
     if len(stored) != len(contributions):
@@ -863,8 +865,9 @@ def recompute_engagement(
             if (
                 unchanged
                 and prev is not None
-                and prev.half_life_seconds == config.half_life.total_seconds()
                 and engagement_kept(
+                    prev.half_life_seconds,
+                    config.half_life.total_seconds(),
                     prev.explanation,
                     prev.state,
                     [(c.rule, c.events, c.points, c.points_now) for c in res.contributions],

@@ -461,9 +461,9 @@ def test_a_rescoring_later_keeps_rows_that_only_decayed(session, workspace, path
 
     def history(cid: int) -> int:
         return session.scalar(
-            select(func.count()).select_from(ScoreChange).where(
-                ScoreChange.contact_id == cid, ScoreChange.kind == "engagement"
-            )
+            select(func.count())
+            .select_from(ScoreChange)
+            .where(ScoreChange.contact_id == cid, ScoreChange.kind == "engagement")
         )
 
     rescore(NOW)

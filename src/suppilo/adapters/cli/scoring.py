@@ -178,7 +178,7 @@ def recompute(
                     # first); building it here would cost more than reading the row store once
                     store = ColumnarStore(get_settings().data_dir / "columnar")
                     copy = store if store.exists(session) else None
-                    if (processes or bulk.default_processes(url)) > 1:
+                    if (processes or bulk.default_processes()) > 1:
                         session.commit()
                         done = bulk.rescore_parallel(url, ws.id, kind, now, processes, progress=advance, store=copy)
                     else:
