@@ -58,3 +58,27 @@ def frozen_while() -> Iterator[None]:
                     # what the work left behind is collected once, and the rest is start-up state again
                     gc.collect()
                     gc.freeze()
+
+
+_paused = 0  # work currently inside ``paused``
+_was_enabled = False  # whether the collector ran before the first of them
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """The cyclic collector off for the duration of the block (nested and concurrent blocks share one pause; the
+    last to leave turns it back on if it was on). For work that makes millions of short-lived objects and no
+    reference cycles (fetched rows): the collector's passes over them are pure cost."""
+    global _paused, _was_enabled
+    with _lock:
+        if _paused == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _paused -= 1
+            if _paused == 0 and _was_enabled:
+                gc.enable()

@@ -585,7 +585,8 @@ def test_engagement_batch_equals_engagement_bit_for_bit(people, custom):
     )  # fmt: skip
     assert in_order == want
     # a sorted part and an unsorted tail (the copy's main part and its tail): the tail holding each contact's latest
-    # event (a stable sort by contact restores the order), or every third event (it does not: a full sort)
+    # event (a stable sort by contact restores the order), or every third event (it does not: those contacts are
+    # sorted again)
     last = {cids[i]: k for k, i in enumerate(o)}
     for tail in (set(last.values()), set(range(0, len(o), 3))):
         p = [o[k] for k in range(len(o)) if k not in tail] + [o[k] for k in sorted(tail, reverse=True)]

@@ -53,6 +53,7 @@ import numpy.typing as npt
 from sqlalchemy import BigInteger, String, case, cast, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from suppilo import gc_freeze
 from suppilo.contacts.models import Contact, ContactMerge
 from suppilo.engine import funnel
 from suppilo.errors import DomainError
@@ -352,14 +353,15 @@ def _append(con: duckdb.DuckDBPyConnection, session: Session, workspace_id: int,
     # Core rows straight from the connection (the ORM's row loading cost ~2× the fetch itself)
     result = session.connection().execute(q.execution_options(yield_per=FETCH_CHUNK))
     added = 0
-    for part in result.partitions(FETCH_CHUNK):
-        ids, cids, tss, names, paths, kinds, texts, machine = zip(*part, strict=True)
-        ts = epoch_us_array(session, tss)
-        added += append_arrays(
-            con, workspace_id, np.fromiter(ids, dtype=np.int64, count=len(ids)),
-            np.fromiter(cids, dtype=np.int64, count=len(ids)), ts, names, paths, kinds, texts, machine,
-            skip_above=above if dedupe else None,
-        )  # fmt: skip
+    with gc_freeze.paused():  # rows and their columns make no cycles: collecting them cost ~40 % of a 200k sync
+        for part in result.partitions(FETCH_CHUNK):
+            ids, cids, tss, names, paths, kinds, texts, machine = zip(*part, strict=True)
+            ts = epoch_us_array(session, tss)
+            added += append_arrays(
+                con, workspace_id, np.fromiter(ids, dtype=np.int64, count=len(ids)),
+                np.fromiter(cids, dtype=np.int64, count=len(ids)), ts, names, paths, kinds, texts, machine,
+                skip_above=above if dedupe else None,
+            )  # fmt: skip
     return added
 
 
@@ -418,8 +420,13 @@ def sync(session: Session, con: duckdb.DuckDBPyConnection, workspace_id: int, *,
                 con.execute(f"DELETE FROM {table} WHERE contact_id NOT IN (SELECT id FROM alive_ids)")
             purged = before - workspace_rows(con, workspace_id)
         contact_max = int(session.scalar(select(func.max(Contact.id)).where(Contact.workspace_id == workspace_id)) or 0)
-        contacts_le_max = int(
-            session.scalar(select(func.count()).where(Contact.workspace_id == workspace_id, Contact.id <= contact_max))
+        # those at or below the new highest id: the ones counted above plus the ones added since (a short range)
+        contacts_le_max = now_le + int(
+            session.scalar(
+                select(func.count()).where(
+                    Contact.workspace_id == workspace_id, Contact.id > old_max, Contact.id <= contact_max
+                )
+            )
             or 0
         )
         hw = int(state["high_water"])

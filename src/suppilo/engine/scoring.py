@@ -912,9 +912,13 @@ def engagement_batch(
         # contact finds the runs (timsort) and is the full order if each contact's events are then in time order
         order = np.argsort(ev_c, kind="stable")
         c, a, i = ev_c[order], ev_at[order], ev_id[order]
-        ok = (c[1:] > c[:-1]) | ((c[1:] == c[:-1]) & ((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (i[1:] > i[:-1]))))
-        if not bool(ok.all()):
-            order = np.lexsort((ev_id, ev_at, ev_c))
+        bad = (c[1:] == c[:-1]) & ((a[1:] < a[:-1]) | ((a[1:] == a[:-1]) & (i[1:] <= i[:-1])))
+        if bool(bad.any()):
+            # only the contacts whose events are then out of time order are sorted again (in the places their
+            # events hold: each contact's stay together, in contact order)
+            at = np.flatnonzero(np.isin(c, c[1:][bad]))
+            sub = order[at]
+            order[at] = sub[np.lexsort((ev_id[sub], ev_at[sub], ev_c[sub]))]
     lens_o = lens[order]
     first = np.cumsum(lens) - lens  # each event's first entry in ``flat``
     t_ev = np.repeat(order, lens_o)
@@ -922,6 +926,12 @@ def engagement_batch(
     t_rule = flat[first[t_ev] + within]
     t_c = ev_c[t_ev]
     t_at = ev_at[t_ev]
+    # terms are in (contact, time, id) order: each one's contact as a small number, so that (contact, rule) is one
+    # integer key whose stable sort keeps the terms of a (contact, rule) in time order
+    t_contact = np.zeros(len(t_c), dtype=np.int64)
+    if len(t_c):
+        np.cumsum(t_c[1:] != t_c[:-1], out=t_contact[1:])
+    n_rules = len(rules)
     # caps: within (contact, rule, period) the first ``max_per_period`` terms in time order count
     cap = np.array([r.max_per_period or 0 for r in rules], dtype=np.int64)
     period_s = np.array([86_400 * r.period_days for r in rules], dtype=np.int64)
@@ -932,7 +942,9 @@ def engagement_batch(
         c_rule = t_rule[capped]
         c_contact = t_c[capped]
         c_period = np.floor(t_at[capped] / 1_000_000 / period_s[c_rule]).astype(np.int64)
-        o = np.lexsort((capped, c_period, c_rule, c_contact))
+        # by contact, rule, period and term order: within a (contact, rule) the terms are in time order, so their
+        # periods already ascend
+        o = np.argsort(t_contact[capped] * n_rules + c_rule, kind="stable")
         _, rank, starts = _group_ranks(c_contact[o], c_rule[o], c_period[o])
         keep[capped[o]] = rank < cap[c_rule[o]]
         sizes = np.diff(np.append(starts, len(o)))
@@ -971,7 +983,7 @@ def engagement_batch(
     contacts = k_c[c_starts].tolist()
     (totals,) = _sequential_sums(c_group, c_rank, [products], len(c_starts))
     # per (contact, rule): events, points and points now, each in term order
-    o = np.lexsort((np.arange(len(k_c)), k_rule, k_c))
+    o = np.argsort(t_contact[k_idx] * n_rules + k_rule, kind="stable")
     r_group, r_rank, r_starts = _group_ranks(k_c[o], k_rule[o])
     psum, nsum = _sequential_sums(r_group, r_rank, [points[o], products[o]], len(r_starts))
     counts = np.diff(np.append(r_starts, len(o)))

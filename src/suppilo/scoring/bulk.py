@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import math
 import os
 import threading
@@ -48,6 +47,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from suppilo import gc_freeze
 from suppilo.db.base import utcnow
 from suppilo.engine.filters import epoch_seconds
 from suppilo.engine.scoring import (
@@ -87,13 +87,8 @@ def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
     @functools.wraps(fn)
     def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_freeze.paused():
             return fn(*args, **kwargs)
-        finally:
-            if paused:
-                gc.enable()
 
     return run
 
@@ -345,6 +340,8 @@ class Deferred:
 
     explain: Callable[[set[str]], dict[str, int]]
     scores: list[tuple[Any, ...]] = field(default_factory=list)
+    # texts not stored yet when read, by the negative id the rows carry instead (resolved by the writer)
+    placeholders: dict[str, int] = field(default_factory=dict)
     fresh: list[tuple[Any, ...]] = field(default_factory=list)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     reached: list[int] = field(default_factory=list)
@@ -393,6 +390,22 @@ def _after_change(session: Session, workspace_id: int, ids: list[int], kind: str
 # --- fit -------------------------------------------------------------------------------------------------------------
 
 
+def _ids(
+    session: Session,
+    workspace_id: int,
+    contact_ids: Sequence[int] | None,
+    bounds: tuple[int, int] | None,
+    in_range: Sequence[int] | None,
+) -> Sequence[int]:
+    """The contacts to score: ``contact_ids`` (sorted, once each), else those of the range ``bounds`` (``in_range``
+    when the caller read them already) or of the workspace."""
+    if contact_ids is not None:
+        return sorted(set(contact_ids))
+    if in_range is not None and bounds is not None:
+        return in_range
+    return _all_ids(session, workspace_id, bounds)
+
+
 def _all_ids(session: Session, workspace_id: int, bounds: tuple[int, int] | None = None) -> list[int]:
     cur = _cursor(session)
     if bounds is None:
@@ -416,15 +429,17 @@ def bulk_fit(
     bounds: tuple[int, int] | None = None,
     deferred: Deferred | None = None,
     shared: dict[Any, Any] | None = None,
+    in_range: Sequence[int] | None = None,
 ) -> service.ScoreWrite:
     """``service.recompute_fit`` for these contacts (None: every contact of the workspace, or of the id range
     ``bounds``), set-based. With ``deferred`` the rows are kept there for a later write instead of written (stage
     thresholds and segments are then the caller's). ``shared``: a dict kept by the caller across calls (the ranges
     one worker process scores): the fit of each distinct set of facts and the explanation ids found are reused by
-    the next call with the same ICPs and exchange rates."""
+    the next call with the same ICPs and exchange rates. ``in_range``: the ids of the contacts in ``bounds`` when the
+    caller has read them (``_ids``)."""
     now = now or utcnow()
     icps = service.active_icps(session, workspace_id)
-    ids = _all_ids(session, workspace_id, bounds) if contact_ids is None else sorted(set(contact_ids))
+    ids = _ids(session, workspace_id, contact_ids, bounds, in_range)
     if not icps:
         assert deferred is None, "a deferred fit needs an active ICP"
         result = service.recompute_fit(session, workspace_id, ids, now)
@@ -462,28 +477,37 @@ def bulk_fit(
         "SELECT id, industry, employees, annual_revenue_minor, revenue_currency, country, "
         f"{_json_text(session, 'properties') if budgets else 'NULL'} FROM companies WHERE "
     )
-    if bounds is None:
-        cur.execute(_sql(session, companies_sql + "workspace_id = ?"), (workspace_id,))
-    else:  # a range of a parallel rescoring: only its contacts' companies (not every company once per range)
-        cur.execute(
-            _sql(
-                session,
-                companies_sql + f"{_BY_ID} = ? AND id IN (SELECT company_id FROM contacts WHERE {_BY_ID} = ? "
-                "AND id BETWEEN ? AND ? AND company_id IS NOT NULL)",
-            ),
-            (workspace_id, workspace_id, *bounds),
-        )
-    # each company as the number of its distinct facts (0: none), so a contact's key is a short tuple
-    company_facts: list[tuple[Any, ...]] = [(None, None, None, None, None, None)]
-    numbers: dict[tuple[Any, ...], int] = {company_facts[0]: 0}
-    company_of: dict[int, int] = {}
-    for r in cur.fetchall():
-        n = numbers.get(r[1:])
-        if n is None:
-            n = numbers[r[1:]] = len(company_facts)
-            company_facts.append(r[1:])
-        company_of[r[0]] = n
-    del numbers
+    if shared is not None and "companies" in shared:
+        # the companies as the worker's first range read them, numbered as then: ``by_row`` (raw facts with those
+        # numbers) carries over too
+        company_facts, company_of = shared["companies"]
+        by_row = shared["by_row"]
+    else:
+        if bounds is None or shared is not None:
+            # every company of the workspace: all contacts, or the first range of a worker that keeps them for
+            # its next ranges
+            cur.execute(_sql(session, companies_sql + "workspace_id = ?"), (workspace_id,))
+        else:  # one range: only its contacts' companies
+            cur.execute(
+                _sql(
+                    session,
+                    companies_sql + f"{_BY_ID} = ? AND id IN (SELECT company_id FROM contacts WHERE {_BY_ID} = ? "
+                    "AND id BETWEEN ? AND ? AND company_id IS NOT NULL)",
+                ),
+                (workspace_id, workspace_id, *bounds),
+            )
+        # each company as the number of its distinct facts (0: none), so a contact's key is a short tuple
+        company_facts = [(None, None, None, None, None, None)]
+        numbers: dict[tuple[Any, ...], int] = {company_facts[0]: 0}
+        company_of = {}
+        for r in cur.fetchall():
+            n = numbers.get(r[1:])
+            if n is None:
+                n = numbers[r[1:]] = len(company_facts)
+                company_facts.append(r[1:])
+            company_of[r[0]] = n
+        if shared is not None:
+            shared.update(companies=(company_facts, company_of), by_row=by_row)
     # a contact's tags as one text (joined in the database; normalised tags never hold the separator \x1f)
     tags_sql = _sql(
         session,
@@ -910,15 +934,16 @@ def bulk_engagement(
     deferred: Deferred | None = None,
     store: ColumnarStore | None = None,
     copy: Any = None,
+    in_range: Sequence[int] | None = None,
 ) -> service.ScoreWrite:
     """``service.recompute_engagement`` for these contacts (None: every contact of the workspace, or of the id
     range ``bounds``), set-based; ``deferred`` as for ``bulk_fit``. With ``store`` (the columnar copies of the
     event log) a rescoring of every contact (or of the range ``bounds``) syncs the workspace's copy and reads the
     events from it; ``copy``: instead, a connection to the copy the caller synced and holds open (read-only, so
-    worker processes read it at once), only read."""
+    worker processes read it at once), only read. ``in_range`` as for ``bulk_fit``."""
     now = now or utcnow()
     config = service.engagement_config(session, workspace_id)
-    ids = _all_ids(session, workspace_id, bounds) if contact_ids is None else sorted(set(contact_ids))
+    ids = _ids(session, workspace_id, contact_ids, bounds, in_range)
     result = service.ScoreWrite()
     hl = config.half_life
     hl_s = hl.total_seconds()
@@ -1101,8 +1126,13 @@ def default_processes() -> int:
 
 
 _ENGINES: dict[str, Any] = {}
-# per worker process, the fit work one range leaves for the next of the same rescoring (``bulk_fit(shared=)``)
+# per worker process, the fit work one range leaves for the next of the same rescoring (``bulk_fit(shared=)``), and
+# the explanation texts it met that were not stored yet, by the negative id standing in for each (``_resolve``)
 _SHARED_FIT: dict[tuple[str, datetime], dict[Any, Any]] = {}
+_PLACEHOLDERS: dict[tuple[str, datetime], dict[str, int]] = {}
+_EID = _SCORE_COLUMNS.index("explanation_id")
+_CACHE_KIB = 524_288  # the most page cache the writing process of a rescoring on SQLite keeps (512 MiB)
+_HOLD_S = 2.0  # longest a rescoring on SQLite holds the write lock in one transaction (``rescore_parallel``)
 
 
 _Scored = dict[str, tuple[service.ScoreWrite, "Deferred | None"]]
@@ -1125,8 +1155,9 @@ def _score_range(
     """In a worker process: read and score the contacts with ids lo..hi (a deferred read transaction, no write lock
     held; engagement events from the columnar copy in ``copy_dir``, once synced, when given), then write their
     rows, history and stage moves in one short transaction (all of the range or none) — or, without ``write``,
-    return the scored rows for the caller to write (``_write_scored``). Shared fit explanations are stored by the
-    worker either way (committed at once: only ever added, identical whoever adds them)."""
+    return the scored rows for the caller to write (``_write_scored``). With ``write`` the shared fit explanations
+    are stored by the worker (committed at once: only ever added, identical whoever adds them); without it the
+    worker only reads: a text not stored yet gets a negative id in its rows that the writer resolves."""
     from suppilo.analytics.columnar import ColumnarStore
     from suppilo.db.session import make_engine
 
@@ -1138,30 +1169,39 @@ def _score_range(
     writer = Session(engine)
     store = ColumnarStore(Path(copy_dir)) if copy_dir is not None else None
     try:
+        for memo in (_SHARED_FIT, _PLACEHOLDERS):  # only the current rescoring's
+            for key in [k for k in memo if k != (url, now)]:
+                del memo[key]
+        shared = _SHARED_FIT.setdefault((url, now), {})
+        placeholders = _PLACEHOLDERS.setdefault((url, now), {})
 
         def explain(texts: set[str]) -> dict[str, int]:
+            if not write:  # read only; the rows of texts not stored yet carry a stand-in id (``_resolve``)
+                out = service.explanation_ids(reader, workspace_id, texts, add=False)
+                for text in texts - out.keys():
+                    out[text] = placeholders.setdefault(text, -1 - len(placeholders))
+                return out
             out = service.explanation_ids(writer, workspace_id, texts)
             writer.commit()
             return out
 
         done: _Scored = {}
-        shared = _SHARED_FIT.setdefault((url, now), {})
-        if len(_SHARED_FIT) > 1:  # only the current rescoring's
-            for key in [k for k in _SHARED_FIT if k != (url, now)]:
-                del _SHARED_FIT[key]
+        ids = _all_ids(reader, workspace_id, (lo, hi))  # read once for both kinds (the range's bounds are fixed)
         for kind in sorted(kinds, key=lambda k: k != "fit"):  # fit first: it needs no copy (see below)
-            deferred = Deferred(explain)
+            deferred = Deferred(explain, placeholders=placeholders)
             if kind == "fit":
                 if not service.active_icps(reader, workspace_id):
                     done[kind] = (service.ScoreWrite(), None)  # nothing to score with: per contact, when written
                     continue
                 done[kind] = (
-                    bulk_fit(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, shared=shared),
+                    bulk_fit(
+                        reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, shared=shared, in_range=ids
+                    ),
                     deferred,
                 )
             elif store is None:
                 done[kind] = (
-                    bulk_engagement(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred),
+                    bulk_engagement(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, in_range=ids),
                     deferred,
                 )
             else:
@@ -1170,7 +1210,9 @@ def _score_range(
                 reader.rollback()
                 with store.read(reader) as con:
                     done[kind] = (
-                        bulk_engagement(reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, copy=con),
+                        bulk_engagement(
+                            reader, workspace_id, None, now, bounds=(lo, hi), deferred=deferred, copy=con, in_range=ids
+                        ),
                         deferred,
                     )
         reader.rollback()
@@ -1202,6 +1244,8 @@ def _write_scored(writer: Session, workspace_id: int, now: datetime, lo: int, hi
             in_range = _all_ids(writer, workspace_id, (lo, hi))
             done[kind] = (service.recompute_fit(writer, workspace_id, in_range, now), None)
             continue
+        if kept.placeholders:
+            kept.scores, kept.fresh = _resolve(writer, workspace_id, kept.placeholders, kept.scores, kept.fresh)
         write_scores(writer, kept.scores, kept.fresh)
         write_history(writer, kept.history)
         if kind == "fit":
@@ -1209,6 +1253,34 @@ def _write_scored(writer: Session, workspace_id: int, now: datetime, lo: int, hi
                 service._stage_thresholds(writer, workspace_id, result.changed, config, now)
         else:
             service._stage_thresholds(writer, workspace_id, kept.reached, config, now)
+
+
+def _resolve(
+    writer: Session, workspace_id: int, placeholders: dict[str, int], *parts: list[tuple[Any, ...]]
+) -> tuple[list[tuple[Any, ...]], ...]:
+    """The score rows with each stand-in explanation id (negative, ``placeholders``: text -> it) replaced by the
+    id of its text, stored now where it still is not."""
+    ids = service.explanation_ids(writer, workspace_id, placeholders)
+    real = {stand_in: ids[text] for text, stand_in in placeholders.items()}
+    out = []
+    for rows in parts:
+        out.append(
+            [(*r[:_EID], real[r[_EID]], *r[_EID + 1 :]) if r[_EID] is not None and r[_EID] < 0 else r for r in rows]
+        )
+    return tuple(out)
+
+
+def _joined(
+    parts: list[tuple[_Scored | None, dict[str, tuple[int, list[int], float]]]],
+) -> tuple[_Scored, dict[str, tuple[int, list[int], float]]]:
+    """A range's parts scored by separate tasks (one kind each) as one result, fit first."""
+    scored: _Scored = {}
+    info: dict[str, tuple[int, list[int], float]] = {}
+    for part, part_info in sorted(parts, key=lambda p: "fit" not in p[1]):
+        assert part is not None  # parts are only returned, never written by the worker
+        scored.update(part)
+        info.update(part_info)
+    return scored, info
 
 
 def _ready() -> None:
@@ -1264,6 +1336,7 @@ def rescore_parallel(
     engine = make_engine(url, pool_size=1)
     stack = contextlib.ExitStack()
     starting: threading.Thread | None = None
+    writer: Session | None = None
     try:
         with Session(engine.execution_options(sqlite_begin="DEFERRED")) as s:
             ids = _all_ids(s, workspace_id)
@@ -1285,14 +1358,25 @@ def rescore_parallel(
             s.rollback()
         ranges = [(ids[i], ids[min(i + size, len(ids)) - 1], min(size, len(ids) - i)) for i in range(0, len(ids), size)]
         score = functools.partial(_score_range, url, workspace_id, kinds, now, copy_dir=copy_dir, write=not write_here)
-        futures: dict[Any, tuple[int, int, int]] = {}
+        futures: dict[Any, tuple[int, int, int, str | None]] = {}
+        # SQLite with the copy: every range's fit is handed out before any range's engagement (one task each), so
+        # the workers score fit while the copy is synced instead of waiting for it after their first range; this
+        # process joins a range's two parts and writes them together (PostgreSQL: the workers write whole ranges)
+        split = write_here and copy_dir is not None and len(kinds) > 1
 
         def submit() -> None:
             """Hand the ranges to the pool (without one they are scored here, in order, below)."""
             if pool is not None:
                 if starting is not None:
                     starting.join()
-                futures.update({pool.submit(score, lo, hi): (lo, hi, n) for lo, hi, n in ranges})
+                if not split:
+                    futures.update({pool.submit(score, lo, hi): (lo, hi, n, None) for lo, hi, n in ranges})
+                    return
+                for kind in sorted(kinds, key=lambda k: k != "fit"):
+                    part = functools.partial(
+                        _score_range, url, workspace_id, (kind,), now, copy_dir=copy_dir, write=False
+                    )
+                    futures.update({pool.submit(part, lo, hi): (lo, hi, n, kind) for lo, hi, n in ranges})
 
         if copy_dir is not None and store is not None:
             # the copy is locked exclusively, the ranges handed out (their fit needs no copy), then the copy synced:
@@ -1305,22 +1389,72 @@ def rescore_parallel(
             submit()
         out = {k: service.ScoreWrite() for k in kinds}
         failed: list[tuple[int, int, str]] = []
+        # SQLite: the ranges scored by the workers are written here in transactions of several ranges, each held
+        # open at most ``_HOLD_S`` (other writers of the database wait that long at most): the score indexes' pages
+        # that every range touches are written once per transaction, not once per range. A range counts once its
+        # transaction has committed; one that cannot be written leaves nothing of itself and the others in place.
+        opened = 0.0
+        cache_kib = min(_CACHE_KIB, max(65_536, len(ids) // 2))  # ~0.5 KiB per contact: 512 MiB at 1,000,000
+        staged: list[tuple[int, int, _Scored, dict[str, tuple[int, list[int], float]]]] = []
 
-        def take(lo: int, hi: int, n: int, got: tuple[_Scored | None, dict[str, tuple[int, list[int], float]]]) -> None:
-            scored, info = got
-            if scored is not None:  # written here, in a transaction of its own
-                with Session(engine) as writer:
-                    try:
-                        _write_scored(writer, workspace_id, now, lo, hi, scored)
-                        writer.commit()
-                    except BaseException:
-                        writer.rollback()
-                        raise
-                info = {k: (r.scored, r.changed if d is not None else [], info[k][2]) for k, (r, d) in scored.items()}
+        def count(info: dict[str, tuple[int, list[int], float]]) -> None:
             for k, (n_scored, changed, cpu_s) in info.items():
                 out[k].scored += n_scored
                 out[k].changed.extend(changed)
                 out[k].worker_cpu_s += cpu_s
+
+        def drop(reason: str) -> None:
+            nonlocal writer
+            if writer is not None:
+                writer.rollback()
+                writer.close()
+                writer = None
+            failed.extend((lo, hi, reason) for lo, hi, _, _ in staged)
+            staged.clear()
+
+        def commit() -> None:
+            nonlocal writer
+            if writer is None:
+                return
+            try:
+                writer.commit()
+            except Exception as exc:
+                drop(f"{type(exc).__name__}: {exc}")
+                return
+            writer.close()
+            writer = None
+            for *_, info in staged:
+                count(info)
+            staged.clear()
+
+        def take(lo: int, hi: int, n: int, got: tuple[_Scored | None, dict[str, tuple[int, list[int], float]]]) -> None:
+            nonlocal writer, opened
+            scored, info = got
+            if scored is None:  # written by the worker
+                count(info)
+            else:
+                if writer is None:
+                    writer = Session(engine)
+                    opened = time.monotonic()
+                    # pages a transaction changes stay in memory until it commits (spilled, they are written twice)
+                    writer.connection().exec_driver_sql(f"PRAGMA cache_size = -{cache_kib}")
+                try:
+                    _write_scored(writer, workspace_id, now, lo, hi, scored)
+                except Exception:
+                    # nothing of this range is kept: the transaction is rolled back and the ranges written before
+                    # it in the same transaction are written again (no savepoint per range: SQLite makes every
+                    # statement under one cost time in proportion to the pages the transaction has changed)
+                    writer.rollback()
+                    try:
+                        for s_lo, s_hi, s_scored, _ in staged:
+                            _write_scored(writer, workspace_id, now, s_lo, s_hi, s_scored)
+                    except Exception as again:
+                        drop(f"{type(again).__name__}: {again}")
+                    raise
+                info = {k: (r.scored, r.changed if d is not None else [], info[k][2]) for k, (r, d) in scored.items()}
+                staged.append((lo, hi, scored, info))
+                if time.monotonic() - opened >= _HOLD_S:
+                    commit()
             if progress is not None:
                 progress(n * len(kinds))
 
@@ -1330,14 +1464,31 @@ def rescore_parallel(
                     take(lo, hi, n, score(lo, hi))
                 except Exception as exc:  # reported with its range below
                     failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
+            commit()
         else:
+            parts: dict[int, list[tuple[_Scored | None, dict[str, tuple[int, list[int], float]]]]] = {}
+            lost: set[int] = set()  # ranges one part of which failed (the other is not written)
             for future in as_completed(futures):
-                lo, hi, n = futures[future]
+                lo, hi, n, kind = futures[future]
                 try:
-                    take(lo, hi, n, future.result())
+                    got = future.result()
+                    if kind is not None:
+                        if lo in lost:
+                            continue
+                        have = parts.setdefault(lo, [])
+                        have.append(got)
+                        if len(have) < len(kinds):
+                            continue
+                        del parts[lo]
+                        got = _joined(have)
+                    take(lo, hi, n, got)
                 except Exception as exc:  # reported with its range below
-                    failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
+                    if lo not in lost:
+                        lost.add(lo)
+                        parts.pop(lo, None)
+                        failed.append((lo, hi, f"{type(exc).__name__}: {exc}"))
             stack.close()
+        commit()
         with Session(engine) as s:
             for k in kinds:
                 out[k].changed.sort()
@@ -1347,6 +1498,9 @@ def rescore_parallel(
         if starting is not None:
             starting.join()
         stack.close()
+        if writer is not None:  # an error left a transaction open: nothing of it is kept
+            writer.rollback()
+            writer.close()
         engine.dispose()
     if failed:
         raise RangesFailed(sorted(failed))

@@ -518,8 +518,9 @@ def explanation_digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def explanation_ids(session: Session, workspace_id: int, texts: Iterable[str]) -> dict[str, int]:
-    """The ``score_explanations`` id of each JSON text (stored once per workspace; missing ones are added)."""
+def explanation_ids(session: Session, workspace_id: int, texts: Iterable[str], *, add: bool = True) -> dict[str, int]:
+    """The ``score_explanations`` id of each JSON text (stored once per workspace; missing ones are added, or with
+    ``add=False`` left out of the answer: only read)."""
     by_digest = {explanation_digest(t): t for t in set(texts)}
     out: dict[str, int] = {}
     if not by_digest:
@@ -538,7 +539,7 @@ def explanation_ids(session: Session, workspace_id: int, texts: Iterable[str]) -
     session.flush()
     found(list(by_digest))
     missing = sorted(d for d, t in by_digest.items() if t not in out)
-    if missing:
+    if missing and add:
         # a concurrent writer of the same text wins harmlessly (same digest, same text); inserting in digest order
         # makes concurrent writers (parallel rescoring ranges) wait for each other instead of deadlocking
         session.execute(
