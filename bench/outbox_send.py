@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -86,14 +87,21 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-async def _baseline(port: int, connections: int, n: int, message: bytes) -> float:
+def _messages(message: bytes | Sequence[bytes]) -> list[bytes]:
+    return [message] if isinstance(message, bytes) else list(message)
+
+
+async def _baseline(port: int, connections: int, n: int, message: bytes | Sequence[bytes]) -> float:
+    """A bare aiosmtplib loop: ``n`` messages over ``connections`` connections, messages/s (with several pre-built
+    messages, each connection goes through them in turn)."""
+    messages = _messages(message)
     per = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
 
     async def one(k: int) -> None:
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
         await smtp.connect()
-        for _ in range(k):
-            await smtp.sendmail("bounces@shop.example.fi", ["someone@example.com"], message)
+        for i in range(k):
+            await smtp.sendmail("bounces@shop.example.fi", ["someone@example.com"], messages[i % len(messages)])
         await smtp.quit()
 
     started = time.perf_counter()
@@ -104,17 +112,19 @@ async def _baseline(port: int, connections: int, n: int, message: bytes) -> floa
 TRANSPORT_BASELINE_MAX = 20_000
 
 
-async def _baseline_transport(port: int, connections: int, n: int, message: bytes) -> float:
-    """The same pre-built message through suppilo's own SmtpTransport alone (no database, no rendering), with as
+async def _baseline_transport(port: int, connections: int, n: int, message: bytes | Sequence[bytes]) -> float:
+    """The same pre-built message(s) through suppilo's own SmtpTransport alone (no database, no rendering), with as
     many concurrent senders as connections, over at most TRANSPORT_BASELINE_MAX messages: what the SMTP side of the
     sender costs by itself (it drives MAIL/RCPT/DATA directly, cheaper per message than aiosmtplib's sendmail)."""
     n = min(n, TRANSPORT_BASELINE_MAX)
     transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=port, start_tls=False, pool_size=connections))
     per = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
 
+    messages = _messages(message)
+
     async def one(k: int) -> None:
-        for _ in range(k):
-            await transport.send("bounces@shop.example.fi", ["someone@example.com"], message)
+        for i in range(k):
+            await transport.send("bounces@shop.example.fi", ["someone@example.com"], messages[i % len(messages)])
 
     started = time.perf_counter()
     await asyncio.gather(*(one(k) for k in per))

@@ -42,3 +42,23 @@ def test_work_that_freezes_inside_a_served_process_leaves_the_start_up_freeze_in
     with gc_freeze.frozen_while():  # outside a served process the work's freeze is simply given back
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_pauses_of_the_collector_nest_and_give_back_the_state_they_found() -> None:
+    from suppilo import gc_freeze
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with gc_freeze.paused():
+            assert not gc.isenabled()
+            with gc_freeze.paused():  # e.g. a columnar append inside a rescoring's fetch
+                assert not gc.isenabled()
+            assert not gc.isenabled()  # the inner block ending does not turn the collector back on
+        assert gc.isenabled()
+        gc.disable()  # a process that keeps the collector off keeps it off
+        with gc_freeze.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()

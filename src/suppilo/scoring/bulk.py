@@ -434,9 +434,10 @@ def bulk_fit(
     """``service.recompute_fit`` for these contacts (None: every contact of the workspace, or of the id range
     ``bounds``), set-based. With ``deferred`` the rows are kept there for a later write instead of written (stage
     thresholds and segments are then the caller's). ``shared``: a dict kept by the caller across calls (the ranges
-    one worker process scores): the fit of each distinct set of facts and the explanation ids found are reused by
-    the next call with the same ICPs and exchange rates. ``in_range``: the ids of the contacts in ``bounds`` when the
-    caller has read them (``_ids``)."""
+    one worker process scores): the fit of each distinct set of facts, the explanation ids found, the workspace's
+    companies (read once) and the fit by raw facts are reused by the next call with the same ICPs and exchange rates
+    (one rescoring: the caller starts a new dict for the next). ``in_range``: the ids of the contacts in ``bounds``
+    when the caller has read them (``_ids``)."""
     now = now or utcnow()
     icps = service.active_icps(session, workspace_id)
     ids = _ids(session, workspace_id, contact_ids, bounds, in_range)
@@ -1315,12 +1316,14 @@ def rescore_parallel(
     store: ColumnarStore | None = None,
 ) -> dict[str, service.ScoreWrite]:
     """Rescore every contact of the workspace in the database at ``url`` split by contact-id ranges over worker
-    processes: each reads and scores its range, and the range is written in one short transaction of its own — by
-    the worker on PostgreSQL (the writes run concurrently), by this process on SQLite (its one writer: the workers
-    never wait for the write lock, and this process writes one range while they score the next); then the segments
-    reading the scores follow once. With ``store`` (the columnar copies of the event log) the workspace's copy is
-    synced here while the workers score their ranges' fit, and every worker then reads its engagement events from
-    it (read-only, at once: the shared lock they take waits for the sync's exclusive one).
+    processes: each reads and scores its range. On PostgreSQL the worker writes its range in one short transaction
+    of its own (the writes run concurrently); on SQLite the workers only read (explanation texts not stored yet get
+    stand-in ids) and this process, the one writer, writes the ranges as they come in, several per transaction held
+    open at most ``_HOLD_S`` seconds, while the workers score the next; then the segments reading the scores follow
+    once. With ``store`` (the columnar copies of the event log) the workspace's copy is synced here while the
+    workers score their ranges' fit (on SQLite every range's fit is handed out before any engagement), and every
+    worker then reads its engagement events from it (read-only, at once: the shared lock they take waits for the
+    sync's exclusive one).
 
     A range that fails leaves nothing of itself written; the others are kept and followed up, and ``RangesFailed``
     names the failed ranges. Re-running completes the rescoring (rows already stored as of ``now`` are kept)."""
