@@ -1,6 +1,7 @@
 """Benchmark: a journey's send step for N contacts, from due enrollments to messages accepted by a local SMTP server.
 
     .venv/bin/python bench/journeys_send.py [--contacts 100000] [--connections 8] [--render-workers N] [--postgres URL]
+        [--render-nice N] [--runner-first]
 
 N contacts are enrolled in a journey whose first step sends the default ``welcome`` template (rendered per contact
 in the contact's language, CSS inlined, links tracked, unsubscribe headers). The runner (one process, started,
@@ -113,12 +114,15 @@ def _advance(url: str, ready: Any, go: Any, out: Any) -> None:
     engine.dispose()
 
 
-def _config(ws_id: int, connections: int, render_workers: int) -> SenderConfig:
-    return SenderConfig(
+def _config(ws_id: int, connections: int, render_workers: int, render_nice: int | None = None) -> SenderConfig:
+    config = SenderConfig(
         secret="bench-secret-" + "x" * 32, public_url="https://mail.example.fi", from_address="news@shop.example.fi",
         envelope_from="bounces@shop.example.fi", concurrency=connections, chunk_size=500, flush_every=250,
         poll_interval=0.05, workspace_ids=(ws_id,), render_workers=render_workers,
     )  # fmt: skip
+    if render_nice is not None:
+        config.render_nice = render_nice
+    return config
 
 
 def _sample_messages(k: int = 50) -> list[bytes]:
@@ -147,10 +151,11 @@ async def _drain(
     count: mp.Value,  # type: ignore[type-arg]
     render_workers: int,
     runner_first: bool = False,
+    render_nice: int | None = None,
 ) -> tuple[float, float, float]:
     """Messages/s from the runner's start to the N-th accepted message, and the runner's wall and CPU seconds."""
     engine = make_engine(url)
-    config = _config(ws_id, connections, render_workers)
+    config = _config(ws_id, connections, render_workers, render_nice)
     transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=port, start_tls=False, pool_size=connections))
     sender = Sender(make_session_factory(engine), transport, config)
     if render_workers:
@@ -197,6 +202,9 @@ def main() -> None:
         action="store_true",
         help="diagnostic: the runner advances every enrollment before the clock starts (figure = the sender alone)",
     )
+    ap.add_argument(
+        "--render-nice", type=int, default=None, help="the render workers' nice (default: SenderConfig.render_nice)"
+    )
     args = ap.parse_args()
     port = _free_port()
     count = mp.Value("q", 0)
@@ -230,7 +238,17 @@ def main() -> None:
         synthetic_baseline = asyncio.run(_baseline(port, args.connections, args.contacts, synthetic))
         transport_baseline = asyncio.run(_baseline_transport(port, args.connections, args.contacts, messages))
         figure, runner_wall, runner_cpu = asyncio.run(
-            _drain(url, ws_id, port, args.connections, args.contacts, count, args.render_workers, args.runner_first)
+            _drain(
+                url,
+                ws_id,
+                port,
+                args.connections,
+                args.contacts,
+                count,
+                args.render_workers,
+                args.runner_first,
+                args.render_nice,
+            )
         )
     finally:
         server.terminate()
@@ -247,6 +265,7 @@ def main() -> None:
                       "transport_ratio": round(figure / transport_baseline, 3),
                       "contacts": args.contacts, "connections": args.connections,
                       "render_workers": args.render_workers, "runner_first": args.runner_first,
+                      "render_nice": SenderConfig.render_nice if args.render_nice is None else args.render_nice,
                       "runner_seconds": round(runner_wall, 2), "runner_cpu_seconds": round(runner_cpu, 2),
                       "load": os.getloadavg()[0]}))  # fmt: skip
 

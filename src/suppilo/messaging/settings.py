@@ -39,6 +39,9 @@ class SenderSettings(BaseSettings):
     sender_render_workers: int = Field(
         default=0, ge=0, le=64, description="Processes that render messages (0: render in the sender process)."
     )
+    sender_render_nice: int = Field(
+        default=10, ge=0, le=19, description="How far below the sender's CPU priority render workers run (nice)."
+    )
     sender_lease_seconds: float = Field(default=300.0, gt=0, description="After this a claim counts as abandoned.")
     sender_rate: float = Field(default=0.0, ge=0, description="Global messages per second (0: unlimited).")
     sender_domain_rate: float = Field(default=0.0, ge=0, description="Per destination domain per second.")
@@ -64,6 +67,7 @@ def sender_config(settings: Settings, extra: SenderSettings | None = None, **ove
         concurrency=s.sender_concurrency or settings.smtp_pool_size,
         chunk_size=s.sender_chunk_size,
         render_workers=s.sender_render_workers,
+        render_nice=s.sender_render_nice,
         lease_seconds=s.sender_lease_seconds,
         global_rate=s.sender_rate,
         domain_rate=s.sender_domain_rate,

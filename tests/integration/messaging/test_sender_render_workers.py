@@ -125,3 +125,25 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def test_render_workers_run_below_the_senders_cpu_priority():
+    """Rendering yields the CPU to the sender's event loop (and a relay on the same cores) when both want it."""
+    import os
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    from suppilo.messaging.sender import SenderConfig
+
+    for nice in (7, 0):
+        config = SenderConfig(
+            secret="s" * 40, public_url="https://mail.example.fi", from_address="a@example.fi", render_workers=1,
+            render_nice=nice,
+        )  # fmt: skip
+        sender = Sender(sessionmaker(bind=create_engine("sqlite://")), None, config)
+        try:
+            sender.warm_up()
+            assert sender._render_pool.submit(os.nice, 0).result(timeout=60) == min(19, os.nice(0) + nice)
+        finally:
+            sender.close()
