@@ -30,6 +30,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -129,15 +130,16 @@ def _sample_messages(k: int = 50) -> list[bytes]:
     """The bytes the send step itself sends, for the baselines: ``k`` contacts set up as the bench's (in a throwaway
     SQLite file), advanced by the runner and claimed by a sender (rendered, not sent). They cover the five
     languages; a message of this template has ~70 lines, and the SMTP server's work per message follows its lines."""
-    url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'sample.sqlite3'}"
-    ws_id, _ = _setup(url, k)
-    engine = make_engine(url)
-    factory = make_session_factory(engine)
-    runner.run_due(factory, max_batches=1_000)
-    sender = Sender(factory, SmtpTransport(SmtpConfig(host="127.0.0.1", port=1)), _config(ws_id, 1, 0))
-    messages = [p.message_bytes for p in sender.claim(k)]
-    sender.close()
-    engine.dispose()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'sample.sqlite3'}"
+        ws_id, _ = _setup(url, k)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        runner.run_due(factory, max_batches=1_000)
+        sender = Sender(factory, SmtpTransport(SmtpConfig(host="127.0.0.1", port=1)), _config(ws_id, 1, 0))
+        messages = [p.message_bytes for p in sender.claim(k)]
+        sender.close()
+        engine.dispose()
     assert len(messages) == k, f"sampled {len(messages)} of {k} messages"
     return messages
 
@@ -219,7 +221,8 @@ def main() -> None:
             c.execute(sa.text(f'CREATE DATABASE "{name}"'))
         url = sa.engine.make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
     else:
-        url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.sqlite3'}"
+        tmp = tempfile.mkdtemp()
+        url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
     try:
         ws_id, _ = _setup(url, args.contacts)
         from suppilo.messaging import mime
@@ -255,6 +258,8 @@ def main() -> None:
         if args.postgres:
             with admin.connect() as c:
                 c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)  # the database of N contacts (~170 MB at 100,000)
     db = "postgres" if args.postgres else "sqlite"
     print(json.dumps({"bench": f"journeys_send_{db}", "figure": round(figure, 1), "unit": "messages/s",
                       "baseline": round(baseline, 1), "ratio": round(figure / baseline, 3),
