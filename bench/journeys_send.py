@@ -1,15 +1,17 @@
 """Benchmark: a journey's send step for N contacts, from due enrollments to messages accepted by a local SMTP server.
 
     .venv/bin/python bench/journeys_send.py [--contacts 100000] [--connections 8] [--render-workers N] [--postgres URL]
-        [--render-nice N] [--runner-first]
+        [--render-nice N] [--runner-first] [--claim-in-sender]
 
 N contacts are enrolled in a journey whose first step sends the default ``welcome`` template (rendered per contact
 in the contact's language, CSS inlined, links tracked, unsubscribe headers). The runner (one process, started,
 imported and connected before the clock, as a long-running worker is) advances the enrollments into outbox rows
 while the sender (this process) drains them to an aiosmtpd server in its own process; the clock starts when the
 runner is told to go. The sender renders in ``--render-workers`` processes (default: the CPU count; 0 renders in the
-sender process). ``--runner-first`` (a diagnostic) lets the runner finish before the clock starts: the figure is
-then the sender's alone.
+sender process). Claims run in a process of their own (``SenderConfig.claim_process``), which owns the render
+workers; ``--claim-in-sender`` claims in a thread of the sender process instead, as before the ninth session.
+``--runner-first`` (a diagnostic) lets the runner finish before the clock starts: the figure is then the sender's
+alone. With BENCH_MARKS=path the bench appends when the baseline and the drain start and end (for a process monitor).
 
 figure   = N / seconds until the server accepted the N-th message, messages/s (target >= 0.70 of the baseline);
 baseline = a bare aiosmtplib loop with the same connections sending N pre-built messages to the same server, same
@@ -115,11 +117,13 @@ def _advance(url: str, ready: Any, go: Any, out: Any) -> None:
     engine.dispose()
 
 
-def _config(ws_id: int, connections: int, render_workers: int, render_nice: int | None = None) -> SenderConfig:
+def _config(
+    ws_id: int, connections: int, render_workers: int, render_nice: int | None = None, claim_process: bool = True
+) -> SenderConfig:
     config = SenderConfig(
         secret="bench-secret-" + "x" * 32, public_url="https://mail.example.fi", from_address="news@shop.example.fi",
         envelope_from="bounces@shop.example.fi", concurrency=connections, chunk_size=500, flush_every=250,
-        poll_interval=0.05, workspace_ids=(ws_id,), render_workers=render_workers,
+        poll_interval=0.05, workspace_ids=(ws_id,), render_workers=render_workers, claim_process=claim_process,
     )  # fmt: skip
     if render_nice is not None:
         config.render_nice = render_nice
@@ -136,7 +140,9 @@ def _sample_messages(k: int = 50) -> list[bytes]:
         engine = make_engine(url)
         factory = make_session_factory(engine)
         runner.run_due(factory, max_batches=1_000)
-        sender = Sender(factory, SmtpTransport(SmtpConfig(host="127.0.0.1", port=1)), _config(ws_id, 1, 0))
+        sender = Sender(
+            factory, SmtpTransport(SmtpConfig(host="127.0.0.1", port=1)), _config(ws_id, 1, 0, claim_process=False)
+        )
         messages = [p.message_bytes for p in sender.claim(k)]
         sender.close()
         engine.dispose()
@@ -154,15 +160,15 @@ async def _drain(
     render_workers: int,
     runner_first: bool = False,
     render_nice: int | None = None,
+    claim_process: bool = True,
 ) -> tuple[float, float, float]:
     """Messages/s from the runner's start to the N-th accepted message, and the runner's wall and CPU seconds."""
     engine = make_engine(url)
-    config = _config(ws_id, connections, render_workers, render_nice)
+    config = _config(ws_id, connections, render_workers, render_nice, claim_process)
     transport = SmtpTransport(SmtpConfig(host="127.0.0.1", port=port, start_tls=False, pool_size=connections))
     sender = Sender(make_session_factory(engine), transport, config)
-    if render_workers:
-        # The worker processes start (spawn, import suppilo) before the clock does, as in a long-running sender.
-        await asyncio.to_thread(sender.warm_up)
+    # The claim and render processes start (spawn, import suppilo) before the clock does, as in a long-running sender.
+    await asyncio.to_thread(sender.warm_up)
     start_count = count.value
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -176,6 +182,7 @@ async def _drain(
         runner_times = out.get()
         adv.join()
     started = time.perf_counter()
+    _mark("drain-start")
     go.set()
     while count.value - start_count < n:
         before = count.value
@@ -184,6 +191,7 @@ async def _drain(
         if runner_done and count.value == before:
             break  # nothing left to send
     elapsed = time.perf_counter() - started
+    _mark("drain-end")
     runner_wall, runner_cpu = runner_times or out.get()
     adv.join()
     sender.close()
@@ -191,6 +199,14 @@ async def _drain(
     engine.dispose()
     assert count.value - start_count == n, f"accepted {count.value - start_count} of {n}"
     return n / elapsed, runner_wall, runner_cpu
+
+
+def _mark(what: str) -> None:
+    """With BENCH_MARKS=path, append when a phase starts or ends (``<unix time> baseline-start`` ...): lets a process
+    monitor sampling /proc tell the baseline's CPU from the drain's."""
+    if os.environ.get("BENCH_MARKS"):
+        with open(os.environ["BENCH_MARKS"], "a") as fh:
+            fh.write(f"{time.time()} {what}\n")
 
 
 def main() -> None:
@@ -206,6 +222,12 @@ def main() -> None:
     )
     ap.add_argument(
         "--render-nice", type=int, default=None, help="the render workers' nice (default: SenderConfig.render_nice)"
+    )
+    ap.add_argument(
+        "--claim-in-sender",
+        action="store_true",
+        help="claims run in a thread of the sender process (SenderConfig.claim_process=False), as before the ninth "
+        "session",
     )
     args = ap.parse_args()
     port = _free_port()
@@ -237,7 +259,9 @@ def main() -> None:
                 headers={"List-Unsubscribe": "<https://mail.example.fi/u/" + "x" * 60 + ">"},
             )
         )  # fmt: skip
+        _mark("baseline-start")
         baseline = asyncio.run(_baseline(port, args.connections, args.contacts, messages))
+        _mark("baseline-end")
         synthetic_baseline = asyncio.run(_baseline(port, args.connections, args.contacts, synthetic))
         transport_baseline = asyncio.run(_baseline_transport(port, args.connections, args.contacts, messages))
         figure, runner_wall, runner_cpu = asyncio.run(
@@ -251,6 +275,7 @@ def main() -> None:
                 args.render_workers,
                 args.runner_first,
                 args.render_nice,
+                not args.claim_in_sender,
             )
         )
     finally:
@@ -270,6 +295,7 @@ def main() -> None:
                       "transport_ratio": round(figure / transport_baseline, 3),
                       "contacts": args.contacts, "connections": args.connections,
                       "render_workers": args.render_workers, "runner_first": args.runner_first,
+                      "claim_process": not args.claim_in_sender,
                       "render_nice": SenderConfig.render_nice if args.render_nice is None else args.render_nice,
                       "runner_seconds": round(runner_wall, 2), "runner_cpu_seconds": round(runner_cpu, 2),
                       "load": os.getloadavg()[0]}))  # fmt: skip

@@ -42,6 +42,10 @@ class SenderSettings(BaseSettings):
     sender_render_nice: int = Field(
         default=10, ge=0, le=19, description="How far below the sender's CPU priority render workers run (nice)."
     )
+    sender_claim_process: bool = Field(
+        default=False,
+        description="Claim (read, render, check, mark) in a process of its own, not in a thread beside the event loop.",
+    )
     sender_lease_seconds: float = Field(default=300.0, gt=0, description="After this a claim counts as abandoned.")
     sender_rate: float = Field(default=0.0, ge=0, description="Global messages per second (0: unlimited).")
     sender_domain_rate: float = Field(default=0.0, ge=0, description="Per destination domain per second.")
@@ -68,6 +72,7 @@ def sender_config(settings: Settings, extra: SenderSettings | None = None, **ove
         chunk_size=s.sender_chunk_size,
         render_workers=s.sender_render_workers,
         render_nice=s.sender_render_nice,
+        claim_process=s.sender_claim_process,
         lease_seconds=s.sender_lease_seconds,
         global_rate=s.sender_rate,
         domain_rate=s.sender_domain_rate,

@@ -28,7 +28,10 @@ def _send(factory, ws_id, at, **overrides):
     """Drain the workspace's outbox with the clock fixed at ``at``; the received messages by Message-ID."""
     with SmtpSink() as sink:
         sender, transport = make_sender(factory, sink, ws_id, chunk_size=120, **overrides)
+        sender.close()
         sender = Sender(factory, transport, sender.config, clock=lambda: at)
+        # The claim process (when asked for) really runs: the test database is one other processes can open.
+        assert (sender._claim_pool is not None) == bool(overrides.get("claim_process"))
         try:
             stats = asyncio.run(drain(sender, transport))
         finally:
@@ -71,19 +74,32 @@ def test_render_workers_send_the_same_bytes_as_the_sender_process(session_factor
     assert "cannot contain CR, LF or NUL" in failed[bad_id]  # failed in a worker process
     assert "no_such_template" in failed[missing_id]  # failed in the claim
     # The same rows again, rendered in the sender process at the same moment: byte-identical messages.
-    with session_factory() as s:
-        s.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.workspace_id == ws, OutboxMessage.status == "sent")
-            .values(status="queued", next_attempt_at=at - timedelta(seconds=1))
-        )
-        s.commit()
+    _requeue(session_factory, ws, at)
     stats, in_process = _send(session_factory, ws, at, render_workers=0)
     assert stats.sent == 300
     assert in_process.keys() == with_workers.keys()
     assert all(in_process[k] == with_workers[k] for k in in_process)
     sample = next(v for v in with_workers.values() if b"Subject: Welcome" in v or b"welcome" in v.lower())
     assert b"/u/" in sample and b"List-Unsubscribe" in sample
+    # And claimed in a process of its own (at the sender's moment, which the sender process passes along), the
+    # render workers being that process's: the same bytes again, and the claim's counts reach the sender's.
+    _requeue(session_factory, ws, at, statuses=("sent", "failed"))
+    stats, claimed_apart = _send(session_factory, ws, at, render_workers=2, claim_process=True)
+    assert (stats.claimed, stats.sent, stats.failed) == (300, 300, 2)
+    assert claimed_apart.keys() == in_process.keys()
+    assert all(claimed_apart[k] == in_process[k] for k in in_process)
+    with session_factory() as s:
+        assert outbox.counts(s, ws) == {"sent": 300, "failed": 2}
+
+
+def _requeue(session_factory, ws, at, statuses=("sent",)):
+    with session_factory() as s:
+        s.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.workspace_id == ws, OutboxMessage.status.in_(statuses))
+            .values(status="queued", attempts=0, next_attempt_at=at - timedelta(seconds=1))
+        )
+        s.commit()
 
 
 _KILLED_SENDER = """
@@ -111,12 +127,81 @@ def test_render_workers_exit_when_the_sender_is_killed():
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2 and all(_alive(pid) for pid in pids)
     finally:
-        proc.kill()
-        proc.wait()
+        _kill(proc)
+    _assert_gone(pids)
+
+
+_KILLED_CLAIMING_SENDER = """
+import sys
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+from suppilo.messaging.sender import Sender, SenderConfig, _claim_process_pids
+
+config = SenderConfig(secret="s" * 40, public_url="https://mail.example.fi", from_address="a@example.fi",
+                      render_workers=2, claim_process=True)
+sender = Sender(sessionmaker(bind=create_engine("sqlite:///" + sys.argv[1])), None, config)
+sender.warm_up()
+print(" ".join(str(pid) for pid in sender._claim_pool.submit(_claim_process_pids).result()), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_claim_process_and_its_render_workers_exit_when_the_sender_is_killed(tmp_path):
+    """With ``claim_process``, the claim process runs at the sender's priority (it takes the database's write
+    lock), its render workers below it; a SIGKILLed sender leaves none of them behind."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CLAIMING_SENDER, str(tmp_path / "claims.sqlite3")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3 and all(_alive(pid) for pid in pids)
+        sender_nice = _nice(proc.pid)
+        expected = [sender_nice, *[min(19, sender_nice + 10)] * 2]
+        deadline = time.monotonic() + 30  # a worker lowers its priority as it starts, before it takes any work
+        while [_nice(pid) for pid in pids] != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [_nice(pid) for pid in pids] == expected
+    finally:
+        _kill(proc)
+    _assert_gone(pids)
+
+
+def test_an_in_memory_database_keeps_the_claim_in_the_sender_process():
+    """Another process cannot open an in-memory SQLite database: the claim stays in a thread."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    from suppilo.messaging.sender import SenderConfig
+
+    config = SenderConfig(
+        secret="s" * 40, public_url="https://mail.example.fi", from_address="a@example.fi", claim_process=True
+    )
+    sender = Sender(sessionmaker(bind=create_engine("sqlite://")), None, config)
+    try:
+        assert sender._claim_pool is None
+    finally:
+        sender.close()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+
+
+def _assert_gone(pids: list[int]) -> None:
+    """Every one of ``pids`` exits within 10 s."""
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in pids)
+
+
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(") ", 1)[1].split()[16])
 
 
 def _alive(pid: int) -> bool:

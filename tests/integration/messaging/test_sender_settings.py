@@ -26,6 +26,7 @@ def env(monkeypatch, tmp_path):
         "SUPPILO_SENDER_CHUNK_SIZE": "300",
         "SUPPILO_SENDER_MAX_ATTEMPTS": "4",
         "SUPPILO_SENDER_RENDER_WORKERS": "2",
+        "SUPPILO_SENDER_CLAIM_PROCESS": "true",
         "SUPPILO_DKIM_SELECTOR": "s2024",
         "SUPPILO_DKIM_DOMAIN": "shop.example.fi",
         "SUPPILO_DKIM_PRIVATE_KEY_FILE": str(key_file),
@@ -45,7 +46,7 @@ def test_the_environment_configures_the_sender(env, tmp_path) -> None:
     )
     assert (config.global_rate, config.domain_rate, config.domain_burst) == (25.0, 2.5, 3)
     assert (config.chunk_size, config.max_attempts, config.concurrency) == (300, 4, 6)  # pool size from SMTP
-    assert config.render_workers == 2
+    assert config.render_workers == 2 and config.claim_process is True
     assert (config.dkim_selector, config.dkim_domain, config.dkim_private_key_pem) == ("s2024", "shop.example.fi", env)
     # A command-line option wins over the environment; None leaves the setting alone.
     overridden = sender_settings.sender_config(
