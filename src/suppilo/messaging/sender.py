@@ -1187,6 +1187,9 @@ class Sender:
             return await self._run(cfg, until_empty, stop, deadline)
         finally:
             _switch_interval_exit()
+            # Every claim of this run has its outcome recorded (or recording failed: then its rows wait in
+            # ``sending`` for the lease to end, and this sender's next run recovers them like any other's).
+            self._own_tokens.clear()
 
     async def _run(self, cfg: SenderConfig, until_empty: bool, stop: asyncio.Event, deadline: float | None) -> RunStats:
         queue: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=cfg.chunk_size * 2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,13 +119,23 @@ async def run_sender(
     **overrides: object,
 ) -> RunStats:
     """Run the sender with the configured transport until stopped (SIGTERM/SIGINT), empty, or ``max_seconds``."""
+    sender = Sender(factory, None, sender_config(settings, None, **overrides))
+    try:
+        return await _drive(sender, settings, until_empty=until_empty, max_seconds=max_seconds)
+    finally:
+        await asyncio.to_thread(sender.close)
+
+
+async def _drive(sender: Sender, settings: Settings, *, until_empty: bool, max_seconds: float | None) -> RunStats:
+    """One run of ``sender`` over a transport of its own (its connections belong to this event loop), counting this
+    run's figures only."""
     from suppilo.messaging.transport import transport_from_settings
 
-    config = sender_config(settings, None, **overrides)
     transport = transport_from_settings(settings)
     if hasattr(transport, "config"):
-        transport.config.pool_size = max(transport.config.pool_size, config.concurrency)
-    sender = Sender(factory, transport, config)
+        transport.config.pool_size = max(transport.config.pool_size, sender.config.concurrency)
+    sender.transport = transport
+    sender.stats = RunStats()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,5 +144,48 @@ async def run_sender(
     try:
         return await sender.run(until_empty=until_empty, stop=stop, max_seconds=max_seconds)
     finally:
-        await asyncio.to_thread(sender.close)
+        sender.transport = None
         await transport.close()
+
+
+class KeptSender:
+    """A sender kept across the runs of a long-lived process: the worker's ``send_outbox`` job drains the outbox
+    every second, and building a sender each time would spawn its claim process and render workers each time (each
+    imports suppilo: 1-2 s of CPU) even when nothing is due. Kept, they are spawned on the first run and reused.
+
+    Each run builds its own transport (connections belong to the run's event loop) and returns its own figures; the
+    rate limits carry over between runs. A changed configuration (or session factory) replaces the sender. One run
+    at a time; ``close`` stops the processes (the worker calls it when it stops)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sender: Sender | None = None
+        self._factory: sessionmaker[Session] | None = None
+
+    def run(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        *,
+        until_empty: bool,
+        max_seconds: float | None = None,
+        **overrides: object,
+    ) -> RunStats:
+        """Run the kept sender (built or rebuilt for ``factory`` and the current settings with ``overrides``, as
+        :func:`run_sender`) in an event loop of its own; this run's figures."""
+        with self._lock:
+            config = sender_config(settings, None, **overrides)
+            sender = self._sender
+            if sender is None or self._factory is not factory or sender.config != config:
+                if sender is not None:
+                    sender.close()
+                self._sender = sender = Sender(factory, None, config)
+                self._factory = factory
+            return asyncio.run(_drive(sender, settings, until_empty=until_empty, max_seconds=max_seconds))
+
+    def close(self) -> None:
+        """Stop the kept sender's claim process and render workers (waits for a run in progress to end)."""
+        with self._lock:
+            if self._sender is not None:
+                self._sender.close()
+            self._sender = self._factory = None

@@ -17,6 +17,7 @@ from suppilo.deals.forecast_snapshots import run_refresh as run_forecast_refresh
 from suppilo.deals.tasks import run_sales
 from suppilo.journeys.lapse import run_lapse_refresh
 from suppilo.loyalty.tasks import run_loyalty
+from suppilo.messaging.settings import KeptSender
 from suppilo.recommendations.tasks import run_recommendations
 from suppilo.scoring.rfm import run_rfm
 from suppilo.scoring.tasks import run_scoring
@@ -26,15 +27,21 @@ JobEntry = tuple[str, float, Any]
 
 
 def run_outbox_sender(factory: sessionmaker[Session]) -> Any:
-    """Drain the outbox (and queue due broadcasts) for up to 50 s; the next period continues."""
-    import asyncio
-
+    """Drain the outbox (and queue due broadcasts) for up to 50 s; the next period continues. The sender is kept
+    between periods (its claim process and render workers, when configured, are spawned once)."""
     from suppilo.config import get_settings
     from suppilo.messaging.broadcasts import run_due_broadcasts
-    from suppilo.messaging.settings import run_sender
 
     run_due_broadcasts(factory)
-    return asyncio.run(run_sender(factory, get_settings(), until_empty=True, max_seconds=50.0))
+    return _OUTBOX_SENDER.run(factory, get_settings(), until_empty=True, max_seconds=50.0)
+
+
+_OUTBOX_SENDER = KeptSender()
+
+
+def close_jobs() -> None:
+    """Release what the jobs keep between periods (the outbox sender's processes); the worker calls it as it stops."""
+    _OUTBOX_SENDER.close()
 
 
 def run_journeys(factory: sessionmaker[Session]) -> Any:

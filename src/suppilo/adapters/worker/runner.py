@@ -69,10 +69,13 @@ class Worker:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stop the loops and wait for running jobs to finish."""
+        """Stop the loops, wait for running jobs to finish, and release what the jobs keep between periods."""
+        from suppilo.adapters.worker.jobs import close_jobs
+
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+        close_jobs()
 
 
 def default_jobs() -> list[PeriodicJob]:
