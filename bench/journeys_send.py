@@ -1,12 +1,13 @@
 """Benchmark: a journey's send step for N contacts, from due enrollments to messages accepted by a local SMTP server.
 
     .venv/bin/python bench/journeys_send.py [--contacts 100000] [--connections 8] [--render-workers N] [--postgres URL]
-        [--render-nice N] [--runner-first] [--claim-in-sender]
+        [--render-nice N] [--runner-first] [--claim-in-sender] [--first-names 2000]
 
 N contacts are enrolled in a journey whose first step sends the default ``welcome`` template (rendered per contact
-in the contact's language, CSS inlined, links tracked, unsubscribe headers). The runner (one process, started,
-imported and connected before the clock, as a long-running worker is) advances the enrollments into outbox rows
-while the sender (this process) drains them to an aiosmtpd server in its own process; the clock starts when the
+in the contact's language and with the contact's first name, CSS inlined, links tracked, unsubscribe headers); the
+contacts have ``--first-names`` distinct first names, Zipf-distributed as in a real list. The runner (one process,
+started, imported and connected before the clock, as a long-running worker is) advances the enrollments into outbox
+rows while the sender (this process) drains them to an aiosmtpd server in its own process; the clock starts when the
 runner is told to go. The sender renders in ``--render-workers`` processes (default: the CPU count; 0 renders in the
 sender process). Claims run in a process of their own (``SenderConfig.claim_process``), which owns the render
 workers; ``--claim-in-sender`` claims in a thread of the sender process instead, as before the ninth session.
@@ -32,6 +33,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -58,8 +60,31 @@ from suppilo.messaging.transport import SmtpConfig, SmtpTransport
 from suppilo.workspaces import service as workspaces_service
 from suppilo.workspaces.schemas import WorkspaceCreate
 
+# Real first names (Nordic and Baltic); ``_first_names`` combines them into as many distinct ones as asked for.
+_NAMES = [
+    "Aino", "Eino", "Liisa", "Mikko", "Anna", "Juha", "Maria", "Antti", "Sanna", "Pekka", "Elsa", "Oskar", "Ingrid",
+    "Lars", "Karin", "Sven", "Freja", "Mads", "Ida", "Rasmus", "Sofie", "Emil", "Laura", "Jānis", "Elīna", "Kristīne",
+    "Andris", "Ilze", "Mārtiņš", "Līga", "Lee", "Helmi", "Väinö", "Onni", "Astrid", "Nils", "Maja", "Henrik", "Signe",
+    "Pauls",
+]  # fmt: skip
 
-def _setup(url: str, n: int) -> tuple[int, int]:
+
+def _first_names(n: int, distinct: int) -> list[str]:
+    """First names for ``n`` contacts: one ("Lee") when ``distinct`` is 1, else drawn from ``distinct`` names with
+    Zipf weights (the r-th most common name 1/r as often as the first, as in a real list), seeded."""
+    if distinct <= 1:
+        return ["Lee"] * n
+    base = len(_NAMES)
+    names = [_NAMES[j % base] for j in range(min(distinct, base))]
+    names += [f"{_NAMES[j % base]}-{_NAMES[j // base % base]}" for j in range(base, min(distinct, base * base))]
+    names += [
+        f"{_NAMES[j % base]}-{_NAMES[j // base % base]}-{_NAMES[j // base**2 % base]}"
+        for j in range(base * base, distinct)
+    ]  # beyond the pairs: triples
+    return random.Random(7).choices(names, weights=[1 / (r + 1) for r in range(distinct)], k=n)
+
+
+def _setup(url: str, n: int, first_names: int = 1) -> tuple[int, int]:
     engine = make_engine(url)
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
@@ -76,12 +101,13 @@ def _setup(url: str, n: int) -> tuple[int, int]:
         ws_id = ws.id
     now = utcnow()
     langs = ["en", "fi", "sv", "da", "lv"]
+    names = _first_names(n, first_names)
     for start in range(0, n, 10_000):
         with factory() as s:
             s.execute(
                 insert(Contact),
-                [{"workspace_id": ws_id, "email": f"c{i}@ex{i % 50}.example.com", "country": "US", "first_name": "Lee",
-                  "language": langs[i % 5], "created_at": now, "updated_at": now}
+                [{"workspace_id": ws_id, "email": f"c{i}@ex{i % 50}.example.com", "country": "US",
+                  "first_name": names[i], "language": langs[i % 5], "created_at": now, "updated_at": now}
                  for i in range(start, min(n, start + 10_000))],
             )  # fmt: skip
             s.commit()
@@ -130,13 +156,13 @@ def _config(
     return config
 
 
-def _sample_messages(k: int = 50) -> list[bytes]:
+def _sample_messages(k: int = 50, first_names: int = 1) -> list[bytes]:
     """The bytes the send step itself sends, for the baselines: ``k`` contacts set up as the bench's (in a throwaway
     SQLite file), advanced by the runner and claimed by a sender (rendered, not sent). They cover the five
     languages; a message of this template has ~70 lines, and the SMTP server's work per message follows its lines."""
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'sample.sqlite3'}"
-        ws_id, _ = _setup(url, k)
+        ws_id, _ = _setup(url, k, first_names)
         engine = make_engine(url)
         factory = make_session_factory(engine)
         runner.run_due(factory, max_batches=1_000)
@@ -229,6 +255,13 @@ def main() -> None:
         help="claims run in a thread of the sender process (SenderConfig.claim_process=False), as before the ninth "
         "session",
     )
+    ap.add_argument(
+        "--first-names",
+        type=int,
+        default=2000,
+        help="distinct first names among the contacts, drawn with Zipf weights as in a real list (default 2,000; 1: "
+        "every contact is Lee, as up to the ninth session, and messages differ only in their links and language)",
+    )
     args = ap.parse_args()
     port = _free_port()
     count = mp.Value("q", 0)
@@ -246,10 +279,10 @@ def main() -> None:
         tmp = tempfile.mkdtemp()
         url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
     try:
-        ws_id, _ = _setup(url, args.contacts)
+        ws_id, _ = _setup(url, args.contacts, args.first_names)
         from suppilo.messaging import mime
 
-        messages = _sample_messages()
+        messages = _sample_messages(first_names=args.first_names)
         # the message the baselines sent up to the eighth session: about as many bytes, fewer lines (57 vs ~70)
         synthetic = mime.message_bytes(
             mime.build_message(
@@ -293,7 +326,7 @@ def main() -> None:
                       "message_lines": sorted({m.count(b"\n") for m in messages}),
                       "transport_baseline": round(transport_baseline, 1),
                       "transport_ratio": round(figure / transport_baseline, 3),
-                      "contacts": args.contacts, "connections": args.connections,
+                      "contacts": args.contacts, "first_names": args.first_names, "connections": args.connections,
                       "render_workers": args.render_workers, "runner_first": args.runner_first,
                       "claim_process": not args.claim_in_sender,
                       "render_nice": SenderConfig.render_nice if args.render_nice is None else args.render_nice,

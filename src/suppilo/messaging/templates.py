@@ -22,7 +22,7 @@ import copy
 import functools
 import html as html_lib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -823,32 +823,81 @@ def volatile_key(html: str, volatile: str | None) -> str | None:
     return html.replace(volatile, "~" * size)
 
 
+# The contact's names as they stand in a message's text: letters, with inner hyphens (Anna-Liisa), 2-64 characters.
+# Jinja's escaping leaves them as they are, and the HTML tokenizer and css-inline treat them, in text and attribute
+# values, exactly as a run of another character that is neither '&' nor '<' (the placeholders '^' and '`').
+_NAME_TEXT = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+# What may stand just before a name that is set aside: nothing that could begin a character reference ('&', '#',
+# letters, digits) or markup ('<', '/', '!', '?') together with it.
+_BEFORE_NAME = frozenset(" \t\n\r\f\xa0>,.;:()[]\"'«»„“”‘’¡¿–—")
+_NAME_MARKS = "^`"  # the placeholders of the first and the last name
+
+
+def personal_key(key: str, names: Sequence[str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``key`` (a ``volatile_key``) with each of the contact's ``names`` (first, last) replaced by as many '^' (the
+    first) or '`' (the last) wherever it stands as a word after a space, '>' or punctuation (``_BEFORE_NAME``), so
+    that messages to contacts whose names are as long share their work; a name that stands anywhere else, or whose
+    mark ``key`` already holds, stays. The longer name goes first (a name inside the other is not split). Whatever
+    the parse makes of the marks is checked afterwards (``_placeholders_inert``: text and non-style attribute
+    values only). Returns the key and the (mark, name) pairs set aside."""
+    aside: list[tuple[str, str]] = []
+    order = sorted(
+        ((name, mark) for name, mark in zip(names, _NAME_MARKS, strict=False) if name), key=lambda nm: -len(nm[0])
+    )
+    for name, mark in order:
+        if mark in key or not _NAME_TEXT.fullmatch(name) or not 2 <= len(name) <= 64:
+            continue
+        at = key.find(name)
+        if at < 0:
+            continue
+        size, safe = len(name), True
+        while at >= 0:
+            end = at + size
+            after = key[end : end + 1]
+            if at < 1 or key[at - 1] not in _BEFORE_NAME or (after and (after.isalnum() or after == "_")):
+                safe = False
+                break
+            at = key.find(name, end)
+        if safe:
+            key = key.replace(name, mark * size)
+            aside.append((mark, name))
+    return key, tuple(aside)
+
+
 def _placeholders_inert(key: str, body: str) -> bool:
-    """Whether ``inline_css`` treated the placeholders of ``key`` as plain characters of text or attribute values
-    (so it treats the real token alike): each reaches ``body`` (none dropped), none in a ``<style>`` block, in a
-    tag or attribute name, a comment, a doctype or a style attribute (which CSS parsing rewrites), and no style
-    block selects on attribute values. ``body`` is serializer-made HTML (``_SERIAL_MARKUP`` reads its tokens)."""
-    if body.count("~") != key.count("~") or _RAW_TEXT.search(body):
+    """Whether ``inline_css`` treated the placeholders of ``key`` ('~' for the token, '^' and '`' for the names) as
+    plain characters of text or attribute values (so it treats the real strings alike): each reaches ``body`` (none
+    dropped), none in a ``<style>`` block, in a tag or attribute name, a comment, a doctype or a style attribute
+    (which CSS parsing rewrites), and no style block selects on attribute values. ``body`` is serializer-made HTML
+    (``_SERIAL_MARKUP`` reads its tokens)."""
+    marks = [m for m in _MARKS if m in key]
+    if any(body.count(m) != key.count(m) for m in marks) or _RAW_TEXT.search(body):
         return False
     for block in _STYLE_BLOCK.findall(key):
-        if "~" in block or _VALUE_SELECTOR.search(block):
+        if any(m in block for m in marks) or _VALUE_SELECTOR.search(block):
             return False
     pos = 0
     for m in _SERIAL_MARKUP.finditer(body):
         if "<" in body[pos : m.start()]:
             return False  # not serializer-made
         pos = m.end()
-        if "~" not in m.group():
+        token = m.group()
+        present = [c for c in marks if c in token]
+        if not present:
             continue
         start, attrs = m.group("start", "attrs")
-        if start is None or "~" in start:
+        if start is None or any(c in start for c in present):
             return False
-        for name, value in _SERIAL_ATTR.findall(attrs):
-            if "~" in name or ("~" in value and name.lower() == "style"):
+        values = _SERIAL_ATTR.findall(attrs)
+        for name, value in values:
+            if any(c in name for c in present) or (name.lower() == "style" and any(c in value for c in present)):
                 return False
-        if m.group().count("~") != sum(value.count("~") for _, value in _SERIAL_ATTR.findall(attrs)):
+        if any(token.count(c) != sum(value.count(c) for _, value in values) for c in present):
             return False
     return "<" not in body[pos:]
+
+
+_MARKS = "~" + _NAME_MARKS
 
 
 class Sharing:
@@ -889,11 +938,17 @@ _BODIES_SIZE = 256
 _BODIES_MAX_LEN = 64 * 1024  # longer HTML is inlined each time (bounds the cache to a few tens of MB at worst)
 
 
-def _body_and_text(html: str, volatile: str | None, with_text: bool) -> tuple[str, str | None]:
+def _body_and_text(
+    html: str, volatile: str | None, with_text: bool, names: Sequence[str] = ()
+) -> tuple[str, str | None]:
     """``inline_css(html)`` and (``with_text``) its ``html_to_text``, shared between messages through ``_BODIES``:
-    the same as computed on ``html``, since the placeholders are inert (``volatile_key``, ``_placeholders_inert``)
-    and ``html_to_text`` reads them only as text or as (non-style) attribute values, as it would the token."""
+    the same as computed on ``html``, since the placeholders are inert (``volatile_key``, ``personal_key``,
+    ``_placeholders_inert``) and ``html_to_text`` reads them only as text or as (non-style) attribute values, as it
+    would the token and the names."""
     key = volatile_key(html, volatile) if volatile and len(html) <= _BODIES_MAX_LEN and _body_sharing.wanted() else None
+    aside: tuple[tuple[str, str], ...] = ()
+    if key is not None and names:
+        key, aside = personal_key(key, names)
     hit = _BODIES.get(key, _MISSING) if key is not None else None
     if key is not None:
         _body_sharing.record(hit is not _MISSING)
@@ -912,9 +967,10 @@ def _body_and_text(html: str, volatile: str | None, with_text: bool) -> tuple[st
     body, text = hit
     if key is not html:
         assert volatile is not None
-        placeholder = "~" * len(volatile)
-        body = body.replace(placeholder, volatile)
-        text = text.replace(placeholder, volatile) if text is not None else None
+        for mark, value in (("~", volatile), *aside):
+            placeholder = mark * len(value)
+            body = body.replace(placeholder, value)
+            text = text.replace(placeholder, value) if text is not None else None
     return body, text if with_text else None
 
 
@@ -960,7 +1016,10 @@ def render_message(
     try:
         subject = _one_line(_render_part(template.subject or "", ctx, html=False))
         preheader = _one_line(_render_part(template.preheader or "", ctx, html=False))
-        body, from_html = _body_and_text(_render_part(template.html or "", ctx, html=True), volatile, not template.text)
+        names = (str(contact.get("first_name") or ""), str(contact.get("last_name") or "")) if volatile else ()
+        body, from_html = _body_and_text(
+            _render_part(template.html or "", ctx, html=True), volatile, not template.text, names
+        )
         # html_to_text's result is already tidy (_tidy_text is idempotent), only a text template's needs it.
         text = _tidy_text(_render_part(template.text, ctx, html=False)) if template.text else (from_html or "")
     except TemplateRenderError:

@@ -1,6 +1,7 @@
 """Messages whose rendered HTML differs only in their own unsubscribe token share the CSS inlining, the text part and
-the split of the HTML around its tracked links (``templates.volatile_key``); the results equal those computed on each
-message's own HTML, byte for byte."""
+the split of the HTML around its tracked links (``templates.volatile_key``), and, for the CSS inlining and the text
+part, also when they differ in the contact's names of the same length (``templates.personal_key``); the results equal
+those computed on each message's own HTML, byte for byte."""
 
 from __future__ import annotations
 
@@ -206,4 +207,62 @@ def test_sharing_pauses_while_it_does_not_pay_and_the_results_stay_the_same() ->
     for i in range(8):  # the same values again: hits, so it keeps sharing
         render(7, 3000 + i)
     assert sharing.paused == 0 and sharing.tries == 0
+    templates._body_sharing = templates.Sharing()
+
+
+# Places a contact's name may stand in HTML a template makes (the names below and "Mari" as a stand-in).
+_NAME_PIECES = [
+    "<p>Hei NAME!</p>", "<p>NAME</p>", "Dear NAME,", "<b>NAME</b>", "<h1>Welcome, NAME</h1>", "&NAME;", "&#NAME",
+    "&amp;NAME", "<NAME>", "</NAME>", "<!NAME>", "<p NAME>", '<p title="NAME">x</p>', '<p title="x>y" NAME>',
+    '<img alt="NAME" src="a.png">', '<div style="font-family:NAME">x</div>', "<!-- NAME -->", "<title>NAME</title>",
+    '<a href="https://shop.example/?n=NAME">go</a>', '<a href="https://shop.example/">NAME</a>', "xNAME", "NAMEx",
+    "NAME-NAME", "(NAME)", "«NAME»", "<p>", "</p>", " ", "\n", "&", "<", "^", "`", "~",
+    f'<a href="{BASE}/u/{_TOKEN}">unsubscribe</a>', "<style>p{color:red}</style>", "<style>[title]{color:red}</style>",
+]  # fmt: skip
+_NAMES = ["Mari", "Lee", "amp", "lt", "Doctype", "Anna-Liisa", "Ēriks", "Jānis", "Väinö", "Lee3", "O'Neil", "A"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_NAME_PIECES), max_size=12),
+    st.sampled_from(_NAMES),
+    st.sampled_from(["", *_NAMES]),
+)
+def test_setting_the_names_aside_never_changes_a_result_wherever_they_stand(
+    pieces: list[str], first: str, last: str
+) -> None:
+    body = "".join(p.replace("NAME", first if i % 2 == 0 else last or first) for i, p in enumerate(pieces))
+    html = "<html><head><style>p{color:#111}</style></head><body>" + body + "</body></html>"
+    _share_always()
+    for with_text in (True, False):
+        shared = _outcome(templates._body_and_text, html, _TOKEN, with_text, (first, last))
+        assert shared == _outcome(lambda: _alone(html, with_text))
+        again = _outcome(templates._body_and_text, html, _TOKEN, with_text, (first, last))  # from the cache
+        assert again == shared
+
+
+def test_names_of_the_same_length_share_one_body_and_each_message_keeps_its_own_name() -> None:
+    templates._BODIES.clear()
+    templates._body_sharing = templates.Sharing(pause=0)
+    html = (
+        "<html><head><style>p{color:red} .n{font-weight:bold}</style></head><body><h1>Welcome, {{ contact.first_name }}"
+        ' {{ contact.last_name }}!</h1><p class="n">Hei {{ contact.first_name }}, we kept a gift for you.</p>'
+        '<img alt="{{ contact.first_name }}" src="https://shop.example/a.png"><a href="{{ u }}">unsubscribe</a>'
+        "</body></html>"
+    )
+    content = _Variant("en", "s", "", html, None)
+    people = [("Aino", "Laine"), ("Lars", "Berg1"), ("Māra", "Ozola"), ("Anna-Liisa", "Virtanen"), ("Ēriks", "Kalni")]
+    for n, (first, last) in enumerate(people):
+        token = _token(n + 1)
+        ctx = {"contact": {"first_name": first, "last_name": last}, "u": f"{BASE}/u/{token}"}
+        shared = templates.render_message(content, language="en", context=ctx, volatile=token)
+        assert shared == templates.render_message(content, language="en", context=ctx)
+        assert f"Welcome, {first} {last}!" in shared.text and f'alt="{first}"' in shared.html
+        assert token in shared.html
+    # Aino Laine and Māra Ozola (4 and 5 letters) share one body; Lars's last name has a digit and stays in his key.
+    keys = list(templates._BODIES)
+    assert len(keys) == 4
+    assert all(hit is not None for hit in templates._BODIES.values())
+    assert sum("Welcome, ^^^^ `````!" in k for k in keys) == 1
+    assert sum("Welcome, ^^^^ Berg1!" in k for k in keys) == 1
     templates._body_sharing = templates.Sharing()
