@@ -867,9 +867,9 @@ def personal_key(key: str, names: Sequence[str]) -> tuple[str, tuple[tuple[str, 
 def _placeholders_inert(key: str, body: str) -> bool:
     """Whether ``inline_css`` treated the placeholders of ``key`` ('~' for the token, '^' and '`' for the names) as
     plain characters of text or attribute values (so it treats the real strings alike): each reaches ``body`` (none
-    dropped), none in a ``<style>`` block, in a tag or attribute name, a comment, a doctype or a style attribute
-    (which CSS parsing rewrites), and no style block selects on attribute values. ``body`` is serializer-made HTML
-    (``_SERIAL_MARKUP`` reads its tokens)."""
+    dropped), none in a ``<style>`` block, in a tag or attribute name, a comment, a doctype, a style attribute (which
+    CSS parsing rewrites) or a class or id (which selectors match), and no style block selects on attribute values.
+    ``body`` is serializer-made HTML (``_SERIAL_MARKUP`` reads its tokens)."""
     marks = [m for m in _MARKS if m in key]
     if any(body.count(m) != key.count(m) for m in marks) or _RAW_TEXT.search(body):
         return False
@@ -890,7 +890,7 @@ def _placeholders_inert(key: str, body: str) -> bool:
             return False
         values = _SERIAL_ATTR.findall(attrs)
         for name, value in values:
-            if any(c in name for c in present) or (name.lower() == "style" and any(c in value for c in present)):
+            if any(c in name for c in present) or (name.lower() in _MATCHED_ATTRS and any(c in value for c in present)):
                 return False
         if any(token.count(c) != sum(value.count(c) for _, value in values) for c in present):
             return False
@@ -898,6 +898,9 @@ def _placeholders_inert(key: str, body: str) -> bool:
 
 
 _MARKS = "~" + _NAME_MARKS
+# Attribute values that CSS parses (style) or that selectors match on (class, id: in quirks mode without regard to
+# case): a placeholder there could be styled otherwise than the real string.
+_MATCHED_ATTRS = frozenset({"style", "class", "id"})
 
 
 class Sharing:

@@ -218,6 +218,8 @@ _NAME_PIECES = [
     '<a href="https://shop.example/?n=NAME">go</a>', '<a href="https://shop.example/">NAME</a>', "xNAME", "NAMEx",
     "NAME-NAME", "(NAME)", "«NAME»", "<p>", "</p>", " ", "\n", "&", "<", "^", "`", "~",
     f'<a href="{BASE}/u/{_TOKEN}">unsubscribe</a>', "<style>p{color:red}</style>", "<style>[title]{color:red}</style>",
+    '<p class="NAME">x</p>', '<p id="NAME">x</p>', "<style>.Mari{color:red} #Lee{color:blue}</style>",
+    "<style>.mari{color:red} #lee{color:blue}</style>",
 ]  # fmt: skip
 _NAMES = ["Mari", "Lee", "amp", "lt", "Doctype", "Anna-Liisa", "Ēriks", "Jānis", "Väinö", "Lee3", "O'Neil", "A"]
 
