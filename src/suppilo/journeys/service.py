@@ -474,17 +474,26 @@ def _enrol_range(
     m = SegmentMembership.__table__.alias("m")
     e = Enrollment.__table__.alias("e")
     x = SegmentMembership.__table__.alias("x")
-    blocked = (e.c.journey_id == journey.id) & (e.c.contact_id == m.c.contact_id)
+    # Who may not enter, as one uncorrelated set of the chunk's contacts (hashed once by PostgreSQL, an ephemeral
+    # index in SQLite): a correlated NOT EXISTS left the plan to the statistics, and on tables the enrolment itself
+    # was filling they were stale, so each member read every enrollment of the journey (20,000 members: 17 s on
+    # PostgreSQL; 1,000,000 on SQLite: not done after 20 minutes).
+    blocked = select(e.c.contact_id).where(
+        e.c.workspace_id == journey.workspace_id,
+        e.c.journey_id == journey.id,
+        e.c.contact_id > after,
+        e.c.contact_id <= upto,
+    )
     if defn.entry.reentry == "always":
-        blocked = blocked & (e.c.status == "active")
+        blocked = blocked.where(e.c.status == "active")
     elif defn.entry.reentry == "after":
         since = now - timedelta(days=defn.entry.reentry_days or 0)
-        blocked = blocked & ((e.c.status == "active") | (e.c.entered_at > since))
+        blocked = blocked.where((e.c.status == "active") | (e.c.entered_at > since))
     conditions = [
         m.c.segment_id == segment_id,
         m.c.contact_id > after,
         m.c.contact_id <= upto,
-        ~select(e.c.id).where(blocked).exists(),
+        m.c.contact_id.not_in(blocked),
     ]
     if defn.entry.exclusion_segment_id is not None:
         conditions.append(

@@ -222,3 +222,52 @@ def test_enrolling_a_segment_applies_the_entry_rules_in_sql(session_factory, ws)
     assert len({r.contact_id for r in rows}) == 20
     tick(session_factory)
     assert all(r.status == "ended" for r in enrollments(session_factory, jid))
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"reentry": "never"}, "fresh"),
+        ({"reentry": "always"}, "fresh+long_ago+recently"),
+        ({"reentry": "after", "reentry_days": 30}, "fresh+long_ago"),
+    ],
+)
+def test_enrolling_a_segment_in_chunks_applies_each_reentry_rule(session_factory, ws, monkeypatch, entry, expected):
+    """Members across many chunks (five members each here): who is inside stays inside once, who ended re-enters as
+    the rule says, and nobody is enrolled twice."""
+    monkeypatch.setattr(service, "CHUNK", 1)  # a range of at most five members per INSERT ... SELECT
+    with session_factory() as s:
+        members = segments_service.create_segment(s, ws.id, SegmentCreate(name="all", kind="static"))
+        s.commit()
+    groups = {
+        name: [contact(session_factory, ws.id, f"{name}{i}@example.com") for i in range(6)]
+        for name in ("fresh", "inside", "long_ago", "recently")
+    }
+    every = sorted(cid for ids in groups.values() for cid in ids)
+    with session_factory() as s:
+        segments_service.add_members(s, ws.id, members.id, every)
+        s.commit()
+    jid = journey(session_factory, ws.id, _define({"type": "manual"}, entry=entry))
+    with session_factory() as s:
+        before = groups["inside"] + groups["long_ago"] + groups["recently"]
+        assert len(service.enrol_contacts(s, ws.id, jid, before, key="earlier")) == 18
+        s.commit()
+    now = utcnow()
+    with session_factory() as s:
+        for row in enrollments(session_factory, jid):
+            ended = {"long_ago": now - timedelta(days=40), "recently": now - timedelta(days=10)}
+            for name, at in ended.items():
+                if row.contact_id in groups[name]:
+                    live = s.get(type(row), row.id)
+                    live.status, live.end_reason, live.ended_at, live.entered_at = "ended", "completed", at, at
+        s.commit()
+    with session_factory() as s:
+        entered = service.enrol_segment(s, ws.id, jid, members.id, key="bulk")
+        s.commit()
+    want = sorted(cid for name in expected.split("+") for cid in groups[name])
+    assert entered == len(want)
+    rows = enrollments(session_factory, jid)
+    new = sorted(r.contact_id for r in rows if r.entry_key.startswith("bulk:"))
+    assert new == want
+    active = [r.contact_id for r in rows if r.status == "active"]
+    assert len(active) == len(set(active))  # nobody inside twice
