@@ -861,8 +861,6 @@ class Sender:
                 lost += 1
                 continue
             kept.setdefault(row.workspace_id, []).append((s, result))
-        if kept:
-            self._own_tokens.add(token)
         updates = _Updates()
         for workspace_id, items in kept.items():
             for s, built_one in self._checked(session, db, workspace_id, items, updates, now):
@@ -1145,12 +1143,13 @@ class Sender:
         """The next claim: in the claim process (``SenderConfig.claim_process``) or in a thread of this one."""
         pool = self._claim_pool
         if pool is None:
-            return await asyncio.to_thread(self.claim, limit)
-        prepared, counted = await asyncio.wrap_future(pool.submit(_claim_in_process, limit, self.clock()))
-        # This sender's recovery leaves its own claims alone.
+            prepared = await asyncio.to_thread(self.claim, limit)
+        else:
+            prepared, counted = await asyncio.wrap_future(pool.submit(_claim_in_process, limit, self.clock()))
+            for name, n in counted.items():
+                setattr(self.stats, name, getattr(self.stats, name) + n)
+        # This run's recovery leaves its own claims alone (``run`` forgets them when it ends).
         self._own_tokens.update(p.lease_token for p in prepared)
-        for name, n in counted.items():
-            setattr(self.stats, name, getattr(self.stats, name) + n)
         return prepared
 
     async def _send_one(self, item: Prepared) -> Outcome:

@@ -831,6 +831,10 @@ _NAME_TEXT = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
 # letters, digits) or markup ('<', '/', '!', '?') together with it.
 _BEFORE_NAME = frozenset(" \t\n\r\f\xa0>,.;:()[]\"'«»„“”‘’¡¿–—")
 _NAME_MARKS = "^`"  # the placeholders of the first and the last name
+_MARKS = "~" + _NAME_MARKS
+# Attribute values that CSS parses (style) or that selectors match on (class, id: in quirks mode without regard to
+# case): a placeholder there could be styled otherwise than the real string.
+_MATCHED_ATTRS = frozenset({"style", "class", "id"})
 
 
 def personal_key(key: str, names: Sequence[str]) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -838,8 +842,8 @@ def personal_key(key: str, names: Sequence[str]) -> tuple[str, tuple[tuple[str, 
     first) or '`' (the last) wherever it stands as a word after a space, '>' or punctuation (``_BEFORE_NAME``), so
     that messages to contacts whose names are as long share their work; a name that stands anywhere else, or whose
     mark ``key`` already holds, stays. The longer name goes first (a name inside the other is not split). Whatever
-    the parse makes of the marks is checked afterwards (``_placeholders_inert``: text and non-style attribute
-    values only). Returns the key and the (mark, name) pairs set aside."""
+    the parse makes of the marks is checked afterwards (``_placeholders_inert``: text and attribute values other
+    than style, class and id only). Returns the key and the (mark, name) pairs set aside."""
     aside: list[tuple[str, str]] = []
     order = sorted(
         ((name, mark) for name, mark in zip(names, _NAME_MARKS, strict=False) if name), key=lambda nm: -len(nm[0])
@@ -897,12 +901,6 @@ def _placeholders_inert(key: str, body: str) -> bool:
     return "<" not in body[pos:]
 
 
-_MARKS = "~" + _NAME_MARKS
-# Attribute values that CSS parses (style) or that selectors match on (class, id: in quirks mode without regard to
-# case): a placeholder there could be styled otherwise than the real string.
-_MATCHED_ATTRS = frozenset({"style", "class", "id"})
-
-
 class Sharing:
     """Whether looking for shared work pays: a lookup that misses costs more than working alone (the key, a check,
     the cache), so after a window of ``window`` lookups with fewer than ``min_hits`` hits (contacts with distinct
@@ -946,8 +944,8 @@ def _body_and_text(
 ) -> tuple[str, str | None]:
     """``inline_css(html)`` and (``with_text``) its ``html_to_text``, shared between messages through ``_BODIES``:
     the same as computed on ``html``, since the placeholders are inert (``volatile_key``, ``personal_key``,
-    ``_placeholders_inert``) and ``html_to_text`` reads them only as text or as (non-style) attribute values, as it
-    would the token and the names."""
+    ``_placeholders_inert``) and ``html_to_text`` reads them only as text or as attribute values, as it would the
+    token and the names."""
     key = volatile_key(html, volatile) if volatile and len(html) <= _BODIES_MAX_LEN and _body_sharing.wanted() else None
     aside: tuple[tuple[str, str], ...] = ()
     if key is not None and names:

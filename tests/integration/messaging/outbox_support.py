@@ -7,6 +7,7 @@ import email.policy
 import socket
 import subprocess
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,3 +144,20 @@ RENDERED = {
     "html": '<html><body><p>Hello</p><a href="https://shop.example.fi/sale?a=1&amp;b=2">Sale</a></body></html>',
     "text": "Hello, see https://shop.example.fi/sale",
 }
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def assert_processes_gone(pids: list[int]) -> None:
+    """Every one of ``pids`` exits within 10 s."""
+    deadline = time.monotonic() + 10
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(process_alive(pid) for pid in pids)

@@ -5,8 +5,6 @@ them."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from suppilo.adapters.worker import jobs as worker_jobs
@@ -15,22 +13,13 @@ from suppilo.config import Settings
 from suppilo.messaging import outbox
 from suppilo.messaging.sender import _claim_process_pids
 from suppilo.messaging.settings import KeptSender
-from tests.integration.messaging.outbox_support import RENDERED, SmtpSink, add_contact
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _assert_gone(pids: list[int]) -> None:
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in pids)
+from tests.integration.messaging.outbox_support import (
+    RENDERED,
+    SmtpSink,
+    add_contact,
+    assert_processes_gone,
+    process_alive,
+)
 
 
 def _queue(factory, ws: int, prefix: str, n: int) -> None:
@@ -83,7 +72,7 @@ def test_the_kept_sender_reuses_its_processes_and_sends_each_message_once(
         _queue(session_factory, ws, "second", 5)
         stats = kept.run(session_factory, settings, until_empty=True, max_seconds=60, workspace_ids=(ws,))
         assert (stats.claimed, stats.sent) == (5, 5)  # this period's figures, not the sender's total
-        assert _pids(kept) == pids and all(_alive(pid) for pid in pids)
+        assert _pids(kept) == pids and all(process_alive(pid) for pid in pids)
         assert len(sink.received) == 25 and set(sink.by_message_id().values()) == {1}
         with session_factory() as s:
             assert outbox.counts(s, ws) == {"sent": 25}
@@ -92,12 +81,12 @@ def test_the_kept_sender_reuses_its_processes_and_sends_each_message_once(
         _queue(session_factory, ws, "third", 3)
         stats = kept.run(session_factory, settings, until_empty=True, max_seconds=60, workspace_ids=(ws,))
         assert stats.sent == 3
-        _assert_gone(pids)
+        assert_processes_gone(pids)
         replaced = _pids(kept)
         assert len(replaced) == 3 and not set(replaced) & set(pids)
     finally:
         kept.close()
-    _assert_gone(replaced)
+    assert_processes_gone(replaced)
     assert len(sink.received) == 28 and set(sink.by_message_id().values()) == {1}
 
 
@@ -111,7 +100,7 @@ def test_stopping_the_worker_ends_the_kept_senders_processes(session_factory, wo
         worker = Worker(session_factory, [])
         worker.start()
         worker.stop()
-        _assert_gone(pids)
+        assert_processes_gone(pids)
         assert kept._sender is None
     finally:
         kept.close()

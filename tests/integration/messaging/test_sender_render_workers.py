@@ -17,7 +17,15 @@ from suppilo.messaging import outbox
 from suppilo.messaging import service as messaging_service
 from suppilo.messaging.outbox_models import OutboxMessage
 from suppilo.messaging.sender import Sender
-from tests.integration.messaging.outbox_support import RENDERED, SmtpSink, add_contact, drain, make_sender
+from tests.integration.messaging.outbox_support import (
+    RENDERED,
+    SmtpSink,
+    add_contact,
+    assert_processes_gone,
+    drain,
+    make_sender,
+    process_alive,
+)
 
 # The MIME boundary is a per-process random prefix plus a counter: the only part that differs between processes.
 _BOUNDARY = re.compile(rb"=_suppilo_[0-9a-f]{16}_\d+_\d+")
@@ -125,10 +133,10 @@ def test_render_workers_exit_when_the_sender_is_killed():
     )
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        assert len(pids) == 2 and all(process_alive(pid) for pid in pids)
     finally:
         _kill(proc)
-    _assert_gone(pids)
+    assert_processes_gone(pids)
 
 
 _KILLED_CLAIMING_SENDER = """
@@ -157,7 +165,7 @@ def test_the_claim_process_and_its_render_workers_exit_when_the_sender_is_killed
     )
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 3 and all(_alive(pid) for pid in pids)
+        assert len(pids) == 3 and all(process_alive(pid) for pid in pids)
         sender_nice = _nice(proc.pid)
         expected = [sender_nice, *[min(19, sender_nice + 10)] * 2]
         deadline = time.monotonic() + 30  # a worker lowers its priority as it starts, before it takes any work
@@ -166,7 +174,7 @@ def test_the_claim_process_and_its_render_workers_exit_when_the_sender_is_killed
         assert [_nice(pid) for pid in pids] == expected
     finally:
         _kill(proc)
-    _assert_gone(pids)
+    assert_processes_gone(pids)
 
 
 def test_an_in_memory_database_keeps_the_claim_in_the_sender_process():
@@ -191,25 +199,9 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _assert_gone(pids: list[int]) -> None:
-    """Every one of ``pids`` exits within 10 s."""
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in pids)
-
-
 def _nice(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(") ", 1)[1].split()[16])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return False
 
 
 def test_render_workers_run_below_the_senders_cpu_priority():
